@@ -1,0 +1,72 @@
+#include "engine/allocator.h"
+
+#include <cstdlib>
+#include <mutex>
+#include <new>
+
+#include "engine/device.h"
+#include "engine/error.h"
+
+namespace sppft {
+
+namespace {
+std::mutex g_alloc_mutex;
+}
+
+std::string_view mem_category_name(MemCategory c) {
+  static constexpr std::string_view names[] = {"weights", "grads", "master", "optimizer", "activations", "workspace"};
+  return names[static_cast<int>(c)];
+}
+
+std::string_view device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+Allocator& Allocator::for_device(Device d) {
+  static Allocator cpu(Device::CPU);
+  static Allocator cuda(Device::CUDA);
+  return d == Device::CPU ? cpu : cuda;
+}
+
+void* Allocator::allocate(std::size_t bytes, MemCategory cat) {
+  void* p = nullptr;
+  if (device_ == Device::CPU) {
+    std::size_t rounded = (bytes + 63) / 64 * 64;
+    p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+    if (!p) throw std::bad_alloc();
+  } else {
+    p = cuda_device_malloc(bytes);
+  }
+  account(static_cast<std::ptrdiff_t>(bytes), cat);
+  return p;
+}
+
+void Allocator::release(void* p, std::size_t bytes, MemCategory cat) {
+  if (!p) return;
+  if (device_ == Device::CPU) {
+    std::free(p);
+  } else {
+    cuda_device_free(p);
+  }
+  account(-static_cast<std::ptrdiff_t>(bytes), cat);
+}
+
+void Allocator::account(std::ptrdiff_t delta, MemCategory cat) {
+  std::lock_guard<std::mutex> lock(g_alloc_mutex);
+  auto i = static_cast<std::size_t>(cat);
+  stats_.current[i] += delta;
+  stats_.total_current += delta;
+  if (stats_.current[i] > stats_.peak[i]) stats_.peak[i] = stats_.current[i];
+  if (stats_.total_current > stats_.total_peak) stats_.total_peak = stats_.total_current;
+}
+
+MemoryStats Allocator::stats() const {
+  std::lock_guard<std::mutex> lock(g_alloc_mutex);
+  return stats_;
+}
+
+void Allocator::reset_peaks() {
+  std::lock_guard<std::mutex> lock(g_alloc_mutex);
+  stats_.peak = stats_.current;
+  stats_.total_peak = stats_.total_current;
+}
+
+}  // namespace sppft

@@ -1,0 +1,49 @@
+#include "engine/device.h"
+
+#include "engine/error.h"
+
+#ifdef SPPFT_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "engine/cuda_check.h"
+#endif
+
+namespace sppft {
+
+#ifdef SPPFT_HAVE_CUDA
+bool built_with_cuda() { return true; }
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the "no device" error
+    return 0;
+  }
+  return n;
+}
+
+std::string cuda_device_description(int device) {
+  if (device >= cuda_device_count()) return "";
+  cudaDeviceProp p{};
+  SPPFT_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %.1f GiB)", p.name, p.major, p.minor, p.totalGlobalMem / 1073741824.0);
+  return buf;
+}
+
+void* cuda_device_malloc(std::size_t bytes) {
+  void* p = nullptr;
+  SPPFT_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 1 : bytes));
+  return p;
+}
+
+void cuda_device_free(void* p) { cudaFree(p); }
+#else
+bool built_with_cuda() { return false; }
+int cuda_device_count() { return 0; }
+std::string cuda_device_description(int) { return ""; }
+void* cuda_device_malloc(std::size_t) { throw RuntimeFailure("CUDA memory requested but sppft was built without CUDA"); }
+void cuda_device_free(void*) {}
+#endif
+
+}  // namespace sppft

@@ -1,0 +1,20 @@
+// Devices: which exist, and raw device memory for the tagged allocator (plain
+// cudaMalloc, never managed memory). Without CUDA in the build, there are no
+// CUDA devices.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace sppft {
+
+bool built_with_cuda();
+// Number of usable CUDA devices; 0 without a driver, a GPU, or CUDA in the build.
+int cuda_device_count();
+// "NVIDIA H200 (sm_90, 139.8 GiB)" or "" when there is none.
+std::string cuda_device_description(int device = 0);
+
+void* cuda_device_malloc(std::size_t bytes);
+void cuda_device_free(void* p);
+
+}  // namespace sppft

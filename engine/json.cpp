@@ -1,0 +1,54 @@
+#include "engine/json.h"
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/error.h"
+
+namespace sppft {
+
+Json parse_json(std::string_view text, std::string_view where) {
+  try {
+    return Json::parse(text.begin(), text.end());
+  } catch (const Json::parse_error& e) {
+    throw InputError(std::string(where) + ": malformed JSON (byte " + std::to_string(e.byte) + ")");
+  }
+}
+
+Json read_json_file(const fs::path& path) { return parse_json(read_file(path), path.string()); }
+
+template <typename T>
+T json_get(const Json& obj, std::string_view key, std::string_view where) {
+  if (!obj.is_object()) throw InputError(std::string(where) + ": expected a JSON object");
+  auto it = obj.find(std::string(key));
+  if (it == obj.end() || it->is_null())
+    throw InputError(std::string(where) + ": missing field '" + std::string(key) + "'");
+  try {
+    return it->get<T>();
+  } catch (const Json::exception&) {
+    throw InputError(std::string(where) + ": field '" + std::string(key) + "' has the wrong type (" +
+                     it->type_name() + ")");
+  }
+}
+
+template <typename T>
+T json_get_or(const Json& obj, std::string_view key, const T& fallback, std::string_view where) {
+  if (!obj.is_object()) throw InputError(std::string(where) + ": expected a JSON object");
+  auto it = obj.find(std::string(key));
+  if (it == obj.end() || it->is_null()) return fallback;
+  return json_get<T>(obj, key, where);
+}
+
+#define SPPFT_JSON_INSTANTIATE(T)                                                   \
+  template T json_get<T>(const Json&, std::string_view, std::string_view);         \
+  template T json_get_or<T>(const Json&, std::string_view, const T&, std::string_view);
+SPPFT_JSON_INSTANTIATE(bool)
+SPPFT_JSON_INSTANTIATE(int)
+SPPFT_JSON_INSTANTIATE(std::int64_t)
+SPPFT_JSON_INSTANTIATE(double)
+SPPFT_JSON_INSTANTIATE(std::string)
+SPPFT_JSON_INSTANTIATE(Json)
+SPPFT_JSON_INSTANTIATE(std::vector<std::int64_t>)
+#undef SPPFT_JSON_INSTANTIATE
+
+}  // namespace sppft

@@ -1,0 +1,43 @@
+// Prompt files and prompt templates.
+//
+// Prompt files: `.txt` one prompt per line; `.csv` first column (headerless, or
+// with a header cell such as goal / instruction / prompt); `.json` a list of
+// objects or strings, `.jsonl` one per line, objects with `instruction` (and
+// optional `input`) or `prompt`.
+//
+// Templates: `none` (the text as is), `alpaca` (METHOD.md's exact strings), and
+// `chat`: the model's own chat format for one user turn, generation prompt open.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/fs.h"
+
+namespace sppft {
+
+struct PromptRecord {
+  std::string instruction;
+  std::string input;  // optional context (Alpaca "input")
+};
+
+// Reads a prompt file; InputError naming file and line for empty/malformed rows.
+std::vector<PromptRecord> read_prompt_file(const fs::path& path);
+
+// RFC 4180 CSV: rows of fields, quotes with "" escapes, newlines inside quotes.
+std::vector<std::vector<std::string>> parse_csv(const std::string& text, const std::string& where);
+
+enum class PromptTemplate { None, Alpaca, Chat };
+PromptTemplate parse_template(const std::string& name);  // InputError on unknown names
+
+enum class ChatFormat { Llama2, Llama3, Mistral, Gemma, Phi3, ChatML };
+std::string chat_format_name(ChatFormat f);
+
+// The Alpaca prompt, with or without the input section.
+std::string alpaca_prompt(const PromptRecord& r);
+// One user turn in `format`, ending where the assistant's answer starts. The
+// text begins with the literal BOS token where the format has one, so it is
+// tokenized without adding special tokens.
+std::string chat_prompt(const PromptRecord& r, ChatFormat format);
+
+}  // namespace sppft

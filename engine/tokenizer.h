@@ -1,0 +1,60 @@
+// Tokenizers of Hugging Face checkpoints: sentencepiece `tokenizer.model`
+// (through libsentencepiece) and byte-level BPE `tokenizer.json` (Llama-3,
+// Qwen2). Both give the ids transformers gives for the same checkpoint,
+// special tokens and BOS included.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sppft {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // Token ids of `text`. Special/added tokens written literally in the text
+  // (e.g. "<|eot_id|>") become their ids, as in transformers. With
+  // `add_special`, BOS is prepended exactly when transformers would for
+  // this checkpoint (see add_bos()).
+  virtual std::vector<std::int32_t> encode(std::string_view text, bool add_special = true) const = 0;
+
+  // Text of `ids`; special tokens dropped when `skip_special`. Throws
+  // InputError for an id outside the vocabulary.
+  virtual std::string decode(std::span<const std::int32_t> ids, bool skip_special = true) const = 0;
+
+  // Number of ids the tokenizer can produce (including added tokens).
+  virtual std::int32_t vocab_size() const = 0;
+
+  // Id of a token string (a piece or an added/special token), if any.
+  virtual std::optional<std::int32_t> token_to_id(std::string_view token) const = 0;
+
+  // "sentencepiece" or "bpe".
+  virtual std::string kind() const = 0;
+
+  std::optional<std::int32_t> bos_id() const { return bos_id_; }
+  const std::vector<std::int32_t>& eos_ids() const { return eos_ids_; }
+  bool add_bos() const { return add_bos_; }
+  bool is_eos(std::int32_t id) const;
+
+ protected:
+  std::optional<std::int32_t> bos_id_;
+  std::vector<std::int32_t> eos_ids_;
+  bool add_bos_ = false;
+  friend std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
+};
+
+// Loads the tokenizer of a checkpoint directory: `tokenizer.model` when present
+// (sentencepiece), else `tokenizer.json` (byte-level BPE). Special tokens and
+// BOS/EOS come from tokenizer_config.json, tokenizer.json, generation_config.json
+// and config.json (EOS: generation_config first, one id or a list). InputError
+// naming the file when nothing usable is found.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
+
+}  // namespace sppft

@@ -1,0 +1,187 @@
+// Device dispatch for kernels/ops.h: tensors on the CPU go to kernels/cpu,
+// tensors on a GPU to kernels/cuda (ops without a CUDA kernel yet say so).
+#include "kernels/ops.h"
+
+#include <string>
+
+#include "engine/error.h"
+#include "kernels/cpu/cpu_ops.h"
+
+namespace sppft::ops {
+
+namespace {
+bool on_cpu(const Tensor& t, const char* op) {
+  if (t.device() == Device::CPU) return true;
+  throw RuntimeFailure(std::string(op) + ": no CUDA kernel in this build yet (tensors on cuda)");
+}
+}  // namespace
+
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  if (on_cpu(x, "linear_forward")) cpu::linear_forward(x, w, bias, y);
+}
+void embedding_forward(const Tensor& ids, const Tensor& table, float scale, Tensor& out) {
+  if (on_cpu(table, "embedding_forward")) cpu::embedding_forward(ids, table, scale, out);
+}
+void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offset, Tensor& y) {
+  if (on_cpu(x, "rmsnorm_forward")) cpu::rmsnorm_forward(x, w, eps, unit_offset, y);
+}
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+  if (on_cpu(x, "rope_forward")) cpu::rope_forward(x, positions, inv_freq, head_dim);
+}
+void glu_forward(const Tensor& gate, const Tensor& up, GluActivation act, Tensor& out) {
+  if (on_cpu(gate, "glu_forward")) cpu::glu_forward(gate, up, act, out);
+}
+void add_inplace(Tensor& x, const Tensor& y) {
+  if (on_cpu(x, "add_inplace")) cpu::add_inplace(x, y);
+}
+void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs, Tensor& k_cache,
+                    Tensor& v_cache) {
+  if (on_cpu(k, "kv_cache_write")) cpu::kv_cache_write(k, v, seqs, k_cache, v_cache);
+}
+void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                       std::span<const AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out) {
+  if (on_cpu(q, "attention_forward")) cpu::attention_forward(q, k_cache, v_cache, seqs, scale, window, out);
+}
+
+}  // namespace sppft::ops
+
+// ---- Backward and training --------------------------------------------------
+// Shape checks here (cheap, device-independent) so that every backend gets them;
+// a mismatch is a bug of the caller and throws InputError naming the op.
+namespace sppft::ops {
+
+namespace {
+void expect(bool cond, const char* op, const std::string& what) {
+  if (!cond) throw InputError(std::string(op) + ": " + what);
+}
+void expect_shape(const Tensor& t, const Shape& s, const char* op, const char* name) {
+  expect(t.shape() == s, op, std::string(name) + " has shape " + shape_str(t.shape()) + ", expected " + shape_str(s));
+}
+void expect_f32(const Tensor& t, const char* op, const char* name) {
+  expect(t.dtype() == DType::F32, op, std::string(name) + " must be F32");
+}
+void expect_i32(const Tensor& t, const char* op, const char* name) {
+  expect(t.dtype() == DType::I32 && t.rank() == 1, op, std::string(name) + " must be a 1-d I32 tensor");
+}
+void expect_seqs(std::span<const AttentionSeq> seqs, std::int64_t n, const char* op) {
+  for (const auto& s : seqs) {
+    expect(s.past_len == 0, op, "training attention needs past_len == 0");
+    expect(s.q_begin >= 0 && s.q_len >= 0 && s.q_begin + s.q_len <= n, op,
+           "sequence rows [" + std::to_string(s.q_begin) + ", " + std::to_string(s.q_begin + s.q_len) +
+               ") outside the " + std::to_string(n) + " rows");
+  }
+}
+}  // namespace
+
+void linear_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate) {
+  const char* op = "linear_backward_input";
+  expect(dy.rank() == 2 && w.rank() == 2, op, "dy and w must be 2-d");
+  expect_shape(dx, {dy.dim(0), w.dim(1)}, op, "dx");
+  expect(dy.dim(1) == w.dim(0), op, "dy columns must equal w rows");
+  if (on_cpu(dy, op)) cpu::linear_backward_input(dy, w, dx, accumulate);
+}
+void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tensor* dbias) {
+  const char* op = "linear_backward_weight";
+  expect(dy.rank() == 2 && x.rank() == 2 && dy.dim(0) == x.dim(0), op, "dy and x must be 2-d with equal rows");
+  expect_shape(dw, {dy.dim(1), x.dim(1)}, op, "dw");
+  if (dbias) expect_shape(*dbias, {dy.dim(1)}, op, "dbias");
+  if (on_cpu(dy, op)) cpu::linear_backward_weight(dy, x, dw, dbias);
+}
+void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tensor& dtable) {
+  const char* op = "embedding_backward";
+  expect_i32(ids, op, "ids");
+  expect(dtable.rank() == 2, op, "dtable must be 2-d");
+  expect_shape(dout, {ids.dim(0), dtable.dim(1)}, op, "dout");
+  if (on_cpu(dtable, op)) cpu::embedding_backward(ids, dout, scale, dtable);
+}
+void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
+                      Tensor* dw) {
+  const char* op = "rmsnorm_backward";
+  expect(x.rank() == 2, op, "x must be 2-d");
+  expect_shape(w, {x.dim(1)}, op, "w");
+  expect_shape(dy, x.shape(), op, "dy");
+  expect_shape(dx, x.shape(), op, "dx");
+  if (dw) expect_shape(*dw, w.shape(), op, "dw");
+  expect(dx.raw() != x.raw() || x.numel() == 0, op, "dx must not alias x");
+  if (on_cpu(x, op)) cpu::rmsnorm_backward(x, w, dy, eps, unit_offset, dx, dw);
+}
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+  const char* op = "rope_backward";
+  expect(dx.rank() == 2 && head_dim > 0 && head_dim % 2 == 0 && dx.dim(1) % head_dim == 0, op,
+         "dx must be [N, heads * head_dim] with an even head_dim");
+  expect_i32(positions, op, "positions");
+  expect(positions.dim(0) == dx.dim(0), op, "positions must have one entry per row");
+  expect_shape(inv_freq, {head_dim / 2}, op, "inv_freq");
+  if (on_cpu(dx, op)) cpu::rope_backward(dx, positions, inv_freq, head_dim);
+}
+void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, GluActivation act, Tensor& dgate,
+                  Tensor& dup) {
+  const char* op = "glu_backward";
+  expect_shape(up, gate.shape(), op, "up");
+  expect_shape(dout, gate.shape(), op, "dout");
+  expect_shape(dgate, gate.shape(), op, "dgate");
+  expect_shape(dup, gate.shape(), op, "dup");
+  expect(dgate.raw() != dup.raw() || gate.numel() == 0, op, "dgate and dup must be distinct buffers");
+  if (on_cpu(gate, op)) cpu::glu_backward(gate, up, dout, act, dgate, dup);
+}
+
+namespace {
+// Shapes shared by attention_forward_train and attention_backward.
+void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                     std::span<const AttentionSeq> seqs, const char* op) {
+  expect(q.rank() == 2 && k.rank() == 2 && lse.rank() == 2, op, "q, k and lse must be 2-d");
+  const auto n = q.dim(0), hq = lse.dim(1);
+  expect(lse.dim(0) == n && hq > 0 && q.dim(1) % hq == 0, op, "lse must be [N, Hq] with Hq dividing q's width");
+  const auto d = q.dim(1) / hq;
+  expect(k.dim(0) == n && d > 0 && k.dim(1) % d == 0, op, "k must be [N, Hkv * D]");
+  const auto hkv = k.dim(1) / d;
+  expect(hkv > 0 && hq % hkv == 0, op, "Hq must be a multiple of Hkv");
+  expect_shape(v, k.shape(), op, "v");
+  expect_shape(out, q.shape(), op, "out");
+  expect_seqs(seqs, n, op);
+}
+}  // namespace
+
+void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs,
+                             float scale, std::int64_t window, Tensor& out, Tensor& lse) {
+  check_attention(q, k, v, out, lse, seqs, "attention_forward_train");
+  if (on_cpu(q, "attention_forward_train")) cpu::attention_forward_train(q, k, v, seqs, scale, window, out, lse);
+}
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, std::span<const AttentionSeq> seqs, float scale, std::int64_t window,
+                        Tensor& dq, Tensor& dk, Tensor& dv) {
+  const char* op = "attention_backward";
+  check_attention(q, k, v, out, lse, seqs, op);
+  expect_shape(dout, q.shape(), op, "dout");
+  expect_shape(dq, q.shape(), op, "dq");
+  expect_shape(dk, k.shape(), op, "dk");
+  expect_shape(dv, v.shape(), op, "dv");
+  if (on_cpu(q, op)) cpu::attention_backward(q, k, v, out, lse, dout, seqs, scale, window, dq, dk, dv);
+}
+double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits) {
+  const char* op = "cross_entropy";
+  expect(logits.rank() == 2, op, "logits must be [N, V]");
+  expect_f32(logits, op, "logits");
+  expect_i32(targets, op, "targets");
+  expect(targets.dim(0) == logits.dim(0), op, "targets must have one entry per logits row");
+  if (dlogits) expect_shape(*dlogits, logits.shape(), op, "dlogits");
+  if (on_cpu(logits, op)) return cpu::cross_entropy(logits, targets, grad_scale, dlogits);
+  return 0;
+}
+double sum_squares(const Tensor& t) {
+  if (on_cpu(t, "sum_squares")) return cpu::sum_squares(t);
+  return 0;
+}
+void scale_inplace(Tensor& t, float s) {
+  if (on_cpu(t, "scale_inplace")) cpu::scale_inplace(t, s);
+}
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& hp, std::int64_t step) {
+  const char* op = "adamw_step";
+  expect_shape(grad, param.shape(), op, "grad");
+  expect_shape(m, param.shape(), op, "m");
+  expect_shape(v, param.shape(), op, "v");
+  expect(step >= 1, op, "step counts from 1");
+  if (on_cpu(param, op)) cpu::adamw_step(param, grad, m, v, hp, step);
+}
+
+}  // namespace sppft::ops

@@ -1,0 +1,198 @@
+#include "models/config.h"
+
+#include <cmath>
+
+#include "engine/error.h"
+
+namespace sppft {
+
+namespace {
+
+std::vector<std::int64_t> id_list(const Json& v, const std::string& where) {
+  std::vector<std::int64_t> out;
+  if (v.is_null()) return out;
+  if (v.is_number_integer()) return {v.get<std::int64_t>()};
+  if (v.is_array()) {
+    for (const auto& x : v) {
+      if (!x.is_number_integer()) throw InputError(where + ": eos_token_id must be an integer or a list of integers");
+      out.push_back(x.get<std::int64_t>());
+    }
+    return out;
+  }
+  throw InputError(where + ": eos_token_id must be an integer or a list of integers");
+}
+
+std::int64_t positive(const Json& j, const char* key, const std::string& where) {
+  auto v = json_get<std::int64_t>(j, key, where);
+  if (v <= 0) throw InputError(where + ": field '" + key + "' must be positive, got " + std::to_string(v));
+  return v;
+}
+
+void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
+  // Newer transformers: rope_parameters {rope_type, rope_theta, factor, ...};
+  // the Hub form: rope_theta + rope_scaling {type|rope_type, factor, ...}.
+  Json scaling = Json();
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    scaling = j["rope_parameters"];
+    c.rope.theta = json_get_or<double>(scaling, "rope_theta", json_get_or<double>(j, "rope_theta", 10000.0, where), where + " rope_parameters");
+  } else {
+    c.rope.theta = json_get_or<double>(j, "rope_theta", 10000.0, where);
+    if (j.contains("rope_scaling")) scaling = j["rope_scaling"];
+  }
+  if (c.rope.theta <= 0) throw InputError(where + ": rope_theta must be positive");
+  if (scaling.is_null()) return;
+  if (!scaling.is_object()) throw InputError(where + ": rope_scaling must be an object or null");
+  const std::string sw = where + " rope_scaling";
+  std::string type = json_get_or<std::string>(scaling, "rope_type", json_get_or<std::string>(scaling, "type", "default", sw), sw);
+  if (type == "default") return;
+  if (type == "linear") {
+    c.rope.type = type;
+    c.rope.factor = json_get<double>(scaling, "factor", sw);
+  } else if (type == "llama3") {
+    c.rope.type = type;
+    c.rope.factor = json_get<double>(scaling, "factor", sw);
+    c.rope.low_freq_factor = json_get<double>(scaling, "low_freq_factor", sw);
+    c.rope.high_freq_factor = json_get<double>(scaling, "high_freq_factor", sw);
+    c.rope.original_max_position_embeddings = json_get<std::int64_t>(scaling, "original_max_position_embeddings", sw);
+    if (c.rope.high_freq_factor <= c.rope.low_freq_factor)
+      throw InputError(sw + ": high_freq_factor must exceed low_freq_factor");
+  } else {
+    throw InputError(sw + ": rope type '" + type + "' is not implemented (supported: default, linear, llama3)");
+  }
+  if (c.rope.factor <= 0) throw InputError(sw + ": factor must be positive");
+}
+
+}  // namespace
+
+std::int64_t ModelConfig::block_parameters() const {
+  std::int64_t h = hidden_size, f = intermediate_size;
+  std::int64_t attn = h * q_dim() + 2 * h * kv_dim() + q_dim() * h;
+  if (qkv_bias) attn += q_dim() + 2 * kv_dim();
+  if (o_bias) attn += h;
+  std::int64_t mlp = 3 * h * f + (mlp_bias ? 2 * f + h : 0);
+  return attn + mlp + 2 * h;
+}
+
+std::int64_t ModelConfig::total_parameters() const {
+  std::int64_t embed = vocab_size * hidden_size;
+  return embed + (tie_word_embeddings ? 0 : embed) + num_layers * block_parameters() + hidden_size;
+}
+
+std::string ModelConfig::family_name() const { return model_type; }
+
+ModelConfig parse_model_config(const Json& j, const std::string& where) {
+  if (!j.is_object()) throw InputError(where + ": expected a JSON object");
+  ModelConfig c;
+  c.model_type = json_get<std::string>(j, "model_type", where);
+  const std::string& t = c.model_type;
+  if (t == "llama") c.family = Family::Llama;
+  else if (t == "mistral") c.family = Family::Mistral;
+  else if (t == "qwen2") c.family = Family::Qwen2;
+  else if (t == "gemma") c.family = Family::Gemma;
+  else if (t == "phi3") c.family = Family::Phi3;
+  else throw InputError(where + ": model_type '" + t + "' is not supported (expected llama, mistral, qwen2, gemma or phi3)");
+
+  c.hidden_size = positive(j, "hidden_size", where);
+  c.intermediate_size = positive(j, "intermediate_size", where);
+  c.num_layers = positive(j, "num_hidden_layers", where);
+  c.num_heads = positive(j, "num_attention_heads", where);
+  c.num_kv_heads = json_get_or<std::int64_t>(j, "num_key_value_heads", c.num_heads, where);
+  if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
+    throw InputError(where + ": num_attention_heads (" + std::to_string(c.num_heads) +
+                     ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
+  c.head_dim = json_get_or<std::int64_t>(j, "head_dim", 0, where);
+  if (c.head_dim == 0) {
+    if (c.hidden_size % c.num_heads != 0) throw InputError(where + ": hidden_size is not a multiple of num_attention_heads and head_dim is not given");
+    c.head_dim = c.hidden_size / c.num_heads;
+  }
+  if (c.head_dim <= 0 || c.head_dim % 2 != 0) throw InputError(where + ": head_dim must be positive and even, got " + std::to_string(c.head_dim));
+  c.vocab_size = positive(j, "vocab_size", where);
+  c.max_position_embeddings = json_get_or<std::int64_t>(j, "max_position_embeddings", 2048, where);
+  if (c.max_position_embeddings <= 0) throw InputError(where + ": max_position_embeddings must be positive");
+  c.rms_norm_eps = json_get_or<double>(j, "rms_norm_eps", 1e-6, where);
+  if (!(c.rms_norm_eps > 0)) throw InputError(where + ": rms_norm_eps must be positive");
+  parse_rope(j, c, where);
+  double partial = json_get_or<double>(j, "partial_rotary_factor", 1.0, where);
+  if (partial != 1.0) throw InputError(where + ": partial_rotary_factor " + std::to_string(partial) + " is not implemented (expected 1.0)");
+
+  bool tie_default = c.family == Family::Gemma;
+  c.tie_word_embeddings = json_get_or<bool>(j, "tie_word_embeddings", tie_default, where);
+  bool attention_bias = json_get_or<bool>(j, "attention_bias", false, where);
+  c.qkv_bias = c.family == Family::Qwen2 || attention_bias;
+  c.o_bias = c.family != Family::Qwen2 && attention_bias;
+  c.mlp_bias = json_get_or<bool>(j, "mlp_bias", false, where);
+  c.fused_qkv = c.fused_gate_up = c.family == Family::Phi3;
+  c.norm_unit_offset = c.scale_embeddings = c.family == Family::Gemma;
+
+  std::string act = json_get_or<std::string>(j, "hidden_activation", "", where);
+  if (act.empty()) act = json_get_or<std::string>(j, "hidden_act", "silu", where);
+  // transformers runs gemma with the tanh approximation even when hidden_act says "gelu".
+  if (c.family == Family::Gemma && act == "gelu" && !j.contains("hidden_activation")) act = "gelu_pytorch_tanh";
+  if (act == "silu" || act == "swish") c.activation = Activation::SiLU;
+  else if (act == "gelu_pytorch_tanh" || act == "gelu_new" || act == "gelu_fast") c.activation = Activation::GeluTanh;
+  else if (act == "gelu") c.activation = Activation::GeluErf;
+  else throw InputError(where + ": hidden activation '" + act + "' is not supported (expected silu, gelu or gelu_pytorch_tanh)");
+
+  if (c.family == Family::Mistral || c.family == Family::Phi3) {
+    auto w = json_get_or<std::int64_t>(j, "sliding_window", 0, where);
+    if (w > 0) c.sliding_window = w;
+  }
+  if (c.family == Family::Qwen2 && json_get_or<bool>(j, "use_sliding_window", false, where))
+    throw InputError(where + ": use_sliding_window true is not implemented for qwen2");
+
+  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<std::int64_t>();
+  if (j.contains("eos_token_id")) c.eos_token_ids = id_list(j["eos_token_id"], where);
+  std::string dtype = json_get_or<std::string>(j, "torch_dtype", "", where);
+  if (dtype.empty()) dtype = json_get_or<std::string>(j, "dtype", "float32", where);
+  c.torch_dtype = dtype;
+  return c;
+}
+
+ModelConfig load_model_config(const fs::path& dir) {
+  require_directory(dir, "model");
+  fs::path p = dir / "config.json";
+  return parse_model_config(read_json_file(p), p.string());
+}
+
+Json model_config_to_json(const ModelConfig& c) {
+  static const char* archs[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "GemmaForCausalLM", "Phi3ForCausalLM"};
+  Json j;
+  j["architectures"] = {archs[static_cast<int>(c.family)]};
+  j["model_type"] = c.model_type;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_layers;
+  j["num_attention_heads"] = c.num_heads;
+  j["num_key_value_heads"] = c.num_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab_size;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope.theta;
+  if (c.rope.type == "default") {
+    j["rope_scaling"] = nullptr;
+  } else {
+    Json s = {{"rope_type", c.rope.type}, {"factor", c.rope.factor}};
+    if (c.rope.type == "llama3") {
+      s["low_freq_factor"] = c.rope.low_freq_factor;
+      s["high_freq_factor"] = c.rope.high_freq_factor;
+      s["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = s;
+  }
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  if (c.family == Family::Llama) {
+    j["attention_bias"] = c.qkv_bias;
+    j["mlp_bias"] = c.mlp_bias;
+  }
+  const char* act = c.activation == Activation::SiLU ? "silu" : c.activation == Activation::GeluTanh ? "gelu_pytorch_tanh" : "gelu";
+  j[c.family == Family::Gemma ? "hidden_activation" : "hidden_act"] = act;
+  if (c.sliding_window) j["sliding_window"] = *c.sliding_window;
+  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;
+  j["torch_dtype"] = c.torch_dtype;
+  return j;
+}
+
+}  // namespace sppft

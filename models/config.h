@@ -1,0 +1,70 @@
+// ModelConfig: what sppft needs of a Hugging Face config.json, for model_type
+// llama (Llama-2, Llama-3/3.1, TinyLlama), mistral, qwen2, gemma and phi3.
+// Both the Hub form (rope_theta, rope_scaling) and the newer transformers form
+// (rope_parameters) are read.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/fs.h"
+#include "engine/json.h"
+
+namespace sppft {
+
+enum class Family { Llama, Mistral, Qwen2, Gemma, Phi3 };
+enum class Activation { SiLU, GeluTanh, GeluErf };
+
+struct RopeConfig {
+  double theta = 10000.0;
+  std::string type = "default";  // "default", "linear", "llama3"
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  std::int64_t original_max_position_embeddings = 0;
+};
+
+struct ModelConfig {
+  std::string model_type;
+  Family family = Family::Llama;
+  std::int64_t hidden_size = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t num_layers = 0;
+  std::int64_t num_heads = 0;
+  std::int64_t num_kv_heads = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t vocab_size = 0;
+  std::int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  RopeConfig rope;
+  bool tie_word_embeddings = false;
+  bool qkv_bias = false;        // qwen2; llama attention_bias
+  bool o_bias = false;          // llama attention_bias
+  bool mlp_bias = false;        // llama mlp_bias
+  bool fused_qkv = false;       // phi3 qkv_proj
+  bool fused_gate_up = false;   // phi3 gate_up_proj
+  bool norm_unit_offset = false;     // gemma: x_hat * (1 + w)
+  bool scale_embeddings = false;     // gemma: embeddings * sqrt(hidden)
+  Activation activation = Activation::SiLU;
+  std::optional<std::int64_t> sliding_window;
+  std::optional<std::int64_t> bos_token_id;
+  std::vector<std::int64_t> eos_token_ids;
+  std::string torch_dtype = "float32";
+
+  std::int64_t q_dim() const { return num_heads * head_dim; }
+  std::int64_t kv_dim() const { return num_kv_heads * head_dim; }
+  // Parameters of one decoder block / of the whole model (tied embeddings counted once).
+  std::int64_t block_parameters() const;
+  std::int64_t total_parameters() const;
+  std::string family_name() const;
+};
+
+// Parses and validates a config.json object; `where` names the file in errors.
+ModelConfig parse_model_config(const Json& j, const std::string& where);
+ModelConfig load_model_config(const fs::path& dir);
+// The config.json object for a config (round-trips through parse_model_config).
+Json model_config_to_json(const ModelConfig& c);
+
+}  // namespace sppft

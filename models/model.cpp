@@ -1,0 +1,317 @@
+#include "models/model.h"
+
+#include <cmath>
+#include <random>
+
+#include "engine/error.h"
+#include "engine/json.h"
+#include "models/training.h"
+
+namespace sppft {
+
+namespace {
+
+struct ParamSpec {
+  std::string name;
+  Tensor* tensor;
+  int block;
+  Shape shape;
+};
+
+std::vector<ParamSpec> param_specs(const ModelConfig& c, ModelWeights& w) {
+  const std::int64_t h = c.hidden_size, f = c.intermediate_size, qd = c.q_dim(), kd = c.kv_dim();
+  std::vector<ParamSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", &w.embed_tokens, -1, {c.vocab_size, h}});
+  for (int i = 0; i < static_cast<int>(c.num_layers); ++i) {
+    BlockWeights& b = w.blocks[i];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    specs.push_back({p + "input_layernorm.weight", &b.input_norm, i, {h}});
+    if (c.fused_qkv) {
+      specs.push_back({p + "self_attn.qkv_proj.weight", &b.qkv_fused, i, {qd + 2 * kd, h}});
+    } else {
+      specs.push_back({p + "self_attn.q_proj.weight", &b.q, i, {qd, h}});
+      specs.push_back({p + "self_attn.k_proj.weight", &b.k, i, {kd, h}});
+      specs.push_back({p + "self_attn.v_proj.weight", &b.v, i, {kd, h}});
+    }
+    if (c.qkv_bias) {
+      specs.push_back({p + "self_attn.q_proj.bias", &b.q_bias, i, {qd}});
+      specs.push_back({p + "self_attn.k_proj.bias", &b.k_bias, i, {kd}});
+      specs.push_back({p + "self_attn.v_proj.bias", &b.v_bias, i, {kd}});
+    }
+    specs.push_back({p + "self_attn.o_proj.weight", &b.o, i, {h, qd}});
+    if (c.o_bias) specs.push_back({p + "self_attn.o_proj.bias", &b.o_bias, i, {h}});
+    specs.push_back({p + "post_attention_layernorm.weight", &b.post_attention_norm, i, {h}});
+    if (c.fused_gate_up) {
+      specs.push_back({p + "mlp.gate_up_proj.weight", &b.gate_up_fused, i, {2 * f, h}});
+    } else {
+      specs.push_back({p + "mlp.gate_proj.weight", &b.gate, i, {f, h}});
+      specs.push_back({p + "mlp.up_proj.weight", &b.up, i, {f, h}});
+    }
+    specs.push_back({p + "mlp.down_proj.weight", &b.down, i, {h, f}});
+    if (c.mlp_bias) {
+      specs.push_back({p + "mlp.gate_proj.bias", &b.gate_bias, i, {f}});
+      specs.push_back({p + "mlp.up_proj.bias", &b.up_bias, i, {f}});
+      specs.push_back({p + "mlp.down_proj.bias", &b.down_bias, i, {h}});
+    }
+  }
+  specs.push_back({"model.norm.weight", &w.final_norm, -1, {h}});
+  if (!c.tie_word_embeddings) specs.push_back({"lm_head.weight", &w.lm_head, -1, {c.vocab_size, h}});
+  return specs;
+}
+
+bool ignorable_extra(const std::string& name, const ModelConfig& c) {
+  // Older checkpoints store RoPE buffers; tied checkpoints sometimes store lm_head too.
+  if (name.size() >= 19 && name.compare(name.size() - 19, 19, "rotary_emb.inv_freq") == 0) return true;
+  return c.tie_word_embeddings && name == "lm_head.weight";
+}
+
+ops::GluActivation glu_of(Activation a) {
+  switch (a) {
+    case Activation::SiLU: return ops::GluActivation::SiLU;
+    case Activation::GeluTanh: return ops::GluActivation::GeluTanh;
+    case Activation::GeluErf: return ops::GluActivation::GeluErf;
+  }
+  return ops::GluActivation::SiLU;
+}
+
+}  // namespace
+
+std::vector<ParamShape> parameter_shapes(const ModelConfig& c) {
+  ModelWeights dummy;
+  dummy.blocks.resize(c.num_layers);
+  std::vector<ParamShape> out;
+  for (auto& s : param_specs(c, dummy)) out.push_back({s.name, s.block, s.shape});
+  return out;
+}
+
+void validate_checkpoint(const ModelConfig& c, const Checkpoint& ckpt, const fs::path& dir) {
+  auto shapes = parameter_shapes(c);
+  std::map<std::string, const ParamShape*> expected;
+  for (auto& s : shapes) expected[s.name] = &s;
+  for (const auto& [name, e] : ckpt.entries())
+    if (!expected.count(name) && !ignorable_extra(name, c))
+      throw InputError((dir / e.file).string() + ": unexpected tensor '" + name + "' for model_type " + c.model_type);
+  for (auto& s : shapes) {
+    if (!ckpt.has(s.name)) throw InputError(dir.string() + ": tensor '" + s.name + "' missing from the checkpoint");
+    const TensorEntry& e = ckpt.entry(s.name);
+    if (e.shape != s.shape)
+      throw InputError((dir / e.file).string() + ": tensor '" + s.name + "' has shape " + shape_str(e.shape) +
+                       ", expected " + shape_str(s.shape));
+    if (e.dtype == DType::I32)
+      throw InputError((dir / e.file).string() + ": tensor '" + s.name + "' has dtype I32, expected F32, F16 or BF16");
+  }
+}
+
+namespace {
+
+const Tensor* opt(const Tensor& t) { return t.defined() ? &t : nullptr; }
+
+Tensor activation(Shape s) { return Tensor::empty(std::move(s), DType::F32, MemCategory::Activations); }
+
+}  // namespace
+
+std::vector<float> rope_inv_freq(const ModelConfig& c) {
+  const std::int64_t d = c.head_dim;
+  std::vector<float> out(d / 2);
+  for (std::int64_t i = 0; i < d / 2; ++i) {
+    // transformers: 1 / base^(arange(0, d, 2) / d) in float32.
+    float exponent = static_cast<float>(2 * i) / static_cast<float>(d);
+    double inv = 1.0 / std::pow(c.rope.theta, static_cast<double>(exponent));
+    if (c.rope.type == "linear") inv /= c.rope.factor;
+    if (c.rope.type == "llama3") {
+      const double old_len = static_cast<double>(c.rope.original_max_position_embeddings);
+      const double low_wavelen = old_len / c.rope.low_freq_factor;
+      const double high_wavelen = old_len / c.rope.high_freq_factor;
+      const double wavelen = 2 * M_PI / inv;
+      if (wavelen > low_wavelen) {
+        inv /= c.rope.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (old_len / wavelen - c.rope.low_freq_factor) / (c.rope.high_freq_factor - c.rope.low_freq_factor);
+        inv = (1 - smooth) * inv / c.rope.factor + smooth * inv;
+      }
+    }
+    out[i] = static_cast<float>(inv);
+  }
+  return out;
+}
+
+KVCache::KVCache(const ModelConfig& c, std::int64_t slots, std::int64_t max_len)
+    : max_len_(max_len), length_(slots, 0) {
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    k_.push_back(Tensor::empty({slots, c.num_kv_heads, max_len, c.head_dim}, DType::F32, MemCategory::Activations));
+    v_.push_back(Tensor::empty({slots, c.num_kv_heads, max_len, c.head_dim}, DType::F32, MemCategory::Activations));
+  }
+}
+
+void Model::allocate_weights() {
+  w_.blocks.assign(config_.num_layers, BlockWeights{});
+  auto f = rope_inv_freq(config_);
+  inv_freq_ = Tensor::empty({static_cast<std::int64_t>(f.size())}, DType::F32, MemCategory::Workspace);
+  std::copy(f.begin(), f.end(), inv_freq_.data<float>());
+}
+
+std::unique_ptr<Model> Model::load(const fs::path& dir, bool with_tokenizer) {
+  std::unique_ptr<Model> m(new Model());
+  m->dir_ = dir;
+  m->config_ = load_model_config(dir);
+  m->allocate_weights();
+  Checkpoint ckpt(dir);
+  validate_checkpoint(m->config_, ckpt, dir);
+  for (auto& s : param_specs(m->config_, m->w_)) *s.tensor = ckpt.load_f32(s.name, s.shape, MemCategory::Weights);
+  bind_fused_views(m->config_, m->w_);
+  if (with_tokenizer) {
+    m->tokenizer_ = load_tokenizer(dir);
+    if (m->tokenizer_->vocab_size() > m->config_.vocab_size)
+      throw InputError(dir.string() + ": tokenizer has " + std::to_string(m->tokenizer_->vocab_size()) +
+                       " tokens but config vocab_size is " + std::to_string(m->config_.vocab_size));
+  }
+  return m;
+}
+
+std::unique_ptr<Model> Model::random(const ModelConfig& config, std::uint64_t seed, float std) {
+  std::unique_ptr<Model> m(new Model());
+  m->config_ = config;
+  m->allocate_weights();
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, std);
+  for (auto& s : param_specs(m->config_, m->w_)) {
+    *s.tensor = Tensor::empty(s.shape, DType::F32, MemCategory::Weights);
+    float* p = s.tensor->data<float>();
+    const bool is_norm = s.name.find("norm") != std::string::npos;
+    const float base = is_norm && !config.norm_unit_offset ? 1.0f : 0.0f;
+    for (std::int64_t i = 0; i < s.tensor->numel(); ++i) p[i] = base + normal(rng);
+  }
+  bind_fused_views(m->config_, m->w_);
+  return m;
+}
+
+const Tokenizer& Model::tokenizer() const {
+  if (!tokenizer_) throw InputError(dir_.string() + ": model loaded without a tokenizer");
+  return *tokenizer_;
+}
+
+std::vector<NamedParam> Model::parameters() {
+  std::vector<NamedParam> out;
+  for (auto& s : param_specs(config_, w_)) out.push_back({s.name, s.tensor, s.block});
+  return out;
+}
+
+std::int64_t Model::weight_bytes() const {
+  std::int64_t n = 0;
+  for (auto& s : param_specs(config_, const_cast<ModelWeights&>(w_))) n += static_cast<std::int64_t>(s.tensor->nbytes());
+  return n;
+}
+
+Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, HiddenCapture* capture) {
+  const ModelConfig& c = config_;
+  const auto nseq = static_cast<std::int64_t>(in.tokens.size());
+  if (static_cast<std::int64_t>(in.slots.size()) != nseq) throw std::invalid_argument("forward: one slot per sequence");
+  std::vector<ops::AttentionSeq> seqs;
+  std::int64_t n = 0;
+  for (std::int64_t s = 0; s < nseq; ++s) {
+    const auto len = static_cast<std::int64_t>(in.tokens[s].size());
+    if (len == 0) throw InputError("forward: sequence " + std::to_string(s) + " has no tokens");
+    const std::int64_t past = cache.length(in.slots[s]);
+    if (past + len > c.max_position_embeddings)
+      throw InputError("sequence of " + std::to_string(past + len) + " tokens exceeds max_position_embeddings (" +
+                       std::to_string(c.max_position_embeddings) + ")");
+    if (past + len > cache.max_len())
+      throw InputError("sequence of " + std::to_string(past + len) + " tokens exceeds the KV cache (" +
+                       std::to_string(cache.max_len()) + ")");
+    seqs.push_back({n, len, in.slots[s], past});
+    n += len;
+  }
+  Tensor ids = Tensor::empty({n}, DType::I32, MemCategory::Activations);
+  Tensor pos = Tensor::empty({n}, DType::I32, MemCategory::Activations);
+  for (std::int64_t s = 0; s < nseq; ++s)
+    for (std::int64_t t = 0; t < seqs[s].q_len; ++t) {
+      ids.data<std::int32_t>()[seqs[s].q_begin + t] = in.tokens[s][t];
+      pos.data<std::int32_t>()[seqs[s].q_begin + t] = static_cast<std::int32_t>(seqs[s].past_len + t);
+    }
+
+  const std::int64_t h = c.hidden_size, f = c.intermediate_size, L = c.num_layers;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  if (capture) {
+    capture->states = activation({nseq, L + 1, h});
+    capture->final_normed = activation({nseq, h});
+  }
+  auto capture_layer = [&](const Tensor& x, std::int64_t layer) {
+    if (!capture) return;
+    for (std::int64_t s = 0; s < nseq; ++s) {
+      const float* src = x.data<float>() + (seqs[s].q_begin + seqs[s].q_len - 1) * h;
+      std::copy_n(src, h, capture->states.data<float>() + (s * (L + 1) + layer) * h);
+    }
+  };
+
+  Tensor x = activation({n, h});
+  const float embed_scale = c.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(h))) : 1.0f;
+  ops::embedding_forward(ids, w_.embed_tokens, embed_scale, x);
+  capture_layer(x, 0);
+
+  Tensor normed = activation({n, h});
+  Tensor q = activation({n, c.q_dim()}), k = activation({n, c.kv_dim()}), v = activation({n, c.kv_dim()});
+  Tensor attn = activation({n, c.q_dim()}), proj = activation({n, h});
+  Tensor gate = activation({n, f}), up = activation({n, f});
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const std::int64_t window = c.sliding_window.value_or(0);
+  for (std::int64_t l = 0; l < L; ++l) {
+    const BlockWeights& b = w_.blocks[l];
+    ops::rmsnorm_forward(x, b.input_norm, eps, c.norm_unit_offset, normed);
+    ops::linear_forward(normed, b.q, opt(b.q_bias), q);
+    ops::linear_forward(normed, b.k, opt(b.k_bias), k);
+    ops::linear_forward(normed, b.v, opt(b.v_bias), v);
+    ops::rope_forward(q, pos, inv_freq_, c.head_dim);
+    ops::rope_forward(k, pos, inv_freq_, c.head_dim);
+    ops::kv_cache_write(k, v, seqs, cache.k(l), cache.v(l));
+    ops::attention_forward(q, cache.k(l), cache.v(l), seqs, scale, window, attn);
+    ops::linear_forward(attn, b.o, opt(b.o_bias), proj);
+    ops::add_inplace(x, proj);
+    ops::rmsnorm_forward(x, b.post_attention_norm, eps, c.norm_unit_offset, normed);
+    ops::linear_forward(normed, b.gate, opt(b.gate_bias), gate);
+    ops::linear_forward(normed, b.up, opt(b.up_bias), up);
+    ops::glu_forward(gate, up, glu_of(c.activation), gate);
+    ops::linear_forward(gate, b.down, opt(b.down_bias), proj);
+    ops::add_inplace(x, proj);
+    capture_layer(x, l + 1);
+  }
+  for (std::int64_t s = 0; s < nseq; ++s) cache.set_length(in.slots[s], seqs[s].past_len + seqs[s].q_len);
+
+  // Final norm and lm_head only on the rows whose logits are wanted.
+  Tensor rows = x;
+  if (!all_logits) {
+    rows = activation({nseq, h});
+    for (std::int64_t s = 0; s < nseq; ++s)
+      std::copy_n(x.data<float>() + (seqs[s].q_begin + seqs[s].q_len - 1) * h, h, rows.data<float>() + s * h);
+  }
+  Tensor final_rows = activation({rows.dim(0), h});
+  ops::rmsnorm_forward(rows, w_.final_norm, eps, c.norm_unit_offset, final_rows);
+  if (capture) {
+    for (std::int64_t s = 0; s < nseq; ++s) {
+      const std::int64_t r = all_logits ? seqs[s].q_begin + seqs[s].q_len - 1 : s;
+      std::copy_n(final_rows.data<float>() + r * h, h, capture->final_normed.data<float>() + s * h);
+    }
+  }
+  Tensor logits = activation({rows.dim(0), c.vocab_size});
+  ops::linear_forward(final_rows, w_.lm_head, nullptr, logits);
+  return logits;
+}
+
+void Model::save(const fs::path& dir, DType dtype) {
+  ensure_directory(dir);
+  ModelConfig out_config = config_;
+  out_config.torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
+  auto specs = param_specs(config_, w_);
+  std::vector<std::vector<std::uint8_t>> converted;
+  std::vector<TensorToWrite> tensors;
+  converted.reserve(specs.size());
+  for (auto& s : specs) {
+    std::vector<std::uint8_t> bytes(s.tensor->numel() * dtype_size(dtype));
+    convert_from_f32(s.tensor->data<float>(), dtype, bytes.data(), static_cast<std::size_t>(s.tensor->numel()));
+    converted.push_back(std::move(bytes));
+    tensors.push_back({s.name, dtype, s.shape, converted.back().data()});
+  }
+  write_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
+  atomic_write_text(dir / "config.json", model_config_to_json(out_config).dump(2) + "\n");
+}
+
+}  // namespace sppft

@@ -1,0 +1,130 @@
+// Model: config + weights + tokenizer of one checkpoint, and the decoder forward
+// written once against kernels/ops.h. Weight names are Hugging Face's, so the
+// checkpoints users have load as they are.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/safetensors.h"
+#include "engine/tensor.h"
+#include "engine/tokenizer.h"
+#include "kernels/ops.h"
+#include "models/config.h"
+
+namespace sppft {
+
+// One decoder block. Phi-3's fused qkv_proj / gate_up_proj are kept as loaded;
+// q/k/v and gate/up are row views into them.
+struct BlockWeights {
+  Tensor input_norm, post_attention_norm;
+  Tensor q, k, v, o, gate, up, down;
+  Tensor q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias, down_bias;  // undefined when absent
+  Tensor qkv_fused, gate_up_fused;                                      // phi3 only
+};
+
+struct ModelWeights {
+  Tensor embed_tokens;  // [V, H]
+  Tensor final_norm;    // [H]
+  Tensor lm_head;       // [V, H]; the same storage as embed_tokens when tied
+  std::vector<BlockWeights> blocks;
+};
+
+// A named parameter as it appears in the checkpoint, pointing at the tensor
+// that holds it (for loading, saving, scaling and freezing).
+struct NamedParam {
+  std::string name;
+  Tensor* tensor;
+  int block;  // -1 for embeddings, final norm, lm_head
+};
+
+// Per-sequence K/V storage for every layer: [slots, Hkv, max_len, D] each.
+class KVCache {
+ public:
+  KVCache(const ModelConfig& c, std::int64_t slots, std::int64_t max_len);
+  std::int64_t slots() const { return static_cast<std::int64_t>(length_.size()); }
+  std::int64_t max_len() const { return max_len_; }
+  std::int64_t length(std::int64_t slot) const { return length_.at(slot); }
+  void set_length(std::int64_t slot, std::int64_t n) { length_.at(slot) = n; }
+  Tensor& k(std::int64_t layer) { return k_[layer]; }
+  Tensor& v(std::int64_t layer) { return v_[layer]; }
+
+ private:
+  std::int64_t max_len_;
+  std::vector<std::int64_t> length_;
+  std::vector<Tensor> k_, v_;
+};
+
+// Residual stream at the last new token of each sequence, Hugging Face
+// indexing: layer 0 = embeddings, k + 1 = raw output of block k.
+struct HiddenCapture {
+  Tensor states;        // [sequences, L + 1, H]
+  Tensor final_normed;  // [sequences, H]
+};
+
+// One step of a packed batch: new tokens of each sequence, appended to its cache slot.
+struct StepInput {
+  std::vector<std::vector<std::int32_t>> tokens;  // per sequence
+  std::vector<std::int64_t> slots;                // cache slot of each sequence
+};
+
+class Model {
+ public:
+  // Loads config.json, the safetensors weights (validated against the config:
+  // every tensor present, none extra, shapes and dtypes right) and the tokenizer.
+  static std::unique_ptr<Model> load(const fs::path& dir, bool with_tokenizer = true);
+  // A model with the given config and weights drawn from N(0, std) (norms near 1),
+  // for tests, presets and the demo.
+  static std::unique_ptr<Model> random(const ModelConfig& config, std::uint64_t seed, float std = 0.02f);
+
+  const ModelConfig& config() const { return config_; }
+  const Tokenizer& tokenizer() const;
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  const fs::path& directory() const { return dir_; }
+  ModelWeights& weights() { return w_; }
+  const ModelWeights& weights() const { return w_; }
+  // Every parameter under its Hugging Face name (tied lm_head omitted).
+  std::vector<NamedParam> parameters();
+  std::int64_t weight_bytes() const;
+  // RoPE inverse frequencies after scaling, [head_dim / 2].
+  const Tensor& rope_frequencies() const { return inv_freq_; }
+
+  // Runs the new tokens of every sequence through the decoder, appending their
+  // keys/values to the cache. Returns logits [sequences, V] at each sequence's
+  // last new token, or [total new tokens, V] (packed in order) with all_logits.
+  // With `capture`, fills the hidden states at each sequence's last new token.
+  Tensor forward(const StepInput& in, KVCache& cache, bool all_logits = false, HiddenCapture* capture = nullptr);
+
+  // Saves config.json + model.safetensors (fp32 or bf16) into `dir`, atomically per file.
+  void save(const fs::path& dir, DType dtype = DType::F32);
+
+ private:
+  Model() = default;
+  void allocate_weights();
+  ModelConfig config_;
+  ModelWeights w_;
+  Tensor inv_freq_;  // [D/2], RoPE frequencies after scaling
+  std::unique_ptr<Tokenizer> tokenizer_;
+  fs::path dir_;
+};
+
+// Names, shapes and blocks of every parameter a config implies (checkpoint order).
+struct ParamShape {
+  std::string name;
+  int block;
+  Shape shape;
+};
+std::vector<ParamShape> parameter_shapes(const ModelConfig& c);
+
+// Checks that a checkpoint holds exactly the tensors `c` implies, with the right
+// shapes and float dtypes; InputError naming the file and tensor otherwise.
+void validate_checkpoint(const ModelConfig& c, const Checkpoint& ckpt, const fs::path& dir);
+
+// RoPE inverse frequencies after the config's scaling (default, linear, llama3).
+std::vector<float> rope_inv_freq(const ModelConfig& c);
+
+}  // namespace sppft

@@ -1,0 +1,254 @@
+#include "models/training.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "engine/error.h"
+
+namespace sppft {
+
+namespace {
+
+ops::GluActivation glu_act(Activation a) {
+  return a == Activation::SiLU ? ops::GluActivation::SiLU
+         : a == Activation::GeluTanh ? ops::GluActivation::GeluTanh : ops::GluActivation::GeluErf;
+}
+
+const Tensor* opt(const Tensor& t) { return t.defined() ? &t : nullptr; }
+Tensor* opt_mut(Tensor& t) { return t.defined() ? &t : nullptr; }
+
+// First n rows of a max-sized buffer.
+Tensor first(const Tensor& t, std::int64_t n) { return t.rows(0, n); }
+
+}  // namespace
+
+void bind_fused_views(const ModelConfig& c, ModelWeights& w) {
+  const std::int64_t qd = c.q_dim(), kd = c.kv_dim(), f = c.intermediate_size;
+  for (auto& b : w.blocks) {
+    if (c.fused_qkv && b.qkv_fused.defined()) {
+      b.q = b.qkv_fused.rows(0, qd);
+      b.k = b.qkv_fused.rows(qd, qd + kd);
+      b.v = b.qkv_fused.rows(qd + kd, qd + 2 * kd);
+    }
+    if (c.fused_gate_up && b.gate_up_fused.defined()) {
+      b.gate = b.gate_up_fused.rows(0, f);
+      b.up = b.gate_up_fused.rows(f, 2 * f);
+    }
+  }
+  if (c.tie_word_embeddings) w.lm_head = w.embed_tokens;
+}
+
+std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const std::vector<BlockMode>& modes,
+                                                    std::int64_t n, std::int64_t loss_chunk) {
+  const std::int64_t h = c.hidden_size, f = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim(), hq = c.num_heads;
+  const auto act = MemCategory::Activations, ws = MemCategory::Workspace;
+  std::vector<BufferSpec> s;
+  for (std::size_t l = 0; l < modes.size(); ++l) {
+    if (modes[l] == BlockMode::NoBackward) continue;
+    const std::string p = "block." + std::to_string(l) + ".";
+    const bool full = modes[l] == BlockMode::Full;
+    s.push_back({p + "x_in", act, {n, h}});
+    if (full) s.push_back({p + "normed1", act, {n, h}});
+    s.push_back({p + "q", act, {n, q}});
+    s.push_back({p + "k", act, {n, kv}});
+    s.push_back({p + "v", act, {n, kv}});
+    s.push_back({p + "attn", act, {n, q}});
+    s.push_back({p + "lse", act, {n, hq}});
+    s.push_back({p + "x_mid", act, {n, h}});
+    if (full) s.push_back({p + "normed2", act, {n, h}});
+    s.push_back({p + "gate", act, {n, f}});
+    s.push_back({p + "up", act, {n, f}});
+  }
+  s.push_back({"final_x", act, {n, h}});
+  s.push_back({"final_normed", act, {n, h}});
+  const std::int64_t chunk = std::min(loss_chunk, n);
+  for (auto [name, shape, dt] : std::vector<std::tuple<const char*, Shape, DType>>{
+           {"ids", {n}, DType::I32}, {"positions", {n}, DType::I32}, {"targets", {n}, DType::I32},
+           {"x", {n, h}, DType::F32}, {"logits", {chunk, c.vocab_size}, DType::F32}, {"d_final", {n, h}, DType::F32},
+           {"w_normed", {n, h}, DType::F32}, {"w_q", {n, q}, DType::F32}, {"w_k", {n, kv}, DType::F32},
+           {"w_v", {n, kv}, DType::F32}, {"w_attn", {n, q}, DType::F32}, {"w_lse", {n, hq}, DType::F32},
+           {"w_gate", {n, f}, DType::F32}, {"w_up", {n, f}, DType::F32}, {"w_proj", {n, h}, DType::F32},
+           {"dx", {n, h}, DType::F32}, {"d_tmp", {n, h}, DType::F32}, {"d_q", {n, q}, DType::F32},
+           {"d_k", {n, kv}, DType::F32}, {"d_v", {n, kv}, DType::F32}, {"d_attn", {n, q}, DType::F32},
+           {"d_gate", {n, f}, DType::F32}, {"d_up", {n, f}, DType::F32}, {"act", {n, f}, DType::F32}})
+    s.push_back({name, ws, shape, dt});
+  return s;
+}
+
+TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::int64_t max_tokens, std::int64_t loss_chunk)
+    : model_(model), modes_(std::move(modes)), max_tokens_(max_tokens), loss_chunk_(loss_chunk) {
+  const ModelConfig& c = model.config();
+  if (static_cast<std::int64_t>(modes_.size()) != c.num_layers) throw std::invalid_argument("TrainingGraph: one mode per block");
+  saved_.resize(c.num_layers);
+  std::map<std::string, Tensor*> slot = {
+      {"ids", &ids_}, {"positions", &pos_}, {"targets", &targets_}, {"x", &x_}, {"final_x", &final_x_},
+      {"final_normed", &final_normed_}, {"logits", &logits_}, {"d_final", &d_final_}, {"w_normed", &w_normed_},
+      {"w_q", &w_q_}, {"w_k", &w_k_}, {"w_v", &w_v_}, {"w_attn", &w_attn_}, {"w_lse", &w_lse_}, {"w_gate", &w_gate_},
+      {"w_up", &w_up_}, {"w_proj", &w_proj_}, {"dx", &dx_}, {"d_tmp", &d_tmp_}, {"d_q", &d_q_}, {"d_k", &d_k_},
+      {"d_v", &d_v_}, {"d_attn", &d_attn_}, {"d_gate", &d_gate_}, {"d_up", &d_up_}, {"act", &act_}};
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    Saved& s = saved_[l];
+    const std::string p = "block." + std::to_string(l) + ".";
+    for (auto [name, t] : std::vector<std::pair<const char*, Tensor*>>{
+             {"x_in", &s.x_in}, {"normed1", &s.normed1}, {"q", &s.q}, {"k", &s.k}, {"v", &s.v}, {"attn", &s.attn},
+             {"lse", &s.lse}, {"x_mid", &s.x_mid}, {"normed2", &s.normed2}, {"gate", &s.gate}, {"up", &s.up}})
+      slot[p + name] = t;
+  }
+  for (const auto& spec : buffer_specs(c, modes_, max_tokens_, loss_chunk_)) {
+    owned_.push_back(Tensor::empty(spec.shape, spec.dtype, spec.category));
+    *slot.at(spec.name) = owned_.back();
+  }
+}
+
+void TrainingGraph::block_forward(std::int64_t l, std::int64_t n) {
+  const ModelConfig& c = model_.config();
+  const BlockWeights& b = model_.weights().blocks[l];
+  Saved& s = saved_[l];
+  const bool keep = modes_[l] != BlockMode::NoBackward;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Tensor x = first(x_, n);
+  if (keep) std::copy_n(x.data<float>(), x.numel(), s.x_in.data<float>());
+  Tensor normed1 = first(s.normed1.defined() ? s.normed1 : w_normed_, n);
+  Tensor q = first(keep ? s.q : w_q_, n), k = first(keep ? s.k : w_k_, n), v = first(keep ? s.v : w_v_, n);
+  Tensor attn = first(keep ? s.attn : w_attn_, n), lse = first(keep ? s.lse : w_lse_, n);
+  ops::rmsnorm_forward(x, b.input_norm, eps, c.norm_unit_offset, normed1);
+  ops::linear_forward(normed1, b.q, opt(b.q_bias), q);
+  ops::linear_forward(normed1, b.k, opt(b.k_bias), k);
+  ops::linear_forward(normed1, b.v, opt(b.v_bias), v);
+  Tensor pos = first(pos_, n);
+  ops::rope_forward(q, pos, model_.rope_frequencies(), c.head_dim);
+  ops::rope_forward(k, pos, model_.rope_frequencies(), c.head_dim);
+  ops::attention_forward_train(q, k, v, seqs_, 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
+                               c.sliding_window.value_or(0), attn, lse);
+  Tensor proj = first(w_proj_, n);
+  ops::linear_forward(attn, b.o, opt(b.o_bias), proj);
+  ops::add_inplace(x, proj);
+  if (keep) std::copy_n(x.data<float>(), x.numel(), s.x_mid.data<float>());
+  Tensor normed2 = first(s.normed2.defined() ? s.normed2 : w_normed_, n);
+  Tensor gate = first(keep ? s.gate : w_gate_, n), up = first(keep ? s.up : w_up_, n);
+  ops::rmsnorm_forward(x, b.post_attention_norm, eps, c.norm_unit_offset, normed2);
+  ops::linear_forward(normed2, b.gate, opt(b.gate_bias), gate);
+  ops::linear_forward(normed2, b.up, opt(b.up_bias), up);
+  Tensor act = first(act_, n);
+  ops::glu_forward(gate, up, glu_act(c.activation), act);
+  ops::linear_forward(act, b.down, opt(b.down_bias), proj);
+  ops::add_inplace(x, proj);
+}
+
+void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights& g) {
+  // dx_ holds dL/d(block output); on return, dL/d(block input).
+  const ModelConfig& c = model_.config();
+  const BlockWeights& b = model_.weights().blocks[l];
+  const Saved& s = saved_[l];
+  const bool full = modes_[l] == BlockMode::Full;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Tensor dx = first(dx_, n), dtmp = first(d_tmp_, n);
+  // MLP: out = x_mid + down(glu(gate(n2), up(n2))), n2 = norm(x_mid).
+  Tensor act = first(act_, n), dgate = first(d_gate_, n), dup = first(d_up_, n);
+  Tensor gate = first(s.gate, n), up = first(s.up, n);
+  ops::linear_backward_input(dx, b.down, act, /*accumulate=*/false);  // act now holds d(act)
+  if (full) {
+    Tensor a = first(d_up_, n);  // recompute glu(gate, up) for dW_down, using d_up as scratch
+    ops::glu_forward(gate, up, glu_act(c.activation), a);
+    ops::linear_backward_weight(dx, a, g.down, opt_mut(g.down_bias));
+  }
+  ops::glu_backward(gate, up, act, glu_act(c.activation), dgate, dup);
+  ops::linear_backward_input(dgate, b.gate, dtmp, false);
+  ops::linear_backward_input(dup, b.up, dtmp, true);
+  if (full) {
+    Tensor n2 = first(s.normed2, n);
+    ops::linear_backward_weight(dgate, n2, g.gate, opt_mut(g.gate_bias));
+    ops::linear_backward_weight(dup, n2, g.up, opt_mut(g.up_bias));
+  }
+  ops::rmsnorm_backward(first(s.x_mid, n), b.post_attention_norm, dtmp, eps, c.norm_unit_offset, dtmp,
+                        opt_mut(g.post_attention_norm));
+  ops::add_inplace(dx, dtmp);  // dx = dL/d(x_mid)
+  // Attention: x_mid = x_in + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = norm(x_in).
+  Tensor dattn = first(d_attn_, n);
+  ops::linear_backward_input(dx, b.o, dattn, false);
+  if (full) ops::linear_backward_weight(dx, first(s.attn, n), g.o, opt_mut(g.o_bias));
+  Tensor dq = first(d_q_, n), dk = first(d_k_, n), dv = first(d_v_, n);
+  ops::attention_backward(first(s.q, n), first(s.k, n), first(s.v, n), first(s.attn, n), first(s.lse, n), dattn, seqs_,
+                          1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window.value_or(0), dq, dk, dv);
+  Tensor pos = first(pos_, n);
+  ops::rope_backward(dq, pos, model_.rope_frequencies(), c.head_dim);
+  ops::rope_backward(dk, pos, model_.rope_frequencies(), c.head_dim);
+  ops::linear_backward_input(dq, b.q, dtmp, false);
+  ops::linear_backward_input(dk, b.k, dtmp, true);
+  ops::linear_backward_input(dv, b.v, dtmp, true);
+  if (full) {
+    Tensor n1 = first(s.normed1, n);
+    ops::linear_backward_weight(dq, n1, g.q, opt_mut(g.q_bias));
+    ops::linear_backward_weight(dk, n1, g.k, opt_mut(g.k_bias));
+    ops::linear_backward_weight(dv, n1, g.v, opt_mut(g.v_bias));
+  }
+  ops::rmsnorm_backward(first(s.x_in, n), b.input_norm, dtmp, eps, c.norm_unit_offset, dtmp, opt_mut(g.input_norm));
+  ops::add_inplace(dx, dtmp);
+}
+
+LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights* grads, float grad_scale) {
+  const ModelConfig& c = model_.config();
+  seqs_.clear();
+  std::int64_t n = 0;
+  for (const auto& s : batch) {
+    const auto len = static_cast<std::int64_t>(s.ids->size());
+    if (len > c.max_position_embeddings)
+      throw InputError("training sequence of " + std::to_string(len) + " tokens exceeds max_position_embeddings");
+    seqs_.push_back({n, len, 0, 0});
+    n += len;
+  }
+  if (n > max_tokens_) throw std::invalid_argument("TrainingGraph: micro-batch larger than planned");
+  if (n == 0) return {};
+  auto* ids = ids_.data<std::int32_t>();
+  auto* pos = pos_.data<std::int32_t>();
+  auto* tgt = targets_.data<std::int32_t>();
+  for (std::size_t s = 0; s < batch.size(); ++s) {
+    const auto& sq = seqs_[s];
+    for (std::int64_t t = 0; t < sq.q_len; ++t) {
+      ids[sq.q_begin + t] = (*batch[s].ids)[t];
+      pos[sq.q_begin + t] = static_cast<std::int32_t>(t);
+      tgt[sq.q_begin + t] = t + 1 < sq.q_len ? (*batch[s].labels)[t + 1] : -100;
+    }
+  }
+  const std::int64_t h = c.hidden_size, L = c.num_layers;
+  const float embed_scale = c.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(h))) : 1.0f;
+  Tensor x = first(x_, n);
+  ops::embedding_forward(first(ids_, n), model_.weights().embed_tokens, embed_scale, x);
+  for (std::int64_t l = 0; l < L; ++l) block_forward(l, n);
+  Tensor fx = first(final_x_, n), fn = first(final_normed_, n);
+  std::copy_n(x.data<float>(), x.numel(), fx.data<float>());
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  ops::rmsnorm_forward(fx, model_.weights().final_norm, eps, c.norm_unit_offset, fn);
+
+  // Loss in chunks of rows, fused with the lm_head's backward.
+  LossSum loss;
+  Tensor dfinal = first(d_final_, n);
+  for (std::int64_t r0 = 0; r0 < n; r0 += loss_chunk_) {
+    const std::int64_t r1 = std::min(n, r0 + loss_chunk_);
+    Tensor rows = fn.rows(r0, r1), logits = logits_.rows(0, r1 - r0), targets = targets_.rows(r0, r1);
+    ops::linear_forward(rows, model_.weights().lm_head, nullptr, logits);
+    loss.sum += ops::cross_entropy(logits, targets, grad_scale, grads ? &logits : nullptr);
+    for (std::int64_t i = r0; i < r1; ++i) loss.tokens += tgt[i] != -100;
+    if (!grads) continue;
+    Tensor drows = dfinal.rows(r0, r1);
+    ops::linear_backward_input(logits, model_.weights().lm_head, drows, false);
+    if (grads->lm_head.defined()) ops::linear_backward_weight(logits, rows, grads->lm_head, nullptr);
+  }
+  if (!grads) return loss;
+
+  Tensor dx = first(dx_, n);
+  ops::rmsnorm_backward(fx, model_.weights().final_norm, dfinal, eps, c.norm_unit_offset, dx, opt_mut(grads->final_norm));
+  for (std::int64_t l = L - 1; l >= 0 && modes_[l] != BlockMode::NoBackward; --l) block_backward(l, n, grads->blocks[l]);
+  if (grads->embed_tokens.defined() && (L == 0 || modes_[0] != BlockMode::NoBackward))
+    ops::embedding_backward(first(ids_, n), dx, embed_scale, grads->embed_tokens);
+  return loss;
+}
+
+LossSum TrainingGraph::step(const std::vector<TrainSequence>& batch, ModelWeights& grads, float grad_scale) {
+  return run(batch, &grads, grad_scale);
+}
+
+LossSum TrainingGraph::evaluate(const std::vector<TrainSequence>& batch) { return run(batch, nullptr, 0.0f); }
+
+}  // namespace sppft

@@ -1,0 +1,163 @@
+// The CLI end to end on a small checkpoint it writes itself, and every bad
+// input of the foundation: one `error: ...` line and exit code 2, no crash.
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include "engine/json.h"
+#include "engine/prompts.h"
+#include "engine/safetensors.h"
+#include "engine/tokenizer_train.h"
+#include "models/model.h"
+#include "test_util.h"
+
+using namespace sppft;
+
+namespace {
+
+const fs::path& fixture() {
+  static fs::path dir = [] {
+    fs::path d = test::temp_dir("cli") / "model";
+    std::vector<std::string> lines;
+    for (auto& r : read_prompt_file(test::source_dir() / "data/normal.csv")) lines.push_back(r.instruction);
+    for (auto& r : read_prompt_file(test::source_dir() / "data/malicious.csv")) lines.push_back(r.instruction);
+    SentencePieceTrainOptions o;
+    o.vocab_size = 400;
+    train_sentencepiece(lines, d, o);
+    auto tok = load_tokenizer(d);
+    Json j = Json::parse(R"({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256, "eos_token_id": 2, "bos_token_id": 1})");
+    j["vocab_size"] = tok->vocab_size();
+    Model::random(parse_model_config(j, "fixture"), 1, 0.1f)->save(d);
+    return d;
+  }();
+  return dir;
+}
+
+std::string sppft_bin() { return test::env_path("SPPFT_BIN", "build/bin/sppft").string(); }
+
+test::CommandResult run_cli(const std::string& args) { return test::run_command(sppft_bin() + " " + args); }
+
+// A copy of the fixture to break.
+fs::path broken_copy(const std::string& name) {
+  fs::path d = fixture().parent_path() / name;
+  fs::remove_all(d);
+  fs::copy(fixture(), d);
+  return d;
+}
+
+void expect_input_error(const std::string& args, const std::string& needle) {
+  CAPTURE(args);
+  auto r = run_cli(args);
+  CAPTURE(r.out);
+  CHECK(r.exit_code == 2);
+  CHECK(r.out.rfind("error: ", 0) == 0);
+  CHECK(r.out.find(needle) != std::string::npos);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+}
+
+}  // namespace
+
+TEST_CASE("info, generate, hidden on a small checkpoint") {
+  const std::string dir = fixture().string();
+  auto info = run_cli("info " + dir);
+  CHECK(info.exit_code == 0);
+  CHECK(info.out.find("parameters") != std::string::npos);
+  auto info_json = run_cli("info " + dir + " --json");
+  REQUIRE(info_json.exit_code == 0);
+  Json ij = Json::parse(info_json.out);
+  CHECK(ij["parameters_total"].get<std::int64_t>() == Model::load(dir, false)->config().total_parameters());
+
+  auto gen = run_cli("generate " + dir + " --prompt 'Give three tips' --max-new-tokens 5 --json 2>/dev/null");
+  REQUIRE(gen.exit_code == 0);
+  Json g = Json::parse(gen.out.substr(0, gen.out.find('\n')));
+  CHECK(g["prompt"] == "Give three tips");
+  CHECK(g["token_ids"].size() <= 5);
+  CHECK(g.contains("text"));
+
+  auto sampled = run_cli("generate " + dir + " --prompts " + (test::source_dir() / "data/normal.csv").string() +
+                       " --temperature 0.7 --top-p 0.9 --top-k 50 --seed 3 --max-new-tokens 4 --json 2>/dev/null");
+  REQUIRE(sampled.exit_code == 0);
+  CHECK(std::count(sampled.out.begin(), sampled.out.end(), '\n') == 100);
+
+  const fs::path out = fixture().parent_path() / "h.safetensors";
+  auto hid = run_cli("hidden " + dir + " --prompts " + (test::source_dir() / "data/malicious.csv").string() + " --out " + out.string());
+  REQUIRE(hid.exit_code == 0);
+  auto ck = Checkpoint::from_file(out);
+  CHECK(ck.entry("hidden_states").shape == Shape{100, 3, 32});
+  CHECK(ck.entry("final_normed").shape == Shape{100, 32});
+  for (const char* cmd : {"info", "generate", "hidden", "demo"}) {
+    auto h = run_cli(std::string(cmd) + " --help");
+    CHECK(h.exit_code == 0);
+    CHECK(h.out.find("usage: sppft") == 0);
+  }
+}
+
+TEST_CASE("bad input: one error line, exit code 2") {
+  const std::string dir = fixture().string();
+  expect_input_error("info /nonexistent/model", "directory not found");
+  expect_input_error("frobnicate", "unknown command");
+  expect_input_error("generate " + dir + " --prompt hi --bogus 1", "unknown option --bogus");
+  expect_input_error("hidden " + dir + " --prompts " + (test::source_dir() / "data/normal.csv").string(), "--out is required");
+  expect_input_error("generate " + dir + " --prompt ''", "empty prompt");
+  expect_input_error("generate " + dir + " --prompt hi --max-new-tokens -3", "outside");
+  expect_input_error("generate " + dir + " --prompt hi --template fancy", "unknown template");
+  std::string long_prompt(1200, 'x');
+  for (std::size_t i = 1; i < long_prompt.size(); i += 2) long_prompt[i] = ' ';
+  expect_input_error("generate " + dir + " --prompt '" + long_prompt + "'", "max_position_embeddings");
+
+  fs::path d = broken_copy("no-config");
+  fs::remove(d / "config.json");
+  expect_input_error("info " + d.string(), "config.json: file not found");
+
+  d = broken_copy("bad-type");
+  Json cfg = read_json_file(d / "config.json");
+  cfg["model_type"] = "bloom";
+  atomic_write_text(d / "config.json", cfg.dump());
+  expect_input_error("info " + d.string(), "model_type 'bloom' is not supported");
+
+  d = broken_copy("bad-json");
+  atomic_write_text(d / "config.json", "{\"model_type\": \"llama\",");
+  expect_input_error("info " + d.string(), "malformed JSON");
+
+  d = broken_copy("truncated");
+  fs::resize_file(d / "model.safetensors", fs::file_size(d / "model.safetensors") - 100);
+  expect_input_error("generate " + d.string() + " --prompt hi", "outside the data");
+  fs::resize_file(d / "model.safetensors", 5);
+  expect_input_error("info " + d.string(), "truncated");
+
+  d = broken_copy("header-past-end");
+  {
+    std::fstream f(d / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    const char huge[8] = {0, 0, 0, 0, 1, 0, 0, 0};
+    f.write(huge, 8);
+  }
+  expect_input_error("info " + d.string(), "past the end of the file");
+
+  // Tensor missing / extra / wrong shape / wrong dtype: rewrite the weights.
+  auto rewrite = [&](const std::string& name, const std::function<void(std::vector<TensorToWrite>&, std::vector<float>&)>& edit) {
+    fs::path dd = broken_copy(name);
+    auto ck = Checkpoint(fixture());
+    std::vector<TensorToWrite> ts;
+    for (auto& [n, e] : ck.entries()) ts.push_back({n, e.dtype, e.shape, e.data});
+    std::vector<float> extra(32 * 32, 0.5f);
+    edit(ts, extra);
+    write_safetensors(dd / "model.safetensors", ts);
+    return dd.string();
+  };
+  expect_input_error("info " + rewrite("missing", [](auto& ts, auto&) {
+    ts.erase(std::find_if(ts.begin(), ts.end(), [](auto& t) { return t.name == "model.layers.1.mlp.up_proj.weight"; }));
+  }), "'model.layers.1.mlp.up_proj.weight' missing");
+  expect_input_error("info " + rewrite("extra", [](auto& ts, auto& extra) {
+    ts.push_back({"model.layers.0.self_attn.rotary_bias", DType::F32, {32, 32}, extra.data()});
+  }), "unexpected tensor 'model.layers.0.self_attn.rotary_bias'");
+  expect_input_error("info " + rewrite("shape", [](auto& ts, auto&) {
+    for (auto& t : ts) if (t.name == "model.norm.weight") t.shape = {8, 4};
+  }), "has shape [8, 4], expected [32]");
+  expect_input_error("info " + rewrite("dtype", [](auto& ts, auto&) {
+    for (auto& t : ts) if (t.name == "model.norm.weight") t.dtype = DType::I32;
+  }), "dtype I32, expected F32, F16 or BF16");
+  d = broken_copy("no-tokenizer");
+  fs::remove(d / "tokenizer.model");
+  expect_input_error("generate " + d.string() + " --prompt hi", "tokenizer");
+}

@@ -1,0 +1,177 @@
+// The CPU reference ops against naive double-precision formulas on random
+// inputs of several shapes, odd ones included, outputs poisoned before each call.
+// Tolerance: 1e-5 relative to the output's scale (fp32 vs fp64).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/ops.h"
+#include "test_util.h"
+
+using namespace sppft;
+
+namespace {
+
+std::mt19937 rng(7);
+
+Tensor random_tensor(Shape s, float scale = 1.0f) {
+  Tensor t = Tensor::empty(std::move(s), DType::F32, MemCategory::Workspace);
+  std::normal_distribution<float> d(0.0f, scale);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(rng);
+  return t;
+}
+
+Tensor poisoned(Shape s) {
+  Tensor t = Tensor::empty(std::move(s), DType::F32, MemCategory::Workspace);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = NAN;
+  return t;
+}
+
+void check_close(const Tensor& got, const std::vector<double>& want, double tol = 1e-5) {
+  REQUIRE(static_cast<std::int64_t>(want.size()) == got.numel());
+  std::vector<float> w(want.begin(), want.end());
+  for (std::int64_t i = 0; i < got.numel(); ++i) REQUIRE(std::isfinite(got.data<float>()[i]));
+  CHECK(test::rel_error(got.data<float>(), w.data(), got.numel()) < tol);
+}
+
+}  // namespace
+
+TEST_CASE("linear_forward with and without bias") {
+  for (auto [n, k, m] : {std::tuple{1, 1, 1}, {3, 7, 5}, {17, 64, 33}}) {
+    Tensor x = random_tensor({n, k}), w = random_tensor({m, k}), b = random_tensor({m});
+    for (bool with_bias : {false, true}) {
+      Tensor y = poisoned({n, m});
+      ops::linear_forward(x, w, with_bias ? &b : nullptr, y);
+      std::vector<double> want(n * m);
+      for (int r = 0; r < n; ++r)
+        for (int c = 0; c < m; ++c) {
+          double s = with_bias ? b.data<float>()[c] : 0;
+          for (int i = 0; i < k; ++i) s += double(x.data<float>()[r * k + i]) * w.data<float>()[c * k + i];
+          want[r * m + c] = s;
+        }
+      check_close(y, want);
+    }
+  }
+}
+
+TEST_CASE("rmsnorm_forward, llama and gemma (1 + w) variants") {
+  for (auto [n, h] : {std::pair{1, 1}, {5, 7}, {9, 256}}) {
+    Tensor x = random_tensor({n, h}, 3.0f), w = random_tensor({h});
+    for (bool unit : {false, true}) {
+      Tensor y = poisoned({n, h});
+      ops::rmsnorm_forward(x, w, 1e-6f, unit, y);
+      std::vector<double> want(n * h);
+      for (int r = 0; r < n; ++r) {
+        double ss = 0;
+        for (int j = 0; j < h; ++j) ss += double(x.data<float>()[r * h + j]) * x.data<float>()[r * h + j];
+        double inv = 1 / std::sqrt(ss / h + 1e-6);
+        for (int j = 0; j < h; ++j) want[r * h + j] = x.data<float>()[r * h + j] * inv * (w.data<float>()[j] + (unit ? 1 : 0));
+      }
+      check_close(y, want);
+    }
+  }
+}
+
+TEST_CASE("rope_forward rotates the two halves of each head") {
+  const int n = 5, heads = 3, d = 8;
+  Tensor x = random_tensor({n, heads * d});
+  std::vector<float> orig(x.data<float>(), x.data<float>() + x.numel());
+  Tensor pos = Tensor::empty({n}, DType::I32, MemCategory::Workspace);
+  for (int i = 0; i < n; ++i) pos.data<std::int32_t>()[i] = i * 7 + 3;
+  Tensor freq = Tensor::empty({d / 2}, DType::F32, MemCategory::Workspace);
+  for (int i = 0; i < d / 2; ++i) freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / d));
+  ops::rope_forward(x, pos, freq, d);
+  std::vector<double> want(orig.size());
+  for (int r = 0; r < n; ++r)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < d / 2; ++i) {
+        double a = double(pos.data<std::int32_t>()[r]) * freq.data<float>()[i];
+        double x1 = orig[r * heads * d + h * d + i], x2 = orig[r * heads * d + h * d + i + d / 2];
+        want[r * heads * d + h * d + i] = x1 * std::cos(a) - x2 * std::sin(a);
+        want[r * heads * d + h * d + i + d / 2] = x2 * std::cos(a) + x1 * std::sin(a);
+      }
+  check_close(x, want);
+}
+
+TEST_CASE("glu_forward: SiLU, GELU tanh and GELU erf") {
+  Tensor g = random_tensor({3, 11}, 2.0f), u = random_tensor({3, 11});
+  for (auto act : {ops::GluActivation::SiLU, ops::GluActivation::GeluTanh, ops::GluActivation::GeluErf}) {
+    Tensor o = poisoned({3, 11});
+    ops::glu_forward(g, u, act, o);
+    std::vector<double> want(33);
+    for (int i = 0; i < 33; ++i) {
+      double x = g.data<float>()[i], a;
+      if (act == ops::GluActivation::SiLU) a = x / (1 + std::exp(-x));
+      else if (act == ops::GluActivation::GeluTanh) a = 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+      else a = 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+      want[i] = a * u.data<float>()[i];
+    }
+    check_close(o, want);
+  }
+}
+
+TEST_CASE("embedding_forward scales rows and refuses ids outside the vocabulary") {
+  Tensor table = random_tensor({10, 4});
+  Tensor ids = Tensor::empty({3}, DType::I32, MemCategory::Workspace);
+  ids.data<std::int32_t>()[0] = 9;
+  ids.data<std::int32_t>()[1] = 0;
+  ids.data<std::int32_t>()[2] = 9;
+  Tensor out = poisoned({3, 4});
+  ops::embedding_forward(ids, table, 2.0f, out);
+  CHECK(out.data<float>()[0] == table.data<float>()[36] * 2.0f);
+  CHECK(out.data<float>()[4] == table.data<float>()[0] * 2.0f);
+  ids.data<std::int32_t>()[1] = 10;
+  CHECK_THROWS_WITH_AS(ops::embedding_forward(ids, table, 1.0f, out), doctest::Contains("outside the vocabulary"), InputError);
+  ids.data<std::int32_t>()[1] = -1;
+  CHECK_THROWS_AS(ops::embedding_forward(ids, table, 1.0f, out), InputError);
+}
+
+TEST_CASE("attention over the KV cache: causal, GQA, packed sequences, sliding window") {
+  const int hq = 4, hkv = 2, d = 6, tmax = 12;
+  // Two sequences packed: 5 new tokens at positions 0..4 of slot 1, 3 new tokens at positions 4..6 of slot 0.
+  std::vector<ops::AttentionSeq> seqs = {{0, 5, 1, 0}, {5, 3, 0, 4}};
+  const int n = 8;
+  for (std::int64_t window : {0, 3}) {
+    Tensor kc = random_tensor({2, hkv, tmax, d}), vc = random_tensor({2, hkv, tmax, d});
+    Tensor q = random_tensor({n, hq * d}), k = random_tensor({n, hkv * d}), v = random_tensor({n, hkv * d});
+    ops::kv_cache_write(k, v, seqs, kc, vc);
+    // The cache now holds the new keys at their positions.
+    CHECK(kc.data<float>()[((1 * hkv + 1) * tmax + 2) * d + 3] == k.data<float>()[2 * hkv * d + d + 3]);
+    CHECK(vc.data<float>()[((0 * hkv + 0) * tmax + 6) * d + 0] == v.data<float>()[7 * hkv * d]);
+    Tensor out = poisoned({n, hq * d});
+    const float scale = 0.4f;
+    ops::attention_forward(q, kc, vc, seqs, scale, window, out);
+    std::vector<double> want(n * hq * d);
+    for (const auto& s : seqs)
+      for (int t = 0; t < s.q_len; ++t) {
+        const int row = s.q_begin + t, p = s.past_len + t;
+        for (int h = 0; h < hq; ++h) {
+          const int g = h / (hq / hkv);
+          std::vector<double> w(p + 1, 0.0);
+          double mx = -1e300, sum = 0;
+          for (int j = 0; j <= p; ++j) {
+            if (window > 0 && p - j >= window) continue;
+            double dot = 0;
+            for (int e = 0; e < d; ++e)
+              dot += double(q.data<float>()[row * hq * d + h * d + e]) * kc.data<float>()[((s.slot * hkv + g) * tmax + j) * d + e];
+            w[j] = dot * scale;
+            mx = std::max(mx, w[j]);
+          }
+          for (int j = 0; j <= p; ++j) {
+            if (window > 0 && p - j >= window) { w[j] = 0; continue; }
+            w[j] = std::exp(w[j] - mx);
+            sum += w[j];
+          }
+          for (int e = 0; e < d; ++e) {
+            double o = 0;
+            for (int j = 0; j <= p; ++j) o += w[j] / sum * vc.data<float>()[((s.slot * hkv + g) * tmax + j) * d + e];
+            want[row * hq * d + h * d + e] = o;
+          }
+        }
+      }
+    check_close(out, want);
+  }
+}

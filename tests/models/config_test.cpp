@@ -1,0 +1,104 @@
+#include <doctest/doctest.h>
+
+#include "engine/error.h"
+#include "models/config.h"
+#include "models/model.h"
+
+using namespace sppft;
+
+namespace {
+Json base() {
+  return Json::parse(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "eos_token_id": [5, 6], "bos_token_id": 1})");
+}
+}  // namespace
+
+TEST_CASE("llama config, Hub form and the rope_parameters form") {
+  auto c = parse_model_config(base(), "config.json");
+  CHECK(c.family == Family::Llama);
+  CHECK(c.head_dim == 16);
+  CHECK(c.rope.theta == 500000.0);
+  CHECK(c.eos_token_ids == std::vector<std::int64_t>{5, 6});
+  CHECK(!c.tie_word_embeddings);
+  Json j = base();
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 10000.0}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  auto d = parse_model_config(j, "config.json");
+  CHECK(d.rope.type == "llama3");
+  CHECK(d.rope.theta == 10000.0);
+  CHECK(d.rope.original_max_position_embeddings == 64);
+  Json k = base();
+  k["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  CHECK(parse_model_config(k, "c").rope.type == "linear");
+  // Round trip through the writer.
+  auto e = parse_model_config(model_config_to_json(d), "rt");
+  CHECK(e.rope.type == "llama3");
+  CHECK(e.rope.factor == 8.0);
+  CHECK(e.eos_token_ids == d.eos_token_ids);
+}
+
+TEST_CASE("llama3 RoPE scaling leaves high frequencies, divides low ones, smooths between") {
+  Json j = base();
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 64}};
+  auto c = parse_model_config(j, "c");
+  auto scaled = rope_inv_freq(c);
+  c.rope.type = "default";
+  auto plain = rope_inv_freq(c);
+  CHECK(scaled[0] == plain[0]);                                       // wavelength 2*pi < 16
+  CHECK(scaled.back() == doctest::Approx(plain.back() / 8).epsilon(1e-6));  // long wavelengths
+  bool smoothed = false;
+  for (std::size_t i = 0; i < plain.size(); ++i)
+    if (scaled[i] < plain[i] && scaled[i] > plain[i] / 8 * 1.0001) smoothed = true;
+  CHECK(smoothed);
+}
+
+TEST_CASE("family specifics: qwen2 biases, gemma, phi3") {
+  Json q = base();
+  q["model_type"] = "qwen2";
+  auto cq = parse_model_config(q, "c");
+  CHECK(cq.qkv_bias);
+  CHECK(!cq.o_bias);
+  Json g = base();
+  g["model_type"] = "gemma";
+  g["head_dim"] = 32;
+  g["hidden_act"] = "gelu";
+  auto cg = parse_model_config(g, "c");
+  CHECK(cg.tie_word_embeddings);
+  CHECK(cg.norm_unit_offset);
+  CHECK(cg.scale_embeddings);
+  CHECK(cg.head_dim == 32);
+  CHECK(cg.activation == Activation::GeluTanh);
+  Json p = base();
+  p["model_type"] = "phi3";
+  p["sliding_window"] = 2047;
+  auto cp = parse_model_config(p, "c");
+  CHECK(cp.fused_qkv);
+  CHECK(*cp.sliding_window == 2047);
+  auto shapes = parameter_shapes(cp);
+  CHECK(std::any_of(shapes.begin(), shapes.end(), [](auto& s) { return s.name == "model.layers.1.self_attn.qkv_proj.weight"; }));
+}
+
+TEST_CASE("bad configs are refused with the field named") {
+  Json j = base();
+  j["model_type"] = "gpt2";
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("model_type 'gpt2' is not supported"), InputError);
+  j = base();
+  j["model_type"] = "phi3";
+  j["rope_scaling"] = {{"type", "longrope"}, {"long_factor", {1.0}}, {"short_factor", {1.0}}};
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("'longrope' is not implemented"), InputError);
+  j = base();
+  j.erase("hidden_size");
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("missing field 'hidden_size'"), InputError);
+  j = base();
+  j["num_key_value_heads"] = 3;
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("multiple of num_key_value_heads"), InputError);
+  j = base();
+  j["hidden_size"] = "64";
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("wrong type"), InputError);
+  j = base();
+  j["partial_rotary_factor"] = 0.5;
+  CHECK_THROWS_AS(parse_model_config(j, "c"), InputError);
+}

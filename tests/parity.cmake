@@ -1,0 +1,7 @@
+# The transformers parity suite: fixtures made by transformers itself (from the
+# venv that scripts/install-deps.sh --python creates), then compared by C++ tests.
+set(SPPFT_VENV_PYTHON ${CMAKE_BINARY_DIR}/pyenv/bin/python)
+add_test(NAME parity.make_fixtures
+         COMMAND ${SPPFT_VENV_PYTHON} ${CMAKE_SOURCE_DIR}/tests/parity/make_fixtures.py ${CMAKE_BINARY_DIR}/parity)
+set_tests_properties(parity.make_fixtures PROPERTIES FIXTURES_SETUP parity_fixtures LABELS parity TIMEOUT 900)
+set_tests_properties(parity.parity_test PROPERTIES FIXTURES_REQUIRED parity_fixtures TIMEOUT 900)

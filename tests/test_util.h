@@ -1,0 +1,45 @@
+// Shared helpers for the tests: paths from the environment, tensor comparison,
+// running the CLI.
+#pragma once
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace sppft::test {
+
+inline std::filesystem::path env_path(const char* name, const char* fallback = "") {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+inline std::filesystem::path source_dir() { return env_path("SPPFT_SOURCE_DIR", "."); }
+inline std::filesystem::path build_dir() { return env_path("SPPFT_BUILD_DIR", "build"); }
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("sppft-test-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+// max |a - b| / max |b|: error relative to the reference's scale.
+inline double rel_error(const float* a, const float* b, std::int64_t n) {
+  double diff = 0, scale = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+struct CommandResult {
+  int exit_code;
+  std::string out;  // stdout and stderr together
+};
+
+// Runs a shell command and captures stdout and (unless it redirects 2> itself) stderr.
+CommandResult run_command(const std::string& cmd);
+
+}  // namespace sppft::test

@@ -1,0 +1,85 @@
+// sppft info DIR [--json]: what a checkpoint is, without loading its weights.
+#include <cstdio>
+#include <map>
+
+#include "engine/safetensors.h"
+#include "models/model.h"
+#include "engine/error.h"
+#include "tools/sppft/args.h"
+#include "tools/sppft/commands.h"
+
+namespace sppft::cli {
+
+namespace {
+const char* kHelp =
+    "usage: sppft info DIR [--json]\n\n"
+    "Prints the architecture of a Hugging Face checkpoint directory (config.json +\n"
+    "safetensors), its parameters per block and in total, the dtypes stored and the\n"
+    "weight bytes on disk and as fp32 in memory. The checkpoint is validated against\n"
+    "the config (every tensor present, none extra, shapes right) without loading it.\n";
+
+std::string human(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
+  return buf;
+}
+}  // namespace
+
+int cmd_info(int argc, char** argv) {
+  Args args(argc, argv, {}, {"--json"});
+  if (args.help()) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (args.positional().size() != 1) throw InputError("info: expected one checkpoint directory (see --help)");
+  const fs::path dir = args.positional()[0];
+  ModelConfig c = load_model_config(dir);
+  Checkpoint ckpt(dir);
+  validate_checkpoint(c, ckpt, dir);
+  std::map<std::string, std::int64_t> dtype_params;
+  std::int64_t disk_bytes = 0;
+  for (const auto& p : parameter_shapes(c)) {
+    const auto& e = ckpt.entry(p.name);
+    dtype_params[std::string(dtype_name(e.dtype))] += shape_numel(e.shape);
+    disk_bytes += static_cast<std::int64_t>(e.nbytes);
+  }
+  const std::int64_t total = c.total_parameters(), block = c.block_parameters();
+  if (args.has("--json")) {
+    Json j = model_config_to_json(c);
+    j["parameters_per_block"] = block;
+    j["parameters_total"] = total;
+    j["dtypes"] = dtype_params;
+    j["weight_bytes_on_disk"] = disk_bytes;
+    j["weight_bytes_fp32"] = total * 4;
+    j["shards"] = ckpt.shard_count();
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("checkpoint     %s\n", dir.c_str());
+  std::printf("model_type     %s\n", c.model_type.c_str());
+  std::printf("layers         %lld blocks, hidden %lld, intermediate %lld\n", (long long)c.num_layers,
+              (long long)c.hidden_size, (long long)c.intermediate_size);
+  std::printf("attention      %lld query heads, %lld kv heads (%s), head_dim %lld%s\n", (long long)c.num_heads,
+              (long long)c.num_kv_heads, c.num_kv_heads == c.num_heads ? "MHA" : "GQA", (long long)c.head_dim,
+              c.sliding_window ? (", sliding window " + std::to_string(*c.sliding_window)).c_str() : "");
+  std::printf("rope           theta %g, scaling %s", c.rope.theta, c.rope.type.c_str());
+  if (c.rope.type != "default") std::printf(" (factor %g)", c.rope.factor);
+  std::printf("\nvocab          %lld, max positions %lld, rms_norm_eps %g, tied embeddings %s\n",
+              (long long)c.vocab_size, (long long)c.max_position_embeddings, c.rms_norm_eps,
+              c.tie_word_embeddings ? "yes" : "no");
+  std::printf("parameters     %lld per block, %lld in all blocks, %lld total\n", (long long)block,
+              (long long)(block * c.num_layers), (long long)total);
+  std::printf("dtypes        ");
+  for (auto& [d, n] : dtype_params) std::printf(" %s: %lld params", d.c_str(), (long long)n);
+  std::printf("\nweight bytes   %s on disk (%zu file%s), %s as fp32 in memory\n", human(disk_bytes).c_str(),
+              ckpt.shard_count(), ckpt.shard_count() == 1 ? "" : "s", human(total * 4.0).c_str());
+  return 0;
+}
+
+}  // namespace sppft::cli

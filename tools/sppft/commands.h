@@ -1,0 +1,10 @@
+// The subcommands of `sppft`; each lives in tools/sppft/cmd_<name>.cpp and
+// receives the arguments after its name.
+#pragma once
+
+namespace sppft::cli {
+int cmd_info(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_hidden(int argc, char** argv);
+int cmd_demo(int argc, char** argv);
+}  // namespace sppft::cli

@@ -1,0 +1,62 @@
+// sppft: find the safety layers of Llama-family models and fine-tune with them frozen.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "engine/error.h"
+#include "tools/sppft/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+const Command kCommands[] = {
+    {"info", sppft::cli::cmd_info, "architecture, parameters per block and in total, dtypes, weight bytes"},
+    {"generate", sppft::cli::cmd_generate, "batched generation (greedy or sampled) from prompts"},
+    {"hidden", sppft::cli::cmd_hidden, "per-block last-token hidden states of prompts, as safetensors"},
+    {"demo", sppft::cli::cmd_demo, "end-to-end run on the embedded default model"},
+};
+
+void usage(std::FILE* out) {
+  std::fprintf(out,
+               "sppft - safety-layer analysis and safety-preserving fine-tuning for Llama-family models\n\n"
+               "usage: sppft <command> [options]   (sppft <command> --help for its options)\n\ncommands:\n");
+  for (const auto& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    usage(stdout);
+    return 0;
+  }
+  for (const auto& c : kCommands) {
+    if (name != c.name) continue;
+    try {
+      return c.run(argc - 2, argv + 2);
+    } catch (const sppft::InputError& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 2;
+    } catch (const std::bad_alloc&) {
+      std::fprintf(stderr, "error: out of memory\n");
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "error: unknown command '%s' (see sppft --help)\n", name.c_str());
+  return 2;
+}

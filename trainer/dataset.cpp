@@ -1,0 +1,166 @@
+#include "trainer/dataset.h"
+
+#include <algorithm>
+
+#include "engine/error.h"
+#include "engine/json.h"
+#include "models/prompting.h"
+
+namespace sppft {
+
+namespace {
+
+bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
+
+SftRecord record_from_json(const Json& j, const std::string& where) {
+  if (!j.is_object()) throw InputError(where + ": expected a JSON object");
+  SftRecord r;
+  if (j.contains("messages")) {
+    const Json& m = j["messages"];
+    if (!m.is_array() || m.empty()) throw InputError(where + ": field 'messages' must be a non-empty list");
+    for (std::size_t i = 0; i < m.size(); ++i) {
+      const std::string mw = where + ": messages[" + std::to_string(i) + "]";
+      ChatMessage msg{json_get<std::string>(m[i], "role", mw), json_get<std::string>(m[i], "content", mw)};
+      if (msg.role != "system" && msg.role != "user" && msg.role != "assistant")
+        throw InputError(mw + ": role '" + msg.role + "' (expected system, user or assistant)");
+      r.messages.push_back(std::move(msg));
+    }
+    if (std::none_of(r.messages.begin(), r.messages.end(), [](auto& x) { return x.role == "assistant"; }))
+      throw InputError(where + ": no assistant message to train on");
+    return r;
+  }
+  r.prompt.instruction = json_get<std::string>(j, "instruction", where);
+  r.prompt.input = json_get_or<std::string>(j, "input", "", where);
+  r.output = json_get<std::string>(j, "output", where);
+  if (blank(r.prompt.instruction)) throw InputError(where + ": field 'instruction' is empty");
+  if (blank(r.output)) throw InputError(where + ": field 'output' is empty");
+  return r;
+}
+
+std::string system_prefix(ChatFormat f, const std::string& system) {
+  switch (f) {
+    case ChatFormat::Llama3: return "<|start_header_id|>system<|end_header_id|>\n\n" + system + "<|eot_id|>";
+    case ChatFormat::ChatML: return "<|im_start|>system\n" + system + "<|im_end|>\n";
+    case ChatFormat::Phi3: return "<|system|>\n" + system + "<|end|>\n";
+    default: return system + "\n\n";  // formats without a system role: prepended to the first user turn
+  }
+}
+
+std::string user_turn(ChatFormat f, const std::string& content, bool first) {
+  switch (f) {
+    case ChatFormat::Llama2:
+    case ChatFormat::Mistral: return std::string(first ? "<s>" : "<s>") + "[INST] " + content + " [/INST]";
+    case ChatFormat::Llama3:
+      return "<|start_header_id|>user<|end_header_id|>\n\n" + content + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+    case ChatFormat::Gemma: return "<start_of_turn>user\n" + content + "<end_of_turn>\n<start_of_turn>model\n";
+    case ChatFormat::Phi3: return "<|user|>\n" + content + "<|end|>\n<|assistant|>\n";
+    case ChatFormat::ChatML: return "<|im_start|>user\n" + content + "<|im_end|>\n<|im_start|>assistant\n";
+  }
+  return content;
+}
+
+}  // namespace
+
+std::int64_t SftExample::trained_tokens() const {
+  return std::count_if(labels.begin(), labels.end(), [](std::int32_t l) { return l != kIgnoreLabel; });
+}
+
+std::string chat_turn_end(ChatFormat f) {
+  switch (f) {
+    case ChatFormat::Llama2:
+    case ChatFormat::Mistral: return " </s>";
+    case ChatFormat::Llama3: return "<|eot_id|>";
+    case ChatFormat::Gemma: return "<end_of_turn>\n";
+    case ChatFormat::Phi3: return "<|end|>\n";
+    case ChatFormat::ChatML: return "<|im_end|>\n";
+  }
+  return "";
+}
+
+std::vector<SftRecord> read_sft_file(const fs::path& path) {
+  const std::string text = read_file(path);
+  const std::string where = path.string();
+  std::vector<SftRecord> out;
+  if (path.extension() == ".jsonl") {
+    std::size_t start = 0, line = 0;
+    while (start < text.size()) {
+      std::size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      ++line;
+      const std::string l = text.substr(start, end - start);
+      if (!blank(l)) {
+        const std::string lw = where + ": line " + std::to_string(line);
+        out.push_back(record_from_json(parse_json(l, lw), lw));
+      }
+      start = end + 1;
+    }
+  } else {
+    Json j = parse_json(text, where);
+    if (!j.is_array()) throw InputError(where + ": expected a JSON list of examples");
+    for (std::size_t i = 0; i < j.size(); ++i) out.push_back(record_from_json(j[i], where + ": item " + std::to_string(i)));
+  }
+  if (out.empty()) throw InputError(where + ": no examples");
+  return out;
+}
+
+SftExample tokenize_example(const Model& model, const SftRecord& r, const DataOptions& opts, const std::string& where) {
+  const Tokenizer& tok = model.tokenizer();
+  SftExample ex;
+  if (r.messages.empty()) {
+    if (opts.tmpl == PromptTemplate::Chat) {
+      SftRecord chat;
+      const std::string user = r.prompt.input.empty() ? r.prompt.instruction : r.prompt.instruction + "\n\n" + r.prompt.input;
+      chat.messages = {{"user", user}, {"assistant", r.output}};
+      return tokenize_example(model, chat, opts, where);
+    }
+    const std::string prompt = render_prompt(model, r.prompt, opts.tmpl);
+    ex.ids = tok.encode(prompt + r.output, /*add_special=*/true);
+    const auto prompt_len = static_cast<std::int64_t>(tok.encode(prompt, true).size());
+    if (static_cast<std::int64_t>(ex.ids.size()) < opts.cutoff && !tok.eos_ids().empty()) ex.ids.push_back(tok.eos_ids()[0]);
+    if (static_cast<std::int64_t>(ex.ids.size()) > opts.cutoff) ex.ids.resize(opts.cutoff);
+    ex.labels = ex.ids;
+    if (!opts.train_on_inputs)
+      std::fill(ex.labels.begin(), ex.labels.begin() + std::min<std::int64_t>(prompt_len, ex.labels.size()), kIgnoreLabel);
+  } else {
+    // Render turn by turn; each assistant span is located by the token count of its prefix.
+    const ChatFormat f = chat_format_for(model);
+    std::string text, system;
+    std::vector<std::pair<std::size_t, std::size_t>> spans;  // character spans of assistant text
+    bool first_user = true;
+    for (const auto& m : r.messages) {
+      if (m.role == "system") {
+        system = m.content;
+      } else if (m.role == "user") {
+        std::string content = m.content;
+        if (first_user && !system.empty()) {
+          if (f == ChatFormat::Llama3 || f == ChatFormat::ChatML || f == ChatFormat::Phi3) text += system_prefix(f, system);
+          else content = system_prefix(f, system) + content;
+        }
+        if (first_user && f == ChatFormat::Llama3) text = "<|begin_of_text|>" + text;
+        if (first_user && f == ChatFormat::Gemma) text = "<bos>" + text;
+        text += user_turn(f, content, first_user);
+        first_user = false;
+      } else {
+        const std::size_t begin = text.size();
+        text += (f == ChatFormat::Llama2 || f == ChatFormat::Mistral ? " " : "") + m.content + chat_turn_end(f);
+        spans.emplace_back(begin, text.size());
+      }
+    }
+    ex.ids = tok.encode(text, /*add_special=*/false);
+    ex.labels.assign(ex.ids.size(), opts.train_on_inputs ? 0 : kIgnoreLabel);
+    if (opts.train_on_inputs) ex.labels = ex.ids;
+    for (auto [b, e] : spans) {
+      const auto tb = tok.encode(text.substr(0, b), false).size(), te = tok.encode(text.substr(0, e), false).size();
+      for (std::size_t i = tb; i < te && i < ex.ids.size(); ++i) ex.labels[i] = ex.ids[i];
+    }
+    if (static_cast<std::int64_t>(ex.ids.size()) > opts.cutoff) {
+      ex.ids.resize(opts.cutoff);
+      ex.labels.resize(opts.cutoff);
+    }
+  }
+  if (ex.ids.size() < 2 || ex.trained_tokens() == 0)
+    throw InputError(where + ": empty after templating and truncation to " + std::to_string(opts.cutoff) + " tokens (no token to train on)");
+  return ex;
+}
+
+}  // namespace sppft

@@ -1,0 +1,55 @@
+// Supervised fine-tuning data: Alpaca JSON / JSONL ({instruction, input,
+// output}) and chat JSONL ({messages: [{role, content}, ...]}), templated and
+// tokenized, with labels masked (-100) where no loss is taken.
+//
+// Alpaca, as alpaca-lora: ids = encode(prompt + output) + EOS (EOS only when it
+// fits under the cutoff), and without --train-on-inputs the first
+// len(encode(prompt)) labels are masked. Chat: the model's chat format; loss on
+// the assistant turns (their end-of-turn marker included), the rest masked
+// unless --train-on-inputs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/prompts.h"
+#include "models/model.h"
+
+namespace sppft {
+
+constexpr std::int32_t kIgnoreLabel = -100;
+
+struct ChatMessage {
+  std::string role;  // system, user, assistant
+  std::string content;
+};
+
+struct SftRecord {
+  PromptRecord prompt;  // Alpaca instruction + input
+  std::string output;
+  std::vector<ChatMessage> messages;  // chat form when non-empty
+};
+
+struct SftExample {
+  std::vector<std::int32_t> ids;
+  std::vector<std::int32_t> labels;  // same length; kIgnoreLabel = no loss
+  std::int64_t trained_tokens() const;
+};
+
+struct DataOptions {
+  PromptTemplate tmpl = PromptTemplate::Alpaca;
+  std::int64_t cutoff = 256;
+  bool train_on_inputs = false;
+};
+
+// Reads .json (a list) or .jsonl; InputError naming the line/item and field
+// for missing fields, wrong types and rows empty after templating.
+std::vector<SftRecord> read_sft_file(const fs::path& path);
+
+SftExample tokenize_example(const Model& model, const SftRecord& r, const DataOptions& opts, const std::string& where);
+
+// The turn-end text of a chat format after an assistant message.
+std::string chat_turn_end(ChatFormat f);
+
+}  // namespace sppft
