@@ -7,10 +7,11 @@
 // Merging follows tokenizers' Word::merge_all: a min-heap of (rank, position)
 // over adjacent pairs, stale entries skipped, so the result equals the
 // reference for any word length in O(n log n). Results of short words are
-// cached (the same pre-tokens recur constantly in real text).
+// cached (the same pre-tokens recur constantly in real text). Sentencepiece-style
+// vocabularies see whole chunks of text as one pre-token (Metaspace without
+// split); those are cut into words first when that is exact.
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 #include <queue>
 #include <unordered_map>
 
@@ -79,6 +80,7 @@ class BpeModel final : public Model {
       auto it = vocab_.find(name);
       byte_id_[b] = it == vocab_.end() ? -1 : it->second;
     }
+    cut_words_ = vocab_.count("\xE2\x96\x81") && metaspace_cut_is_exact(pieces_);
     auto uit = model.find("unk_token");
     if (uit != model.end() && uit->is_string()) {
       auto it = vocab_.find(uit->get<std::string>());
@@ -125,26 +127,16 @@ class BpeModel final : public Model {
         out.push_back(it->second);
         return;
       }
+      encode_word(piece, out);
+      return;
     }
-    const bool cacheable = piece.size() <= kMaxCachedBytes;
-    std::string cache_key;
-    if (cacheable) {
-      cache_key.assign(piece);
-      std::lock_guard<std::mutex> lock(cache_mutex_);
-      auto it = cache_.find(cache_key);
-      if (it != cache_.end()) {
-        out.insert(out.end(), it->second.begin(), it->second.end());
-        return;
-      }
+    if (!cut_words_) {
+      encode_word(piece, out);
+      return;
     }
-    std::vector<std::int32_t> ids;
-    merge_word(piece, ids);
-    out.insert(out.end(), ids.begin(), ids.end());
-    if (cacheable) {
-      std::lock_guard<std::mutex> lock(cache_mutex_);
-      if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-      cache_.emplace(std::move(cache_key), std::move(ids));
-    }
+    std::vector<std::string_view> words;
+    cut_metaspace_words(piece, words);
+    for (std::string_view w : words) encode_word(w, out);
   }
 
   std::optional<std::string_view> id_to_piece(std::int32_t id) const override {
@@ -161,8 +153,14 @@ class BpeModel final : public Model {
 
  private:
   static constexpr char32_t kSmallChars = 0x3000;
-  static constexpr std::size_t kMaxCachedBytes = 64;
-  static constexpr std::size_t kMaxCacheEntries = 1 << 17;
+
+  void encode_word(std::string_view word, std::vector<std::int32_t>& out) const {
+    if (cache_.get(word, out)) return;
+    std::vector<std::int32_t> ids;
+    merge_word(word, ids);
+    out.insert(out.end(), ids.begin(), ids.end());
+    cache_.put(word, ids);
+  }
 
   static std::uint64_t key(std::int32_t a, std::int32_t b) {
     return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) | static_cast<std::uint32_t>(b);
@@ -261,8 +259,8 @@ class BpeModel final : public Model {
   std::optional<std::int32_t> unk_id_;
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
 
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<std::int32_t>> cache_;
+  bool cut_words_ = false;  // sentencepiece-style vocabulary: BPE word by word (see cut_metaspace_words)
+  WordCache cache_;
 };
 
 }  // namespace

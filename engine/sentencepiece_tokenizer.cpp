@@ -7,7 +7,7 @@
 // result. So the proto is loaded with its normalizer spec replaced by an
 // identity one (no dummy prefix, no whitespace escaping or collapsing) and the
 // self-test data dropped, and each pre-tokenized piece, "▁" already in place,
-// is encoded as it is. The proto is edited at the wire level (only the few
+// is encoded as it is (word by word, with a cache, when that is exact). The proto is edited at the wire level (only the few
 // fields involved), so no protobuf headers are needed.
 #include <sentencepiece_processor.h>
 
@@ -171,13 +171,17 @@ class SentencePieceModel final : public Model {
       pieces_.push_back(info->pieces[i].text);
       by_piece_.emplace(info->pieces[i].text, static_cast<std::int32_t>(i));
     }
+    cut_words_ = metaspace_cut_is_exact(pieces_);
   }
 
   void encode(std::string_view piece, std::vector<std::int32_t>& out) const override {
-    std::vector<int> ids;
-    auto status = sp_.Encode(piece, &ids);
-    if (!status.ok()) throw RuntimeFailure("sentencepiece encode failed: " + status.ToString());
-    out.insert(out.end(), ids.begin(), ids.end());
+    if (!cut_words_) {
+      encode_word(piece, out);
+      return;
+    }
+    std::vector<std::string_view> words;
+    cut_metaspace_words(piece, words);
+    for (std::string_view w : words) encode_word(w, out);
   }
   std::optional<std::string_view> id_to_piece(std::int32_t id) const override {
     if (id < 0 || static_cast<std::size_t>(id) >= pieces_.size()) return std::nullopt;
@@ -191,6 +195,18 @@ class SentencePieceModel final : public Model {
   std::int32_t size() const override { return static_cast<std::int32_t>(pieces_.size()); }
 
  private:
+  void encode_word(std::string_view word, std::vector<std::int32_t>& out) const {
+    if (cache_.get(word, out)) return;
+    std::vector<int> ids;
+    auto status = sp_.Encode(word, &ids);
+    if (!status.ok()) throw RuntimeFailure("sentencepiece encode failed: " + status.ToString());
+    std::vector<std::int32_t> ids32(ids.begin(), ids.end());
+    out.insert(out.end(), ids32.begin(), ids32.end());
+    cache_.put(word, ids32);
+  }
+
+  bool cut_words_ = false;  // encode word by word (see cut_metaspace_words), with a cache
+  WordCache cache_;
   sentencepiece::SentencePieceProcessor sp_;
   std::vector<std::string> pieces_;
   std::unordered_map<std::string, std::int32_t> by_piece_;
@@ -200,6 +216,56 @@ class SentencePieceModel final : public Model {
 
 std::unique_ptr<Model> make_sentencepiece_model(const fs::path& file, SentencePieceInfo* info) {
   return std::make_unique<SentencePieceModel>(file, info);
+}
+
+// transformers' generate_merges(vocab) (tokenization_utils_base.py): for every piece in id order,
+// each split into two pieces of the vocabulary (at code point boundaries) is a merge; merges are
+// ranked by (id of the piece, length of the left part, length of the right part), splits of one
+// piece by (id of left, id of right) before that stable sort.
+std::unique_ptr<Model> make_sentencepiece_bpe(const SentencePieceInfo& info, const std::string& where) {
+  Json vocab = Json::object();
+  std::unordered_map<std::string, std::int32_t> ids;
+  for (std::size_t i = 0; i < info.pieces.size(); ++i) {  // a repeated piece keeps its last id, as in a dict
+    ids[info.pieces[i].text] = static_cast<std::int32_t>(i);
+    vocab[info.pieces[i].text] = static_cast<std::int32_t>(i);
+  }
+  struct Merge {
+    std::int32_t piece, left_id, right_id;
+    std::size_t left_len, right_len;  // in code points
+    std::string left, right;
+  };
+  std::vector<Merge> merges;
+  for (std::size_t i = 0; i < info.pieces.size(); ++i) {
+    const std::string& piece = info.pieces[i].text;
+    if (ids.at(piece) != static_cast<std::int32_t>(i)) continue;  // repeated piece: counted once, at its last id
+    std::vector<Merge> local;
+    std::size_t left_chars = 0;
+    for (std::size_t pos = 0; pos < piece.size();) {
+      char32_t cp;
+      pos += decode_utf8(piece, pos, &cp);
+      ++left_chars;
+      if (pos >= piece.size()) break;
+      auto l = ids.find(piece.substr(0, pos)), r = ids.find(piece.substr(pos));
+      if (l == ids.end() || r == ids.end()) continue;
+      std::size_t right_chars = 0;
+      for (std::size_t k = pos; k < piece.size(); ++right_chars) k += decode_utf8(piece, k, &cp);
+      local.push_back({static_cast<std::int32_t>(i), l->second, r->second, left_chars, right_chars, l->first, r->first});
+    }
+    std::stable_sort(local.begin(), local.end(), [](const Merge& a, const Merge& b) {
+      return a.left_id != b.left_id ? a.left_id < b.left_id : a.right_id < b.right_id;
+    });
+    merges.insert(merges.end(), local.begin(), local.end());
+  }
+  std::stable_sort(merges.begin(), merges.end(), [](const Merge& a, const Merge& b) {
+    if (a.piece != b.piece) return a.piece < b.piece;
+    if (a.left_len != b.left_len) return a.left_len < b.left_len;
+    return a.right_len < b.right_len;
+  });
+  Json list = Json::array();
+  for (const Merge& m : merges) list.push_back(Json::array({m.left, m.right}));
+  Json model = {{"type", "BPE"}, {"vocab", std::move(vocab)}, {"merges", std::move(list)},
+                {"byte_fallback", true}, {"fuse_unk", true}, {"unk_token", nullptr}};
+  return make_bpe_model(model, where);
 }
 
 }  // namespace sppft::tok

@@ -173,6 +173,60 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
 }  // namespace
 
 // =============================================================================
+// Model helpers
+// =============================================================================
+
+namespace {
+constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // ▁
+}
+
+bool metaspace_cut_is_exact(const std::vector<std::string>& tokens) {
+  for (const std::string& t : tokens) {
+    for (std::size_t pos = t.find(kMetaspace, 1); pos != std::string::npos; pos = t.find(kMetaspace, pos + 1)) {
+      if (pos < kMetaspace.size() || t.compare(pos - kMetaspace.size(), kMetaspace.size(), kMetaspace) != 0)
+        return false;
+    }
+  }
+  return true;
+}
+
+void cut_metaspace_words(std::string_view text, std::vector<std::string_view>& words) {
+  words.clear();
+  std::size_t start = 0, pos = 0;
+  bool prev_is_space = true;
+  while (pos < text.size()) {
+    if (text.compare(pos, kMetaspace.size(), kMetaspace) == 0) {
+      if (!prev_is_space && pos > start) {
+        words.push_back(text.substr(start, pos - start));
+        start = pos;
+      }
+      prev_is_space = true;
+      pos += kMetaspace.size();
+    } else {
+      prev_is_space = false;
+      ++pos;
+    }
+  }
+  if (start < text.size()) words.push_back(text.substr(start));
+}
+
+bool WordCache::get(std::string_view word, std::vector<std::int32_t>& out) const {
+  if (word.size() > kMaxWordBytes) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = map_.find(std::string(word));
+  if (it == map_.end()) return false;
+  out.insert(out.end(), it->second.begin(), it->second.end());
+  return true;
+}
+
+void WordCache::put(std::string_view word, const std::vector<std::int32_t>& ids) const {
+  if (word.size() > kMaxWordBytes) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (map_.size() >= kMaxEntries) map_.clear();
+  map_.emplace(std::string(word), ids);
+}
+
+// =============================================================================
 // Regex (PCRE2)
 // =============================================================================
 
@@ -290,6 +344,12 @@ const ByteAlphabet& byte_alphabet() {
 
 char32_t byte_to_unicode(unsigned char b) { return byte_alphabet().to_cp[b]; }
 int unicode_to_byte(char32_t cp) { return cp < 512 ? byte_alphabet().from_cp[cp] : -1; }
+
+// Rust regex's \w: Alphabetic, marks, decimal digits, connector punctuation, joiners.
+#define SPPFT_RUST_WORD_INNER "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}"
+const char* const kRustWordInner = SPPFT_RUST_WORD_INNER;
+const char* const kRustWordClass = "[" SPPFT_RUST_WORD_INNER "]";
+#undef SPPFT_RUST_WORD_INNER
 
 const char* const kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -444,7 +504,8 @@ void parse_pre_tokenizer_into(const Json& j, const std::string& where, const std
     p.behavior = PreTokenizer::Behavior::Isolated;
   } else if (type == "Whitespace") {
     p.kind = PreTokenizer::Kind::Split;
-    p.regex = std::make_shared<Regex>("\\w+|[^\\w\\s]+", where + ": Whitespace regex");
+    p.regex = std::make_shared<Regex>(std::string(kRustWordClass) + "+|[^" + kRustWordInner + "\\s]+",
+                                      where + ": Whitespace regex");
     p.behavior = PreTokenizer::Behavior::Removed;
     p.invert = true;
   } else if (type == "WhitespaceSplit") {
@@ -531,9 +592,10 @@ PipelineTokenizer::PipelineTokenizer(std::string kind, std::unique_ptr<Model> mo
     vocab_size_ = std::max(vocab_size_, t.id + 1);
     added_by_id_[t.id] = i;
     added_by_content_.emplace(t.content, t.id);
-    if (t.special && pipeline_.split_special_tokens) continue;
     std::string pattern = t.normalized ? normalize(t.content) : t.content;
-    if (pattern.empty()) continue;
+    // tokenizers gives back the normalized content of a normalized token when decoding.
+    if (t.normalized) decode_text_[t.id] = pattern;
+    if (pattern.empty() || (t.special && pipeline_.split_special_tokens)) continue;
     Matcher& m = t.normalized ? normalized_matcher_ : raw_matcher_;
     m.patterns.push_back(pattern);
     m.token_index.push_back(i);
@@ -547,8 +609,8 @@ PipelineTokenizer::PipelineTokenizer(std::string kind, std::unique_ptr<Model> mo
                        [&](std::size_t a, std::size_t b) { return m->patterns[a].size() > m->patterns[b].size(); });
   }
   if (any_single_word) {
-    word_start_ = std::make_unique<Regex>("^\\w", "single_word regex");
-    word_end_ = std::make_unique<Regex>("\\w$", "single_word regex");
+    // Rust regex's \w (tokenizers matches single_word tokens with it), wider than PCRE2's.
+    word_char_ = std::make_unique<Regex>(std::string("\\A") + kRustWordClass + "\\z", "single_word regex");
   }
 }
 
@@ -587,8 +649,14 @@ void PipelineTokenizer::split_added(std::string_view text, bool normalized_pass,
     std::size_t start = i, stop = i + m.patterns[static_cast<std::size_t>(best)].size();
     i = stop;
     if (t.single_word) {
-      bool start_ok = start == 0 || !word_end_->search(text.substr(0, start));
-      bool stop_ok = stop == n || !word_start_->search(text.substr(stop));
+      // Not glued to a word character on either side.
+      auto is_word = [&](std::size_t at) {
+        char32_t cp;
+        std::size_t len = decode_utf8(text, at, &cp);
+        return word_char_->search(text.substr(at, len));
+      };
+      bool start_ok = start == 0 || !is_word(prev_char_start(text, start));
+      bool stop_ok = stop == n || !is_word(stop);
       if (!start_ok || !stop_ok) continue;
     }
     if (t.lstrip) {
@@ -942,7 +1010,8 @@ std::string PipelineTokenizer::decode(std::span<const std::int32_t> ids, bool sk
     if (it != added_by_id_.end()) {
       const AddedToken& t = pipeline_.added[it->second];
       if (skip_special && t.special) continue;
-      tokens.push_back(t.content);
+      auto dt = decode_text_.find(id);
+      tokens.push_back(dt == decode_text_.end() ? t.content : dt->second);
       continue;
     }
     if (auto piece = model_->id_to_piece(id)) tokens.emplace_back(*piece);
@@ -1868,6 +1937,15 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
   SentencePieceInfo sp;
   if (has_model) {
     model = make_sentencepiece_model(model_path, &sp);
+    // Unigram sentencepiece models: LlamaTokenizer / GemmaTokenizer run BPE over the vocabulary
+    // instead (tokenizer.json's merges, or merges generated from the pieces), so do the same.
+    if (sp.model_type == 1 && (cls == "LlamaTokenizer" || cls == "GemmaTokenizer")) {
+      auto it = tj.find("model");
+      if (has_json && it != tj.end() && it->is_object() && it->value("type", std::string("BPE")) == "BPE")
+        model = make_bpe_model(*it, tj_where);
+      else
+        model = make_sentencepiece_bpe(sp, model_path.string());
+    }
   } else {
     auto it = tj.find("model");
     if (it == tj.end() || !it->is_object()) throw InputError(tj_where + ": field 'model' missing or not an object");
@@ -1978,7 +2056,15 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
       }
     }
   }
+  // transformers adds these with add_tokens(), in key order: a token already known keeps its id, a
+  // new one gets the next free id (the key itself is not used; it agrees in consistent checkpoints).
+  auto next_free_id = [&]() {
+    std::int32_t next = model->size();
+    for (const AddedToken& a : p.added) next = std::max(next, a.id + 1);
+    return next;
+  };
   if (auto it = tcfg.find("added_tokens_decoder"); it != tcfg.end() && it->is_object()) {
+    std::vector<std::pair<std::int64_t, AddedToken>> entries;
     for (auto& [key, value] : it->items()) {
       std::int64_t id;
       try {
@@ -1988,7 +2074,16 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
       } catch (const std::exception&) {
         throw InputError(tcfg_where + ": field 'added_tokens_decoder' key '" + key + "' is not a token id");
       }
-      add(parse_added_token(value, id, tcfg_where + ": field 'added_tokens_decoder." + key + "'"));
+      entries.emplace_back(id, parse_added_token(value, id, tcfg_where + ": field 'added_tokens_decoder." + key + "'"));
+    }
+    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto& [key, t] : entries) {
+      if (contents.count(t.content)) continue;
+      if (auto id = model->piece_to_id(t.content))
+        t.id = *id;
+      else
+        t.id = next_free_id();
+      add(std::move(t));
     }
   }
   if (has_model && !has_json) {
@@ -2038,13 +2133,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
     AddedToken t;
     t.content = c;
     t.special = true;
-    if (auto id = model->piece_to_id(c)) {
+    if (auto id = model->piece_to_id(c))
       t.id = *id;
-    } else {
-      std::int32_t next = model->size();
-      for (const AddedToken& a : p.added) next = std::max(next, a.id + 1);
-      t.id = next;
-    }
+    else
+      t.id = next_free_id();
     add(t);
   }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -157,6 +158,7 @@ class PipelineTokenizer final : public Tokenizer {
   std::int32_t vocab_size_ = 0;
   std::unordered_map<std::int32_t, std::size_t> added_by_id_;  // id -> index in pipeline_.added
   std::unordered_map<std::string, std::int32_t> added_by_content_;
+  std::unordered_map<std::int32_t, std::string> decode_text_;  // normalized added tokens: normalized content
   // Matching tables for the two added-token passes (raw text, normalized text):
   // per first byte, indices of the tokens starting with it, longest first.
   struct Matcher {
@@ -166,7 +168,29 @@ class PipelineTokenizer final : public Tokenizer {
     bool empty() const { return patterns.empty(); }
   };
   Matcher raw_matcher_, normalized_matcher_;
-  std::unique_ptr<Regex> word_start_, word_end_;  // ^\w and \w$ for single_word tokens
+  std::unique_ptr<Regex> word_char_;  // one Rust-regex \w character, for single_word tokens
+};
+
+// ---- Helpers shared by the models ------------------------------------------------
+
+// Sentencepiece-style text ("▁" for spaces) is cut into words, each a run of "▁" plus the
+// non-"▁" characters after it. BPE over the words gives the same ids as BPE over the
+// whole text when no vocabulary token has a non-"▁" character followed by "▁" (so no
+// merge can span a cut), which metaspace_cut_is_exact() checks once at load time.
+bool metaspace_cut_is_exact(const std::vector<std::string>& tokens);
+void cut_metaspace_words(std::string_view text, std::vector<std::string_view>& words);
+
+// Thread-safe memo of word -> ids for short words, cleared when it gets large.
+class WordCache {
+ public:
+  static constexpr std::size_t kMaxWordBytes = 64;
+  bool get(std::string_view word, std::vector<std::int32_t>& out) const;
+  void put(std::string_view word, const std::vector<std::int32_t>& ids) const;
+
+ private:
+  static constexpr std::size_t kMaxEntries = 1 << 17;
+  mutable std::mutex mutex_;
+  mutable std::unordered_map<std::string, std::vector<std::int32_t>> map_;
 };
 
 // ---- Models (one file each) ---------------------------------------------------
@@ -186,6 +210,11 @@ struct SentencePieceInfo {
 // transformers does that part itself (Metaspace / normalizers) before the model.
 std::unique_ptr<Model> make_sentencepiece_model(const fs::path& file, SentencePieceInfo* info);
 
+// What transformers builds from a sentencepiece model for LlamaTokenizer when
+// there is no tokenizer.json: BPE over the pieces with merges generated from
+// the vocabulary (differs from sentencepiece itself for unigram models).
+std::unique_ptr<Model> make_sentencepiece_bpe(const SentencePieceInfo& info, const std::string& where);
+
 // BPE model of tokenizer.json's "model" object (`where` names the file in errors).
 std::unique_ptr<Model> make_bpe_model(const Json& model, const std::string& where);
 
@@ -196,6 +225,9 @@ std::vector<Decoder> parse_decoder(const Json& j, const std::string& where);
 
 // GPT-2's pre-tokenization pattern (ByteLevel with use_regex).
 extern const char* const kGpt2Pattern;
+// Rust regex's \w as a PCRE2 class, and its inside (for negated classes).
+extern const char* const kRustWordClass;
+extern const char* const kRustWordInner;
 // Qwen2Tokenizer's pattern (transformers rebuilds Qwen2 tokenizers with it).
 extern const char* const kQwen2Pattern;
 

@@ -68,7 +68,8 @@ void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
 // Gradients are fp32 tensors shaped like what they are the gradient of. "Overwritten"
 // outputs need no initialisation; "accumulated" ones add into what is there (the
 // trainer zeroes parameter gradients before each step). Unless a comment says an
-// aliasing is allowed, outputs must not share storage with inputs.
+// aliasing is allowed, outputs must not share storage with inputs. Shape or dtype
+// mismatches throw InputError naming the op and tensor (checked in kernels/ops.cpp).
 // ---------------------------------------------------------------------------
 namespace sppft::ops {
 
@@ -121,8 +122,8 @@ void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, GluA
 // kv head h / (Hq / Hkv)):
 //   s_j = scale * q[t, h] . k[j, h'],  out[t, h] = sum_j softmax_j(s) v[j, h'],
 //   lse[t, h] = log sum_j exp(s_j)        (natural log of the scaled scores)
-// q, out [N, Hq * D]; k, v [N, Hkv * D]; lse [N, Hq]. Rows of q/out/lse not covered
-// by any sequence are left untouched. Equals attention_forward on a cache filled by
+// q, out [N, Hq * D]; k, v [N, Hkv * D]; lse [N, Hq]. Rows not covered by
+// any sequence: out and lse left untouched. Equals attention_forward on a cache filled by
 // kv_cache_write with past_len = 0.
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs,
                              float scale, std::int64_t window, Tensor& out, Tensor& lse);
@@ -167,8 +168,9 @@ struct AdamWParams {
 };
 
 // One AdamW step on one tensor (decoupled weight decay, bias correction); step
-// counts from 1. Exactly torch.optim.AdamW's single-tensor update (torch 2.x,
-// amsgrad = maximize = False), in this order, scalars in double, tensor math in fp32:
+// counts from 1. torch.optim.AdamW's single-tensor update (torch 2.x, amsgrad =
+// maximize = False) operation by operation, scalars in double, tensor math in fp32
+// (agrees with torch to within ~2 ulps, not bit for bit: torch's vectorized sqrt):
 //   p  = p * (1 - lr * weight_decay)
 //   m  = lerp(m, g, 1 - beta1)              (= beta1 m + (1 - beta1) g, as one fma like torch's)
 //   v  = v * beta2 + (1 - beta2) g^2

@@ -145,6 +145,7 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   std::string dtype = json_get_or<std::string>(j, "torch_dtype", "", where);
   if (dtype.empty()) dtype = json_get_or<std::string>(j, "dtype", "float32", where);
   c.torch_dtype = dtype;
+  c.source = j;
   return c;
 }
 
@@ -192,6 +193,17 @@ Json model_config_to_json(const ModelConfig& c) {
   if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
   else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;
   j["torch_dtype"] = c.torch_dtype;
+  return j;
+}
+
+}  // namespace sppft
+
+namespace sppft {
+
+Json config_json_for_save(const ModelConfig& c, const std::string& torch_dtype) {
+  Json j = c.source.is_object() ? c.source : model_config_to_json(c);
+  if (j.contains("dtype")) j["dtype"] = torch_dtype;  // the transformers 5 spelling
+  else j["torch_dtype"] = torch_dtype;
   return j;
 }
 

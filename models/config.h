@@ -52,6 +52,7 @@ struct ModelConfig {
   std::optional<std::int64_t> bos_token_id;
   std::vector<std::int64_t> eos_token_ids;
   std::string torch_dtype = "float32";
+  Json source;  // the config.json object it was parsed from (null for built configs)
 
   std::int64_t q_dim() const { return num_heads * head_dim; }
   std::int64_t kv_dim() const { return num_kv_heads * head_dim; }
@@ -64,7 +65,12 @@ struct ModelConfig {
 // Parses and validates a config.json object; `where` names the file in errors.
 ModelConfig parse_model_config(const Json& j, const std::string& where);
 ModelConfig load_model_config(const fs::path& dir);
-// The config.json object for a config (round-trips through parse_model_config).
+// The fields sppft reads, as a config.json object (round-trips through
+// parse_model_config; used to compare architectures).
 Json model_config_to_json(const ModelConfig& c);
+// What a saved checkpoint gets: the source config.json with every field kept
+// (pad ids, architectures, ...) and only the dtype updated; for built configs,
+// model_config_to_json.
+Json config_json_for_save(const ModelConfig& c, const std::string& torch_dtype);
 
 }  // namespace sppft

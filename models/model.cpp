@@ -190,10 +190,27 @@ const Tokenizer& Model::tokenizer() const {
   return *tokenizer_;
 }
 
-std::vector<NamedParam> Model::parameters() {
+std::vector<NamedParam> named_parameters(const ModelConfig& c, ModelWeights& w) {
   std::vector<NamedParam> out;
-  for (auto& s : param_specs(config_, w_)) out.push_back({s.name, s.tensor, s.block});
+  for (auto& s : param_specs(c, w)) out.push_back({s.name, s.tensor, s.block});
   return out;
+}
+
+std::vector<NamedParam> Model::parameters() { return named_parameters(config_, w_); }
+
+void Model::load_weights_from(const fs::path& dir) {
+  Json mine = model_config_to_json(config_), theirs = model_config_to_json(load_model_config(dir));
+  mine.erase("torch_dtype");
+  theirs.erase("torch_dtype");
+  if (mine != theirs)
+    throw InputError((dir / "config.json").string() + ": checkpoint of another model (config differs from " +
+                     (dir_.empty() ? std::string("this model") : (dir_ / "config.json").string()) + ")");
+  Checkpoint ckpt(dir);
+  validate_checkpoint(config_, ckpt, dir);
+  for (auto& s : param_specs(config_, w_)) {
+    const TensorEntry& e = ckpt.entry(s.name);
+    convert_to_f32(e.data, e.dtype, s.tensor->data<float>(), static_cast<std::size_t>(s.tensor->numel()));
+  }
 }
 
 std::int64_t Model::weight_bytes() const {
@@ -298,8 +315,7 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
 
 void Model::save(const fs::path& dir, DType dtype) {
   ensure_directory(dir);
-  ModelConfig out_config = config_;
-  out_config.torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
+  const std::string torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
   auto specs = param_specs(config_, w_);
   std::vector<std::vector<std::uint8_t>> converted;
   std::vector<TensorToWrite> tensors;
@@ -311,7 +327,7 @@ void Model::save(const fs::path& dir, DType dtype) {
     tensors.push_back({s.name, dtype, s.shape, converted.back().data()});
   }
   write_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
-  atomic_write_text(dir / "config.json", model_config_to_json(out_config).dump(2) + "\n");
+  atomic_write_text(dir / "config.json", config_json_for_save(config_, torch_dtype).dump(2) + "\n");
 }
 
 }  // namespace sppft

@@ -99,6 +99,10 @@ class Model {
   // With `capture`, fills the hidden states at each sequence's last new token.
   Tensor forward(const StepInput& in, KVCache& cache, bool all_logits = false, HiddenCapture* capture = nullptr);
 
+  // Copies the weights of another checkpoint of the same architecture into this
+  // model's tensors (validated as in load; nothing new is allocated).
+  void load_weights_from(const fs::path& dir);
+
   // Saves config.json + model.safetensors (fp32 or bf16) into `dir`, atomically per file.
   void save(const fs::path& dir, DType dtype = DType::F32);
 
@@ -111,6 +115,10 @@ class Model {
   std::unique_ptr<Tokenizer> tokenizer_;
   fs::path dir_;
 };
+
+// Every parameter slot of a weights-shaped struct under its Hugging Face name
+// (checkpoint order; tied lm_head and fused views omitted).
+std::vector<NamedParam> named_parameters(const ModelConfig& c, ModelWeights& w);
 
 // Names, shapes and blocks of every parameter a config implies (checkpoint order).
 struct ParamShape {

@@ -5,3 +5,11 @@ add_test(NAME parity.make_fixtures
          COMMAND ${SPPFT_VENV_PYTHON} ${CMAKE_SOURCE_DIR}/tests/parity/make_fixtures.py ${CMAKE_BINARY_DIR}/parity)
 set_tests_properties(parity.make_fixtures PROPERTIES FIXTURES_SETUP parity_fixtures LABELS parity TIMEOUT 900)
 set_tests_properties(parity.parity_test PROPERTIES FIXTURES_REQUIRED parity_fixtures TIMEOUT 900)
+set_tests_properties(parity.train_parity_test PROPERTIES FIXTURES_REQUIRED parity_fixtures TIMEOUT 900)
+
+# Tokenizers against transformers' own ids on 14 tokenizer directories made for the purpose.
+add_test(NAME engine.make_tokenizer_fixtures
+         COMMAND ${SPPFT_VENV_PYTHON} ${CMAKE_SOURCE_DIR}/tests/engine/make_tokenizer_fixtures.py ${CMAKE_BINARY_DIR}/tokenizer-fixtures)
+set_tests_properties(engine.make_tokenizer_fixtures PROPERTIES FIXTURES_SETUP tokenizer_fixtures LABELS parity TIMEOUT 600)
+set_tests_properties(engine.tokenizer_test PROPERTIES FIXTURES_REQUIRED "tokenizer_fixtures;parity_fixtures" TIMEOUT 600
+  ENVIRONMENT "${SPPFT_TEST_ENV};SPPFT_TOKENIZER_FIXTURES=${CMAKE_BINARY_DIR}/tokenizer-fixtures;SPPFT_PARITY_FIXTURES=${CMAKE_BINARY_DIR}/parity")

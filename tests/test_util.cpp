@@ -4,6 +4,11 @@
 
 #include <cstdio>
 
+#include "engine/json.h"
+#include "engine/prompts.h"
+#include "engine/tokenizer_train.h"
+#include "models/model.h"
+
 namespace sppft::test {
 
 CommandResult run_command(const std::string& cmd) {
@@ -18,6 +23,21 @@ CommandResult run_command(const std::string& cmd) {
   int status = ::pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+void make_tiny_checkpoint(const std::filesystem::path& dir, const std::string& config_json) {
+  std::vector<std::string> lines;
+  for (auto& r : read_prompt_file(source_dir() / "data/normal.csv")) lines.push_back(r.instruction);
+  for (auto& r : read_prompt_file(source_dir() / "data/malicious.csv")) lines.push_back(r.instruction);
+  SentencePieceTrainOptions o;
+  o.vocab_size = 400;
+  train_sentencepiece(lines, dir, o);
+  auto tok = load_tokenizer(dir);
+  Json j = Json::parse(R"({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256, "eos_token_id": 2, "bos_token_id": 1})");
+  j["vocab_size"] = tok->vocab_size();
+  j.update(Json::parse(config_json));
+  Model::random(parse_model_config(j, "tiny checkpoint"), 1, 0.1f)->save(dir);
 }
 
 }  // namespace sppft::test

@@ -39,6 +39,11 @@ struct CommandResult {
   std::string out;  // stdout and stderr together
 };
 
+// A small llama checkpoint (random weights, sentencepiece tokenizer trained on
+// data/normal.csv + data/malicious.csv) written once per process into `dir`.
+// `config_json` overrides config fields.
+void make_tiny_checkpoint(const std::filesystem::path& dir, const std::string& config_json = "{}");
+
 // Runs a shell command and captures stdout and (unless it redirects 2> itself) stderr.
 CommandResult run_command(const std::string& cmd);
 

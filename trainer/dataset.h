@@ -47,6 +47,8 @@ struct DataOptions {
 // for missing fields, wrong types and rows empty after templating.
 std::vector<SftRecord> read_sft_file(const fs::path& path);
 
+// An example whose response lies wholly past the cutoff has no trained token;
+// the trainer skips and counts those.
 SftExample tokenize_example(const Model& model, const SftRecord& r, const DataOptions& opts, const std::string& where);
 
 // The turn-end text of a chat format after an assistant message.

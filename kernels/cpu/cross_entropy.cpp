@@ -32,16 +32,21 @@ double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_sca
     }
     float mx = -INFINITY;
     for (std::int64_t j = 0; j < vocab; ++j) mx = std::max(mx, l[j]);
+    const float target_logit = l[tg[i]];  // read before an in-place gradient overwrites it
     double sum = 0;
-    for (std::int64_t j = 0; j < vocab; ++j) sum += std::exp(l[j] - mx);
-    const double lse = mx + std::log(sum);
-    const float target_logit = l[tg[i]];
-    row_loss[i] = lse - target_logit;
-    if (g) {
-      const float lse_f = static_cast<float>(lse);
-      for (std::int64_t j = 0; j < vocab; ++j) g[j] = grad_scale * std::exp(l[j] - lse_f);
+    if (g) {  // keep exp(l - max) in the gradient row: one exp per element
+      for (std::int64_t j = 0; j < vocab; ++j) {
+        const float e = std::exp(l[j] - mx);
+        g[j] = e;
+        sum += e;
+      }
+      const float k = static_cast<float>(grad_scale / sum);
+      for (std::int64_t j = 0; j < vocab; ++j) g[j] *= k;
       g[tg[i]] -= grad_scale;
+    } else {
+      for (std::int64_t j = 0; j < vocab; ++j) sum += std::exp(l[j] - mx);
     }
+    row_loss[i] = mx + std::log(sum) - target_logit;
   }
   double total = 0;
   for (double x : row_loss) total += x;

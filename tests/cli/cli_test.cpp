@@ -18,17 +18,7 @@ namespace {
 const fs::path& fixture() {
   static fs::path dir = [] {
     fs::path d = test::temp_dir("cli") / "model";
-    std::vector<std::string> lines;
-    for (auto& r : read_prompt_file(test::source_dir() / "data/normal.csv")) lines.push_back(r.instruction);
-    for (auto& r : read_prompt_file(test::source_dir() / "data/malicious.csv")) lines.push_back(r.instruction);
-    SentencePieceTrainOptions o;
-    o.vocab_size = 400;
-    train_sentencepiece(lines, d, o);
-    auto tok = load_tokenizer(d);
-    Json j = Json::parse(R"({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-      "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256, "eos_token_id": 2, "bos_token_id": 1})");
-    j["vocab_size"] = tok->vocab_size();
-    Model::random(parse_model_config(j, "fixture"), 1, 0.1f)->save(d);
+    test::make_tiny_checkpoint(d, R"({"num_hidden_layers": 2})");
     return d;
   }();
   return dir;

@@ -3,12 +3,15 @@
 
 Usage:  make_tokenizer_fixtures.py OUTDIR
 
-Trains tiny tokenizers for the purpose (a byte-fallback SentencePiece BPE like Llama's, one like
-Gemma's, a Llama-3-style and a Qwen2-style byte-level BPE, a GPT-2-style one) on
+Trains tiny tokenizers for the purpose (byte-fallback SentencePiece BPE like Llama's and Gemma's, a
+unigram one, Llama-3-style and Qwen2-style byte-level BPE, a GPT-2-style one) on
 tests/parity/corpus.txt, lays each out as a Hugging Face checkpoint directory would
 (OUTDIR/NAME/{tokenizer.model, tokenizer.json, tokenizer_config.json, config.json,
-generation_config.json}) and records what transformers' AutoTokenizer gives for a set of tricky
-strings in OUTDIR/NAME/expected.json:
+generation_config.json}) in the variants transformers 5 treats differently (LlamaTokenizer legacy or
+not, tokenizer.model only, tokenizer.json only, Mistral/Phi-3 model types that use tokenizer.json as
+written, added tokens with lstrip/rstrip/single_word/normalized, split_special_tokens, ...), and
+records what transformers' AutoTokenizer gives for tricky strings plus 300 seeded random ones in
+OUTDIR/NAME/expected.json:
 
   {"name", "transformers_version", "tokenizer_class", "vocab_size" (= len(tokenizer)),
    "bos_id", "eos_ids", "add_bos",
@@ -61,7 +64,7 @@ TRICKY = [
     "<s>x", "x</s>", "a<s>b</s>c", "<s> x", "x <s>", "<s", "<unk>", "<pad>", "<bos>Hi<eos>",
     "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "<start_of_turn>user\nhi<end_of_turn>",
     "<|user|>\nhi <|end|>\n<|assistant|>", "a <tool>  b", "a<tool>b", "x<|café|>y",
-    "▁", "▁▁x ▁", "<0x41>", "Ġhello", "ĊĠ",
+    "▁", "▁▁x ▁", "<0x41>", "Ġhello", "ĊĠ", "a <nt> b<nt>", "zzz", "azzz zzz", "zzz_ (zzz) zzz. ézzz zzzé",
     "    def f(x): return x ** 2  # code", "{\"key\": [1, 2, 3]}", "if (a && b) { c++; }",
     "a" * 300, "9" * 50, "😀" * 20, "ab " * 40,
     "Punctuation: (a) [b] {c} <d> \"q\" «g» — … ?!; ¿Qué? ¡Sí!",
@@ -108,9 +111,9 @@ def corpus_lines():
     return [l for l in read_text(CORPUS).split("\n") if l.strip()]
 
 
-def train_spm(style, extra_user=()):
+def train_spm(style, extra_user=(), model_type="bpe"):
     common = dict(
-        model_type="bpe", vocab_size=900, byte_fallback=True, character_coverage=0.9995, split_digits=True,
+        model_type=model_type, vocab_size=900 if model_type == "bpe" else 700, byte_fallback=True, character_coverage=0.9995, split_digits=True,
         allow_whitespace_only_pieces=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
         max_sentence_length=16384, num_threads=1, minloglevel=2,
     )
@@ -158,9 +161,9 @@ def write_json(path, obj):
 
 
 def spm_dir(out, name, style, model_type, cls_opts, added=(), keep_json=True, keep_model=True, json_edit=None,
-            cfg_edit=None, gen_eos=None, extra_user=()):
+            cfg_edit=None, gen_eos=None, extra_user=(), sp_type="bpe"):
     """A SentencePiece checkpoint: tokenizer.model (+ tokenizer.json written by transformers)."""
-    proto = train_spm(style, extra_user)
+    proto = train_spm(style, extra_user, sp_type)
     d = os.path.join(out, name)
     src = d + ".src"
     os.makedirs(src, exist_ok=True)
@@ -301,13 +304,18 @@ def main():
     # Same tokenizer.json without tokenizer.model: the BPE path with byte fallback and Metaspace.
     made.append(spm_dir(out, "sp_llama2_json_only", "llama", "llama", dict(legacy=False), keep_model=False))
     # Mistral / Phi-3: AutoTokenizer uses tokenizer.json as written (older Llama-2-style normalizer).
-    made.append(spm_dir(out, "sp_mistral", "llama", "mistral", dict(legacy=True), json_edit=llama2_legacy_json))
+    made.append(spm_dir(out, "sp_mistral", "llama", "mistral", dict(legacy=True), json_edit=llama2_legacy_json,
+                        added=[AddedToken("<nt>", special=False, normalized=True)]))
     made.append(spm_dir(out, "sp_phi3", "llama", "phi3", dict(legacy=False), json_edit=llama2_legacy_json,
                         added=[AddedToken("<|endoftext|>", special=True, normalized=False),
                                AddedToken("<|assistant|>", special=True, normalized=False, rstrip=True),
                                AddedToken("<|end|>", special=True, normalized=False, rstrip=True),
                                AddedToken("<|user|>", special=True, normalized=False, rstrip=True)],
                         gen_eos=lambda t: [t.convert_tokens_to_ids("<|endoftext|>"), t.convert_tokens_to_ids("<|end|>")]))
+    # A unigram sentencepiece model: transformers runs BPE over its vocabulary instead.
+    made.append(spm_dir(out, "sp_llama_unigram", "llama", "llama", dict(legacy=False), sp_type="unigram"))
+    made.append(spm_dir(out, "sp_llama_unigram_model_only", "llama", "llama", dict(legacy=False), sp_type="unigram",
+                        keep_json=False))
     # Gemma: no dummy prefix, user-defined pieces.
     made.append(spm_dir(out, "sp_gemma", "gemma", "gemma", {}, extra_user=("<start_of_turn>", "<end_of_turn>")))
 
@@ -348,6 +356,7 @@ def main():
     # GPT-2 style: ByteLevel(use_regex=true) only, merges as "a b" strings, RoBERTa-style post-processor.
     t = train_bpe(None, nfc=False, vocab_size=700, byte_level_regex=True)
     t.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in ["<s>", "</s>"]])
+    t.add_tokens([AddedToken("zzz", single_word=True, normalized=False)])
     t.post_processor = processors.RobertaProcessing(("</s>", t.token_to_id("</s>")), ("<s>", t.token_to_id("<s>")),
                                                     trim_offsets=False)
     made.append(bpe_dir(out, "bpe_gpt2", t, None, "PreTrainedTokenizerFast", "<s>", "</s>", ["</s>"],

@@ -5,8 +5,9 @@ Usage:  python tests/parity/make_fixtures.py OUTDIR [CASE ...]
 
 For every case NAME this writes OUTDIR/NAME/ (a loadable HF checkpoint: config.json,
 generation_config.json, model*.safetensors, tokenizer files) and OUTDIR/NAME/parity/
-(reference.json + reference.safetensors, computed by transformers in float32 with eager
-attention).  See tests/parity/README.md for the layout.
+(reference.json + reference.safetensors + grads.safetensors, computed by transformers in float32
+with eager attention; grads.safetensors is the autograd gradient of every parameter for the fixed
+training batch in reference.json "train").  See tests/parity/README.md for the layout.
 
 Everything is seeded; re-running overwrites OUTDIR/NAME atomically (build in a temp dir,
 then rename).  Needs: torch, transformers (checked with 5.x), tokenizers, sentencepiece,

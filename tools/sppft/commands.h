@@ -6,5 +6,7 @@ namespace sppft::cli {
 int cmd_info(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_hidden(int argc, char** argv);
+int cmd_train(int argc, char** argv);
+int cmd_memory(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
 }  // namespace sppft::cli

@@ -20,6 +20,8 @@ const Command kCommands[] = {
     {"info", sppft::cli::cmd_info, "architecture, parameters per block and in total, dtypes, weight bytes"},
     {"generate", sppft::cli::cmd_generate, "batched generation (greedy or sampled) from prompts"},
     {"hidden", sppft::cli::cmd_hidden, "per-block last-token hidden states of prompts, as safetensors"},
+    {"train", sppft::cli::cmd_train, "fine-tune, fully or with frozen safety layers (SPPFT)"},
+    {"memory", sppft::cli::cmd_memory, "predicted training memory per category, without allocating"},
     {"demo", sppft::cli::cmd_demo, "end-to-end run on the embedded default model"},
 };
 

@@ -1,0 +1,43 @@
+#include "models/presets.h"
+
+#include "engine/error.h"
+
+namespace sppft {
+
+namespace {
+
+// The fields of each model's config.json on the Hub (those sppft reads).
+const char* preset_json(const std::string& name) {
+  if (name == "llama-3-8b")
+    return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+      "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
+      "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "bos_token_id": 128000, "eos_token_id": [128001, 128009],
+      "tie_word_embeddings": false, "torch_dtype": "bfloat16"})";
+  if (name == "llama-2-7b")
+    return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+      "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096,
+      "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float16"})";
+  if (name == "gemma-2b")
+    return R"({"model_type": "gemma", "hidden_size": 2048, "intermediate_size": 16384, "num_hidden_layers": 18,
+      "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 256000,
+      "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_activation": "gelu_pytorch_tanh",
+      "bos_token_id": 2, "eos_token_id": 1, "tie_word_embeddings": true, "torch_dtype": "bfloat16"})";
+  if (name == "phi-3-mini")
+    return R"({"model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
+      "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096,
+      "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 2047, "bos_token_id": 1, "eos_token_id": 32000,
+      "tie_word_embeddings": false, "torch_dtype": "bfloat16"})";
+  return nullptr;
+}
+
+}  // namespace
+
+std::vector<std::string> preset_names() { return {"llama-3-8b", "llama-2-7b", "gemma-2b", "phi-3-mini"}; }
+
+ModelConfig preset_config(const std::string& name) {
+  const char* j = preset_json(name);
+  if (!j) throw InputError("--preset: unknown preset '" + name + "' (expected llama-3-8b, llama-2-7b, gemma-2b or phi-3-mini)");
+  return parse_model_config(Json::parse(j), "preset " + name);
+}
+
+}  // namespace sppft

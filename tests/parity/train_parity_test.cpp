@@ -1,0 +1,148 @@
+// Whole-model backward against PyTorch autograd on the transformers-made models
+// (tests/parity/make_fixtures.py writes the loss and every gradient), the freeze
+// plan's exactness, and a saved checkpoint read back by transformers itself.
+// Tolerance: every gradient within 1e-4 of its own scale (max |a-b| / max |b|).
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <map>
+
+#include "engine/json.h"
+#include "engine/safetensors.h"
+#include "models/training.h"
+#include "test_util.h"
+#include "trainer/freeze.h"
+#include "trainer/memory_plan.h"
+
+using namespace sppft;
+
+namespace {
+
+std::vector<fs::path> cases() {
+  fs::path root = test::env_path("SPPFT_PARITY_DIR");
+  std::vector<fs::path> out;
+  if (!root.empty() && fs::exists(root))
+    for (auto& e : fs::directory_iterator(root))
+      if (fs::exists(e.path() / "parity" / "grads.safetensors")) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+struct GradRun {
+  double loss;
+  std::map<std::string, Tensor> grads;  // trainable parameters only
+};
+
+GradRun run_grads(Model& m, const Json& train, const FreezePlan& plan) {
+  const auto& c = m.config();
+  auto ids = train["input_ids"].get<std::vector<std::vector<std::int32_t>>>();
+  auto labels = train["labels"].get<std::vector<std::vector<std::int32_t>>>();
+  std::int64_t total = 0;
+  for (auto& s : ids) total += static_cast<std::int64_t>(s.size());
+  ModelWeights grads;
+  grads.blocks.resize(c.num_layers);
+  auto weights = m.parameters();
+  auto slots = named_parameters(c, grads);
+  GradRun r;
+  for (std::size_t i = 0; i < weights.size(); ++i)
+    if (plan.trains(weights[i].name, weights[i].block, c)) {
+      *slots[i].tensor = Tensor::zeros(weights[i].tensor->shape(), DType::F32, MemCategory::Grads);
+      r.grads[weights[i].name] = *slots[i].tensor;
+    }
+  bind_fused_views(c, grads);
+  TrainingGraph g(m, block_modes(plan, c.num_layers), total, /*loss_chunk=*/7);  // odd chunk: several chunks
+  std::vector<TrainSequence> batch;
+  for (std::size_t s = 0; s < ids.size(); ++s) batch.push_back({&ids[s], &labels[s]});
+  const auto tokens = train["loss_tokens"].get<std::int64_t>();
+  LossSum l = g.step(batch, grads, 1.0f / static_cast<float>(tokens));
+  CHECK(l.tokens == tokens);
+  r.loss = l.sum / static_cast<double>(l.tokens);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("every gradient matches PyTorch autograd; frozen blocks change nothing else") {
+  auto all = cases();
+  REQUIRE_MESSAGE(all.size() >= 8, "fixtures missing: run tests/parity/make_fixtures.py $SPPFT_PARITY_DIR (ctest does)");
+  std::printf("\n%-16s %12s %14s %10s\n", "case", "loss_err", "max_grad_err", "grads");
+  for (const auto& dir : all) {
+    const std::string name = dir.filename().string();
+    CAPTURE(name);
+    Json ref = read_json_file(dir / "parity" / "reference.json");
+    const Json& train = ref["train"];
+    Checkpoint want = Checkpoint::from_file(dir / "parity" / "grads.safetensors");
+    auto m = Model::load(dir, false);
+    const auto& c = m->config();
+    GradRun full = run_grads(*m, train, FreezePlan::none(c.num_layers));
+    const double loss_err = std::abs(full.loss - train["loss"].get<double>()) / std::abs(train["loss"].get<double>());
+    CHECK(loss_err < 1e-5);
+    double worst = 0;
+    CHECK(full.grads.size() == want.entries().size());
+    for (const auto& [pname, e] : want.entries()) {
+      CAPTURE(pname);
+      REQUIRE(full.grads.count(pname));
+      Tensor w = want.load_f32(pname, e.shape, MemCategory::Workspace);
+      const double err = test::rel_error(full.grads[pname].data<float>(), w.data<float>(), w.numel());
+      worst = std::max(worst, err);
+      CHECK(err < 1e-4);
+    }
+    std::printf("%-16s %12.2e %14.2e %10zu\n", name.c_str(), loss_err, worst, full.grads.size());
+
+    // Freeze block 1: its attention/MLP weights get no gradient buffer at all, every other
+    // gradient is unchanged (the frozen block still passes activation gradients through).
+    FreezePlan plan = FreezePlan::from_ranges({{1, 1}}, c.num_layers);
+    GradRun frozen = run_grads(*m, train, plan);
+    CHECK(frozen.loss == full.loss);
+    std::size_t expected_frozen = train["frozen_params"].size();
+    CHECK(frozen.grads.size() + expected_frozen == full.grads.size());
+    for (const auto& fp : train["frozen_params"]) CHECK(frozen.grads.count(fp.get<std::string>()) == 0);
+    for (auto& [pname, g] : frozen.grads)
+      CHECK(test::rel_error(g.data<float>(), full.grads[pname].data<float>(), g.numel()) < 1e-6);
+  }
+}
+
+TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits") {
+  auto all = cases();
+  REQUIRE(!all.empty());
+  const fs::path py = test::build_dir() / "pyenv/bin/python";
+  REQUIRE_MESSAGE(fs::exists(py), "the Python test references are missing: scripts/install-deps.sh --python");
+  for (const auto& dir : all) {
+    const std::string name = dir.filename().string();
+    if (name != "phi3" && name != "gemma" && name != "llama3") continue;  // fused, tied, GQA+rope scaling
+    CAPTURE(name);
+    auto m = Model::load(dir, false);
+    // Perturb the weights so the check is not satisfied by the original files.
+    for (auto& p : m->parameters()) p.tensor->data<float>()[0] += 0.125f;
+    fs::path out = test::temp_dir("saved-" + name);
+    m->save(out);
+    for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+      if (fs::exists(dir / f)) fs::copy_file(dir / f, out / f);
+    Json ref = read_json_file(dir / "parity" / "reference.json");
+    Json ids = Json::object();
+    ids["input_ids"] = Json::array();
+    std::vector<Tensor> logits;
+    std::vector<TensorToWrite> tensors;
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < ref["prompts"].size(); ++i) {
+      auto p = ref["prompts"][i]["input_ids"].get<std::vector<std::int32_t>>();
+      ids["input_ids"].push_back(p);
+      KVCache cache(m->config(), 1, static_cast<std::int64_t>(p.size()));
+      logits.push_back(m->forward({{p}, {0}}, cache, true));
+      names.push_back("logits." + std::to_string(i));
+    }
+    for (std::size_t i = 0; i < logits.size(); ++i) tensors.push_back({names[i], DType::F32, logits[i].shape(), logits[i].raw()});
+    write_safetensors(out / "sppft_logits.safetensors", tensors);
+    atomic_write_text(out / "ids.json", ids.dump());
+    auto r = test::run_command(py.string() + " " + (test::source_dir() / "tests/parity/check_saved.py").string() + " " +
+                               out.string() + " --ids-json " + (out / "ids.json").string() + " --logits-safetensors " +
+                               (out / "sppft_logits.safetensors").string() + " 2>/dev/null");
+    CAPTURE(r.out);
+    REQUIRE(r.exit_code == 0);
+    Json j = Json::parse(r.out.substr(r.out.rfind('{')));
+    CHECK(j["max_rel_logit_err"].get<double>() < 1e-4);
+    std::printf("%-16s saved checkpoint -> transformers: max rel logit error %.2e\n", name.c_str(),
+                j["max_rel_logit_err"].get<double>());
+    fs::remove_all(out);
+  }
+}

@@ -1,0 +1,217 @@
+// The trainer: freezing that is real (no buffers, no updates, exact memory),
+// determinism, SIGKILL + resume, and the bad inputs of issue 3.
+#include <doctest/doctest.h>
+
+#include <csignal>
+
+#include "engine/error.h"
+#include "engine/json.h"
+#include "models/model.h"
+#include "models/presets.h"
+#include "test_util.h"
+#include "trainer/trainer.h"
+
+using namespace sppft;
+
+namespace {
+
+const fs::path& model_dir() {
+  static fs::path d = [] {
+    fs::path p = test::temp_dir("trainer") / "model";
+    test::make_tiny_checkpoint(p);
+    return p;
+  }();
+  return d;
+}
+
+fs::path data_file() {
+  static fs::path f = [] {
+    fs::path p = model_dir().parent_path() / "data.jsonl";
+    std::string text;
+    const char* answers[] = {"Eat well, sleep, exercise.", "Red, blue and yellow.", "Protons, neutrons, electrons."};
+    for (int i = 0; i < 24; ++i) {
+      Json j = {{"instruction", "Question number " + std::to_string(i)}, {"input", i % 3 ? "" : "some context"},
+                {"output", answers[i % 3]}};
+      text += j.dump() + "\n";
+    }
+    atomic_write_text(p, text);
+    return p;
+  }();
+  return f;
+}
+
+TrainOptions options(const std::string& out) {
+  TrainOptions o;
+  o.model_dir = model_dir();
+  o.data = data_file();
+  o.out = model_dir().parent_path() / out;
+  o.lr = 3e-3;
+  o.micro_batch = 2;
+  o.grad_accum = 2;
+  o.cutoff = 160;
+  o.max_steps = 4;
+  o.val_size = 4;
+  o.eval_every = 2;
+  o.warmup = 1;
+  o.quiet = true;
+  return o;
+}
+
+std::string cli(const std::string& args) { return test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " " + args; }
+
+std::vector<double> losses_of(const fs::path& metrics) {
+  std::vector<double> out;
+  std::string text = read_file(metrics);
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    auto end = text.find('\n', pos);
+    out.push_back(Json::parse(text.substr(pos, end - pos))["loss"].get<double>());
+    pos = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("freeze ranges: parsing and errors") {
+  auto r = parse_layer_ranges("6-12,20", 32, "--freeze");
+  REQUIRE(r.size() == 2);
+  CHECK(r[0].first == 6);
+  CHECK(r[1].last == 20);
+  CHECK_THROWS_WITH_AS(parse_layer_ranges("6-40", 32, "--freeze"), doctest::Contains("outside the model (blocks 0-31)"), InputError);
+  CHECK_THROWS_WITH_AS(parse_layer_ranges("a-b", 32, "--freeze"), doctest::Contains("not a layer range"), InputError);
+  CHECK_THROWS_WITH_AS(parse_layer_ranges("9-3", 32, "--freeze"), doctest::Contains("empty"), InputError);
+  FreezePlan p = FreezePlan::from_ranges(r, 32);
+  CHECK(p.lowest_backward_block(32) == 0);
+  p.embeddings = true;
+  CHECK(p.lowest_backward_block(32) == 0);  // block 0 still trains
+  p.block_frozen.assign(32, false);
+  for (int k = 0; k <= 12; ++k) p.block_frozen[k] = true;
+  p.norms = true;
+  CHECK(p.lowest_backward_block(32) == 13);  // nothing below block 13 trains: backward stops there
+}
+
+TEST_CASE("memory plan for the paper's models: a frozen block saves its grads, master and moments") {
+  ModelConfig c = preset_config("llama-3-8b");
+  CHECK(c.block_parameters() == 218112000);
+  const FreezePlan full = FreezePlan::none(c.num_layers);
+  const FreezePlan sppft = FreezePlan::from_ranges({{6, 12}}, c.num_layers);
+  for (Precision p : {Precision::FP32, Precision::BF16Mixed}) {
+    auto a = plan_training_memory(c, full, 4, 256, p), b = plan_training_memory(c, sppft, 4, 256, p);
+    const std::size_t per_param = p == Precision::FP32 ? 4 + 8 : 2 + 4 + 8;  // grad (+ master) + moments
+    const std::size_t frozen = 7 * (c.block_parameters() - 2 * c.hidden_size);  // the norms keep training
+    CHECK(a.bytes[size_t(MemCategory::Weights)] == b.bytes[size_t(MemCategory::Weights)]);
+    CHECK(a.bytes[size_t(MemCategory::Grads)] + a.bytes[size_t(MemCategory::Master)] + a.bytes[size_t(MemCategory::Optimizer)] -
+              (b.bytes[size_t(MemCategory::Grads)] + b.bytes[size_t(MemCategory::Master)] + b.bytes[size_t(MemCategory::Optimizer)]) ==
+          frozen * per_param);
+    // Frozen blocks keep no linear-layer inputs: two [tokens, hidden] buffers each.
+    const std::size_t act_bytes = p == Precision::FP32 ? 4 : 2;
+    CHECK(a.bytes[size_t(MemCategory::Activations)] - b.bytes[size_t(MemCategory::Activations)] == 7 * 2 * 4 * 256 * 4096 * act_bytes);
+  }
+  // The CLI works for 8B shapes without allocating them.
+  auto r = test::run_command(cli("memory --preset llama-3-8b --freeze 6-12 --precision bf16-mixed --json"));
+  REQUIRE(r.exit_code == 0);
+  CHECK(Json::parse(r.out)["total_bytes"].get<std::size_t>() ==
+        plan_training_memory(c, sppft, 4, 256, Precision::BF16Mixed).total());
+}
+
+TEST_CASE("SPPFT: frozen weights never change, get no buffers, and memory matches the plan to the byte") {
+  auto o = options("sppft");
+  o.freeze = "1-2";
+  TrainResult r = train(o);
+  CHECK(r.steps.size() == 4);
+  for (std::size_t i = 0; i < kMemCategories; ++i) CHECK(r.predicted.bytes[i] == r.measured.bytes[i]);
+  auto before = Model::load(model_dir(), false), after = Model::load(o.out, false);
+  auto pb = before->parameters(), pa = after->parameters();
+  int frozen_same = 0, trained_changed = 0;
+  for (std::size_t i = 0; i < pb.size(); ++i) {
+    const bool same = std::equal(pb[i].tensor->data<float>(), pb[i].tensor->data<float>() + pb[i].tensor->numel(), pa[i].tensor->data<float>());
+    const bool in_frozen = (pb[i].block == 1 || pb[i].block == 2) && pb[i].name.find("layernorm") == std::string::npos;
+    CAPTURE(pb[i].name);
+    if (in_frozen) {
+      CHECK(same);
+      frozen_same += same;
+    } else {
+      CHECK(!same);
+      trained_changed += !same;
+    }
+  }
+  CHECK(frozen_same == 2 * 7);
+  auto full = train(options("full"));
+  CHECK(full.predicted.bytes[size_t(MemCategory::Grads)] - r.predicted.bytes[size_t(MemCategory::Grads)] ==
+        size_t(2 * (before->config().block_parameters() - 2 * 32) * 4));
+  CHECK(r.measured.total() < full.measured.total());
+  Json mem = read_json_file(o.out / "memory.json");
+  CHECK(mem["predicted"]["total_bytes"] == mem["measured_peak"]["total_bytes"]);
+  // The output is a complete checkpoint with the tokenizer.
+  CHECK(fs::exists(o.out / "tokenizer.model"));
+  CHECK(Model::load(o.out)->tokenizer().vocab_size() == before->config().vocab_size);
+}
+
+TEST_CASE("the same seed gives bitwise identical losses; --freeze-norms freezes the norms too") {
+  auto a = train(options("det-a")), b = train(options("det-b"));
+  for (std::size_t i = 0; i < a.steps.size(); ++i) {
+    CHECK(a.steps[i].loss == b.steps[i].loss);
+    CHECK(a.steps[i].grad_norm == b.steps[i].grad_norm);
+  }
+  CHECK(a.steps.back().val_loss >= 0);
+  auto o = options("norms");
+  o.freeze = "0-3";
+  o.freeze_norms = true;
+  o.freeze_embeddings = true;
+  auto r = train(o);
+  CHECK(r.predicted.trainable_params == 32 + 400 * 32);  // final norm + lm_head only
+  CHECK(r.predicted.bytes[size_t(MemCategory::Activations)] == 2 * 160 * 32 * 4 * 2);  // final_x, final_normed only
+}
+
+TEST_CASE("a run killed with SIGKILL and resumed continues with exactly the same losses") {
+  const fs::path base = model_dir().parent_path();
+  const std::string common = model_dir().string() + " --data " + data_file().string() +
+                             " --max-steps 6 --save-every 2 --micro-batch 2 --grad-accum 2 --cutoff 160 --lr 3e-3 --freeze 1-1";
+  auto a = test::run_command(cli("train " + common + " --out " + (base / "resume-a").string() + " 2>/dev/null"));
+  REQUIRE(a.exit_code == 0);
+  auto killed = test::run_command("SPPFT_TEST_KILL_AFTER_STEP=5 " + cli("train " + common + " --out " + (base / "resume-b").string() + " 2>/dev/null"));
+  CHECK(killed.exit_code != 0);
+  CHECK(Json::parse(read_file(base / "resume-b/checkpoint/trainer_state.json"))["step"] == 4);
+  CHECK(losses_of(base / "resume-b/metrics.jsonl").size() == 5);
+  auto resumed = test::run_command(cli("train " + common + " --out " + (base / "resume-b").string() + " --resume 2>/dev/null"));
+  REQUIRE(resumed.exit_code == 0);
+  auto la = losses_of(base / "resume-a/metrics.jsonl"), lb = losses_of(base / "resume-b/metrics.jsonl");
+  REQUIRE(la.size() == 6);
+  REQUIRE(lb.size() == 6);
+  for (int i = 0; i < 6; ++i) CHECK(la[i] == lb[i]);  // bitwise
+  CHECK(read_file(base / "resume-a/model.safetensors") == read_file(base / "resume-b/model.safetensors"));
+}
+
+TEST_CASE("bad training input: one error line naming the problem, exit 2; NaN loss exits 1") {
+  const fs::path base = model_dir().parent_path();
+  auto expect = [&](const std::string& args, const std::string& needle, int code = 2) {
+    CAPTURE(args);
+    auto r = test::run_command(cli("train " + args));
+    CAPTURE(r.out);
+    CHECK(r.exit_code == code);
+    CHECK(r.out.find("error: ") != std::string::npos);
+    CHECK(r.out.find(needle) != std::string::npos);
+  };
+  const std::string m = model_dir().string();
+  atomic_write_text(base / "missing.jsonl", "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"c\"}\n");
+  expect(m + " --data " + (base / "missing.jsonl").string() + " --out " + (base / "x").string(), "line 2: missing field 'output'");
+  atomic_write_text(base / "types.json", "[{\"instruction\": \"a\", \"output\": 5}]");
+  expect(m + " --data " + (base / "types.json").string() + " --out " + (base / "x").string(), "item 0: field 'output' has the wrong type");
+  atomic_write_text(base / "empty.json", "[{\"instruction\": \"  \", \"output\": \"b\"}]");
+  expect(m + " --data " + (base / "empty.json").string() + " --out " + (base / "x").string(), "field 'instruction' is empty");
+  expect(m + " --data " + data_file().string() + " --out " + (base / "x").string() + " --freeze 2-9", "outside the model");
+  atomic_write_text(base / "afile", "x");
+  expect(m + " --data " + data_file().string() + " --out " + (base / "afile").string(), "exists and is a file");
+  // Resuming from a checkpoint of another model.
+  fs::path other = base / "other-model";
+  test::make_tiny_checkpoint(other, R"({"intermediate_size": 48})");
+  expect(other.string() + " --data " + data_file().string() + " --out " + (base / "resume-a").string() +
+             " --max-steps 6 --save-every 2 --micro-batch 2 --grad-accum 2 --cutoff 160 --lr 3e-3 --freeze 1-1 --resume",
+         "checkpoint of another model");
+  // A diverging run stops with exit 1 and keeps its last good checkpoint.
+  expect(m + " --data " + data_file().string() + " --out " + (base / "nan").string() +
+             " --lr 1e9 --clip 0 --max-steps 40 --save-every 1 --micro-batch 2 --cutoff 160 2>&1",
+         "the last good checkpoint", 1);
+  CHECK(fs::exists(base / "nan/checkpoint/model.safetensors"));
+}

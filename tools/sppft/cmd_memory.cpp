@@ -1,0 +1,71 @@
+// sppft memory (DIR | --preset NAME) [--freeze a-b] ...: predicted training bytes per category.
+#include <cstdio>
+
+#include "engine/error.h"
+#include "models/presets.h"
+#include "trainer/memory_plan.h"
+#include "tools/sppft/args.h"
+#include "tools/sppft/commands.h"
+
+namespace sppft::cli {
+
+namespace {
+const char* kHelp =
+    "usage: sppft memory (DIR | --preset NAME) [--freeze a-b] [--micro-batch B --seq T]\n"
+    "                    [--precision fp32|bf16-mixed] [--freeze-norms] [--freeze-embeddings] [--json]\n\n"
+    "Predicts, without allocating, the bytes a training run holds per category (weights,\n"
+    "grads, master, optimizer, activations, workspace) for any config.json or a preset of\n"
+    "the paper's models (llama-3-8b, llama-2-7b, gemma-2b, phi-3-mini). With --freeze it\n"
+    "also prints full fine-tuning for comparison.\n";
+}  // namespace
+
+int cmd_memory(int argc, char** argv) {
+  Args args(argc, argv, {"--preset", "--freeze", "--micro-batch", "--seq", "--precision"},
+            {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head"});
+  if (args.help()) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  ModelConfig c;
+  std::string what;
+  if (auto p = args.get("--preset")) {
+    if (!args.positional().empty()) throw InputError("memory: give a checkpoint directory or --preset, not both");
+    c = preset_config(*p);
+    what = "preset " + *p;
+  } else {
+    if (args.positional().size() != 1) throw InputError("memory: expected a checkpoint directory or --preset NAME (see --help)");
+    c = load_model_config(args.positional()[0]);
+    what = args.positional()[0];
+  }
+  const auto mb = args.get_int("--micro-batch", 4, 1, 1 << 20), seq = args.get_int("--seq", 256, 1, 1 << 24);
+  const Precision prec = parse_precision(args.get_or("--precision", "fp32"));
+  FreezePlan plan = FreezePlan::none(c.num_layers);
+  if (auto f = args.get("--freeze")) plan = FreezePlan::from_ranges(parse_layer_ranges(*f, c.num_layers, "--freeze"), c.num_layers);
+  plan.norms = args.has("--freeze-norms");
+  plan.embeddings = args.has("--freeze-embeddings");
+  plan.lm_head = args.has("--freeze-lm-head") || (c.tie_word_embeddings && plan.embeddings);
+  MemoryBreakdown m = plan_training_memory(c, plan, mb, seq, prec);
+  if (args.has("--json")) {
+    Json j = m.to_json();
+    j["model"] = what;
+    j["freeze"] = plan.describe();
+    j["precision"] = precision_name(prec);
+    j["micro_batch"] = mb;
+    j["seq"] = seq;
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s: %s, micro-batch %lld x %lld tokens, %s\n", what.c_str(), plan.describe().c_str(), (long long)mb,
+              (long long)seq, precision_name(prec).c_str());
+  std::printf("%lld trainable / %lld frozen parameters\n%s", (long long)m.trainable_params, (long long)m.frozen_params,
+              format_memory_table(m, nullptr).c_str());
+  if (args.has("--freeze")) {
+    MemoryBreakdown full = plan_training_memory(c, FreezePlan::none(c.num_layers), mb, seq, prec);
+    std::printf("full fine-tuning: %s total; the frozen blocks save %s (%.1f%%)\n", human_bytes(full.total()).c_str(),
+                human_bytes(static_cast<double>(full.total()) - m.total()).c_str(),
+                100.0 * (static_cast<double>(full.total()) - m.total()) / full.total());
+  }
+  return 0;
+}
+
+}  // namespace sppft::cli

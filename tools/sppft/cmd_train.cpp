@@ -1,0 +1,95 @@
+// sppft train DIR --data FILE --out OUT [--freeze a-b] ...: fine-tuning, full or SPPFT.
+#include <cstdio>
+
+#include "engine/error.h"
+#include "trainer/trainer.h"
+#include "tools/sppft/args.h"
+#include "tools/sppft/commands.h"
+
+namespace sppft::cli {
+
+namespace {
+const char* kHelp =
+    "usage: sppft train DIR --data FILE --out OUT [options]\n\n"
+    "Fine-tunes a checkpoint on Alpaca JSON/JSONL ({instruction, input, output}) or chat\n"
+    "JSONL ({messages: [{role, content}]}). With --freeze a-b the attention and MLP weights\n"
+    "of those blocks are frozen (SPPFT): no gradient, no optimizer state, no weight-gradient\n"
+    "work. Writes OUT/ (Hugging Face checkpoint), OUT/metrics.jsonl, OUT/memory.json and\n"
+    "OUT/checkpoint/ (resumable state).\n\n"
+    "  --freeze RANGES           e.g. 6-12 or 2-3,6-12 (0-indexed, inclusive); none = full FT\n"
+    "  --freeze-norms            also freeze the RMSNorm weights of frozen blocks\n"
+    "  --freeze-embeddings       freeze the token embeddings\n"
+    "  --freeze-lm-head          freeze the output projection\n"
+    "  --lr LR                   peak learning rate (default 1e-4)\n"
+    "  --epochs N                (default 3)      --max-steps N   overrides epochs\n"
+    "  --micro-batch B           sequences per forward (default 4)\n"
+    "  --grad-accum K            micro-batches per optimizer step (default 1)\n"
+    "  --cutoff T                tokens per example after truncation (default 256)\n"
+    "  --warmup N                warmup steps (default 0)\n"
+    "  --schedule S              constant | linear (default) | cosine\n"
+    "  --weight-decay W          AdamW decoupled decay (default 0)\n"
+    "  --decay-norms-and-biases  also decay norm weights and biases (default: not)\n"
+    "  --beta1 --beta2 --eps     AdamW (defaults 0.9, 0.999, 1e-8)\n"
+    "  --clip C                  global gradient-norm clip (default 1.0; 0 = off)\n"
+    "  --seed S                  data order and validation split (default 42)\n"
+    "  --val-size N              validation examples held out (default 0)\n"
+    "  --eval-every K            validation loss every K steps (and at the end)\n"
+    "  --save-every K            resumable checkpoint every K steps\n"
+    "  --template T              alpaca (default) | chat | none\n"
+    "  --train-on-inputs         loss on prompt and response (default: response only)\n"
+    "  --resume                  continue from OUT/checkpoint\n";
+}  // namespace
+
+int cmd_train(int argc, char** argv) {
+  Args args(argc, argv,
+            {"--data", "--out", "--freeze", "--lr", "--epochs", "--max-steps", "--micro-batch", "--grad-accum", "--cutoff",
+             "--warmup", "--schedule", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip", "--seed", "--val-size",
+             "--eval-every", "--save-every", "--template"},
+            {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases", "--train-on-inputs",
+             "--resume"});
+  if (args.help()) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (args.positional().size() != 1) throw InputError("train: expected one checkpoint directory (see --help)");
+  TrainOptions o;
+  o.model_dir = args.positional()[0];
+  o.data = args.require("--data");
+  o.out = args.require("--out");
+  o.freeze = args.get_or("--freeze", "");
+  o.freeze_norms = args.has("--freeze-norms");
+  o.freeze_embeddings = args.has("--freeze-embeddings");
+  o.freeze_lm_head = args.has("--freeze-lm-head");
+  o.lr = args.get_double("--lr", 1e-4, 1e-12, 1e12);
+  o.epochs = args.get_int("--epochs", 3, 1, 1000000);
+  o.max_steps = args.get_int("--max-steps", 0, 0, INT64_MAX);
+  o.micro_batch = args.get_int("--micro-batch", 4, 1, 65536);
+  o.grad_accum = args.get_int("--grad-accum", 1, 1, 65536);
+  o.cutoff = args.get_int("--cutoff", 256, 2, 1 << 20);
+  o.warmup = args.get_int("--warmup", 0, 0, INT64_MAX);
+  o.schedule = parse_schedule(args.get_or("--schedule", "linear"));
+  o.weight_decay = args.get_double("--weight-decay", 0.0, 0.0, 10.0);
+  o.decay_norms_and_biases = args.has("--decay-norms-and-biases");
+  o.beta1 = args.get_double("--beta1", 0.9, 0.0, 0.999999);
+  o.beta2 = args.get_double("--beta2", 0.999, 0.0, 0.99999999);
+  o.eps = args.get_double("--eps", 1e-8, 0.0, 1.0);
+  o.clip = args.get_double("--clip", 1.0, 0.0, 1e9);
+  o.seed = static_cast<std::uint64_t>(args.get_int("--seed", 42, 0, INT64_MAX));
+  o.val_size = args.get_int("--val-size", 0, 0, INT64_MAX);
+  o.eval_every = args.get_int("--eval-every", 0, 0, INT64_MAX);
+  o.save_every = args.get_int("--save-every", 0, 0, INT64_MAX);
+  o.tmpl = parse_template(args.get_or("--template", "alpaca"));
+  o.train_on_inputs = args.has("--train-on-inputs");
+  o.resume = args.has("--resume");
+  TrainResult r = train(o);
+  const auto& last = r.steps.empty() ? StepRecord{0, 0, 0, 0, 0} : r.steps.back();
+  std::printf("trained %lld steps in %.2f s (%.0f tokens/s); final loss %.4f%s\n", (long long)last.step, r.seconds,
+              r.trained_tokens / std::max(r.seconds, 1e-9), last.loss,
+              last.val_loss >= 0 ? (", validation loss " + std::to_string(last.val_loss)).c_str() : "");
+  std::printf("memory by category (predicted before the run, measured peak at the end):\n%s",
+              format_memory_table(r.predicted, &r.measured).c_str());
+  std::printf("wrote %s (model), metrics.jsonl, memory.json, checkpoint/\n", o.out.c_str());
+  return 0;
+}
+
+}  // namespace sppft::cli

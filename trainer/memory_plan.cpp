@@ -1,0 +1,106 @@
+#include "trainer/memory_plan.h"
+
+#include <cstdio>
+
+#include "engine/error.h"
+#include "models/model.h"
+
+namespace sppft {
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::FP32;
+  if (name == "bf16-mixed") return Precision::BF16Mixed;
+  throw InputError("--precision: unknown precision '" + name + "' (expected fp32 or bf16-mixed)");
+}
+
+std::string precision_name(Precision p) { return p == Precision::FP32 ? "fp32" : "bf16-mixed"; }
+
+std::size_t MemoryBreakdown::total() const {
+  std::size_t t = 0;
+  for (auto b : bytes) t += b;
+  return t;
+}
+
+Json MemoryBreakdown::to_json() const {
+  Json j = Json::object();
+  for (std::size_t i = 0; i < kMemCategories; ++i) j[std::string(mem_category_name(static_cast<MemCategory>(i)))] = bytes[i];
+  j["total_bytes"] = total();
+  j["trainable_params"] = trainable_params;
+  j["frozen_params"] = frozen_params;
+  return j;
+}
+
+std::vector<BlockMode> block_modes(const FreezePlan& plan, std::int64_t num_layers) {
+  std::vector<BlockMode> modes(num_layers);
+  const std::int64_t lowest = plan.lowest_backward_block(num_layers);
+  for (std::int64_t k = 0; k < num_layers; ++k)
+    modes[k] = k < lowest ? BlockMode::NoBackward : plan.block_frozen[k] ? BlockMode::InputGradOnly : BlockMode::Full;
+  return modes;
+}
+
+MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& plan, std::int64_t micro_batch,
+                                     std::int64_t seq, Precision p, std::int64_t loss_chunk) {
+  MemoryBreakdown m;
+  auto add = [&](MemCategory cat, std::size_t b) { m.bytes[static_cast<std::size_t>(cat)] += b; };
+  const std::size_t wbytes = p == Precision::FP32 ? 4 : 2;
+  for (const auto& ps : parameter_shapes(c)) {
+    const auto n = static_cast<std::size_t>(shape_numel(ps.shape));
+    add(MemCategory::Weights, n * wbytes);
+    if (plan.trains(ps.name, ps.block, c)) {
+      m.trainable_params += static_cast<std::int64_t>(n);
+      add(MemCategory::Grads, n * wbytes);
+      if (p == Precision::BF16Mixed) add(MemCategory::Master, n * 4);
+      add(MemCategory::Optimizer, n * 8);
+    } else {
+      m.frozen_params += static_cast<std::int64_t>(n);
+    }
+  }
+  add(MemCategory::Workspace, static_cast<std::size_t>(c.head_dim / 2) * 4);  // RoPE frequencies
+  for (auto spec : TrainingGraph::buffer_specs(c, block_modes(plan, c.num_layers), micro_batch * seq, loss_chunk)) {
+    if (p == Precision::BF16Mixed && spec.dtype == DType::F32 && spec.name.find("lse") == std::string::npos)
+      spec.dtype = DType::BF16;
+    add(spec.category, spec.bytes());
+  }
+  return m;
+}
+
+MemoryBreakdown measured_memory(const MemoryStats& s) {
+  MemoryBreakdown m;
+  for (std::size_t i = 0; i < kMemCategories; ++i) m.bytes[i] = s.peak[i];
+  return m;
+}
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
+  return buf;
+}
+
+std::string format_memory_table(const MemoryBreakdown& predicted, const MemoryBreakdown* measured) {
+  std::string out;
+  char line[160];
+  std::snprintf(line, sizeof line, "  %-12s %18s %12s%s\n", "category", "predicted bytes", "", measured ? "      measured bytes  match" : "");
+  out += line;
+  for (std::size_t i = 0; i <= kMemCategories; ++i) {
+    const bool total = i == kMemCategories;
+    const std::size_t p = total ? predicted.total() : predicted.bytes[i];
+    const std::string name = total ? "total" : std::string(mem_category_name(static_cast<MemCategory>(i)));
+    if (measured) {
+      const std::size_t m = total ? measured->total() : measured->bytes[i];
+      std::snprintf(line, sizeof line, "  %-12s %18zu %12s  %18zu  %s\n", name.c_str(), p, human_bytes(p).c_str(), m,
+                    p == m ? "yes" : "NO");
+    } else {
+      std::snprintf(line, sizeof line, "  %-12s %18zu %12s\n", name.c_str(), p, human_bytes(p).c_str());
+    }
+    out += line;
+  }
+  return out;
+}
+
+}  // namespace sppft

@@ -1,0 +1,56 @@
+// The fine-tuning loop: data, freeze plan, AdamW state for trainable tensors
+// only, LR schedule, gradient accumulation and clipping, validation, metrics,
+// checkpoints (Hugging Face format out, resumable state) and the memory report.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/prompts.h"
+#include "models/model.h"
+#include "trainer/dataset.h"
+#include "trainer/freeze.h"
+#include "trainer/memory_plan.h"
+#include "trainer/schedule.h"
+
+namespace sppft {
+
+struct TrainOptions {
+  fs::path model_dir, data, out;
+  std::string freeze;  // "6-12" or "" (full fine-tuning)
+  bool freeze_norms = false, freeze_embeddings = false, freeze_lm_head = false;
+  double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool decay_norms_and_biases = false;
+  double clip = 1.0;  // 0 = no clipping
+  std::int64_t epochs = 3, max_steps = 0;  // max_steps > 0 overrides epochs
+  std::int64_t micro_batch = 4, grad_accum = 1, cutoff = 256, warmup = 0;
+  Schedule schedule = Schedule::Linear;
+  std::uint64_t seed = 42;
+  std::int64_t val_size = 0, eval_every = 0, save_every = 0;
+  PromptTemplate tmpl = PromptTemplate::Alpaca;
+  bool train_on_inputs = false;
+  bool resume = false;
+  bool quiet = false;  // no progress bar (tests)
+};
+
+struct StepRecord {
+  std::int64_t step;  // 1-based optimizer step
+  double loss, lr, grad_norm, tokens_per_s;
+  double val_loss = -1;  // < 0: not computed at this step
+};
+
+struct TrainResult {
+  std::vector<StepRecord> steps;
+  MemoryBreakdown predicted, measured;
+  double seconds = 0;
+  std::int64_t trained_tokens = 0;
+};
+
+// Optional hook after each optimizer step (e.g. a safety probe); gets the model and the record.
+using StepHook = std::function<void(Model&, StepRecord&)>;
+
+TrainResult train(const TrainOptions& opts, const StepHook& hook = {});
+
+}  // namespace sppft
