@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake g++ make pkg-config libopenblas-dev libsentencepiece-dev nlohmann-json3-dev doctest-dev
+packages=(cmake g++ make pkg-config libopenblas-openmp-dev libsentencepiece-dev nlohmann-json3-dev doctest-dev
           libpcre2-dev python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
