@@ -277,6 +277,7 @@ def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_tokenizer_fixtures.py OUTDIR")
     out = sys.argv[1]
+    shutil.rmtree(out, ignore_errors=True)  # idempotent: every run starts clean
     os.makedirs(out, exist_ok=True)
     made = []
 
@@ -349,6 +350,7 @@ def main():
 
     # split_special_tokens: special tokens written in the text are encoded as text.
     d = os.path.join(out, "bpe_qwen2_split_special")
+    shutil.rmtree(d, ignore_errors=True)
     shutil.copytree(made[-1], d)
     edit_json(os.path.join(d, "tokenizer_config.json"), lambda j: j.update(split_special_tokens=True))
     made.append(d)
