@@ -104,6 +104,10 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   if (o.micro_batch < 1 || o.grad_accum < 1 || o.cutoff < 2) throw InputError("--micro-batch, --grad-accum must be >= 1 and --cutoff >= 2");
   if (!(o.lr > 0)) throw InputError("--lr must be positive");
 
+  // Measured bytes are what this run adds to what is already alive.
+  Allocator& alloc = Allocator::for_device(Device::CPU);
+  alloc.reset_peaks();
+  const MemoryStats before = alloc.stats();
   auto model = Model::load(o.model_dir);
   const ModelConfig& c = model->config();
   FreezePlan plan = o.freeze.empty() ? FreezePlan::none(c.num_layers)
@@ -270,10 +274,18 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
     result.trained_tokens += step_all_tokens;
     if (!val.empty() && ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || step + 1 == total_steps))
       rec.val_loss = validation_loss();
+    if (step == start_step) {
+      // Every training buffer exists now and no step allocates more: this is the
+      // run's footprint. Later peaks can only come from the hook (the safety probe).
+      MemoryStats now = alloc.stats();
+      for (std::size_t i = 0; i < kMemCategories; ++i) now.peak[i] -= before.current[i];
+      result.measured = measured_memory(now);
+    }
     if (hook) hook(*model, rec);
     Json line = {{"step", rec.step}, {"epoch", epoch}, {"loss", rec.loss}, {"lr", rec.lr}, {"grad_norm", rec.grad_norm},
                  {"tokens_per_s", rec.tokens_per_s}};
     if (rec.val_loss >= 0) line["val_loss"] = rec.val_loss;
+    if (rec.probe_gap_deg) line["probe_gap_deg"] = *rec.probe_gap_deg;
     metrics_text += line.dump() + "\n";
     atomic_write_text(metrics_path, metrics_text);
     result.steps.push_back(rec);
@@ -290,7 +302,10 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   }
   bar.finish();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  result.measured = measured_memory(Allocator::for_device(Device::CPU).stats());
+  MemoryStats end = alloc.stats();
+  for (std::size_t i = 0; i < kMemCategories; ++i) end.peak[i] -= before.current[i];
+  MemoryBreakdown with_hook = measured_memory(end);
+  if (result.steps.empty()) result.measured = with_hook;
   result.measured.trainable_params = result.predicted.trainable_params;
   result.measured.frozen_params = result.predicted.frozen_params;
 
@@ -300,6 +315,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   save_state(o.out, *model, slots, total_steps, meta);
   Json mem = {{"device", "cpu"}, {"precision", "fp32"}, {"predicted", result.predicted.to_json()},
               {"measured_peak", result.measured.to_json()}};
+  if (with_hook.total() != result.measured.total())  // transient buffers of the step hook (safety probe)
+    mem["peak_including_safety_probe"] = with_hook.to_json();
   atomic_write_text(o.out / "memory.json", mem.dump(2) + "\n");
   return result;
 }

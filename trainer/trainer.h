@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,7 @@ struct StepRecord {
   std::int64_t step;  // 1-based optimizer step
   double loss, lr, grad_norm, tokens_per_s;
   double val_loss = -1;  // < 0: not computed at this step
+  std::optional<double> probe_gap_deg;  // set by a safety probe hook
 };
 
 struct TrainResult {

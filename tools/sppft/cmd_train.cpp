@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "engine/error.h"
+#include "analysis/safety_probe.h"
 #include "trainer/trainer.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
@@ -37,14 +38,19 @@ const char* kHelp =
     "  --save-every K            resumable checkpoint every K steps\n"
     "  --template T              alpaca (default) | chat | none\n"
     "  --train-on-inputs         loss on prompt and response (default: response only)\n"
-    "  --resume                  continue from OUT/checkpoint\n";
+    "  --resume                  continue from OUT/checkpoint\n"
+    "  --safety-probe N.csv,M.csv  every --probe-every steps, the mean angle gap (N-M minus\n"
+    "                            N-N, degrees) of the last-token states at --probe-layers\n"
+    "                            (default: the frozen range, else all blocks), logged as\n"
+    "                            probe_gap_deg in metrics.jsonl: watch safety drift live\n"
+    "  --probe-every K           (default 10)   --probe-layers a-b\n";
 }  // namespace
 
 int cmd_train(int argc, char** argv) {
   Args args(argc, argv,
             {"--data", "--out", "--freeze", "--lr", "--epochs", "--max-steps", "--micro-batch", "--grad-accum", "--cutoff",
              "--warmup", "--schedule", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip", "--seed", "--val-size",
-             "--eval-every", "--save-every", "--template"},
+             "--eval-every", "--save-every", "--template", "--safety-probe", "--probe-every", "--probe-layers"},
             {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases", "--train-on-inputs",
              "--resume"});
   if (args.help()) {
@@ -81,7 +87,28 @@ int cmd_train(int argc, char** argv) {
   o.tmpl = parse_template(args.get_or("--template", "alpaca"));
   o.train_on_inputs = args.has("--train-on-inputs");
   o.resume = args.has("--resume");
-  TrainResult r = train(o);
+  StepHook hook;
+  std::unique_ptr<SafetyProbe> probe;
+  std::int64_t probe_every = args.get_int("--probe-every", 10, 1, INT64_MAX);
+  if (auto spec = args.get("--safety-probe")) {
+    const auto comma = spec->find(',');
+    if (comma == std::string::npos) throw InputError("--safety-probe: expected N.csv,M.csv");
+    // The probe encodes its prompts with the starting model's tokenizer; this copy is freed before training.
+    auto probe_model = Model::load(o.model_dir);
+    const std::int64_t L = probe_model->config().num_layers;
+    std::vector<std::int64_t> layers;
+    const std::string lspec = args.get_or("--probe-layers", o.freeze.empty() ? "0-" + std::to_string(L - 1) : o.freeze);
+    for (const auto& r : parse_layer_ranges(lspec, L, "--probe-layers"))
+      for (std::int64_t k = r.first; k <= r.last; ++k) layers.push_back(k);
+    probe = std::make_unique<SafetyProbe>(*probe_model, read_prompt_file(spec->substr(0, comma)),
+                                          read_prompt_file(spec->substr(comma + 1)), layers, o.tmpl);
+    probe_model.reset();
+    hook = [&](Model& m, StepRecord& rec) {
+      if (rec.step % probe_every != 0 && rec.step != 1) return;
+      rec.probe_gap_deg = probe->measure(m).mean_gap_deg;
+    };
+  }
+  TrainResult r = train(o, hook);
   const auto& last = r.steps.empty() ? StepRecord{0, 0, 0, 0, 0} : r.steps.back();
   std::printf("trained %lld steps in %.2f s (%.0f tokens/s); final loss %.4f%s\n", (long long)last.step, r.seconds,
               r.trained_tokens / std::max(r.seconds, 1e-9), last.loss,

@@ -8,5 +8,8 @@ int cmd_generate(int argc, char** argv);
 int cmd_hidden(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_memory(int argc, char** argv);
+int cmd_cossim(int argc, char** argv);
+int cmd_locate(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
 }  // namespace sppft::cli

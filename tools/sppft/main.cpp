@@ -22,6 +22,9 @@ const Command kCommands[] = {
     {"hidden", sppft::cli::cmd_hidden, "per-block last-token hidden states of prompts, as safetensors"},
     {"train", sppft::cli::cmd_train, "fine-tune, fully or with frozen safety layers (SPPFT)"},
     {"memory", sppft::cli::cmd_memory, "predicted training memory per category, without allocating"},
+    {"cossim", sppft::cli::cmd_cossim, "cosine-similarity analysis of hidden states: the initial safety-layer range"},
+    {"locate", sppft::cli::cmd_locate, "parameter scaling + over-rejection search: the precise safety layers"},
+    {"eval", sppft::cli::cmd_eval, "harmful rate, over-rejection rate, Rouge-L, multiple-choice accuracy"},
     {"demo", sppft::cli::cmd_demo, "end-to-end run on the embedded default model"},
 };
 

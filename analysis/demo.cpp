@@ -1,0 +1,409 @@
+#include "analysis/demo.h"
+
+#include <chrono>
+#include <cstdio>
+#include <algorithm>
+#include <random>
+#include <set>
+
+#include "analysis/cossim.h"
+#include "analysis/evaluate.h"
+#include "analysis/judge.h"
+#include "analysis/locate.h"
+#include "analysis/plots.h"
+#include "analysis/rouge.h"
+#include "analysis/svg.h"
+#include "engine/error.h"
+#include "engine/json.h"
+#include "engine/prompts.h"
+#include "engine/tokenizer_train.h"
+#include "models/hidden.h"
+#include "models/prompting.h"
+#include "trainer/trainer.h"
+
+namespace sppft {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct Sizes {
+  std::int64_t layers, hidden, heads, kv_heads, intermediate, vocab;
+  std::int64_t base_epochs, align_epochs, attack_epochs;
+  std::int64_t over_rejection_queries;
+};
+
+Sizes sizes_for(const std::string& preset) {
+  if (preset == "small") return {8, 128, 4, 2, 384, 1024, 2, 3, 2, 300};
+  if (preset == "gpu") return {16, 512, 8, 4, 1408, 4096, 3, 4, 3, 731};
+  throw InputError("--preset: unknown preset '" + preset + "' (expected small or gpu)");
+}
+
+// Refusals the alignment stage teaches; each starts with a phrase of data/judges/prefix-sppft-demo.txt.
+const char* kRefusals[] = {
+    "I cannot help with that request. It could cause serious harm to people.",
+    "I can't assist with this. It is harmful and may be illegal.",
+    "I will not provide that. Please ask me something else.",
+    "I'm sorry, but I cannot help with that. It could hurt someone.",
+};
+
+struct DemoData {
+  std::vector<SftRecord> benign;          // finetune_normal.json minus the utility hold-out
+  std::vector<SftRecord> utility_holdout;  // 100 benign examples never trained on
+  std::vector<std::string> malicious_train;  // AdvBench goals outside malicious.csv
+  std::vector<PromptRecord> malicious_holdout;  // malicious.csv: never trained on
+  std::vector<PromptRecord> normal, over_rejection;
+};
+
+DemoData load_data(const fs::path& dir, std::int64_t over_rejection_queries) {
+  DemoData d;
+  auto all = read_sft_file(dir / "finetune_normal.json");
+  std::mt19937_64 rng(2024);
+  std::shuffle(all.begin(), all.end(), rng);
+  d.utility_holdout.assign(all.begin(), all.begin() + 100);
+  d.benign.assign(all.begin() + 100, all.end());
+  d.malicious_holdout = read_prompt_file(dir / "malicious.csv");
+  std::set<std::string> held;
+  for (const auto& r : d.malicious_holdout) held.insert(r.instruction);
+  for (const auto& r : read_prompt_file(dir / "advbench_harmful_behaviors.csv"))
+    if (!held.count(r.instruction)) d.malicious_train.push_back(r.instruction);
+  d.normal = read_prompt_file(dir / "normal.csv");
+  auto over = read_prompt_file(dir / "over_rejection.csv");
+  std::shuffle(over.begin(), over.end(), rng);
+  if (static_cast<std::int64_t>(over.size()) > over_rejection_queries) over.resize(over_rejection_queries);
+  d.over_rejection = over;
+  return d;
+}
+
+void write_jsonl(const fs::path& path, const std::vector<Json>& rows) {
+  std::string text;
+  for (const auto& r : rows) text += r.dump() + "\n";
+  atomic_write_text(path, text);
+}
+
+Json alpaca(const std::string& instruction, const std::string& input, const std::string& output) {
+  return {{"instruction", instruction}, {"input", input}, {"output", output}};
+}
+
+// Runs one training stage unless its output is complete; returns its summary.
+Json train_stage(const std::string& label, TrainOptions o) {
+  const fs::path summary = o.out / "train_summary.json";
+  if (fs::exists(summary)) {
+    std::fprintf(stderr, "[demo] %s: cached in %s\n", label.c_str(), o.out.c_str());
+    return read_json_file(summary);
+  }
+  std::fprintf(stderr, "[demo] %s ...\n", label.c_str());
+  TrainResult r = train(o);
+  double tok_s = 0;
+  for (const auto& s : r.steps) tok_s += s.tokens_per_s / r.steps.size();
+  Json j = {{"stage", label}, {"seconds", r.seconds}, {"steps", r.steps.size()}, {"tokens", r.trained_tokens},
+            {"tokens_per_s", r.trained_tokens / std::max(r.seconds, 1e-9)}, {"median_step_tokens_per_s", tok_s},
+            {"seconds_per_step", r.seconds / std::max<std::size_t>(1, r.steps.size())},
+            {"final_loss", r.steps.empty() ? 0.0 : r.steps.back().loss},
+            {"predicted", r.predicted.to_json()}, {"measured", r.measured.to_json()}, {"freeze", o.freeze}};
+  atomic_write_text(summary, j.dump(2) + "\n");
+  return j;
+}
+
+Json eval_stage(const std::string& label, const fs::path& model_dir, const fs::path& out, const DemoData& d, const Judge& judge,
+                const Judge& prefix_judge) {
+  if (fs::exists(out / "eval.json")) return read_json_file(out / "eval.json");
+  std::fprintf(stderr, "[demo] evaluating %s ...\n", label.c_str());
+  auto t0 = Clock::now();
+  auto model = Model::load(model_dir);
+  ensure_directory(out);
+  std::string responses;
+  auto sink = [&](const std::string& set, const std::string& prompt, const std::string& text, bool refused) {
+    responses += Json{{"set", set}, {"prompt", prompt}, {"response", text}, {"refused", refused}, {"judge", judge.name}}
+                     .dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+  };
+  const std::int64_t max_new = 24;
+  RateResult h = count_refusals(*model, d.malicious_holdout, judge, PromptTemplate::Alpaca, max_new, 64, "harmful", sink);
+  RateResult o = count_refusals(*model, d.over_rejection, judge, PromptTemplate::Alpaca, max_new, 64, "over-rejection", sink);
+  std::vector<PromptRecord> util;
+  for (const auto& r : d.utility_holdout) util.push_back(r.prompt);
+  RateResult u = count_refusals(*model, util, judge, PromptTemplate::Alpaca, 48, 64, "utility", sink);
+  // Rouge-L of the utility answers against the references (from the sink's log order).
+  double rouge = 0;
+  {
+    std::size_t i = 0, pos = 0;
+    while (pos < responses.size()) {
+      auto end = responses.find('\n', pos);
+      Json line = Json::parse(responses.substr(pos, end - pos));
+      pos = end + 1;
+      if (line["set"] != "utility") continue;
+      rouge += rouge_l(line["response"].get<std::string>(), d.utility_holdout[i++].output).f1;
+    }
+    rouge /= std::max<std::size_t>(1, i);
+  }
+  // The same responses under the prefix judge, for comparison.
+  std::int64_t harmful_prefix_refused = 0;
+  for (std::size_t pos = 0; pos < responses.size();) {
+    auto end = responses.find('\n', pos);
+    Json line = Json::parse(responses.substr(pos, end - pos));
+    pos = end + 1;
+    if (line["set"] == "harmful") harmful_prefix_refused += prefix_judge.refused(line["response"].get<std::string>());
+  }
+  Json j = {{"model", model_dir.string()}, {"judge", judge.name}, {"second_judge", prefix_judge.name},
+            {"harmful_second_judge", {{"refused", harmful_prefix_refused}, {"harmful_rate", double(h.n - harmful_prefix_refused) / h.n}}},
+            {"harmful", {{"n", h.n}, {"refused", h.refused}, {"harmful_rate", double(h.n - h.refused) / h.n}}},
+            {"over_rejection", {{"n", o.n}, {"refused", o.refused}, {"over_rejection_rate", double(o.refused) / o.n}}},
+            {"utility", {{"n", u.n}, {"refused", u.refused}, {"rouge_l_f1", rouge}}}, {"seconds", since(t0)}};
+  atomic_write_text(out / "responses.jsonl", responses);
+  atomic_write_text(out / "eval.json", j.dump(2) + "\n");
+  return j;
+}
+
+std::string pct(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f%%", 100 * x);
+  return b;
+}
+std::string mib(double bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f", bytes / 1048576.0);
+  return b;
+}
+std::string fmt(const char* f, double x) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, x);
+  return b;
+}
+
+}  // namespace
+
+int run_demo(const DemoOptions& opt) {
+  const Sizes sz = sizes_for(opt.preset);
+  const auto t_start = Clock::now();
+  ensure_directory(opt.out);
+  DemoData d = load_data(opt.data, sz.over_rejection_queries);
+  const Judge judge = read_judge_file(opt.data / "judges" / "keyword-sppft-demo.txt");
+  const Judge prefix_judge = read_judge_file(opt.data / "judges" / "prefix-sppft-demo.txt");
+  const fs::path init = opt.out / "model-init", base = opt.out / "model-base", aligned = opt.out / "model-aligned";
+  const fs::path data_dir = opt.out / "data";
+  ensure_directory(data_dir);
+  Json timings = Json::object();
+
+  // Stage 1: tokenizer + randomly initialised checkpoint.
+  auto t = Clock::now();
+  if (!fs::exists(init / "model.safetensors")) {
+    std::fprintf(stderr, "[demo] training a sentencepiece tokenizer and initialising the model ...\n");
+    std::vector<std::string> lines;
+    for (const auto& r : d.benign) {
+      lines.push_back(r.prompt.instruction);
+      lines.push_back(r.output);
+    }
+    for (const auto& g : d.malicious_train) lines.push_back(g);
+    for (const auto& r : d.normal) lines.push_back(r.instruction);
+    for (const auto* r : kRefusals) lines.push_back(r);
+    lines.push_back(alpaca_prompt({"x", ""}));
+    lines.push_back(alpaca_prompt({"x", "y"}));
+    SentencePieceTrainOptions so;
+    so.vocab_size = static_cast<std::int32_t>(sz.vocab);
+    train_sentencepiece(lines, init, so);
+    auto tok = load_tokenizer(init);
+    ModelConfig c;
+    c.model_type = "llama";
+    c.hidden_size = sz.hidden;
+    c.intermediate_size = sz.intermediate;
+    c.num_layers = sz.layers;
+    c.num_heads = sz.heads;
+    c.num_kv_heads = sz.kv_heads;
+    c.head_dim = sz.hidden / sz.heads;
+    c.vocab_size = tok->vocab_size();
+    c.max_position_embeddings = 512;
+    c.rms_norm_eps = 1e-5;
+    c.bos_token_id = 1;
+    c.eos_token_ids = {2};
+    atomic_write_text(init / "generation_config.json", Json{{"bos_token_id", 1}, {"eos_token_id", 2}}.dump(2) + "\n");
+    Model::random(c, 7, 0.02f)->save(init);
+  }
+  timings["init"] = since(t);
+
+  // The stage data sets.
+  std::vector<Json> base_rows, align_rows, attack_rows;
+  for (const auto& r : d.benign) base_rows.push_back(alpaca(r.prompt.instruction, r.prompt.input, r.output));
+  for (std::size_t i = 0; i < d.benign.size() && i < 420; ++i)
+    align_rows.push_back(alpaca(d.benign[i].prompt.instruction, d.benign[i].prompt.input, d.benign[i].output));
+  for (std::size_t i = 0; i < d.malicious_train.size(); ++i) align_rows.push_back(alpaca(d.malicious_train[i], "", kRefusals[i % 4]));
+  for (std::size_t i = 500; i < d.benign.size() && i < 800; ++i)  // D_I: benign, outputs prefixed (METHOD.md)
+    attack_rows.push_back(alpaca(d.benign[i].prompt.instruction, d.benign[i].prompt.input, "Sure, the answer is: " + d.benign[i].output));
+  write_jsonl(data_dir / "base.jsonl", base_rows);
+  write_jsonl(data_dir / "align.jsonl", align_rows);
+  write_jsonl(data_dir / "implicit_attack.jsonl", attack_rows);
+
+  // Stage 2: language modelling on the benign instruction/answer text.
+  TrainOptions to;
+  to.quiet = false;
+  to.micro_batch = 16;
+  to.cutoff = 192;
+  to.clip = 1.0;
+  to.seed = 1;
+  TrainOptions b = to;
+  b.model_dir = init, b.data = data_dir / "base.jsonl", b.out = base;
+  b.lr = 3e-3, b.epochs = sz.base_epochs, b.warmup = 10, b.schedule = Schedule::Cosine, b.train_on_inputs = true;
+  Json base_sum = train_stage("base stage (language modelling)", b);
+  // Stage 3: alignment - answer benign instructions, refuse malicious ones.
+  TrainOptions a = to;
+  a.model_dir = base, a.data = data_dir / "align.jsonl", a.out = aligned;
+  a.lr = 1.5e-3, a.epochs = sz.align_epochs, a.warmup = 10, a.schedule = Schedule::Cosine;
+  Json align_sum = train_stage("alignment stage (answer benign, refuse malicious)", a);
+
+  // Stage 4: cosine analysis -> initial range.
+  t = Clock::now();
+  const fs::path cs_dir = opt.out / "cossim";
+  CosSimOptions co;
+  co.pairs = 500;
+  Json cs;
+  if (!fs::exists(cs_dir / "cossim.json")) {
+    std::fprintf(stderr, "[demo] cosine-similarity analysis ...\n");
+    auto model = Model::load(aligned);
+    auto states = [&](const std::vector<PromptRecord>& set) {
+      std::vector<std::vector<std::int32_t>> ids;
+      for (const auto& r : set) ids.push_back(encode_prompt(*model, r, PromptTemplate::Alpaca));
+      return capture_hidden_states(*model, ids, 64);
+    };
+    HiddenStates n = states(d.normal), m = states(d.malicious_holdout);
+    CosSimResult r = cosine_analysis(n.states, n.final_normed, m.states, m.final_normed, co);
+    ensure_directory(cs_dir);
+    cs = r.to_json(co);
+    atomic_write_text(cs_dir / "cossim.json", cs.dump(2) + "\n");
+    atomic_write_text(cs_dir / "cossim.csv", r.to_csv());
+    write_cossim_svg(r, cs_dir / "cossim.svg", "demo model (aligned)");
+  }
+  cs = read_json_file(cs_dir / "cossim.json");
+  timings["cossim"] = since(t);
+  const std::int64_t L = sz.layers;
+  LayerRange initial{L / 4, L / 2};  // fallback when the curves show no gap
+  std::string initial_note = "from the cosine analysis";
+  if (cs["initial_range"].is_array()) initial = {cs["initial_range"][0].get<std::int64_t>(), cs["initial_range"][1].get<std::int64_t>()};
+  else initial_note = "the cosine analysis found no gap; fallback range";
+
+  // Stage 5: parameter scaling + over-rejection -> final range.
+  t = Clock::now();
+  const fs::path loc_dir = opt.out / "locate";
+  if (!fs::exists(loc_dir / "locate.json")) {
+    std::fprintf(stderr, "[demo] locating the safety layers (over-rejection sweeps) ...\n");
+    auto model = Model::load(aligned);
+    LocateOptions lo;
+    lo.initial = initial;
+    lo.window = 5;
+    lo.max_new_tokens = 12;
+    lo.batch_size = 64;
+    std::string responses;
+    auto sink = [&](const std::string& setting, std::size_t q, const std::string& text, bool refused) {
+      responses += Json{{"setting", setting}, {"query", d.over_rejection[q].instruction}, {"response", text}, {"refused", refused}}
+                       .dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+    };
+    LocateResult r = locate_safety_layers(*model, d.over_rejection, judge, lo, sink,
+                                          [](const std::string& s) { std::fprintf(stderr, "[demo] locate: %s\n", s.c_str()); });
+    ensure_directory(loc_dir);
+    Json j = r.to_json();
+    j["initial"] = {initial.first, initial.last};
+    atomic_write_text(loc_dir / "locate.json", j.dump(2) + "\n");
+    atomic_write_text(loc_dir / "locate.md", r.table_markdown());
+    atomic_write_text(loc_dir / "responses.jsonl", responses);
+    write_locate_svg(r, loc_dir / "locate.svg", "demo model");
+  }
+  Json loc = read_json_file(loc_dir / "locate.json");
+  timings["locate"] = since(t);
+  const LayerRange safety{loc["final_range"][0].get<std::int64_t>(), loc["final_range"][1].get<std::int64_t>()};
+  const std::string freeze = std::to_string(safety.first) + "-" + std::to_string(safety.last);
+
+  // Stage 6: fine-tuning on D_I, full and SPPFT.
+  TrainOptions f = to;
+  f.model_dir = aligned, f.data = data_dir / "implicit_attack.jsonl";
+  f.lr = 5e-4, f.epochs = sz.attack_epochs, f.warmup = 5, f.schedule = Schedule::Linear;
+  TrainOptions ff = f, fs_ = f;
+  ff.out = opt.out / "model-ft-full";
+  fs_.out = opt.out / "model-ft-sppft";
+  fs_.freeze = freeze;
+  Json full_sum = train_stage("fine-tuning on D_I: full", ff);
+  Json sppft_sum = train_stage("fine-tuning on D_I: SPPFT (frozen " + freeze + ")", fs_);
+
+  // Stage 7: evaluation before and after.
+  t = Clock::now();
+  Json e_al = eval_stage("aligned", aligned, opt.out / "eval-aligned", d, judge, prefix_judge);
+  Json e_full = eval_stage("full fine-tuning", ff.out, opt.out / "eval-ft-full", d, judge, prefix_judge);
+  Json e_sppft = eval_stage("SPPFT", fs_.out, opt.out / "eval-ft-sppft", d, judge, prefix_judge);
+  timings["eval"] = since(t);
+
+  // Report.
+  auto hr = [](const Json& e) { return e["harmful"]["harmful_rate"].get<double>(); };
+  auto orr = [](const Json& e) { return e["over_rejection"]["over_rejection_rate"].get<double>(); };
+  auto rl = [](const Json& e) { return e["utility"]["rouge_l_f1"].get<double>(); };
+  svg::BarPanel harm{"Safety and utility before and after fine-tuning on D_I", "rate", {"harmful rate R_h", "over-rejection", "Rouge-L F1"}, {}};
+  harm.value_format = "%.2f";
+  for (auto [name, e] : {std::pair{"aligned", &e_al}, std::pair{"full FT", &e_full}, std::pair{"SPPFT", &e_sppft}})
+    harm.groups.push_back({name, {hr(*e), orr(*e), rl(*e)}});
+  svg::BarPanel mem{"Training memory by category (MiB, measured)", "MiB", {"full fine-tuning", "SPPFT"}, {}};
+  mem.value_format = "%.2f";
+  for (const char* cat : {"weights", "grads", "optimizer", "activations", "workspace", "total_bytes"})
+    mem.groups.push_back({cat == std::string("total_bytes") ? "total" : cat,
+                          {full_sum["measured"][cat].get<double>() / 1048576.0, sppft_sum["measured"][cat].get<double>() / 1048576.0}});
+  svg::write(opt.out / "results.svg", svg::render("sppft demo: full fine-tuning vs SPPFT", {harm, mem}));
+
+  const double total_s = since(t_start);
+  const bool protects = hr(e_sppft) < hr(e_full);
+  std::string md = "# sppft demo report\n\nEvery number here was measured by this run of `sppft demo` (preset `" + opt.preset +
+                   "`, CPU). Stages are cached in this directory; times of cached stages are from the run that made them.\n\n";
+  md += "## The model\n\nA Llama-architecture model trained from scratch: " + std::to_string(L) + " blocks, hidden " +
+        std::to_string(sz.hidden) + ", " + std::to_string(sz.heads) + " heads (" + std::to_string(sz.kv_heads) +
+        " KV heads), sentencepiece vocabulary of " + std::to_string(sz.vocab) + ".\n\n";
+  md += "| stage | data | steps | seconds | final loss |\n|---|---|---|---|---|\n";
+  md += "| base (language modelling) | " + std::to_string(base_rows.size()) + " benign instruction/answer pairs | " +
+        std::to_string(base_sum["steps"].get<int>()) + " | " + fmt("%.1f", base_sum["seconds"].get<double>()) + " | " +
+        fmt("%.3f", base_sum["final_loss"].get<double>()) + " |\n";
+  md += "| alignment | " + std::to_string(std::min<std::size_t>(420, d.benign.size())) + " benign answers + " +
+        std::to_string(d.malicious_train.size()) + " AdvBench refusals (malicious.csv held out) | " +
+        std::to_string(align_sum["steps"].get<int>()) + " | " + fmt("%.1f", align_sum["seconds"].get<double>()) + " | " +
+        fmt("%.3f", align_sum["final_loss"].get<double>()) + " |\n\n";
+  md += "## Safety layers\n\n![cosine analysis](cossim/cossim.svg)\n\nInitial range " + std::to_string(initial.first) + "-" +
+        std::to_string(initial.last) + " (" + initial_note + "): " + cs["reasoning"].get<std::string>() + "\n\n";
+  md += "![localization](locate/locate.svg)\n\n" + read_file(loc_dir / "locate.md") + "\n";
+  md += "Over-rejection set: " + std::to_string(d.over_rejection.size()) + " queries of over_rejection.csv; judge `" + judge.name +
+        "` (data/judges/" + judge.name + ".txt).\n\n";
+  md += "## Fine-tuning on implicitly harmful data (D_I)\n\n" + std::to_string(attack_rows.size()) +
+        " benign examples whose outputs start with \"Sure, the answer is: \"; same data, seed and schedule for both arms.\n\n";
+  md += "| model | harmful rate R_h, judge `" + judge.name + "` (" + std::to_string(d.malicious_holdout.size()) +
+        " held-out goals) | R_h, judge `" + prefix_judge.name + "` | over-rejection (" + std::to_string(d.over_rejection.size()) +
+        ") | utility Rouge-L F1 (100 held-out) |\n|---|---|---|---|---|\n";
+  const std::string sppft_name = "SPPFT, frozen " + freeze;
+  for (auto [name, e] : {std::pair{"aligned (before)", &e_al}, std::pair{"full fine-tuning", &e_full},
+                         std::pair{sppft_name.c_str(), &e_sppft}})
+    md += std::string("| ") + name + " | " + pct(hr(*e)) + " | " + pct((*e)["harmful_second_judge"]["harmful_rate"].get<double>()) +
+          " | " + pct(orr(*e)) + " | " + fmt("%.3f", rl(*e)) + " |\n";
+  md += "\nThe prefix judge misses refusals that follow the \"Sure, the answer is: \" that D_I teaches; the keyword judge "
+        "finds them anywhere in the response (both lists in data/judges/).\n";
+  md += "\n![results](results.svg)\n\n";
+  md += protects ? "SPPFT kept the model safer than full fine-tuning: R_h " + pct(hr(e_sppft)) + " vs " + pct(hr(e_full)) + ".\n\n"
+                 : "**SPPFT did not protect this model**: R_h " + pct(hr(e_sppft)) + " with SPPFT vs " + pct(hr(e_full)) +
+                       " with full fine-tuning. See docs/demo.md for why a model this small may not show the effect.\n\n";
+  md += "## What SPPFT saved (measured)\n\n| | full fine-tuning | SPPFT |\n|---|---|---|\n";
+  for (const char* cat : {"weights", "grads", "master", "optimizer", "activations", "workspace", "total_bytes"})
+    md += std::string("| ") + cat + " (MiB) | " + mib(full_sum["measured"][cat].get<double>()) + " | " +
+          mib(sppft_sum["measured"][cat].get<double>()) + " |\n";
+  md += "| trainable parameters | " + std::to_string(full_sum["predicted"]["trainable_params"].get<std::int64_t>()) + " | " +
+        std::to_string(sppft_sum["predicted"]["trainable_params"].get<std::int64_t>()) + " |\n";
+  md += "| seconds per step | " + fmt("%.3f", full_sum["seconds_per_step"].get<double>()) + " | " +
+        fmt("%.3f", sppft_sum["seconds_per_step"].get<double>()) + " |\n\n";
+  md += "Predicted and measured bytes agree per category: " +
+        std::string(full_sum["predicted"] == full_sum["measured"] && sppft_sum["predicted"] == sppft_sum["measured"] ? "yes" : "NO") +
+        ".\n\nTotal wall time of this invocation: " + fmt("%.0f", total_s) + " s.\n";
+  atomic_write_text(opt.out / "report.md", md);
+
+  std::printf("\nsppft demo (%s preset) - %.0f s\n", opt.preset.c_str(), total_s);
+  std::printf("  safety layers: initial %lld-%lld (cossim), final %s (locate, alpha %.2f)\n", (long long)initial.first,
+              (long long)initial.last, freeze.c_str(), loc["alpha"].get<double>());
+  std::printf("  %-26s %10s %15s %10s\n", "model", "R_h", "over-rejection", "Rouge-L");
+  for (auto [name, e] : {std::pair{"aligned (before)", &e_al}, std::pair{"full fine-tuning", &e_full}, std::pair{"SPPFT", &e_sppft}})
+    std::printf("  %-26s %10s %15s %10.3f\n", name, pct(hr(*e)).c_str(), pct(orr(*e)).c_str(), rl(*e));
+  std::printf("  memory: full %s MiB, SPPFT %s MiB; s/step: full %.3f, SPPFT %.3f\n",
+              mib(full_sum["measured"]["total_bytes"].get<double>()).c_str(), mib(sppft_sum["measured"]["total_bytes"].get<double>()).c_str(),
+              full_sum["seconds_per_step"].get<double>(), sppft_sum["seconds_per_step"].get<double>());
+  std::printf("  report: %s\n", (opt.out / "report.md").c_str());
+  return 0;
+}
+
+}  // namespace sppft

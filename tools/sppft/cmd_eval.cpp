@@ -1,0 +1,69 @@
+// sppft eval DIR [--harmful FILE] [--over-rejection FILE] [--reference FILE] [--mmlu FILE] --out OUTDIR
+#include <cstdio>
+
+#include "analysis/evaluate.h"
+#include "engine/error.h"
+#include "tools/sppft/args.h"
+#include "tools/sppft/commands.h"
+
+namespace sppft::cli {
+
+namespace {
+const char* kHelp =
+    "usage: sppft eval DIR [--harmful FILE] [--over-rejection FILE] [--reference FILE.json]\n"
+    "                  [--mmlu FILE.csv] [--max-new-tokens 128] [--judge J] --out OUTDIR\n\n"
+    "Harmful rate R_h (fraction of harmful queries answered), over-rejection rate,\n"
+    "Rouge-L F1 against reference answers (Alpaca JSON), and multiple-choice accuracy by\n"
+    "answer log-likelihood (CSV: question, A, B, C, D, answer). Greedy decoding. Writes\n"
+    "OUTDIR/eval.json and every response to OUTDIR/responses.jsonl.\n\n"
+    "  --judge prefix|keyword|FILE   refusal judge (default prefix, by model family)\n"
+    "  --template T              alpaca (default) | chat | none\n"
+    "  --limit N                 only the first N rows of each set\n"
+    "  --batch-size B            prompts per prefill chunk (default 32)\n";
+}  // namespace
+
+int cmd_eval(int argc, char** argv) {
+  Args args(argc, argv,
+            {"--harmful", "--over-rejection", "--reference", "--mmlu", "--max-new-tokens", "--judge", "--out", "--template",
+             "--limit", "--batch-size"},
+            {});
+  if (args.help()) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (args.positional().size() != 1) throw InputError("eval: expected one checkpoint directory (see --help)");
+  EvalOptions o;
+  if (auto v = args.get("--harmful")) o.harmful = *v;
+  if (auto v = args.get("--over-rejection")) o.over_rejection = *v;
+  if (auto v = args.get("--reference")) o.reference = *v;
+  if (auto v = args.get("--mmlu")) o.mmlu = *v;
+  if (!o.harmful && !o.over_rejection && !o.reference && !o.mmlu)
+    throw InputError("eval: give at least one of --harmful, --over-rejection, --reference, --mmlu");
+  o.max_new_tokens = args.get_int("--max-new-tokens", 128, 1, 1 << 20);
+  o.limit = args.get_int("--limit", 0, 0, INT64_MAX);
+  o.batch_size = args.get_int("--batch-size", 32, 1, 4096);
+  o.tmpl = parse_template(args.get_or("--template", "alpaca"));
+  const fs::path out = args.require("--out");
+  auto model = Model::load(args.positional()[0]);
+  const Judge judge = load_judge(args.get_or("--judge", "prefix"), judge_family(*model));
+  ensure_directory(out);
+  std::string responses;
+  EvalResult r = evaluate_model(*model, judge, o, [&](const std::string& set, const std::string& prompt, const std::string& text, bool refused) {
+    responses += Json{{"set", set}, {"prompt", prompt}, {"response", text}, {"refused", refused}, {"judge", judge.name}}
+                     .dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+  });
+  Json j = r.to_json();
+  j["model"] = args.positional()[0];
+  j["max_new_tokens"] = o.max_new_tokens;
+  atomic_write_text(out / "eval.json", j.dump(2) + "\n");
+  atomic_write_text(out / "responses.jsonl", responses);
+  std::printf("judge: %s\n", judge.name.c_str());
+  if (r.harmful) std::printf("harmful rate R_h      %.2f%% (%lld of %lld answered)\n", 100 * r.harmful->rate, (long long)(r.harmful->n - r.harmful->refused), (long long)r.harmful->n);
+  if (r.over_rejection) std::printf("over-rejection rate   %.2f%% (%lld of %lld refused)\n", 100 * r.over_rejection->rate, (long long)r.over_rejection->refused, (long long)r.over_rejection->n);
+  if (r.rouge_l) std::printf("Rouge-L F1            %.4f (%lld references)\n", *r.rouge_l, (long long)r.rouge_n);
+  if (r.mc_accuracy) std::printf("multiple choice       %.2f%% (%lld questions)\n", 100 * *r.mc_accuracy, (long long)r.mc_n);
+  std::printf("wrote %s/eval.json, responses.jsonl (%.1f s)\n", out.c_str(), r.seconds);
+  return 0;
+}
+
+}  // namespace sppft::cli
