@@ -19,7 +19,9 @@ struct Stats {
   }
 };
 
-double cosine(const float* a, const float* b, std::int64_t h) {
+}  // namespace
+
+double cosine_similarity(const float* a, const float* b, std::int64_t h) {
   double dot = 0, na = 0, nb = 0;
   for (std::int64_t i = 0; i < h; ++i) {
     dot += static_cast<double>(a[i]) * b[i];
@@ -29,7 +31,9 @@ double cosine(const float* a, const float* b, std::int64_t h) {
   return na > 0 && nb > 0 ? dot / std::sqrt(na * nb) : 0.0;
 }
 
-}  // namespace
+double angle_degrees(const float* a, const float* b, std::int64_t h) {
+  return std::acos(std::max(-1.0, std::min(1.0, cosine_similarity(a, b, h)))) * 180.0 / M_PI;
+}
 
 void choose_initial_range(CosSimResult& r, double threshold) {
   const auto L = static_cast<std::int64_t>(r.layers.size());
@@ -94,9 +98,9 @@ CosSimResult cosine_analysis(const Tensor& normal, const Tensor& normal_final, c
       (type == 0 ? r.nn_pairs : type == 1 ? r.mm_pairs : r.nm_pairs).emplace_back(a, b);
       for (std::int64_t k = 0; k < L; ++k) {
         double c;
-        if (type == 0) c = cosine(state(normal, normal_final, a, k), state(normal, normal_final, b, k), h);
-        else if (type == 1) c = cosine(state(malicious, malicious_final, a, k), state(malicious, malicious_final, b, k), h);
-        else c = cosine(state(normal, normal_final, a, k), state(malicious, malicious_final, b, k), h);
+        if (type == 0) c = cosine_similarity(state(normal, normal_final, a, k), state(normal, normal_final, b, k), h);
+        else if (type == 1) c = cosine_similarity(state(malicious, malicious_final, a, k), state(malicious, malicious_final, b, k), h);
+        else c = cosine_similarity(state(normal, normal_final, a, k), state(malicious, malicious_final, b, k), h);
         (type == 0 ? snn : type == 1 ? smm : snm)[k].add(c);
       }
     }

@@ -43,6 +43,11 @@ struct CosSimResult {
 CosSimResult cosine_analysis(const Tensor& normal, const Tensor& normal_final, const Tensor& malicious,
                              const Tensor& malicious_final, const CosSimOptions& o);
 
+// cos(a, b) of two states of length h, in double; 0 when either is zero.
+double cosine_similarity(const float* a, const float* b, std::int64_t h);
+// The angle between them in degrees.
+double angle_degrees(const float* a, const float* b, std::int64_t h);
+
 // The heuristic of METHOD.md: i = first layer where mean_NN - mean_NM > threshold
 // and stays positive after; j = first layer after i where the gap stops
 // increasing. Fills found / initial / reasoning.

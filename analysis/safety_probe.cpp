@@ -1,5 +1,7 @@
 #include "analysis/safety_probe.h"
 
+#include "analysis/cossim.h"
+
 #include <cmath>
 
 #include "engine/error.h"
@@ -8,18 +10,6 @@
 
 namespace sppft {
 
-namespace {
-double angle_deg(const float* a, const float* b, std::int64_t h) {
-  double dot = 0, na = 0, nb = 0;
-  for (std::int64_t i = 0; i < h; ++i) {
-    dot += static_cast<double>(a[i]) * b[i];
-    na += static_cast<double>(a[i]) * a[i];
-    nb += static_cast<double>(b[i]) * b[i];
-  }
-  const double c = na > 0 && nb > 0 ? dot / std::sqrt(na * nb) : 0.0;
-  return std::acos(std::max(-1.0, std::min(1.0, c))) * 180.0 / M_PI;
-}
-}  // namespace
 
 SafetyProbe::SafetyProbe(const Model& model, const std::vector<PromptRecord>& normal,
                          const std::vector<PromptRecord>& malicious, std::vector<std::int64_t> layers, PromptTemplate t)
@@ -43,8 +33,8 @@ SafetyProbe::Reading SafetyProbe::measure(Model& model) const {
     double same = 0, cross = 0;
     std::int64_t ns = 0, nc = 0;
     for (std::int64_t a = 0; a < nn; ++a) {
-      for (std::int64_t b = a + 1; b < nn; ++b, ++ns) same += angle_deg(state(a, k), state(b, k), h);
-      for (std::int64_t b = 0; b < nm; ++b, ++nc) cross += angle_deg(state(a, k), state(nn + b, k), h);
+      for (std::int64_t b = a + 1; b < nn; ++b, ++ns) same += angle_degrees(state(a, k), state(b, k), h);
+      for (std::int64_t b = 0; b < nm; ++b, ++nc) cross += angle_degrees(state(a, k), state(nn + b, k), h);
     }
     r.gap_deg.push_back(cross / nc - same / ns);
     r.mean_gap_deg += r.gap_deg.back() / static_cast<double>(layers_.size());

@@ -13,3 +13,4 @@ add_test(NAME engine.make_tokenizer_fixtures
 set_tests_properties(engine.make_tokenizer_fixtures PROPERTIES FIXTURES_SETUP tokenizer_fixtures LABELS parity TIMEOUT 600)
 set_tests_properties(engine.tokenizer_test PROPERTIES FIXTURES_REQUIRED "tokenizer_fixtures;parity_fixtures" TIMEOUT 600
   ENVIRONMENT "${SPPFT_TEST_ENV};SPPFT_TOKENIZER_FIXTURES=${CMAKE_BINARY_DIR}/tokenizer-fixtures;SPPFT_PARITY_FIXTURES=${CMAKE_BINARY_DIR}/parity")
+set_tests_properties(parity.analysis_parity_test PROPERTIES FIXTURES_REQUIRED parity_fixtures TIMEOUT 900)

@@ -378,5 +378,4 @@ def run(argv):
 
 
 if __name__ == "__main__":
-    torch.use_deterministic_algorithms(True)
     run(sys.argv[1:])

@@ -4,6 +4,7 @@
 
 #include "engine/safetensors.h"
 #include "models/model.h"
+#include "trainer/memory_plan.h"
 #include "engine/error.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
@@ -18,17 +19,6 @@ const char* kHelp =
     "weight bytes on disk and as fp32 in memory. The checkpoint is validated against\n"
     "the config (every tensor present, none extra, shapes right) without loading it.\n";
 
-std::string human(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
-  return buf;
-}
 }  // namespace
 
 int cmd_info(int argc, char** argv) {
@@ -77,8 +67,8 @@ int cmd_info(int argc, char** argv) {
               (long long)(block * c.num_layers), (long long)total);
   std::printf("dtypes        ");
   for (auto& [d, n] : dtype_params) std::printf(" %s: %lld params", d.c_str(), (long long)n);
-  std::printf("\nweight bytes   %s on disk (%zu file%s), %s as fp32 in memory\n", human(disk_bytes).c_str(),
-              ckpt.shard_count(), ckpt.shard_count() == 1 ? "" : "s", human(total * 4.0).c_str());
+  std::printf("\nweight bytes   %s on disk (%zu file%s), %s as fp32 in memory\n", human_bytes(disk_bytes).c_str(),
+              ckpt.shard_count(), ckpt.shard_count() == 1 ? "" : "s", human_bytes(total * 4.0).c_str());
   return 0;
 }
 
