@@ -48,12 +48,12 @@ void write_locate_svg(const LocateResult& r, const fs::path& path, const std::st
     p.value_format = "%.0f";
     return p;
   };
-  char head[160];
-  std::snprintf(head, sizeof head, "alpha %.2f, baseline R_o %lld of %lld, judge %s -> safety layers %s", r.alpha,
-                (long long)r.baseline, (long long)r.queries, r.judge.c_str(), range_label(r.final_range).c_str());
-  std::vector<svg::Panel> panels = {bars("Upper-bound sweep (scale [i, j+k])", r.upper),
-                                    bars("Lower-bound sweep (scale [i-k, j'])", r.lower)};
-  svg::write(path, svg::render(title + ": " + head, panels));
+  char up[160], low[160];
+  std::snprintf(up, sizeof up, "Upper bound: scale [i, j+k] by alpha %.2f (baseline R_o %lld of %lld)", r.alpha,
+                (long long)r.baseline, (long long)r.queries);
+  std::snprintf(low, sizeof low, "Lower bound: scale [i-k, j'] -> safety layers %s", range_label(r.final_range).c_str());
+  std::vector<svg::Panel> panels = {bars(up, r.upper), bars(low, r.lower)};
+  svg::write(path, svg::render(title + " (judge " + r.judge + ")", panels));
 }
 
 }  // namespace sppft

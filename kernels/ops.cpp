@@ -6,6 +6,9 @@
 
 #include "engine/error.h"
 #include "kernels/cpu/cpu_ops.h"
+#ifdef SPPFT_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 
 namespace sppft::ops {
 
@@ -17,29 +20,53 @@ bool on_cpu(const Tensor& t, const char* op) {
 }  // namespace
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+#ifdef SPPFT_HAVE_CUDA
+  if (x.device() == Device::CUDA) return cuda::linear_forward(x, w, bias, y);
+#endif
   if (on_cpu(x, "linear_forward")) cpu::linear_forward(x, w, bias, y);
 }
 void embedding_forward(const Tensor& ids, const Tensor& table, float scale, Tensor& out) {
+#ifdef SPPFT_HAVE_CUDA
+  if (table.device() == Device::CUDA) return cuda::embedding_forward(ids, table, scale, out);
+#endif
   if (on_cpu(table, "embedding_forward")) cpu::embedding_forward(ids, table, scale, out);
 }
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offset, Tensor& y) {
+#ifdef SPPFT_HAVE_CUDA
+  if (x.device() == Device::CUDA) return cuda::rmsnorm_forward(x, w, eps, unit_offset, y);
+#endif
   if (on_cpu(x, "rmsnorm_forward")) cpu::rmsnorm_forward(x, w, eps, unit_offset, y);
 }
 void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+#ifdef SPPFT_HAVE_CUDA
+  if (x.device() == Device::CUDA) return cuda::rope_forward(x, positions, inv_freq, head_dim);
+#endif
   if (on_cpu(x, "rope_forward")) cpu::rope_forward(x, positions, inv_freq, head_dim);
 }
 void glu_forward(const Tensor& gate, const Tensor& up, GluActivation act, Tensor& out) {
+#ifdef SPPFT_HAVE_CUDA
+  if (gate.device() == Device::CUDA) return cuda::glu_forward(gate, up, act, out);
+#endif
   if (on_cpu(gate, "glu_forward")) cpu::glu_forward(gate, up, act, out);
 }
 void add_inplace(Tensor& x, const Tensor& y) {
+#ifdef SPPFT_HAVE_CUDA
+  if (x.device() == Device::CUDA) return cuda::add_inplace(x, y);
+#endif
   if (on_cpu(x, "add_inplace")) cpu::add_inplace(x, y);
 }
 void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs, Tensor& k_cache,
                     Tensor& v_cache) {
+#ifdef SPPFT_HAVE_CUDA
+  if (k.device() == Device::CUDA) return cuda::kv_cache_write(k, v, seqs, k_cache, v_cache);
+#endif
   if (on_cpu(k, "kv_cache_write")) cpu::kv_cache_write(k, v, seqs, k_cache, v_cache);
 }
 void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                        std::span<const AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out) {
+#ifdef SPPFT_HAVE_CUDA
+  if (q.device() == Device::CUDA) return cuda::attention_forward(q, k_cache, v_cache, seqs, scale, window, out);
+#endif
   if (on_cpu(q, "attention_forward")) cpu::attention_forward(q, k_cache, v_cache, seqs, scale, window, out);
 }
 

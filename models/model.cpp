@@ -313,20 +313,51 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
   return logits;
 }
 
-void Model::save(const fs::path& dir, DType dtype) {
+void Model::save(const fs::path& dir, DType dtype, std::size_t max_shard_bytes) {
   ensure_directory(dir);
   const std::string torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
   auto specs = param_specs(config_, w_);
-  std::vector<std::vector<std::uint8_t>> converted;
-  std::vector<TensorToWrite> tensors;
-  converted.reserve(specs.size());
-  for (auto& s : specs) {
-    std::vector<std::uint8_t> bytes(s.tensor->numel() * dtype_size(dtype));
-    convert_from_f32(s.tensor->data<float>(), dtype, bytes.data(), static_cast<std::size_t>(s.tensor->numel()));
-    converted.push_back(std::move(bytes));
-    tensors.push_back({s.name, dtype, s.shape, converted.back().data()});
+  // Group tensors into shards in checkpoint order.
+  std::vector<std::vector<const ParamSpec*>> shards(1);
+  std::size_t in_shard = 0, total = 0;
+  for (const auto& s : specs) {
+    const std::size_t bytes = static_cast<std::size_t>(s.tensor->numel()) * dtype_size(dtype);
+    if (in_shard > 0 && in_shard + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(&s);
+    in_shard += bytes;
+    total += bytes;
   }
-  write_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
+  auto shard_name = [&](std::size_t i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+    return shards.size() == 1 ? std::string("model.safetensors") : std::string(buf);
+  };
+  Json weight_map = Json::object();
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    std::vector<std::vector<std::uint8_t>> converted;
+    std::vector<TensorToWrite> tensors;
+    converted.reserve(shards[i].size());
+    for (const ParamSpec* s : shards[i]) {
+      std::vector<std::uint8_t> bytes(s->tensor->numel() * dtype_size(dtype));
+      convert_from_f32(s->tensor->data<float>(), dtype, bytes.data(), static_cast<std::size_t>(s->tensor->numel()));
+      converted.push_back(std::move(bytes));
+      tensors.push_back({s->name, dtype, s->shape, converted.back().data()});
+      weight_map[s->name] = shard_name(i);
+    }
+    write_safetensors(dir / shard_name(i), tensors, {{"format", "pt"}});
+  }
+  // Leave exactly one layout behind: a stale index or single file would shadow the new one.
+  std::error_code ec;
+  if (shards.size() > 1) {
+    atomic_write_text(dir / "model.safetensors.index.json",
+                      Json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(2) + "\n");
+    fs::remove(dir / "model.safetensors", ec);
+  } else {
+    fs::remove(dir / "model.safetensors.index.json", ec);
+  }
   atomic_write_text(dir / "config.json", config_json_for_save(config_, torch_dtype).dump(2) + "\n");
 }
 

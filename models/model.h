@@ -103,8 +103,10 @@ class Model {
   // model's tensors (validated as in load; nothing new is allocated).
   void load_weights_from(const fs::path& dir);
 
-  // Saves config.json + model.safetensors (fp32 or bf16) into `dir`, atomically per file.
-  void save(const fs::path& dir, DType dtype = DType::F32);
+  // Saves config.json + model.safetensors (fp32, bf16 or f16) into `dir`, atomically
+  // per file; above `max_shard_bytes` as shards model-0000i-of-0000n.safetensors with
+  // model.safetensors.index.json, as transformers writes them.
+  void save(const fs::path& dir, DType dtype = DType::F32, std::size_t max_shard_bytes = std::size_t{5} << 30);
 
  private:
   Model() = default;

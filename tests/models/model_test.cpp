@@ -83,6 +83,15 @@ TEST_CASE("save then load gives the same model; mismatching checkpoints are refu
   Tensor l1 = m->forward({{{1, 2, 3}}, {0}}, c1);
   Tensor l2 = back->forward({{{1, 2, 3}}, {0}}, c2);
   CHECK(diff(row(l1, 0), row(l2, 0)) == 0.0);
+  m->save(dir / "sharded", DType::F32, 20000);
+  CHECK(fs::exists(dir / "sharded/model.safetensors.index.json"));
+  CHECK(!fs::exists(dir / "sharded/model.safetensors"));
+  CHECK(Checkpoint(dir / "sharded").shard_count() > 2);
+  auto sharded = Model::load(dir / "sharded", false);
+  KVCache c3(m->config(), 1, 8);
+  CHECK(diff(row(l1, 0), row(sharded->forward({{{1, 2, 3}}, {0}}, c3), 0)) == 0.0);
+  m->save(dir / "sharded");  // back to one file: the index must go
+  CHECK(!fs::exists(dir / "sharded/model.safetensors.index.json"));
   m->save(dir / "bf16", DType::BF16);
   CHECK(Checkpoint(dir / "bf16").entry("model.norm.weight").dtype == DType::BF16);
   Model::load(dir / "bf16", false);

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# GPU check, first version: builds the CUDA backend for the local GPU and runs the tests
+# labelled `gpu` (tests/gpu/*_test.cpp: every CUDA op against the CPU reference).
+#
+#   bash bench/gpu_check.sh OUTDIR            from the repository root, on a machine with a GPU
+#   bash bench/gpu_check.sh --pack-deps DIR   on a machine WITH the build dependencies installed
+#                                             (Debian/Ubuntu): copies them into DIR, a prefix to
+#                                             carry to a GPU machine that lacks them (use .devdeps)
+#
+# Writes OUTDIR/gpu_check.log (everything the stages printed), OUTDIR/summary.json (machine,
+# commit, per-stage status and seconds, per-test results) and OUTDIR/ctest-junit.xml.
+# Exit status: 0 when every gpu test passed on a real GPU, 1 otherwise.
+#
+# Correctness only for now; kernel benchmarks (bytes/s and FLOP/s per op against the
+# measured ceilings of docs/gpu-results.md) come in a later version.
+#
+# Time: must finish well within 6 minutes. Each stage has its own limit (configure 60 s,
+# build 180 s, tests 90 s); the summary says which stage stopped. Only the gpu test
+# executables and the libraries they link are built, for one architecture.
+#
+# Environment:
+#   SPPFT_GPU_BUILD_DIR  build folder (default build-gpu, reused between runs)
+#   SPPFT_CUDA_ARCH      CMAKE_CUDA_ARCHITECTURES (default 90a on compute capability 9.0, else native)
+#   SPPFT_DEPS_PREFIX    dependency prefix made by --pack-deps (default .devdeps when it exists)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+# ---------------------------------------------------------------- --pack-deps
+if [[ "${1:-}" == "--pack-deps" ]]; then
+  dest=${2:?usage: gpu_check.sh --pack-deps DIR}
+  mkdir -p "$dest"
+  # Headers, shared libraries, CMake/pkg-config files and pkgconf itself; no static archives, docs or manuals.
+  pkgs=(libopenblas-openmp-dev libopenblas0-openmp libgfortran5 libquadmath0 libsentencepiece-dev libsentencepiece0
+        nlohmann-json3-dev doctest-dev libpcre2-dev libpcre2-8-0 pkgconf-bin libpkgconf3)
+  for p in "${pkgs[@]}"; do
+    dpkg -L "$p" >/dev/null 2>&1 || { echo "pack-deps: package $p is not installed" >&2; exit 2; }
+    dpkg -L "$p" | while read -r f; do
+      [[ -f $f || -L $f ]] || continue
+      case $f in *.a | */liblapack.so* | */libblas.so* | /usr/share/doc/* | /usr/share/man/* | /usr/share/lintian/*) continue ;; esac
+      mkdir -p "$dest$(dirname "$f")"
+      cp -a "$f" "$dest$f"
+    done
+  done
+  du -sh "$dest"
+  echo "pack-deps: done; carry $dest (e.g. as .devdeps) and run bash bench/gpu_check.sh OUTDIR"
+  exit 0
+fi
+
+out=${1:?usage: bash bench/gpu_check.sh OUTDIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+log=$out/gpu_check.log
+: >"$log"
+build=${SPPFT_GPU_BUILD_DIR:-build-gpu}
+start=$(date +%s)
+declare -A status seconds
+
+say() { echo "$*" | tee -a "$log"; }
+# stage NAME LIMIT_S CMD...: runs CMD with a time limit, output to the log; records status and seconds.
+stage() {
+  local name=$1 limit=$2
+  shift 2
+  local t0 rc
+  t0=$(date +%s)
+  say "== $name: $*"
+  timeout --signal=TERM --kill-after=5 "$limit" "$@" >>"$log" 2>&1
+  rc=$?
+  seconds[$name]=$(($(date +%s) - t0))
+  if ((rc == 0)); then status[$name]=ok; elif ((rc == 124 || rc == 137)); then status[$name]=timeout; else status[$name]=failed; fi
+  say "== $name: ${status[$name]} (${seconds[$name]} s)"
+  return $rc
+}
+
+# ---------------------------------------------------------------- the machine
+gpu=$(nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')
+nvcc_version=$( (nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null) | grep -o 'release [0-9.]*' | head -1)
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+dirty=$(git status --porcelain 2>/dev/null | grep -c . || true)
+if [[ -n ${SPPFT_CUDA_ARCH:-} ]]; then arch=$SPPFT_CUDA_ARCH
+elif [[ $cc == 9.0 ]]; then arch=90a
+else arch=native; fi
+say "gpu: ${gpu:-none}; nvcc: ${nvcc_version:-none}; commit: $commit (uncommitted files: $dirty); arch: $arch"
+[[ -x /usr/local/cuda/bin/nvcc ]] && export PATH=$PATH:/usr/local/cuda/bin
+
+# ---------------------------------------------------------------- dependencies carried as a prefix
+cmake_args=(-DCMAKE_BUILD_TYPE=Release "-DCMAKE_CUDA_ARCHITECTURES=$arch" -DSPPFT_CUDA=ON)
+deps=${SPPFT_DEPS_PREFIX:-}
+[[ -z $deps && -d .devdeps ]] && deps=.devdeps
+if [[ -n $deps ]]; then
+  deps=$(cd "$deps" && pwd)
+  say "dependency prefix: $deps"
+  # pkg-config files name prefix=/usr: rewrite them for where the prefix lies now.
+  pcdir=$root/$build/deps-pkgconfig
+  mkdir -p "$pcdir"
+  for pc in "$deps"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$deps"/usr/share/pkgconfig/*.pc; do
+    [[ -f $pc ]] && sed "s|^prefix=/usr|prefix=$deps/usr|" "$pc" >"$pcdir/$(basename "$pc")"
+  done
+  export PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+  export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:$deps/usr/lib/x86_64-linux-gnu/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  cmake_args+=("-DCMAKE_PREFIX_PATH=$deps/usr")
+  if ! command -v pkg-config >/dev/null && [[ -x $deps/usr/bin/pkgconf ]]; then
+    cmake_args+=("-DPKG_CONFIG_EXECUTABLE=$deps/usr/bin/pkgconf")
+  fi
+fi
+
+# ---------------------------------------------------------------- configure, build, test
+targets=()
+for t in tests/gpu/*_test.cpp; do targets+=("$(basename "$t" .cpp)"); done
+generator=()
+[[ ! -f $build/CMakeCache.txt ]] && command -v ninja >/dev/null && generator=(-G Ninja)
+
+overall=failed
+if stage configure 60 cmake -S . -B "$build" "${generator[@]}" "${cmake_args[@]}"; then
+  if ! grep -q '^CMAKE_CUDA_COMPILER:.*nvcc' "$build/CMakeCache.txt"; then
+    say "configure: nvcc was not found, so the CUDA backend is not in this build"
+    status[configure]=no_cuda
+  elif stage build 180 cmake --build "$build" --target "${targets[@]}" -j "$(nproc)"; then
+    stage test 90 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 80 --output-junit "$out/ctest-junit.xml"
+    if [[ ${status[test]} == ok ]]; then
+      if grep -q "skipped: no CUDA device" "$out/ctest-junit.xml" 2>/dev/null; then overall=skipped_no_gpu; else overall=passed; fi
+    fi
+  fi
+fi
+total=$(($(date +%s) - start))
+say "gpu_check: $overall in $total s; log $log"
+
+# ---------------------------------------------------------------- summary.json
+stages_json=$(for s in configure build test; do
+  [[ -n ${status[$s]:-} ]] && printf '{"stage":"%s","status":"%s","seconds":%s}\n' "$s" "${status[$s]}" "${seconds[$s]}"
+done)
+python3 - "$out" "$overall" "$total" "$gpu" "$nvcc_version" "$commit" "$dirty" "$arch" "$stages_json" <<'PY'
+import json, os, sys, time, xml.etree.ElementTree as ET
+out, overall, total, gpu, nvcc, commit, dirty, arch, stages = sys.argv[1:10]
+tests = []
+junit = os.path.join(out, "ctest-junit.xml")
+if os.path.exists(junit):
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        status = case.get("status") or ("failed" if case.find("failure") is not None else "run")
+        text = "".join(x.text or "" for x in case.iter("system-out"))
+        tests.append({"name": case.get("name"), "status": status, "seconds": float(case.get("time") or 0),
+                      "skipped_no_gpu": "skipped: no CUDA device" in text})
+summary = {
+    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "result": overall, "total_seconds": int(total),
+    "gpu": gpu or None, "nvcc": nvcc or None, "commit": commit, "uncommitted_files": int(dirty or 0),
+    "cuda_architectures": arch, "stages": [json.loads(l) for l in stages.splitlines() if l.strip()], "tests": tests,
+    "benchmarks": None,  # kernel benchmarks: a later version
+}
+with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+print(json.dumps({k: summary[k] for k in ("result", "total_seconds", "gpu")}))
+PY
+[[ $overall == passed ]]

@@ -1,0 +1,144 @@
+// glu_forward and add_inplace on the GPU (elementwise; the CPU twin is kernels/cpu/glu.cpp).
+//
+//   glu:  out[i] = act(gate[i]) * up[i]      gate, up, out [N, F]
+//     silu(g) = g / (1 + e^-g)
+//     gelu_tanh(g) = g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
+//     gelu_erf(g) = g/2 (1 + erf(g / sqrt 2))
+//   add:  x[i] += y[i]                         same shapes
+//
+// dtypes: glu: gate and up of one dtype (F32 or BF16), out F32 or BF16; out may alias gate
+// or up exactly (each thread reads its elements before writing them). add: x F32 or BF16,
+// y F32 or BF16. fp32 math (full-precision expf / tanhf / erff), rounded once on store.
+// Grid-stride loops; 16-byte packs of 8 elements when the count is a multiple of 8 and
+// every base is 16-byte aligned, scalar otherwise.
+#include <cmath>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace sppft::cuda {
+
+namespace {
+
+using detail::bf16;
+
+enum : int { kSiLU = 0, kGeluTanh = 1, kGeluErf = 2 };
+
+// Same operation order as the CPU reference.
+template <int ACT>
+__device__ __forceinline__ float glu_one(float g, float u, float k_tanh) {
+  if constexpr (ACT == kSiLU) {
+    return g / (1.0f + expf(-g)) * u;
+  } else if constexpr (ACT == kGeluTanh) {
+    return 0.5f * g * (1.0f + tanhf(k_tanh * (g + 0.044715f * g * g * g))) * u;
+  } else {
+    return 0.5f * g * (1.0f + erff(g / sqrtf(2.0f))) * u;
+  }
+}
+
+// No __restrict__: out may alias gate or up.
+template <int ACT, typename TI, typename TO, bool VEC>
+__global__ void glu_kernel(const TI* gate, const TI* up, TO* out, std::int64_t n, float k_tanh) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if constexpr (VEC) {
+    for (std::int64_t p = first; p < n / 8; p += stride) {
+      float g[8], u[8];
+      detail::load8(gate + p * 8, g);
+      detail::load8(up + p * 8, u);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) g[e] = glu_one<ACT>(g[e], u[e], k_tanh);
+      detail::store8(out + p * 8, g);
+    }
+  } else {
+    for (std::int64_t i = first; i < n; i += stride)
+      out[i] = detail::from_f32<TO>(glu_one<ACT>(detail::to_f32(gate[i]), detail::to_f32(up[i]), k_tanh));
+  }
+}
+
+template <typename TX, typename TY, bool VEC>
+__global__ void add_kernel(TX* x, const TY* y, std::int64_t n) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if constexpr (VEC) {
+    for (std::int64_t p = first; p < n / 8; p += stride) {
+      float a[8], b[8];
+      detail::load8(x + p * 8, a);
+      detail::load8(y + p * 8, b);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) a[e] += b[e];
+      detail::store8(x + p * 8, a);
+    }
+  } else {
+    for (std::int64_t i = first; i < n; i += stride) x[i] = detail::from_f32<TX>(detail::to_f32(x[i]) + detail::to_f32(y[i]));
+  }
+}
+
+}  // namespace
+
+void glu_forward(const Tensor& gate, const Tensor& up, ops::GluActivation act, Tensor& out) {
+  const char* op = "glu_forward";
+  detail::check_cuda_tensor(gate, op, "gate");
+  detail::check_cuda_tensor(up, op, "up");
+  detail::check_cuda_tensor(out, op, "out");
+  detail::check_float(gate, op, "gate");
+  detail::check_float(out, op, "out");
+  detail::check(up.dtype() == gate.dtype(), op, "gate and up must have the same dtype");
+  detail::check_shape(up, gate.shape(), op, "up");
+  detail::check_shape(out, gate.shape(), op, "out");
+  detail::check((out.raw() != gate.raw() && out.raw() != up.raw()) || out.dtype() == gate.dtype(), op,
+                "out may alias gate or up only with the same dtype");
+  const std::int64_t n = gate.numel();
+  if (n == 0) return;
+  const float k_tanh = std::sqrt(2.0f / static_cast<float>(M_PI));  // as the CPU reference
+  const bool vec =
+      n % 8 == 0 && detail::aligned16(gate.raw()) && detail::aligned16(up.raw()) && detail::aligned16(out.raw());
+  const unsigned blocks = detail::grid_blocks(vec ? n / 8 : n, 256);
+  cudaStream_t s = detail::stream();
+  detail::dispatch_float(gate.dtype(), [&](auto ti) {
+    using TI = typename decltype(ti)::type;
+    detail::dispatch_float(out.dtype(), [&](auto to) {
+      using TO = typename decltype(to)::type;
+      auto launch = [&](auto act_tag) {
+        constexpr int A = decltype(act_tag)::value;
+        if (vec)
+          glu_kernel<A, TI, TO, true><<<blocks, 256, 0, s>>>(gate.data<TI>(), up.data<TI>(), out.data<TO>(), n, k_tanh);
+        else
+          glu_kernel<A, TI, TO, false><<<blocks, 256, 0, s>>>(gate.data<TI>(), up.data<TI>(), out.data<TO>(), n, k_tanh);
+        detail::check_launch();
+      };
+      switch (act) {
+        case ops::GluActivation::SiLU: launch(std::integral_constant<int, kSiLU>{}); break;
+        case ops::GluActivation::GeluTanh: launch(std::integral_constant<int, kGeluTanh>{}); break;
+        case ops::GluActivation::GeluErf: launch(std::integral_constant<int, kGeluErf>{}); break;
+      }
+    });
+  });
+}
+
+void add_inplace(Tensor& x, const Tensor& y) {
+  const char* op = "add_inplace";
+  detail::check_cuda_tensor(x, op, "x");
+  detail::check_cuda_tensor(y, op, "y");
+  detail::check_float(x, op, "x");
+  detail::check_float(y, op, "y");
+  detail::check_shape(y, x.shape(), op, "y");
+  const std::int64_t n = x.numel();
+  if (n == 0) return;
+  const bool vec = n % 8 == 0 && detail::aligned16(x.raw()) && detail::aligned16(y.raw());
+  const unsigned blocks = detail::grid_blocks(vec ? n / 8 : n, 256);
+  cudaStream_t s = detail::stream();
+  detail::dispatch_float(x.dtype(), [&](auto tx) {
+    using TX = typename decltype(tx)::type;
+    detail::dispatch_float(y.dtype(), [&](auto ty) {
+      using TY = typename decltype(ty)::type;
+      if (vec)
+        add_kernel<TX, TY, true><<<blocks, 256, 0, s>>>(x.data<TX>(), y.data<TY>(), n);
+      else
+        add_kernel<TX, TY, false><<<blocks, 256, 0, s>>>(x.data<TX>(), y.data<TY>(), n);
+      detail::check_launch();
+    });
+  });
+}
+
+}  // namespace sppft::cuda

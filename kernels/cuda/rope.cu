@@ -1,0 +1,67 @@
+// rope_forward on the GPU (Hugging Face half-split layout), in place.
+//
+//   for each row n, head h, i < D/2:  a = float(positions[n]) * inv_freq[i]   (fp32, as transformers)
+//     x1 = x[n, h*D + i], x2 = x[n, h*D + i + D/2]
+//     x1' = x1 cos a - x2 sin a,   x2' = x2 cos a + x1 sin a
+//   x [N, heads * D], positions I32 [N], inv_freq F32 [D/2].
+//
+// dtypes: x F32 or BF16 (rotation in fp32, rounded once on store).
+// One thread per (row, i): it computes sincos(a) once (full-precision sincosf, no fast
+// math) and rotates that pair in every head; consecutive threads touch consecutive i, so
+// each head's half-rows are read and written coalesced. Products and differences use
+// explicitly rounded intrinsics (no FMA contraction) to follow the CPU reference's
+// operation order.
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace sppft::cuda {
+
+namespace {
+
+template <typename T>
+__global__ void rope_kernel(T* __restrict__ x, const std::int32_t* __restrict__ pos, const float* __restrict__ freq,
+                            std::int64_t n, std::int64_t width, std::int64_t heads, std::int64_t head_dim) {
+  const std::int64_t half = head_dim / 2, total = n * half;
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = idx / half, i = idx % half;
+    const float a = __fmul_rn(static_cast<float>(pos[r]), freq[i]);
+    float sn, cs;
+    sincosf(a, &sn, &cs);
+    T* base = x + r * width + i;
+    for (std::int64_t h = 0; h < heads; ++h) {
+      T* v = base + h * head_dim;
+      const float x1 = detail::to_f32(v[0]), x2 = detail::to_f32(v[half]);
+      v[0] = detail::from_f32<T>(__fsub_rn(__fmul_rn(x1, cs), __fmul_rn(x2, sn)));
+      v[half] = detail::from_f32<T>(__fadd_rn(__fmul_rn(x2, cs), __fmul_rn(x1, sn)));
+    }
+  }
+}
+
+}  // namespace
+
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+  const char* op = "rope_forward";
+  using detail::check;
+  detail::check_cuda_tensor(x, op, "x");
+  detail::check_cuda_tensor(positions, op, "positions");
+  detail::check_cuda_tensor(inv_freq, op, "inv_freq");
+  check(x.rank() == 2 && head_dim > 0 && head_dim % 2 == 0 && x.dim(1) % head_dim == 0, op,
+        "x must be [N, heads * head_dim] with an even head_dim");
+  detail::check_float(x, op, "x");
+  check(positions.dtype() == DType::I32 && positions.rank() == 1 && positions.dim(0) == x.dim(0), op,
+        "positions must be a 1-d I32 tensor with one entry per row");
+  check(inv_freq.dtype() == DType::F32, op, "inv_freq must be F32");
+  detail::check_shape(inv_freq, {head_dim / 2}, op, "inv_freq");
+  const std::int64_t n = x.dim(0), width = x.dim(1), heads = width / head_dim;
+  if (n == 0 || width == 0) return;
+  const std::int64_t total = n * (head_dim / 2);
+  detail::dispatch_float(x.dtype(), [&](auto tx) {
+    using T = typename decltype(tx)::type;
+    rope_kernel<T><<<detail::grid_blocks(total, 256), 256, 0, detail::stream()>>>(
+        x.data<T>(), positions.data<std::int32_t>(), inv_freq.data<float>(), n, width, heads, head_dim);
+    detail::check_launch();
+  });
+}
+
+}  // namespace sppft::cuda

@@ -1,0 +1,438 @@
+// The CUDA forward ops (kernels/cuda/*.cu) against the fp32 CPU reference
+// (kernels/cpu/*.cpp), called through the kernels/ops.h dispatch with device tensors.
+// Random inputs at several shapes, odd ones and unaligned row views included; every
+// device output is poisoned with NaN before the call.
+//
+// Tolerances (max |gpu - cpu| / max |cpu| over the output, test::rel_error):
+//   every tensor F32:              1e-5  (fp32 both sides; only summation order and
+//                                         libm-vs-CUDA ulps differ)
+//   any BF16 input or output:      1e-2  (inputs are rounded to bf16 on the host first, so
+//                                         the CPU sees the same values; what remains is the
+//                                         bf16 rounding of the output, <= 2^-9 relative)
+//   F32 linear with TF32 allowed:  1e-2
+//
+// Without a GPU (or without CUDA in the build) it prints "skipped: no CUDA device" and passes.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "kernels/ops.h"
+#include "test_util.h"
+#ifdef SPPFT_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+using namespace sppft;
+
+namespace {
+
+// True when there is a GPU; otherwise prints the skip line (once per process).
+bool have_gpu() {
+  static const bool ok = [] {
+    if (cuda_device_count() > 0) return true;
+    std::printf("skipped: no CUDA device\n");
+    std::fflush(stdout);
+    return false;
+  }();
+  return ok;
+}
+
+}  // namespace
+
+#ifndef SPPFT_HAVE_CUDA
+
+TEST_CASE("CUDA forward ops (this build has no CUDA)") { CHECK_FALSE(have_gpu()); }
+
+#else
+
+namespace {
+
+constexpr auto kWork = MemCategory::Workspace;
+std::mt19937 rng(11);
+
+const char* name(DType t) { return t == DType::BF16 ? "BF16" : "F32"; }
+
+// A host F32 tensor of normal(0, scale) values, rounded to bf16 when it will be stored as
+// BF16 (so the CPU reference sees exactly what the GPU reads).
+Tensor host_random(Shape s, DType stored, float scale = 1.0f) {
+  Tensor t = Tensor::empty(std::move(s), DType::F32, kWork);
+  std::normal_distribution<float> d(0.0f, scale);
+  float* p = t.data<float>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    p[i] = d(rng);
+    if (stored == DType::BF16) p[i] = bf16_to_f32(f32_to_bf16(p[i]));
+  }
+  return t;
+}
+
+Tensor host_nan(Shape s) {
+  Tensor t = Tensor::empty(std::move(s), DType::F32, kWork);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = NAN;
+  return t;
+}
+
+Tensor host_copy(const Tensor& t) {
+  Tensor c = Tensor::empty(t.shape(), t.dtype(), kWork);
+  std::memcpy(c.raw(), t.raw(), t.nbytes());
+  return c;
+}
+
+// Host F32 -> device tensor of dtype `dt`.
+Tensor upload(const Tensor& host_f32, DType dt) {
+  Tensor h = Tensor::empty(host_f32.shape(), dt, kWork);
+  convert_from_f32(host_f32.data<float>(), dt, h.raw(), static_cast<std::size_t>(h.numel()));
+  return cuda::to_device(h, kWork);
+}
+
+Tensor device_nan(Shape s, DType dt) { return upload(host_nan(std::move(s)), dt); }
+
+// Device tensor (F32/BF16) -> host F32.
+Tensor download(const Tensor& dev) {
+  Tensor h = cuda::to_host(dev, kWork);
+  Tensor f = Tensor::empty(h.shape(), DType::F32, kWork);
+  convert_to_f32(h.raw(), h.dtype(), f.data<float>(), static_cast<std::size_t>(h.numel()));
+  return f;
+}
+
+Tensor upload_i32(const std::vector<std::int32_t>& v) {
+  Tensor h = Tensor::empty({static_cast<std::int64_t>(v.size())}, DType::I32, kWork);
+  std::copy(v.begin(), v.end(), h.data<std::int32_t>());
+  return cuda::to_device(h, kWork);
+}
+
+double tolerance(std::initializer_list<DType> dts) {
+  for (DType t : dts)
+    if (t != DType::F32) return 1e-2;
+  return 1e-5;
+}
+
+// Every value finite and rel_error below tol.
+void check_close(const Tensor& got_host, const Tensor& want_host, double tol) {
+  REQUIRE(got_host.numel() == want_host.numel());
+  const float* g = got_host.data<float>();
+  std::int64_t bad = 0;
+  for (std::int64_t i = 0; i < got_host.numel(); ++i) bad += !std::isfinite(g[i]);
+  REQUIRE(bad == 0);
+  const double err = test::rel_error(g, want_host.data<float>(), got_host.numel());
+  CHECK(err < tol);
+  if (err >= tol) MESSAGE("relative error " << err << " >= " << tol);
+}
+
+const DType kFloatTypes[] = {DType::F32, DType::BF16};
+
+}  // namespace
+
+TEST_CASE("cuda linear_forward: F32 exact, BF16 with fp32 accumulation, bias fused or not, unaligned views, fallback") {
+  if (!have_gpu()) return;
+  for (auto [n, k, m] : {std::tuple{1, 1, 1}, {3, 7, 5}, {17, 64, 33}, {64, 256, 96}, {5, 33, 130}, {130, 96, 256}}) {
+    for (DType in_t : kFloatTypes)
+      for (DType out_t : kFloatTypes)
+        for (int bias_mode = 0; bias_mode < 3; ++bias_mode) {  // none, bias of y's dtype, bias of the other dtype
+          for (auto [view, fallback] : {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
+            if (in_t == DType::F32 && out_t == DType::BF16) continue;  // refused (cuBLASLt has no such GEMM)
+            CAPTURE(n); CAPTURE(k); CAPTURE(m); CAPTURE(name(in_t)); CAPTURE(name(out_t)); CAPTURE(bias_mode); CAPTURE(view); CAPTURE(fallback);
+            const DType bias_t = bias_mode == 1 ? out_t : (out_t == DType::F32 ? DType::BF16 : DType::F32);
+            // view: x is rows [1, n + 1) of an [n + 1, k] tensor, so its base is only 4 * k bytes aligned.
+            Tensor xall = host_random({n + 1, k}, in_t);
+            Tensor x = view ? xall.rows(1, n + 1) : xall.rows(0, n);
+            Tensor w = host_random({m, k}, in_t), b = host_random({m}, bias_mode ? bias_t : DType::F32);
+            Tensor want = host_nan({n, m});
+            ops::linear_forward(x, w, bias_mode ? &b : nullptr, want);
+
+            Tensor dxall = upload(xall, in_t);
+            Tensor dx = view ? dxall.rows(1, n + 1) : dxall.rows(0, n);
+            Tensor dw = upload(w, in_t), db = upload(b, bias_t), dy = device_nan({n, m}, out_t);
+            cuda::set_linear_fallback_for_testing(fallback);
+            ops::linear_forward(dx, dw, bias_mode ? &db : nullptr, dy);
+            cuda::set_linear_fallback_for_testing(false);
+            check_close(download(dy), want, tolerance({in_t, out_t, bias_mode ? bias_t : DType::F32}));
+          }
+        }
+  }
+}
+
+TEST_CASE("cuda linear_forward with TF32 allowed stays within TF32 accuracy") {
+  if (!have_gpu()) return;
+  Tensor x = host_random({40, 300}, DType::F32), w = host_random({70, 300}, DType::F32);
+  Tensor want = host_nan({40, 70});
+  ops::linear_forward(x, w, nullptr, want);
+  Tensor dy = device_nan({40, 70}, DType::F32);
+  cuda::set_linear_allow_tf32(true);
+  ops::linear_forward(upload(x, DType::F32), upload(w, DType::F32), nullptr, dy);
+  cuda::set_linear_allow_tf32(false);
+  check_close(download(dy), want, 1e-2);
+}
+
+TEST_CASE("cuda linear_forward refuses mixed devices and dtypes") {
+  if (!have_gpu()) return;
+  Tensor x = host_random({3, 4}, DType::F32), w = host_random({5, 4}, DType::F32);
+  Tensor dx = upload(x, DType::F32), dy = device_nan({3, 5}, DType::F32);
+  CHECK_THROWS_AS(ops::linear_forward(dx, w, nullptr, dy), InputError);                      // w on the CPU
+  CHECK_THROWS_AS(ops::linear_forward(dx, upload(w, DType::BF16), nullptr, dy), InputError);  // x F32, w BF16
+  Tensor dy16 = device_nan({3, 5}, DType::BF16);
+  CHECK_THROWS_AS(ops::linear_forward(dx, upload(w, DType::F32), nullptr, dy16), InputError);  // F32 -> BF16
+  CHECK_THROWS_AS(ops::linear_forward(dx, upload(host_random({5, 3}, DType::F32), DType::F32), nullptr, dy),
+                  InputError);  // K mismatch
+}
+
+TEST_CASE("cuda embedding_forward gathers and scales rows; bad ids throw before any write") {
+  if (!have_gpu()) return;
+  const int vocab = 50;
+  for (auto [n, h] : {std::pair{1, 1}, {13, 7}, {9, 64}, {33, 256}, {4, 1000}}) {
+    std::vector<std::int32_t> ids(n);
+    std::uniform_int_distribution<int> pick(0, vocab - 1);
+    for (auto& id : ids) id = pick(rng);
+    Tensor hids = Tensor::empty({n}, DType::I32, kWork);
+    std::copy(ids.begin(), ids.end(), hids.data<std::int32_t>());
+    Tensor dids = upload_i32(ids);
+    for (DType tab_t : kFloatTypes)
+      for (DType out_t : kFloatTypes)
+        for (float scale : {1.0f, std::sqrt(static_cast<float>(h))}) {
+          CAPTURE(n); CAPTURE(h); CAPTURE(name(tab_t)); CAPTURE(name(out_t)); CAPTURE(scale);
+          Tensor table = host_random({vocab, h}, tab_t);
+          Tensor want = host_nan({n, h});
+          ops::embedding_forward(hids, table, scale, want);
+          Tensor dout = device_nan({n, h}, out_t);
+          ops::embedding_forward(dids, upload(table, tab_t), scale, dout);
+          check_close(download(dout), want, tolerance({tab_t, out_t}));
+        }
+  }
+  Tensor table = upload(host_random({vocab, 8}, DType::F32), DType::F32);
+  for (std::int32_t bad : {vocab, -1, 1 << 30}) {
+    Tensor dout = device_nan({3, 8}, DType::F32);
+    CHECK_THROWS_AS(ops::embedding_forward(upload_i32({1, bad, 2}), table, 1.0f, dout), InputError);
+    Tensor got = download(dout);
+    for (std::int64_t i = 0; i < got.numel(); ++i) REQUIRE(std::isnan(got.data<float>()[i]));  // nothing written
+  }
+}
+
+TEST_CASE("cuda rmsnorm_forward: llama and gemma (1 + w), every dtype combination") {
+  if (!have_gpu()) return;
+  for (auto [n, h] : {std::pair{1, 1}, {5, 7}, {9, 256}, {3, 4096}, {2, 1000}, {70, 96}}) {
+    for (DType x_t : kFloatTypes)
+      for (DType w_t : kFloatTypes)
+        for (DType y_t : kFloatTypes)
+          for (bool unit : {false, true}) {
+            CAPTURE(n); CAPTURE(h); CAPTURE(name(x_t)); CAPTURE(name(w_t)); CAPTURE(name(y_t)); CAPTURE(unit);
+            Tensor x = host_random({n, h}, x_t, 3.0f), w = host_random({h}, w_t);
+            Tensor want = host_nan({n, h});
+            ops::rmsnorm_forward(x, w, 1e-6f, unit, want);
+            Tensor dy = device_nan({n, h}, y_t);
+            ops::rmsnorm_forward(upload(x, x_t), upload(w, w_t), 1e-6f, unit, dy);
+            check_close(download(dy), want, tolerance({x_t, w_t, y_t}));
+          }
+  }
+}
+
+TEST_CASE("cuda rope_forward: half-split rotation, long positions") {
+  if (!have_gpu()) return;
+  for (auto [n, heads, d, max_pos] : {std::tuple{5, 3, 8, 10}, {7, 4, 128, 5000}, {3, 2, 2, 3}, {33, 5, 64, 131072}}) {
+    std::vector<std::int32_t> pos(n);
+    std::uniform_int_distribution<int> pick(0, max_pos);
+    for (auto& p : pos) p = pick(rng);
+    Tensor hpos = Tensor::empty({n}, DType::I32, kWork);
+    std::copy(pos.begin(), pos.end(), hpos.data<std::int32_t>());
+    Tensor freq = Tensor::empty({d / 2}, DType::F32, kWork);
+    for (int i = 0; i < d / 2; ++i)
+      freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / d));
+    for (DType x_t : kFloatTypes) {
+      CAPTURE(n); CAPTURE(heads); CAPTURE(d); CAPTURE(name(x_t));
+      Tensor x = host_random({n, heads * d}, x_t);
+      Tensor dx = upload(x, x_t);
+      ops::rope_forward(x, hpos, freq, d);
+      ops::rope_forward(dx, upload_i32(pos), upload(freq, DType::F32), d);
+      check_close(download(dx), x, tolerance({x_t}));
+    }
+  }
+}
+
+TEST_CASE("cuda glu_forward: SiLU, GELU tanh, GELU erf; in place on gate") {
+  if (!have_gpu()) return;
+  using ops::GluActivation;
+  for (auto [n, f] : {std::pair{1, 1}, {3, 5}, {4, 1024}, {7, 333}, {16, 2048}}) {
+    for (GluActivation act : {GluActivation::SiLU, GluActivation::GeluTanh, GluActivation::GeluErf})
+      for (DType in_t : kFloatTypes)
+        for (DType out_t : kFloatTypes) {
+          CAPTURE(n); CAPTURE(f); CAPTURE(static_cast<int>(act)); CAPTURE(name(in_t)); CAPTURE(name(out_t));
+          Tensor gate = host_random({n, f}, in_t, 2.0f), up = host_random({n, f}, in_t);
+          Tensor want = host_nan({n, f});
+          ops::glu_forward(gate, up, act, want);
+          Tensor dgate = upload(gate, in_t), dup = upload(up, in_t), dout = device_nan({n, f}, out_t);
+          ops::glu_forward(dgate, dup, act, dout);
+          check_close(download(dout), want, tolerance({in_t, out_t}));
+          if (in_t == out_t) {  // in place, as models/model.cpp calls it
+            ops::glu_forward(dgate, dup, act, dgate);
+            check_close(download(dgate), want, tolerance({in_t}));
+          }
+        }
+  }
+}
+
+TEST_CASE("cuda add_inplace, every dtype pair") {
+  if (!have_gpu()) return;
+  for (auto [n, f] : {std::pair{1, 1}, {3, 5}, {4, 1024}, {7, 333}}) {
+    for (DType x_t : kFloatTypes)
+      for (DType y_t : kFloatTypes) {
+        CAPTURE(n); CAPTURE(f); CAPTURE(name(x_t)); CAPTURE(name(y_t));
+        Tensor x = host_random({n, f}, x_t), y = host_random({n, f}, y_t);
+        Tensor dx = upload(x, x_t);
+        ops::add_inplace(x, y);
+        ops::add_inplace(dx, upload(y, y_t));
+        check_close(download(dx), x, tolerance({x_t, y_t}));
+      }
+  }
+}
+
+namespace {
+
+struct AttnCase {
+  int hq, hkv, d, slots, tmax;
+  std::vector<ops::AttentionSeq> seqs;
+  int extra_rows;  // rows of q not covered by any sequence (must stay untouched)
+};
+
+std::int64_t rows_of(const AttnCase& c) {
+  std::int64_t n = 0;
+  for (const auto& s : c.seqs) n = std::max(n, s.q_begin + s.q_len);
+  return n + c.extra_rows;
+}
+
+// Sequences packed one after another: {q_len, slot, past_len} each.
+std::vector<ops::AttentionSeq> pack(std::initializer_list<std::tuple<int, int, int>> specs) {
+  std::vector<ops::AttentionSeq> out;
+  std::int64_t row = 0;
+  for (auto [len, slot, past] : specs) {
+    out.push_back({row, len, slot, past});
+    row += len;
+  }
+  return out;
+}
+
+std::vector<AttnCase> attention_cases() {
+  std::vector<AttnCase> cases = {
+      {4, 2, 8, 2, 16, pack({{5, 1, 0}, {3, 0, 4}}), 1},                       // the CPU test's case
+      {8, 2, 64, 3, 300, pack({{100, 0, 0}, {37, 2, 50}, {1, 1, 250}}), 2},   // prefill, chunked prefill, decode
+      {6, 1, 80, 3, 256, pack({{1, 0, 0}, {1, 1, 17}, {1, 2, 199}}), 0},      // MQA decode, D padded 80 -> 128
+      {4, 4, 128, 1, 160, pack({{70, 0, 0}}), 0},                              // MHA prefill
+      {2, 1, 256, 2, 200, pack({{40, 0, 0}, {1, 1, 150}}), 1},                 // D = 256 (opt-in shared memory)
+      {3, 3, 5, 2, 40, pack({{9, 1, 3}, {4, 0, 0}}), 0},                       // odd D
+      {8, 8, 32, 1, 1100, pack({{1, 0, 1000}}), 0},                            // long decode, few blocks
+  };
+  AttnCase many{4, 2, 32, 40, 64, {}, 0};  // 40 decode sequences: more than one launch table
+  std::int64_t row = 0;
+  for (int s = 0; s < 40; ++s) many.seqs.push_back({row++, 1, s, (s * 7) % 60});
+  cases.push_back(many);
+  return cases;
+}
+
+}  // namespace
+
+TEST_CASE("cuda kv_cache_write: every dtype pair, rows land at their positions") {
+  if (!have_gpu()) return;
+  for (const AttnCase& c : attention_cases()) {
+    const std::int64_t n = rows_of(c);
+    for (DType in_t : kFloatTypes)
+      for (DType cache_t : kFloatTypes) {
+        CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d); CAPTURE(name(in_t)); CAPTURE(name(cache_t));
+        const DType both = in_t == DType::BF16 || cache_t == DType::BF16 ? DType::BF16 : DType::F32;
+        Tensor k = host_random({n, c.hkv * c.d}, both), v = host_random({n, c.hkv * c.d}, both);
+        Tensor kc = host_random({c.slots, c.hkv, c.tmax, c.d}, cache_t), vc = host_random(kc.shape(), cache_t);
+        Tensor dk = upload(k, in_t), dv = upload(v, in_t), dkc = upload(kc, cache_t), dvc = upload(vc, cache_t);
+        ops::kv_cache_write(k, v, c.seqs, kc, vc);
+        ops::kv_cache_write(dk, dv, c.seqs, dkc, dvc);
+        Tensor gk = download(dkc), gv = download(dvc);
+        // A copy (with at most one bf16 rounding of a value already representable): exact.
+        CHECK(std::memcmp(gk.raw(), kc.raw(), kc.nbytes()) == 0);
+        CHECK(std::memcmp(gv.raw(), vc.raw(), vc.nbytes()) == 0);
+      }
+  }
+}
+
+TEST_CASE("cuda attention_forward: causal GQA over the cache, windows, splits, packed sequences") {
+  if (!have_gpu()) return;
+  for (const AttnCase& c : attention_cases()) {
+    const std::int64_t n = rows_of(c);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    for (DType t : kFloatTypes) {
+      Tensor q = host_random({n, c.hq * c.d}, t);
+      Tensor k = host_random({n, c.hkv * c.d}, t), v = host_random({n, c.hkv * c.d}, t);
+      Tensor kc0 = host_random({c.slots, c.hkv, c.tmax, c.d}, t), vc0 = host_random(kc0.shape(), t);
+      for (std::int64_t window : {std::int64_t{0}, std::int64_t{3}, std::int64_t{64}}) {
+        Tensor kc = host_copy(kc0), vc = host_copy(vc0), want = host_nan({n, c.hq * c.d});
+        ops::kv_cache_write(k, v, c.seqs, kc, vc);
+        ops::attention_forward(q, kc, vc, c.seqs, scale, window, want);
+        for (int splits : {0, 1, 3, 7}) {
+          CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d); CAPTURE(c.seqs.size()); CAPTURE(name(t)); CAPTURE(window); CAPTURE(splits);
+          Tensor dkc = upload(kc0, t), dvc = upload(vc0, t), dout = device_nan({n, c.hq * c.d}, t);
+          ops::kv_cache_write(upload(k, t), upload(v, t), c.seqs, dkc, dvc);
+          cuda::set_attention_splits_for_testing(splits);
+          ops::attention_forward(upload(q, t), dkc, dvc, c.seqs, scale, window, dout);
+          cuda::set_attention_splits_for_testing(0);
+          Tensor got = download(dout);
+          // Covered rows against the CPU; uncovered rows still NaN.
+          std::vector<char> covered(n, 0);
+          for (const auto& s : c.seqs)
+            for (std::int64_t r = s.q_begin; r < s.q_begin + s.q_len; ++r) covered[r] = 1;
+          std::vector<float> g, w;
+          const std::int64_t width = c.hq * c.d;
+          for (std::int64_t r = 0; r < n; ++r) {
+            for (std::int64_t e = 0; e < width; ++e) {
+              const float gv = got.data<float>()[r * width + e];
+              if (covered[r]) {
+                g.push_back(gv);
+                w.push_back(want.data<float>()[r * width + e]);
+              } else {
+                REQUIRE(std::isnan(gv));
+              }
+            }
+          }
+          Tensor gt = Tensor::empty({static_cast<std::int64_t>(g.size())}, DType::F32, kWork);
+          Tensor wt = Tensor::empty({static_cast<std::int64_t>(w.size())}, DType::F32, kWork);
+          std::copy(g.begin(), g.end(), gt.data<float>());
+          std::copy(w.begin(), w.end(), wt.data<float>());
+          check_close(gt, wt, tolerance({t}));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda attention_forward refuses bad sequences and shapes") {
+  if (!have_gpu()) return;
+  Tensor q = upload(host_random({4, 16}, DType::F32), DType::F32), out = device_nan({4, 16}, DType::F32);
+  Tensor kc = upload(host_random({1, 2, 8, 8}, DType::F32), DType::F32), vc = upload(host_random({1, 2, 8, 8}, DType::F32), DType::F32);
+  const std::vector<ops::AttentionSeq> past_cache = {{0, 4, 0, 6}}, bad_slot = {{0, 4, 1, 0}}, bad_rows = {{2, 4, 0, 0}};
+  CHECK_THROWS_AS(ops::attention_forward(q, kc, vc, past_cache, 1.0f, 0, out), InputError);
+  CHECK_THROWS_AS(ops::attention_forward(q, kc, vc, bad_slot, 1.0f, 0, out), InputError);
+  CHECK_THROWS_AS(ops::attention_forward(q, kc, vc, bad_rows, 1.0f, 0, out), InputError);
+  Tensor q3 = upload(host_random({4, 24}, DType::F32), DType::F32), out3 = device_nan({4, 24}, DType::F32);
+  const std::vector<ops::AttentionSeq> ok = {{0, 4, 0, 0}};
+  CHECK_THROWS_AS(ops::attention_forward(q3, kc, vc, ok, 1.0f, 0, out3), InputError);  // Hq = 3 not a multiple of 2
+}
+
+TEST_CASE("cuda copies round-trip and release_cached_resources leaves ops working") {
+  if (!have_gpu()) return;
+  Tensor x = host_random({3, 5}, DType::F32);
+  Tensor back = cuda::to_host(cuda::to_device(x, kWork), kWork);
+  CHECK(std::memcmp(back.raw(), x.raw(), x.nbytes()) == 0);
+  Tensor wrong = Tensor::empty({4, 5}, DType::F32, kWork);
+  Tensor dx = cuda::to_device(x, kWork);
+  CHECK_THROWS_AS(cuda::copy_to_host(dx, wrong), InputError);
+  cuda::release_cached_resources();
+  Tensor w = host_random({2, 5}, DType::F32), want = host_nan({3, 2});
+  ops::linear_forward(x, w, nullptr, want);
+  Tensor dy = device_nan({3, 2}, DType::F32);
+  ops::linear_forward(dx, upload(w, DType::F32), nullptr, dy);
+  check_close(download(dy), want, 1e-5);
+  cuda::synchronize();
+}
+
+#endif  // SPPFT_HAVE_CUDA
