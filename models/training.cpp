@@ -23,6 +23,36 @@ Tensor first(const Tensor& t, std::int64_t n) { return t.rows(0, n); }
 
 }  // namespace
 
+const char* step_phase_name(StepPhase p) {
+  switch (p) {
+    case StepPhase::Forward: return "forward";
+    case StepPhase::BackwardDX: return "backward_dx";
+    case StepPhase::BackwardDW: return "backward_dw";
+    case StepPhase::Optimizer: return "optimizer";
+  }
+  return "?";
+}
+
+std::string StepPart::name() const {
+  switch (kind) {
+    case Embeddings: return "embeddings";
+    case Block: return "block." + std::to_string(block);
+    case FinalNorm: return "final_norm";
+    case LmHead: return "lm_head";
+    case Loss: return "loss";
+  }
+  return "?";
+}
+
+void TrainingGraph::switch_phase(const StepPart& part, StepPhase phase, bool open_next) {
+  if (phase_open_) timer_->end(open_part_, open_phase_);
+  phase_open_ = open_next;
+  if (!open_next) return;
+  open_part_ = part;
+  open_phase_ = phase;
+  timer_->begin(part, phase);
+}
+
 void bind_fused_views(const ModelConfig& c, ModelWeights& w) {
   const std::int64_t qd = c.q_dim(), kd = c.kv_dim(), f = c.intermediate_size;
   for (auto& b : w.blocks) {
@@ -102,6 +132,7 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
 }
 
 void TrainingGraph::block_forward(std::int64_t l, std::int64_t n) {
+  mark(StepPart::Block, l, StepPhase::Forward);
   const ModelConfig& c = model_.config();
   const BlockWeights& b = model_.weights().blocks[l];
   Saved& s = saved_[l];
@@ -137,7 +168,11 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n) {
 }
 
 void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights& g) {
-  // dx_ holds dL/d(block output); on return, dL/d(block input).
+  // dx_ holds dL/d(block output); on return, dL/d(block input). The order of
+  // the ops is the same with or without a timer; marks only label them.
+  const auto dX = [&] { mark(StepPart::Block, l, StepPhase::BackwardDX); };
+  const auto dW = [&] { mark(StepPart::Block, l, StepPhase::BackwardDW); };
+  dX();
   const ModelConfig& c = model_.config();
   const BlockWeights& b = model_.weights().blocks[l];
   const Saved& s = saved_[l];
@@ -149,17 +184,21 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
   Tensor gate = first(s.gate, n), up = first(s.up, n);
   ops::linear_backward_input(dx, b.down, act, /*accumulate=*/false);  // act now holds d(act)
   if (full) {
+    dW();
     Tensor a = first(d_up_, n);  // recompute glu(gate, up) for dW_down, using d_up as scratch
     ops::glu_forward(gate, up, glu_act(c.activation), a);
     ops::linear_backward_weight(dx, a, g.down, opt_mut(g.down_bias));
+    dX();
   }
   ops::glu_backward(gate, up, act, glu_act(c.activation), dgate, dup);
   ops::linear_backward_input(dgate, b.gate, dtmp, false);
   ops::linear_backward_input(dup, b.up, dtmp, true);
   if (full) {
+    dW();
     Tensor n2 = first(s.normed2, n);
     ops::linear_backward_weight(dgate, n2, g.gate, opt_mut(g.gate_bias));
     ops::linear_backward_weight(dup, n2, g.up, opt_mut(g.up_bias));
+    dX();
   }
   ops::rmsnorm_backward(first(s.x_mid, n), b.post_attention_norm, dtmp, eps, c.norm_unit_offset, dtmp,
                         opt_mut(g.post_attention_norm));
@@ -167,7 +206,11 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
   // Attention: x_mid = x_in + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = norm(x_in).
   Tensor dattn = first(d_attn_, n);
   ops::linear_backward_input(dx, b.o, dattn, false);
-  if (full) ops::linear_backward_weight(dx, first(s.attn, n), g.o, opt_mut(g.o_bias));
+  if (full) {
+    dW();
+    ops::linear_backward_weight(dx, first(s.attn, n), g.o, opt_mut(g.o_bias));
+    dX();
+  }
   Tensor dq = first(d_q_, n), dk = first(d_k_, n), dv = first(d_v_, n);
   ops::attention_backward(first(s.q, n), first(s.k, n), first(s.v, n), first(s.attn, n), first(s.lse, n), dattn, seqs_,
                           1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window.value_or(0), dq, dk, dv);
@@ -178,16 +221,20 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
   ops::linear_backward_input(dk, b.k, dtmp, true);
   ops::linear_backward_input(dv, b.v, dtmp, true);
   if (full) {
+    dW();
     Tensor n1 = first(s.normed1, n);
     ops::linear_backward_weight(dq, n1, g.q, opt_mut(g.q_bias));
     ops::linear_backward_weight(dk, n1, g.k, opt_mut(g.k_bias));
     ops::linear_backward_weight(dv, n1, g.v, opt_mut(g.v_bias));
+    dX();
   }
   ops::rmsnorm_backward(first(s.x_in, n), b.input_norm, dtmp, eps, c.norm_unit_offset, dtmp, opt_mut(g.input_norm));
   ops::add_inplace(dx, dtmp);
 }
 
 LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights* grads, float grad_scale) {
+  phase_open_ = false;  // a step that threw may have left one open
+  mark(StepPart::Embeddings, -1, StepPhase::Forward);  // packing the batch counts as the embeddings' forward
   const ModelConfig& c = model_.config();
   seqs_.clear();
   std::int64_t n = 0;
@@ -199,7 +246,10 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
     n += len;
   }
   if (n > max_tokens_) throw std::invalid_argument("TrainingGraph: micro-batch larger than planned");
-  if (n == 0) return {};
+  if (n == 0) {
+    mark_end();
+    return {};
+  }
   auto* ids = ids_.data<std::int32_t>();
   auto* pos = pos_.data<std::int32_t>();
   auto* tgt = targets_.data<std::int32_t>();
@@ -216,6 +266,7 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
   Tensor x = first(x_, n);
   ops::embedding_forward(first(ids_, n), model_.weights().embed_tokens, embed_scale, x);
   for (std::int64_t l = 0; l < L; ++l) block_forward(l, n);
+  mark(StepPart::FinalNorm, -1, StepPhase::Forward);
   Tensor fx = first(final_x_, n), fn = first(final_normed_, n);
   std::copy_n(x.data<float>(), x.numel(), fx.data<float>());
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -227,21 +278,34 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
   for (std::int64_t r0 = 0; r0 < n; r0 += loss_chunk_) {
     const std::int64_t r1 = std::min(n, r0 + loss_chunk_);
     Tensor rows = fn.rows(r0, r1), logits = logits_.rows(0, r1 - r0), targets = targets_.rows(r0, r1);
+    mark(StepPart::LmHead, -1, StepPhase::Forward);
     ops::linear_forward(rows, model_.weights().lm_head, nullptr, logits);
+    mark(StepPart::Loss, -1, StepPhase::Forward);
     loss.sum += ops::cross_entropy(logits, targets, grad_scale, grads ? &logits : nullptr);
     for (std::int64_t i = r0; i < r1; ++i) loss.tokens += tgt[i] != -100;
     if (!grads) continue;
     Tensor drows = dfinal.rows(r0, r1);
+    mark(StepPart::LmHead, -1, StepPhase::BackwardDX);
     ops::linear_backward_input(logits, model_.weights().lm_head, drows, false);
-    if (grads->lm_head.defined()) ops::linear_backward_weight(logits, rows, grads->lm_head, nullptr);
+    if (grads->lm_head.defined()) {
+      mark(StepPart::LmHead, -1, StepPhase::BackwardDW);
+      ops::linear_backward_weight(logits, rows, grads->lm_head, nullptr);
+    }
   }
-  if (!grads) return loss;
+  if (!grads) {
+    mark_end();
+    return loss;
+  }
 
+  mark(StepPart::FinalNorm, -1, StepPhase::BackwardDX);
   Tensor dx = first(dx_, n);
   ops::rmsnorm_backward(fx, model_.weights().final_norm, dfinal, eps, c.norm_unit_offset, dx, opt_mut(grads->final_norm));
   for (std::int64_t l = L - 1; l >= 0 && modes_[l] != BlockMode::NoBackward; --l) block_backward(l, n, grads->blocks[l]);
-  if (grads->embed_tokens.defined() && (L == 0 || modes_[0] != BlockMode::NoBackward))
+  if (grads->embed_tokens.defined() && (L == 0 || modes_[0] != BlockMode::NoBackward)) {
+    mark(StepPart::Embeddings, -1, StepPhase::BackwardDW);
     ops::embedding_backward(first(ids_, n), dx, embed_scale, grads->embed_tokens);
+  }
+  mark_end();
   return loss;
 }
 

@@ -44,6 +44,39 @@ struct LossSum {
   std::int64_t tokens = 0;  // tokens that carried a loss
 };
 
+// Profiling hooks (sppft profile, trainer/profile.h). A step is cut into
+// contiguous phases of parts of the model; a PhaseTimer set on the graph gets
+// begin/end around each one, in order, never nested. Names as NVTX ranges /
+// trace events: "block.<k>.forward", "block.<k>.backward_dx",
+// "block.<k>.backward_dw", "embeddings.forward", "lm_head.backward_dw", ...
+//   forward      the part's forward (the loss part: cross-entropy and its gradient)
+//   backward_dx  activation gradients: every linear_backward_input, attention,
+//                RoPE, GLU and RMSNorm backward; the norm weights' gradients come
+//                out of rmsnorm_backward and so count here
+//   backward_dw  weight gradients: every linear_backward_weight (with the GLU
+//                recomputation that only dW_down needs) and the embedding
+//                scatter-add; none in frozen blocks
+//   optimizer    zeroing gradients and AdamW (the profile loop's, not the graph's)
+// On the CPU the ops are synchronous, so a host clock times them; a CUDA timer
+// would record events on the stream in begin/end and resolve them after a sync.
+enum class StepPhase : std::uint8_t { Forward, BackwardDX, BackwardDW, Optimizer };
+inline constexpr int kStepPhases = 4;
+const char* step_phase_name(StepPhase p);  // "forward", "backward_dx", "backward_dw", "optimizer"
+
+struct StepPart {
+  enum Kind : std::uint8_t { Embeddings, Block, FinalNorm, LmHead, Loss };
+  Kind kind;
+  std::int64_t block = -1;  // for Block
+  std::string name() const;  // "embeddings", "block.3", "final_norm", "lm_head", "loss"
+};
+
+class PhaseTimer {
+ public:
+  virtual ~PhaseTimer() = default;
+  virtual void begin(const StepPart& part, StepPhase phase) = 0;
+  virtual void end(const StepPart& part, StepPhase phase) = 0;
+};
+
 class TrainingGraph {
  public:
   // `max_tokens`: the most tokens one micro-batch packs; `loss_chunk`: rows of
@@ -63,6 +96,10 @@ class TrainingGraph {
 
   std::int64_t max_tokens() const { return max_tokens_; }
 
+  // Reports the phases of every later step/evaluate to `timer` (null = off; then
+  // the hooks cost one null check each). Numerics are unchanged either way.
+  void set_phase_timer(PhaseTimer* timer) { timer_ = timer; }
+
  private:
   struct Saved {  // per block; undefined tensors are not kept in this mode
     Tensor x_in, normed1, q, k, v, attn, lse, x_mid, normed2, gate, up;
@@ -70,6 +107,14 @@ class TrainingGraph {
   LossSum run(const std::vector<TrainSequence>& batch, ModelWeights* grads, float grad_scale);
   void block_forward(std::int64_t l, std::int64_t n);
   void block_backward(std::int64_t l, std::int64_t n, BlockWeights& g);
+  // Ends the open phase (if any) and begins this one; no-op without a timer.
+  void mark(StepPart::Kind kind, std::int64_t block, StepPhase phase) {
+    if (timer_) switch_phase({kind, block}, phase);
+  }
+  void mark_end() {
+    if (timer_) switch_phase({StepPart::Embeddings, -1}, StepPhase::Forward, /*open_next=*/false);
+  }
+  void switch_phase(const StepPart& part, StepPhase phase, bool open_next = true);
 
   Model& model_;
   std::vector<BlockMode> modes_;
@@ -77,6 +122,10 @@ class TrainingGraph {
   std::vector<Saved> saved_;
   std::vector<ops::AttentionSeq> seqs_;
   std::vector<Tensor> owned_;  // every buffer, allocated from buffer_specs
+  PhaseTimer* timer_ = nullptr;
+  bool phase_open_ = false;
+  StepPart open_part_{StepPart::Embeddings, -1};
+  StepPhase open_phase_ = StepPhase::Forward;
   // Workspace
   Tensor ids_, pos_, targets_, x_, final_x_, final_normed_, logits_, d_final_;
   Tensor w_normed_, w_q_, w_k_, w_v_, w_attn_, w_lse_, w_gate_, w_up_, w_proj_;

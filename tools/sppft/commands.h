@@ -12,4 +12,5 @@ int cmd_cossim(int argc, char** argv);
 int cmd_locate(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
+int cmd_profile(int argc, char** argv);
 }  // namespace sppft::cli

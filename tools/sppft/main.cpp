@@ -26,6 +26,7 @@ const Command kCommands[] = {
     {"locate", sppft::cli::cmd_locate, "parameter scaling + over-rejection search: the precise safety layers"},
     {"eval", sppft::cli::cmd_eval, "harmful rate, over-rejection rate, Rouge-L, multiple-choice accuracy"},
     {"demo", sppft::cli::cmd_demo, "end-to-end run on the embedded default model"},
+    {"profile", sppft::cli::cmd_profile, "per-block time, FLOPs and bytes of a training step; what freezing saves"},
 };
 
 void usage(std::FILE* out) {
