@@ -51,6 +51,15 @@ inline void check_shape(const Tensor& t, const Shape& s, const char* op, const c
 }
 inline void check_launch() { SPPFT_CUDA_CHECK(cudaGetLastError()); }
 
+// Per-device caches (cuBLASLt state, workspaces) are indexed by device; this bounds them.
+constexpr int kMaxDevices = 64;
+inline int current_device() {
+  int dev = 0;
+  SPPFT_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= kMaxDevices) throw RuntimeFailure("cuda: device index " + std::to_string(dev) + " unsupported");
+  return dev;
+}
+
 inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 // Blocks for a grid-stride loop over n items, capped (the loop covers the rest).

@@ -46,9 +46,10 @@ namespace sppft::cuda {
 namespace {
 
 using detail::bf16;
+using detail::current_device;
+using detail::kMaxDevices;
 
 constexpr std::size_t kWorkspaceBytes = 32u << 20;  // cuBLAS's recommendation for Hopper
-constexpr int kMaxDevices = 64;
 constexpr std::size_t kMaxPlans = 4096;  // cached (shape, dtype, alignment) plans per device
 std::atomic<bool> g_allow_tf32{false};
 std::atomic<bool> g_force_fallback{false};
@@ -120,13 +121,6 @@ struct LtRegistry {
 LtRegistry& lt_registry() {
   static LtRegistry* r = new LtRegistry;  // never destroyed: see kernels/cuda/runtime.cu
   return *r;
-}
-
-int current_device() {
-  int dev = 0;
-  SPPFT_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= kMaxDevices) throw RuntimeFailure("cuda: device index " + std::to_string(dev) + " unsupported");
-  return dev;
 }
 
 // Largest power of two (<= 256) dividing the address: what cuBLASLt's heuristic must assume.

@@ -58,7 +58,6 @@ struct DeviceState {
   DeviceBuffer flag;
 };
 
-constexpr int kMaxDevices = 64;
 
 struct Registry {
   std::mutex mutex;
@@ -68,13 +67,6 @@ struct Registry {
 Registry& registry() {
   static Registry* r = new Registry;  // never destroyed, see the file comment
   return *r;
-}
-
-int current_device() {
-  int dev = 0;
-  SPPFT_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= kMaxDevices) throw RuntimeFailure("cuda: device index " + std::to_string(dev) + " unsupported");
-  return dev;
 }
 
 // Caller holds registry().mutex.
