@@ -130,13 +130,8 @@ class BpeModel final : public Model {
       encode_word(piece, out);
       return;
     }
-    if (!cut_words_) {
-      encode_word(piece, out);
-      return;
-    }
-    std::vector<std::string_view> words;
-    cut_metaspace_words(piece, words);
-    for (std::string_view w : words) encode_word(w, out);
+    encode_metaspace_words(
+        piece, cut_words_, [this](std::string_view w, std::vector<std::int32_t>& o) { encode_word(w, o); }, out);
   }
 
   std::optional<std::string_view> id_to_piece(std::int32_t id) const override {

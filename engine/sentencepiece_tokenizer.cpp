@@ -175,13 +175,8 @@ class SentencePieceModel final : public Model {
   }
 
   void encode(std::string_view piece, std::vector<std::int32_t>& out) const override {
-    if (!cut_words_) {
-      encode_word(piece, out);
-      return;
-    }
-    std::vector<std::string_view> words;
-    cut_metaspace_words(piece, words);
-    for (std::string_view w : words) encode_word(w, out);
+    encode_metaspace_words(
+        piece, cut_words_, [this](std::string_view w, std::vector<std::int32_t>& o) { encode_word(w, o); }, out);
   }
   std::optional<std::string_view> id_to_piece(std::int32_t id) const override {
     if (id < 0 || static_cast<std::size_t>(id) >= pieces_.size()) return std::nullopt;

@@ -180,6 +180,18 @@ class PipelineTokenizer final : public Tokenizer {
 bool metaspace_cut_is_exact(const std::vector<std::string>& tokens);
 void cut_metaspace_words(std::string_view text, std::vector<std::string_view>& words);
 
+// Encodes `text` with `encode_word` word by word when `cut` (the check above passed), else whole.
+template <typename EncodeWord>
+void encode_metaspace_words(std::string_view text, bool cut, const EncodeWord& encode_word, std::vector<std::int32_t>& out) {
+  if (!cut) {
+    encode_word(text, out);
+    return;
+  }
+  std::vector<std::string_view> words;
+  cut_metaspace_words(text, words);
+  for (std::string_view w : words) encode_word(w, out);
+}
+
 // Thread-safe memo of word -> ids for short words, cleared when it gets large.
 class WordCache {
  public:
