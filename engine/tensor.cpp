@@ -59,4 +59,13 @@ Tensor Tensor::reshape(Shape shape) const {
   return t;
 }
 
+Tensor Tensor::view(std::int64_t offset, Shape shape) const {
+  if (offset < 0 || offset + shape_numel(shape) > numel())
+    throw std::out_of_range("Tensor::view: " + std::to_string(offset) + " + " + shape_str(shape) + " outside " + shape_str(shape_));
+  Tensor t = *this;
+  t.offset_ += static_cast<std::size_t>(offset) * dtype_size(dtype_);
+  t.shape_ = std::move(shape);
+  return t;
+}
+
 }  // namespace sppft

@@ -60,6 +60,9 @@ class Tensor {
   Tensor rows(std::int64_t begin, std::int64_t end) const;
   // Same storage, new shape with the same number of elements.
   Tensor reshape(Shape shape) const;
+  // Elements [offset, offset + numel(shape)) of this tensor, read flat, as a
+  // tensor of `shape` sharing storage (parameters packed into one buffer).
+  Tensor view(std::int64_t offset, Shape shape) const;
 
  private:
   std::shared_ptr<Storage> storage_;

@@ -1,6 +1,9 @@
 #include "models/model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <map>
 #include <random>
 
 #include "engine/error.h"
@@ -84,6 +87,52 @@ std::vector<ParamShape> parameter_shapes(const ModelConfig& c) {
   return out;
 }
 
+std::int64_t PackedPart::numel() const {
+  std::int64_t n = 0;
+  for (auto& m : members) n += shape_numel(m.shape);
+  return n;
+}
+
+std::vector<PackedPart> packed_layout(const ModelConfig& c, ModelWeights& w,
+                                      const std::function<bool(const NamedParam&)>& include) {
+  w.blocks.resize(c.num_layers);
+  std::vector<PackedPart> out;
+  std::vector<std::vector<ParamSpec>> specs_of;
+  for (auto& s : param_specs(c, w)) {
+    if (!include({s.name, s.tensor, s.block})) continue;
+    const std::string part = s.block >= 0 ? "block." + std::to_string(s.block)
+                             : s.name == "model.embed_tokens.weight" ? "embeddings"
+                             : s.name == "model.norm.weight" ? "final_norm" : "lm_head";
+    if (out.empty() || out.back().name != part) {
+      out.push_back({part, s.block, {}, {}});
+      specs_of.emplace_back();
+    }
+    specs_of.back().push_back(s);
+  }
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    auto& specs = specs_of[i];
+    std::stable_partition(specs.begin(), specs.end(), [](const ParamSpec& s) { return s.name.find("layernorm") != std::string::npos; });
+    std::int64_t off = 0;
+    for (auto& s : specs) {
+      out[i].members.push_back({{s.name, s.tensor, s.block}, s.shape, off});
+      off += shape_numel(s.shape);
+    }
+  }
+  return out;
+}
+
+std::vector<PackedPart> allocate_packed(const ModelConfig& c, ModelWeights& w, DType dtype, MemCategory cat,
+                                        const std::function<bool(const NamedParam&)>& include) {
+  std::vector<PackedPart> parts = packed_layout(c, w, include);
+  for (auto& p : parts) {
+    p.flat = Tensor::empty({p.numel()}, dtype, cat);
+    if (p.flat.device() == Device::CPU) std::memset(p.flat.raw(), 0, p.flat.nbytes());
+    for (auto& m : p.members) *m.param.tensor = p.flat.view(m.offset, m.shape);
+  }
+  bind_fused_views(c, w);
+  return parts;
+}
+
 void validate_checkpoint(const ModelConfig& c, const Checkpoint& ckpt, const fs::path& dir) {
   auto shapes = parameter_shapes(c);
   std::map<std::string, const ParamShape*> expected;
@@ -143,8 +192,21 @@ KVCache::KVCache(const ModelConfig& c, std::int64_t slots, std::int64_t max_len)
   }
 }
 
+namespace {
+
+// Converts a validated checkpoint's tensors into the allocated weights.
+void read_weights(const Checkpoint& ckpt, const ModelConfig& c, ModelWeights& w) {
+  for (auto& s : param_specs(c, w)) {
+    const TensorEntry& e = ckpt.entry(s.name);
+    convert_to_f32(e.data, e.dtype, s.tensor->data<float>(), static_cast<std::size_t>(s.tensor->numel()));
+  }
+}
+
+}  // namespace
+
 void Model::allocate_weights() {
   w_.blocks.assign(config_.num_layers, BlockWeights{});
+  packed_ = allocate_packed(config_, w_, DType::F32, MemCategory::Weights, [](const NamedParam&) { return true; });
   auto f = rope_inv_freq(config_);
   inv_freq_ = Tensor::empty({static_cast<std::int64_t>(f.size())}, DType::F32, MemCategory::Workspace);
   std::copy(f.begin(), f.end(), inv_freq_.data<float>());
@@ -157,8 +219,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, bool with_tokenizer) {
   m->allocate_weights();
   Checkpoint ckpt(dir);
   validate_checkpoint(m->config_, ckpt, dir);
-  for (auto& s : param_specs(m->config_, m->w_)) *s.tensor = ckpt.load_f32(s.name, s.shape, MemCategory::Weights);
-  bind_fused_views(m->config_, m->w_);
+  read_weights(ckpt, m->config_, m->w_);
   if (with_tokenizer) {
     m->tokenizer_ = load_tokenizer(dir);
     if (m->tokenizer_->vocab_size() > m->config_.vocab_size)
@@ -175,13 +236,11 @@ std::unique_ptr<Model> Model::random(const ModelConfig& config, std::uint64_t se
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, std);
   for (auto& s : param_specs(m->config_, m->w_)) {
-    *s.tensor = Tensor::empty(s.shape, DType::F32, MemCategory::Weights);
     float* p = s.tensor->data<float>();
     const bool is_norm = s.name.find("norm") != std::string::npos;
     const float base = is_norm && !config.norm_unit_offset ? 1.0f : 0.0f;
     for (std::int64_t i = 0; i < s.tensor->numel(); ++i) p[i] = base + normal(rng);
   }
-  bind_fused_views(m->config_, m->w_);
   return m;
 }
 
@@ -207,10 +266,7 @@ void Model::load_weights_from(const fs::path& dir) {
                      (dir_.empty() ? std::string("this model") : (dir_ / "config.json").string()) + ")");
   Checkpoint ckpt(dir);
   validate_checkpoint(config_, ckpt, dir);
-  for (auto& s : param_specs(config_, w_)) {
-    const TensorEntry& e = ckpt.entry(s.name);
-    convert_to_f32(e.data, e.dtype, s.tensor->data<float>(), static_cast<std::size_t>(s.tensor->numel()));
-  }
+  read_weights(ckpt, config_, w_);
 }
 
 std::int64_t Model::weight_bytes() const {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -42,6 +43,24 @@ struct NamedParam {
   int block;  // -1 for embeddings, final norm, lm_head
 };
 
+// Parameters packed by part: every tensor of a part ("embeddings", "block.<k>",
+// "final_norm", "lm_head") that `include` accepts lives in one buffer, in
+// packed order (a block's RMSNorm weights first, then checkpoint order), so a
+// part's trainable tensors are one contiguous range of weights and gradients
+// alike: the unit of gradient reduction and optimizer sharding (data parallel).
+struct PackedMember {
+  NamedParam param;
+  Shape shape;
+  std::int64_t offset;  // elements into the part's buffer
+};
+struct PackedPart {
+  std::string name;
+  int block;    // -1 outside the blocks
+  Tensor flat;  // [numel] over every member; undefined in a layout
+  std::vector<PackedMember> members;
+  std::int64_t numel() const;
+};
+// The packing without allocating (member tensors point into `w`).
 // Per-sequence K/V storage for every layer: [slots, Hkv, max_len, D] each.
 class KVCache {
  public:
@@ -89,6 +108,8 @@ class Model {
   const ModelWeights& weights() const { return w_; }
   // Every parameter under its Hugging Face name (tied lm_head omitted).
   std::vector<NamedParam> parameters();
+  // The weights' buffers, one per part (allocate_packed).
+  const std::vector<PackedPart>& packed_weights() const { return packed_; }
   std::int64_t weight_bytes() const;
   // RoPE inverse frequencies after scaling, [head_dim / 2].
   const Tensor& rope_frequencies() const { return inv_freq_; }
@@ -110,9 +131,10 @@ class Model {
 
  private:
   Model() = default;
-  void allocate_weights();
+  void allocate_weights();  // packed per part (allocate_packed), zero-filled
   ModelConfig config_;
   ModelWeights w_;
+  std::vector<PackedPart> packed_;
   Tensor inv_freq_;  // [D/2], RoPE frequencies after scaling
   std::unique_ptr<Tokenizer> tokenizer_;
   fs::path dir_;
@@ -121,6 +143,13 @@ class Model {
 // Every parameter slot of a weights-shaped struct under its Hugging Face name
 // (checkpoint order; tied lm_head and fused views omitted).
 std::vector<NamedParam> named_parameters(const ModelConfig& c, ModelWeights& w);
+
+std::vector<PackedPart> packed_layout(const ModelConfig& c, ModelWeights& w,
+                                      const std::function<bool(const NamedParam&)>& include);
+// Allocates the included slots of `w` (shaped as `c` implies) packed as above,
+// zero-filled on the CPU, and binds fused views. Parts with no member are omitted.
+std::vector<PackedPart> allocate_packed(const ModelConfig& c, ModelWeights& w, DType dtype, MemCategory cat,
+                                        const std::function<bool(const NamedParam&)>& include);
 
 // Names, shapes and blocks of every parameter a config implies (checkpoint order).
 struct ParamShape {

@@ -296,15 +296,21 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
     mark_end();
     return loss;
   }
+  if (grads_ready_ && grads->lm_head.defined() && !c.tie_word_embeddings) grads_ready_({StepPart::LmHead, -1});
 
   mark(StepPart::FinalNorm, -1, StepPhase::BackwardDX);
   Tensor dx = first(dx_, n);
   ops::rmsnorm_backward(fx, model_.weights().final_norm, dfinal, eps, c.norm_unit_offset, dx, opt_mut(grads->final_norm));
-  for (std::int64_t l = L - 1; l >= 0 && modes_[l] != BlockMode::NoBackward; --l) block_backward(l, n, grads->blocks[l]);
+  if (grads_ready_ && grads->final_norm.defined()) grads_ready_({StepPart::FinalNorm, -1});
+  for (std::int64_t l = L - 1; l >= 0 && modes_[l] != BlockMode::NoBackward; --l) {
+    block_backward(l, n, grads->blocks[l]);
+    if (grads_ready_) grads_ready_({StepPart::Block, l});
+  }
   if (grads->embed_tokens.defined() && (L == 0 || modes_[0] != BlockMode::NoBackward)) {
     mark(StepPart::Embeddings, -1, StepPhase::BackwardDW);
     ops::embedding_backward(first(ids_, n), dx, embed_scale, grads->embed_tokens);
   }
+  if (grads_ready_ && grads->embed_tokens.defined()) grads_ready_({StepPart::Embeddings, -1});
   mark_end();
   return loss;
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -99,6 +100,12 @@ class TrainingGraph {
   // Reports the phases of every later step/evaluate to `timer` (null = off; then
   // the hooks cost one null check each). Numerics are unchanged either way.
   void set_phase_timer(PhaseTimer* timer) { timer_ = timer; }
+  // Called during step() as soon as a part's weight gradients are final for
+  // this micro-batch (lm_head, final_norm, block.<L-1> ... block.0, embeddings,
+  // in that order; parts that train nothing are skipped), so data parallel can
+  // reduce them while backward goes on. Null = off.
+  using GradsReadyHook = std::function<void(const StepPart&)>;
+  void set_grads_ready_hook(GradsReadyHook hook) { grads_ready_ = std::move(hook); }
 
  private:
   struct Saved {  // per block; undefined tensors are not kept in this mode
@@ -123,6 +130,7 @@ class TrainingGraph {
   std::vector<ops::AttentionSeq> seqs_;
   std::vector<Tensor> owned_;  // every buffer, allocated from buffer_specs
   PhaseTimer* timer_ = nullptr;
+  GradsReadyHook grads_ready_;
   bool phase_open_ = false;
   StepPart open_part_{StepPart::Embeddings, -1};
   StepPhase open_phase_ = StepPhase::Forward;

@@ -4,6 +4,7 @@
 
 #include "engine/error.h"
 #include "models/model.h"
+#include "trainer/data_parallel.h"
 
 namespace sppft {
 
@@ -38,8 +39,16 @@ std::vector<BlockMode> block_modes(const FreezePlan& plan, std::int64_t num_laye
   return modes;
 }
 
+std::vector<std::int64_t> trainable_part_numels(const ModelConfig& c, const FreezePlan& plan) {
+  ModelWeights slots;
+  std::vector<std::int64_t> out;
+  for (const auto& part : packed_layout(c, slots, [&](const NamedParam& p) { return plan.trains(p.name, p.block, c); }))
+    out.push_back(part.numel());
+  return out;
+}
+
 MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& plan, std::int64_t micro_batch,
-                                     std::int64_t seq, Precision p, std::int64_t loss_chunk) {
+                                     std::int64_t seq, Precision p, std::int64_t loss_chunk, DataParallelShape dp) {
   MemoryBreakdown m;
   auto add = [&](MemCategory cat, std::size_t b) { m.bytes[static_cast<std::size_t>(cat)] += b; };
   const std::size_t wbytes = p == Precision::FP32 ? 4 : 2;
@@ -49,11 +58,15 @@ MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& pla
     if (plan.trains(ps.name, ps.block, c)) {
       m.trainable_params += static_cast<std::int64_t>(n);
       add(MemCategory::Grads, n * wbytes);
-      if (p == Precision::BF16Mixed) add(MemCategory::Master, n * 4);
-      add(MemCategory::Optimizer, n * 8);
     } else {
       m.frozen_params += static_cast<std::int64_t>(n);
     }
+  }
+  // Optimizer state per part: the whole part, or this rank's ZeRO-1 slice of it.
+  for (auto n : trainable_part_numels(c, plan)) {
+    const std::size_t own = dp.zero1 ? shard_counts(n, dp.world)[dp.rank] : static_cast<std::size_t>(n);
+    if (p == Precision::BF16Mixed) add(MemCategory::Master, own * 4);
+    add(MemCategory::Optimizer, own * 8);
   }
   add(MemCategory::Workspace, static_cast<std::size_t>(c.head_dim / 2) * 4);  // RoPE frequencies
   for (auto spec : TrainingGraph::buffer_specs(c, block_modes(plan, c.num_layers), micro_batch * seq, loss_chunk)) {

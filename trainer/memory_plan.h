@@ -36,10 +36,23 @@ struct MemoryBreakdown {
 // Which blocks need which backward, from the freeze plan.
 std::vector<BlockMode> block_modes(const FreezePlan& plan, std::int64_t num_layers);
 
-// Bytes of a training run: weights + grads + master + optimizer + the
-// TrainingGraph's activation and workspace buffers for micro_batch * seq tokens.
+// One rank of a data-parallel run (trainer/data_parallel.h). With ZeRO-1 the
+// rank holds the optimizer moments (and fp32 master weights) of its slice of
+// every trainable part only.
+struct DataParallelShape {
+  int world = 1, rank = 0;
+  bool zero1 = false;
+};
+
+// Bytes of a training run (on one rank): weights + grads + master + optimizer +
+// the TrainingGraph's activation and workspace buffers for micro_batch * seq tokens.
 MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& plan, std::int64_t micro_batch,
-                                     std::int64_t seq, Precision p, std::int64_t loss_chunk = 256);
+                                     std::int64_t seq, Precision p, std::int64_t loss_chunk = 256,
+                                     DataParallelShape dp = {});
+
+// Elements of every trainable part's gradient buffer, forward order
+// (embeddings, block.<k>..., final_norm, lm_head): the units of reduction.
+std::vector<std::int64_t> trainable_part_numels(const ModelConfig& c, const FreezePlan& plan);
 
 // A measured breakdown from the allocator's per-category peaks.
 MemoryBreakdown measured_memory(const MemoryStats& s);

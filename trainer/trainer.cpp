@@ -5,8 +5,10 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <random>
+#include <thread>
 
 #include "engine/error.h"
 #include "engine/json.h"
@@ -19,17 +21,6 @@ namespace sppft {
 
 namespace {
 
-struct ParamSlot {
-  std::string name;
-  Tensor* weight;
-  Tensor grad, m, v;  // defined only for trainable tensors
-  bool decay;
-};
-
-bool is_norm_or_bias(const std::string& name) {
-  return name.find("norm") != std::string::npos || name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-}
-
 // Copies the tokenizer and generation files so OUT is a complete checkpoint.
 void copy_side_files(const fs::path& from, const fs::path& to) {
   for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -39,19 +30,17 @@ void copy_side_files(const fs::path& from, const fs::path& to) {
   }
 }
 
-void save_state(const fs::path& out, Model& model, std::vector<ParamSlot>& slots, std::int64_t step, const Json& meta) {
+// Every rank calls (the ZeRO-1 optimizer state is gathered); rank 0 writes.
+void save_state(const fs::path& out, Model& model, DataParallel& dp, std::int64_t step, const Json& meta) {
+  std::vector<std::vector<float>> staging;
+  std::vector<TensorToWrite> moments = dp.gather_moments(staging);
+  if (dp.rank() != 0) return;
   // Written whole into checkpoint.tmp, then swapped in: a kill at any moment
   // leaves the previous checkpoint or the new one, never a mix.
   const fs::path tmp = out / "checkpoint.tmp", dst = out / "checkpoint", old = out / "checkpoint.old";
   std::error_code ec;
   fs::remove_all(tmp, ec);
   model.save(tmp, DType::F32);
-  std::vector<TensorToWrite> moments;
-  for (auto& s : slots) {
-    if (!s.grad.defined()) continue;
-    moments.push_back({"m." + s.name, DType::F32, s.m.shape(), s.m.raw()});
-    moments.push_back({"v." + s.name, DType::F32, s.v.shape(), s.v.raw()});
-  }
   write_safetensors(tmp / "optimizer.safetensors", moments);
   Json state = meta;
   state["step"] = step;
@@ -62,27 +51,31 @@ void save_state(const fs::path& out, Model& model, std::vector<ParamSlot>& slots
   fs::remove_all(old, ec);
 }
 
-std::int64_t load_state(const fs::path& out, Model& model, std::vector<ParamSlot>& slots, const Json& meta) {
+// Any world size resumes any checkpoint with the same global batch: weights
+// are whole on every rank, and each rank reads its slice of the moments.
+std::int64_t load_state(const fs::path& out, Model& model, DataParallel& dp, const Json& meta) {
   const fs::path dir = out / "checkpoint";
   if (!fs::exists(dir / "trainer_state.json"))
     throw InputError(dir.string() + ": no checkpoint to resume from (trainer_state.json missing)");
   Json state = read_json_file(dir / "trainer_state.json");
-  for (const char* key : {"freeze", "seed", "data", "micro_batch", "grad_accum", "cutoff"})
+  for (const char* key : {"freeze", "seed", "data", "global_batch", "cutoff"})
     if (state.value(key, Json()) != meta.value(key, Json()))
       throw InputError((dir / "trainer_state.json").string() + ": field '" + key + "' is " + state.value(key, Json()).dump() +
-                       " but this run has " + meta.value(key, Json()).dump() + " (resume with the same settings)");
+                       " but this run has " + meta.value(key, Json()).dump() +
+                       " (resume with the same settings; global_batch = micro-batch x grad-accum x ranks)");
   model.load_weights_from(dir);
-  Checkpoint opt = Checkpoint::from_file(dir / "optimizer.safetensors");
-  for (auto& s : slots) {
-    if (!s.grad.defined()) continue;
-    for (auto [prefix, t] : {std::pair{"m.", &s.m}, std::pair{"v.", &s.v}}) {
-      const TensorEntry& e = opt.entry(prefix + s.name);
-      if (e.shape != t->shape() || e.dtype != DType::F32)
-        throw InputError((dir / "optimizer.safetensors").string() + ": tensor '" + prefix + s.name + "' does not match this model");
-      std::copy_n(reinterpret_cast<const float*>(e.data), t->numel(), t->data<float>());
-    }
-  }
+  dp.load_moments(Checkpoint::from_file(dir / "optimizer.safetensors"), (dir / "optimizer.safetensors").string());
   return json_get<std::int64_t>(state, "step", (dir / "trainer_state.json").string());
+}
+
+// Test hooks: a rank that dies without warning, or hangs, after a given step
+// (SIGKILL resume test, data-parallel fault tests). SPPFT_TEST_FAULT_RANK limits it to one rank.
+void test_fault_hooks(std::int64_t step, int rank) {
+  const char* only = std::getenv("SPPFT_TEST_FAULT_RANK");
+  if (only && std::atoi(only) != rank) return;
+  if (const char* k = std::getenv("SPPFT_TEST_KILL_AFTER_STEP"); k && std::atoll(k) == step) std::raise(SIGKILL);
+  if (const char* h = std::getenv("SPPFT_TEST_HANG_AFTER_STEP"); h && std::atoll(h) == step)
+    std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
 // The examples of optimizer step `step` (0-based): epoch order is a pure
@@ -103,6 +96,15 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
     throw InputError("--out " + o.out.string() + ": exists and is a file, expected a directory");
   if (o.micro_batch < 1 || o.grad_accum < 1 || o.cutoff < 2) throw InputError("--micro-batch, --grad-accum must be >= 1 and --cutoff >= 2");
   if (!(o.lr > 0)) throw InputError("--lr must be positive");
+  if (o.dist_timeout_s < 1) throw InputError("--dist-timeout must be >= 1 second");
+
+  // Ranks: one process per device, from the launcher's environment.
+  const LaunchInfo launch = detect_launch();
+  const std::chrono::seconds timeout(o.dist_timeout_s);
+  std::unique_ptr<Communicator> comm = make_host_communicator(launch, o.dist, timeout);
+  std::unique_ptr<CommQueue> queue = comm->world() > 1 ? std::make_unique<CommQueue>(*comm, timeout) : nullptr;
+  const int rank = comm->rank(), world = comm->world();
+  const bool lead = rank == 0, quiet = o.quiet || !lead;
 
   // Measured bytes are what this run adds to what is already alive.
   Allocator& alloc = Allocator::for_device(Device::CPU);
@@ -136,7 +138,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
     examples.push_back(std::move(ex));
   }
   if (examples.empty()) throw InputError(o.data.string() + ": no example has a response token within --cutoff " + std::to_string(dopt.cutoff));
-  if (skipped && !o.quiet)
+  if (skipped && !quiet)
     std::fprintf(stderr, "train: skipped %zu of %zu examples whose response lies past --cutoff %lld\n", skipped, records.size(),
                  (long long)dopt.cutoff);
   std::vector<std::size_t> all = epoch_order(examples.size(), o.seed, -1);
@@ -146,48 +148,43 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   std::vector<std::size_t> val(all.begin(), all.begin() + o.val_size), train_idx(all.begin() + o.val_size, all.end());
   std::sort(train_idx.begin(), train_idx.end());
 
-  // Trainable tensors get a gradient and Adam moments; frozen ones nothing.
+  // Trainable tensors get a gradient (packed per part, the unit of reduction)
+  // and Adam moments (this rank's slice with ZeRO-1); frozen ones nothing.
   ModelWeights grads;
-  grads.blocks.resize(c.num_layers);
-  std::vector<ParamSlot> slots;
-  auto weights = model->parameters();
-  auto grad_slots = named_parameters(c, grads);
-  for (std::size_t i = 0; i < weights.size(); ++i) {
-    ParamSlot s{weights[i].name, weights[i].tensor, {}, {}, {}, o.decay_norms_and_biases || !is_norm_or_bias(weights[i].name)};
-    if (plan.trains(weights[i].name, weights[i].block, c)) {
-      *grad_slots[i].tensor = Tensor::zeros(weights[i].tensor->shape(), DType::F32, MemCategory::Grads);
-      s.grad = *grad_slots[i].tensor;
-      s.m = Tensor::zeros(s.grad.shape(), DType::F32, MemCategory::Optimizer);
-      s.v = Tensor::zeros(s.grad.shape(), DType::F32, MemCategory::Optimizer);
-    }
-    slots.push_back(std::move(s));
-  }
-  bind_fused_views(c, grads);
+  auto grad_parts = allocate_packed(c, grads, DType::F32, MemCategory::Grads,
+                                    [&](const NamedParam& p) { return plan.trains(p.name, p.block, c); });
+  DataParallel dp(*model, std::move(grad_parts), queue.get(), o.zero1,
+                  {o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_norms_and_biases});
   const auto modes = block_modes(plan, c.num_layers);
   TrainingGraph graph(*model, modes, o.micro_batch * dopt.cutoff);
 
   TrainResult result;
-  result.predicted = plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, Precision::FP32);
-  const std::int64_t per_step = o.micro_batch * o.grad_accum;
+  result.rank = rank;
+  result.world = world;
+  result.predicted = plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, Precision::FP32, 256, {world, rank, o.zero1});
+  result.comm_planned = plan_comm_bytes(trainable_part_numels(c, plan), world, o.zero1, sizeof(float));
+  const std::int64_t per_rank = o.micro_batch * o.grad_accum, per_step = per_rank * world;
   const std::int64_t steps_per_epoch = (static_cast<std::int64_t>(train_idx.size()) + per_step - 1) / per_step;
   const std::int64_t total_steps = o.max_steps > 0 ? o.max_steps : o.epochs * steps_per_epoch;
-  if (!o.quiet) {
-    std::fprintf(stderr, "train: %s, %zu training / %zu validation examples, %lld steps of %lld examples\n",
-                 plan.describe().c_str(), train_idx.size(), val.size(), (long long)total_steps, (long long)per_step);
-    std::fprintf(stderr, "train: %lld trainable / %lld frozen parameters; predicted memory (fp32):\n%s",
+  if (!quiet) {
+    std::fprintf(stderr, "train: %s, %zu training / %zu validation examples, %lld steps of %lld examples", plan.describe().c_str(),
+                 train_idx.size(), val.size(), (long long)total_steps, (long long)per_step);
+    if (world > 1)
+      std::fprintf(stderr, " (%d ranks x %lld, %s%s)", world, (long long)per_rank, comm->backend().c_str(), o.zero1 ? ", ZeRO-1" : "");
+    std::fprintf(stderr, "\ntrain: %lld trainable / %lld frozen parameters; predicted memory (fp32%s):\n%s",
                  (long long)result.predicted.trainable_params, (long long)result.predicted.frozen_params,
-                 format_memory_table(result.predicted, nullptr).c_str());
+                 world > 1 ? ", rank 0" : "", format_memory_table(result.predicted, nullptr).c_str());
   }
 
-  ensure_directory(o.out);
+  if (lead) ensure_directory(o.out);
   Json meta = {{"freeze", plan.describe()}, {"seed", o.seed}, {"data", fs::absolute(o.data).string()},
-               {"micro_batch", o.micro_batch}, {"grad_accum", o.grad_accum}, {"cutoff", dopt.cutoff},
-               {"model_config", model_config_to_json(c)}};
+               {"global_batch", per_step}, {"micro_batch", o.micro_batch}, {"grad_accum", o.grad_accum},
+               {"world_size", world}, {"zero1", o.zero1}, {"cutoff", dopt.cutoff}, {"model_config", model_config_to_json(c)}};
   std::int64_t start_step = 0;
   const fs::path metrics_path = o.out / "metrics.jsonl";
   std::string metrics_text;
   if (o.resume) {
-    start_step = load_state(o.out, *model, slots, meta);
+    start_step = load_state(o.out, *model, dp, meta);
     // Keep the metrics of the steps the checkpoint covers; the rest are redone.
     std::string old = fs::exists(metrics_path) ? read_file(metrics_path) : "";
     std::size_t pos = 0;
@@ -199,21 +196,23 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
       if (j.value("step", std::int64_t{0}) <= start_step) metrics_text += line + "\n";
       pos = end + 1;
     }
-    if (!o.quiet) std::fprintf(stderr, "train: resumed from %s at step %lld\n", (o.out / "checkpoint").c_str(), (long long)start_step);
+    if (!quiet) std::fprintf(stderr, "train: resumed from %s at step %lld\n", (o.out / "checkpoint").c_str(), (long long)start_step);
   }
-  atomic_write_text(metrics_path, metrics_text);
+  if (lead) atomic_write_text(metrics_path, metrics_text);
 
+  // Validation: each rank evaluates every world-th micro-batch; sums are reduced.
   auto validation_loss = [&]() {
-    LossSum total;
-    for (std::size_t i = 0; i < val.size(); i += o.micro_batch) {
+    double sums[2] = {0, 0};
+    for (std::size_t i = rank * o.micro_batch; i < val.size(); i += o.micro_batch * world) {
       std::vector<TrainSequence> batch;
       for (std::size_t j = i; j < std::min(val.size(), i + static_cast<std::size_t>(o.micro_batch)); ++j)
         batch.push_back({&examples[val[j]].ids, &examples[val[j]].labels});
       LossSum l = graph.evaluate(batch);
-      total.sum += l.sum;
-      total.tokens += l.tokens;
+      sums[0] += l.sum;
+      sums[1] += static_cast<double>(l.tokens);
     }
-    return total.tokens ? total.sum / total.tokens : 0.0;
+    dp.all_reduce(sums, 2);
+    return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
   };
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -227,50 +226,48 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
       order = epoch_order(train_idx.size(), o.seed, epoch);
       cached_epoch = epoch;
     }
-    // The examples of this step, split into micro-batches; loss normalised over all their tokens.
-    std::vector<const SftExample*> step_examples;
-    for (std::int64_t i = in_epoch * per_step; i < std::min<std::int64_t>((in_epoch + 1) * per_step, train_idx.size()); ++i)
-      step_examples.push_back(&examples[train_idx[order[i]]]);
+    // The global batch of this step; this rank takes its contiguous share, split
+    // into micro-batches. The loss is normalised over the global batch's tokens.
+    const std::int64_t g0 = in_epoch * per_step, g1 = std::min<std::int64_t>(g0 + per_step, train_idx.size());
     std::int64_t step_tokens = 0, step_all_tokens = 0;
-    for (auto* e : step_examples) {
+    std::vector<const SftExample*> mine;
+    for (std::int64_t i = g0; i < g1; ++i) {
+      const SftExample* e = &examples[train_idx[order[i]]];
       step_tokens += std::count_if(e->labels.begin() + 1, e->labels.end(), [](std::int32_t l) { return l != kIgnoreLabel; });
       step_all_tokens += static_cast<std::int64_t>(e->ids.size());
+      if ((i - g0) / per_rank == rank) mine.push_back(e);
     }
-    for (auto& s : slots)
-      if (s.grad.defined()) std::fill_n(s.grad.data<float>(), s.grad.numel(), 0.0f);
+    dp.zero_grads();
     LossSum loss;
     const float scale = step_tokens ? 1.0f / static_cast<float>(step_tokens) : 0.0f;
-    for (std::size_t i = 0; i < step_examples.size(); i += o.micro_batch) {
+    for (std::size_t i = 0; i < mine.size(); i += o.micro_batch) {
       std::vector<TrainSequence> batch;
-      for (std::size_t j = i; j < std::min(step_examples.size(), i + static_cast<std::size_t>(o.micro_batch)); ++j)
-        batch.push_back({&step_examples[j]->ids, &step_examples[j]->labels});
+      for (std::size_t j = i; j < std::min(mine.size(), i + static_cast<std::size_t>(o.micro_batch)); ++j)
+        batch.push_back({&mine[j]->ids, &mine[j]->labels});
+      // Reduce each part as soon as the last micro-batch's backward finishes it.
+      const bool last = i + o.micro_batch >= mine.size();
+      graph.set_grads_ready_hook(last && world > 1 ? TrainingGraph::GradsReadyHook([&](const StepPart& p) { dp.part_ready(p.name()); })
+                                                   : TrainingGraph::GradsReadyHook());
       LossSum l = graph.step(batch, grads, scale);
       loss.sum += l.sum;
       loss.tokens += l.tokens;
     }
-    const double mean_loss = loss.tokens ? loss.sum / loss.tokens : 0.0;
-    if (!std::isfinite(mean_loss)) {
+    graph.set_grads_ready_hook({});
+    const double norm = dp.reduce_gradients();
+    double sums[2] = {loss.sum, static_cast<double>(loss.tokens)};
+    dp.all_reduce(sums, 2);
+    const double mean_loss = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+    if (!std::isfinite(mean_loss) || !std::isfinite(norm)) {
       bar.finish();
-      throw RuntimeFailure("loss is " + std::to_string(mean_loss) + " at step " + std::to_string(step + 1) +
+      throw RuntimeFailure(std::string(std::isfinite(mean_loss) ? "gradient norm" : "loss") + " is " +
+                           std::to_string(std::isfinite(mean_loss) ? norm : mean_loss) + " at step " + std::to_string(step + 1) +
                            "; stopped, the last good checkpoint in " + (o.out / "checkpoint").string() + " is kept");
     }
-    double sq = 0;
-    for (auto& s : slots)
-      if (s.grad.defined()) sq += ops::sum_squares(s.grad);
-    const double norm = std::sqrt(sq);
-    if (o.clip > 0 && norm > o.clip) {  // as torch.nn.utils.clip_grad_norm_
-      const float coef = static_cast<float>(o.clip / (norm + 1e-6));
-      for (auto& s : slots)
-        if (s.grad.defined()) ops::scale_inplace(s.grad, coef);
-    }
+    if (o.clip > 0 && norm > o.clip) dp.scale_gradients(static_cast<float>(o.clip / (norm + 1e-6)));  // as clip_grad_norm_
     const double lr = learning_rate(o.schedule, o.lr, step, o.warmup, total_steps);
-    for (auto& s : slots) {
-      if (!s.grad.defined()) continue;
-      ops::AdamWParams hp{lr, o.beta1, o.beta2, o.eps, s.decay ? o.weight_decay : 0.0};
-      ops::adamw_step(*s.weight, s.grad, s.m, s.v, hp, step + 1);
-    }
+    dp.optimizer_step(lr, step + 1);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
-    StepRecord rec{step + 1, mean_loss, lr, norm, step_all_tokens / std::max(secs, 1e-9)};
+    StepRecord rec{step + 1, mean_loss, lr, norm, step_all_tokens / std::max(secs, 1e-9), -1, std::nullopt};
     result.trained_tokens += step_all_tokens;
     if (!val.empty() && ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || step + 1 == total_steps))
       rec.val_loss = validation_loss();
@@ -281,24 +278,26 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
       for (std::size_t i = 0; i < kMemCategories; ++i) now.peak[i] -= before.current[i];
       result.measured = measured_memory(now);
     }
-    if (hook) hook(*model, rec);
-    Json line = {{"step", rec.step}, {"epoch", epoch}, {"loss", rec.loss}, {"lr", rec.lr}, {"grad_norm", rec.grad_norm},
-                 {"tokens_per_s", rec.tokens_per_s}};
-    if (rec.val_loss >= 0) line["val_loss"] = rec.val_loss;
-    if (rec.probe_gap_deg) line["probe_gap_deg"] = *rec.probe_gap_deg;
-    metrics_text += line.dump() + "\n";
-    atomic_write_text(metrics_path, metrics_text);
+    if (hook && lead) hook(*model, rec);
+    result.comm_per_step = dp.bytes_per_step();
+    if (lead) {
+      Json line = {{"step", rec.step}, {"epoch", epoch}, {"loss", rec.loss}, {"lr", rec.lr}, {"grad_norm", rec.grad_norm},
+                   {"tokens_per_s", rec.tokens_per_s}};
+      if (rec.val_loss >= 0) line["val_loss"] = rec.val_loss;
+      if (rec.probe_gap_deg) line["probe_gap_deg"] = *rec.probe_gap_deg;
+      if (world > 1) line["comm_bytes"] = result.comm_per_step.payload();
+      metrics_text += line.dump() + "\n";
+      atomic_write_text(metrics_path, metrics_text);
+    }
     result.steps.push_back(rec);
     if (o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 < total_steps)
-      save_state(o.out, *model, slots, step + 1, meta);
-    if (!o.quiet) {
+      save_state(o.out, *model, dp, step + 1, meta);
+    if (!quiet) {
       char extra[96];
       std::snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", rec.loss, rec.lr, rec.tokens_per_s);
       bar.update(static_cast<std::size_t>(step + 1), extra);
     }
-    // Test hook: die without warning after a given step (SIGKILL resume test).
-    if (const char* kill_at = std::getenv("SPPFT_TEST_KILL_AFTER_STEP"); kill_at && std::atoll(kill_at) == step + 1)
-      std::raise(SIGKILL);
+    test_fault_hooks(step + 1, rank);
   }
   bar.finish();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -309,15 +308,44 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   result.measured.trainable_params = result.predicted.trainable_params;
   result.measured.frozen_params = result.predicted.frozen_params;
 
+  // Every rank's measured peaks, gathered on rank 0 for the report.
+  std::vector<double> rank_bytes(static_cast<std::size_t>(world) * kMemCategories, 0.0);
+  for (std::size_t i = 0; i < kMemCategories; ++i) rank_bytes[rank * kMemCategories + i] = static_cast<double>(result.measured.bytes[i]);
+  dp.all_reduce(rank_bytes.data(), rank_bytes.size());
+  for (int r = 0; r < world; ++r) {
+    MemoryBreakdown m;
+    for (std::size_t i = 0; i < kMemCategories; ++i) m.bytes[i] = static_cast<std::size_t>(rank_bytes[r * kMemCategories + i]);
+    result.measured_per_rank.push_back(m);
+  }
+
   // The final model in Hugging Face format, plus the resumable state.
-  model->save(o.out, DType::F32);
-  copy_side_files(o.model_dir, o.out);
-  save_state(o.out, *model, slots, total_steps, meta);
-  Json mem = {{"device", "cpu"}, {"precision", "fp32"}, {"predicted", result.predicted.to_json()},
-              {"measured_peak", result.measured.to_json()}};
-  if (with_hook.total() != result.measured.total())  // transient buffers of the step hook (safety probe)
-    mem["peak_including_safety_probe"] = with_hook.to_json();
-  atomic_write_text(o.out / "memory.json", mem.dump(2) + "\n");
+  if (lead) {
+    model->save(o.out, DType::F32);
+    copy_side_files(o.model_dir, o.out);
+  }
+  save_state(o.out, *model, dp, total_steps, meta);
+  if (lead) {
+    Json mem = {{"device", "cpu"}, {"precision", "fp32"}, {"predicted", result.predicted.to_json()},
+                {"measured_peak", result.measured.to_json()}};
+    if (with_hook.total() != result.measured.total())  // transient buffers of the step hook (safety probe)
+      mem["peak_including_safety_probe"] = with_hook.to_json();
+    if (world > 1) {
+      Json ranks = Json::array();
+      for (int r = 0; r < world; ++r)
+        ranks.push_back({{"rank", r},
+                         {"predicted", plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, Precision::FP32, 256,
+                                                            {world, r, o.zero1}).to_json()},
+                         {"measured_peak", result.measured_per_rank[r].to_json()}});
+      mem["world_size"] = world;
+      mem["zero1"] = o.zero1;
+      mem["backend"] = comm->backend();
+      mem["per_rank"] = ranks;
+      mem["comm_per_step_planned"] = result.comm_planned.to_json(world);
+      mem["comm_per_step_measured"] = result.comm_per_step.to_json(world);
+    }
+    atomic_write_text(o.out / "memory.json", mem.dump(2) + "\n");
+  }
+  queue.reset();  // joins the worker before the communicator goes
   return result;
 }
 

@@ -11,6 +11,7 @@
 
 #include "engine/prompts.h"
 #include "models/model.h"
+#include "trainer/data_parallel.h"
 #include "trainer/dataset.h"
 #include "trainer/freeze.h"
 #include "trainer/memory_plan.h"
@@ -34,6 +35,12 @@ struct TrainOptions {
   bool train_on_inputs = false;
   bool resume = false;
   bool quiet = false;  // no progress bar (tests)
+  // Data parallel (trainer/data_parallel.h): ranks come from the launcher's
+  // environment (trainer/comm.h). Each optimizer step takes micro_batch x
+  // grad_accum examples per rank.
+  std::string dist = "auto";  // auto | none | mpi | tcp
+  bool zero1 = false;
+  std::int64_t dist_timeout_s = 300;
 };
 
 struct StepRecord {
@@ -45,7 +52,10 @@ struct StepRecord {
 
 struct TrainResult {
   std::vector<StepRecord> steps;
-  MemoryBreakdown predicted, measured;
+  MemoryBreakdown predicted, measured;  // this rank's
+  int rank = 0, world = 1;
+  std::vector<MemoryBreakdown> measured_per_rank;  // on rank 0: every rank's measured peaks
+  CommBytes comm_per_step, comm_planned;
   double seconds = 0;
   std::int64_t trained_tokens = 0;
 };

@@ -43,16 +43,23 @@ const char* kHelp =
     "                            N-N, degrees) of the last-token states at --probe-layers\n"
     "                            (default: the frozen range, else all blocks), logged as\n"
     "                            probe_gap_deg in metrics.jsonl: watch safety drift live\n"
-    "  --probe-every K           (default 10)   --probe-layers a-b\n";
+    "  --probe-every K           (default 10)   --probe-layers a-b\n\n"
+    "Data parallel (docs/distributed.md): start one process per rank with mpirun, or with\n"
+    "RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (torchrun / Slurm style). Each rank takes\n"
+    "micro-batch x grad-accum examples of every step's global batch.\n"
+    "  --dist B                  auto (default) | none | mpi | tcp\n"
+    "  --zero1                   shard optimizer state over ranks (reduce-scatter + all-gather)\n"
+    "  --dist-timeout S          a collective stuck this long ends the run (default 300)\n";
 }  // namespace
 
 int cmd_train(int argc, char** argv) {
   Args args(argc, argv,
             {"--data", "--out", "--freeze", "--lr", "--epochs", "--max-steps", "--micro-batch", "--grad-accum", "--cutoff",
              "--warmup", "--schedule", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip", "--seed", "--val-size",
-             "--eval-every", "--save-every", "--template", "--safety-probe", "--probe-every", "--probe-layers"},
+             "--eval-every", "--save-every", "--template", "--safety-probe", "--probe-every", "--probe-layers", "--dist",
+             "--dist-timeout"},
             {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases", "--train-on-inputs",
-             "--resume"});
+             "--resume", "--zero1"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
     return 0;
@@ -87,6 +94,9 @@ int cmd_train(int argc, char** argv) {
   o.tmpl = parse_template(args.get_or("--template", "alpaca"));
   o.train_on_inputs = args.has("--train-on-inputs");
   o.resume = args.has("--resume");
+  o.dist = args.get_or("--dist", "auto");
+  o.zero1 = args.has("--zero1");
+  o.dist_timeout_s = args.get_int("--dist-timeout", 300, 1, 86400 * 7);
   StepHook hook;
   std::unique_ptr<SafetyProbe> probe;
   std::int64_t probe_every = args.get_int("--probe-every", 10, 1, INT64_MAX);
@@ -109,12 +119,24 @@ int cmd_train(int argc, char** argv) {
     };
   }
   TrainResult r = train(o, hook);
+  if (r.rank != 0) return 0;  // rank 0 reports for the job
   const auto& last = r.steps.empty() ? StepRecord{0, 0, 0, 0, 0} : r.steps.back();
   std::printf("trained %lld steps in %.2f s (%.0f tokens/s); final loss %.4f%s\n", (long long)last.step, r.seconds,
               r.trained_tokens / std::max(r.seconds, 1e-9), last.loss,
               last.val_loss >= 0 ? (", validation loss " + std::to_string(last.val_loss)).c_str() : "");
-  std::printf("memory by category (predicted before the run, measured peak at the end):\n%s",
+  std::printf("memory by category%s (predicted before the run, measured peak at the end):\n%s", r.world > 1 ? " on rank 0" : "",
               format_memory_table(r.predicted, &r.measured).c_str());
+  if (r.world > 1) {
+    std::printf("per rank (measured peak):");
+    for (int k = 0; k < r.world; ++k)
+      std::printf(" rank %d %s (optimizer %s)", k, human_bytes(r.measured_per_rank[k].total()).c_str(),
+                  human_bytes(r.measured_per_rank[k].bytes[static_cast<std::size_t>(MemCategory::Optimizer)]).c_str());
+    const CommBytes& b = r.comm_per_step;
+    std::printf("\ncommunicated per step: %zu bytes (%s: all-reduce %zu, reduce-scatter %zu, all-gather %zu, scalars %zu); "
+                "ring-algorithm traffic per rank %s; planned %zu bytes\n",
+                b.payload(), human_bytes(static_cast<double>(b.payload())).c_str(), b.all_reduce, b.reduce_scatter, b.all_gather,
+                b.scalars, human_bytes(b.ring_bytes_per_rank(r.world)).c_str(), r.comm_planned.payload());
+  }
   std::printf("wrote %s (model), metrics.jsonl, memory.json, checkpoint/\n", o.out.c_str());
   return 0;
 }

@@ -1,0 +1,213 @@
+#include "trainer/data_parallel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "engine/error.h"
+
+namespace sppft {
+
+namespace {
+
+bool is_norm_or_bias(const std::string& name) {
+  return name.find("norm") != std::string::npos || (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+}
+
+}  // namespace
+
+std::vector<std::size_t> shard_counts(std::int64_t n, int world) {
+  std::vector<std::size_t> c(world, static_cast<std::size_t>(n / world));
+  for (int r = 0; r < n % world; ++r) ++c[r];
+  return c;
+}
+
+std::size_t shard_offset(const std::vector<std::size_t>& counts, int rank) {
+  std::size_t o = 0;
+  for (int r = 0; r < rank; ++r) o += counts[r];
+  return o;
+}
+
+double CommBytes::ring_bytes_per_rank(int world) const {
+  if (world < 2) return 0;
+  const double f = static_cast<double>(world - 1) / world;
+  return 2 * f * all_reduce + f * (reduce_scatter + all_gather) + 2 * f * scalars;
+}
+
+Json CommBytes::to_json(int world) const {
+  return {{"all_reduce_bytes", all_reduce}, {"reduce_scatter_bytes", reduce_scatter}, {"all_gather_bytes", all_gather},
+          {"scalar_bytes", scalars}, {"payload_bytes", payload()}, {"ring_bytes_per_rank", ring_bytes_per_rank(world)}};
+}
+
+CommBytes plan_comm_bytes(const std::vector<std::int64_t>& part_numels, int world, bool zero1, std::size_t elem_bytes) {
+  CommBytes b;
+  if (world < 2) return b;
+  for (auto n : part_numels) {
+    const std::size_t bytes = static_cast<std::size_t>(n) * elem_bytes;
+    if (zero1) {
+      b.reduce_scatter += bytes;
+      b.all_gather += bytes;
+    } else {
+      b.all_reduce += bytes;
+    }
+  }
+  b.scalars = 2 * sizeof(double) + (zero1 ? sizeof(double) : 0);  // loss sum + tokens; ZeRO: the norm's partial sums
+  return b;
+}
+
+DataParallel::DataParallel(Model& model, std::vector<PackedPart> grads, CommQueue* queue, bool zero1, Hyper hyper)
+    : model_(model), queue_(queue), zero1_(zero1), hyper_(hyper) {
+  if (queue_) {
+    rank_ = queue_->comm().rank();
+    world_ = queue_->comm().world();
+  }
+  std::map<std::string, const PackedPart*> weight_part;
+  for (const auto& p : model_.packed_weights()) weight_part[p.name] = &p;
+  std::reverse(grads.begin(), grads.end());  // allocation order is forward order
+  for (auto& g : grads) {
+    Part p;
+    const PackedPart& w = *weight_part.at(g.name);
+    std::map<std::string, std::int64_t> w_offset;
+    for (const auto& m : w.members) w_offset[m.param.name] = m.offset;
+    const std::int64_t base = w_offset.at(g.members.front().param.name), n = g.numel();
+    for (const auto& m : g.members)
+      if (w_offset.at(m.param.name) != base + m.offset)
+        throw std::logic_error("DataParallel: trainable tensors of " + g.name + " are not contiguous in the packed weights");
+    p.weights = w.flat.view(base, {n});
+    p.counts = zero1_ ? shard_counts(n, world_) : std::vector<std::size_t>(world_, 0);
+    p.own_begin = zero1_ ? static_cast<std::int64_t>(shard_offset(p.counts, rank_)) : 0;
+    p.own_len = zero1_ ? static_cast<std::int64_t>(p.counts[rank_]) : n;
+    p.m = Tensor::zeros({p.own_len}, DType::F32, MemCategory::Optimizer);
+    p.v = Tensor::zeros({p.own_len}, DType::F32, MemCategory::Optimizer);
+    for (std::size_t i = 0; i < g.members.size(); ++i) {
+      const auto& m = g.members[i];
+      const std::int64_t b = std::max(m.offset, p.own_begin),
+                         e = std::min(m.offset + shape_numel(m.shape), p.own_begin + p.own_len);
+      if (b < e)
+        p.segments.push_back({static_cast<int>(i), b, e - b, hyper_.decay_norms_and_biases || !is_norm_or_bias(m.param.name)});
+    }
+    p.grad = std::move(g);
+    parts_.push_back(std::move(p));
+  }
+}
+
+void DataParallel::zero_grads() {
+  for (auto& p : parts_) {
+    std::memset(p.grad.flat.raw(), 0, p.grad.flat.nbytes());
+    p.submitted = false;
+  }
+}
+
+void DataParallel::submit(Part& p) {
+  p.submitted = true;
+  if (world_ < 2) return;
+  float* data = p.grad.flat.data<float>();
+  const std::size_t n = static_cast<std::size_t>(p.grad.flat.numel());
+  Communicator& comm = queue_->comm();
+  if (zero1_) {
+    counting_.reduce_scatter += n * sizeof(float);
+    queue_->submit("reduce-scatter of " + p.grad.name + " gradients", [&comm, data, &p] { comm.reduce_scatter_sum(data, p.counts); });
+  } else {
+    counting_.all_reduce += n * sizeof(float);
+    queue_->submit("all-reduce of " + p.grad.name + " gradients", [&comm, data, n] { comm.all_reduce_sum(data, n); });
+  }
+}
+
+void DataParallel::part_ready(const std::string& part) {
+  auto it = std::find_if(parts_.begin(), parts_.end(), [&](const Part& p) { return p.grad.name == part; });
+  if (it == parts_.end()) return;  // trains nothing
+  for (auto j = parts_.begin(); j <= it; ++j)
+    if (!j->submitted) submit(*j);
+}
+
+double DataParallel::reduce_gradients() {
+  for (auto& p : parts_)
+    if (!p.submitted) submit(p);
+  if (queue_) queue_->wait_all();
+  double sq = 0;
+  for (auto& p : parts_)
+    if (p.own_len) sq += ops::sum_squares(p.grad.flat.view(p.own_begin, {p.own_len}));
+  if (zero1_ && world_ > 1) all_reduce(&sq, 1);
+  return std::sqrt(sq);
+}
+
+void DataParallel::scale_gradients(float coef) {
+  for (auto& p : parts_) {
+    if (!p.own_len) continue;
+    Tensor g = p.grad.flat.view(p.own_begin, {p.own_len});
+    ops::scale_inplace(g, coef);
+  }
+}
+
+void DataParallel::optimizer_step(double lr, std::int64_t step) {
+  for (auto& p : parts_) {
+    for (const auto& s : p.segments) {
+      Tensor w = p.weights.view(s.begin, {s.len}), g = p.grad.flat.view(s.begin, {s.len});
+      Tensor m = p.m.view(s.begin - p.own_begin, {s.len}), v = p.v.view(s.begin - p.own_begin, {s.len});
+      ops::AdamWParams hp{lr, hyper_.beta1, hyper_.beta2, hyper_.eps, s.decay ? hyper_.weight_decay : 0.0};
+      ops::adamw_step(w, g, m, v, hp, step);
+    }
+    if (zero1_ && world_ > 1) {
+      float* data = p.weights.data<float>();
+      counting_.all_gather += static_cast<std::size_t>(p.weights.numel()) * sizeof(float);
+      Communicator& comm = queue_->comm();
+      queue_->submit("all-gather of " + p.grad.name + " weights", [&comm, data, &p] { comm.all_gather(data, p.counts); });
+    }
+  }
+  if (queue_) queue_->wait_all();
+  step_bytes_ = counting_;
+  counting_ = {};
+}
+
+void DataParallel::all_reduce(double* v, std::size_t n) {
+  if (world_ < 2) return;
+  counting_.scalars += n * sizeof(double);
+  Communicator& comm = queue_->comm();
+  queue_->run("all-reduce of " + std::to_string(n) + " scalars", [&comm, v, n] { comm.all_reduce_sum(v, n); });
+}
+
+std::vector<TensorToWrite> DataParallel::gather_moments(std::vector<std::vector<float>>& staging) {
+  std::vector<TensorToWrite> out;
+  staging.clear();
+  staging.reserve(2 * parts_.size());
+  for (auto it = parts_.rbegin(); it != parts_.rend(); ++it) {  // forward order in the file
+    Part& p = *it;
+    const float* full[2] = {p.m.data<float>(), p.v.data<float>()};
+    if (zero1_ && world_ > 1) {
+      for (int k = 0; k < 2; ++k) {
+        auto& buf = staging.emplace_back(static_cast<std::size_t>(p.grad.flat.numel()));
+        std::copy_n(full[k], p.own_len, buf.data() + p.own_begin);
+        Communicator& comm = queue_->comm();
+        float* data = buf.data();
+        queue_->run("all-gather of " + p.grad.name + " optimizer state (checkpoint)", [&comm, data, &p] { comm.all_gather(data, p.counts); });
+        full[k] = buf.data();
+      }
+    }
+    if (rank_ != 0) continue;
+    for (const auto& m : p.grad.members) {
+      out.push_back({"m." + m.param.name, DType::F32, m.shape, full[0] + m.offset});
+      out.push_back({"v." + m.param.name, DType::F32, m.shape, full[1] + m.offset});
+    }
+  }
+  return out;
+}
+
+void DataParallel::load_moments(const Checkpoint& ckpt, const std::string& file) {
+  for (auto& p : parts_) {
+    for (const auto& s : p.segments) {
+      const PackedMember& m = p.grad.members[s.member];
+      for (auto [prefix, dst] : {std::pair{"m.", &p.m}, std::pair{"v.", &p.v}}) {
+        if (!ckpt.has(prefix + m.param.name))
+          throw InputError(file + ": tensor '" + prefix + m.param.name + "' missing (was it saved with another --freeze?)");
+        const TensorEntry& e = ckpt.entry(prefix + m.param.name);
+        if (e.shape != m.shape || e.dtype != DType::F32)
+          throw InputError(file + ": tensor '" + prefix + m.param.name + "' does not match this model");
+        std::copy_n(reinterpret_cast<const float*>(e.data) + (s.begin - m.offset), s.len,
+                    dst->data<float>() + (s.begin - p.own_begin));
+      }
+    }
+  }
+}
+
+}  // namespace sppft
