@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake g++ make pkg-config libopenblas-openmp-dev libsentencepiece-dev nlohmann-json3-dev doctest-dev
-          libpcre2-dev python3 python3-venv)
+          libpcre2-dev openmpi-bin libopenmpi-dev python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 
 #include "engine/error.h"
 #include "models/presets.h"
+#include "trainer/data_parallel.h"
 #include "trainer/memory_plan.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
@@ -12,16 +13,19 @@ namespace sppft::cli {
 namespace {
 const char* kHelp =
     "usage: sppft memory (DIR | --preset NAME) [--freeze a-b] [--micro-batch B --seq T]\n"
-    "                    [--precision fp32|bf16-mixed] [--freeze-norms] [--freeze-embeddings] [--json]\n\n"
+    "                    [--precision fp32|bf16-mixed] [--freeze-norms] [--freeze-embeddings]\n"
+    "                    [--world N [--zero1] [--rank R]] [--json]\n\n"
     "Predicts, without allocating, the bytes a training run holds per category (weights,\n"
     "grads, master, optimizer, activations, workspace) for any config.json or a preset of\n"
     "the paper's models (llama-3-8b, llama-2-7b, gemma-2b, phi-3-mini). With --freeze it\n"
-    "also prints full fine-tuning for comparison.\n";
+    "also prints full fine-tuning for comparison. With --world N: one rank of an N-rank\n"
+    "data-parallel run (--zero1 shards the optimizer state; rank 0 holds the largest slice)\n"
+    "and the bytes it communicates per optimizer step.\n";
 }  // namespace
 
 int cmd_memory(int argc, char** argv) {
-  Args args(argc, argv, {"--preset", "--freeze", "--micro-batch", "--seq", "--precision"},
-            {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head"});
+  Args args(argc, argv, {"--preset", "--freeze", "--micro-batch", "--seq", "--precision", "--world", "--rank"},
+            {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--zero1"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
     return 0;
@@ -44,9 +48,17 @@ int cmd_memory(int argc, char** argv) {
   plan.norms = args.has("--freeze-norms");
   plan.embeddings = args.has("--freeze-embeddings");
   plan.lm_head = args.has("--freeze-lm-head") || (c.tie_word_embeddings && plan.embeddings);
-  MemoryBreakdown m = plan_training_memory(c, plan, mb, seq, prec);
+  const int world = static_cast<int>(args.get_int("--world", 1, 1, 1 << 20));
+  const DataParallelShape dp{world, static_cast<int>(args.get_int("--rank", 0, 0, world - 1)), args.has("--zero1")};
+  const std::size_t elem = prec == Precision::FP32 ? 4 : 2;
+  MemoryBreakdown m = plan_training_memory(c, plan, mb, seq, prec, 256, dp);
+  const CommBytes comm = plan_comm_bytes(trainable_part_numels(c, plan), world, dp.zero1, elem);
   if (args.has("--json")) {
     Json j = m.to_json();
+    j["world_size"] = world;
+    j["rank"] = dp.rank;
+    j["zero1"] = dp.zero1;
+    j["comm_per_step"] = comm.to_json(world);
     j["model"] = what;
     j["freeze"] = plan.describe();
     j["precision"] = precision_name(prec);
@@ -59,8 +71,17 @@ int cmd_memory(int argc, char** argv) {
               (long long)seq, precision_name(prec).c_str());
   std::printf("%lld trainable / %lld frozen parameters\n%s", (long long)m.trainable_params, (long long)m.frozen_params,
               format_memory_table(m, nullptr).c_str());
+  const FreezePlan none = FreezePlan::none(c.num_layers);
+  if (world > 1) {
+    const CommBytes full = plan_comm_bytes(trainable_part_numels(c, none), world, dp.zero1, elem);
+    std::printf("rank %d of %d%s; communicated per optimizer step: %s (ring traffic per rank %s)", dp.rank, world,
+                dp.zero1 ? ", ZeRO-1" : "", human_bytes(static_cast<double>(comm.payload())).c_str(),
+                human_bytes(comm.ring_bytes_per_rank(world)).c_str());
+    if (args.has("--freeze")) std::printf("; full fine-tuning %s", human_bytes(static_cast<double>(full.payload())).c_str());
+    std::printf("\n");
+  }
   if (args.has("--freeze")) {
-    MemoryBreakdown full = plan_training_memory(c, FreezePlan::none(c.num_layers), mb, seq, prec);
+    MemoryBreakdown full = plan_training_memory(c, none, mb, seq, prec, 256, dp);
     std::printf("full fine-tuning: %s total; the frozen blocks save %s (%.1f%%)\n", human_bytes(full.total()).c_str(),
                 human_bytes(static_cast<double>(full.total()) - m.total()).c_str(),
                 100.0 * (static_cast<double>(full.total()) - m.total()) / full.total());
