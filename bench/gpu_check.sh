@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# GPU check, first version: builds the CUDA backend for the local GPU and runs the tests
-# labelled `gpu` (tests/gpu/*_test.cpp: every CUDA op against the CPU reference).
+# GPU check: builds the CUDA backend for the local GPU, runs the tests labelled `gpu`
+# (tests/gpu/*_test.cpp: every CUDA op against the CPU reference, the NCCL communicator at
+# world size 1), then benchmarks: bench_kernels (each kernel's GB/s or TFLOP/s against the
+# copy bandwidth and BF16 GEMM rate it measures itself) and bench/torch_attention.py
+# (PyTorch SDPA at the same attention shape, per backend). Prints one table last.
 #
-#   bash bench/gpu_check.sh OUTDIR            from the repository root, on a machine with a GPU
-#   bash bench/gpu_check.sh --pack-deps DIR   on a machine WITH the build dependencies installed
-#                                             (Debian/Ubuntu): copies them into DIR, a prefix to
-#                                             carry to a GPU machine that lacks them (use .devdeps)
+#   source .devdeps/env.sh && bash bench/gpu_check.sh OUTDIR
+#                                     on the GPU machine, from the repository root, after
+#                                     ../shared/device/pack-deps.sh pkgconf-bin libpkgconf3 here
+#   bash bench/gpu_check.sh OUTDIR            where the build dependencies are installed
+#   bash bench/gpu_check.sh --pack-deps DIR   older way: copies the installed dependencies into
+#                                             DIR, a prefix to carry (SPPFT_DEPS_PREFIX=DIR)
 #
 # Writes OUTDIR/gpu_check.log (everything the stages printed), OUTDIR/summary.json (machine,
-# commit, per-stage status and seconds, per-test results) and OUTDIR/ctest-junit.xml.
-# Exit status: 0 when every gpu test passed on a real GPU, 1 otherwise.
+# commit, per-stage status and seconds, per-test results, benchmark numbers),
+# OUTDIR/ctest-junit.xml, OUTDIR/kernels.json and OUTDIR/torch_attention.json.
+# Exit status: 0 when every gpu test passed on a real GPU, 1 otherwise (benchmarks
+# never change it).
 #
-# Correctness only for now; kernel benchmarks (bytes/s and FLOP/s per op against the
-# measured ceilings of docs/gpu-results.md) come in a later version.
-#
-# Time: must finish well within 6 minutes. Each stage has its own limit (configure 60 s,
-# build 180 s, tests 90 s); the summary says which stage stopped. Only the gpu test
-# executables and the libraries they link are built, for one architecture.
+# Time: must finish within 6 minutes. Each stage has its own limit (configure 60 s,
+# build 180 s, tests 90 s, kernels 60 s, torch 45 s); the summary says which stage stopped.
+# Only the gpu test executables, bench_kernels and the libraries they link are built, for
+# one architecture.
 #
 # Environment:
 #   SPPFT_GPU_BUILD_DIR  build folder (default build-gpu, reused between runs)
@@ -87,8 +92,15 @@ say "gpu: ${gpu:-none}; nvcc: ${nvcc_version:-none}; commit: $commit (uncommitte
 # ---------------------------------------------------------------- dependencies carried as a prefix
 cmake_args=(-DCMAKE_BUILD_TYPE=Release "-DCMAKE_CUDA_ARCHITECTURES=$arch" -DSPPFT_CUDA=ON)
 deps=${SPPFT_DEPS_PREFIX:-}
-[[ -z $deps && -d .devdeps ]] && deps=.devdeps
-if [[ -n $deps ]]; then
+[[ -z $deps && -d .devdeps && ! -f .devdeps/env.sh ]] && deps=.devdeps
+if [[ -f .devdeps/env.sh && -z ${SPPFT_DEPS_PREFIX:-} ]]; then
+  # ../shared/device/pack-deps.sh layout: env.sh (sourced by the caller) unpacked into /opt/devdeps.
+  say "dependencies: .devdeps/env.sh (CMAKE_PREFIX_PATH=${CMAKE_PREFIX_PATH:-unset})"
+  [[ -n ${CMAKE_PREFIX_PATH:-} ]] || say "warning: .devdeps/env.sh exists but was not sourced; run: source .devdeps/env.sh"
+  if ! command -v pkg-config >/dev/null && [[ -x /opt/devdeps/usr/bin/pkgconf ]]; then
+    cmake_args+=("-DPKG_CONFIG_EXECUTABLE=/opt/devdeps/usr/bin/pkgconf")
+  fi
+elif [[ -n $deps ]]; then
   deps=$(cd "$deps" && pwd)
   say "dependency prefix: $deps"
   # pkg-config files name prefix=/usr: rewrite them for where the prefix lies now.
@@ -106,7 +118,7 @@ if [[ -n $deps ]]; then
 fi
 
 # ---------------------------------------------------------------- configure, build, test
-targets=()
+targets=(bench_kernels)
 for t in tests/gpu/*_test.cpp; do targets+=("$(basename "$t" .cpp)"); done
 generator=()
 [[ ! -f $build/CMakeCache.txt ]] && command -v ninja >/dev/null && generator=(-G Ninja)
@@ -121,13 +133,18 @@ if stage configure 60 cmake -S . -B "$build" "${generator[@]}" "${cmake_args[@]}
     if [[ ${status[test]} == ok ]]; then
       if grep -q "skipped: no CUDA device" "$out/ctest-junit.xml" 2>/dev/null; then overall=skipped_no_gpu; else overall=passed; fi
     fi
+    # Benchmarks run whatever the tests said: a failing kernel's speed is still worth knowing.
+    stage kernels 60 bash -c "'$build/bin/bench_kernels' --json > '$out/kernels.json'"
   fi
 fi
+python=${SPPFT_PYTHON:-python3}
+[[ -x build/pyenv/bin/python ]] && python=build/pyenv/bin/python
+stage torch 45 bash -c "'$python' bench/torch_attention.py > '$out/torch_attention.json'"
 total=$(($(date +%s) - start))
 say "gpu_check: $overall in $total s; log $log"
 
 # ---------------------------------------------------------------- summary.json
-stages_json=$(for s in configure build test; do
+stages_json=$(for s in configure build test kernels torch; do
   [[ -n ${status[$s]:-} ]] && printf '{"stage":"%s","status":"%s","seconds":%s}\n' "$s" "${status[$s]}" "${seconds[$s]}"
 done)
 python3 - "$out" "$overall" "$total" "$gpu" "$nvcc_version" "$commit" "$dirty" "$arch" "$stages_json" <<'PY'
@@ -145,10 +162,29 @@ summary = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "result": overall, "total_seconds": int(total),
     "gpu": gpu or None, "nvcc": nvcc or None, "commit": commit, "uncommitted_files": int(dirty or 0),
     "cuda_architectures": arch, "stages": [json.loads(l) for l in stages.splitlines() if l.strip()], "tests": tests,
-    "benchmarks": None,  # kernel benchmarks: a later version
+    "benchmarks": {},
 }
+for name in ("kernels", "torch_attention"):
+    path = os.path.join(out, name + ".json")
+    try:
+        with open(path) as f:
+            summary["benchmarks"][name] = json.loads(f.read())
+    except Exception as e:  # noqa: BLE001
+        summary["benchmarks"][name] = {"missing": f"{path}: {e}"}
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
+k = summary["benchmarks"].get("kernels", {})
+if "rows" in k:
+    print(f"{'op':30s} {'shape':42s} {'ms':>9s} {'rate':>10s} {'unit':8s} {'of ceiling':>10s}")
+    for r in k["rows"]:
+        print(f"{r['op']:30s} {r['shape']:42s} {r['ms']:9.3f} {r['rate']:10.1f} {r['unit']:8s} {100 * r['share_of_ceiling']:9.0f}%")
+t = summary["benchmarks"].get("torch_attention", {})
+for be, r in t.get("backends", {}).items():
+    if "forward_ms" in r:
+        print(f"torch SDPA {be:9s} {t['shape']}: forward {r['forward_ms']:.3f} ms ({r['forward_tflops']:.0f} TFLOP/s), "
+              f"forward+backward {r['forward_backward_ms']:.3f} ms ({r['forward_backward_tflops']:.0f} TFLOP/s)")
+    else:
+        print(f"torch SDPA {be}: {r.get('error')}")
 print(json.dumps({k: summary[k] for k in ("result", "total_seconds", "gpu")}))
 PY
 [[ $overall == passed ]]

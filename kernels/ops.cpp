@@ -1,7 +1,8 @@
 // Device dispatch for kernels/ops.h: tensors on the CPU go to kernels/cpu,
-// tensors on a GPU to kernels/cuda (ops without a CUDA kernel yet say so).
+// tensors on a GPU to kernels/cuda.
 #include "kernels/ops.h"
 
+#include <cstring>
 #include <string>
 
 #include "engine/error.h"
@@ -55,6 +56,23 @@ void add_inplace(Tensor& x, const Tensor& y) {
 #endif
   if (on_cpu(x, "add_inplace")) cpu::add_inplace(x, y);
 }
+void copy(const Tensor& src, Tensor& dst) {
+  if (src.dtype() != dst.dtype() || src.numel() != dst.numel())
+    throw InputError("copy: " + std::string(dtype_name(src.dtype())) + " " + shape_str(src.shape()) + " into " +
+                     std::string(dtype_name(dst.dtype())) + " " + shape_str(dst.shape()) + " (same dtype and size expected)");
+#ifdef SPPFT_HAVE_CUDA
+  if (src.device() == Device::CUDA && dst.device() == Device::CUDA) return cuda::copy_on_device(src, dst);
+  if (src.device() == Device::CPU && dst.device() == Device::CUDA) return cuda::copy_to_device(src, dst);
+  if (src.device() == Device::CUDA && dst.device() == Device::CPU) return cuda::copy_to_host(src, dst);
+#endif
+  if (on_cpu(src, "copy") && on_cpu(dst, "copy") && src.raw() != dst.raw()) std::memcpy(dst.raw(), src.raw(), src.nbytes());
+}
+void fill_zero(Tensor& t) {
+#ifdef SPPFT_HAVE_CUDA
+  if (t.device() == Device::CUDA) return cuda::fill_zero(t);
+#endif
+  if (on_cpu(t, "fill_zero")) std::memset(t.raw(), 0, t.nbytes());
+}
 void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs, Tensor& k_cache,
                     Tensor& v_cache) {
 #ifdef SPPFT_HAVE_CUDA
@@ -105,6 +123,9 @@ void linear_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, bool a
   expect(dy.rank() == 2 && w.rank() == 2, op, "dy and w must be 2-d");
   expect_shape(dx, {dy.dim(0), w.dim(1)}, op, "dx");
   expect(dy.dim(1) == w.dim(0), op, "dy columns must equal w rows");
+#ifdef SPPFT_HAVE_CUDA
+  if (dy.device() == Device::CUDA) return cuda::linear_backward_input(dy, w, dx, accumulate);
+#endif
   if (on_cpu(dy, op)) cpu::linear_backward_input(dy, w, dx, accumulate);
 }
 void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tensor* dbias) {
@@ -112,6 +133,9 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tenso
   expect(dy.rank() == 2 && x.rank() == 2 && dy.dim(0) == x.dim(0), op, "dy and x must be 2-d with equal rows");
   expect_shape(dw, {dy.dim(1), x.dim(1)}, op, "dw");
   if (dbias) expect_shape(*dbias, {dy.dim(1)}, op, "dbias");
+#ifdef SPPFT_HAVE_CUDA
+  if (dy.device() == Device::CUDA) return cuda::linear_backward_weight(dy, x, dw, dbias);
+#endif
   if (on_cpu(dy, op)) cpu::linear_backward_weight(dy, x, dw, dbias);
 }
 void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tensor& dtable) {
@@ -119,6 +143,9 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
   expect_i32(ids, op, "ids");
   expect(dtable.rank() == 2, op, "dtable must be 2-d");
   expect_shape(dout, {ids.dim(0), dtable.dim(1)}, op, "dout");
+#ifdef SPPFT_HAVE_CUDA
+  if (dtable.device() == Device::CUDA) return cuda::embedding_backward(ids, dout, scale, dtable);
+#endif
   if (on_cpu(dtable, op)) cpu::embedding_backward(ids, dout, scale, dtable);
 }
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
@@ -130,6 +157,9 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
   expect_shape(dx, x.shape(), op, "dx");
   if (dw) expect_shape(*dw, w.shape(), op, "dw");
   expect(dx.raw() != x.raw() || x.numel() == 0, op, "dx must not alias x");
+#ifdef SPPFT_HAVE_CUDA
+  if (x.device() == Device::CUDA) return cuda::rmsnorm_backward(x, w, dy, eps, unit_offset, dx, dw);
+#endif
   if (on_cpu(x, op)) cpu::rmsnorm_backward(x, w, dy, eps, unit_offset, dx, dw);
 }
 void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
@@ -139,6 +169,9 @@ void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, 
   expect_i32(positions, op, "positions");
   expect(positions.dim(0) == dx.dim(0), op, "positions must have one entry per row");
   expect_shape(inv_freq, {head_dim / 2}, op, "inv_freq");
+#ifdef SPPFT_HAVE_CUDA
+  if (dx.device() == Device::CUDA) return cuda::rope_backward(dx, positions, inv_freq, head_dim);
+#endif
   if (on_cpu(dx, op)) cpu::rope_backward(dx, positions, inv_freq, head_dim);
 }
 void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, GluActivation act, Tensor& dgate,
@@ -149,6 +182,9 @@ void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, GluA
   expect_shape(dgate, gate.shape(), op, "dgate");
   expect_shape(dup, gate.shape(), op, "dup");
   expect(dgate.raw() != dup.raw() || gate.numel() == 0, op, "dgate and dup must be distinct buffers");
+#ifdef SPPFT_HAVE_CUDA
+  if (gate.device() == Device::CUDA) return cuda::glu_backward(gate, up, dout, act, dgate, dup);
+#endif
   if (on_cpu(gate, op)) cpu::glu_backward(gate, up, dout, act, dgate, dup);
 }
 
@@ -172,6 +208,9 @@ void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs,
                              float scale, std::int64_t window, Tensor& out, Tensor& lse) {
   check_attention(q, k, v, out, lse, seqs, "attention_forward_train");
+#ifdef SPPFT_HAVE_CUDA
+  if (q.device() == Device::CUDA) return cuda::attention_forward_train(q, k, v, seqs, scale, window, out, lse);
+#endif
   if (on_cpu(q, "attention_forward_train")) cpu::attention_forward_train(q, k, v, seqs, scale, window, out, lse);
 }
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
@@ -183,23 +222,35 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   expect_shape(dq, q.shape(), op, "dq");
   expect_shape(dk, k.shape(), op, "dk");
   expect_shape(dv, v.shape(), op, "dv");
+#ifdef SPPFT_HAVE_CUDA
+  if (q.device() == Device::CUDA) return cuda::attention_backward(q, k, v, out, lse, dout, seqs, scale, window, dq, dk, dv);
+#endif
   if (on_cpu(q, op)) cpu::attention_backward(q, k, v, out, lse, dout, seqs, scale, window, dq, dk, dv);
 }
 double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits) {
   const char* op = "cross_entropy";
   expect(logits.rank() == 2, op, "logits must be [N, V]");
-  expect_f32(logits, op, "logits");
   expect_i32(targets, op, "targets");
   expect(targets.dim(0) == logits.dim(0), op, "targets must have one entry per logits row");
   if (dlogits) expect_shape(*dlogits, logits.shape(), op, "dlogits");
+#ifdef SPPFT_HAVE_CUDA
+  if (logits.device() == Device::CUDA) return cuda::cross_entropy(logits, targets, grad_scale, dlogits);
+#endif
+  expect_f32(logits, op, "logits");  // the CPU reference is fp32 only
   if (on_cpu(logits, op)) return cpu::cross_entropy(logits, targets, grad_scale, dlogits);
   return 0;
 }
 double sum_squares(const Tensor& t) {
+#ifdef SPPFT_HAVE_CUDA
+  if (t.device() == Device::CUDA) return cuda::sum_squares(t);
+#endif
   if (on_cpu(t, "sum_squares")) return cpu::sum_squares(t);
   return 0;
 }
 void scale_inplace(Tensor& t, float s) {
+#ifdef SPPFT_HAVE_CUDA
+  if (t.device() == Device::CUDA) return cuda::scale_inplace(t, s);
+#endif
   if (on_cpu(t, "scale_inplace")) cpu::scale_inplace(t, s);
 }
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& hp, std::int64_t step) {
@@ -208,6 +259,9 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
   expect_shape(m, param.shape(), op, "m");
   expect_shape(v, param.shape(), op, "v");
   expect(step >= 1, op, "step counts from 1");
+#ifdef SPPFT_HAVE_CUDA
+  if (param.device() == Device::CUDA) return cuda::adamw_step(param, grad, m, v, hp, step);
+#endif
   if (on_cpu(param, op)) cpu::adamw_step(param, grad, m, v, hp, step);
 }
 

@@ -38,6 +38,12 @@ void glu_forward(const Tensor& gate, const Tensor& up, GluActivation act, Tensor
 // x += y, same shapes.
 void add_inplace(Tensor& x, const Tensor& y);
 
+// dst = src element for element: same dtype and element count (shapes may differ), any
+// pair of devices. Host <-> device copies wait for completion; others are queued.
+void copy(const Tensor& src, Tensor& dst);
+// t = 0.
+void fill_zero(Tensor& t);
+
 // One sequence of a packed batch: its query rows [q_begin, q_begin + q_len) sit
 // at positions past_len .. past_len + q_len - 1 of cache slot `slot`.
 struct AttentionSeq {

@@ -212,6 +212,31 @@ void Model::allocate_weights() {
   std::copy(f.begin(), f.end(), inv_freq_.data<float>());
 }
 
+void Model::to_device(Device device, DType dtype) {
+  if (dtype != DType::F32 && dtype != DType::BF16) throw InputError("model weights: F32 or BF16 expected");
+  for (auto& part : packed_) {
+    const Tensor& src = part.flat;
+    if (src.device() == device && src.dtype() == dtype) continue;
+    if (src.device() != Device::CPU || src.dtype() != DType::F32)
+      throw InputError("Model::to_device: weights already moved to a device");
+    Tensor staged = src;
+    if (dtype != DType::F32) {
+      staged = Tensor::empty(src.shape(), dtype, MemCategory::Workspace);
+      convert_from_f32(src.data<float>(), dtype, staged.raw(), static_cast<std::size_t>(src.numel()));
+    }
+    Tensor moved = Tensor::empty(src.shape(), dtype, MemCategory::Weights, device);
+    ops::copy(staged, moved);
+    for (auto& m : part.members) *m.param.tensor = moved.view(m.offset, m.shape);
+    part.flat = moved;  // the host buffer goes with its last view
+  }
+  bind_fused_views(config_, w_);
+  if (inv_freq_.device() != device) {
+    Tensor f = Tensor::empty(inv_freq_.shape(), DType::F32, MemCategory::Workspace, device);
+    ops::copy(inv_freq_, f);
+    inv_freq_ = f;
+  }
+}
+
 std::unique_ptr<Model> Model::load(const fs::path& dir, bool with_tokenizer) {
   std::unique_ptr<Model> m(new Model());
   m->dir_ = dir;

@@ -120,6 +120,13 @@ class Model {
   // With `capture`, fills the hidden states at each sequence's last new token.
   Tensor forward(const StepInput& in, KVCache& cache, bool all_logits = false, HiddenCapture* capture = nullptr);
 
+  // Moves the weights (part by part, so at most one part exists twice) and the RoPE
+  // table to `device`, the weights stored as `dtype` (F32, or BF16 for mixed precision).
+  // Training (TrainingGraph) and profiling run there; forward() and the KV cache are
+  // CPU-only for now. Saving and load_weights_from need the CPU.
+  void to_device(Device device, DType dtype);
+  Device device() const { return w_.embed_tokens.device(); }
+
   // Copies the weights of another checkpoint of the same architecture into this
   // model's tensors (validated as in load; nothing new is allocated).
   void load_weights_from(const fs::path& dir);

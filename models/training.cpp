@@ -70,7 +70,7 @@ void bind_fused_views(const ModelConfig& c, ModelWeights& w) {
 }
 
 std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const std::vector<BlockMode>& modes,
-                                                    std::int64_t n, std::int64_t loss_chunk) {
+                                                    std::int64_t n, std::int64_t loss_chunk, DType activations) {
   const std::int64_t h = c.hidden_size, f = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim(), hq = c.num_heads;
   const auto act = MemCategory::Activations, ws = MemCategory::Workspace;
   std::vector<BufferSpec> s;
@@ -103,6 +103,8 @@ std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const 
            {"d_k", {n, kv}, DType::F32}, {"d_v", {n, kv}, DType::F32}, {"d_attn", {n, q}, DType::F32},
            {"d_gate", {n, f}, DType::F32}, {"d_up", {n, f}, DType::F32}, {"act", {n, f}, DType::F32}})
     s.push_back({name, ws, shape, dt});
+  for (auto& spec : s)  // the log-sum-exp stays fp32: it carries the softmax's scale
+    if (spec.dtype == DType::F32 && spec.name.find("lse") == std::string::npos) spec.dtype = activations;
   return s;
 }
 
@@ -125,10 +127,14 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
              {"lse", &s.lse}, {"x_mid", &s.x_mid}, {"normed2", &s.normed2}, {"gate", &s.gate}, {"up", &s.up}})
       slot[p + name] = t;
   }
-  for (const auto& spec : buffer_specs(c, modes_, max_tokens_, loss_chunk_)) {
-    owned_.push_back(Tensor::empty(spec.shape, spec.dtype, spec.category));
+  const Tensor& embed = model.weights().embed_tokens;
+  const Device device = embed.device();
+  for (const auto& spec : buffer_specs(c, modes_, max_tokens_, loss_chunk_, embed.dtype())) {
+    owned_.push_back(Tensor::empty(spec.shape, spec.dtype, spec.category, device));
     *slot.at(spec.name) = owned_.back();
   }
+  for (auto [dev, host] : {std::pair{&ids_, &ids_host_}, std::pair{&pos_, &pos_host_}, std::pair{&targets_, &targets_host_}})
+    *host = device == Device::CPU ? *dev : Tensor::empty(dev->shape(), DType::I32, MemCategory::Workspace);
 }
 
 void TrainingGraph::block_forward(std::int64_t l, std::int64_t n) {
@@ -139,7 +145,10 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n) {
   const bool keep = modes_[l] != BlockMode::NoBackward;
   const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor x = first(x_, n);
-  if (keep) std::copy_n(x.data<float>(), x.numel(), s.x_in.data<float>());
+  if (keep) {
+    Tensor x_in = first(s.x_in, n);
+    ops::copy(x, x_in);
+  }
   Tensor normed1 = first(s.normed1.defined() ? s.normed1 : w_normed_, n);
   Tensor q = first(keep ? s.q : w_q_, n), k = first(keep ? s.k : w_k_, n), v = first(keep ? s.v : w_v_, n);
   Tensor attn = first(keep ? s.attn : w_attn_, n), lse = first(keep ? s.lse : w_lse_, n);
@@ -155,7 +164,10 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n) {
   Tensor proj = first(w_proj_, n);
   ops::linear_forward(attn, b.o, opt(b.o_bias), proj);
   ops::add_inplace(x, proj);
-  if (keep) std::copy_n(x.data<float>(), x.numel(), s.x_mid.data<float>());
+  if (keep) {
+    Tensor x_mid = first(s.x_mid, n);
+    ops::copy(x, x_mid);
+  }
   Tensor normed2 = first(s.normed2.defined() ? s.normed2 : w_normed_, n);
   Tensor gate = first(keep ? s.gate : w_gate_, n), up = first(keep ? s.up : w_up_, n);
   ops::rmsnorm_forward(x, b.post_attention_norm, eps, c.norm_unit_offset, normed2);
@@ -250,9 +262,9 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
     mark_end();
     return {};
   }
-  auto* ids = ids_.data<std::int32_t>();
-  auto* pos = pos_.data<std::int32_t>();
-  auto* tgt = targets_.data<std::int32_t>();
+  auto* ids = ids_host_.data<std::int32_t>();
+  auto* pos = pos_host_.data<std::int32_t>();
+  auto* tgt = targets_host_.data<std::int32_t>();
   for (std::size_t s = 0; s < batch.size(); ++s) {
     const auto& sq = seqs_[s];
     for (std::int64_t t = 0; t < sq.q_len; ++t) {
@@ -261,6 +273,11 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
       tgt[sq.q_begin + t] = t + 1 < sq.q_len ? (*batch[s].labels)[t + 1] : -100;
     }
   }
+  if (ids_host_.raw() != ids_.raw())  // buffers on a GPU
+    for (auto [host, dev] : {std::pair{&ids_host_, &ids_}, std::pair{&pos_host_, &pos_}, std::pair{&targets_host_, &targets_}}) {
+      Tensor d = first(*dev, n);
+      ops::copy(first(*host, n), d);
+    }
   const std::int64_t h = c.hidden_size, L = c.num_layers;
   const float embed_scale = c.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(h))) : 1.0f;
   Tensor x = first(x_, n);
@@ -268,7 +285,7 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
   for (std::int64_t l = 0; l < L; ++l) block_forward(l, n);
   mark(StepPart::FinalNorm, -1, StepPhase::Forward);
   Tensor fx = first(final_x_, n), fn = first(final_normed_, n);
-  std::copy_n(x.data<float>(), x.numel(), fx.data<float>());
+  ops::copy(x, fx);
   const float eps = static_cast<float>(c.rms_norm_eps);
   ops::rmsnorm_forward(fx, model_.weights().final_norm, eps, c.norm_unit_offset, fn);
 

@@ -84,8 +84,12 @@ class TrainingGraph {
   // logits materialised at once.
   TrainingGraph(Model& model, std::vector<BlockMode> modes, std::int64_t max_tokens, std::int64_t loss_chunk = 256);
 
+  // `activations`: the dtype of every float buffer except the log-sum-exp (F32 on the
+  // CPU; BF16 for bf16 weights on a GPU). The graph allocates on the model's device in
+  // its weights' dtype.
   static std::vector<BufferSpec> buffer_specs(const ModelConfig& c, const std::vector<BlockMode>& modes,
-                                              std::int64_t max_tokens, std::int64_t loss_chunk);
+                                              std::int64_t max_tokens, std::int64_t loss_chunk,
+                                              DType activations = DType::F32);
 
   // Forward, loss, backward on one micro-batch. Gradients are ACCUMULATED into
   // `grads` (shaped like the model's weights; an undefined tensor = frozen,
@@ -134,6 +138,8 @@ class TrainingGraph {
   bool phase_open_ = false;
   StepPart open_part_{StepPart::Embeddings, -1};
   StepPhase open_phase_ = StepPhase::Forward;
+  // Host copies of ids, positions and targets (the buffers themselves on the CPU).
+  Tensor ids_host_, pos_host_, targets_host_;
   // Workspace
   Tensor ids_, pos_, targets_, x_, final_x_, final_normed_, logits_, d_final_;
   Tensor w_normed_, w_q_, w_k_, w_v_, w_attn_, w_lse_, w_gate_, w_up_, w_proj_;

@@ -69,11 +69,9 @@ MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& pla
     add(MemCategory::Optimizer, own * 8);
   }
   add(MemCategory::Workspace, static_cast<std::size_t>(c.head_dim / 2) * 4);  // RoPE frequencies
-  for (auto spec : TrainingGraph::buffer_specs(c, block_modes(plan, c.num_layers), micro_batch * seq, loss_chunk)) {
-    if (p == Precision::BF16Mixed && spec.dtype == DType::F32 && spec.name.find("lse") == std::string::npos)
-      spec.dtype = DType::BF16;
+  for (const auto& spec : TrainingGraph::buffer_specs(c, block_modes(plan, c.num_layers), micro_batch * seq, loss_chunk,
+                                                     p == Precision::BF16Mixed ? DType::BF16 : DType::F32))
     add(spec.category, spec.bytes());
-  }
   return m;
 }
 

@@ -220,23 +220,10 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const T* __restrict
     }
 
     // Online softmax (all values warp-uniform except the per-lane score and p).
-    float p[kRowsPerWarp];
+    float sc[kRowsPerWarp], p[kRowsPerWarp];
 #pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) {
-      const bool ok = act[i] && j < ke && j >= first[i] && j <= pos[i];
-      const float sc = ok ? acc[i] * scale : -INFINITY;
-      const float mnew = fmaxf(m[i], detail::warp_max(sc));
-      if (mnew == -INFINITY) {  // no visible key yet for this row
-        p[i] = 0.0f;
-        continue;
-      }
-      p[i] = ok ? expf(sc - mnew) : 0.0f;
-      const float corr = expf(m[i] - mnew);  // 0 when m was -inf
-      l[i] = l[i] * corr + detail::warp_sum(p[i]);
-      m[i] = mnew;
-#pragma unroll
-      for (int c = 0; c < C; ++c) o[i][c] *= corr;
-    }
+    for (int i = 0; i < kRowsPerWarp; ++i) sc[i] = act[i] && j < ke && j >= first[i] && j <= pos[i] ? acc[i] * scale : -INFINITY;
+    detail::online_softmax_step(sc, m, l, o, p);
 
     // o += P V: key jj's probability broadcast from lane jj; lane owns dims lane + 32c.
     const int nk = min(kKeys, ke - j0);

@@ -140,4 +140,28 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// One key tile of the online softmax (flash attention) for the R query rows a warp
+// holds, one key per lane: `score[i]` is this lane's scaled score for row i (-inf when
+// the key is masked). Updates the running max m[i] and sum l[i] (warp-uniform), rescales
+// the row's output columns o[i][:] and leaves this lane's probability in p[i] (0 when
+// masked, or while no key of the row has been visible yet).
+template <int R, int C>
+__device__ __forceinline__ void online_softmax_step(const float (&score)[R], float (&m)[R], float (&l)[R],
+                                                    float (&o)[R][C], float (&p)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const float mnew = fmaxf(m[i], warp_max(score[i]));
+    if (mnew == -INFINITY) {
+      p[i] = 0.0f;
+      continue;
+    }
+    p[i] = score[i] == -INFINITY ? 0.0f : expf(score[i] - mnew);
+    const float corr = expf(m[i] - mnew);  // 0 when m was -inf
+    l[i] = l[i] * corr + warp_sum(p[i]);
+    m[i] = mnew;
+#pragma unroll
+    for (int c = 0; c < C; ++c) o[i][c] *= corr;
+  }
+}
+
 }  // namespace sppft::cuda::detail

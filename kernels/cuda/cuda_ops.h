@@ -34,6 +34,10 @@ namespace sppft::cuda {
 // Both wait until the copy is done (and so for all work queued before it).
 void copy_to_device(const Tensor& host_src, Tensor& device_dst);
 void copy_to_host(const Tensor& device_src, Tensor& host_dst);
+// Device to device (same dtype and element count), queued on the stream; does not wait.
+void copy_on_device(const Tensor& src, Tensor& dst);
+// t = 0 (all bytes), queued on the stream.
+void fill_zero(Tensor& t);
 // Convenience: a new tensor of the same shape and dtype on the other side.
 Tensor to_device(const Tensor& host_src, MemCategory cat);
 Tensor to_host(const Tensor& device_src, MemCategory cat);
@@ -86,5 +90,103 @@ void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
                        std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out);
 // Testing hook: force the number of key splits of attention_forward (1..64); 0 = automatic.
 void set_attention_splits_for_testing(int splits);
+
+// ---- backward ops (rmsnorm.cu, rope.cu, glu.cu, embedding.cu) ----
+
+// x, w, dy, dx, dw each F32 or BF16 (any combination); dx may alias dy (same dtype), not x;
+// dw null or accumulated (BF16: read, summed in fp32, rounded once). One block per row
+// for dx; without atomics for dw: per-block column partial sums (min(N, 512) blocks)
+// reduced in a fixed order by a second kernel, so dw is bitwise reproducible.
+void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
+                      Tensor* dw);
+
+// dx F32 or BF16 (in place); positions I32; inv_freq F32. The forward's kernel with the
+// inverse rotation: bitwise the same angles and sincosf as rope_forward.
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim);
+
+// gate and up of one dtype, dout, dgate and dup of one dtype (each F32 or BF16). dgate may
+// alias gate or dout and dup may alias up or dout exactly (an alias of gate / up needs
+// their dtype); dgate and dup distinct.
+void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, ops::GluActivation act, Tensor& dgate,
+                  Tensor& dup);
+
+// dout F32 or BF16, dtable F32 or BF16 (accumulated; BF16 read, summed in fp32, rounded
+// once). Ids outside [0, V) throw InputError before any write (one int read back, so this
+// op synchronises). Repeated ids add up in row order, bitwise reproducibly, no atomics:
+// a stable radix sort of (id, row) groups each id's rows, then one thread per (id, column)
+// sums them in order.
+void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tensor& dtable);
+
+// ---- training attention (kernels/cuda/attention_train.cu) ----
+
+// q, k, v, out all F32 or all BF16; lse F32; head_dim D even and <= 256; seqs need
+// past_len == 0. Flash-attention style (fp32 math on CUDA cores): a block takes 32
+// (position, query head) rows of one KV head, so the heads of a GQA group share every K/V
+// tile in shared memory; online softmax over tiles of 32 keys; writes lse = m + log l.
+void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
+                             float scale, std::int64_t window, Tensor& out, Tensor& lse);
+// q, k, v, out, dout, dq, dk, dv all F32 or all BF16; lse F32; same limits. Flash-attention-2
+// backward without atomics, bitwise reproducible: delta = dout . out into scratch, then
+// one block per 32-key tile accumulates dk, dv over every query row (all heads of the
+// group) that sees it, and one block per 32-row tile accumulates dq over the key tiles,
+// both recomputing P from q, k and lse. Outputs must not alias inputs.
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window,
+                        Tensor& dq, Tensor& dk, Tensor& dv);
+
+// ---- training: linear backward, loss, optimizer (linear.cu, loss.cu, optimizer.cu) ----
+
+// cuBLASLt GEMMs through linear_forward's plumbing (handle, workspace, plan cache), fp32
+// accumulation, dtypes as linear_forward: the two inputs both F32 (TF32 only if
+// set_linear_allow_tf32(true)) with an F32 output, or both BF16 with an F32 or BF16 output.
+// Accumulation is the GEMM's beta = 1 (BF16 outputs: read, accumulated in fp32, rounded
+// once). set_linear_fallback_for_testing(true) sends these GEMMs to the fallback kernel too.
+// dx overwritten, or accumulated when `accumulate`.
+void linear_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate);
+// dw accumulated (dw += dy^T x). dbias (null, F32 or BF16) accumulated by a deterministic
+// column sum of dy, no atomics: fixed 1024-row chunks summed in double, chunks added in
+// order, so dbias is bitwise reproducible (and independent of the GPU).
+void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tensor* dbias);
+
+// logits F32 or BF16; dlogits null, F32 or BF16 (may alias logits exactly, then of its
+// dtype); targets I32. One block per row: online max / sum-of-exp in fp32, then the
+// gradient pass. Targets outside [0, V) other than -100 throw InputError before anything
+// is written (a flag read back: one synchronisation); the per-row losses are summed in
+// double in a fixed order and read back (a second synchronisation). Bitwise reproducible.
+double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits);
+
+// t F32 or BF16. Exact double squares, fixed grid (a function of numel only) and fixed
+// reduction trees: bitwise reproducible. Reads the result back, so it synchronises.
+double sum_squares(const Tensor& t);
+// t F32 or BF16 (fp32 product, rounded back). Does not synchronise.
+void scale_inplace(Tensor& t, float s);
+
+// param F32 or BF16, grad F32 or BF16, m and v F32. kernels/ops.h's update with the same
+// float scalars (computed on the host as kernels/cpu/adamw.cpp does) and the same sequence
+// of correctly rounded fp32 operations (no FMA contraction beyond torch's lerp), so F32
+// results are meant to equal the CPU reference's bit for bit. Runs adamw_multi_tensor's
+// kernel on a one-entry table. Does not synchronise.
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const ops::AdamWParams& hp,
+                std::int64_t step);
+
+// One tensor of a multi-tensor AdamW step. param F32 or BF16, grad F32 or BF16, m, v (and
+// master) F32, all of param's shape. master null: the update runs on param; set: it runs on
+// the fp32 master copy and param receives the result (rounded to nearest even if BF16).
+// Per-tensor decay is 1 - lr * double(weight_decay), so a tensor's update equals
+// adamw_step's with hp.weight_decay = double(weight_decay), bit for bit.
+struct AdamWTensor {
+  Tensor* param;
+  const Tensor* grad;
+  Tensor* m;
+  Tensor* v;
+  Tensor* master;
+  float weight_decay;
+};
+// AdamW over many tensors (frozen ones are simply left out of the list) in
+// ceil(tensors / 64) launches: the tensor table travels in the kernel parameters (under
+// 4 KiB, no device buffer, no copy, no sync); one block per 65536-element chunk of a tensor.
+// Every entry is checked before any launch. Does not synchronise.
+void adamw_multi_tensor(std::span<const AdamWTensor> tensors, double lr, double beta1, double beta2, double eps,
+                        std::int64_t step);
 
 }  // namespace sppft::cuda

@@ -1,4 +1,4 @@
-// embedding_forward on the GPU.
+// embedding_forward and embedding_backward on the GPU.
 //
 //   out[n, :] = table[ids[n], :] * scale        ids I32 [N], table [V, H], out [N, H]
 //
@@ -7,6 +7,28 @@
 // throws InputError, like the CPU reference, before anything is written), then the
 // gather: a grid-stride loop over rows, each row copied by one block with 16-byte packs
 // of 8 elements when H % 8 == 0 and both bases are 16-byte aligned.
+//
+// embedding_backward:  dtable[ids[n], :] += scale * dout[n, :]   (dout [N, H], dtable [V, H])
+// dtypes: dout F32 or BF16, dtable F32 or BF16 (each dtable element is read once, summed in
+// fp32 and rounded once). Repeated ids add up in row order n = 0 .. N-1, bitwise
+// reproducibly, without atomics:
+//   1. check_rows: the ids check of the forward (flag, one readback, InputError before any
+//      write; so this op synchronises too), and rows[n] = n into scratch;
+//   2. a stable radix sort (CUB) of the pairs (ids[n], n) by id, over the bits that ids
+//      below V can have: rows of one id become one contiguous run, still in order of n;
+//   3. run_lengths: for each sorted position p, the length of the run starting there (0
+//      where p is not the first of its run);
+//   4. scatter: block (column tile, p), grid-stride over p; the first position of each
+//      run sums that id's rows of dout in order (one fp32 accumulator per column, fma with
+//      scale, started from the dtable value) and stores the row of dtable once. Every
+//      dtable element is written by exactly one thread, summing in the fixed order.
+// Parallelism: over distinct ids x column tiles (128 threads x 8 columns with 16-byte packs
+// when H % 8 == 0 and both bases are aligned, else 128 columns); the time is bounded by
+// the longest run of one id (its rows are summed serially, as the row order requires).
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+#include <climits>
 #include <string>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -18,15 +40,17 @@ namespace {
 
 using detail::bf16;
 
+__device__ __forceinline__ void check_id(std::int32_t id, std::int64_t vocab, int* flag) {
+  if (id < 0 || id >= vocab) {
+    if (atomicExch(&flag[0], 1) == 0) flag[1] = id;  // the first bad id found is reported
+  }
+}
+
 __global__ void check_ids_kernel(const std::int32_t* __restrict__ ids, std::int64_t n, std::int64_t vocab,
                                  int* __restrict__ flag) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int32_t id = ids[i];
-    if (id < 0 || id >= vocab) {
-      if (atomicExch(&flag[0], 1) == 0) flag[1] = id;  // the first bad id found is reported
-    }
-  }
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    check_id(ids[i], vocab, flag);
 }
 
 template <typename TT, typename TO, bool VEC>
@@ -45,6 +69,68 @@ __global__ void embedding_kernel(const std::int32_t* __restrict__ ids, const TT*
       }
     } else {
       for (std::int64_t j = threadIdx.x; j < h; j += blockDim.x) dst[j] = detail::from_f32<TO>(detail::to_f32(src[j]) * scale);
+    }
+  }
+}
+
+// ---- backward ----
+
+// The ids check of the forward, plus rows[i] = i (the values the sort carries).
+__global__ void check_rows_kernel(const std::int32_t* __restrict__ ids, std::int64_t n, std::int64_t vocab,
+                                  int* __restrict__ flag, std::int32_t* __restrict__ rows) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    check_id(ids[i], vocab, flag);
+    rows[i] = static_cast<std::int32_t>(i);
+  }
+}
+
+// run[p] = length of the run of equal keys starting at sorted position p, or 0 where p is
+// not the first of its run.
+__global__ void run_lengths_kernel(const unsigned* __restrict__ keys, std::int64_t n, std::int32_t* __restrict__ run) {
+  for (std::int64_t p = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; p < n;
+       p += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const unsigned k = keys[p];
+    std::int32_t len = 0;
+    if (p == 0 || keys[p - 1] != k) {
+      std::int64_t q = p + 1;
+      while (q < n && keys[q] == k) ++q;
+      len = static_cast<std::int32_t>(q - p);
+    }
+    run[p] = len;
+  }
+}
+
+// Block (x: tile of columns, y: sorted positions, grid-stride). The first position of each
+// run adds that id's rows of dout, in row order, into its row of dtable.
+template <typename TD, typename TT, bool VEC>
+__global__ void embedding_backward_kernel(const unsigned* __restrict__ keys, const std::int32_t* __restrict__ rows,
+                                          const std::int32_t* __restrict__ run, const TD* __restrict__ dout,
+                                          TT* __restrict__ dtable, std::int64_t n, std::int64_t h, float scale) {
+  const std::int64_t col = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) * (VEC ? 8 : 1);
+  if (col >= h) return;  // no barriers below
+  for (std::int64_t p = blockIdx.y; p < n; p += gridDim.y) {
+    const std::int32_t len = run[p];
+    if (len == 0) continue;
+    TT* dst = dtable + static_cast<std::int64_t>(keys[p]) * h + col;
+    const std::int32_t* rp = rows + p;
+    if constexpr (VEC) {
+      float acc[8];
+      detail::load8(dst, acc);
+#pragma unroll 4
+      for (std::int32_t q = 0; q < len; ++q) {
+        float g[8];
+        detail::load8(dout + static_cast<std::int64_t>(rp[q]) * h + col, g);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[e] = __fmaf_rn(scale, g[e], acc[e]);
+      }
+      detail::store8(dst, acc);
+    } else {
+      float acc = detail::to_f32(*dst);
+#pragma unroll 4
+      for (std::int32_t q = 0; q < len; ++q)
+        acc = __fmaf_rn(scale, detail::to_f32(dout[static_cast<std::int64_t>(rp[q]) * h + col]), acc);
+      *dst = detail::from_f32<TT>(acc);
     }
   }
 }
@@ -91,6 +177,79 @@ void embedding_forward(const Tensor& ids, const Tensor& table, float scale, Tens
       else
         embedding_kernel<TT, TO, false><<<blocks, threads, 0, s>>>(ids.data<std::int32_t>(), table.data<TT>(),
                                                                    out.data<TO>(), n, h, scale);
+      detail::check_launch();
+    });
+  });
+}
+
+void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tensor& dtable) {
+  const char* op = "embedding_backward";
+  using detail::check;
+  detail::check_cuda_tensor(ids, op, "ids");
+  detail::check_cuda_tensor(dout, op, "dout");
+  detail::check_cuda_tensor(dtable, op, "dtable");
+  check(ids.dtype() == DType::I32 && ids.rank() == 1, op, "ids must be a 1-d I32 tensor");
+  check(dtable.rank() == 2, op, "dtable must be [V, H]");
+  detail::check_float(dout, op, "dout");
+  detail::check_float(dtable, op, "dtable");
+  const std::int64_t n = ids.dim(0), vocab = dtable.dim(0), h = dtable.dim(1);
+  detail::check_shape(dout, {n, h}, op, "dout");
+  if (n == 0) return;
+  check(n <= INT_MAX, op, "at most 2^31 - 1 rows");
+
+  // Sort over the key bits ids below V can have (ids are checked non-negative first, so
+  // reading them as unsigned keeps their order).
+  int bits = 1;
+  while (bits < 32 && (std::int64_t{1} << bits) < vocab) ++bits;
+  const auto* keys_in = reinterpret_cast<const unsigned*>(ids.data<std::int32_t>());
+  const int items = static_cast<int>(n);
+  cudaStream_t s = detail::stream();
+  std::size_t sort_bytes = 0;
+  SPPFT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_in, static_cast<unsigned*>(nullptr),
+                                                   static_cast<const std::int32_t*>(nullptr),
+                                                   static_cast<std::int32_t*>(nullptr), items, 0, bits, s));
+  // Scratch: keys_out, rows_in, rows_out, run (n 4-byte values each), then CUB's temporaries.
+  const std::size_t slab = (static_cast<std::size_t>(n) * 4 + 255) / 256 * 256;
+  char* base = static_cast<char*>(detail::scratch(4 * slab + sort_bytes));
+  auto* keys_out = reinterpret_cast<unsigned*>(base);
+  auto* rows_in = reinterpret_cast<std::int32_t*>(base + slab);
+  auto* rows_out = reinterpret_cast<std::int32_t*>(base + 2 * slab);
+  auto* run = reinterpret_cast<std::int32_t*>(base + 3 * slab);
+  void* sort_tmp = base + 4 * slab;
+
+  int* flag = detail::error_flag();
+  SPPFT_CUDA_CHECK(cudaMemsetAsync(flag, 0, 2 * sizeof(int), s));
+  check_rows_kernel<<<detail::grid_blocks(n, 256, 1024), 256, 0, s>>>(ids.data<std::int32_t>(), n, vocab, flag,
+                                                                       rows_in);
+  detail::check_launch();
+  int host_flag[2] = {0, 0};
+  SPPFT_CUDA_CHECK(cudaMemcpyAsync(host_flag, flag, sizeof host_flag, cudaMemcpyDeviceToHost, s));
+  SPPFT_CUDA_CHECK(cudaStreamSynchronize(s));
+  if (host_flag[0])
+    throw InputError(std::string(op) + " (cuda): token id " + std::to_string(host_flag[1]) +
+                     " outside the vocabulary (size " + std::to_string(vocab) + ")");
+  if (h == 0) return;
+
+  SPPFT_CUDA_CHECK(
+      cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys_out, rows_in, rows_out, items, 0, bits, s));
+  run_lengths_kernel<<<detail::grid_blocks(n, 256), 256, 0, s>>>(keys_out, n, run);
+  detail::check_launch();
+
+  const bool vec = h % 8 == 0 && detail::aligned16(dout.raw()) && detail::aligned16(dtable.raw());
+  const std::int64_t items_per_row = vec ? h / 8 : h;
+  const int threads = static_cast<int>(std::clamp<std::int64_t>((items_per_row + 31) / 32 * 32, 32, 128));
+  const dim3 grid(static_cast<unsigned>((items_per_row + threads - 1) / threads),
+                  static_cast<unsigned>(std::min<std::int64_t>(n, 65535)));
+  detail::dispatch_float(dout.dtype(), [&](auto td) {
+    using TD = typename decltype(td)::type;
+    detail::dispatch_float(dtable.dtype(), [&](auto tt) {
+      using TT = typename decltype(tt)::type;
+      if (vec)
+        embedding_backward_kernel<TD, TT, true>
+            <<<grid, threads, 0, s>>>(keys_out, rows_out, run, dout.data<TD>(), dtable.data<TT>(), n, h, scale);
+      else
+        embedding_backward_kernel<TD, TT, false>
+            <<<grid, threads, 0, s>>>(keys_out, rows_out, run, dout.data<TD>(), dtable.data<TT>(), n, h, scale);
       detail::check_launch();
     });
   });

@@ -1,4 +1,4 @@
-// rope_forward on the GPU (Hugging Face half-split layout), in place.
+// rope_forward and rope_backward on the GPU (Hugging Face half-split layout), in place.
 //
 //   for each row n, head h, i < D/2:  a = float(positions[n]) * inv_freq[i]   (fp32, as transformers)
 //     x1 = x[n, h*D + i], x2 = x[n, h*D + i + D/2]
@@ -11,6 +11,13 @@
 // each head's half-rows are read and written coalesced. Products and differences use
 // explicitly rounded intrinsics (no FMA contraction) to follow the CPU reference's
 // operation order.
+//
+// rope_backward: the inverse rotation, in place on the gradient (same angle, halves, layout):
+//   dx1' = dx1 cos a + dx2 sin a,   dx2' = dx2 cos a - dx1 sin a
+// The same kernel with INVERSE = true: the angle and its sincosf are computed by the very
+// same code as the forward, so both directions use bitwise the same cos / sin.
+#include <string>
+
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -18,7 +25,7 @@ namespace sppft::cuda {
 
 namespace {
 
-template <typename T>
+template <typename T, bool INVERSE>
 __global__ void rope_kernel(T* __restrict__ x, const std::int32_t* __restrict__ pos, const float* __restrict__ freq,
                             std::int64_t n, std::int64_t width, std::int64_t heads, std::int64_t head_dim) {
   const std::int64_t half = head_dim / 2, total = n * half;
@@ -32,23 +39,27 @@ __global__ void rope_kernel(T* __restrict__ x, const std::int32_t* __restrict__ 
     for (std::int64_t h = 0; h < heads; ++h) {
       T* v = base + h * head_dim;
       const float x1 = detail::to_f32(v[0]), x2 = detail::to_f32(v[half]);
-      v[0] = detail::from_f32<T>(__fsub_rn(__fmul_rn(x1, cs), __fmul_rn(x2, sn)));
-      v[half] = detail::from_f32<T>(__fadd_rn(__fmul_rn(x2, cs), __fmul_rn(x1, sn)));
+      if constexpr (!INVERSE) {
+        v[0] = detail::from_f32<T>(__fsub_rn(__fmul_rn(x1, cs), __fmul_rn(x2, sn)));
+        v[half] = detail::from_f32<T>(__fadd_rn(__fmul_rn(x2, cs), __fmul_rn(x1, sn)));
+      } else {
+        v[0] = detail::from_f32<T>(__fadd_rn(__fmul_rn(x1, cs), __fmul_rn(x2, sn)));
+        v[half] = detail::from_f32<T>(__fsub_rn(__fmul_rn(x2, cs), __fmul_rn(x1, sn)));
+      }
     }
   }
 }
 
-}  // namespace
-
-void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
-  const char* op = "rope_forward";
+// Checks and launch shared by rope_forward (name "x") and rope_backward (name "dx").
+void rope_launch(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, bool inverse,
+                 const char* op, const char* name) {
   using detail::check;
-  detail::check_cuda_tensor(x, op, "x");
+  detail::check_cuda_tensor(x, op, name);
   detail::check_cuda_tensor(positions, op, "positions");
   detail::check_cuda_tensor(inv_freq, op, "inv_freq");
   check(x.rank() == 2 && head_dim > 0 && head_dim % 2 == 0 && x.dim(1) % head_dim == 0, op,
-        "x must be [N, heads * head_dim] with an even head_dim");
-  detail::check_float(x, op, "x");
+        std::string(name) + " must be [N, heads * head_dim] with an even head_dim");
+  detail::check_float(x, op, name);
   check(positions.dtype() == DType::I32 && positions.rank() == 1 && positions.dim(0) == x.dim(0), op,
         "positions must be a 1-d I32 tensor with one entry per row");
   check(inv_freq.dtype() == DType::F32, op, "inv_freq must be F32");
@@ -56,12 +67,28 @@ void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, st
   const std::int64_t n = x.dim(0), width = x.dim(1), heads = width / head_dim;
   if (n == 0 || width == 0) return;
   const std::int64_t total = n * (head_dim / 2);
+  const unsigned blocks = detail::grid_blocks(total, 256);
+  cudaStream_t s = detail::stream();
   detail::dispatch_float(x.dtype(), [&](auto tx) {
     using T = typename decltype(tx)::type;
-    rope_kernel<T><<<detail::grid_blocks(total, 256), 256, 0, detail::stream()>>>(
-        x.data<T>(), positions.data<std::int32_t>(), inv_freq.data<float>(), n, width, heads, head_dim);
+    if (inverse)
+      rope_kernel<T, true><<<blocks, 256, 0, s>>>(x.data<T>(), positions.data<std::int32_t>(), inv_freq.data<float>(),
+                                                   n, width, heads, head_dim);
+    else
+      rope_kernel<T, false><<<blocks, 256, 0, s>>>(x.data<T>(), positions.data<std::int32_t>(),
+                                                    inv_freq.data<float>(), n, width, heads, head_dim);
     detail::check_launch();
   });
+}
+
+}  // namespace
+
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+  rope_launch(x, positions, inv_freq, head_dim, false, "rope_forward", "x");
+}
+
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+  rope_launch(dx, positions, inv_freq, head_dim, true, "rope_backward", "dx");
 }
 
 }  // namespace sppft::cuda

@@ -153,6 +153,17 @@ void copy_to_host(const Tensor& device_src, Tensor& host_dst) {
   SPPFT_CUDA_CHECK(cudaStreamSynchronize(detail::stream()));
 }
 
+void copy_on_device(const Tensor& src, Tensor& dst) {
+  check_copy(src, dst, Device::CUDA, Device::CUDA, "copy_on_device");
+  if (src.nbytes() == 0 || src.raw() == dst.raw()) return;
+  SPPFT_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, detail::stream()));
+}
+
+void fill_zero(Tensor& t) {
+  detail::check_cuda_tensor(t, "fill_zero", "t");
+  if (t.nbytes()) SPPFT_CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), detail::stream()));
+}
+
 Tensor to_device(const Tensor& host_src, MemCategory cat) {
   Tensor t = Tensor::empty(host_src.shape(), host_src.dtype(), cat, Device::CUDA);
   copy_to_device(host_src, t);

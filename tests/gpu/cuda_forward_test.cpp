@@ -25,27 +25,14 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "kernels/ops.h"
+#include "gpu_test_util.h"
 #include "test_util.h"
 #ifdef SPPFT_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
 #endif
 
 using namespace sppft;
-
-namespace {
-
-// True when there is a GPU; otherwise prints the skip line (once per process).
-bool have_gpu() {
-  static const bool ok = [] {
-    if (cuda_device_count() > 0) return true;
-    std::printf("skipped: no CUDA device\n");
-    std::fflush(stdout);
-    return false;
-  }();
-  return ok;
-}
-
-}  // namespace
+using namespace sppft::test::gpu;
 
 #ifndef SPPFT_HAVE_CUDA
 
@@ -55,78 +42,7 @@ TEST_CASE("CUDA forward ops (this build has no CUDA)") { CHECK_FALSE(have_gpu())
 
 namespace {
 
-constexpr auto kWork = MemCategory::Workspace;
-std::mt19937 rng(11);
-
-const char* name(DType t) { return t == DType::BF16 ? "BF16" : "F32"; }
-
-// A host F32 tensor of normal(0, scale) values, rounded to bf16 when it will be stored as
-// BF16 (so the CPU reference sees exactly what the GPU reads).
-Tensor host_random(Shape s, DType stored, float scale = 1.0f) {
-  Tensor t = Tensor::empty(std::move(s), DType::F32, kWork);
-  std::normal_distribution<float> d(0.0f, scale);
-  float* p = t.data<float>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    p[i] = d(rng);
-    if (stored == DType::BF16) p[i] = bf16_to_f32(f32_to_bf16(p[i]));
-  }
-  return t;
-}
-
-Tensor host_nan(Shape s) {
-  Tensor t = Tensor::empty(std::move(s), DType::F32, kWork);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = NAN;
-  return t;
-}
-
-Tensor host_copy(const Tensor& t) {
-  Tensor c = Tensor::empty(t.shape(), t.dtype(), kWork);
-  std::memcpy(c.raw(), t.raw(), t.nbytes());
-  return c;
-}
-
-// Host F32 -> device tensor of dtype `dt`.
-Tensor upload(const Tensor& host_f32, DType dt) {
-  Tensor h = Tensor::empty(host_f32.shape(), dt, kWork);
-  convert_from_f32(host_f32.data<float>(), dt, h.raw(), static_cast<std::size_t>(h.numel()));
-  return cuda::to_device(h, kWork);
-}
-
-Tensor device_nan(Shape s, DType dt) { return upload(host_nan(std::move(s)), dt); }
-
-// Device tensor (F32/BF16) -> host F32.
-Tensor download(const Tensor& dev) {
-  Tensor h = cuda::to_host(dev, kWork);
-  Tensor f = Tensor::empty(h.shape(), DType::F32, kWork);
-  convert_to_f32(h.raw(), h.dtype(), f.data<float>(), static_cast<std::size_t>(h.numel()));
-  return f;
-}
-
-Tensor upload_i32(const std::vector<std::int32_t>& v) {
-  Tensor h = Tensor::empty({static_cast<std::int64_t>(v.size())}, DType::I32, kWork);
-  std::copy(v.begin(), v.end(), h.data<std::int32_t>());
-  return cuda::to_device(h, kWork);
-}
-
-double tolerance(std::initializer_list<DType> dts) {
-  for (DType t : dts)
-    if (t != DType::F32) return 1e-2;
-  return 1e-5;
-}
-
-// Every value finite and rel_error below tol.
-void check_close(const Tensor& got_host, const Tensor& want_host, double tol) {
-  REQUIRE(got_host.numel() == want_host.numel());
-  const float* g = got_host.data<float>();
-  std::int64_t bad = 0;
-  for (std::int64_t i = 0; i < got_host.numel(); ++i) bad += !std::isfinite(g[i]);
-  REQUIRE(bad == 0);
-  const double err = test::rel_error(g, want_host.data<float>(), got_host.numel());
-  CHECK(err < tol);
-  if (err >= tol) MESSAGE("relative error " << err << " >= " << tol);
-}
-
-const DType kFloatTypes[] = {DType::F32, DType::BF16};
+std::mt19937 rng(11);  // this file's inputs: every host_random and pick draws from it
 
 }  // namespace
 
@@ -141,9 +57,9 @@ TEST_CASE("cuda linear_forward: F32 exact, BF16 with fp32 accumulation, bias fus
             CAPTURE(n); CAPTURE(k); CAPTURE(m); CAPTURE(name(in_t)); CAPTURE(name(out_t)); CAPTURE(bias_mode); CAPTURE(view); CAPTURE(fallback);
             const DType bias_t = bias_mode == 1 ? out_t : (out_t == DType::F32 ? DType::BF16 : DType::F32);
             // view: x is rows [1, n + 1) of an [n + 1, k] tensor, so its base is only 4 * k bytes aligned.
-            Tensor xall = host_random({n + 1, k}, in_t);
+            Tensor xall = host_random(rng, {n + 1, k}, in_t);
             Tensor x = view ? xall.rows(1, n + 1) : xall.rows(0, n);
-            Tensor w = host_random({m, k}, in_t), b = host_random({m}, bias_mode ? bias_t : DType::F32);
+            Tensor w = host_random(rng, {m, k}, in_t), b = host_random(rng, {m}, bias_mode ? bias_t : DType::F32);
             Tensor want = host_nan({n, m});
             ops::linear_forward(x, w, bias_mode ? &b : nullptr, want);
 
@@ -161,7 +77,7 @@ TEST_CASE("cuda linear_forward: F32 exact, BF16 with fp32 accumulation, bias fus
 
 TEST_CASE("cuda linear_forward with TF32 allowed stays within TF32 accuracy") {
   if (!have_gpu()) return;
-  Tensor x = host_random({40, 300}, DType::F32), w = host_random({70, 300}, DType::F32);
+  Tensor x = host_random(rng, {40, 300}, DType::F32), w = host_random(rng, {70, 300}, DType::F32);
   Tensor want = host_nan({40, 70});
   ops::linear_forward(x, w, nullptr, want);
   Tensor dy = device_nan({40, 70}, DType::F32);
@@ -173,13 +89,13 @@ TEST_CASE("cuda linear_forward with TF32 allowed stays within TF32 accuracy") {
 
 TEST_CASE("cuda linear_forward refuses mixed devices and dtypes") {
   if (!have_gpu()) return;
-  Tensor x = host_random({3, 4}, DType::F32), w = host_random({5, 4}, DType::F32);
+  Tensor x = host_random(rng, {3, 4}, DType::F32), w = host_random(rng, {5, 4}, DType::F32);
   Tensor dx = upload(x, DType::F32), dy = device_nan({3, 5}, DType::F32);
   CHECK_THROWS_AS(ops::linear_forward(dx, w, nullptr, dy), InputError);                      // w on the CPU
   CHECK_THROWS_AS(ops::linear_forward(dx, upload(w, DType::BF16), nullptr, dy), InputError);  // x F32, w BF16
   Tensor dy16 = device_nan({3, 5}, DType::BF16);
   CHECK_THROWS_AS(ops::linear_forward(dx, upload(w, DType::F32), nullptr, dy16), InputError);  // F32 -> BF16
-  CHECK_THROWS_AS(ops::linear_forward(dx, upload(host_random({5, 3}, DType::F32), DType::F32), nullptr, dy),
+  CHECK_THROWS_AS(ops::linear_forward(dx, upload(host_random(rng, {5, 3}, DType::F32), DType::F32), nullptr, dy),
                   InputError);  // K mismatch
 }
 
@@ -190,14 +106,13 @@ TEST_CASE("cuda embedding_forward gathers and scales rows; bad ids throw before 
     std::vector<std::int32_t> ids(n);
     std::uniform_int_distribution<int> pick(0, vocab - 1);
     for (auto& id : ids) id = pick(rng);
-    Tensor hids = Tensor::empty({n}, DType::I32, kWork);
-    std::copy(ids.begin(), ids.end(), hids.data<std::int32_t>());
+    Tensor hids = host_i32(ids);
     Tensor dids = upload_i32(ids);
     for (DType tab_t : kFloatTypes)
       for (DType out_t : kFloatTypes)
         for (float scale : {1.0f, std::sqrt(static_cast<float>(h))}) {
           CAPTURE(n); CAPTURE(h); CAPTURE(name(tab_t)); CAPTURE(name(out_t)); CAPTURE(scale);
-          Tensor table = host_random({vocab, h}, tab_t);
+          Tensor table = host_random(rng, {vocab, h}, tab_t);
           Tensor want = host_nan({n, h});
           ops::embedding_forward(hids, table, scale, want);
           Tensor dout = device_nan({n, h}, out_t);
@@ -205,7 +120,7 @@ TEST_CASE("cuda embedding_forward gathers and scales rows; bad ids throw before 
           check_close(download(dout), want, tolerance({tab_t, out_t}));
         }
   }
-  Tensor table = upload(host_random({vocab, 8}, DType::F32), DType::F32);
+  Tensor table = upload(host_random(rng, {vocab, 8}, DType::F32), DType::F32);
   for (std::int32_t bad : {vocab, -1, 1 << 30}) {
     Tensor dout = device_nan({3, 8}, DType::F32);
     CHECK_THROWS_AS(ops::embedding_forward(upload_i32({1, bad, 2}), table, 1.0f, dout), InputError);
@@ -222,7 +137,7 @@ TEST_CASE("cuda rmsnorm_forward: llama and gemma (1 + w), every dtype combinatio
         for (DType y_t : kFloatTypes)
           for (bool unit : {false, true}) {
             CAPTURE(n); CAPTURE(h); CAPTURE(name(x_t)); CAPTURE(name(w_t)); CAPTURE(name(y_t)); CAPTURE(unit);
-            Tensor x = host_random({n, h}, x_t, 3.0f), w = host_random({h}, w_t);
+            Tensor x = host_random(rng, {n, h}, x_t, 3.0f), w = host_random(rng, {h}, w_t);
             Tensor want = host_nan({n, h});
             ops::rmsnorm_forward(x, w, 1e-6f, unit, want);
             Tensor dy = device_nan({n, h}, y_t);
@@ -238,14 +153,13 @@ TEST_CASE("cuda rope_forward: half-split rotation, long positions") {
     std::vector<std::int32_t> pos(n);
     std::uniform_int_distribution<int> pick(0, max_pos);
     for (auto& p : pos) p = pick(rng);
-    Tensor hpos = Tensor::empty({n}, DType::I32, kWork);
-    std::copy(pos.begin(), pos.end(), hpos.data<std::int32_t>());
+    Tensor hpos = host_i32(pos);
     Tensor freq = Tensor::empty({d / 2}, DType::F32, kWork);
     for (int i = 0; i < d / 2; ++i)
       freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / d));
     for (DType x_t : kFloatTypes) {
       CAPTURE(n); CAPTURE(heads); CAPTURE(d); CAPTURE(name(x_t));
-      Tensor x = host_random({n, heads * d}, x_t);
+      Tensor x = host_random(rng, {n, heads * d}, x_t);
       Tensor dx = upload(x, x_t);
       ops::rope_forward(x, hpos, freq, d);
       ops::rope_forward(dx, upload_i32(pos), upload(freq, DType::F32), d);
@@ -262,7 +176,7 @@ TEST_CASE("cuda glu_forward: SiLU, GELU tanh, GELU erf; in place on gate") {
       for (DType in_t : kFloatTypes)
         for (DType out_t : kFloatTypes) {
           CAPTURE(n); CAPTURE(f); CAPTURE(static_cast<int>(act)); CAPTURE(name(in_t)); CAPTURE(name(out_t));
-          Tensor gate = host_random({n, f}, in_t, 2.0f), up = host_random({n, f}, in_t);
+          Tensor gate = host_random(rng, {n, f}, in_t, 2.0f), up = host_random(rng, {n, f}, in_t);
           Tensor want = host_nan({n, f});
           ops::glu_forward(gate, up, act, want);
           Tensor dgate = upload(gate, in_t), dup = upload(up, in_t), dout = device_nan({n, f}, out_t);
@@ -282,7 +196,7 @@ TEST_CASE("cuda add_inplace, every dtype pair") {
     for (DType x_t : kFloatTypes)
       for (DType y_t : kFloatTypes) {
         CAPTURE(n); CAPTURE(f); CAPTURE(name(x_t)); CAPTURE(name(y_t));
-        Tensor x = host_random({n, f}, x_t), y = host_random({n, f}, y_t);
+        Tensor x = host_random(rng, {n, f}, x_t), y = host_random(rng, {n, f}, y_t);
         Tensor dx = upload(x, x_t);
         ops::add_inplace(x, y);
         ops::add_inplace(dx, upload(y, y_t));
@@ -343,8 +257,8 @@ TEST_CASE("cuda kv_cache_write: every dtype pair, rows land at their positions")
       for (DType cache_t : kFloatTypes) {
         CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d); CAPTURE(name(in_t)); CAPTURE(name(cache_t));
         const DType both = in_t == DType::BF16 || cache_t == DType::BF16 ? DType::BF16 : DType::F32;
-        Tensor k = host_random({n, c.hkv * c.d}, both), v = host_random({n, c.hkv * c.d}, both);
-        Tensor kc = host_random({c.slots, c.hkv, c.tmax, c.d}, cache_t), vc = host_random(kc.shape(), cache_t);
+        Tensor k = host_random(rng, {n, c.hkv * c.d}, both), v = host_random(rng, {n, c.hkv * c.d}, both);
+        Tensor kc = host_random(rng, {c.slots, c.hkv, c.tmax, c.d}, cache_t), vc = host_random(rng, kc.shape(), cache_t);
         Tensor dk = upload(k, in_t), dv = upload(v, in_t), dkc = upload(kc, cache_t), dvc = upload(vc, cache_t);
         ops::kv_cache_write(k, v, c.seqs, kc, vc);
         ops::kv_cache_write(dk, dv, c.seqs, dkc, dvc);
@@ -362,9 +276,9 @@ TEST_CASE("cuda attention_forward: causal GQA over the cache, windows, splits, p
     const std::int64_t n = rows_of(c);
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
     for (DType t : kFloatTypes) {
-      Tensor q = host_random({n, c.hq * c.d}, t);
-      Tensor k = host_random({n, c.hkv * c.d}, t), v = host_random({n, c.hkv * c.d}, t);
-      Tensor kc0 = host_random({c.slots, c.hkv, c.tmax, c.d}, t), vc0 = host_random(kc0.shape(), t);
+      Tensor q = host_random(rng, {n, c.hq * c.d}, t);
+      Tensor k = host_random(rng, {n, c.hkv * c.d}, t), v = host_random(rng, {n, c.hkv * c.d}, t);
+      Tensor kc0 = host_random(rng, {c.slots, c.hkv, c.tmax, c.d}, t), vc0 = host_random(rng, kc0.shape(), t);
       for (std::int64_t window : {std::int64_t{0}, std::int64_t{3}, std::int64_t{64}}) {
         Tensor kc = host_copy(kc0), vc = host_copy(vc0), want = host_nan({n, c.hq * c.d});
         ops::kv_cache_write(k, v, c.seqs, kc, vc);
@@ -407,27 +321,27 @@ TEST_CASE("cuda attention_forward: causal GQA over the cache, windows, splits, p
 
 TEST_CASE("cuda attention_forward refuses bad sequences and shapes") {
   if (!have_gpu()) return;
-  Tensor q = upload(host_random({4, 16}, DType::F32), DType::F32), out = device_nan({4, 16}, DType::F32);
-  Tensor kc = upload(host_random({1, 2, 8, 8}, DType::F32), DType::F32), vc = upload(host_random({1, 2, 8, 8}, DType::F32), DType::F32);
+  Tensor q = upload(host_random(rng, {4, 16}, DType::F32), DType::F32), out = device_nan({4, 16}, DType::F32);
+  Tensor kc = upload(host_random(rng, {1, 2, 8, 8}, DType::F32), DType::F32), vc = upload(host_random(rng, {1, 2, 8, 8}, DType::F32), DType::F32);
   const std::vector<ops::AttentionSeq> past_cache = {{0, 4, 0, 6}}, bad_slot = {{0, 4, 1, 0}}, bad_rows = {{2, 4, 0, 0}};
   CHECK_THROWS_AS(ops::attention_forward(q, kc, vc, past_cache, 1.0f, 0, out), InputError);
   CHECK_THROWS_AS(ops::attention_forward(q, kc, vc, bad_slot, 1.0f, 0, out), InputError);
   CHECK_THROWS_AS(ops::attention_forward(q, kc, vc, bad_rows, 1.0f, 0, out), InputError);
-  Tensor q3 = upload(host_random({4, 24}, DType::F32), DType::F32), out3 = device_nan({4, 24}, DType::F32);
+  Tensor q3 = upload(host_random(rng, {4, 24}, DType::F32), DType::F32), out3 = device_nan({4, 24}, DType::F32);
   const std::vector<ops::AttentionSeq> ok = {{0, 4, 0, 0}};
   CHECK_THROWS_AS(ops::attention_forward(q3, kc, vc, ok, 1.0f, 0, out3), InputError);  // Hq = 3 not a multiple of 2
 }
 
 TEST_CASE("cuda copies round-trip and release_cached_resources leaves ops working") {
   if (!have_gpu()) return;
-  Tensor x = host_random({3, 5}, DType::F32);
+  Tensor x = host_random(rng, {3, 5}, DType::F32);
   Tensor back = cuda::to_host(cuda::to_device(x, kWork), kWork);
   CHECK(std::memcmp(back.raw(), x.raw(), x.nbytes()) == 0);
   Tensor wrong = Tensor::empty({4, 5}, DType::F32, kWork);
   Tensor dx = cuda::to_device(x, kWork);
   CHECK_THROWS_AS(cuda::copy_to_host(dx, wrong), InputError);
   cuda::release_cached_resources();
-  Tensor w = host_random({2, 5}, DType::F32), want = host_nan({3, 2});
+  Tensor w = host_random(rng, {2, 5}, DType::F32), want = host_nan({3, 2});
   ops::linear_forward(x, w, nullptr, want);
   Tensor dy = device_nan({3, 2}, DType::F32);
   ops::linear_forward(dx, upload(w, DType::F32), nullptr, dy);

@@ -1,0 +1,235 @@
+// GPU kernel benchmarks against ceilings measured on the same GPU: memory-bound
+// ops in GB/s next to the device-to-device copy bandwidth, GEMMs and attention in
+// TFLOP/s next to the cuBLASLt BF16 GEMM rate. Timed with CUDA events around
+// `reps` launches after two warm-up calls; the median of 5 such samples is reported.
+//   bench_kernels [--json] [--quick]
+// Shapes are Llama-3-8B's (hidden 4096, intermediate 14336, 32 query / 8 KV heads
+// of 128) at 16384 tokens; attention B = 4 x T = 4096, causal, bf16 (--quick: 1/4
+// of the tokens). Bytes counted are the bytes each op must move (inputs read once,
+// outputs written once); FLOPs of a causal attention forward are 2 * 2 * T^2/2 * D
+// per (sequence, query head), the backward 2.5x that (the flash-attention convention).
+// Without a GPU it prints "skipped: no CUDA device" and exits 0.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/dtype.h"
+#include "engine/json.h"
+#include "kernels/ops.h"
+#ifdef SPPFT_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "engine/cuda_check.h"
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+using namespace sppft;
+
+#ifdef SPPFT_HAVE_CUDA
+namespace {
+
+// Median over 5 samples of the mean time of `reps` calls, in ms. The ops queue on
+// the legacy default stream, where the events are recorded too.
+double time_ms(const std::function<void()>& fn, int reps) {
+  cudaEvent_t a, b;
+  SPPFT_CUDA_CHECK(cudaEventCreate(&a));
+  SPPFT_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 2; ++i) fn();
+  std::vector<double> samples;
+  for (int s = 0; s < 5; ++s) {
+    cudaEventRecord(a, 0);
+    for (int i = 0; i < reps; ++i) fn();
+    cudaEventRecord(b, 0);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    samples.push_back(ms / reps);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cuda::synchronize();  // a faulting kernel throws here
+  std::sort(samples.begin(), samples.end());
+  return samples[2];
+}
+
+// N(0, scale) values (or `offset` + them), stored in `dt` on the GPU.
+Tensor random_device(const Shape& shape, DType dt, std::uint64_t seed, float scale = 1.0f, float offset = 0.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, scale);
+  Tensor host = Tensor::empty(shape, dt, MemCategory::Workspace);
+  for (std::int64_t i = 0; i < host.numel(); ++i) {
+    const float v = offset + nd(rng);
+    if (dt == DType::F32) host.data<float>()[i] = v;
+    else host.data<std::uint16_t>()[i] = f32_to_bf16(v);
+  }
+  return cuda::to_device(host, MemCategory::Workspace);
+}
+
+Tensor positions_device(std::int64_t n, std::int64_t seq) {
+  Tensor host = Tensor::empty({n}, DType::I32, MemCategory::Workspace);
+  for (std::int64_t i = 0; i < n; ++i) host.data<std::int32_t>()[i] = static_cast<std::int32_t>(i % seq);
+  return cuda::to_device(host, MemCategory::Workspace);
+}
+
+struct Row {
+  std::string name, shape, unit;
+  double ms, rate, share;  // rate: GB/s or TFLOP/s; share of the ceiling
+};
+
+}  // namespace
+#endif
+
+int main(int argc, char** argv) {
+  bool json = false, quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json") json = true;
+    else if (a == "--quick") quick = true;
+    else {
+      std::fprintf(stderr, "error: bench_kernels: unknown argument '%s' (expected --json or --quick)\n", argv[i]);
+      return 2;
+    }
+  }
+#ifndef SPPFT_HAVE_CUDA
+  (void)quick;
+  std::printf(json ? "{\"skipped\": \"built without CUDA\"}\n" : "skipped: no CUDA device (built without CUDA)\n");
+  return 0;
+#else
+  if (cuda_device_count() == 0) {
+    std::printf(json ? "{\"skipped\": \"no CUDA device\"}\n" : "skipped: no CUDA device\n");
+    return 0;
+  }
+  try {
+    const std::int64_t h = 4096, f = 14336, hq = 32, hkv = 8, d = 128;
+    const std::int64_t seq = quick ? 1024 : 4096, batch = 4, n = batch * seq;
+    const auto bf = DType::BF16;
+    std::vector<Row> rows;
+    auto add_bw = [&](const std::string& name, const std::string& shape, double bytes, double ms, double ceiling) {
+      const double gbs = bytes / (ms * 1e-3) / 1e9;
+      rows.push_back({name, shape, "GB/s", ms, gbs, ceiling > 0 ? gbs / ceiling : 0});
+    };
+    auto add_flops = [&](const std::string& name, const std::string& shape, double flops, double ms, double ceiling) {
+      const double tf = flops / (ms * 1e-3) / 1e12;
+      rows.push_back({name, shape, "TFLOP/s", ms, tf, ceiling > 0 ? tf / ceiling : 0});
+    };
+
+    // Ceiling 1: device-to-device copy (bytes read + bytes written).
+    const std::size_t copy_bytes = std::size_t{1} << 30;
+    void *src = nullptr, *dst = nullptr;
+    SPPFT_CUDA_CHECK(cudaMalloc(&src, copy_bytes));
+    SPPFT_CUDA_CHECK(cudaMalloc(&dst, copy_bytes));
+    const double copy_ms = time_ms([&] { cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, 0); }, 10);
+    cudaFree(src);
+    cudaFree(dst);
+    add_bw("copy (ceiling)", "1 GiB D2D", 2.0 * copy_bytes, copy_ms, 0);
+    const double copy_gbs = rows.back().rate;
+
+    // Ceiling 2: cuBLASLt BF16 GEMM, the MLP up projection's shape.
+    Tensor x = random_device({n, h}, bf, 1), w_up = random_device({f, h}, bf, 2, 0.02f), y_up = random_device({n, f}, bf, 3);
+    const double gemm_ms = time_ms([&] { ops::linear_forward(x, w_up, nullptr, y_up); }, 5);
+    add_flops("linear bf16 (ceiling)", std::to_string(n) + "x" + std::to_string(h) + " . " + std::to_string(f) + "x" + std::to_string(h),
+              2.0 * n * h * f, gemm_ms, 0);
+    const double gemm_tf = rows.back().rate;
+
+    // Memory-bound ops, bf16 activations.
+    Tensor norm_w = random_device({h}, bf, 4, 0.1f, 1.0f), y = random_device({n, h}, bf, 5);
+    add_bw("rmsnorm_forward", std::to_string(n) + "x" + std::to_string(h), 2.0 * n * h * 2,
+           time_ms([&] { ops::rmsnorm_forward(x, norm_w, 1e-5f, false, y); }, 20), copy_gbs);
+    Tensor inv_freq = Tensor::empty({d / 2}, DType::F32, MemCategory::Workspace);
+    for (std::int64_t i = 0; i < d / 2; ++i) inv_freq.data<float>()[i] = static_cast<float>(std::pow(500000.0, -2.0 * i / d));
+    Tensor inv_freq_dev = cuda::to_device(inv_freq, MemCategory::Workspace), pos = positions_device(n, seq);
+    Tensor q = random_device({n, hq * d}, bf, 6);
+    add_bw("rope_forward", std::to_string(n) + "x" + std::to_string(hq * d), 2.0 * n * hq * d * 2,
+           time_ms([&] { ops::rope_forward(q, pos, inv_freq_dev, d); }, 20), copy_gbs);
+    Tensor gate = random_device({n, f}, bf, 7), up = random_device({n, f}, bf, 8), act = random_device({n, f}, bf, 9);
+    add_bw("glu_forward (SwiGLU)", std::to_string(n) + "x" + std::to_string(f), 3.0 * n * f * 2,
+           time_ms([&] { ops::glu_forward(gate, up, ops::GluActivation::SiLU, act); }, 20), copy_gbs);
+    add_bw("add_inplace", std::to_string(n) + "x" + std::to_string(h), 3.0 * n * h * 2,
+           time_ms([&] { ops::add_inplace(y, x); }, 20), copy_gbs);
+
+    // Attention: inference kernel over a cache filled with the whole sequence (prefill).
+    Tensor k = random_device({n, hkv * d}, bf, 10), v = random_device({n, hkv * d}, bf, 11), out = random_device({n, hq * d}, bf, 12);
+    Tensor kc = Tensor::empty({batch, hkv, seq, d}, bf, MemCategory::Workspace, Device::CUDA);
+    Tensor vc = Tensor::empty({batch, hkv, seq, d}, bf, MemCategory::Workspace, Device::CUDA);
+    std::vector<ops::AttentionSeq> seqs;
+    for (std::int64_t b = 0; b < batch; ++b) seqs.push_back({b * seq, seq, 0, b});
+    ops::kv_cache_write(k, v, seqs, kc, vc);
+    const double attn_flops = batch * hq * 2.0 * 2.0 * (static_cast<double>(seq) * seq / 2) * d;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    add_flops("attention_forward (cache)", "B4 Hq32 Hkv8 T" + std::to_string(seq) + " D128 causal", attn_flops,
+              time_ms([&] { ops::attention_forward(q, kc, vc, seqs, scale, 0, out); }, 3), gemm_tf);
+
+    // Training attention (flash-style forward with the log-sum-exp, and its backward).
+    Tensor lse = Tensor::empty({n, hq}, DType::F32, MemCategory::Workspace, Device::CUDA);
+    Tensor dout = random_device({n, hq * d}, bf, 13), dq = random_device({n, hq * d}, bf, 14);
+    Tensor dk = random_device({n, hkv * d}, bf, 15), dv = random_device({n, hkv * d}, bf, 16);
+    const std::string attn_shape = "B4 Hq32 Hkv8 T" + std::to_string(seq) + " D128 causal";
+    const double fwd_ms = time_ms([&] { ops::attention_forward_train(q, k, v, seqs, scale, 0, out, lse); }, 3);
+    add_flops("attention_forward_train", attn_shape, attn_flops, fwd_ms, gemm_tf);
+    const double bwd_ms =
+        time_ms([&] { ops::attention_backward(q, k, v, out, lse, dout, seqs, scale, 0, dq, dk, dv); }, 3);
+    add_flops("attention_backward", attn_shape, 2.5 * attn_flops, bwd_ms, gemm_tf);
+    add_flops("attention fwd+bwd", attn_shape, 3.5 * attn_flops, fwd_ms + bwd_ms, gemm_tf);
+
+    // Backward of the memory-bound ops and the linear backward GEMMs.
+    Tensor dy = random_device({n, h}, bf, 17), dx = random_device({n, h}, bf, 18);
+    Tensor dnorm_w = random_device({h}, DType::F32, 19);
+    add_bw("rmsnorm_backward (+dw)", std::to_string(n) + "x" + std::to_string(h), 3.0 * n * h * 2,
+           time_ms([&] { ops::rmsnorm_backward(x, norm_w, dy, 1e-5f, false, dx, &dnorm_w); }, 20), copy_gbs);
+    add_bw("rope_backward", std::to_string(n) + "x" + std::to_string(hq * d), 2.0 * n * hq * d * 2,
+           time_ms([&] { ops::rope_backward(q, pos, inv_freq_dev, d); }, 20), copy_gbs);
+    Tensor dgate = random_device({n, f}, bf, 20), dup = random_device({n, f}, bf, 21);
+    add_bw("glu_backward (SwiGLU)", std::to_string(n) + "x" + std::to_string(f), 5.0 * n * f * 2,
+           time_ms([&] { ops::glu_backward(gate, up, act, ops::GluActivation::SiLU, dgate, dup); }, 20), copy_gbs);
+    add_flops("linear_backward_input bf16", std::to_string(n) + "x" + std::to_string(f) + " . " + std::to_string(f) + "x" + std::to_string(h),
+              2.0 * n * h * f, time_ms([&] { ops::linear_backward_input(y_up, w_up, x, false); }, 5), gemm_tf);
+    Tensor dw_up = random_device({f, h}, DType::F32, 22, 0.0f);
+    add_flops("linear_backward_weight f32 acc", std::to_string(f) + "x" + std::to_string(h) + " += dy^T x",
+              2.0 * n * h * f, time_ms([&] { ops::linear_backward_weight(y_up, x, dw_up, nullptr); }, 5), gemm_tf);
+
+    // AdamW over one block's worth of tensors (Llama-3-8B: 218M parameters), bf16 weights,
+    // bf16 grads, fp32 master and moments: reads grad 2 + master 4 + m 4 + v 4, writes
+    // param 2 + master 4 + m 4 + v 4 bytes per parameter.
+    std::vector<Tensor> params, grads_, masters, ms, vs;
+    const std::vector<Shape> block_shapes = {{hq * d, h}, {hkv * d, h}, {hkv * d, h}, {h, hq * d}, {f, h}, {f, h}, {h, f}, {h}, {h}};
+    std::int64_t block_params = 0;
+    for (std::size_t i = 0; i < block_shapes.size(); ++i) {
+      params.push_back(random_device(block_shapes[i], bf, 100 + i, 0.02f));
+      grads_.push_back(random_device(block_shapes[i], bf, 200 + i, 1e-3f));
+      masters.push_back(random_device(block_shapes[i], DType::F32, 300 + i, 0.02f));
+      ms.push_back(random_device(block_shapes[i], DType::F32, 400 + i, 1e-4f));
+      vs.push_back(random_device(block_shapes[i], DType::F32, 500 + i, 0.0f, 1e-6f));
+      block_params += shape_numel(block_shapes[i]);
+    }
+    std::vector<cuda::AdamWTensor> table;
+    for (std::size_t i = 0; i < params.size(); ++i) table.push_back({&params[i], &grads_[i], &ms[i], &vs[i], &masters[i], 0.0f});
+    std::int64_t step = 1;
+    add_bw("adamw_multi_tensor (1 block)", std::to_string(block_params / 1000000) + "M params, bf16 + fp32 master",
+           28.0 * block_params, time_ms([&] { cuda::adamw_multi_tensor(table, 1e-5, 0.9, 0.999, 1e-8, step++); }, 5), copy_gbs);
+    Tensor big = random_device({block_params}, bf, 600);
+    add_bw("sum_squares (1 block of grads)", std::to_string(block_params / 1000000) + "M bf16", 2.0 * block_params,
+           time_ms([&] { (void)ops::sum_squares(big); }, 5), copy_gbs);
+
+    if (json) {
+      Json j = {{"gpu", cuda_device_description(0)}, {"copy_gbs", copy_gbs}, {"gemm_bf16_tflops", gemm_tf}, {"rows", Json::array()}};
+      for (const auto& r : rows)
+        j["rows"].push_back({{"op", r.name}, {"shape", r.shape}, {"ms", r.ms}, {"rate", r.rate}, {"unit", r.unit}, {"share_of_ceiling", r.share}});
+      std::printf("%s\n", j.dump(2).c_str());
+      return 0;
+    }
+    std::printf("machine: %s\n", cuda_device_description(0).c_str());
+    std::printf("%-28s %-40s %10s %12s %9s\n", "op", "shape", "ms", "rate", "ceiling");
+    for (const auto& r : rows)
+      std::printf("%-28s %-40s %10.3f %8.1f %-7s %8.0f%%\n", r.name.c_str(), r.shape.c_str(), r.ms, r.rate, r.unit.c_str(), 100 * r.share);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: bench_kernels: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+#endif
+}

@@ -1,0 +1,270 @@
+// The CUDA training attention (kernels/cuda/attention_train.cu: attention_forward_train and
+// attention_backward) against the fp32 CPU reference (kernels/cpu/attention_train.cpp, called
+// through kernels/ops.h with host tensors). Packed sequences of lengths 0, 1, 7, 33, 130 and
+// more, GQA groups 4:1, 6:2, 3:3, 8:2, head_dim 2 .. 256 (64, 80, 96, 128, 256 included),
+// windows 0, 5 and 40, more than 32 sequences (two launch tables), rows covered by no sequence.
+// Every device output is poisoned with NaN before the call; uncovered rows must stay NaN and
+// covered ones must be finite.
+//
+// Both sides see the same inputs: BF16 inputs are rounded to bf16 on the host first, and the
+// backward gets the same out (the CPU forward's, rounded to bf16 for BF16) and lse on both sides.
+// Tolerances (max |gpu - cpu| / max |cpu| over the covered rows, test::rel_error):
+//   F32  out, dq, dk, dv:  1e-5  (fp32 both sides; only summation order, the online softmax
+//                                 and libm-vs-CUDA expf/logf ulps differ)
+//   BF16 out, dq, dk, dv:  2e-2  (fp32 math on identical inputs; the bf16 rounding of each
+//                                 output is <= 2^-9 relative)
+//   lse (F32 for both):    1e-5 of max(1, max |lse|)  (an absolute bound where lse is near 0)
+// Determinism: two calls with the same inputs give bitwise equal outputs.
+//
+// Without a GPU (or without CUDA in the build) it prints "skipped: no CUDA device" and passes.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "kernels/ops.h"
+#include "gpu_test_util.h"
+#include "test_util.h"
+#ifdef SPPFT_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+using namespace sppft;
+using namespace sppft::test::gpu;
+
+#ifndef SPPFT_HAVE_CUDA
+
+TEST_CASE("CUDA training attention (this build has no CUDA)") { CHECK_FALSE(have_gpu()); }
+
+#else
+
+namespace {
+
+std::mt19937 rng(23);  // this file's inputs: every host_random draws from it
+
+bool same_bits(const Tensor& a_dev, const Tensor& b_dev) {
+  Tensor a = cuda::to_host(a_dev, kWork), b = cuda::to_host(b_dev, kWork);
+  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+struct TrainCase {
+  int hq, hkv, d;
+  std::vector<int> lens;    // sequence lengths, packed in order (0 = an empty sequence)
+  bool gaps;                // an uncovered row before the first sequence and after each one
+  float sharpness = 1.0f;   // scale = sharpness / sqrt(d): larger = peakier softmax
+};
+
+// The sequences of a case and the total row count.
+std::vector<ops::AttentionSeq> pack(const TrainCase& c, std::int64_t& n) {
+  std::vector<ops::AttentionSeq> seqs;
+  std::int64_t row = c.gaps ? 1 : 0;
+  for (int len : c.lens) {
+    seqs.push_back({row, len, 0, 0});  // {q_begin, q_len, slot (ignored), past_len}
+    row += len + (c.gaps ? 1 : 0);
+  }
+  n = row;
+  return seqs;
+}
+
+std::vector<char> covered_rows(std::span<const ops::AttentionSeq> seqs, std::int64_t n) {
+  std::vector<char> covered(n, 0);
+  for (const auto& s : seqs)
+    for (std::int64_t r = s.q_begin; r < s.q_begin + s.q_len; ++r) covered[r] = 1;
+  return covered;
+}
+
+std::vector<TrainCase> train_cases() {
+  std::vector<TrainCase> cases = {
+      {4, 1, 64, {1}, false},                       // N = 1, MQA
+      {6, 2, 80, {7, 33}, true},                    // D = 80 (padded to 128), uncovered rows around
+      {3, 3, 128, {130}, false},                    // MHA, several key and query tiles
+      {4, 1, 128, {33, 0, 1, 130, 7}, true, 3.0f},  // packed, an empty sequence, peaky softmax
+      {6, 2, 64, {130, 33, 1}, false},              // GQA 3, several packed
+      {2, 1, 256, {70, 5}, true},                   // D = 256 (largest shared-memory tiles)
+      {3, 3, 96, {7, 1, 33}, false, 3.0f},          // D = 96
+      {2, 2, 6, {9, 4}, true},                      // D % 4 == 2
+      {1, 1, 2, {3}, false},                        // D = 2, one head
+  };
+  TrainCase many{8, 2, 32, {}, true};  // 40 sequences: more than one launch table
+  for (int s = 0; s < 40; ++s) many.lens.push_back(1 + (s * 5) % 7);
+  cases.push_back(many);
+  return cases;
+}
+
+// got_dev [N, W] against want_host [N, W]: uncovered rows still NaN, covered rows finite and
+// within tol (rel_error over the covered rows).
+void check_rows(const Tensor& got_dev, const Tensor& want_host, const std::vector<char>& covered, double tol,
+                const char* what) {
+  CAPTURE(what);
+  Tensor got = download(got_dev);
+  REQUIRE(got.shape() == want_host.shape());
+  const std::int64_t n = got.dim(0), w = got.dim(1);
+  std::vector<float> g, r;
+  std::int64_t bad = 0;
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t e = 0; e < w; ++e) {
+      const float gv = got.data<float>()[i * w + e];
+      if (covered[i]) {
+        bad += !std::isfinite(gv);
+        g.push_back(gv);
+        r.push_back(want_host.data<float>()[i * w + e]);
+      } else {
+        bad += !std::isnan(gv);  // untouched: still the NaN poison
+      }
+    }
+  REQUIRE(bad == 0);
+  const double err = test::rel_error(g.data(), r.data(), static_cast<std::int64_t>(g.size()));
+  CHECK(err < tol);
+  if (err >= tol) MESSAGE(what << ": relative error " << err << " >= " << tol);
+}
+
+// lse: as check_rows, with the error relative to max(1, max |lse|).
+void check_lse(const Tensor& got_dev, const Tensor& want_host, const std::vector<char>& covered) {
+  Tensor got = download(got_dev);
+  REQUIRE(got.shape() == want_host.shape());
+  const std::int64_t n = got.dim(0), w = got.dim(1);
+  double diff = 0, scale = 1;
+  std::int64_t bad = 0;
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t e = 0; e < w; ++e) {
+      const float gv = got.data<float>()[i * w + e], rv = want_host.data<float>()[i * w + e];
+      if (!covered[i]) {
+        bad += !std::isnan(gv);
+        continue;
+      }
+      bad += !std::isfinite(gv);
+      diff = std::max(diff, std::abs(static_cast<double>(gv) - rv));
+      scale = std::max(scale, std::abs(static_cast<double>(rv)));
+    }
+  REQUIRE(bad == 0);
+  CHECK(diff / scale < 1e-5);
+  if (diff / scale >= 1e-5) MESSAGE("lse: error " << diff / scale << " >= 1e-5");
+}
+
+}  // namespace
+
+TEST_CASE("cuda attention_forward_train and attention_backward match the CPU reference") {
+  if (!have_gpu()) return;
+  for (const TrainCase& c : train_cases()) {
+    std::int64_t n = 0;
+    const auto seqs = pack(c, n);
+    const auto covered = covered_rows(seqs, n);
+    const std::int64_t qw = c.hq * c.d, kw = c.hkv * c.d;
+    const float scale = c.sharpness / std::sqrt(static_cast<float>(c.d));
+    for (DType t : kFloatTypes) {
+      const Tensor q = host_random(rng, {n, qw}, t), k = host_random(rng, {n, kw}, t), v = host_random(rng, {n, kw}, t);
+      const Tensor dout = host_random(rng, {n, qw}, t);
+      const Tensor dd = upload(dout, t);
+      const Tensor dqin = upload(q, t), dkin = upload(k, t), dvin = upload(v, t);
+      for (std::int64_t window : {std::int64_t{0}, std::int64_t{5}, std::int64_t{40}}) {
+        CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d); CAPTURE(c.lens.size()); CAPTURE(n); CAPTURE(name(t)); CAPTURE(window);
+        const double tol = t == DType::BF16 ? 2e-2 : 1e-5;
+
+        // Forward.
+        Tensor out = host_nan({n, qw}), lse = host_nan({n, c.hq});
+        ops::attention_forward_train(q, k, v, seqs, scale, window, out, lse);
+        Tensor gout = device_nan({n, qw}, t), glse = device_nan({n, c.hq}, DType::F32);
+        cuda::attention_forward_train(dqin, dkin, dvin, seqs, scale, window, gout, glse);
+        check_rows(gout, out, covered, tol, "out");
+        check_lse(glse, lse, covered);
+
+        // Backward, from the CPU forward's out (as the GPU stores it) and lse on both sides.
+        Tensor out_in = host_copy(out);
+        round_for(out_in, t);
+        for (std::int64_t i = 0; i < out_in.numel(); ++i)  // uncovered rows: finite, not NaN
+          if (std::isnan(out_in.data<float>()[i])) out_in.data<float>()[i] = 0.0f;
+        Tensor dq = host_nan({n, qw}), dk = host_nan({n, kw}), dv = host_nan({n, kw});
+        ops::attention_backward(q, k, v, out_in, lse, dout, seqs, scale, window, dq, dk, dv);
+        Tensor gdq = device_nan({n, qw}, t), gdk = device_nan({n, kw}, t), gdv = device_nan({n, kw}, t);
+        cuda::attention_backward(dqin, dkin, dvin, upload(out_in, t), upload(lse, DType::F32), dd, seqs, scale, window,
+                                 gdq, gdk, gdv);
+        check_rows(gdq, dq, covered, tol, "dq");
+        check_rows(gdk, dk, covered, tol, "dk");
+        check_rows(gdv, dv, covered, tol, "dv");
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda training attention is deterministic: two calls give bitwise equal outputs") {
+  if (!have_gpu()) return;
+  const TrainCase c{6, 2, 128, {130, 1, 33}, true};
+  std::int64_t n = 0;
+  const auto seqs = pack(c, n);
+  const std::int64_t qw = c.hq * c.d, kw = c.hkv * c.d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+  for (DType t : kFloatTypes)
+    for (std::int64_t window : {std::int64_t{0}, std::int64_t{5}}) {
+      CAPTURE(name(t)); CAPTURE(window);
+      const Tensor q = upload(host_random(rng, {n, qw}, t), t), k = upload(host_random(rng, {n, kw}, t), t);
+      const Tensor v = upload(host_random(rng, {n, kw}, t), t), dout = upload(host_random(rng, {n, qw}, t), t);
+      Tensor out[2], lse[2], dq[2], dk[2], dv[2];
+      for (int run = 0; run < 2; ++run) {
+        out[run] = device_nan({n, qw}, t);
+        lse[run] = device_nan({n, c.hq}, DType::F32);
+        cuda::attention_forward_train(q, k, v, seqs, scale, window, out[run], lse[run]);
+      }
+      CHECK(same_bits(out[0], out[1]));
+      CHECK(same_bits(lse[0], lse[1]));
+      // The uncovered rows of out are NaN: give the backward finite values there.
+      Tensor o = download(out[0]);
+      for (std::int64_t i = 0; i < o.numel(); ++i)
+        if (std::isnan(o.data<float>()[i])) o.data<float>()[i] = 0.0f;
+      const Tensor out_in = upload(o, t);
+      for (int run = 0; run < 2; ++run) {
+        dq[run] = device_nan({n, qw}, t);
+        dk[run] = device_nan({n, kw}, t);
+        dv[run] = device_nan({n, kw}, t);
+        cuda::attention_backward(q, k, v, out_in, lse[0], dout, seqs, scale, window, dq[run], dk[run], dv[run]);
+      }
+      CHECK(same_bits(dq[0], dq[1]));
+      CHECK(same_bits(dk[0], dk[1]));
+      CHECK(same_bits(dv[0], dv[1]));
+    }
+}
+
+TEST_CASE("cuda training attention refuses a cache offset, bad shapes, mixed dtypes and aliasing") {
+  if (!have_gpu()) return;
+  const DType f = DType::F32;
+  const Tensor q = upload(host_random(rng, {4, 16}, f), f), k = upload(host_random(rng, {4, 8}, f), f);
+  const Tensor v = upload(host_random(rng, {4, 8}, f), f);
+  Tensor out = device_nan({4, 16}, f), lse = device_nan({4, 2}, f);
+  const std::vector<ops::AttentionSeq> ok = {{0, 4, 0, 0}}, past = {{0, 4, 0, 1}}, too_long = {{2, 4, 0, 0}};
+  CHECK_NOTHROW(cuda::attention_forward_train(q, k, v, ok, 1.0f, 0, out, lse));
+  CHECK_THROWS_AS(cuda::attention_forward_train(q, k, v, past, 1.0f, 0, out, lse), InputError);
+  CHECK_THROWS_AS(cuda::attention_forward_train(q, k, v, too_long, 1.0f, 0, out, lse), InputError);
+  // D = 16 / 3 is not an integer; D = 16 / 16 = 1 is odd.
+  Tensor lse3 = device_nan({4, 3}, f), lse16 = device_nan({4, 16}, f);
+  CHECK_THROWS_AS(cuda::attention_forward_train(q, k, v, ok, 1.0f, 0, out, lse3), InputError);
+  CHECK_THROWS_AS(cuda::attention_forward_train(q, k, v, ok, 1.0f, 0, out, lse16), InputError);
+  // D = 512 > 256.
+  const Tensor q512 = upload(host_random(rng, {2, 512}, f), f), k512 = upload(host_random(rng, {2, 512}, f), f);
+  Tensor out512 = device_nan({2, 512}, f), lse1 = device_nan({2, 1}, f);
+  const std::vector<ops::AttentionSeq> two = {{0, 2, 0, 0}};
+  CHECK_THROWS_AS(cuda::attention_forward_train(q512, k512, k512, two, 1.0f, 0, out512, lse1), InputError);
+  // Mixed dtypes, lse not F32, a CPU tensor.
+  const Tensor k16 = upload(host_random(rng, {4, 8}, DType::BF16), DType::BF16);
+  CHECK_THROWS_AS(cuda::attention_forward_train(q, k16, v, ok, 1.0f, 0, out, lse), InputError);
+  Tensor lse_bf16 = device_nan({4, 2}, DType::BF16);
+  CHECK_THROWS_AS(cuda::attention_forward_train(q, k, v, ok, 1.0f, 0, out, lse_bf16), InputError);
+  Tensor host_out = host_nan({4, 16});
+  CHECK_THROWS_AS(cuda::attention_forward_train(q, k, v, ok, 1.0f, 0, host_out, lse), InputError);
+  // Backward: an output aliasing an input, a wrong gradient shape.
+  Tensor dq = device_nan({4, 16}, f), dk = device_nan({4, 8}, f), dv = device_nan({4, 8}, f);
+  const Tensor dout = upload(host_random(rng, {4, 16}, f), f);
+  CHECK_NOTHROW(cuda::attention_backward(q, k, v, out, lse, dout, ok, 1.0f, 0, dq, dk, dv));
+  Tensor q_alias = q;
+  CHECK_THROWS_AS(cuda::attention_backward(q, k, v, out, lse, dout, ok, 1.0f, 0, q_alias, dk, dv), InputError);
+  Tensor dk_wrong = device_nan({4, 16}, f);
+  CHECK_THROWS_AS(cuda::attention_backward(q, k, v, out, lse, dout, ok, 1.0f, 0, dq, dk_wrong, dv), InputError);
+  cuda::synchronize();
+}
+
+#endif  // SPPFT_HAVE_CUDA
