@@ -14,12 +14,14 @@
 #
 # Writes OUTDIR/gpu_check.log (everything the stages printed), OUTDIR/summary.json (machine,
 # commit, per-stage status and seconds, per-test results, benchmark numbers),
-# OUTDIR/ctest-junit.xml, OUTDIR/kernels.json and OUTDIR/torch_attention.json.
+# OUTDIR/ctest-junit.xml, OUTDIR/kernels.json, OUTDIR/profile.json (+ profile-trace.json) and
+# OUTDIR/torch_attention.json.
 # Exit status: 0 when every gpu test passed on a real GPU, 1 otherwise (benchmarks
 # never change it).
 #
 # Time: must finish within 6 minutes. Each stage has its own limit (configure 60 s,
-# build 180 s, tests 90 s, kernels 60 s, torch 45 s); the summary says which stage stopped.
+# build 180 s, tests 90 s, kernels 60 s, profile 120 s, torch 45 s); the summary says which
+# stage stopped.
 # Only the gpu test executables, bench_kernels and the libraries they link are built, for
 # one architecture.
 #
@@ -118,7 +120,7 @@ elif [[ -n $deps ]]; then
 fi
 
 # ---------------------------------------------------------------- configure, build, test
-targets=(bench_kernels)
+targets=(bench_kernels sppft)
 for t in tests/gpu/*_test.cpp; do targets+=("$(basename "$t" .cpp)"); done
 generator=()
 [[ ! -f $build/CMakeCache.txt ]] && command -v ninja >/dev/null && generator=(-G Ninja)
@@ -135,6 +137,10 @@ if stage configure 60 cmake -S . -B "$build" "${generator[@]}" "${cmake_args[@]}
     fi
     # Benchmarks run whatever the tests said: a failing kernel's speed is still worth knowing.
     stage kernels 60 bash -c "'$build/bin/bench_kernels' --json > '$out/kernels.json'"
+    # One training step of a Llama-3-8B-shaped stack, full vs SPPFT (blocks 1-2 of 4 frozen):
+    # per-block forward / dX / dW / optimizer on CUDA events, MFU, the saving vs the dW FLOP share.
+    stage profile 120 bash -c "'$build/bin/sppft' profile --preset llama-3-8b --layers 4 --device cuda --micro-batch 4 \
+      --seq 1024 --steps 3 --warmup 1 --compare-freeze 1-2 --trace '$out/profile-trace.json' --json > '$out/profile.json'"
   fi
 fi
 python=${SPPFT_PYTHON:-python3}
@@ -144,7 +150,7 @@ total=$(($(date +%s) - start))
 say "gpu_check: $overall in $total s; log $log"
 
 # ---------------------------------------------------------------- summary.json
-stages_json=$(for s in configure build test kernels torch; do
+stages_json=$(for s in configure build test kernels profile torch; do
   [[ -n ${status[$s]:-} ]] && printf '{"stage":"%s","status":"%s","seconds":%s}\n' "$s" "${status[$s]}" "${seconds[$s]}"
 done)
 python3 - "$out" "$overall" "$total" "$gpu" "$nvcc_version" "$commit" "$dirty" "$arch" "$stages_json" <<'PY'
@@ -164,7 +170,7 @@ summary = {
     "cuda_architectures": arch, "stages": [json.loads(l) for l in stages.splitlines() if l.strip()], "tests": tests,
     "benchmarks": {},
 }
-for name in ("kernels", "torch_attention"):
+for name in ("kernels", "torch_attention", "profile"):
     path = os.path.join(out, name + ".json")
     try:
         with open(path) as f:
@@ -178,6 +184,23 @@ if "rows" in k:
     print(f"{'op':30s} {'shape':42s} {'ms':>9s} {'rate':>10s} {'unit':8s} {'of ceiling':>10s}")
     for r in k["rows"]:
         print(f"{r['op']:30s} {r['shape']:42s} {r['ms']:9.3f} {r['rate']:10.1f} {r['unit']:8s} {100 * r['share_of_ceiling']:9.0f}%")
+prof = summary["benchmarks"].get("profile", {})
+if "runs" in prof:
+    gemm = k.get("gemm_bf16_tflops") or 0
+    for r in prof["runs"]:
+        flops = sum(r["flops"].values())
+        step = r["step_seconds"]["median"]
+        tf = flops / step / 1e12
+        r["tflops"], r["mfu_vs_989"], r["mfu_vs_measured_gemm"] = tf, tf / 989.0, tf / gemm if gemm else None
+        print(f"train step {r['label']:5s} ({r['freeze']}): {step * 1e3:.1f} ms, {r['tokens'] / step:.0f} tokens/s, "
+              f"{tf:.0f} TFLOP/s = MFU {100 * tf / 989:.0f}% of 989 (dense bf16 datasheet)"
+              + (f", {100 * tf / gemm:.0f}% of the measured GEMM rate" if gemm else ""))
+    c = prof.get("comparison", {}).get("total")
+    if c and len(prof["runs"]) == 2:
+        full = prof["runs"][0]
+        share = c["predicted_saved_flops"] / sum(full["flops"].values())
+        print(f"SPPFT saved {100 * c['saved_seconds'] / c['full_seconds']:.1f}% of the step; the frozen blocks' dW FLOPs are "
+              f"{100 * share:.1f}% of the full step's FLOPs")
 t = summary["benchmarks"].get("torch_attention", {})
 for be, r in t.get("backends", {}).items():
     if "forward_ms" in r:

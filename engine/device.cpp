@@ -26,9 +26,15 @@ std::string cuda_device_description(int device) {
   if (device >= cuda_device_count()) return "";
   cudaDeviceProp p{};
   SPPFT_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %.1f GiB)", p.name, p.major, p.minor, p.totalGlobalMem / 1073741824.0);
-  return buf;
+  char mem[32];
+  std::snprintf(mem, sizeof mem, "%.1f GiB", p.totalGlobalMem / 1073741824.0);
+  return std::string(p.name) + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ", " + mem + ")";
+}
+
+bool cuda_memory_info(std::size_t& free_bytes, std::size_t& total_bytes) {
+  if (cuda_device_count() == 0) return false;
+  SPPFT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return true;
 }
 
 void* cuda_device_malloc(std::size_t bytes) {
@@ -42,6 +48,7 @@ void cuda_device_free(void* p) { cudaFree(p); }
 bool built_with_cuda() { return false; }
 int cuda_device_count() { return 0; }
 std::string cuda_device_description(int) { return ""; }
+bool cuda_memory_info(std::size_t&, std::size_t&) { return false; }
 void* cuda_device_malloc(std::size_t) { throw RuntimeFailure("CUDA memory requested but sppft was built without CUDA"); }
 void cuda_device_free(void*) {}
 #endif

@@ -121,12 +121,42 @@ std::vector<PackedPart> packed_layout(const ModelConfig& c, ModelWeights& w,
   return out;
 }
 
+std::vector<float> host_values_f32(const Tensor& t) {
+  std::vector<float> out(static_cast<std::size_t>(t.numel()));
+  if (t.device() == Device::CPU) {
+    convert_to_f32(t.raw(), t.dtype(), out.data(), out.size());
+    return out;
+  }
+  Tensor host = Tensor::empty(t.shape(), t.dtype(), MemCategory::Workspace);
+  ops::copy(t, host);
+  convert_to_f32(host.raw(), host.dtype(), out.data(), out.size());
+  return out;
+}
+
+void assign_from_f32(const float* values, Tensor& t) {
+  const auto n = static_cast<std::size_t>(t.numel());
+  if (t.device() == Device::CPU) {
+    convert_from_f32(values, t.dtype(), t.raw(), n);
+    return;
+  }
+  Tensor host = Tensor::empty(t.shape(), t.dtype(), MemCategory::Workspace);
+  convert_from_f32(values, t.dtype(), host.raw(), n);
+  ops::copy(host, t);
+}
+
+Tensor f32_copy(const Tensor& t, MemCategory cat) {
+  Tensor out = Tensor::empty(t.shape(), DType::F32, cat, t.device());
+  const std::vector<float> v = host_values_f32(t);
+  assign_from_f32(v.data(), out);
+  return out;
+}
+
 std::vector<PackedPart> allocate_packed(const ModelConfig& c, ModelWeights& w, DType dtype, MemCategory cat,
-                                        const std::function<bool(const NamedParam&)>& include) {
+                                        const std::function<bool(const NamedParam&)>& include, Device device) {
   std::vector<PackedPart> parts = packed_layout(c, w, include);
   for (auto& p : parts) {
-    p.flat = Tensor::empty({p.numel()}, dtype, cat);
-    if (p.flat.device() == Device::CPU) std::memset(p.flat.raw(), 0, p.flat.nbytes());
+    p.flat = Tensor::empty({p.numel()}, dtype, cat, device);
+    ops::fill_zero(p.flat);
     for (auto& m : p.members) *m.param.tensor = p.flat.view(m.offset, m.shape);
   }
   bind_fused_views(c, w);
@@ -198,7 +228,13 @@ namespace {
 void read_weights(const Checkpoint& ckpt, const ModelConfig& c, ModelWeights& w) {
   for (auto& s : param_specs(c, w)) {
     const TensorEntry& e = ckpt.entry(s.name);
-    convert_to_f32(e.data, e.dtype, s.tensor->data<float>(), static_cast<std::size_t>(s.tensor->numel()));
+    if (s.tensor->device() == Device::CPU && s.tensor->dtype() == DType::F32) {
+      convert_to_f32(e.data, e.dtype, s.tensor->data<float>(), static_cast<std::size_t>(s.tensor->numel()));
+      continue;
+    }
+    std::vector<float> v(static_cast<std::size_t>(s.tensor->numel()));  // a model moved to a GPU / to bf16
+    convert_to_f32(e.data, e.dtype, v.data(), v.size());
+    assign_from_f32(v.data(), *s.tensor);
   }
 }
 
@@ -219,13 +255,8 @@ void Model::to_device(Device device, DType dtype) {
     if (src.device() == device && src.dtype() == dtype) continue;
     if (src.device() != Device::CPU || src.dtype() != DType::F32)
       throw InputError("Model::to_device: weights already moved to a device");
-    Tensor staged = src;
-    if (dtype != DType::F32) {
-      staged = Tensor::empty(src.shape(), dtype, MemCategory::Workspace);
-      convert_from_f32(src.data<float>(), dtype, staged.raw(), static_cast<std::size_t>(src.numel()));
-    }
     Tensor moved = Tensor::empty(src.shape(), dtype, MemCategory::Weights, device);
-    ops::copy(staged, moved);
+    assign_from_f32(src.data<float>(), moved);
     for (auto& m : part.members) *m.param.tensor = moved.view(m.offset, m.shape);
     part.flat = moved;  // the host buffer goes with its last view
   }
@@ -258,13 +289,21 @@ std::unique_ptr<Model> Model::random(const ModelConfig& config, std::uint64_t se
   std::unique_ptr<Model> m(new Model());
   m->config_ = config;
   m->allocate_weights();
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, std);
-  for (auto& s : param_specs(m->config_, m->w_)) {
-    float* p = s.tensor->data<float>();
-    const bool is_norm = s.name.find("norm") != std::string::npos;
+  // Chunks of 2^20 values with their own generator (seeded by seed, tensor and chunk):
+  // the same weights for any thread count, and an 8B-shaped preset in seconds.
+  constexpr std::int64_t kChunk = std::int64_t{1} << 20;
+  const auto specs = param_specs(m->config_, m->w_);
+  for (std::size_t t = 0; t < specs.size(); ++t) {
+    float* p = specs[t].tensor->data<float>();
+    const std::int64_t n = specs[t].tensor->numel();
+    const bool is_norm = specs[t].name.find("norm") != std::string::npos;
     const float base = is_norm && !config.norm_unit_offset ? 1.0f : 0.0f;
-    for (std::int64_t i = 0; i < s.tensor->numel(); ++i) p[i] = base + normal(rng);
+#pragma omp parallel for schedule(dynamic)
+    for (std::int64_t c = 0; c < (n + kChunk - 1) / kChunk; ++c) {
+      std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + t * 1000003ull + static_cast<std::uint64_t>(c));
+      std::normal_distribution<float> normal(0.0f, std);
+      for (std::int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) p[i] = base + normal(rng);
+    }
   }
   return m;
 }
@@ -423,7 +462,10 @@ void Model::save(const fs::path& dir, DType dtype, std::size_t max_shard_bytes) 
     converted.reserve(shards[i].size());
     for (const ParamSpec* s : shards[i]) {
       std::vector<std::uint8_t> bytes(s->tensor->numel() * dtype_size(dtype));
-      convert_from_f32(s->tensor->data<float>(), dtype, bytes.data(), static_cast<std::size_t>(s->tensor->numel()));
+      const bool host_f32 = s->tensor->device() == Device::CPU && s->tensor->dtype() == DType::F32;
+      const std::vector<float> moved = host_f32 ? std::vector<float>() : host_values_f32(*s->tensor);
+      convert_from_f32(host_f32 ? s->tensor->data<float>() : moved.data(), dtype, bytes.data(),
+                       static_cast<std::size_t>(s->tensor->numel()));
       converted.push_back(std::move(bytes));
       tensors.push_back({s->name, dtype, s->shape, converted.back().data()});
       weight_map[s->name] = shard_name(i);

@@ -60,6 +60,13 @@ struct PackedPart {
   std::vector<PackedMember> members;
   std::int64_t numel() const;
 };
+// The values of a float tensor (F32/F16/BF16, on any device) as host fp32.
+std::vector<float> host_values_f32(const Tensor& t);
+// Writes host fp32 values into a float tensor of any dtype on any device (converted).
+void assign_from_f32(const float* values, Tensor& t);
+// An fp32 copy of a float tensor, on its device, under `cat` (e.g. master weights).
+Tensor f32_copy(const Tensor& t, MemCategory cat);
+
 // The packing without allocating (member tensors point into `w`).
 // Per-sequence K/V storage for every layer: [slots, Hkv, max_len, D] each.
 class KVCache {
@@ -156,7 +163,8 @@ std::vector<PackedPart> packed_layout(const ModelConfig& c, ModelWeights& w,
 // Allocates the included slots of `w` (shaped as `c` implies) packed as above,
 // zero-filled on the CPU, and binds fused views. Parts with no member are omitted.
 std::vector<PackedPart> allocate_packed(const ModelConfig& c, ModelWeights& w, DType dtype, MemCategory cat,
-                                        const std::function<bool(const NamedParam&)>& include);
+                                        const std::function<bool(const NamedParam&)>& include,
+                                        Device device = Device::CPU);
 
 // Names, shapes and blocks of every parameter a config implies (checkpoint order).
 struct ParamShape {

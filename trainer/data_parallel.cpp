@@ -6,6 +6,9 @@
 #include <map>
 
 #include "engine/error.h"
+#ifdef SPPFT_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 
 namespace sppft {
 
@@ -78,8 +81,12 @@ DataParallel::DataParallel(Model& model, std::vector<PackedPart> grads, CommQueu
     p.counts = zero1_ ? shard_counts(n, world_) : std::vector<std::size_t>(world_, 0);
     p.own_begin = zero1_ ? static_cast<std::int64_t>(shard_offset(p.counts, rank_)) : 0;
     p.own_len = zero1_ ? static_cast<std::int64_t>(p.counts[rank_]) : n;
-    p.m = Tensor::zeros({p.own_len}, DType::F32, MemCategory::Optimizer);
-    p.v = Tensor::zeros({p.own_len}, DType::F32, MemCategory::Optimizer);
+    const Device device = g.flat.device();
+    for (Tensor* t : {&p.m, &p.v}) {
+      *t = Tensor::empty({p.own_len}, DType::F32, MemCategory::Optimizer, device);
+      ops::fill_zero(*t);
+    }
+    if (p.weights.dtype() != DType::F32) p.master = f32_copy(p.weights.view(p.own_begin, {p.own_len}), MemCategory::Master);
     for (std::size_t i = 0; i < g.members.size(); ++i) {
       const auto& m = g.members[i];
       const std::int64_t b = std::max(m.offset, p.own_begin),
@@ -94,7 +101,7 @@ DataParallel::DataParallel(Model& model, std::vector<PackedPart> grads, CommQueu
 
 void DataParallel::zero_grads() {
   for (auto& p : parts_) {
-    std::memset(p.grad.flat.raw(), 0, p.grad.flat.nbytes());
+    ops::fill_zero(p.grad.flat);
     p.submitted = false;
   }
 }
@@ -142,11 +149,15 @@ void DataParallel::scale_gradients(float coef) {
 
 void DataParallel::optimizer_step(double lr, std::int64_t step) {
   for (auto& p : parts_) {
-    for (const auto& s : p.segments) {
-      Tensor w = p.weights.view(s.begin, {s.len}), g = p.grad.flat.view(s.begin, {s.len});
-      Tensor m = p.m.view(s.begin - p.own_begin, {s.len}), v = p.v.view(s.begin - p.own_begin, {s.len});
-      ops::AdamWParams hp{lr, hyper_.beta1, hyper_.beta2, hyper_.eps, s.decay ? hyper_.weight_decay : 0.0};
-      ops::adamw_step(w, g, m, v, hp, step);
+    if (p.master.defined()) {
+      masters_step(p, lr, step);
+    } else {
+      for (const auto& s : p.segments) {
+        Tensor w = p.weights.view(s.begin, {s.len}), g = p.grad.flat.view(s.begin, {s.len});
+        Tensor m = p.m.view(s.begin - p.own_begin, {s.len}), v = p.v.view(s.begin - p.own_begin, {s.len});
+        ops::AdamWParams hp{lr, hyper_.beta1, hyper_.beta2, hyper_.eps, s.decay ? hyper_.weight_decay : 0.0};
+        ops::adamw_step(w, g, m, v, hp, step);
+      }
     }
     if (zero1_ && world_ > 1) {
       float* data = p.weights.data<float>();
@@ -160,6 +171,30 @@ void DataParallel::optimizer_step(double lr, std::int64_t step) {
   counting_ = {};
 }
 
+// bf16 weights with fp32 masters (GPU): every segment of the part in one multi-tensor
+// launch; the update runs on the master and the bf16 weight gets it rounded.
+void DataParallel::masters_step(Part& p, double lr, std::int64_t step) {
+#ifdef SPPFT_HAVE_CUDA
+  std::vector<Tensor> views;
+  views.reserve(5 * p.segments.size());  // stable addresses for the table
+  std::vector<cuda::AdamWTensor> table;
+  for (const auto& s : p.segments) {
+    const std::int64_t o = s.begin - p.own_begin;
+    views.push_back(p.weights.view(s.begin, {s.len}));
+    views.push_back(p.grad.flat.view(s.begin, {s.len}));
+    views.push_back(p.m.view(o, {s.len}));
+    views.push_back(p.v.view(o, {s.len}));
+    views.push_back(p.master.view(o, {s.len}));
+    Tensor* t = &views[views.size() - 5];
+    table.push_back({t, t + 1, t + 2, t + 3, t + 4, static_cast<float>(s.decay ? hyper_.weight_decay : 0.0)});
+  }
+  cuda::adamw_multi_tensor(table, lr, hyper_.beta1, hyper_.beta2, hyper_.eps, step);
+#else
+  (void)p, (void)lr, (void)step;
+  throw std::logic_error("DataParallel: fp32 master weights need the CUDA backend");
+#endif
+}
+
 void DataParallel::all_reduce(double* v, std::size_t n) {
   if (world_ < 2) return;
   counting_.scalars += n * sizeof(double);
@@ -170,25 +205,30 @@ void DataParallel::all_reduce(double* v, std::size_t n) {
 std::vector<TensorToWrite> DataParallel::gather_moments(std::vector<std::vector<float>>& staging) {
   std::vector<TensorToWrite> out;
   staging.clear();
-  staging.reserve(2 * parts_.size());
+  staging.reserve(3 * parts_.size());
   for (auto it = parts_.rbegin(); it != parts_.rend(); ++it) {  // forward order in the file
     Part& p = *it;
-    const float* full[2] = {p.m.data<float>(), p.v.data<float>()};
-    if (zero1_ && world_ > 1) {
-      for (int k = 0; k < 2; ++k) {
-        auto& buf = staging.emplace_back(static_cast<std::size_t>(p.grad.flat.numel()));
-        std::copy_n(full[k], p.own_len, buf.data() + p.own_begin);
+    std::vector<std::pair<std::string, const float*>> full;  // prefix, values of the whole part
+    for (auto [prefix, t] : {std::pair{"m.", &p.m}, std::pair{"v.", &p.v}, std::pair{"master.", &p.master}}) {
+      if (!t->defined()) continue;
+      const bool whole_on_host = t->device() == Device::CPU && !(zero1_ && world_ > 1);
+      if (whole_on_host) {
+        full.push_back({prefix, t->data<float>()});
+        continue;
+      }
+      auto& buf = staging.emplace_back(static_cast<std::size_t>(p.grad.flat.numel()));
+      const std::vector<float> mine = host_values_f32(*t);
+      std::copy(mine.begin(), mine.end(), buf.begin() + p.own_begin);
+      if (zero1_ && world_ > 1) {
         Communicator& comm = queue_->comm();
         float* data = buf.data();
         queue_->run("all-gather of " + p.grad.name + " optimizer state (checkpoint)", [&comm, data, &p] { comm.all_gather(data, p.counts); });
-        full[k] = buf.data();
       }
+      full.push_back({prefix, buf.data()});
     }
     if (rank_ != 0) continue;
-    for (const auto& m : p.grad.members) {
-      out.push_back({"m." + m.param.name, DType::F32, m.shape, full[0] + m.offset});
-      out.push_back({"v." + m.param.name, DType::F32, m.shape, full[1] + m.offset});
-    }
+    for (const auto& m : p.grad.members)
+      for (const auto& [prefix, values] : full) out.push_back({prefix + m.param.name, DType::F32, m.shape, values + m.offset});
   }
   return out;
 }
@@ -197,14 +237,24 @@ void DataParallel::load_moments(const Checkpoint& ckpt, const std::string& file)
   for (auto& p : parts_) {
     for (const auto& s : p.segments) {
       const PackedMember& m = p.grad.members[s.member];
-      for (auto [prefix, dst] : {std::pair{"m.", &p.m}, std::pair{"v.", &p.v}}) {
-        if (!ckpt.has(prefix + m.param.name))
-          throw InputError(file + ": tensor '" + prefix + m.param.name + "' missing (was it saved with another --freeze?)");
-        const TensorEntry& e = ckpt.entry(prefix + m.param.name);
+      for (auto [prefix, dst] : {std::pair{"m.", &p.m}, std::pair{"v.", &p.v}, std::pair{"master.", &p.master}}) {
+        if (!dst->defined()) continue;
+        const std::string name = prefix + m.param.name;
+        if (!ckpt.has(name)) {
+          if (dst == &p.master) {  // a checkpoint of an fp32 run: the master is the (bf16) weight itself
+            Tensor w = p.weights.view(s.begin, {s.len});
+            const std::vector<float> v = host_values_f32(w);
+            Tensor d = dst->view(s.begin - p.own_begin, {s.len});
+            assign_from_f32(v.data(), d);
+            continue;
+          }
+          throw InputError(file + ": tensor '" + name + "' missing (was it saved with another --freeze?)");
+        }
+        const TensorEntry& e = ckpt.entry(name);
         if (e.shape != m.shape || e.dtype != DType::F32)
-          throw InputError(file + ": tensor '" + prefix + m.param.name + "' does not match this model");
-        std::copy_n(reinterpret_cast<const float*>(e.data) + (s.begin - m.offset), s.len,
-                    dst->data<float>() + (s.begin - p.own_begin));
+          throw InputError(file + ": tensor '" + name + "' does not match this model");
+        Tensor d = dst->view(s.begin - p.own_begin, {s.len});
+        assign_from_f32(reinterpret_cast<const float*>(e.data) + (s.begin - m.offset), d);
       }
     }
   }

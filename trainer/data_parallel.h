@@ -75,9 +75,10 @@ class DataParallel {
   // Sums host doubles over ranks (loss sums and token counts), counted as scalars.
   void all_reduce(double* v, std::size_t n);
 
-  // Full (unsharded) Adam moments as checkpoint tensors "m.<name>" / "v.<name>",
-  // gathered on rank 0 (every rank must call; other ranks get an empty list).
-  // The returned tensors point into `staging`.
+  // Full (unsharded) Adam moments as checkpoint tensors "m.<name>" / "v.<name>" (and
+  // "master.<name>", the fp32 weights, when the model stores bf16), gathered on rank 0
+  // (every rank must call; other ranks get an empty list). The returned tensors point
+  // into `staging` or into host state.
   std::vector<TensorToWrite> gather_moments(std::vector<std::vector<float>>& staging);
   // Loads this rank's slice of every moment from a checkpoint written with any world size.
   void load_moments(const Checkpoint& ckpt, const std::string& file);
@@ -95,11 +96,13 @@ class DataParallel {
     Tensor weights;  // the mirrored range of the packed weights
     std::vector<std::size_t> counts;
     std::int64_t own_begin = 0, own_len = 0;  // this rank's slice (whole part without ZeRO)
-    Tensor m, v;  // moments of the slice
+    Tensor m, v;    // moments of the slice
+    Tensor master;  // fp32 copy of the slice's weights when they are stored in bf16 (GPU)
     std::vector<Segment> segments;
     bool submitted = false;
   };
   void submit(Part& p);
+  void masters_step(Part& p, double lr, std::int64_t step);
 
   Model& model_;
   CommQueue* queue_;

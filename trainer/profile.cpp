@@ -14,6 +14,13 @@
 #include "engine/progress.h"
 #include "kernels/ops.h"
 #include "trainer/memory_plan.h"
+#ifdef SPPFT_HAVE_CUDA
+#include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
+
+#include "engine/cuda_check.h"
+#include "kernels/cuda/cuda_ops.h"
+#endif
 
 namespace sppft {
 
@@ -51,55 +58,176 @@ const char* mode_name(BlockMode m) {
   return m == BlockMode::Full ? "full" : m == BlockMode::InputGradOnly ? "frozen" : "no-bwd";
 }
 
-// The host-clock PhaseTimer: accumulates each interval into the current
-// measured step of its part and phase, and logs it for the trace.
-class CpuPhaseTimer final : public PhaseTimer {
+// Timestamps for the phase timer: a host clock (the CPU ops are synchronous) or
+// CUDA events recorded on the stream the ops queue on (no host synchronisation inside
+// a step; resolved after the step).
+class Marks {
  public:
-  CpuPhaseTimer(ProfileRun& run, std::int64_t L) : run_(run), L_(L), origin_(Clock::now()) {}
+  virtual ~Marks() = default;
+  virtual std::size_t mark() = 0;               // a timestamp "now" in stream order
+  virtual void sync() {}                        // waits until every mark is resolvable
+  virtual double us(std::size_t m) const = 0;   // microseconds since the timer's origin
+  virtual void reset() = 0;                     // marks of the next step reuse the storage
+};
+
+class HostMarks final : public Marks {
+ public:
+  HostMarks() : origin_(Clock::now()) {}
+  std::size_t mark() override {
+    t_.push_back(Clock::now());
+    return t_.size() - 1;
+  }
+  double us(std::size_t m) const override { return std::chrono::duration<double, std::micro>(t_[m] - origin_).count(); }
+  void reset() override { t_.clear(); }
+
+ private:
+  Clock::time_point origin_;
+  std::vector<Clock::time_point> t_;
+};
+
+#ifdef SPPFT_HAVE_CUDA
+class CudaMarks final : public Marks {
+ public:
+  CudaMarks() { origin_ = event(0); cudaEventRecord(origin_, 0); }
+  ~CudaMarks() override {
+    for (auto e : pool_) cudaEventDestroy(e);
+  }
+  std::size_t mark() override {
+    cudaEventRecord(event(used_ + 1), 0);  // the legacy stream every op queues on
+    return used_++;
+  }
+  void sync() override {
+    if (used_) SPPFT_CUDA_CHECK(cudaEventSynchronize(pool_[used_]));
+  }
+  double us(std::size_t m) const override {
+    float ms = 0;
+    SPPFT_CUDA_CHECK(cudaEventElapsedTime(&ms, origin_, pool_[m + 1]));
+    return 1e3 * ms;
+  }
+  void reset() override { used_ = 0; }
+
+ private:
+  cudaEvent_t event(std::size_t i) {  // pool_[0] is the origin
+    while (pool_.size() <= i) {
+      cudaEvent_t e;
+      SPPFT_CUDA_CHECK(cudaEventCreate(&e));
+      pool_.push_back(e);
+    }
+    return pool_[i];
+  }
+  cudaEvent_t origin_;
+  std::vector<cudaEvent_t> pool_;
+  std::size_t used_ = 0;
+};
+#endif
+
+// The PhaseTimer of `sppft profile`: each interval becomes a pair of marks; after
+// the step they are resolved into the part's phase time and the trace. On a GPU the
+// intervals are also NVTX ranges named <part>.<phase>, so Nsight shows the same cut.
+class StepPhaseTimer final : public PhaseTimer {
+ public:
+  StepPhaseTimer(ProfileRun& run, std::int64_t L, Marks& marks, bool nvtx) : run_(run), L_(L), marks_(marks), nvtx_(nvtx) {}
 
   void start_step(bool measured, std::int64_t step) {
     measured_ = measured;
     step_ = step;
-    if (!measured) return;
-    for (auto& p : run_.parts)
-      for (auto& s : p.seconds) s.push_back(0.0);
+    pending_.clear();
+    marks_.reset();
+    step_begin_ = marks_.mark();
   }
-  void begin(const StepPart&, StepPhase) override { start_ = Clock::now(); }
+  // Resolves the step's intervals; returns the step's wall time in seconds (first to last mark).
+  double finish_step() {
+    const std::size_t step_end = marks_.mark();
+    marks_.sync();
+    const double t0 = marks_.us(step_begin_), dur = (marks_.us(step_end) - t0) * 1e-6;
+    if (!measured_) return dur;
+    for (auto& p : run_.parts)
+      for (auto& sec : p.seconds) sec.push_back(0.0);
+    for (const auto& iv : pending_) {
+      PartProfile& p = run_.parts[iv.part];
+      const double a = marks_.us(iv.begin), d = (marks_.us(iv.end) - a) * 1e-6;
+      p.seconds[static_cast<int>(iv.phase)].back() += d;
+      run_.trace.push_back({p.name + "." + (iv.what ? iv.what : step_phase_name(iv.phase)), 1 + static_cast<int>(iv.phase),
+                            step_, a, d * 1e6});
+    }
+    run_.step_seconds.push_back(dur);
+    run_.trace.push_back({"step", 0, step_, t0, dur * 1e6});
+    return dur;
+  }
+  void begin(const StepPart& part, StepPhase phase) override {
+    range_push(part.name() + "." + step_phase_name(phase));
+    open_ = marks_.mark();
+  }
   void end(const StepPart& part, StepPhase phase) override {
-    const auto t = Clock::now();
-    record(part_index(part, L_), phase, start_, t, nullptr);
+    pending_.push_back({part_index(part, L_), phase, open_, marks_.mark(), nullptr});
+    range_pop();
   }
   // Times fn() as `phase` of part `idx`; the trace names it <part>.<what>.
   template <typename F>
   void interval(std::size_t idx, StepPhase phase, const char* what, F&& fn) {
-    const auto t0 = Clock::now();
+    range_push(run_.parts[idx].name + "." + what);
+    const std::size_t a = marks_.mark();
     fn();
-    const auto t1 = Clock::now();
-    record(idx, phase, t0, t1, what);
+    pending_.push_back({idx, phase, a, marks_.mark(), what});
+    range_pop();
   }
-  double us(Clock::time_point t) const { return std::chrono::duration<double, std::micro>(t - origin_).count(); }
 
  private:
-  void record(std::size_t idx, StepPhase phase, Clock::time_point t0, Clock::time_point t1, const char* what) {
-    if (!measured_) return;
-    PartProfile& p = run_.parts[idx];
-    const double dur = std::chrono::duration<double>(t1 - t0).count();
-    p.seconds[static_cast<int>(phase)].back() += dur;
-    run_.trace.push_back({p.name + "." + (what ? what : step_phase_name(phase)), 1 + static_cast<int>(phase), step_,
-                          us(t0), dur * 1e6});
+  struct Interval {
+    std::size_t part;
+    StepPhase phase;
+    std::size_t begin, end;
+    const char* what;
+  };
+  void range_push(const std::string& name) {
+#ifdef SPPFT_HAVE_CUDA
+    if (nvtx_) nvtxRangePushA(name.c_str());
+#else
+    (void)name;
+#endif
+  }
+  void range_pop() {
+#ifdef SPPFT_HAVE_CUDA
+    if (nvtx_) nvtxRangePop();
+#endif
   }
 
   ProfileRun& run_;
   std::int64_t L_;
-  Clock::time_point origin_, start_;
+  Marks& marks_;
+  bool nvtx_;
   bool measured_ = false;
   std::int64_t step_ = 0;
+  std::size_t step_begin_ = 0, open_ = 0;
+  std::vector<Interval> pending_;
 };
 
 struct OptSlot {
   Tensor* weight;
-  Tensor grad, m, v;
+  Tensor grad, m, v, master;  // master: fp32 copy of a bf16 weight (GPU), else undefined
 };
+
+// A zero-filled tensor on `device`.
+Tensor zeros_on(const Shape& s, DType dt, MemCategory cat, Device device) {
+  Tensor t = Tensor::empty(s, dt, cat, device);
+  ops::fill_zero(t);
+  return t;
+}
+
+// AdamW over a part's tensors: one multi-tensor launch on a GPU, tensor by tensor on the CPU.
+void adamw_part(std::vector<OptSlot>& part, const ops::AdamWParams& hp, std::int64_t step) {
+#ifdef SPPFT_HAVE_CUDA
+  if (!part.empty() && part.front().grad.device() == Device::CUDA) {
+    std::vector<cuda::AdamWTensor> table;
+    for (auto& sl : part)
+      table.push_back({sl.weight, &sl.grad, &sl.m, &sl.v, sl.master.defined() ? &sl.master : nullptr,
+                       static_cast<float>(hp.weight_decay)});
+    cuda::adamw_multi_tensor(table, hp.lr, hp.beta1, hp.beta2, hp.eps, step);
+    return;
+  }
+#endif
+  for (auto& sl : part) ops::adamw_step(*sl.weight, sl.grad, sl.m, sl.v, hp, step);
+}
 
 std::string fmt_ms(double seconds) {
   char b[32];
@@ -265,7 +393,10 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
   run.steps = o.steps;
   run.warmup = o.warmup;
 
-  // Gradients and AdamW moments for the trainable tensors, grouped by part.
+  // Gradients and AdamW moments for the trainable tensors, grouped by part, on the
+  // model's device (a GPU model holds bf16 weights: bf16 gradients, fp32 masters).
+  const Device device = model.device();
+  const DType act_dtype = model.weights().embed_tokens.dtype();
   ModelWeights grads;
   grads.blocks.resize(L);
   auto weights = model.parameters();
@@ -276,12 +407,14 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
     const std::size_t p = param_part(weights[i], L);
     run.parts[p].bytes.weights += weights[i].tensor->nbytes();
     if (!o.train || !plan.trains(weights[i].name, weights[i].block, c)) continue;
-    const Shape& s = weights[i].tensor->shape();
-    *slots[i].tensor = Tensor::zeros(s, DType::F32, MemCategory::Grads);
-    opt[p].push_back({weights[i].tensor, *slots[i].tensor, Tensor::zeros(s, DType::F32, MemCategory::Optimizer),
-                      Tensor::zeros(s, DType::F32, MemCategory::Optimizer)});
-    run.parts[p].bytes.grads += slots[i].tensor->nbytes();
-    run.parts[p].bytes.optimizer += 2 * slots[i].tensor->nbytes();
+    const Tensor& w = *weights[i].tensor;
+    *slots[i].tensor = zeros_on(w.shape(), w.dtype(), MemCategory::Grads, device);
+    OptSlot sl{weights[i].tensor, *slots[i].tensor, zeros_on(w.shape(), DType::F32, MemCategory::Optimizer, device),
+               zeros_on(w.shape(), DType::F32, MemCategory::Optimizer, device), {}};
+    if (w.dtype() != DType::F32) sl.master = f32_copy(w, MemCategory::Master);
+    run.parts[p].bytes.grads += sl.grad.nbytes();
+    run.parts[p].bytes.optimizer += sl.m.nbytes() + sl.v.nbytes() + (sl.master.defined() ? sl.master.nbytes() : 0);
+    opt[p].push_back(std::move(sl));
   }
   bind_fused_views(c, grads);
 
@@ -311,7 +444,7 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
   }
 
   TrainingGraph graph(model, run.modes, run.tokens);
-  for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256)) {
+  for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256, act_dtype)) {
     if (spec.category == MemCategory::Activations && spec.name.rfind("block.", 0) == 0) {
       run.parts[1 + std::stoll(spec.name.substr(6))].bytes.activations += spec.bytes();
     } else if (spec.category == MemCategory::Activations) {
@@ -321,11 +454,15 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
     }
   }
   run.workspace_bytes += model.rope_frequencies().nbytes();
+  const bool mixed = act_dtype == DType::BF16;
   if (o.train) {
-    run.planned_total_bytes = plan_training_memory(c, plan, o.micro_batch, o.seq, Precision::FP32).total();
+    run.planned_total_bytes =
+        plan_training_memory(c, plan, o.micro_batch, o.seq, mixed ? Precision::BF16Mixed : Precision::FP32).total();
   } else {  // the planner's arithmetic without gradients: weights + the graph's buffers + RoPE table
-    for (const auto& ps : parameter_shapes(c)) run.planned_total_bytes += static_cast<std::size_t>(shape_numel(ps.shape)) * 4;
-    for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256)) run.planned_total_bytes += spec.bytes();
+    for (const auto& ps : parameter_shapes(c))
+      run.planned_total_bytes += static_cast<std::size_t>(shape_numel(ps.shape)) * dtype_size(act_dtype);
+    for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256, act_dtype))
+      run.planned_total_bytes += spec.bytes();
     run.planned_total_bytes += static_cast<std::size_t>(c.head_dim / 2) * 4;
   }
 
@@ -339,7 +476,12 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
   const float grad_scale = 1.0f / static_cast<float>(o.micro_batch * (o.seq - 1));
   const ops::AdamWParams hp{1e-5, 0.9, 0.999, 1e-8, 0.0};
 
-  CpuPhaseTimer timer(run, L);
+  std::unique_ptr<Marks> marks;
+#ifdef SPPFT_HAVE_CUDA
+  if (device == Device::CUDA) marks = std::make_unique<CudaMarks>();
+#endif
+  if (!marks) marks = std::make_unique<HostMarks>();
+  StepPhaseTimer timer(run, L, *marks, device == Device::CUDA);
   graph.set_phase_timer(&timer);
   const std::int64_t total = o.warmup + o.steps;
   std::unique_ptr<Progress> bar;
@@ -347,25 +489,17 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
   for (std::int64_t s = 0; s < total; ++s) {
     const bool measured = s >= o.warmup;
     timer.start_step(measured, s - o.warmup);
-    const auto t0 = Clock::now();
     for (std::size_t p = 0; p < opt.size(); ++p)
       if (!opt[p].empty())
         timer.interval(p, StepPhase::Optimizer, "zero_grad", [&] {
-          for (auto& sl : opt[p]) std::fill_n(sl.grad.data<float>(), sl.grad.numel(), 0.0f);
+          for (auto& sl : opt[p]) ops::fill_zero(sl.grad);
         });
     if (o.train) graph.step(batch, grads, grad_scale);
     else graph.evaluate(batch);
     for (std::size_t p = 0; p < opt.size(); ++p)
       if (!opt[p].empty())
-        timer.interval(p, StepPhase::Optimizer, "optimizer", [&] {
-          for (auto& sl : opt[p]) ops::adamw_step(*sl.weight, sl.grad, sl.m, sl.v, hp, s + 1);
-        });
-    const auto t1 = Clock::now();
-    if (measured) {
-      const double dur = std::chrono::duration<double>(t1 - t0).count();
-      run.step_seconds.push_back(dur);
-      run.trace.push_back({"step", 0, s - o.warmup, timer.us(t0), dur * 1e6});
-    }
+        timer.interval(p, StepPhase::Optimizer, "optimizer", [&] { adamw_part(opt[p], hp, s + 1); });
+    timer.finish_step();
     if (bar) bar->update(static_cast<std::size_t>(s + 1), measured ? "measuring" : "warm-up");
   }
   graph.set_phase_timer(nullptr);
@@ -391,9 +525,8 @@ FreezeComparison compare_freeze(const ModelConfig& c, const ProfileRun& full, co
   }
   auto act_bytes = [&](const ProfileRun& r, bool bf16) {
     std::vector<std::int64_t> b(r.parts.size(), 0);
-    for (auto spec : TrainingGraph::buffer_specs(c, r.modes, r.tokens, 256)) {
+    for (const auto& spec : TrainingGraph::buffer_specs(c, r.modes, r.tokens, 256, bf16 ? DType::BF16 : DType::F32)) {
       if (spec.category != MemCategory::Activations) continue;
-      if (bf16 && spec.dtype == DType::F32 && spec.name.find("lse") == std::string::npos) spec.dtype = DType::BF16;
       const std::size_t p = spec.name.rfind("block.", 0) == 0 ? 1 + std::stoll(spec.name.substr(6)) : L + 1;
       b[p] += static_cast<std::int64_t>(spec.bytes());
     }

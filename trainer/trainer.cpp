@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "engine/device.h"
 #include "engine/error.h"
 #include "engine/json.h"
 #include "engine/progress.h"
@@ -97,6 +98,12 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   if (o.micro_batch < 1 || o.grad_accum < 1 || o.cutoff < 2) throw InputError("--micro-batch, --grad-accum must be >= 1 and --cutoff >= 2");
   if (!(o.lr > 0)) throw InputError("--lr must be positive");
   if (o.dist_timeout_s < 1) throw InputError("--dist-timeout must be >= 1 second");
+  if (o.device != "cpu" && o.device != "cuda") throw InputError("--device: expected cpu or cuda, got '" + o.device + "'");
+  const bool gpu = o.device == "cuda";
+  if (gpu && cuda_device_count() == 0)
+    throw InputError(std::string("--device cuda: ") + (built_with_cuda() ? "no CUDA device is visible" : "this build has no CUDA"));
+  const Device device = gpu ? Device::CUDA : Device::CPU;
+  const Precision precision = gpu ? Precision::BF16Mixed : Precision::FP32;
 
   // Ranks: one process per device, from the launcher's environment.
   const LaunchInfo launch = detect_launch();
@@ -105,12 +112,17 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   std::unique_ptr<CommQueue> queue = comm->world() > 1 ? std::make_unique<CommQueue>(*comm, timeout) : nullptr;
   const int rank = comm->rank(), world = comm->world();
   const bool lead = rank == 0, quiet = o.quiet || !lead;
+  if (gpu && world > 1)
+    throw InputError("--device cuda with " + std::to_string(world) +
+                     " ranks: the NCCL path for bf16 gradients is not wired into the trainer yet; run one rank per job "
+                     "or data parallel on the CPU (docs/distributed.md)");
 
   // Measured bytes are what this run adds to what is already alive.
-  Allocator& alloc = Allocator::for_device(Device::CPU);
+  Allocator& alloc = Allocator::for_device(device);
   alloc.reset_peaks();
   const MemoryStats before = alloc.stats();
   auto model = Model::load(o.model_dir);
+  if (gpu) model->to_device(Device::CUDA, DType::BF16);
   const ModelConfig& c = model->config();
   FreezePlan plan = o.freeze.empty() ? FreezePlan::none(c.num_layers)
                                      : FreezePlan::from_ranges(parse_layer_ranges(o.freeze, c.num_layers, "--freeze"), c.num_layers);
@@ -151,8 +163,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   // Trainable tensors get a gradient (packed per part, the unit of reduction)
   // and Adam moments (this rank's slice with ZeRO-1); frozen ones nothing.
   ModelWeights grads;
-  auto grad_parts = allocate_packed(c, grads, DType::F32, MemCategory::Grads,
-                                    [&](const NamedParam& p) { return plan.trains(p.name, p.block, c); });
+  auto grad_parts = allocate_packed(c, grads, model->weights().embed_tokens.dtype(), MemCategory::Grads,
+                                    [&](const NamedParam& p) { return plan.trains(p.name, p.block, c); }, device);
   DataParallel dp(*model, std::move(grad_parts), queue.get(), o.zero1,
                   {o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_norms_and_biases});
   const auto modes = block_modes(plan, c.num_layers);
@@ -161,7 +173,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   TrainResult result;
   result.rank = rank;
   result.world = world;
-  result.predicted = plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, Precision::FP32, 256, {world, rank, o.zero1});
+  result.predicted = plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, precision, 256, {world, rank, o.zero1});
   result.comm_planned = plan_comm_bytes(trainable_part_numels(c, plan), world, o.zero1, sizeof(float));
   const std::int64_t per_rank = o.micro_batch * o.grad_accum, per_step = per_rank * world;
   const std::int64_t steps_per_epoch = (static_cast<std::int64_t>(train_idx.size()) + per_step - 1) / per_step;
@@ -171,8 +183,9 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
                  train_idx.size(), val.size(), (long long)total_steps, (long long)per_step);
     if (world > 1)
       std::fprintf(stderr, " (%d ranks x %lld, %s%s)", world, (long long)per_rank, comm->backend().c_str(), o.zero1 ? ", ZeRO-1" : "");
-    std::fprintf(stderr, "\ntrain: %lld trainable / %lld frozen parameters; predicted memory (fp32%s):\n%s",
+    std::fprintf(stderr, "\ntrain: %lld trainable / %lld frozen parameters; predicted memory (%s%s%s):\n%s",
                  (long long)result.predicted.trainable_params, (long long)result.predicted.frozen_params,
+                 precision_name(precision).c_str(), gpu ? (", " + cuda_device_description(0)).c_str() : "",
                  world > 1 ? ", rank 0" : "", format_memory_table(result.predicted, nullptr).c_str());
   }
 
@@ -320,13 +333,17 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
 
   // The final model in Hugging Face format, plus the resumable state.
   if (lead) {
-    model->save(o.out, DType::F32);
+    model->save(o.out, gpu ? DType::BF16 : DType::F32);  // the weights as the run holds them
     copy_side_files(o.model_dir, o.out);
   }
   save_state(o.out, *model, dp, total_steps, meta);
   if (lead) {
-    Json mem = {{"device", "cpu"}, {"precision", "fp32"}, {"predicted", result.predicted.to_json()},
+    Json mem = {{"device", o.device}, {"precision", precision_name(precision)}, {"predicted", result.predicted.to_json()},
                 {"measured_peak", result.measured.to_json()}};
+    std::size_t free_b = 0, total_b = 0;
+    if (gpu && cuda_memory_info(free_b, total_b))  // what the driver saw, next to the tagged allocator's bytes
+      mem["cuda_mem_get_info"] = {{"device", cuda_device_description(0)}, {"free_bytes", free_b}, {"total_bytes", total_b},
+                                  {"used_bytes", total_b - free_b}};
     if (with_hook.total() != result.measured.total())  // transient buffers of the step hook (safety probe)
       mem["peak_including_safety_probe"] = with_hook.to_json();
     if (world > 1) {

@@ -38,6 +38,9 @@ struct TrainOptions {
   // Data parallel (trainer/data_parallel.h): ranks come from the launcher's
   // environment (trainer/comm.h). Each optimizer step takes micro_batch x
   // grad_accum examples per rank.
+  // "cpu" (fp32) or "cuda" (bf16 weights, activations and gradients; fp32 master
+  // weights and Adam moments for the trainable tensors; one process, one GPU).
+  std::string device = "cpu";
   std::string dist = "auto";  // auto | none | mpi | tcp
   bool zero1 = false;
   std::int64_t dist_timeout_s = 300;

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "analysis/profile_plot.h"
+#include "engine/device.h"
 #include "engine/error.h"
 #include "models/presets.h"
 #include "trainer/memory_plan.h"
@@ -18,7 +19,7 @@ namespace sppft::cli {
 
 namespace {
 const char* kHelp =
-    "usage: sppft profile (DIR | --preset NAME) [--device cpu] [--mode forward|train] [--freeze a-b]\n"
+    "usage: sppft profile (DIR | --preset NAME) [--device cpu|cuda] [--mode forward|train] [--freeze a-b]\n"
     "                     [--micro-batch B --seq T] [--steps N] [--warmup W] [--layers K]\n"
     "                     [--compare-freeze a-b] [--trace OUT.json] [--svg OUT.svg] [--json]\n\n"
     "Runs W warm-up steps, then N measured training steps (zero grads, forward, loss,\n"
@@ -32,7 +33,8 @@ const char* kHelp =
     "  --preset NAME         random weights at a paper model's shape: llama-3-8b,\n"
     "                        llama-2-7b, gemma-2b, phi-3-mini\n"
     "  --layers K            keep only the first K blocks (random weights, also for DIR)\n"
-    "  --device D            cpu (cuda: not in this build yet)\n"
+    "  --device D            cpu (fp32, host clock) or cuda (bf16 weights, activations and\n"
+    "                        gradients, fp32 masters and moments; CUDA events, NVTX ranges)\n"
     "  --mode M              train (default) | forward (forward and loss only)\n"
     "  --freeze RANGES       freeze blocks (SPPFT), e.g. 6-12 (0-indexed, inclusive)\n"
     "  --freeze-norms --freeze-embeddings --freeze-lm-head   as in sppft train\n"
@@ -61,12 +63,15 @@ std::size_t available_memory() {
   return 0;
 }
 
-std::size_t planned_bytes(const ModelConfig& c, const FreezePlan& plan, std::int64_t mb, std::int64_t seq, bool train) {
-  if (train) return plan_training_memory(c, plan, mb, seq, Precision::FP32).total();
+std::size_t planned_bytes(const ModelConfig& c, const FreezePlan& plan, std::int64_t mb, std::int64_t seq, bool train,
+                          bool gpu) {
+  if (train) return plan_training_memory(c, plan, mb, seq, gpu ? Precision::BF16Mixed : Precision::FP32).total();
   // Forward only: weights and the graph's buffers with nothing saved for backward.
+  const DType dt = gpu ? DType::BF16 : DType::F32;
   std::size_t b = 0;
-  for (const auto& ps : parameter_shapes(c)) b += static_cast<std::size_t>(shape_numel(ps.shape)) * 4;
-  for (const auto& s : TrainingGraph::buffer_specs(c, std::vector<BlockMode>(c.num_layers, BlockMode::NoBackward), mb * seq, 256))
+  for (const auto& ps : parameter_shapes(c)) b += static_cast<std::size_t>(shape_numel(ps.shape)) * dtype_size(dt);
+  for (const auto& s :
+       TrainingGraph::buffer_specs(c, std::vector<BlockMode>(c.num_layers, BlockMode::NoBackward), mb * seq, 256, dt))
     b += s.bytes();
   return b;
 }
@@ -84,8 +89,9 @@ int cmd_profile(int argc, char** argv) {
   }
   const std::string device = args.get_or("--device", "cpu");
   if (device != "cpu" && device != "cuda") throw InputError("--device: expected cpu or cuda, got '" + device + "'");
-  if (device == "cuda")
-    throw InputError("--device cuda: the CUDA training graph is not in this build yet; use --device cpu");
+  const bool gpu = device == "cuda";
+  if (gpu && cuda_device_count() == 0)
+    throw InputError(std::string("--device cuda: ") + (built_with_cuda() ? "no CUDA device is visible" : "this build has no CUDA"));
   const std::string mode = args.get_or("--mode", "train");
   if (mode != "train" && mode != "forward") throw InputError("--mode: expected forward or train, got '" + mode + "'");
   const bool train = mode == "train";
@@ -137,12 +143,13 @@ int cmd_profile(int argc, char** argv) {
   const bool json = args.has("--json");
 
   // Does it fit? The largest run is the unfrozen one (the plan's own arithmetic).
-  const std::size_t avail = available_memory();
-  std::size_t need = planned_bytes(c, plan, o.micro_batch, o.seq, train);
+  std::size_t avail = available_memory(), gpu_total = 0;
+  if (gpu) cuda_memory_info(avail, gpu_total);
+  std::size_t need = planned_bytes(c, plan, o.micro_batch, o.seq, train, gpu);
   if (avail > 0 && need > avail / 100 * 95 && train && (!plan.embeddings || !plan.lm_head)) {
     FreezePlan lighter = plan;
     lighter.embeddings = lighter.lm_head = true;
-    const std::size_t lighter_need = planned_bytes(c, lighter, o.micro_batch, o.seq, train);
+    const std::size_t lighter_need = planned_bytes(c, lighter, o.micro_batch, o.seq, train, gpu);
     if (lighter_need <= avail / 100 * 95) {
       std::fprintf(stderr,
                    "note: the run needs %s, %s are available; embeddings and lm_head frozen to fit (%s). Their\n"
@@ -165,6 +172,7 @@ int cmd_profile(int argc, char** argv) {
                  what.c_str());
     model = Model::random(c, o.seed);
   }
+  if (gpu) model->to_device(Device::CUDA, DType::BF16);
 
   std::vector<ProfileRun> runs;
   o.label = !train ? "forward" : args.has("--compare-freeze") ? "full" : args.has("--freeze") ? "sppft" : "full";
@@ -177,7 +185,8 @@ int cmd_profile(int argc, char** argv) {
   for (const auto& r : runs) ptrs.push_back(&r);
 
   std::string title = "sppft profile: " + what + ", " + std::to_string(o.micro_batch) + " x " + std::to_string(o.seq) +
-                      " tokens, CPU " + std::to_string(omp_get_max_threads()) + " threads";
+                      " tokens, " + (gpu ? "GPU " + cuda_device_description(0) + ", bf16-mixed"
+                                         : "CPU " + std::to_string(omp_get_max_threads()) + " threads");
   if (trace) atomic_write_text(*trace, chrome_trace(ptrs));
   if (svg_out) write_profile_svg(ptrs, *svg_out, title);
 

@@ -48,6 +48,8 @@ const char* kHelp =
     "RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (torchrun / Slurm style). Each rank takes\n"
     "micro-batch x grad-accum examples of every step's global batch.\n"
     "  --dist B                  auto (default) | none | mpi | tcp\n"
+    "  --device D                cpu (default, fp32) | cuda (bf16 weights, activations and\n"
+    "                            gradients; fp32 masters and moments; one GPU)\n"
     "  --zero1                   shard optimizer state over ranks (reduce-scatter + all-gather)\n"
     "  --dist-timeout S          a collective stuck this long ends the run (default 300)\n";
 }  // namespace
@@ -56,7 +58,7 @@ int cmd_train(int argc, char** argv) {
   Args args(argc, argv,
             {"--data", "--out", "--freeze", "--lr", "--epochs", "--max-steps", "--micro-batch", "--grad-accum", "--cutoff",
              "--warmup", "--schedule", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip", "--seed", "--val-size",
-             "--eval-every", "--save-every", "--template", "--safety-probe", "--probe-every", "--probe-layers", "--dist",
+             "--eval-every", "--save-every", "--template", "--safety-probe", "--probe-every", "--probe-layers", "--dist", "--device",
              "--dist-timeout"},
             {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases", "--train-on-inputs",
              "--resume", "--zero1"});
@@ -94,6 +96,9 @@ int cmd_train(int argc, char** argv) {
   o.tmpl = parse_template(args.get_or("--template", "alpaca"));
   o.train_on_inputs = args.has("--train-on-inputs");
   o.resume = args.has("--resume");
+  o.device = args.get_or("--device", "cpu");
+  if (o.device == "cuda" && args.has("--safety-probe"))
+    throw InputError("--safety-probe: runs the model's forward on the CPU; not with --device cuda yet");
   o.dist = args.get_or("--dist", "auto");
   o.zero1 = args.has("--zero1");
   o.dist_timeout_s = args.get_int("--dist-timeout", 300, 1, 86400 * 7);
@@ -120,7 +125,7 @@ int cmd_train(int argc, char** argv) {
   }
   TrainResult r = train(o, hook);
   if (r.rank != 0) return 0;  // rank 0 reports for the job
-  const auto& last = r.steps.empty() ? StepRecord{0, 0, 0, 0, 0} : r.steps.back();
+  const auto& last = r.steps.empty() ? StepRecord{0, 0, 0, 0, 0, -1, std::nullopt} : r.steps.back();
   std::printf("trained %lld steps in %.2f s (%.0f tokens/s); final loss %.4f%s\n", (long long)last.step, r.seconds,
               r.trained_tokens / std::max(r.seconds, 1e-9), last.loss,
               last.val_loss >= 0 ? (", validation loss " + std::to_string(last.val_loss)).c_str() : "");
