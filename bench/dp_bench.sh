@@ -37,15 +37,17 @@ import json, os, sys
 out = sys.argv[1]
 mib = lambda b: b / 2**20
 print(f"{'run':18s} {'rank':>4s} {'planned MiB':>12s} {'measured MiB':>13s} {'grads MiB':>10s} {'optim MiB':>10s}"
-      f" {'comm/step MiB':>14s} {'ring/rank MiB':>14s} {'tok/s':>7s}")
+      f" {'comm/step MiB':>14s} {'ring/rank MiB':>14s} {'tok/s':>7s} {'overlap':>8s}")
 for name in ["full", *sorted(n for n in os.listdir(out) if os.path.isdir(f"{out}/{n}") and n != "full")]:
     m = json.load(open(f"{out}/{name}/memory.json"))
     steps = [json.loads(l) for l in open(f"{out}/{name}/metrics.jsonl")]
     tps = sum(s["tokens_per_s"] for s in steps[1:]) / max(1, len(steps) - 1)
+    busy = sum(s["comm_busy_s"] for s in steps[1:])
+    overlap = 1 - sum(s["comm_exposed_s"] for s in steps[1:]) / busy if busy > 0 else 0  # reductions hidden behind backward
     c = m["comm_per_step_measured"]
     for r in m["per_rank"]:
         p, q = r["predicted"], r["measured_peak"]
         print(f"{name:18s} {r['rank']:4d} {mib(p['total_bytes']):12.2f} {mib(q['total_bytes']):13.2f} {mib(q['grads']):10.2f}"
               f" {mib(q['optimizer']):10.2f} {mib(c['payload_bytes']):14.2f} {mib(c['ring_bytes_per_rank']):14.2f}"
-              + (f" {tps:7.0f}" if r["rank"] == 0 else f" {'-':>7s}"))
+              + (f" {tps:7.0f} {100 * overlap:7.0f}%" if r["rank"] == 0 else f" {'-':>7s} {'-':>8s}"))
 PY

@@ -117,6 +117,7 @@ void CommQueue::worker() {
     running_ = job.what;
     lock.unlock();
     std::exception_ptr err;
+    const auto t0 = std::chrono::steady_clock::now();
     if (!error_) {  // after a failure the rest is skipped: their inputs may be stale
       try {
         job.fn();
@@ -124,7 +125,9 @@ void CommQueue::worker() {
         err = std::current_exception();
       }
     }
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     lock.lock();
+    busy_s_ += took;
     if (err && !error_) error_ = err;
     done_ = job.ticket;
     running_.clear();
@@ -142,6 +145,13 @@ void CommQueue::wait(Ticket t) {
     std::_Exit(3);  // the worker is stuck inside the collective; nothing can unwind it
   }
   if (error_) std::rethrow_exception(error_);
+}
+
+double CommQueue::take_busy_seconds() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const double b = busy_s_;
+  busy_s_ = 0;
+  return b;
 }
 
 void CommQueue::wait_all() {

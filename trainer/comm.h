@@ -97,6 +97,8 @@ class CommQueue {
   void wait_all();
   // submit + wait.
   void run(std::string what, std::function<void()> job) { wait(submit(std::move(what), std::move(job))); }
+  // Seconds the worker spent inside collectives since the last call (then reset).
+  double take_busy_seconds();
 
  private:
   struct Job {
@@ -114,6 +116,7 @@ class CommQueue {
   std::string running_;
   std::exception_ptr error_;
   bool stop_ = false;
+  double busy_s_ = 0;
   std::thread thread_;
 };
 

@@ -1,6 +1,7 @@
 #include "trainer/data_parallel.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -131,7 +132,10 @@ void DataParallel::part_ready(const std::string& part) {
 double DataParallel::reduce_gradients() {
   for (auto& p : parts_)
     if (!p.submitted) submit(p);
+  const auto t0 = std::chrono::steady_clock::now();
   if (queue_) queue_->wait_all();
+  exposed_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  busy_s_ = queue_ ? queue_->take_busy_seconds() : 0;  // the gradient reductions only
   double sq = 0;
   for (auto& p : parts_)
     if (p.own_len) sq += ops::sum_squares(p.grad.flat.view(p.own_begin, {p.own_len}));
@@ -169,6 +173,7 @@ void DataParallel::optimizer_step(double lr, std::int64_t step) {
   if (queue_) queue_->wait_all();
   step_bytes_ = counting_;
   counting_ = {};
+  if (queue_) queue_->take_busy_seconds();  // all-gathers and scalars are not gradient reductions
 }
 
 // bf16 weights with fp32 masters (GPU): every segment of the part in one multi-tensor

@@ -84,6 +84,10 @@ class DataParallel {
   void load_moments(const Checkpoint& ckpt, const std::string& file);
 
   const CommBytes& bytes_per_step() const { return step_bytes_; }
+  // Of the last step: seconds the gradient reductions ran (on the worker thread) and how
+  // long the step waited for them after backward ended (the rest overlapped with backward).
+  double comm_busy_seconds() const { return busy_s_; }
+  double comm_exposed_seconds() const { return exposed_s_; }
 
  private:
   struct Segment {  // a run of this rank's slice inside one tensor
@@ -111,6 +115,7 @@ class DataParallel {
   Hyper hyper_;
   std::vector<Part> parts_;  // backward order: lm_head, final_norm, block.<L-1> ... block.0, embeddings
   CommBytes step_bytes_, counting_;
+  double busy_s_ = 0, exposed_s_ = 0;
 };
 
 }  // namespace sppft

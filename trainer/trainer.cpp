@@ -298,7 +298,11 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
                    {"tokens_per_s", rec.tokens_per_s}};
       if (rec.val_loss >= 0) line["val_loss"] = rec.val_loss;
       if (rec.probe_gap_deg) line["probe_gap_deg"] = *rec.probe_gap_deg;
-      if (world > 1) line["comm_bytes"] = result.comm_per_step.payload();
+      if (world > 1) {
+        line["comm_bytes"] = result.comm_per_step.payload();
+        line["comm_busy_s"] = dp.comm_busy_seconds();        // the gradient reductions' run time
+        line["comm_exposed_s"] = dp.comm_exposed_seconds();  // what the step waited for after backward
+      }
       metrics_text += line.dump() + "\n";
       atomic_write_text(metrics_path, metrics_text);
     }

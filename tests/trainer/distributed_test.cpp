@@ -180,6 +180,8 @@ TEST_CASE("mpirun -np 2 equals one process with the same global batch (plain, Ze
     for (const auto& r : mem["per_rank"]) CHECK(r["predicted"]["total_bytes"] == r["measured_peak"]["total_bytes"]);
     CHECK(mem["comm_per_step_planned"]["payload_bytes"] == mem["comm_per_step_measured"]["payload_bytes"]);
     CHECK(metrics("two-" + k.name).front()["comm_bytes"] == mem["comm_per_step_measured"]["payload_bytes"]);
+    CHECK(metrics("two-" + k.name).front()["comm_busy_s"].get<double>() > 0);  // the reductions ran on the worker
+    CHECK(metrics("two-" + k.name).front().contains("comm_exposed_s"));
   }
   // ZeRO-1 halves each rank's optimizer state; freezing removes bytes from every collective.
   auto rank_opt = [](const std::string& out) {
