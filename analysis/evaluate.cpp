@@ -89,7 +89,7 @@ int answer_by_likelihood(Model& model, const ChoiceQuestion& q, PromptTemplate t
       auto cont = tok.encode(letter, false);
       full.insert(full.end(), cont.begin(), cont.end());
     }
-    KVCache cache(model.config(), 1, static_cast<std::int64_t>(full.size()));
+    KVCache cache = model.make_cache(1, static_cast<std::int64_t>(full.size()));
     Tensor logits = model.forward({{full}, {0}}, cache, true);
     const std::int64_t v = model.config().vocab_size;
     double ll = 0;

@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "engine/progress.h"
+#include "kernels/ops.h"
 #include "models/generate.h"
 #include "models/prompting.h"
 
@@ -28,16 +29,15 @@ ScaledBlocks::ScaledBlocks(Model& model, LayerRange range, double alpha, bool sc
   const float a = static_cast<float>(alpha);
   for (std::int64_t k = range.first; k <= range.last; ++k)
     for (Tensor* t : scaled_tensors(model, k, scale_o_proj)) {
-      Tensor copy = Tensor::empty(t->shape(), DType::F32, MemCategory::Workspace);
-      std::memcpy(copy.raw(), t->raw(), t->nbytes());
-      float* p = t->data<float>();
-      for (std::int64_t i = 0; i < t->numel(); ++i) p[i] *= a;
+      Tensor copy = Tensor::empty(t->shape(), t->dtype(), MemCategory::Workspace, t->device());
+      ops::copy(*t, copy);
+      ops::scale_inplace(*t, a);
       saved_.emplace_back(*t, std::move(copy));
     }
 }
 
 ScaledBlocks::~ScaledBlocks() {
-  for (auto& [w, orig] : saved_) std::memcpy(w.raw(), orig.raw(), w.nbytes());
+  for (auto& [w, orig] : saved_) ops::copy(orig, w);  // bit-exact restore
 }
 
 double refusal_stddev(const std::vector<SweepPoint>& points) {

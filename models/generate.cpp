@@ -63,7 +63,7 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<std
       longest = std::max<std::int64_t>(longest, prompts[i].size());
     }
     const std::int64_t cache_len = std::min(c.max_position_embeddings, longest + opts.max_new_tokens);
-    KVCache cache(c, static_cast<std::int64_t>(end - begin), cache_len);
+    KVCache cache = model.make_cache(static_cast<std::int64_t>(end - begin), cache_len);
     StepInput step;
     std::vector<std::size_t> who;
     for (std::size_t i = begin; i < end; ++i) {

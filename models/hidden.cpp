@@ -25,7 +25,7 @@ HiddenStates capture_hidden_states(Model& model, const std::vector<std::vector<s
       in.slots.push_back(i - begin);
       longest = std::max<std::int64_t>(longest, prompts[i].size());
     }
-    KVCache cache(c, end - begin, longest);
+    KVCache cache = model.make_cache(end - begin, longest);
     HiddenCapture cap;
     model.forward(in, cache, false, &cap);
     std::copy_n(cap.states.data<float>(), (end - begin) * (L + 1) * h, out.states.data<float>() + begin * (L + 1) * h);

@@ -185,7 +185,6 @@ namespace {
 
 const Tensor* opt(const Tensor& t) { return t.defined() ? &t : nullptr; }
 
-Tensor activation(Shape s) { return Tensor::empty(std::move(s), DType::F32, MemCategory::Activations); }
 
 }  // namespace
 
@@ -214,11 +213,11 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
   return out;
 }
 
-KVCache::KVCache(const ModelConfig& c, std::int64_t slots, std::int64_t max_len)
+KVCache::KVCache(const ModelConfig& c, std::int64_t slots, std::int64_t max_len, Device device, DType dtype)
     : max_len_(max_len), length_(slots, 0) {
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
-    k_.push_back(Tensor::empty({slots, c.num_kv_heads, max_len, c.head_dim}, DType::F32, MemCategory::Activations));
-    v_.push_back(Tensor::empty({slots, c.num_kv_heads, max_len, c.head_dim}, DType::F32, MemCategory::Activations));
+    k_.push_back(Tensor::empty({slots, c.num_kv_heads, max_len, c.head_dim}, dtype, MemCategory::Activations, device));
+    v_.push_back(Tensor::empty({slots, c.num_kv_heads, max_len, c.head_dim}, dtype, MemCategory::Activations, device));
   }
 }
 
@@ -358,26 +357,45 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
     seqs.push_back({n, len, in.slots[s], past});
     n += len;
   }
-  Tensor ids = Tensor::empty({n}, DType::I32, MemCategory::Activations);
-  Tensor pos = Tensor::empty({n}, DType::I32, MemCategory::Activations);
+  const Device dev = device();
+  const DType act_dtype = weight_dtype();
+  // Activations live with the weights, in their dtype.
+  auto activation = [&](Shape shape) { return Tensor::empty(std::move(shape), act_dtype, MemCategory::Activations, dev); };
+  Tensor ids_host = Tensor::empty({n}, DType::I32, MemCategory::Activations);
+  Tensor pos_host = Tensor::empty({n}, DType::I32, MemCategory::Activations);
   for (std::int64_t s = 0; s < nseq; ++s)
     for (std::int64_t t = 0; t < seqs[s].q_len; ++t) {
-      ids.data<std::int32_t>()[seqs[s].q_begin + t] = in.tokens[s][t];
-      pos.data<std::int32_t>()[seqs[s].q_begin + t] = static_cast<std::int32_t>(seqs[s].past_len + t);
+      ids_host.data<std::int32_t>()[seqs[s].q_begin + t] = in.tokens[s][t];
+      pos_host.data<std::int32_t>()[seqs[s].q_begin + t] = static_cast<std::int32_t>(seqs[s].past_len + t);
     }
+  Tensor ids = ids_host, pos = pos_host;
+  if (dev != Device::CPU) {
+    ids = Tensor::empty({n}, DType::I32, MemCategory::Activations, dev);
+    pos = Tensor::empty({n}, DType::I32, MemCategory::Activations, dev);
+    ops::copy(ids_host, ids);
+    ops::copy(pos_host, pos);
+  }
+  // Row r of x (any device, any float dtype) into host fp32 at dst.
+  auto row_to_host = [&](const Tensor& x, std::int64_t r, float* dst) {
+    const Tensor row = x.rows(r, r + 1);
+    if (row.device() == Device::CPU && row.dtype() == DType::F32) {
+      std::copy_n(row.data<float>(), row.numel(), dst);
+      return;
+    }
+    const std::vector<float> v = host_values_f32(row);
+    std::copy(v.begin(), v.end(), dst);
+  };
 
   const std::int64_t h = c.hidden_size, f = c.intermediate_size, L = c.num_layers;
   const float eps = static_cast<float>(c.rms_norm_eps);
   if (capture) {
-    capture->states = activation({nseq, L + 1, h});
-    capture->final_normed = activation({nseq, h});
+    capture->states = Tensor::empty({nseq, L + 1, h}, DType::F32, MemCategory::Activations);
+    capture->final_normed = Tensor::empty({nseq, h}, DType::F32, MemCategory::Activations);
   }
   auto capture_layer = [&](const Tensor& x, std::int64_t layer) {
     if (!capture) return;
-    for (std::int64_t s = 0; s < nseq; ++s) {
-      const float* src = x.data<float>() + (seqs[s].q_begin + seqs[s].q_len - 1) * h;
-      std::copy_n(src, h, capture->states.data<float>() + (s * (L + 1) + layer) * h);
-    }
+    for (std::int64_t s = 0; s < nseq; ++s)
+      row_to_host(x, seqs[s].q_begin + seqs[s].q_len - 1, capture->states.data<float>() + (s * (L + 1) + layer) * h);
   };
 
   Tensor x = activation({n, h});
@@ -417,20 +435,24 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
   Tensor rows = x;
   if (!all_logits) {
     rows = activation({nseq, h});
-    for (std::int64_t s = 0; s < nseq; ++s)
-      std::copy_n(x.data<float>() + (seqs[s].q_begin + seqs[s].q_len - 1) * h, h, rows.data<float>() + s * h);
+    for (std::int64_t s = 0; s < nseq; ++s) {
+      const std::int64_t r = seqs[s].q_begin + seqs[s].q_len - 1;
+      Tensor dst = rows.rows(s, s + 1);
+      ops::copy(x.rows(r, r + 1), dst);
+    }
   }
   Tensor final_rows = activation({rows.dim(0), h});
   ops::rmsnorm_forward(rows, w_.final_norm, eps, c.norm_unit_offset, final_rows);
-  if (capture) {
-    for (std::int64_t s = 0; s < nseq; ++s) {
-      const std::int64_t r = all_logits ? seqs[s].q_begin + seqs[s].q_len - 1 : s;
-      std::copy_n(final_rows.data<float>() + r * h, h, capture->final_normed.data<float>() + s * h);
-    }
-  }
-  Tensor logits = activation({rows.dim(0), c.vocab_size});
+  if (capture)
+    for (std::int64_t s = 0; s < nseq; ++s)
+      row_to_host(final_rows, all_logits ? seqs[s].q_begin + seqs[s].q_len - 1 : s, capture->final_normed.data<float>() + s * h);
+  // The logits in fp32 (on a GPU, the GEMM writes fp32 from bf16 inputs), returned on the host.
+  Tensor logits = Tensor::empty({rows.dim(0), c.vocab_size}, DType::F32, MemCategory::Activations, dev);
   ops::linear_forward(final_rows, w_.lm_head, nullptr, logits);
-  return logits;
+  if (dev == Device::CPU) return logits;
+  Tensor host = Tensor::empty(logits.shape(), DType::F32, MemCategory::Activations);
+  ops::copy(logits, host);
+  return host;
 }
 
 void Model::save(const fs::path& dir, DType dtype, std::size_t max_shard_bytes) {

@@ -67,11 +67,12 @@ void assign_from_f32(const float* values, Tensor& t);
 // An fp32 copy of a float tensor, on its device, under `cat` (e.g. master weights).
 Tensor f32_copy(const Tensor& t, MemCategory cat);
 
-// The packing without allocating (member tensors point into `w`).
 // Per-sequence K/V storage for every layer: [slots, Hkv, max_len, D] each.
 class KVCache {
  public:
-  KVCache(const ModelConfig& c, std::int64_t slots, std::int64_t max_len);
+  // On `device` in `dtype`: a model's forward() needs its own (Model::device(), weight_dtype()).
+  KVCache(const ModelConfig& c, std::int64_t slots, std::int64_t max_len, Device device = Device::CPU,
+          DType dtype = DType::F32);
   std::int64_t slots() const { return static_cast<std::int64_t>(length_.size()); }
   std::int64_t max_len() const { return max_len_; }
   std::int64_t length(std::int64_t slot) const { return length_.at(slot); }
@@ -125,6 +126,7 @@ class Model {
   // keys/values to the cache. Returns logits [sequences, V] at each sequence's
   // last new token, or [total new tokens, V] (packed in order) with all_logits.
   // With `capture`, fills the hidden states at each sequence's last new token.
+  // On a GPU the work runs there; the logits and captured states come back as host fp32.
   Tensor forward(const StepInput& in, KVCache& cache, bool all_logits = false, HiddenCapture* capture = nullptr);
 
   // Moves the weights (part by part, so at most one part exists twice) and the RoPE
@@ -133,6 +135,11 @@ class Model {
   // CPU-only for now. Saving and load_weights_from need the CPU.
   void to_device(Device device, DType dtype);
   Device device() const { return w_.embed_tokens.device(); }
+  DType weight_dtype() const { return w_.embed_tokens.dtype(); }
+  // A KV cache for this model's forward (its device and dtype).
+  KVCache make_cache(std::int64_t slots, std::int64_t max_len) const {
+    return KVCache(config_, slots, max_len, device(), weight_dtype());
+  }
 
   // Copies the weights of another checkpoint of the same architecture into this
   // model's tensors (validated as in load; nothing new is allocated).
@@ -158,6 +165,7 @@ class Model {
 // (checkpoint order; tied lm_head and fused views omitted).
 std::vector<NamedParam> named_parameters(const ModelConfig& c, ModelWeights& w);
 
+// The packing without allocating (member tensors point into `w`).
 std::vector<PackedPart> packed_layout(const ModelConfig& c, ModelWeights& w,
                                       const std::function<bool(const NamedParam&)>& include);
 // Allocates the included slots of `w` (shaped as `c` implies) packed as above,

@@ -9,12 +9,13 @@
 #include "models/hidden.h"
 #include "models/prompting.h"
 #include "tools/sppft/args.h"
+#include "tools/sppft/device_option.h"
 #include "tools/sppft/commands.h"
 
 namespace sppft::cli {
 
 namespace {
-const char* kHelp =
+const std::string kHelp = std::string(
     "usage: sppft cossim DIR --normal N.csv --malicious M.csv --out OUTDIR [options]\n\n"
     "Runs every query once (batched), takes its last-token state after every block, and\n"
     "compares r pairs per type (N-N, M-M, N-M): per layer the mean and std of the cosine\n"
@@ -26,14 +27,14 @@ const char* kHelp =
     "  --template T         alpaca (default, as the paper) | chat | none\n"
     "  --authors-final-norm use the final-normed state for the last block, as the\n"
     "                       authors' Hugging Face tuple did (default: raw block output)\n"
-    "  --batch-size B       prompts per forward (default 32)\n";
+    "  --batch-size B       prompts per forward (default 32)\n") + kDeviceHelp;
 }  // namespace
 
 int cmd_cossim(int argc, char** argv) {
-  Args args(argc, argv, {"--normal", "--malicious", "--out", "--pairs", "--seed", "--threshold", "--template", "--batch-size"},
+  Args args(argc, argv, {"--device", "--normal", "--malicious", "--out", "--pairs", "--seed", "--threshold", "--template", "--batch-size"},
             {"--authors-final-norm"});
   if (args.help()) {
-    std::fputs(kHelp, stdout);
+    std::fputs(kHelp.c_str(), stdout);
     return 0;
   }
   if (args.positional().size() != 1) throw InputError("cossim: expected one checkpoint directory (see --help)");
@@ -52,6 +53,7 @@ int cmd_cossim(int argc, char** argv) {
   ensure_directory(out);
   const auto t0 = std::chrono::steady_clock::now();
   auto model = Model::load(args.positional()[0]);
+  place_model(*model, args);
   auto states = [&](const std::vector<PromptRecord>& set, const char* label) {
     std::vector<std::vector<std::int32_t>> ids;
     for (const auto& r : set) ids.push_back(encode_prompt(*model, r, tmpl));

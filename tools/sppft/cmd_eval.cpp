@@ -4,12 +4,13 @@
 #include "analysis/evaluate.h"
 #include "engine/error.h"
 #include "tools/sppft/args.h"
+#include "tools/sppft/device_option.h"
 #include "tools/sppft/commands.h"
 
 namespace sppft::cli {
 
 namespace {
-const char* kHelp =
+const std::string kHelp = std::string(
     "usage: sppft eval DIR [--harmful FILE] [--over-rejection FILE] [--reference FILE.json]\n"
     "                  [--mmlu FILE.csv] [--max-new-tokens 128] [--judge J] --out OUTDIR\n\n"
     "Harmful rate R_h (fraction of harmful queries answered), over-rejection rate,\n"
@@ -19,16 +20,16 @@ const char* kHelp =
     "  --judge prefix|keyword|FILE   refusal judge (default prefix, by model family)\n"
     "  --template T              alpaca (default) | chat | none\n"
     "  --limit N                 only the first N rows of each set\n"
-    "  --batch-size B            prompts per prefill chunk (default 32)\n";
+    "  --batch-size B            prompts per prefill chunk (default 32)\n") + kDeviceHelp;
 }  // namespace
 
 int cmd_eval(int argc, char** argv) {
   Args args(argc, argv,
-            {"--harmful", "--over-rejection", "--reference", "--mmlu", "--max-new-tokens", "--judge", "--out", "--template",
+            {"--device", "--harmful", "--over-rejection", "--reference", "--mmlu", "--max-new-tokens", "--judge", "--out", "--template",
              "--limit", "--batch-size"},
             {});
   if (args.help()) {
-    std::fputs(kHelp, stdout);
+    std::fputs(kHelp.c_str(), stdout);
     return 0;
   }
   if (args.positional().size() != 1) throw InputError("eval: expected one checkpoint directory (see --help)");
@@ -45,6 +46,7 @@ int cmd_eval(int argc, char** argv) {
   o.tmpl = parse_template(args.get_or("--template", "alpaca"));
   const fs::path out = args.require("--out");
   auto model = Model::load(args.positional()[0]);
+  place_model(*model, args);
   const Judge judge = load_judge(args.get_or("--judge", "prefix"), judge_family(*model));
   ensure_directory(out);
   std::string responses;

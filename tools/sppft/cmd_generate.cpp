@@ -8,12 +8,13 @@
 #include "models/prompting.h"
 #include "engine/error.h"
 #include "tools/sppft/args.h"
+#include "tools/sppft/device_option.h"
 #include "tools/sppft/commands.h"
 
 namespace sppft::cli {
 
 namespace {
-const char* kHelp =
+const std::string kHelp = std::string(
     "usage: sppft generate DIR (--prompt TEXT | --prompts FILE) [options]\n\n"
     "Generates continuations for prompts, all prompts of a chunk prefilled together,\n"
     "then decoded with a KV cache. Stops at any EOS id of the checkpoint.\n\n"
@@ -28,16 +29,16 @@ const char* kHelp =
     "  --top-p P              nucleus sampling mass (1 = off)\n"
     "  --seed S               sampling seed (default 0)\n"
     "  --batch-size B         prompts per prefill chunk (default 16)\n"
-    "  --json                 one JSON object per prompt: prompt, token_ids, text\n";
+    "  --json                 one JSON object per prompt: prompt, token_ids, text\n") + kDeviceHelp;
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
   Args args(argc, argv,
-            {"--prompt", "--prompts", "--template", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
+            {"--device", "--prompt", "--prompts", "--template", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
              "--batch-size"},
             {"--json"});
   if (args.help()) {
-    std::fputs(kHelp, stdout);
+    std::fputs(kHelp.c_str(), stdout);
     return 0;
   }
   if (args.positional().size() != 1) throw InputError("generate: expected one checkpoint directory (see --help)");
@@ -60,6 +61,7 @@ int cmd_generate(int argc, char** argv) {
   const bool json = args.has("--json");
 
   auto model = Model::load(args.positional()[0]);
+  place_model(*model, args);
   std::vector<std::vector<std::int32_t>> ids;
   for (const auto& r : records) ids.push_back(encode_prompt(*model, r, tmpl));
 

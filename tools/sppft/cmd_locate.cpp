@@ -6,12 +6,13 @@
 #include "analysis/plots.h"
 #include "engine/error.h"
 #include "tools/sppft/args.h"
+#include "tools/sppft/device_option.h"
 #include "tools/sppft/commands.h"
 
 namespace sppft::cli {
 
 namespace {
-const char* kHelp =
+const std::string kHelp = std::string(
     "usage: sppft locate DIR --over-rejection FILE --out OUTDIR [options]\n\n"
     "Pins the safety layers by scaling candidate blocks' weights by alpha and counting\n"
     "over-rejections (greedy, Alpaca template): the baseline R_o, an upper-bound sweep\n"
@@ -26,16 +27,16 @@ const char* kHelp =
     "  --scale-o-proj          also scale o_proj (the authors' code did not)\n"
     "  --judge prefix|keyword|FILE   refusal judge (default prefix, by model family)\n"
     "  --limit N               only the first N queries (quick looks)\n"
-    "  --batch-size B          prompts per prefill chunk (default 32)\n";
+    "  --batch-size B          prompts per prefill chunk (default 32)\n") + kDeviceHelp;
 }  // namespace
 
 int cmd_locate(int argc, char** argv) {
   Args args(argc, argv,
-            {"--over-rejection", "--out", "--initial", "--cossim", "--alpha", "--window", "--max-new-tokens", "--judge",
+            {"--device", "--over-rejection", "--out", "--initial", "--cossim", "--alpha", "--window", "--max-new-tokens", "--judge",
              "--limit", "--batch-size", "--template"},
             {"--scale-o-proj"});
   if (args.help()) {
-    std::fputs(kHelp, stdout);
+    std::fputs(kHelp.c_str(), stdout);
     return 0;
   }
   if (args.positional().size() != 1) throw InputError("locate: expected one checkpoint directory (see --help)");
@@ -44,6 +45,7 @@ int cmd_locate(int argc, char** argv) {
   const auto limit = args.get_int("--limit", 0, 0, INT64_MAX);
   if (limit > 0 && static_cast<std::int64_t>(queries.size()) > limit) queries.resize(limit);
   auto model = Model::load(args.positional()[0]);
+  place_model(*model, args);
   const std::int64_t L = model->config().num_layers;
   LocateOptions o;
   const std::string initial = args.get_or("--initial", "auto");

@@ -1,0 +1,17 @@
+// `--device cpu|cuda` for the commands that run a model's forward (generate, hidden,
+// cossim, locate, eval): cuda moves the weights to the GPU in bf16; the results come
+// back to the host as with the CPU.
+#pragma once
+
+#include "models/model.h"
+#include "tools/sppft/args.h"
+
+namespace sppft::cli {
+
+inline constexpr const char* kDeviceHelp =
+    "  --device D             cpu (default, fp32) | cuda (bf16 weights and activations on the GPU)\n";
+
+// Moves `model` as --device says; InputError for an unknown device or a missing GPU.
+void place_model(Model& model, const Args& args);
+
+}  // namespace sppft::cli
