@@ -31,6 +31,13 @@ std::string cuda_device_description(int device) {
   return std::string(p.name) + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ", " + mem + ")";
 }
 
+void set_cuda_device(int index) {
+  const int n = cuda_device_count();
+  if (index < 0 || index >= n)
+    throw InputError("GPU " + std::to_string(index) + " requested (LOCAL_RANK) but this node has " + std::to_string(n));
+  SPPFT_CUDA_CHECK(cudaSetDevice(index));
+}
+
 bool cuda_memory_info(std::size_t& free_bytes, std::size_t& total_bytes) {
   if (cuda_device_count() == 0) return false;
   SPPFT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -49,6 +56,9 @@ bool built_with_cuda() { return false; }
 int cuda_device_count() { return 0; }
 std::string cuda_device_description(int) { return ""; }
 bool cuda_memory_info(std::size_t&, std::size_t&) { return false; }
+void set_cuda_device(int index) {
+  throw InputError("GPU " + std::to_string(index) + " requested but sppft was built without CUDA");
+}
 void* cuda_device_malloc(std::size_t) { throw RuntimeFailure("CUDA memory requested but sppft was built without CUDA"); }
 void cuda_device_free(void*) {}
 #endif

@@ -14,6 +14,9 @@ int cuda_device_count();
 // "NVIDIA H200 (sm_90, 139.8 GiB)" or "" when there is none.
 std::string cuda_device_description(int device = 0);
 
+// Makes GPU `index` current for this thread (InputError when there is no such GPU).
+void set_cuda_device(int index);
+
 // Free and total bytes of the current GPU as cudaMemGetInfo sees them; false without one.
 bool cuda_memory_info(std::size_t& free_bytes, std::size_t& total_bytes);
 

@@ -28,10 +28,10 @@ class SingleCommunicator final : public Communicator {
  public:
   SingleCommunicator() : Communicator(0, 1) {}
   std::string backend() const override { return "none"; }
-  void all_reduce_sum(float*, std::size_t) override {}
+  void all_reduce_sum(void*, std::size_t, DType) override {}
   void all_reduce_sum(double*, std::size_t) override {}
-  void reduce_scatter_sum(float*, const std::vector<std::size_t>&) override {}
-  void all_gather(float*, const std::vector<std::size_t>&) override {}
+  void reduce_scatter_sum(void*, const std::vector<std::size_t>&, DType) override {}
+  void all_gather(void*, const std::vector<std::size_t>&, DType) override {}
   void broadcast(void*, std::size_t, int) override {}
 };
 
@@ -66,6 +66,11 @@ LaunchInfo detect_launch() {
 }
 
 std::unique_ptr<Communicator> make_single_communicator() { return std::make_unique<SingleCommunicator>(); }
+
+void require_f32(DType dtype, const std::string& backend) {
+  if (dtype != DType::F32)
+    throw RuntimeFailure(backend + " collectives take fp32 buffers; " + std::string(dtype_name(dtype)) + " needs NCCL");
+}
 
 std::unique_ptr<Communicator> make_host_communicator(const LaunchInfo& launch, const std::string& backend,
                                                      std::chrono::seconds timeout) {

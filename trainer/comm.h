@@ -28,6 +28,8 @@
 #include <thread>
 #include <vector>
 
+#include "engine/dtype.h"
+
 namespace sppft {
 
 struct LaunchInfo {
@@ -50,13 +52,20 @@ class Communicator {
   int rank() const { return rank_; }
   int world() const { return world_; }
 
-  virtual void all_reduce_sum(float* data, std::size_t n) = 0;
+  // Buffers of `dtype` elements: F32 everywhere; BF16 (GPU gradients and weights) with
+  // NCCL only - the host backends throw for it.
+  virtual void all_reduce_sum(void* data, std::size_t n, DType dtype) = 0;
   virtual void all_reduce_sum(double* data, std::size_t n) = 0;  // host scalars (loss sums, norms)
   // data holds every rank's full buffer; afterwards this rank's slice holds the sum over ranks.
-  virtual void reduce_scatter_sum(float* data, const std::vector<std::size_t>& counts) = 0;
+  virtual void reduce_scatter_sum(void* data, const std::vector<std::size_t>& counts, DType dtype) = 0;
   // data holds this rank's slice; afterwards every slice holds its owner's values.
-  virtual void all_gather(float* data, const std::vector<std::size_t>& counts) = 0;
+  virtual void all_gather(void* data, const std::vector<std::size_t>& counts, DType dtype) = 0;
   virtual void broadcast(void* bytes, std::size_t n, int root) = 0;  // host memory
+
+  // fp32 shorthands.
+  void all_reduce_sum(float* data, std::size_t n) { all_reduce_sum(static_cast<void*>(data), n, DType::F32); }
+  void reduce_scatter_sum(float* data, const std::vector<std::size_t>& counts) { reduce_scatter_sum(data, counts, DType::F32); }
+  void all_gather(float* data, const std::vector<std::size_t>& counts) { all_gather(data, counts, DType::F32); }
 
  protected:
   Communicator(int rank, int world) : rank_(rank), world_(world) {}
@@ -64,6 +73,8 @@ class Communicator {
 };
 
 std::unique_ptr<Communicator> make_single_communicator();
+// Throws RuntimeFailure unless dtype is F32 (the host backends).
+void require_f32(DType dtype, const std::string& backend);
 // Backends that are not built throw InputError naming the missing library.
 std::unique_ptr<Communicator> make_mpi_communicator();
 std::unique_ptr<Communicator> make_tcp_communicator(const LaunchInfo& launch, std::chrono::seconds timeout);

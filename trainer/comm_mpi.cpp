@@ -57,13 +57,16 @@ class MpiCommunicator final : public Communicator {
   }
   std::string backend() const override { return "mpi"; }
 
-  void all_reduce_sum(float* data, std::size_t n) override {
+  void all_reduce_sum(void* data, std::size_t n, DType dtype) override {
+    require_f32(dtype, "mpi");
     check(MPI_Allreduce(MPI_IN_PLACE, data, to_int(n, "all-reduce"), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
   }
   void all_reduce_sum(double* data, std::size_t n) override {
     check(MPI_Allreduce(MPI_IN_PLACE, data, to_int(n, "all-reduce"), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
   }
-  void reduce_scatter_sum(float* data, const std::vector<std::size_t>& counts) override {
+  void reduce_scatter_sum(void* buffer, const std::vector<std::size_t>& counts, DType dtype) override {
+    require_f32(dtype, "mpi");
+    float* data = static_cast<float*>(buffer);
     std::vector<int> c(counts.size());
     std::size_t off = 0;
     for (std::size_t r = 0; r < counts.size(); ++r) {
@@ -74,7 +77,8 @@ class MpiCommunicator final : public Communicator {
     check(MPI_Reduce_scatter(MPI_IN_PLACE, data, c.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Reduce_scatter");
     if (off) std::memmove(data + off, data, counts[rank_] * sizeof(float));
   }
-  void all_gather(float* data, const std::vector<std::size_t>& counts) override {
+  void all_gather(void* data, const std::vector<std::size_t>& counts, DType dtype) override {
+    require_f32(dtype, "mpi");
     std::vector<int> c(counts.size()), displs(counts.size());
     std::size_t off = 0;
     for (std::size_t r = 0; r < counts.size(); ++r) {

@@ -22,6 +22,15 @@ void check(ncclResult_t rc, const char* what) {
   if (rc != ncclSuccess) throw RuntimeFailure(std::string("nccl: ") + what + " failed: " + ncclGetErrorString(rc));
 }
 
+ncclDataType_t nccl_type(DType dt) {
+  if (dt == DType::F32) return ncclFloat32;
+  if (dt == DType::BF16) return ncclBfloat16;
+  throw RuntimeFailure("nccl: collectives take F32 or BF16 buffers, not " + std::string(dtype_name(dt)));
+}
+
+// Element e of a buffer of `dt`.
+void* at(void* data, std::size_t e, DType dt) { return static_cast<char*>(data) + e * dtype_size(dt); }
+
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(const LaunchInfo& l, Communicator* bootstrap) : Communicator(l.rank, l.world) {
@@ -49,9 +58,9 @@ class NcclCommunicator final : public Communicator {
   }
   std::string backend() const override { return "nccl"; }
 
-  void all_reduce_sum(float* data, std::size_t n) override {
+  void all_reduce_sum(void* data, std::size_t n, DType dtype) override {
     on_device();
-    check(ncclAllReduce(data, data, n, ncclFloat32, ncclSum, comm_, stream_), "ncclAllReduce");
+    check(ncclAllReduce(data, data, n, nccl_type(dtype), ncclSum, comm_, stream_), "ncclAllReduce");
     sync();
   }
   void all_reduce_sum(double* host, std::size_t n) override {  // host scalars through a device scratch buffer
@@ -66,23 +75,25 @@ class NcclCommunicator final : public Communicator {
   }
   // NCCL wants equal slices: ranks' slices here may differ by the remainder,
   // so the collective runs as grouped reduces / broadcasts, one per owner.
-  void reduce_scatter_sum(float* data, const std::vector<std::size_t>& counts) override {
+  void reduce_scatter_sum(void* data, const std::vector<std::size_t>& counts, DType dtype) override {
     on_device();
     check(ncclGroupStart(), "ncclGroupStart");
     std::size_t off = 0;
     for (int r = 0; r < world_; ++r) {
-      check(ncclReduce(data + off, data + off, counts[r], ncclFloat32, ncclSum, r, comm_, stream_), "ncclReduce");
+      void* p = at(data, off, dtype);
+      check(ncclReduce(p, p, counts[r], nccl_type(dtype), ncclSum, r, comm_, stream_), "ncclReduce");
       off += counts[r];
     }
     check(ncclGroupEnd(), "ncclGroupEnd");
     sync();
   }
-  void all_gather(float* data, const std::vector<std::size_t>& counts) override {
+  void all_gather(void* data, const std::vector<std::size_t>& counts, DType dtype) override {
     on_device();
     check(ncclGroupStart(), "ncclGroupStart");
     std::size_t off = 0;
     for (int r = 0; r < world_; ++r) {
-      check(ncclBroadcast(data + off, data + off, counts[r], ncclFloat32, r, comm_, stream_), "ncclBroadcast");
+      void* p = at(data, off, dtype);
+      check(ncclBroadcast(p, p, counts[r], nccl_type(dtype), r, comm_, stream_), "ncclBroadcast");
       off += counts[r];
     }
     check(ncclGroupEnd(), "ncclGroupEnd");

@@ -37,10 +37,15 @@ class TcpCommunicator final : public Communicator {
   }
   std::string backend() const override { return "tcp"; }
 
-  void all_reduce_sum(float* data, std::size_t n) override { reduce_to_all(data, n); }
+  void all_reduce_sum(void* data, std::size_t n, DType dtype) override {
+    require_f32(dtype, "tcp");
+    reduce_to_all(static_cast<float*>(data), n);
+  }
   void all_reduce_sum(double* data, std::size_t n) override { reduce_to_all(data, n); }
 
-  void reduce_scatter_sum(float* data, const std::vector<std::size_t>& counts) override {
+  void reduce_scatter_sum(void* buffer, const std::vector<std::size_t>& counts, DType dtype) override {
+    require_f32(dtype, "tcp");
+    float* data = static_cast<float*>(buffer);
     std::size_t total = 0;
     for (auto c : counts) total += c;
     if (rank_ != 0) {
@@ -52,7 +57,9 @@ class TcpCommunicator final : public Communicator {
     for (int r = 1; r < world_; ++r) send(r, data + offset(counts, r), counts[r] * sizeof(float));
   }
 
-  void all_gather(float* data, const std::vector<std::size_t>& counts) override {
+  void all_gather(void* buffer, const std::vector<std::size_t>& counts, DType dtype) override {
+    require_f32(dtype, "tcp");
+    float* data = static_cast<float*>(buffer);
     std::size_t total = 0;
     for (auto c : counts) total += c;
     if (rank_ != 0) {

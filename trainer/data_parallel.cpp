@@ -60,8 +60,9 @@ CommBytes plan_comm_bytes(const std::vector<std::int64_t>& part_numels, int worl
   return b;
 }
 
-DataParallel::DataParallel(Model& model, std::vector<PackedPart> grads, CommQueue* queue, bool zero1, Hyper hyper)
-    : model_(model), queue_(queue), zero1_(zero1), hyper_(hyper) {
+DataParallel::DataParallel(Model& model, std::vector<PackedPart> grads, CommQueue* queue, bool zero1, Hyper hyper,
+                           CommQueue* host_queue)
+    : model_(model), queue_(queue), host_queue_(host_queue ? host_queue : queue), zero1_(zero1), hyper_(hyper) {
   if (queue_) {
     rank_ = queue_->comm().rank();
     world_ = queue_->comm().world();
@@ -110,15 +111,17 @@ void DataParallel::zero_grads() {
 void DataParallel::submit(Part& p) {
   p.submitted = true;
   if (world_ < 2) return;
-  float* data = p.grad.flat.data<float>();
+  void* data = p.grad.flat.raw();
+  const DType dt = p.grad.flat.dtype();
   const std::size_t n = static_cast<std::size_t>(p.grad.flat.numel());
   Communicator& comm = queue_->comm();
   if (zero1_) {
-    counting_.reduce_scatter += n * sizeof(float);
-    queue_->submit("reduce-scatter of " + p.grad.name + " gradients", [&comm, data, &p] { comm.reduce_scatter_sum(data, p.counts); });
+    counting_.reduce_scatter += p.grad.flat.nbytes();
+    queue_->submit("reduce-scatter of " + p.grad.name + " gradients",
+                   [&comm, data, dt, &p] { comm.reduce_scatter_sum(data, p.counts, dt); });
   } else {
-    counting_.all_reduce += n * sizeof(float);
-    queue_->submit("all-reduce of " + p.grad.name + " gradients", [&comm, data, n] { comm.all_reduce_sum(data, n); });
+    counting_.all_reduce += p.grad.flat.nbytes();
+    queue_->submit("all-reduce of " + p.grad.name + " gradients", [&comm, data, n, dt] { comm.all_reduce_sum(data, n, dt); });
   }
 }
 
@@ -164,10 +167,11 @@ void DataParallel::optimizer_step(double lr, std::int64_t step) {
       }
     }
     if (zero1_ && world_ > 1) {
-      float* data = p.weights.data<float>();
-      counting_.all_gather += static_cast<std::size_t>(p.weights.numel()) * sizeof(float);
+      void* data = p.weights.raw();
+      const DType dt = p.weights.dtype();
+      counting_.all_gather += p.weights.nbytes();
       Communicator& comm = queue_->comm();
-      queue_->submit("all-gather of " + p.grad.name + " weights", [&comm, data, &p] { comm.all_gather(data, p.counts); });
+      queue_->submit("all-gather of " + p.grad.name + " weights", [&comm, data, dt, &p] { comm.all_gather(data, p.counts, dt); });
     }
   }
   if (queue_) queue_->wait_all();
@@ -224,10 +228,11 @@ std::vector<TensorToWrite> DataParallel::gather_moments(std::vector<std::vector<
       auto& buf = staging.emplace_back(static_cast<std::size_t>(p.grad.flat.numel()));
       const std::vector<float> mine = host_values_f32(*t);
       std::copy(mine.begin(), mine.end(), buf.begin() + p.own_begin);
-      if (zero1_ && world_ > 1) {
-        Communicator& comm = queue_->comm();
+      if (zero1_ && world_ > 1) {  // host buffers: through the host communicator
+        Communicator& comm = host_queue_->comm();
         float* data = buf.data();
-        queue_->run("all-gather of " + p.grad.name + " optimizer state (checkpoint)", [&comm, data, &p] { comm.all_gather(data, p.counts); });
+        host_queue_->run("all-gather of " + p.grad.name + " optimizer state (checkpoint)",
+                         [&comm, data, &p] { comm.all_gather(data, p.counts); });
       }
       full.push_back({prefix, buf.data()});
     }

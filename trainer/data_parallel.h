@@ -54,8 +54,11 @@ class DataParallel {
   };
   // `grads`: the trainable parts' gradient buffers (allocate_packed over the
   // trainable tensors); each must mirror a contiguous range of `model`'s packed
-  // weights. `queue` null = one process.
-  DataParallel(Model& model, std::vector<PackedPart> grads, CommQueue* queue, bool zero1, Hyper hyper);
+  // weights. `queue` null = one process. Gradients and weights go through `queue`'s
+  // communicator (NCCL for a GPU model); checkpoint gathers of host buffers through
+  // `host_queue` (MPI or TCP; null = `queue`).
+  DataParallel(Model& model, std::vector<PackedPart> grads, CommQueue* queue, bool zero1, Hyper hyper,
+               CommQueue* host_queue = nullptr);
 
   int rank() const { return rank_; }
   int world() const { return world_; }
@@ -110,6 +113,7 @@ class DataParallel {
 
   Model& model_;
   CommQueue* queue_;
+  CommQueue* host_queue_;
   int rank_ = 0, world_ = 1;
   bool zero1_;
   Hyper hyper_;

@@ -108,14 +108,20 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   // Ranks: one process per device, from the launcher's environment.
   const LaunchInfo launch = detect_launch();
   const std::chrono::seconds timeout(o.dist_timeout_s);
+  if (gpu) set_cuda_device(launch.local_rank);  // before anything is allocated: one GPU per rank
   std::unique_ptr<Communicator> comm = make_host_communicator(launch, o.dist, timeout);
   std::unique_ptr<CommQueue> queue = comm->world() > 1 ? std::make_unique<CommQueue>(*comm, timeout) : nullptr;
   const int rank = comm->rank(), world = comm->world();
   const bool lead = rank == 0, quiet = o.quiet || !lead;
-  if (gpu && world > 1)
-    throw InputError("--device cuda with " + std::to_string(world) +
-                     " ranks: the NCCL path for bf16 gradients is not wired into the trainer yet; run one rank per job "
-                     "or data parallel on the CPU (docs/distributed.md)");
+  // GPU ranks reduce their bf16 gradients over NCCL; the host communicator stays for
+  // the unique id and for checkpoint gathers of host buffers.
+  std::unique_ptr<Communicator> nccl;
+  std::unique_ptr<CommQueue> nccl_queue;
+  if (gpu && world > 1) {
+    if (!nccl_available()) throw InputError("--device cuda with several ranks needs NCCL, which this build lacks");
+    nccl = make_nccl_communicator(launch, comm.get());
+    nccl_queue = std::make_unique<CommQueue>(*nccl, timeout);
+  }
 
   // Measured bytes are what this run adds to what is already alive.
   Allocator& alloc = Allocator::for_device(device);
@@ -165,8 +171,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   ModelWeights grads;
   auto grad_parts = allocate_packed(c, grads, model->weights().embed_tokens.dtype(), MemCategory::Grads,
                                     [&](const NamedParam& p) { return plan.trains(p.name, p.block, c); }, device);
-  DataParallel dp(*model, std::move(grad_parts), queue.get(), o.zero1,
-                  {o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_norms_and_biases});
+  DataParallel dp(*model, std::move(grad_parts), nccl_queue ? nccl_queue.get() : queue.get(), o.zero1,
+                  {o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_norms_and_biases}, queue.get());
   const auto modes = block_modes(plan, c.num_layers);
   TrainingGraph graph(*model, modes, o.micro_batch * dopt.cutoff);
 
@@ -174,7 +180,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   result.rank = rank;
   result.world = world;
   result.predicted = plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, precision, 256, {world, rank, o.zero1});
-  result.comm_planned = plan_comm_bytes(trainable_part_numels(c, plan), world, o.zero1, sizeof(float));
+  result.comm_planned = plan_comm_bytes(trainable_part_numels(c, plan), world, o.zero1, gpu ? 2 : sizeof(float));
   const std::int64_t per_rank = o.micro_batch * o.grad_accum, per_step = per_rank * world;
   const std::int64_t steps_per_epoch = (static_cast<std::int64_t>(train_idx.size()) + per_step - 1) / per_step;
   const std::int64_t total_steps = o.max_steps > 0 ? o.max_steps : o.epochs * steps_per_epoch;
@@ -182,7 +188,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
     std::fprintf(stderr, "train: %s, %zu training / %zu validation examples, %lld steps of %lld examples", plan.describe().c_str(),
                  train_idx.size(), val.size(), (long long)total_steps, (long long)per_step);
     if (world > 1)
-      std::fprintf(stderr, " (%d ranks x %lld, %s%s)", world, (long long)per_rank, comm->backend().c_str(), o.zero1 ? ", ZeRO-1" : "");
+      std::fprintf(stderr, " (%d ranks x %lld, %s%s)", world, (long long)per_rank, (nccl ? nccl : comm)->backend().c_str(),
+                   o.zero1 ? ", ZeRO-1" : "");
     std::fprintf(stderr, "\ntrain: %lld trainable / %lld frozen parameters; predicted memory (%s%s%s):\n%s",
                  (long long)result.predicted.trainable_params, (long long)result.predicted.frozen_params,
                  precision_name(precision).c_str(), gpu ? (", " + cuda_device_description(0)).c_str() : "",
@@ -359,14 +366,16 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
                          {"measured_peak", result.measured_per_rank[r].to_json()}});
       mem["world_size"] = world;
       mem["zero1"] = o.zero1;
-      mem["backend"] = comm->backend();
+      mem["backend"] = nccl ? nccl->backend() : comm->backend();
       mem["per_rank"] = ranks;
       mem["comm_per_step_planned"] = result.comm_planned.to_json(world);
       mem["comm_per_step_measured"] = result.comm_per_step.to_json(world);
     }
     atomic_write_text(o.out / "memory.json", mem.dump(2) + "\n");
   }
-  queue.reset();  // joins the worker before the communicator goes
+  nccl_queue.reset();  // join the workers before their communicators go
+  nccl.reset();
+  queue.reset();
   return result;
 }
 
