@@ -275,7 +275,9 @@ bool lt_gemm(const Gemm& g, const Tensor* fused_bias) {
       cublasLtMatmul(st.handle.get(), plan.desc.get(), &g.alpha, g.a->raw(), plan.a.get(), g.b->raw(), plan.b.get(),
                      &g.beta, g.d->raw(), plan.d.get(), g.d->raw(), plan.d.get(), &plan.algo, st.workspace->get(),
                      st.workspace->bytes(), detail::stream());
-  if (status == CUBLAS_STATUS_NOT_SUPPORTED) {  // refused at run time: remember, and let the caller fall back
+  // Refused at run time (cuBLASLt reports some unsupported alignments of row views as
+  // INVALID_VALUE rather than NOT_SUPPORTED): remember, and let the caller fall back.
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) {
     plan.found = false;
     return false;
   }
