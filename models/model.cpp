@@ -284,14 +284,24 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, bool with_tokenizer) {
   return m;
 }
 
-std::unique_ptr<Model> Model::random(const ModelConfig& config, std::uint64_t seed, float std) {
+std::unique_ptr<Model> Model::random(const ModelConfig& config, std::uint64_t seed, float std, bool chunked) {
   std::unique_ptr<Model> m(new Model());
   m->config_ = config;
   m->allocate_weights();
+  const auto specs = param_specs(m->config_, m->w_);
+  if (!chunked) {  // one stream over every tensor in checkpoint order (the demo's models depend on it)
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, std);
+    for (const auto& s : specs) {
+      float* p = s.tensor->data<float>();
+      const float base = s.name.find("norm") != std::string::npos && !config.norm_unit_offset ? 1.0f : 0.0f;
+      for (std::int64_t i = 0; i < s.tensor->numel(); ++i) p[i] = base + normal(rng);
+    }
+    return m;
+  }
   // Chunks of 2^20 values with their own generator (seeded by seed, tensor and chunk):
   // the same weights for any thread count, and an 8B-shaped preset in seconds.
   constexpr std::int64_t kChunk = std::int64_t{1} << 20;
-  const auto specs = param_specs(m->config_, m->w_);
   for (std::size_t t = 0; t < specs.size(); ++t) {
     float* p = specs[t].tensor->data<float>();
     const std::int64_t n = specs[t].tensor->numel();

@@ -106,7 +106,11 @@ class Model {
   static std::unique_ptr<Model> load(const fs::path& dir, bool with_tokenizer = true);
   // A model with the given config and weights drawn from N(0, std) (norms near 1),
   // for tests, presets and the demo.
-  static std::unique_ptr<Model> random(const ModelConfig& config, std::uint64_t seed, float std = 0.02f);
+  // `chunked`: draw 2^20-value chunks in parallel, each from its own generator (same
+  // weights for any thread count; other values than the default single stream) - for
+  // large preset shapes, where only the shapes matter.
+  static std::unique_ptr<Model> random(const ModelConfig& config, std::uint64_t seed, float std = 0.02f,
+                                       bool chunked = false);
 
   const ModelConfig& config() const { return config_; }
   const Tokenizer& tokenizer() const;

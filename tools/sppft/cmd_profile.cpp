@@ -170,7 +170,7 @@ int cmd_profile(int argc, char** argv) {
   } else {
     std::fprintf(stderr, "drawing random weights: %.2f B parameters at the shape of %s\n", c.total_parameters() / 1e9,
                  what.c_str());
-    model = Model::random(c, o.seed);
+    model = Model::random(c, o.seed, 0.02f, /*chunked=*/true);
   }
   if (gpu) model->to_device(Device::CUDA, DType::BF16);
 
