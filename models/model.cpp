@@ -144,6 +144,14 @@ void assign_from_f32(const float* values, Tensor& t) {
   ops::copy(host, t);
 }
 
+Tensor to_host_f32(const Tensor& t) {
+  if (t.device() == Device::CPU && t.dtype() == DType::F32) return t;
+  Tensor out = Tensor::empty(t.shape(), DType::F32, MemCategory::Activations);
+  const std::vector<float> v = host_values_f32(t);
+  std::copy(v.begin(), v.end(), out.data<float>());
+  return out;
+}
+
 Tensor f32_copy(const Tensor& t, MemCategory cat) {
   Tensor out = Tensor::empty(t.shape(), DType::F32, cat, t.device());
   const std::vector<float> v = host_values_f32(t);
@@ -385,27 +393,22 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
     ops::copy(ids_host, ids);
     ops::copy(pos_host, pos);
   }
-  // Row r of x (any device, any float dtype) into host fp32 at dst.
-  auto row_to_host = [&](const Tensor& x, std::int64_t r, float* dst) {
-    const Tensor row = x.rows(r, r + 1);
-    if (row.device() == Device::CPU && row.dtype() == DType::F32) {
-      std::copy_n(row.data<float>(), row.numel(), dst);
-      return;
-    }
-    const std::vector<float> v = host_values_f32(row);
-    std::copy(v.begin(), v.end(), dst);
-  };
-
   const std::int64_t h = c.hidden_size, f = c.intermediate_size, L = c.num_layers;
   const float eps = static_cast<float>(c.rms_norm_eps);
+  // Captured states gather on the model's device (async copies of one row each) and come
+  // back to the host once, at the end.
+  Tensor states, finals;
   if (capture) {
-    capture->states = Tensor::empty({nseq, L + 1, h}, DType::F32, MemCategory::Activations);
-    capture->final_normed = Tensor::empty({nseq, h}, DType::F32, MemCategory::Activations);
+    states = activation({nseq, L + 1, h});
+    finals = activation({nseq, h});
   }
+  auto capture_row = [&](const Tensor& x, std::int64_t r, Tensor& into, std::int64_t slot) {
+    Tensor dst = into.view(slot * h, {1, h});
+    ops::copy(x.rows(r, r + 1), dst);
+  };
   auto capture_layer = [&](const Tensor& x, std::int64_t layer) {
     if (!capture) return;
-    for (std::int64_t s = 0; s < nseq; ++s)
-      row_to_host(x, seqs[s].q_begin + seqs[s].q_len - 1, capture->states.data<float>() + (s * (L + 1) + layer) * h);
+    for (std::int64_t s = 0; s < nseq; ++s) capture_row(x, seqs[s].q_begin + seqs[s].q_len - 1, states, s * (L + 1) + layer);
   };
 
   Tensor x = activation({n, h});
@@ -453,16 +456,15 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
   }
   Tensor final_rows = activation({rows.dim(0), h});
   ops::rmsnorm_forward(rows, w_.final_norm, eps, c.norm_unit_offset, final_rows);
-  if (capture)
-    for (std::int64_t s = 0; s < nseq; ++s)
-      row_to_host(final_rows, all_logits ? seqs[s].q_begin + seqs[s].q_len - 1 : s, capture->final_normed.data<float>() + s * h);
+  if (capture) {
+    for (std::int64_t s = 0; s < nseq; ++s) capture_row(final_rows, all_logits ? seqs[s].q_begin + seqs[s].q_len - 1 : s, finals, s);
+    capture->states = to_host_f32(states);
+    capture->final_normed = to_host_f32(finals);
+  }
   // The logits in fp32 (on a GPU, the GEMM writes fp32 from bf16 inputs), returned on the host.
   Tensor logits = Tensor::empty({rows.dim(0), c.vocab_size}, DType::F32, MemCategory::Activations, dev);
   ops::linear_forward(final_rows, w_.lm_head, nullptr, logits);
-  if (dev == Device::CPU) return logits;
-  Tensor host = Tensor::empty(logits.shape(), DType::F32, MemCategory::Activations);
-  ops::copy(logits, host);
-  return host;
+  return to_host_f32(logits);
 }
 
 void Model::save(const fs::path& dir, DType dtype, std::size_t max_shard_bytes) {

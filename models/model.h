@@ -64,6 +64,8 @@ struct PackedPart {
 std::vector<float> host_values_f32(const Tensor& t);
 // Writes host fp32 values into a float tensor of any dtype on any device (converted).
 void assign_from_f32(const float* values, Tensor& t);
+// `t` as a host fp32 tensor (itself when it already is one).
+Tensor to_host_f32(const Tensor& t);
 // An fp32 copy of a float tensor, on its device, under `cat` (e.g. master weights).
 Tensor f32_copy(const Tensor& t, MemCategory cat);
 

@@ -226,18 +226,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const T* __restrict
     detail::online_softmax_step(sc, m, l, o, p);
 
     // o += P V: key jj's probability broadcast from lane jj; lane owns dims lane + 32c.
-    const int nk = min(kKeys, ke - j0);
-    for (int jj = 0; jj < nk; ++jj) {
-      float vv[C];
-#pragma unroll
-      for (int c = 0; c < C; ++c) vv[c] = Vs[jj * DMAX + lane + 32 * c];
-#pragma unroll
-      for (int i = 0; i < kRowsPerWarp; ++i) {
-        const float pj = __shfl_sync(0xffffffffu, p[i], jj);
-#pragma unroll
-        for (int c = 0; c < C; ++c) o[i][c] = fmaf(pj, vv[c], o[i][c]);
-      }
-    }
+    detail::accumulate_broadcast(p, Vs, DMAX, min(kKeys, ke - j0), o);
   }
 
 #pragma unroll

@@ -223,17 +223,7 @@ __global__ void __launch_bounds__(kThreads)
     detail::online_softmax_step(sc, m, l, o, p);
 
     // o += P V: key jj's probability broadcast from lane jj; lane owns dims lane + 32c.
-    for (int jj = 0; jj < nk; ++jj) {
-      float vv[C];
-#pragma unroll
-      for (int c = 0; c < C; ++c) vv[c] = Vs[jj * DMAX + lane + 32 * c];
-#pragma unroll
-      for (int i = 0; i < kRowsPerWarp; ++i) {
-        const float pj = __shfl_sync(0xffffffffu, p[i], jj);
-#pragma unroll
-        for (int c = 0; c < C; ++c) o[i][c] = fmaf(pj, vv[c], o[i][c]);
-      }
-    }
+    detail::accumulate_broadcast(p, Vs, DMAX, nk, o);
   }
 
 #pragma unroll
@@ -455,17 +445,7 @@ __global__ void __launch_bounds__(kThreads)
     }
 
     // acc += dS K: key jj's dS broadcast from lane jj; lane owns dims lane + 32c.
-    for (int jj = 0; jj < nk; ++jj) {
-      float kk[C];
-#pragma unroll
-      for (int c = 0; c < C; ++c) kk[c] = Ks[jj * KS + lane + 32 * c];
-#pragma unroll
-      for (int i = 0; i < kRowsPerWarp; ++i) {
-        const float dsj = __shfl_sync(0xffffffffu, ds[i], jj);
-#pragma unroll
-        for (int c = 0; c < C; ++c) acc[i][c] = fmaf(dsj, kk[c], acc[i][c]);
-      }
-    }
+    detail::accumulate_broadcast(ds, Ks, KS, nk, acc);
   }
 
 #pragma unroll

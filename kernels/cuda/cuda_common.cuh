@@ -164,4 +164,23 @@ __device__ __forceinline__ void online_softmax_step(const float (&score)[R], flo
   }
 }
 
+// acc[i][c] += sum over jj < n of (lane jj's w[i]) * rows[jj * stride + lane + 32 c]: each
+// lane's per-row weight (a probability, a dS) broadcast across the warp and applied to a
+// shared-memory tile whose columns lane + 32 c this lane owns (P V, dS K).
+template <int R, int C>
+__device__ __forceinline__ void accumulate_broadcast(const float (&w)[R], const float* rows, int stride, int n,
+                                                     float (&acc)[R][C]) {
+  for (int jj = 0; jj < n; ++jj) {
+    float r[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) r[c] = rows[jj * stride + (threadIdx.x % 32) + 32 * c];
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      const float wj = __shfl_sync(0xffffffffu, w[i], jj);
+#pragma unroll
+      for (int c = 0; c < C; ++c) acc[i][c] = fmaf(wj, r[c], acc[i][c]);
+    }
+  }
+}
+
 }  // namespace sppft::cuda::detail

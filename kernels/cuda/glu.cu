@@ -137,6 +137,16 @@ __global__ void add_kernel(TX* x, const TY* y, std::int64_t n) {
   }
 }
 
+// launch(std::integral_constant<int, A>{}) with the kernel constant of `act`.
+template <typename F>
+void dispatch_activation(ops::GluActivation act, F&& launch) {
+  switch (act) {
+    case ops::GluActivation::SiLU: launch(std::integral_constant<int, kSiLU>{}); break;
+    case ops::GluActivation::GeluTanh: launch(std::integral_constant<int, kGeluTanh>{}); break;
+    case ops::GluActivation::GeluErf: launch(std::integral_constant<int, kGeluErf>{}); break;
+  }
+}
+
 }  // namespace
 
 void glu_forward(const Tensor& gate, const Tensor& up, ops::GluActivation act, Tensor& out) {
@@ -170,11 +180,7 @@ void glu_forward(const Tensor& gate, const Tensor& up, ops::GluActivation act, T
           glu_kernel<A, TI, TO, false><<<blocks, 256, 0, s>>>(gate.data<TI>(), up.data<TI>(), out.data<TO>(), n, k_tanh);
         detail::check_launch();
       };
-      switch (act) {
-        case ops::GluActivation::SiLU: launch(std::integral_constant<int, kSiLU>{}); break;
-        case ops::GluActivation::GeluTanh: launch(std::integral_constant<int, kGeluTanh>{}); break;
-        case ops::GluActivation::GeluErf: launch(std::integral_constant<int, kGeluErf>{}); break;
-      }
+      dispatch_activation(act, launch);
     });
   });
 }
@@ -246,11 +252,7 @@ void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, ops:
               gate.data<TI>(), up.data<TI>(), dout.data<TG>(), dgate.data<TG>(), dup.data<TG>(), n, k_tanh);
         detail::check_launch();
       };
-      switch (act) {
-        case ops::GluActivation::SiLU: launch(std::integral_constant<int, kSiLU>{}); break;
-        case ops::GluActivation::GeluTanh: launch(std::integral_constant<int, kGeluTanh>{}); break;
-        case ops::GluActivation::GeluErf: launch(std::integral_constant<int, kGeluErf>{}); break;
-      }
+      dispatch_activation(act, launch);
     });
   });
 }
