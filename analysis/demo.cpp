@@ -13,6 +13,7 @@
 #include "analysis/plots.h"
 #include "analysis/rouge.h"
 #include "analysis/svg.h"
+#include "engine/device.h"
 #include "engine/error.h"
 #include "engine/json.h"
 #include "engine/prompts.h"
@@ -106,12 +107,35 @@ Json train_stage(const std::string& label, TrainOptions o) {
   return j;
 }
 
-Json eval_stage(const std::string& label, const fs::path& model_dir, const fs::path& out, const DemoData& d, const Judge& judge,
-                const Judge& prefix_judge) {
+// The checkpoint at `dir`, on `device` (bf16 weights on a GPU, as `--device cuda` does).
+std::unique_ptr<Model> load_on(const fs::path& dir, Device device) {
+  auto model = Model::load(dir);
+  if (device == Device::CUDA) model->to_device(Device::CUDA, DType::BF16);
+  return model;
+}
+
+// The stages cached in `out` must come from the same preset and device; a
+// directory from another configuration is refused rather than mixed in.
+void check_settings(const fs::path& out, const DemoOptions& o) {
+  const fs::path stamp = out / "demo-settings.json";
+  const Json want = {{"preset", o.preset}, {"device", o.device}};
+  if (!fs::exists(stamp)) {
+    atomic_write_text(stamp, want.dump(2) + "\n");
+    return;
+  }
+  const Json have = read_json_file(stamp);
+  if (have != want)
+    throw InputError("--out " + out.string() + ": holds a demo run with preset " + have.value("preset", std::string("?")) +
+                     " on " + have.value("device", std::string("?")) + ", this one is preset " + o.preset + " on " + o.device +
+                     "; use another --out");
+}
+
+Json eval_stage(const std::string& label, const fs::path& model_dir, Device device, const fs::path& out, const DemoData& d,
+                const Judge& judge, const Judge& prefix_judge) {
   if (fs::exists(out / "eval.json")) return read_json_file(out / "eval.json");
   std::fprintf(stderr, "[demo] evaluating %s ...\n", label.c_str());
   auto t0 = Clock::now();
-  auto model = Model::load(model_dir);
+  auto model = load_on(model_dir, device);
   ensure_directory(out);
   std::string responses;
   auto sink = [&](const std::string& set, const std::string& prompt, const std::string& text, bool refused) {
@@ -175,8 +199,10 @@ std::string fmt(const char* f, double x) {
 
 int run_demo(const DemoOptions& opt) {
   const Sizes sz = sizes_for(opt.preset);
+  const Device device = require_device(opt.device);
   const auto t_start = Clock::now();
   ensure_directory(opt.out);
+  check_settings(opt.out, opt);
   DemoData d = load_data(opt.data, sz.over_rejection_queries);
   const Judge judge = read_judge_file(opt.data / "judges" / "keyword-sppft-demo.txt");
   const Judge prefix_judge = read_judge_file(opt.data / "judges" / "prefix-sppft-demo.txt");
@@ -240,6 +266,7 @@ int run_demo(const DemoOptions& opt) {
   to.cutoff = 192;
   to.clip = 1.0;
   to.seed = 1;
+  to.device = opt.device;
   TrainOptions b = to;
   b.model_dir = init, b.data = data_dir / "base.jsonl", b.out = base;
   b.lr = 3e-3, b.epochs = sz.base_epochs, b.warmup = 10, b.schedule = Schedule::Cosine, b.train_on_inputs = true;
@@ -258,7 +285,7 @@ int run_demo(const DemoOptions& opt) {
   Json cs;
   if (!fs::exists(cs_dir / "cossim.json")) {
     std::fprintf(stderr, "[demo] cosine-similarity analysis ...\n");
-    auto model = Model::load(aligned);
+    auto model = load_on(aligned, device);
     auto states = [&](const std::vector<PromptRecord>& set) {
       std::vector<std::vector<std::int32_t>> ids;
       for (const auto& r : set) ids.push_back(encode_prompt(*model, r, PromptTemplate::Alpaca));
@@ -285,7 +312,7 @@ int run_demo(const DemoOptions& opt) {
   const fs::path loc_dir = opt.out / "locate";
   if (!fs::exists(loc_dir / "locate.json")) {
     std::fprintf(stderr, "[demo] locating the safety layers (over-rejection sweeps) ...\n");
-    auto model = Model::load(aligned);
+    auto model = load_on(aligned, device);
     LocateOptions lo;
     lo.initial = initial;
     lo.window = 5;
@@ -324,9 +351,9 @@ int run_demo(const DemoOptions& opt) {
 
   // Stage 7: evaluation before and after.
   t = Clock::now();
-  Json e_al = eval_stage("aligned", aligned, opt.out / "eval-aligned", d, judge, prefix_judge);
-  Json e_full = eval_stage("full fine-tuning", ff.out, opt.out / "eval-ft-full", d, judge, prefix_judge);
-  Json e_sppft = eval_stage("SPPFT", fs_.out, opt.out / "eval-ft-sppft", d, judge, prefix_judge);
+  Json e_al = eval_stage("aligned", aligned, device, opt.out / "eval-aligned", d, judge, prefix_judge);
+  Json e_full = eval_stage("full fine-tuning", ff.out, device, opt.out / "eval-ft-full", d, judge, prefix_judge);
+  Json e_sppft = eval_stage("SPPFT", fs_.out, device, opt.out / "eval-ft-sppft", d, judge, prefix_judge);
   timings["eval"] = since(t);
 
   // Report.
@@ -347,7 +374,7 @@ int run_demo(const DemoOptions& opt) {
   const double total_s = since(t_start);
   const bool protects = hr(e_sppft) < hr(e_full);
   std::string md = "# sppft demo report\n\nEvery number here was measured by this run of `sppft demo` (preset `" + opt.preset +
-                   "`, CPU). Stages are cached in this directory; times of cached stages are from the run that made them.\n\n";
+                   "`, " + (device == Device::CUDA ? "GPU " + cuda_device_description(0) + ", bf16" : std::string("CPU, fp32")) + "). Stages are cached in this directory; times of cached stages are from the run that made them.\n\n";
   md += "## The model\n\nA Llama-architecture model trained from scratch: " + std::to_string(L) + " blocks, hidden " +
         std::to_string(sz.hidden) + ", " + std::to_string(sz.heads) + " heads (" + std::to_string(sz.kv_heads) +
         " KV heads), sentencepiece vocabulary of " + std::to_string(sz.vocab) + ".\n\n";
@@ -393,7 +420,7 @@ int run_demo(const DemoOptions& opt) {
         ".\n\nTotal wall time of this invocation: " + fmt("%.0f", total_s) + " s.\n";
   atomic_write_text(opt.out / "report.md", md);
 
-  std::printf("\nsppft demo (%s preset) - %.0f s\n", opt.preset.c_str(), total_s);
+  std::printf("\nsppft demo (%s preset, %s) - %.0f s\n", opt.preset.c_str(), opt.device.c_str(), total_s);
   std::printf("  safety layers: initial %lld-%lld (cossim), final %s (locate, alpha %.2f)\n", (long long)initial.first,
               (long long)initial.last, freeze.c_str(), loc["alpha"].get<double>());
   std::printf("  %-26s %10s %15s %10s\n", "model", "R_h", "over-rejection", "Rouge-L");

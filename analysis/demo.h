@@ -16,7 +16,10 @@ namespace sppft {
 struct DemoOptions {
   fs::path out = "demo-out";
   fs::path data;              // the bundled data sets (data/)
-  std::string preset = "small";  // small: the CPU budget; gpu: a larger model (needs the CUDA backend)
+  std::string preset = "small";  // small: the CPU budget; gpu: a larger model for a GPU
+  // cpu (fp32) | cuda: every stage on the GPU - training bf16-mixed, analysis and
+  // evaluation with bf16 weights (so the numbers differ from a CPU run's).
+  std::string device = "cpu";
 };
 
 // Runs (or resumes) the demo; writes OUT/report.md and prints a summary. Returns 0.

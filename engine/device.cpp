@@ -63,4 +63,12 @@ void* cuda_device_malloc(std::size_t) { throw RuntimeFailure("CUDA memory reques
 void cuda_device_free(void*) {}
 #endif
 
+Device require_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  if (name != "cuda") throw InputError("--device: expected cpu or cuda, got '" + name + "'");
+  if (cuda_device_count() == 0)
+    throw InputError(std::string("--device cuda: ") + (built_with_cuda() ? "no CUDA device is visible" : "this build has no CUDA"));
+  return Device::CUDA;
+}
+
 }  // namespace sppft

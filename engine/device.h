@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <string>
 
+#include "engine/allocator.h"
+
 namespace sppft {
 
 bool built_with_cuda();
@@ -13,6 +15,10 @@ bool built_with_cuda();
 int cuda_device_count();
 // "NVIDIA H200 (sm_90, 139.8 GiB)" or "" when there is none.
 std::string cuda_device_description(int device = 0);
+
+// The --device option's value: "cpu" or "cuda". InputError for another name, or for
+// "cuda" when the build has no CUDA or no GPU is visible.
+Device require_device(const std::string& name);
 
 // Makes GPU `index` current for this thread (InputError when there is no such GPU).
 void set_cuda_device(int index);

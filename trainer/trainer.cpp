@@ -98,11 +98,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   if (o.micro_batch < 1 || o.grad_accum < 1 || o.cutoff < 2) throw InputError("--micro-batch, --grad-accum must be >= 1 and --cutoff >= 2");
   if (!(o.lr > 0)) throw InputError("--lr must be positive");
   if (o.dist_timeout_s < 1) throw InputError("--dist-timeout must be >= 1 second");
-  if (o.device != "cpu" && o.device != "cuda") throw InputError("--device: expected cpu or cuda, got '" + o.device + "'");
-  const bool gpu = o.device == "cuda";
-  if (gpu && cuda_device_count() == 0)
-    throw InputError(std::string("--device cuda: ") + (built_with_cuda() ? "no CUDA device is visible" : "this build has no CUDA"));
-  const Device device = gpu ? Device::CUDA : Device::CPU;
+  const Device device = require_device(o.device);
+  const bool gpu = device == Device::CUDA;
   const Precision precision = gpu ? Precision::BF16Mixed : Precision::FP32;
 
   // Ranks: one process per device, from the launcher's environment.

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "engine/device.h"
 #include "engine/json.h"
 #include "engine/prompts.h"
 #include "engine/safetensors.h"
@@ -150,4 +151,17 @@ TEST_CASE("bad input: one error line, exit code 2") {
   d = broken_copy("no-tokenizer");
   fs::remove(d / "tokenizer.model");
   expect_input_error("generate " + d.string() + " --prompt hi", "tokenizer");
+}
+
+TEST_CASE("demo: device and cached-stage checks come before any work") {
+  if (cuda_device_count() == 0)  // with a GPU, --device cuda is valid (and the demo long)
+    expect_input_error("demo --device cuda --out " + (fixture().parent_path() / "demo-gpu").string(),
+                       built_with_cuda() ? "--device cuda: no CUDA device is visible" : "this build has no CUDA");
+  expect_input_error("demo --device tpu", "--device: expected cpu or cuda, got 'tpu'");
+  // An output directory made by another preset or device is refused, not mixed in.
+  const fs::path out = fixture().parent_path() / "demo-other";
+  fs::create_directories(out);
+  atomic_write_text(out / "demo-settings.json", Json{{"preset", "gpu"}, {"device", "cuda"}}.dump());
+  expect_input_error("demo --out " + out.string(), "holds a demo run with preset gpu on cuda, this one is preset small on cpu");
+  CHECK(read_json_file(out / "demo-settings.json")["preset"] == "gpu");
 }

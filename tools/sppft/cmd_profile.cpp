@@ -87,11 +87,7 @@ int cmd_profile(int argc, char** argv) {
     std::fputs(kHelp, stdout);
     return 0;
   }
-  const std::string device = args.get_or("--device", "cpu");
-  if (device != "cpu" && device != "cuda") throw InputError("--device: expected cpu or cuda, got '" + device + "'");
-  const bool gpu = device == "cuda";
-  if (gpu && cuda_device_count() == 0)
-    throw InputError(std::string("--device cuda: ") + (built_with_cuda() ? "no CUDA device is visible" : "this build has no CUDA"));
+  const bool gpu = require_device(args.get_or("--device", "cpu")) == Device::CUDA;
   const std::string mode = args.get_or("--mode", "train");
   if (mode != "train" && mode != "forward") throw InputError("--mode: expected forward or train, got '" + mode + "'");
   const bool train = mode == "train";
@@ -194,7 +190,7 @@ int cmd_profile(int argc, char** argv) {
   if (runs.size() == 2) cmp = compare_freeze(c, runs[0], runs[1]);
   if (json) {
     Json j = {{"model", what},
-              {"device", device},
+              {"device", gpu ? "cuda" : "cpu"},
               {"mode", mode},
               {"layers", layers},
               {"config",
