@@ -73,6 +73,12 @@ void fill_zero(Tensor& t) {
 #endif
   if (on_cpu(t, "fill_zero")) std::memset(t.raw(), 0, t.nbytes());
 }
+void reserve_scratch(Device device, std::size_t bytes) {
+#ifdef SPPFT_HAVE_CUDA
+  if (device == Device::CUDA) cuda::reserve_scratch(bytes);
+#endif
+  (void)device, (void)bytes;
+}
 void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs, Tensor& k_cache,
                     Tensor& v_cache) {
 #ifdef SPPFT_HAVE_CUDA

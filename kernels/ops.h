@@ -43,6 +43,9 @@ void add_inplace(Tensor& x, const Tensor& y);
 void copy(const Tensor& src, Tensor& dst);
 // t = 0.
 void fill_zero(Tensor& t);
+// Backend scratch (kernels/device_scratch.h) of at least `bytes` on `device`, allocated
+// now, so the ops after it that need at most that much never reallocate. No-op on the CPU.
+void reserve_scratch(Device device, std::size_t bytes);
 
 // One sequence of a packed batch: its query rows [q_begin, q_begin + q_len) sit
 // at positions past_len .. past_len + q_len - 1 of cache slot `slot`.

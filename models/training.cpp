@@ -5,6 +5,7 @@
 #include <map>
 
 #include "engine/error.h"
+#include "kernels/device_scratch.h"
 
 namespace sppft {
 
@@ -108,6 +109,22 @@ std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const 
   return s;
 }
 
+std::size_t TrainingGraph::device_scratch_bytes(const ModelConfig& c, const std::vector<BlockMode>& modes,
+                                                std::int64_t n, std::int64_t loss_chunk) {
+  namespace ds = device_scratch;
+  std::size_t need = std::max({ds::cross_entropy(std::min(loss_chunk, n)), ds::sum_squares(),
+                               ds::rmsnorm_backward(n, c.hidden_size, true), ds::embedding_backward(n)});
+  if (std::any_of(modes.begin(), modes.end(), [](BlockMode m) { return m != BlockMode::NoBackward; })) {
+    need = std::max(need, ds::attention_backward(n, c.num_heads));
+    std::int64_t bias_cols = 0;
+    if (c.qkv_bias) bias_cols = std::max(c.q_dim(), c.kv_dim());
+    if (c.o_bias) bias_cols = std::max(bias_cols, c.hidden_size);
+    if (c.mlp_bias) bias_cols = std::max({bias_cols, c.hidden_size, c.intermediate_size});
+    if (bias_cols) need = std::max(need, ds::bias_backward(n, bias_cols));
+  }
+  return need;
+}
+
 TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::int64_t max_tokens, std::int64_t loss_chunk)
     : model_(model), modes_(std::move(modes)), max_tokens_(max_tokens), loss_chunk_(loss_chunk) {
   const ModelConfig& c = model.config();
@@ -133,6 +150,7 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
     owned_.push_back(Tensor::empty(spec.shape, spec.dtype, spec.category, device));
     *slot.at(spec.name) = owned_.back();
   }
+  if (device != Device::CPU) ops::reserve_scratch(device, device_scratch_bytes(c, modes_, max_tokens_, loss_chunk_));
   for (auto [dev, host] : {std::pair{&ids_, &ids_host_}, std::pair{&pos_, &pos_host_}, std::pair{&targets_, &targets_host_}})
     *host = device == Device::CPU ? *dev : Tensor::empty(dev->shape(), DType::I32, MemCategory::Workspace);
 }

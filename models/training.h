@@ -91,6 +91,13 @@ class TrainingGraph {
                                               std::int64_t max_tokens, std::int64_t loss_chunk,
                                               DType activations = DType::F32);
 
+  // Device scratch (kernels/device_scratch.h) the graph reserves on a GPU at
+  // construction: the largest request any op of a step or evaluation can make (every
+  // weight gradient counted as possible), so the scratch never grows mid-run and the
+  // planner predicts it exactly.
+  static std::size_t device_scratch_bytes(const ModelConfig& c, const std::vector<BlockMode>& modes,
+                                          std::int64_t max_tokens, std::int64_t loss_chunk);
+
   // Forward, loss, backward on one micro-batch. Gradients are ACCUMULATED into
   // `grads` (shaped like the model's weights; an undefined tensor = frozen,
   // nothing computed for it), scaled by `grad_scale` (1 / tokens of the global

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "engine/error.h"
+#include "kernels/device_scratch.h"
 #include "models/model.h"
 #include "trainer/data_parallel.h"
 
@@ -69,9 +70,14 @@ MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& pla
     add(MemCategory::Optimizer, own * 8);
   }
   add(MemCategory::Workspace, static_cast<std::size_t>(c.head_dim / 2) * 4);  // RoPE frequencies
-  for (const auto& spec : TrainingGraph::buffer_specs(c, block_modes(plan, c.num_layers), micro_batch * seq, loss_chunk,
+  const auto modes = block_modes(plan, c.num_layers);
+  for (const auto& spec : TrainingGraph::buffer_specs(c, modes, micro_batch * seq, loss_chunk,
                                                      p == Precision::BF16Mixed ? DType::BF16 : DType::F32))
     add(spec.category, spec.bytes());
+  if (p == Precision::BF16Mixed)  // the CUDA backend's own buffers (kernels/device_scratch.h)
+    add(MemCategory::Workspace,
+        device_scratch::kGemmWorkspaceBytes + device_scratch::kErrorFlagBytes +
+            device_scratch::buffer_bytes(TrainingGraph::device_scratch_bytes(c, modes, micro_batch * seq, loss_chunk)));
   return m;
 }
 

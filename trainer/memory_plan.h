@@ -6,7 +6,9 @@
 // fp32 (CPU): weights 4 B/param; per trainable param a 4 B gradient and 8 B of
 // Adam moments, no master copy. bf16-mixed (the CUDA plan): weights 2 B/param;
 // per trainable param a 2 B gradient, a 4 B fp32 master copy and 8 B of
-// moments; activations stored in bf16 (log-sum-exp and ids stay 4 B).
+// moments; activations stored in bf16 (log-sum-exp and ids stay 4 B); the workspace adds
+// the CUDA backend's cuBLASLt workspace, error flag and the scratch the TrainingGraph
+// reserves (kernels/device_scratch.h).
 #pragma once
 
 #include <array>

@@ -63,6 +63,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/device_scratch.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace sppft::cuda {
@@ -618,7 +619,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   const auto qtile_tables =
       make_tables(seqs, [&](const ops::AttentionSeq& s) { return (s.q_len * group + kRows - 1) / kRows; });
   const auto ktile_tables = make_tables(seqs, [](const ops::AttentionSeq& s) { return (s.q_len + kKeys - 1) / kKeys; });
-  float* delta = static_cast<float*>(detail::scratch(static_cast<std::size_t>(dm.n * dm.hq) * sizeof(float)));
+  float* delta = static_cast<float*>(detail::scratch(device_scratch::attention_backward(dm.n, dm.hq)));
 
   cudaStream_t st = detail::stream();
   for (std::size_t ti = 0; ti < row_tables.size(); ++ti) {

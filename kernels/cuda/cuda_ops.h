@@ -17,9 +17,9 @@
 //    inside a kernel surface at the next synchronising call.
 //  - Floating dtypes: F32 everywhere (the CPU reference dtype), BF16 storage where
 //    listed per op below; arithmetic is always fp32.
-//  - Scratch memory (cuBLASLt workspace, attention split partials) comes from the
-//    CUDA tagged allocator under MemCategory::Workspace, cached per device;
-//    release_cached_resources() gives it back.
+//  - Scratch memory (cuBLASLt workspace, per-op scratch) comes from the CUDA tagged
+//    allocator under MemCategory::Workspace, cached per device, in the closed-form
+//    sizes of kernels/device_scratch.h; release_cached_resources() gives it back.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,9 @@ Tensor to_device(const Tensor& host_src, MemCategory cat);
 Tensor to_host(const Tensor& device_src, MemCategory cat);
 // Waits for all queued work; throws RuntimeFailure if a kernel faulted.
 void synchronize();
+// Grows this device's scratch buffer to hold `bytes` now (sizes: kernels/device_scratch.h),
+// so later ops requesting at most that much never reallocate. Synchronises if it grows.
+void reserve_scratch(std::size_t bytes);
 // Frees the cached cuBLASLt handle/workspace and scratch buffers of the current device
 // (they are re-created on next use). Must not be called while work is in flight.
 void release_cached_resources();
@@ -111,10 +114,10 @@ void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, ops:
                   Tensor& dup);
 
 // dout F32 or BF16, dtable F32 or BF16 (accumulated; BF16 read, summed in fp32, rounded
-// once). Ids outside [0, V) throw InputError before any write (one int read back, so this
-// op synchronises). Repeated ids add up in row order, bitwise reproducibly, no atomics:
-// a stable radix sort of (id, row) groups each id's rows, then one thread per (id, column)
-// sums them in order.
+// once). Ids outside [0, V) throw InputError before any write (the ids are read back, so
+// this op synchronises). Repeated ids add up in row order, bitwise reproducibly, no
+// atomics: the host groups each id's rows (a stable sort of the N ids), then one thread
+// per (id, column) sums them in order.
 void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tensor& dtable);
 
 // ---- training attention (kernels/cuda/attention_train.cu) ----

@@ -12,27 +12,27 @@
 // dtypes: dout F32 or BF16, dtable F32 or BF16 (each dtable element is read once, summed in
 // fp32 and rounded once). Repeated ids add up in row order n = 0 .. N-1, bitwise
 // reproducibly, without atomics:
-//   1. check_rows: the ids check of the forward (flag, one readback, InputError before any
-//      write; so this op synchronises too), and rows[n] = n into scratch;
-//   2. a stable radix sort (CUB) of the pairs (ids[n], n) by id, over the bits that ids
-//      below V can have: rows of one id become one contiguous run, still in order of n;
-//   3. run_lengths: for each sorted position p, the length of the run starting there (0
-//      where p is not the first of its run);
-//   4. scatter: block (column tile, p), grid-stride over p; the first position of each
+//   1. on the host: the ids come back (one small copy, so this op synchronises) and are
+//      checked (InputError before any write); the row numbers are stably sorted by id, so
+//      rows of one id form one contiguous run still in order of n, and each run's length is
+//      noted at its first position (0 elsewhere); one copy puts the three int arrays into
+//      scratch (closed-form size: kernels/device_scratch.h);
+//   2. scatter: block (column tile, p), grid-stride over p; the first position of each
 //      run sums that id's rows of dout in order (one fp32 accumulator per column, fma with
 //      scale, started from the dtable value) and stores the row of dtable once. Every
 //      dtable element is written by exactly one thread, summing in the fixed order.
 // Parallelism: over distinct ids x column tiles (128 threads x 8 columns with 16-byte packs
 // when H % 8 == 0 and both bases are aligned, else 128 columns); the time is bounded by
 // the longest run of one id (its rows are summed serially, as the row order requires).
-#include <cub/device/device_radix_sort.cuh>
-
 #include <algorithm>
 #include <climits>
+#include <numeric>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/device_scratch.h"
 
 namespace sppft::cuda {
 
@@ -75,36 +75,10 @@ __global__ void embedding_kernel(const std::int32_t* __restrict__ ids, const TT*
 
 // ---- backward ----
 
-// The ids check of the forward, plus rows[i] = i (the values the sort carries).
-__global__ void check_rows_kernel(const std::int32_t* __restrict__ ids, std::int64_t n, std::int64_t vocab,
-                                  int* __restrict__ flag, std::int32_t* __restrict__ rows) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    check_id(ids[i], vocab, flag);
-    rows[i] = static_cast<std::int32_t>(i);
-  }
-}
-
-// run[p] = length of the run of equal keys starting at sorted position p, or 0 where p is
-// not the first of its run.
-__global__ void run_lengths_kernel(const unsigned* __restrict__ keys, std::int64_t n, std::int32_t* __restrict__ run) {
-  for (std::int64_t p = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; p < n;
-       p += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const unsigned k = keys[p];
-    std::int32_t len = 0;
-    if (p == 0 || keys[p - 1] != k) {
-      std::int64_t q = p + 1;
-      while (q < n && keys[q] == k) ++q;
-      len = static_cast<std::int32_t>(q - p);
-    }
-    run[p] = len;
-  }
-}
-
 // Block (x: tile of columns, y: sorted positions, grid-stride). The first position of each
 // run adds that id's rows of dout, in row order, into its row of dtable.
 template <typename TD, typename TT, bool VEC>
-__global__ void embedding_backward_kernel(const unsigned* __restrict__ keys, const std::int32_t* __restrict__ rows,
+__global__ void embedding_backward_kernel(const std::int32_t* __restrict__ keys, const std::int32_t* __restrict__ rows,
                                           const std::int32_t* __restrict__ run, const TD* __restrict__ dout,
                                           TT* __restrict__ dtable, std::int64_t n, std::int64_t h, float scale) {
   const std::int64_t col = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) * (VEC ? 8 : 1);
@@ -197,43 +171,40 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
   if (n == 0) return;
   check(n <= INT_MAX, op, "at most 2^31 - 1 rows");
 
-  // Sort over the key bits ids below V can have (ids are checked non-negative first, so
-  // reading them as unsigned keeps their order).
-  int bits = 1;
-  while (bits < 32 && (std::int64_t{1} << bits) < vocab) ++bits;
-  const auto* keys_in = reinterpret_cast<const unsigned*>(ids.data<std::int32_t>());
-  const int items = static_cast<int>(n);
+  // Group the rows by id on the host (one micro-batch's ids: a few thousand ints): the ids
+  // come back (so this op synchronises) and are checked, then a stable sort of the row
+  // numbers by id and the run lengths go to the device in one copy.
   cudaStream_t s = detail::stream();
-  std::size_t sort_bytes = 0;
-  SPPFT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_in, static_cast<unsigned*>(nullptr),
-                                                   static_cast<const std::int32_t*>(nullptr),
-                                                   static_cast<std::int32_t*>(nullptr), items, 0, bits, s));
-  // Scratch: keys_out, rows_in, rows_out, run (n 4-byte values each), then CUB's temporaries.
-  const std::size_t slab = (static_cast<std::size_t>(n) * 4 + 255) / 256 * 256;
-  char* base = static_cast<char*>(detail::scratch(4 * slab + sort_bytes));
-  auto* keys_out = reinterpret_cast<unsigned*>(base);
-  auto* rows_in = reinterpret_cast<std::int32_t*>(base + slab);
-  auto* rows_out = reinterpret_cast<std::int32_t*>(base + 2 * slab);
-  auto* run = reinterpret_cast<std::int32_t*>(base + 3 * slab);
-  void* sort_tmp = base + 4 * slab;
-
-  int* flag = detail::error_flag();
-  SPPFT_CUDA_CHECK(cudaMemsetAsync(flag, 0, 2 * sizeof(int), s));
-  check_rows_kernel<<<detail::grid_blocks(n, 256, 1024), 256, 0, s>>>(ids.data<std::int32_t>(), n, vocab, flag,
-                                                                       rows_in);
-  detail::check_launch();
-  int host_flag[2] = {0, 0};
-  SPPFT_CUDA_CHECK(cudaMemcpyAsync(host_flag, flag, sizeof host_flag, cudaMemcpyDeviceToHost, s));
+  std::vector<std::int32_t> host_ids(static_cast<std::size_t>(n));
+  SPPFT_CUDA_CHECK(cudaMemcpyAsync(host_ids.data(), ids.raw(), host_ids.size() * 4, cudaMemcpyDeviceToHost, s));
   SPPFT_CUDA_CHECK(cudaStreamSynchronize(s));
-  if (host_flag[0])
-    throw InputError(std::string(op) + " (cuda): token id " + std::to_string(host_flag[1]) +
-                     " outside the vocabulary (size " + std::to_string(vocab) + ")");
+  for (const std::int32_t id : host_ids)
+    if (id < 0 || id >= vocab)
+      throw InputError(std::string(op) + " (cuda): token id " + std::to_string(id) + " outside the vocabulary (size " +
+                       std::to_string(vocab) + ")");
   if (h == 0) return;
-
-  SPPFT_CUDA_CHECK(
-      cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys_out, rows_in, rows_out, items, 0, bits, s));
-  run_lengths_kernel<<<detail::grid_blocks(n, 256), 256, 0, s>>>(keys_out, n, run);
-  detail::check_launch();
+  // One int table, [keys | rows | run] (device_scratch::embedding_backward): rows sorted
+  // by id, keeping row order within an id; keys[p] = the id of rows[p]; run[p] = the length
+  // of the run of equal ids starting at p, 0 where p is not the first of its run.
+  std::vector<std::int32_t> table(static_cast<std::size_t>(3 * n));
+  std::int32_t* keys = table.data();
+  std::int32_t* rows = keys + n;
+  std::int32_t* run = rows + n;
+  std::iota(rows, rows + n, 0);
+  std::stable_sort(rows, rows + n, [&](std::int32_t a, std::int32_t b) { return host_ids[a] < host_ids[b]; });
+  for (std::int64_t p = 0; p < n; ++p) keys[p] = host_ids[rows[p]];
+  for (std::int64_t p = 0; p < n;) {
+    std::int64_t q = p + 1;
+    while (q < n && keys[q] == keys[p]) run[q++] = 0;
+    run[p] = static_cast<std::int32_t>(q - p);
+    p = q;
+  }
+  auto* dev_table = static_cast<std::int32_t*>(detail::scratch(device_scratch::embedding_backward(n)));
+  // Synchronous from pageable memory: returns once `table` is staged, so it may go.
+  SPPFT_CUDA_CHECK(cudaMemcpy(dev_table, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+  const std::int32_t* keys_out = dev_table;
+  const std::int32_t* rows_out = dev_table + n;
+  const std::int32_t* run_dev = dev_table + 2 * n;
 
   const bool vec = h % 8 == 0 && detail::aligned16(dout.raw()) && detail::aligned16(dtable.raw());
   const std::int64_t items_per_row = vec ? h / 8 : h;
@@ -246,10 +217,10 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
       using TT = typename decltype(tt)::type;
       if (vec)
         embedding_backward_kernel<TD, TT, true>
-            <<<grid, threads, 0, s>>>(keys_out, rows_out, run, dout.data<TD>(), dtable.data<TT>(), n, h, scale);
+            <<<grid, threads, 0, s>>>(keys_out, rows_out, run_dev, dout.data<TD>(), dtable.data<TT>(), n, h, scale);
       else
         embedding_backward_kernel<TD, TT, false>
-            <<<grid, threads, 0, s>>>(keys_out, rows_out, run, dout.data<TD>(), dtable.data<TT>(), n, h, scale);
+            <<<grid, threads, 0, s>>>(keys_out, rows_out, run_dev, dout.data<TD>(), dtable.data<TT>(), n, h, scale);
       detail::check_launch();
     });
   });

@@ -48,6 +48,7 @@
 
 #include "engine/allocator.h"
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/device_scratch.h"
 #include "kernels/cuda/cuda_ops.h"
 
 #define SPPFT_CUBLAS_CHECK(call)                                                                                 \
@@ -66,7 +67,7 @@ using detail::bf16;
 using detail::current_device;
 using detail::kMaxDevices;
 
-constexpr std::size_t kWorkspaceBytes = 32u << 20;  // cuBLAS's recommendation for Hopper
+constexpr std::size_t kWorkspaceBytes = device_scratch::kGemmWorkspaceBytes;
 constexpr std::size_t kMaxPlans = 4096;  // cached (shape, dtype, alignment) plans per device
 std::atomic<bool> g_allow_tf32{false};
 std::atomic<bool> g_force_fallback{false};
@@ -378,7 +379,7 @@ void fill_bias(const Tensor* bias, Tensor& y, std::int64_t n, std::int64_t m) {
 // ---- dbias: deterministic column sums ----
 constexpr int kBiasCols = 32;      // columns per block (threadIdx.x): one 128-byte row segment per warp
 constexpr int kBiasLanes = 8;      // row lanes per block (threadIdx.y)
-constexpr std::int64_t kBiasRows = 1024;  // rows per chunk: a fixed split, so the bits depend on the shape only
+constexpr std::int64_t kBiasRows = device_scratch::kBiasRows;  // rows per chunk: a fixed split, so the bits depend on the shape only
 
 // partial[c, col] = sum over rows of chunk c of g[row, col], in double: thread (x, y) sums
 // rows y, y + 8, ... of the chunk in order, then lane y = 0 adds the 8 lane sums in order.
@@ -419,7 +420,7 @@ void column_sums_into(const Tensor& g, Tensor& dbias) {
   const std::int64_t chunks = (n + kBiasRows - 1) / kBiasRows;
   detail::check(chunks <= 65535 && (m + kBiasCols - 1) / kBiasCols <= 0x7fffffff, "linear_backward_weight",
                 "dy too large for the bias reduction");
-  auto* partial = static_cast<double*>(detail::scratch(static_cast<std::size_t>(chunks * m) * sizeof(double)));
+  auto* partial = static_cast<double*>(detail::scratch(device_scratch::bias_backward(n, m)));
   cudaStream_t s = detail::stream();
   const dim3 grid(static_cast<unsigned>((m + kBiasCols - 1) / kBiasCols), static_cast<unsigned>(chunks));
   detail::dispatch_float(g.dtype(), [&](auto tg) {

@@ -24,6 +24,7 @@
 #include <string>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/device_scratch.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace sppft::cuda {
@@ -192,7 +193,7 @@ double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_sca
   if (vocab == 0) return 0.0;  // every row ignored (any other target would have thrown)
 
   // Scratch: n row losses, then the total.
-  auto* row_loss = static_cast<double*>(detail::scratch(static_cast<std::size_t>(n + 1) * sizeof(double)));
+  auto* row_loss = static_cast<double*>(detail::scratch(device_scratch::cross_entropy(n)));
   double* total = row_loss + n;
   const bool vec = vocab % 8 == 0 && detail::aligned16(logits.raw()) && (!dlogits || detail::aligned16(dlogits->raw()));
   const std::int64_t items = vec ? vocab / 8 : vocab;  // per row

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/device_scratch.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace sppft::cuda {
@@ -43,7 +44,7 @@ using detail::bf16;
 
 // ---- sum_squares ----
 constexpr int kSsThreads = 256;
-constexpr int kSsMaxBlocks = 1024;
+constexpr int kSsMaxBlocks = device_scratch::kSumSquaresMaxBlocks;
 
 // Sum over the block in a fixed order; thread 0 gets the total. blockDim.x == kSsThreads.
 __device__ __forceinline__ double block_sum_double(double v, double* sh) {
@@ -266,7 +267,7 @@ double sum_squares(const Tensor& t) {
   if (n == 0) return 0.0;
   const std::int64_t packs = (n + 7) / 8;
   const int blocks = static_cast<int>(std::min<std::int64_t>((packs + kSsThreads - 1) / kSsThreads, kSsMaxBlocks));
-  auto* partial = static_cast<double*>(detail::scratch((kSsMaxBlocks + 1) * sizeof(double)));
+  auto* partial = static_cast<double*>(detail::scratch(device_scratch::sum_squares()));
   double* total = partial + kSsMaxBlocks;
   cudaStream_t s = detail::stream();
   const bool vec = detail::aligned16(t.raw());

@@ -26,6 +26,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/device_scratch.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace sppft::cuda {
@@ -88,7 +89,7 @@ __global__ void rmsnorm_kernel(const TX* __restrict__ x, const TW* __restrict__ 
 // ---- backward ----
 
 // Blocks of the backward when dw is wanted (each writes one row of dw partial sums).
-constexpr std::int64_t kDwBlocks = 512;
+constexpr std::int64_t kDwBlocks = device_scratch::kRmsnormDwBlocks;
 // Largest H whose per-block dw partials live in shared memory (32 KiB).
 constexpr std::int64_t kDwSharedMaxH = 8192;
 
@@ -288,7 +289,7 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
   std::size_t shmem = 0;
   if (dw) {
     blocks = std::min(n, kDwBlocks);
-    part = static_cast<float*>(detail::scratch(static_cast<std::size_t>(blocks * h) * sizeof(float)));
+    part = static_cast<float*>(detail::scratch(device_scratch::rmsnorm_backward(n, h, true)));
     acc_shared = h <= kDwSharedMaxH;
     shmem = acc_shared ? static_cast<std::size_t>(h) * sizeof(float) : 0;
   }

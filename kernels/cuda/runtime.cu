@@ -15,6 +15,7 @@
 #include "engine/allocator.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/device_scratch.h"
 
 namespace sppft::cuda {
 
@@ -97,9 +98,7 @@ void* scratch(std::size_t bytes) {
   if (s.scratch.bytes() < bytes) {
     // cudaFree (in reset) synchronises the device, so in-flight users of the old buffer are done.
     s.scratch.reset();
-    std::size_t grow = std::max<std::size_t>(bytes, 1 << 20);
-    grow = (grow + (1 << 20) - 1) / (1 << 20) * (1 << 20);
-    s.scratch = DeviceBuffer(grow);
+    s.scratch = DeviceBuffer(device_scratch::buffer_bytes(bytes));
   }
   return s.scratch.get();
 }
@@ -108,7 +107,7 @@ int* error_flag() {
   const int dev = current_device();
   std::lock_guard<std::mutex> lock(registry().mutex);
   auto& s = state_locked(dev);
-  if (!s.flag.get()) s.flag = DeviceBuffer(2 * sizeof(int));
+  if (!s.flag.get()) s.flag = DeviceBuffer(device_scratch::kErrorFlagBytes);
   return static_cast<int*>(s.flag.get());
 }
 
@@ -123,6 +122,10 @@ void release_runtime_cache() {
 }
 
 }  // namespace detail
+
+void reserve_scratch(std::size_t bytes) {
+  if (bytes) detail::scratch(bytes);
+}
 
 namespace {
 void check_copy(const Tensor& src, const Tensor& dst, Device from, Device to, const char* op) {
