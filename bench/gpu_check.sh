@@ -3,7 +3,9 @@
 # (tests/gpu/*_test.cpp: every CUDA op against the CPU reference, the NCCL communicator at
 # world size 1), then benchmarks: bench_kernels (each kernel's GB/s or TFLOP/s against the
 # copy bandwidth and BF16 GEMM rate it measures itself) and bench/torch_attention.py
-# (PyTorch SDPA at the same attention shape, per backend). Prints one table last.
+# (PyTorch SDPA at the same attention shape, per backend), a Llama-3-8B-shaped training step
+# through `sppft profile` (full vs SPPFT) and through transformers + PyTorch
+# (bench/hf_train_step.py). Prints one table last.
 #
 #   source .devdeps/env.sh && bash bench/gpu_check.sh OUTDIR
 #                                     on the GPU machine, from the repository root, after
@@ -14,14 +16,14 @@
 #
 # Writes OUTDIR/gpu_check.log (everything the stages printed), OUTDIR/summary.json (machine,
 # commit, per-stage status and seconds, per-test results, benchmark numbers),
-# OUTDIR/ctest-junit.xml, OUTDIR/kernels.json, OUTDIR/profile.json (+ profile-trace.json) and
-# OUTDIR/torch_attention.json.
+# OUTDIR/ctest-junit.xml, OUTDIR/kernels.json, OUTDIR/profile.json (+ profile-trace.json),
+# OUTDIR/torch_attention.json and OUTDIR/torch_step.jsonl.
 # Exit status: 0 when every gpu test passed on a real GPU, 1 otherwise (benchmarks
 # never change it).
 #
 # Time: must finish within 6 minutes. Each stage has its own limit (configure 60 s,
-# build 180 s, tests 90 s, kernels 60 s, profile 120 s, torch 45 s); the summary says which
-# stage stopped.
+# build 180 s, tests 90 s, kernels 60 s, profile 120 s, torch 45 s, torch_step 60 s: the
+# limits are caps, the expected total is under 6 minutes); the summary says which stage stopped.
 # Only the gpu test executables, bench_kernels and the libraries they link are built, for
 # one architecture.
 #
@@ -146,11 +148,15 @@ fi
 python=${SPPFT_PYTHON:-python3}
 [[ -x build/pyenv/bin/python ]] && python=build/pyenv/bin/python
 stage torch 45 bash -c "'$python' bench/torch_attention.py > '$out/torch_attention.json'"
+# The same training step through transformers + PyTorch (HF Trainer's --bf16: fp32 weights,
+# bf16 autocast, fused AdamW), full and frozen 1-2, for tokens/s next to sppft's.
+stage torch_step 60 bash -c "'$python' bench/hf_train_step.py --preset llama-3-8b --layers 4 --device cuda --batch 4 \
+  --seq 1024 --steps 3 --compare-freeze 1-2 > '$out/torch_step.jsonl'"
 total=$(($(date +%s) - start))
 say "gpu_check: $overall in $total s; log $log"
 
 # ---------------------------------------------------------------- summary.json
-stages_json=$(for s in configure build test kernels profile torch; do
+stages_json=$(for s in configure build test kernels profile torch torch_step; do
   [[ -n ${status[$s]:-} ]] && printf '{"stage":"%s","status":"%s","seconds":%s}\n' "$s" "${status[$s]}" "${seconds[$s]}"
 done)
 python3 - "$out" "$overall" "$total" "$gpu" "$nvcc_version" "$commit" "$dirty" "$arch" "$stages_json" <<'PY'
@@ -177,6 +183,11 @@ for name in ("kernels", "torch_attention", "profile"):
             summary["benchmarks"][name] = json.loads(f.read())
     except Exception as e:  # noqa: BLE001
         summary["benchmarks"][name] = {"missing": f"{path}: {e}"}
+try:
+    with open(os.path.join(out, "torch_step.jsonl")) as f:
+        summary["benchmarks"]["torch_step"] = [json.loads(l) for l in f if l.strip()]
+except Exception as e:  # noqa: BLE001
+    summary["benchmarks"]["torch_step"] = {"missing": str(e)}
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
 k = summary["benchmarks"].get("kernels", {})
@@ -201,6 +212,21 @@ if "runs" in prof:
         share = c["predicted_saved_flops"] / sum(full["flops"].values())
         print(f"SPPFT saved {100 * c['saved_seconds'] / c['full_seconds']:.1f}% of the step; the frozen blocks' dW FLOPs are "
               f"{100 * share:.1f}% of the full step's FLOPs")
+hf = summary["benchmarks"].get("torch_step")
+if isinstance(hf, list):
+    mine_runs = prof.get("runs", [])  # the same order: full, then frozen 1-2
+    for i, r in enumerate(hf):
+        if "step_seconds_median" not in r:
+            print(f"transformers step: {r}")
+            continue
+        step = r["step_seconds_median"]
+        mine = mine_runs[i] if i < len(mine_runs) else None
+        line = (f"transformers step ({r['freeze'] or 'full'}): {step * 1e3:.1f} ms, {r['tokens_per_s']:.0f} tokens/s, "
+                f"peak {r.get('peak_allocated_bytes', 0) / 2**30:.1f} GiB")
+        if mine:
+            tf = sum(mine["flops"].values()) / step / 1e12
+            line += f"; {tf:.0f} TFLOP/s by sppft's FLOP count; sppft/transformers step time {mine['step_seconds']['median'] / step:.2f}"
+        print(line)
 t = summary["benchmarks"].get("torch_attention", {})
 for be, r in t.get("backends", {}).items():
     if "forward_ms" in r:
