@@ -169,12 +169,18 @@ int main(int argc, char** argv) {
     Tensor dout = random_device({n, hq * d}, bf, 13), dq = random_device({n, hq * d}, bf, 14);
     Tensor dk = random_device({n, hkv * d}, bf, 15), dv = random_device({n, hkv * d}, bf, 16);
     const std::string attn_shape = "B4 Hq32 Hkv8 T" + std::to_string(seq) + " D128 causal";
-    const double fwd_ms = time_ms([&] { ops::attention_forward_train(q, k, v, seqs, scale, 0, out, lse); }, 3);
-    add_flops("attention_forward_train", attn_shape, attn_flops, fwd_ms, gemm_tf);
-    const double bwd_ms =
-        time_ms([&] { ops::attention_backward(q, k, v, out, lse, dout, seqs, scale, 0, dq, dk, dv); }, 3);
-    add_flops("attention_backward", attn_shape, 2.5 * attn_flops, bwd_ms, gemm_tf);
-    add_flops("attention fwd+bwd", attn_shape, 3.5 * attn_flops, fwd_ms + bwd_ms, gemm_tf);
+    // Tensor-core kernels (the default for this shape), then the CUDA-core ones they replace.
+    for (const bool tensor_cores : {true, false}) {
+      cuda::set_attention_tensor_cores(tensor_cores);
+      const std::string kind = tensor_cores ? "" : " [cuda cores]";
+      const double fwd_ms = time_ms([&] { ops::attention_forward_train(q, k, v, seqs, scale, 0, out, lse); }, 3);
+      add_flops("attention_forward_train" + kind, attn_shape, attn_flops, fwd_ms, gemm_tf);
+      const double bwd_ms =
+          time_ms([&] { ops::attention_backward(q, k, v, out, lse, dout, seqs, scale, 0, dq, dk, dv); }, 3);
+      add_flops("attention_backward" + kind, attn_shape, 2.5 * attn_flops, bwd_ms, gemm_tf);
+      add_flops("attention fwd+bwd" + kind, attn_shape, 3.5 * attn_flops, fwd_ms + bwd_ms, gemm_tf);
+    }
+    cuda::set_attention_tensor_cores(true);
 
     // Backward of the memory-bound ops and the linear backward GEMMs.
     Tensor dy = random_device({n, h}, bf, 17), dx = random_device({n, h}, bf, 18);

@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/attention_tiles.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -48,8 +49,10 @@ namespace sppft::cuda {
 namespace {
 
 using detail::bf16;
+using attn::SeqTable;
+using attn::find_seq;
+using attn::make_tables;
 
-constexpr int kMaxSeqs = 32;     // sequences per launch (kernel-parameter table)
 constexpr int kWarps = 4;        // warps per attention block
 constexpr int kRowsPerWarp = 4;  // (query position, head) rows per warp
 constexpr int kRows = kWarps * kRowsPerWarp;
@@ -58,23 +61,6 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kMaxSplits = 64;
 
 std::atomic<int> g_forced_splits{0};
-
-// Per-launch sequence table; start[] is a prefix over blocks (attention: row tiles;
-// kv write and combine: query rows) of the sequences in the table.
-struct SeqTable {
-  int count;
-  int start[kMaxSeqs + 1];
-  int q_begin[kMaxSeqs];
-  int q_len[kMaxSeqs];
-  int slot[kMaxSeqs];
-  int past_len[kMaxSeqs];
-};
-
-__device__ __forceinline__ int find_seq(const SeqTable& t, int b) {
-  int s = 0;
-  while (s + 1 < t.count && t.start[s + 1] <= b) ++s;
-  return s;
-}
 
 // ---------------------------------------------------------------- kv_cache_write
 template <typename TI, typename TC, bool VEC>
@@ -317,31 +303,6 @@ void check_seqs(std::span<const ops::AttentionSeq> seqs, std::int64_t n_rows, co
                   "positions up to " + std::to_string(s.past_len + s.q_len) + " exceed the cache length " +
                       std::to_string(c.tmax));
   }
-}
-
-// Splits seqs (those with q_len > 0) into tables of up to kMaxSeqs; `blocks_of(seq)` gives the
-// number of blocks of each sequence for the table's prefix.
-template <typename F>
-std::vector<SeqTable> make_tables(std::span<const ops::AttentionSeq> seqs, F&& blocks_of) {
-  std::vector<SeqTable> tables;
-  for (const auto& s : seqs) {
-    if (s.q_len == 0) continue;
-    if (tables.empty() || tables.back().count == kMaxSeqs) {
-      tables.emplace_back();
-      tables.back().count = 0;
-      tables.back().start[0] = 0;
-    }
-    SeqTable& t = tables.back();
-    const std::int64_t blocks = blocks_of(s);
-    if (t.start[t.count] + blocks >= INT_MAX) throw InputError("attention (cuda): too many blocks for one launch");
-    const int i = t.count++;
-    t.q_begin[i] = static_cast<int>(s.q_begin);
-    t.q_len[i] = static_cast<int>(s.q_len);
-    t.slot[i] = static_cast<int>(s.slot);
-    t.past_len[i] = static_cast<int>(s.past_len);
-    t.start[i + 1] = t.start[i] + static_cast<int>(blocks);
-  }
-  return tables;
 }
 
 template <typename T, int DMAX>

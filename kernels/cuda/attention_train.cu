@@ -54,14 +54,16 @@
 // (except detail::scratch growing the delta buffer, which frees the old one: first use only).
 // DMAX = 256 backward tiles need more than the 99 KiB of shared memory of sm_86 / sm_89; there
 // the launch fails with RuntimeFailure (the build targets sm_80 and sm_90a).
-// Not yet: tensor cores (mma / wgmma) for BF16, cp.async double-buffering of the tiles,
-// 16-byte vector loads. This is the correct baseline those will be checked against.
+// BF16 calls with head_dim a multiple of 8 up to 128 and 16-byte aligned tensors go to the
+// tensor-core kernels of attention_train_tc.cu instead (same math and tiling scheme, WMMA
+// products); these kernels are the reference they are checked against, and take the rest.
 #include <algorithm>
 #include <climits>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cuda/attention_tiles.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/device_scratch.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -70,7 +72,16 @@ namespace sppft::cuda {
 
 namespace {
 
-constexpr int kMaxSeqs = 32;  // sequences per launch (kernel-parameter table)
+using attn::SeqTable;
+using attn::RowTile;
+using attn::row_tile;
+using attn::find_seq;
+using attn::KeyTile;
+using attn::key_tile;
+using attn::make_tables;
+using attn::allow_smem;
+using attn::clamp_window;
+
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerWarp = 4;               // forward / dQ: (position, head) rows per warp
@@ -80,20 +91,6 @@ constexpr int kKeysPerWarp = kKeys / kWarps;  // dK/dV: keys owned per warp
 static_assert(kKeysPerWarp == 4, "the dK/dV kernel reads a warp's 4 probabilities as one float4");
 static_assert(kRows == 32 && kKeys == 32, "the score steps map one key per lane");
 
-// Per-launch sequence table; start[] is a prefix over blocks (of whatever the kernel tiles:
-// query-row tiles, key tiles or rows) of the sequences in the table.
-struct SeqTable {
-  int count;
-  int start[kMaxSeqs + 1];
-  int q_begin[kMaxSeqs];
-  int q_len[kMaxSeqs];
-};
-
-__device__ __forceinline__ int find_seq(const SeqTable& t, int b) {
-  int s = 0;
-  while (s + 1 < t.count && t.start[s + 1] <= b) ++s;
-  return s;
-}
 
 // tile[r * STRIDE + e] = src(r)[e] for r < nrows and e < d, 0 for the rest of r < NR, e < DMAX.
 // One warp per row, lanes along the row (coalesced), all threads of the block take part.
@@ -132,24 +129,6 @@ __device__ __forceinline__ void row_dots(const float* a, int row0, const float* 
   }
 }
 
-// Where a query-row tile of a (sequence, KV head) sits, and its rows' common key range.
-struct RowTile {
-  int q_begin, q_len, row0, nrows;  // flattened rows [row0, row0 + nrows) of the sequence
-  int kb, ke;                       // keys [kb, ke) seen by at least one of them
-};
-
-__device__ __forceinline__ RowTile row_tile(const SeqTable& t, int group, int window) {
-  RowTile rt;
-  const int si = find_seq(t, blockIdx.x);
-  rt.q_begin = t.q_begin[si];
-  rt.q_len = t.q_len[si];
-  rt.row0 = (blockIdx.x - t.start[si]) * kRows;
-  rt.nrows = min(kRows, rt.q_len * group - rt.row0);
-  const int pos_lo = rt.row0 / group, pos_hi = (rt.row0 + rt.nrows - 1) / group;
-  rt.kb = window > 0 ? max(0, pos_lo - window + 1) : 0;
-  rt.ke = pos_hi + 1;
-  return rt;
-}
 
 // ---------------------------------------------------------------- forward
 template <int DMAX>
@@ -170,17 +149,9 @@ __global__ void __launch_bounds__(kThreads)
   float* Vs = Ks + kKeys * KS;                  // [kKeys][DMAX]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int kvh = blockIdx.y, group = hq / hkv;
-  const RowTile rt = row_tile(t, group, window);
-  const std::int64_t kw = static_cast<std::int64_t>(hkv) * d;  // k / v row width
-  const T* kseq = k + static_cast<std::int64_t>(rt.q_begin) * kw + static_cast<std::int64_t>(kvh) * d;
-  const T* vseq = v + static_cast<std::int64_t>(rt.q_begin) * kw + static_cast<std::int64_t>(kvh) * d;
-  auto qrow = [&](int r) {  // flattened row of the tile -> row * Hq + head
-    const int fr = rt.row0 + r;
-    return static_cast<std::int64_t>(rt.q_begin + fr / group) * hq + kvh * group + fr % group;
-  };
+  const RowTile rt = row_tile<kRows>(t, d, hq, hkv, window);
 
-  load_rows<kRows, DMAX, DMAX, T>(Qs, rt.nrows, d, [&](int r) { return q + qrow(r) * d; });
+  load_rows<kRows, DMAX, DMAX, T>(Qs, rt.nrows, d, [&](int r) { return q + rt.qrow(r) * d; });
 
   // This warp's rows: local rows warp + kWarps * i (interleaved, so few rows still spread over warps).
   bool act[kRowsPerWarp];
@@ -189,7 +160,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < kRowsPerWarp; ++i) {
     const int r = warp + kWarps * i;
     act[i] = r < rt.nrows;
-    pos[i] = (rt.row0 + r) / group;
+    pos[i] = rt.pos(r);
     first[i] = window > 0 ? max(0, pos[i] - window + 1) : 0;
   }
   const bool warp_active = act[0];
@@ -207,8 +178,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int j0 = rt.kb; j0 < rt.ke; j0 += kKeys) {
     const int nk = min(kKeys, rt.ke - j0);
     __syncthreads();  // the previous tile is consumed
-    load_rows<kKeys, DMAX, KS, T>(Ks, nk, d, [&](int j) { return kseq + (j0 + j) * kw; });
-    load_rows<kKeys, DMAX, DMAX, T>(Vs, nk, d, [&](int j) { return vseq + (j0 + j) * kw; });
+    load_rows<kKeys, DMAX, KS, T>(Ks, nk, d, [&](int j) { return k + rt.kv(j0 + j); });
+    load_rows<kKeys, DMAX, DMAX, T>(Vs, nk, d, [&](int j) { return v + rt.kv(j0 + j); });
     __syncthreads();
     if (!warp_active) continue;  // warp-uniform
 
@@ -230,7 +201,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int i = 0; i < kRowsPerWarp; ++i) {
     if (!act[i]) continue;
-    const std::int64_t idx = qrow(warp + kWarps * i);
+    const std::int64_t idx = rt.qrow(warp + kWarps * i);
     const float inv = 1.0f / l[i];  // l >= 1: the running max's key contributes exp(0)
 #pragma unroll
     for (int c = 0; c < C; ++c) {
@@ -285,25 +256,10 @@ __global__ void __launch_bounds__(kThreads)
   float* Ds = Ls + kRows;                       // [kRows] delta of the tile's rows
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int kvh = blockIdx.y, group = hq / hkv;
-  const int si = find_seq(t, blockIdx.x);
-  const int q_begin = t.q_begin[si], q_len = t.q_len[si];
-  const int k0 = (blockIdx.x - t.start[si]) * kKeys;  // this block's keys [k0, k0 + nk)
-  const int nk = min(kKeys, q_len - k0);
-  const std::int64_t kw = static_cast<std::int64_t>(hkv) * d;
-  const std::int64_t kv_off = static_cast<std::int64_t>(q_begin + k0) * kw + static_cast<std::int64_t>(kvh) * d;
-
-  load_rows<kKeys, DMAX, KS, T>(Ks, nk, d, [&](int j) { return k + kv_off + j * kw; });
-  load_rows<kKeys, DMAX, KS, T>(Vs, nk, d, [&](int j) { return v + kv_off + j * kw; });
-
-  // Queries that see a key of the tile: positions [k0, t_end], i.e. flattened rows [fr_begin, fr_end);
-  // t_end = min(q_len - 1, last key + window - 1), written so that it cannot overflow.
-  const int last_key = k0 + nk - 1;
-  const int t_end = window > 0 && window < q_len - last_key ? last_key + window - 1 : q_len - 1;
-  const int fr_begin = k0 * group, fr_end = (t_end + 1) * group;
-  auto qrow = [&](int fr) {  // flattened row -> row * Hq + head
-    return static_cast<std::int64_t>(q_begin + fr / group) * hq + kvh * group + fr % group;
-  };
+  const KeyTile kt = key_tile<kKeys>(t, d, hq, hkv, window);  // keys [k0, k0 + nk), rows [fr_begin, fr_end)
+  const int k0 = kt.k0, nk = kt.nk, group = kt.group;
+  load_rows<kKeys, DMAX, KS, T>(Ks, nk, d, [&](int j) { return k + kt.kv(j); });
+  load_rows<kKeys, DMAX, KS, T>(Vs, nk, d, [&](int j) { return v + kt.kv(j); });
 
   float dka[kKeysPerWarp][C], dva[kKeysPerWarp][C];
 #pragma unroll
@@ -313,14 +269,14 @@ __global__ void __launch_bounds__(kThreads)
 
   const int d4 = (d + 3) / 4;
   const int j = k0 + lane;  // the key this lane scores
-  for (int fr0 = fr_begin; fr0 < fr_end; fr0 += kRows) {
-    const int nrows = min(kRows, fr_end - fr0);
+  for (int fr0 = kt.fr_begin; fr0 < kt.fr_end; fr0 += kRows) {
+    const int nrows = min(kRows, kt.fr_end - fr0);
     __syncthreads();  // the previous query tile is consumed
-    load_rows<kRows, DMAX, DMAX, T>(Qs, nrows, d, [&](int r) { return q + qrow(fr0 + r) * d; });
-    load_rows<kRows, DMAX, DMAX, T>(dOs, nrows, d, [&](int r) { return dout + qrow(fr0 + r) * d; });
+    load_rows<kRows, DMAX, DMAX, T>(Qs, nrows, d, [&](int r) { return q + kt.qrow(fr0 + r) * d; });
+    load_rows<kRows, DMAX, DMAX, T>(dOs, nrows, d, [&](int r) { return dout + kt.qrow(fr0 + r) * d; });
     if (threadIdx.x < kRows) {
       const int r = threadIdx.x;
-      const std::int64_t idx = r < nrows ? qrow(fr0 + r) : 0;
+      const std::int64_t idx = r < nrows ? kt.qrow(fr0 + r) : 0;
       Ls[r] = r < nrows ? lse[idx] : 0.0f;
       Ds[r] = r < nrows ? delta[idx] : 0.0f;
     }
@@ -365,7 +321,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < kKeysPerWarp; ++i) {
     const int jl = warp * kKeysPerWarp + i;
     if (jl >= nk) continue;
-    const std::int64_t base = kv_off + jl * kw;
+    const std::int64_t base = kt.kv(jl);
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       const int e = lane + 32 * c;
@@ -397,18 +353,10 @@ __global__ void __launch_bounds__(kThreads)
   float* Vs = Ks + kKeys * KS;                  // [kKeys][KS]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int kvh = blockIdx.y, group = hq / hkv;
-  const RowTile rt = row_tile(t, group, window);
-  const std::int64_t kw = static_cast<std::int64_t>(hkv) * d;
-  const T* kseq = k + static_cast<std::int64_t>(rt.q_begin) * kw + static_cast<std::int64_t>(kvh) * d;
-  const T* vseq = v + static_cast<std::int64_t>(rt.q_begin) * kw + static_cast<std::int64_t>(kvh) * d;
-  auto qrow = [&](int r) {  // flattened row of the tile -> row * Hq + head
-    const int fr = rt.row0 + r;
-    return static_cast<std::int64_t>(rt.q_begin + fr / group) * hq + kvh * group + fr % group;
-  };
+  const RowTile rt = row_tile<kRows>(t, d, hq, hkv, window);
 
-  load_rows<kRows, DMAX, DMAX, T>(Qs, rt.nrows, d, [&](int r) { return q + qrow(r) * d; });
-  load_rows<kRows, DMAX, DMAX, T>(dOs, rt.nrows, d, [&](int r) { return dout + qrow(r) * d; });
+  load_rows<kRows, DMAX, DMAX, T>(Qs, rt.nrows, d, [&](int r) { return q + rt.qrow(r) * d; });
+  load_rows<kRows, DMAX, DMAX, T>(dOs, rt.nrows, d, [&](int r) { return dout + rt.qrow(r) * d; });
 
   bool act[kRowsPerWarp];
   int pos[kRowsPerWarp], first[kRowsPerWarp];
@@ -417,10 +365,10 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < kRowsPerWarp; ++i) {
     const int r = warp + kWarps * i;
     act[i] = r < rt.nrows;
-    pos[i] = (rt.row0 + r) / group;
+    pos[i] = rt.pos(r);
     first[i] = window > 0 ? max(0, pos[i] - window + 1) : 0;
-    lrow[i] = act[i] ? lse[qrow(r)] : 0.0f;
-    drow[i] = act[i] ? delta[qrow(r)] : 0.0f;
+    lrow[i] = act[i] ? lse[rt.qrow(r)] : 0.0f;
+    drow[i] = act[i] ? delta[rt.qrow(r)] : 0.0f;
 #pragma unroll
     for (int c = 0; c < C; ++c) acc[i][c] = 0.0f;
   }
@@ -430,8 +378,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int j0 = rt.kb; j0 < rt.ke; j0 += kKeys) {
     const int nk = min(kKeys, rt.ke - j0);
     __syncthreads();  // the previous tile is consumed (first time: nothing)
-    load_rows<kKeys, DMAX, KS, T>(Ks, nk, d, [&](int j) { return kseq + (j0 + j) * kw; });
-    load_rows<kKeys, DMAX, KS, T>(Vs, nk, d, [&](int j) { return vseq + (j0 + j) * kw; });
+    load_rows<kKeys, DMAX, KS, T>(Ks, nk, d, [&](int j) { return k + rt.kv(j0 + j); });
+    load_rows<kKeys, DMAX, KS, T>(Vs, nk, d, [&](int j) { return v + rt.kv(j0 + j); });
     __syncthreads();
     if (!warp_active) continue;  // warp-uniform
 
@@ -452,7 +400,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int i = 0; i < kRowsPerWarp; ++i) {
     if (!act[i]) continue;
-    const std::int64_t base = qrow(warp + kWarps * i) * d;
+    const std::int64_t base = rt.qrow(warp + kWarps * i) * d;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       const int e = lane + 32 * c;
@@ -508,35 +456,7 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   return {n, hq, hkv, d};
 }
 
-// window <= 0: none; a window longer than any sequence changes nothing.
-int clamp_window(std::int64_t window, std::int64_t n) {
-  return window <= 0 ? 0 : static_cast<int>(std::min<std::int64_t>(window, n + 1));
-}
 
-// Splits seqs (those with q_len > 0) into tables of up to kMaxSeqs; `blocks_of(seq)` gives the
-// number of blocks of each sequence for the table's prefix. The chunking depends only on seqs,
-// so tables built with different blocks_of hold the same sequences at the same indices.
-template <typename F>
-std::vector<SeqTable> make_tables(std::span<const ops::AttentionSeq> seqs, F&& blocks_of) {
-  std::vector<SeqTable> tables;
-  for (const auto& s : seqs) {
-    if (s.q_len == 0) continue;
-    if (tables.empty() || tables.back().count == kMaxSeqs) {
-      tables.emplace_back();
-      tables.back().count = 0;
-      tables.back().start[0] = 0;
-    }
-    SeqTable& t = tables.back();
-    const std::int64_t blocks = blocks_of(s);
-    if (t.start[t.count] + blocks >= INT_MAX)
-      throw InputError("training attention (cuda): too many blocks for one launch");
-    const int i = t.count++;
-    t.q_begin[i] = static_cast<int>(s.q_begin);
-    t.q_len[i] = static_cast<int>(s.q_len);
-    t.start[i + 1] = t.start[i] + static_cast<int>(blocks);
-  }
-  return tables;
-}
 
 // f(std::integral_constant<int, DMAX>{}) for the smallest DMAX in {32, 64, 128, 256} >= d.
 template <typename F>
@@ -551,13 +471,10 @@ void dispatch_dmax(std::int64_t d, F&& f) {
     f(std::integral_constant<int, 256>{});
 }
 
-template <typename K>
-void allow_smem(K kernel, std::size_t bytes) {
-  if (bytes > 48 * 1024)
-    SPPFT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-}
 
 }  // namespace
+
+void set_attention_tensor_cores(bool enabled) { attn::set_tc_enabled(enabled); }
 
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
                              float scale, std::int64_t window, Tensor& out, Tensor& lse) {
@@ -571,6 +488,14 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
 
   const int group = static_cast<int>(dm.hq / dm.hkv), win = clamp_window(window, dm.n);
   const int d = static_cast<int>(dm.d), hq = static_cast<int>(dm.hq), hkv = static_cast<int>(dm.hkv);
+  if (q.dtype() == DType::BF16 && attn::tc_usable(d, {q.raw(), k.raw(), v.raw(), out.raw()})) {
+    for (const SeqTable& t : make_tables(seqs, [&](const ops::AttentionSeq& s) {
+           return (s.q_len * group + attn::kTcRows - 1) / attn::kTcRows;
+         }))
+      attn::tc_forward(t, q.data<detail::bf16>(), k.data<detail::bf16>(), v.data<detail::bf16>(),
+                       out.data<detail::bf16>(), lse.data<float>(), d, hq, hkv, scale, win);
+    return;
+  }
   const auto tables = make_tables(seqs, [&](const ops::AttentionSeq& s) { return (s.q_len * group + kRows - 1) / kRows; });
   cudaStream_t st = detail::stream();
   for (const SeqTable& t : tables) {
@@ -616,9 +541,12 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   const int d = static_cast<int>(dm.d), hq = static_cast<int>(dm.hq), hkv = static_cast<int>(dm.hkv);
   const auto row_tables = make_tables(seqs, [](const ops::AttentionSeq& s) { return s.q_len; });
   if (row_tables.empty()) return;
+  const bool tc = q.dtype() == DType::BF16 &&
+                  attn::tc_usable(d, {q.raw(), k.raw(), v.raw(), dout.raw(), dq.raw(), dk.raw(), dv.raw()});
+  const int q_tile = tc ? attn::kTcRows : kRows, k_tile = tc ? attn::kTcKeys : kKeys;
   const auto qtile_tables =
-      make_tables(seqs, [&](const ops::AttentionSeq& s) { return (s.q_len * group + kRows - 1) / kRows; });
-  const auto ktile_tables = make_tables(seqs, [](const ops::AttentionSeq& s) { return (s.q_len + kKeys - 1) / kKeys; });
+      make_tables(seqs, [&](const ops::AttentionSeq& s) { return (s.q_len * group + q_tile - 1) / q_tile; });
+  const auto ktile_tables = make_tables(seqs, [&](const ops::AttentionSeq& s) { return (s.q_len + k_tile - 1) / k_tile; });
   float* delta = static_cast<float*>(detail::scratch(device_scratch::attention_backward(dm.n, dm.hq)));
 
   cudaStream_t st = detail::stream();
@@ -632,6 +560,13 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       delta_kernel<T><<<static_cast<unsigned>(rows.start[rows.count]), kThreads, 0, st>>>(
           out.data<T>(), dout.data<T>(), delta, rows, d, hq);
       detail::check_launch();
+      if constexpr (std::is_same_v<T, detail::bf16>) {
+        if (tc) {
+          attn::tc_backward(qtiles, ktiles, q.data<T>(), k.data<T>(), v.data<T>(), dout.data<T>(), lse.data<float>(),
+                            delta, dq.data<T>(), dk.data<T>(), dv.data<T>(), d, hq, hkv, scale, win);
+          return;
+        }
+      }
       dispatch_dmax(dm.d, [&](auto dmax) {
         constexpr int DMAX = decltype(dmax)::value;
         // 2. dK, dV: one block per key tile.

@@ -122,17 +122,24 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
 
 // ---- training attention (kernels/cuda/attention_train.cu) ----
 
+// BF16 training attention uses the tensor-core kernels where they apply (default true);
+// false forces the fp32 CUDA-core kernels (the tests compare both, bench_kernels times both).
+void set_attention_tensor_cores(bool enabled);
+
 // q, k, v, out all F32 or all BF16; lse F32; head_dim D even and <= 256; seqs need
-// past_len == 0. Flash-attention style (fp32 math on CUDA cores): a block takes 32
-// (position, query head) rows of one KV head, so the heads of a GQA group share every K/V
-// tile in shared memory; online softmax over tiles of 32 keys; writes lse = m + log l.
+// past_len == 0. Flash-attention style: a block takes a tile of (position, query head) rows
+// of one KV head, so the heads of a GQA group share every K/V tile in shared memory; online
+// softmax over key tiles; writes lse = m + log l. BF16 with D % 8 == 0, D <= 128 and 16-byte
+// aligned tensors: tensor cores (WMMA, tiles of 64 rows x 64 keys, P rounded to bf16 before
+// P V; attention_train_tc.cu); otherwise fp32 math on CUDA cores (tiles of 32 x 32).
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
                              float scale, std::int64_t window, Tensor& out, Tensor& lse);
 // q, k, v, out, dout, dq, dk, dv all F32 or all BF16; lse F32; same limits. Flash-attention-2
 // backward without atomics, bitwise reproducible: delta = dout . out into scratch, then
-// one block per 32-key tile accumulates dk, dv over every query row (all heads of the
-// group) that sees it, and one block per 32-row tile accumulates dq over the key tiles,
-// both recomputing P from q, k and lse. Outputs must not alias inputs.
+// one block per key tile accumulates dk, dv over every query row (all heads of the group)
+// that sees it, and one block per row tile accumulates dq over the key tiles, both
+// recomputing P from q, k and lse (tensor cores under the forward's conditions, P and dS
+// rounded to bf16 before their products). Outputs must not alias inputs.
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window,
                         Tensor& dq, Tensor& dk, Tensor& dv);

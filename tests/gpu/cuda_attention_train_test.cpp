@@ -14,6 +14,8 @@
 //   BF16 out, dq, dk, dv:  2e-2  (fp32 math on identical inputs; the bf16 rounding of each
 //                                 output is <= 2^-9 relative)
 //   lse (F32 for both):    1e-5 of max(1, max |lse|)  (an absolute bound where lse is near 0)
+//   (BF16 runs twice: on the tensor-core kernels - P and dS rounded to bf16 before their
+//   products, still well inside 2e-2 - and forced onto the CUDA-core kernels.)
 // Determinism: two calls with the same inputs give bitwise equal outputs.
 //
 // Without a GPU (or without CUDA in the build) it prints "skipped: no CUDA device" and passes.
@@ -148,6 +150,12 @@ void check_lse(const Tensor& got_dev, const Tensor& want_host, const std::vector
   if (diff / scale >= 1e-5) MESSAGE("lse: error " << diff / scale << " >= 1e-5");
 }
 
+// Every kernel family: F32 (CUDA cores), BF16 on tensor cores where the shape allows
+// (head_dim % 8 == 0 and <= 128; others fall back), BF16 forced onto CUDA cores.
+std::vector<std::pair<DType, bool>> kernel_variants() {
+  return {{DType::F32, false}, {DType::BF16, true}, {DType::BF16, false}};
+}
+
 }  // namespace
 
 TEST_CASE("cuda attention_forward_train and attention_backward match the CPU reference") {
@@ -158,13 +166,15 @@ TEST_CASE("cuda attention_forward_train and attention_backward match the CPU ref
     const auto covered = covered_rows(seqs, n);
     const std::int64_t qw = c.hq * c.d, kw = c.hkv * c.d;
     const float scale = c.sharpness / std::sqrt(static_cast<float>(c.d));
-    for (DType t : kFloatTypes) {
+    for (const auto& [t, tensor_cores] : kernel_variants()) {
+      cuda::set_attention_tensor_cores(tensor_cores);
       const Tensor q = host_random(rng, {n, qw}, t), k = host_random(rng, {n, kw}, t), v = host_random(rng, {n, kw}, t);
       const Tensor dout = host_random(rng, {n, qw}, t);
       const Tensor dd = upload(dout, t);
       const Tensor dqin = upload(q, t), dkin = upload(k, t), dvin = upload(v, t);
       for (std::int64_t window : {std::int64_t{0}, std::int64_t{5}, std::int64_t{40}}) {
         CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d); CAPTURE(c.lens.size()); CAPTURE(n); CAPTURE(name(t)); CAPTURE(window);
+        CAPTURE(tensor_cores);
         const double tol = t == DType::BF16 ? 2e-2 : 1e-5;
 
         // Forward.
@@ -191,6 +201,7 @@ TEST_CASE("cuda attention_forward_train and attention_backward match the CPU ref
       }
     }
   }
+  cuda::set_attention_tensor_cores(true);
 }
 
 TEST_CASE("cuda training attention is deterministic: two calls give bitwise equal outputs") {
@@ -200,9 +211,10 @@ TEST_CASE("cuda training attention is deterministic: two calls give bitwise equa
   const auto seqs = pack(c, n);
   const std::int64_t qw = c.hq * c.d, kw = c.hkv * c.d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
-  for (DType t : kFloatTypes)
+  for (const auto& [t, tensor_cores] : kernel_variants())
     for (std::int64_t window : {std::int64_t{0}, std::int64_t{5}}) {
-      CAPTURE(name(t)); CAPTURE(window);
+      cuda::set_attention_tensor_cores(tensor_cores);
+      CAPTURE(name(t)); CAPTURE(window); CAPTURE(tensor_cores);
       const Tensor q = upload(host_random(rng, {n, qw}, t), t), k = upload(host_random(rng, {n, kw}, t), t);
       const Tensor v = upload(host_random(rng, {n, kw}, t), t), dout = upload(host_random(rng, {n, qw}, t), t);
       Tensor out[2], lse[2], dq[2], dk[2], dv[2];
@@ -228,6 +240,7 @@ TEST_CASE("cuda training attention is deterministic: two calls give bitwise equa
       CHECK(same_bits(dk[0], dk[1]));
       CHECK(same_bits(dv[0], dv[1]));
     }
+  cuda::set_attention_tensor_cores(true);
 }
 
 TEST_CASE("cuda training attention refuses a cache offset, bad shapes, mixed dtypes and aliasing") {

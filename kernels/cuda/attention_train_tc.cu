@@ -1,0 +1,436 @@
+// BF16 tensor-core training attention: the forward and backward of attention_train.cu (same
+// math, masks, GQA row flattening r = t * G + g, sequence tables and determinism) with the
+// matrix products of every tile on tensor cores through WMMA (16x16x16, bf16 in, fp32
+// accumulate), for head_dim d a multiple of 8 up to 128, zero-padded to DP = 64 or 128.
+//
+// Blocks of 4 warps (128 threads). Query tiles: 64 flattened rows, warp w owning rows
+// 16w .. 16w + 15; key tiles: 64 keys. Tiles are staged in shared memory as bf16 rows padded
+// by 8 elements (WMMA needs 32-byte aligned fragments; the pad also spreads banks), moved as
+// 16-byte packs. Element-wise steps go by lane pairs: lane 2i and 2i + 1 own row i of the
+// warp's 16, each half of the columns.
+//
+// forward (block = 64 rows of a (sequence, KV head)), per key tile:
+//   S_w = Q_w K^T (16 x 64, fp32) to shared; the lane pair takes its row: masked scores,
+//   running max m and sum l (fp32), P = exp(s - m) rounded to bf16 into shared, the row of the
+//   warp's O (fp32 in shared) scaled by exp(m_old - m_new); then O_w += P_w V on tensor cores
+//   (accumulator fragments loaded from shared and stored back). End: out = O / l,
+//   lse = m + log l.
+//   Shared memory: 2 (3 * 64 (DP + 8) + 64 (64 + 8)) + 4 (64 (64 + 4) + 64 (DP + 4)) bytes
+//   (110 KiB for DP = 128).
+// backward (delta = rowsum(dO * O) first, by attention_train.cu's kernel):
+//   dK/dV (block = 64 keys; warp w owns keys 16w .. 16w + 15 and keeps dK, dV in fragments)
+//     over the query tiles that can see the keys, in increasing order:
+//     S^T_w = K_w Q^T and dP^T_w = V_w dO^T (16 x 64 each); P^T = exp(scale S^T - lse) and
+//     dS^T = P^T (dP^T - delta) (0 where masked), rounded to bf16; dV_w += P^T_w dO,
+//     dK_w += dS^T_w Q. End: dk = scale dK, dv = dV (staged through shared).
+//     Shared memory: 2 (4 * 64 (DP + 8) + 2 * 64 (64 + 8)) + 4 (2 * 64 (64 + 4) + 2 * 64)
+//     bytes (120.5 KiB for DP = 128).
+//   dQ (block = 64 rows; warp w owns rows 16w ..), per key tile: S_w = Q_w K^T,
+//     dP_w = dO_w V^T, dS as above, dQ_w += dS_w K. End: dq = scale dQ.
+//     Shared memory: 2 (4 * 64 (DP + 8) + 64 (64 + 8)) + 4 (2 * 64 (64 + 4) + 2 * 64) bytes.
+// Precision: bf16 products are exact in fp32 and accumulate in fp32; P and dS are rounded to
+// bf16 before entering a product (as flash-attention does); m, l, lse, delta, the masks and
+// every accumulator stay fp32.
+// Determinism: each output element comes from one warp's fragments, accumulated over tiles
+// in a fixed order; no atomics; the work split depends only on shapes and sequences.
+#include <mma.h>
+
+#include <atomic>
+#include <type_traits>
+
+#include "kernels/cuda/attention_tiles.cuh"
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace sppft::cuda::attn {
+
+namespace {
+
+using namespace nvcuda;
+using detail::bf16;
+
+constexpr int kTcWarps = 4;
+constexpr int kTcThreads = 32 * kTcWarps;
+constexpr int kWarpRows = kTcRows / kTcWarps;
+constexpr int kKeyBlocks = kTcKeys / 16;  // 16-wide fragments across a key tile
+constexpr int kLdS = kTcKeys + 4;         // fp32 rows of 64 scores
+constexpr int kLdP = kTcKeys + 8;         // bf16 rows of 64 probabilities
+static_assert(kWarpRows == 16 && kTcRows == kTcKeys && kTcKeys == 64, "lane pairs own one of 16 rows, 32 columns each");
+
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
+using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
+using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// tile[r][0, DP) = src(r)[0, d) then zeros for r < nrows; zero rows for nrows <= r < NR.
+// 16-byte packs (d % 8 == 0 and src rows 16-byte aligned), all threads of the block.
+template <int NR, int DP, typename F>
+__device__ __forceinline__ void load_tile(bf16* tile, int nrows, int d, F&& src) {
+  constexpr int kPacks = DP / 8, LD = DP + 8;
+  for (int i = threadIdx.x; i < NR * kPacks; i += kTcThreads) {
+    const int r = i / kPacks, c = (i % kPacks) * 8;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (r < nrows && c < d) val = *reinterpret_cast<const uint4*>(src(r) + c);
+    *reinterpret_cast<uint4*>(tile + r * LD + c) = val;
+  }
+}
+
+// out[16][16 NB] (fp32 in shared, row stride ldo) = A[16][16 KB] B^T, where A and B are
+// bf16 row-major in shared (B is [16 NB][16 KB]): scores from two row-major tiles.
+template <int KB, int NB>
+__device__ __forceinline__ void mma_abt(const bf16* a, int lda, const bf16* b, int ldb, float* out, int ldo) {
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) {
+    FragC c;
+    wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+    for (int kb = 0; kb < KB; ++kb) {
+      FragA fa;
+      FragBCol fb;  // (k, n) = b[16 nb + n][16 kb + k]
+      wmma::load_matrix_sync(fa, a + 16 * kb, lda);
+      wmma::load_matrix_sync(fb, b + 16 * nb * ldb + 16 * kb, ldb);
+      wmma::mma_sync(c, fa, fb, c);
+    }
+    wmma::store_matrix_sync(out + 16 * nb, c, ldo, wmma::mem_row_major);
+  }
+}
+
+// acc[nb] += A[16][16 KB] B[16 KB][16 NB], both bf16 row-major in shared.
+template <int KB, int NB>
+__device__ __forceinline__ void mma_acc(FragC (&acc)[NB], const bf16* a, int lda, const bf16* b, int ldb) {
+#pragma unroll
+  for (int kb = 0; kb < KB; ++kb) {
+    FragA fa;
+    wmma::load_matrix_sync(fa, a + 16 * kb, lda);
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+      FragBRow fb;  // (k, n) = b[16 kb + k][16 nb + n]
+      wmma::load_matrix_sync(fb, b + 16 * kb * ldb + 16 * nb, ldb);
+      wmma::mma_sync(acc[nb], fa, fb, acc[nb]);
+    }
+  }
+}
+
+// Writes the lane pair's row of a warp's [16][DP] fp32 accumulators (staged in shared with
+// row stride ld) times `mul` to dst[0, d) as bf16, 16-byte packs alternating between the pair.
+__device__ __forceinline__ void store_row(const float* staged_row, float mul, int d, int half, bf16* dst) {
+  for (int e = half * 8; e < d; e += 16) {
+    float vals[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) vals[i] = staged_row[e + i] * mul;
+    detail::store8(dst + e, vals);
+  }
+}
+
+// ---------------------------------------------------------------- forward
+template <int DP>
+constexpr std::size_t forward_smem() {
+  return sizeof(bf16) * (3 * kTcRows * (DP + 8) + kTcRows * kLdP) + sizeof(float) * (kTcRows * kLdS + kTcRows * (DP + 4));
+}
+
+template <int DP>
+__global__ void __launch_bounds__(kTcThreads)
+    tc_forward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                      bf16* __restrict__ out, float* __restrict__ lse, const __grid_constant__ SeqTable t, int d,
+                      int hq, int hkv, float scale, int window) {
+  constexpr int LDT = DP + 8, LDO = DP + 4, NB = DP / 16;
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(tc_smem);  // [64][LDT]
+  bf16* Ks = Qs + kTcRows * LDT;                 // [64][LDT]
+  bf16* Vs = Ks + kTcKeys * LDT;                 // [64][LDT]
+  bf16* Ps = Vs + kTcKeys * LDT;                 // [4 warps][16][kLdP]
+  float* Ss = reinterpret_cast<float*>(Ps + kTcRows * kLdP);  // [4 warps][16][kLdS]
+  float* Os = Ss + kTcRows * kLdS;                              // [4 warps][16][LDO]
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const RowTile rt = row_tile<kTcRows>(t, d, hq, hkv, window);
+  load_tile<kTcRows, DP>(Qs, rt.nrows, d, [&](int r) { return q + rt.qrow(r) * d; });
+
+  const bf16* Qw = Qs + warp * kWarpRows * LDT;
+  bf16* Pw = Ps + warp * kWarpRows * kLdP;
+  float* Sw = Ss + warp * kWarpRows * kLdS;
+  float* Ow = Os + warp * kWarpRows * LDO;
+  const int row = lane / 2, half = lane % 2;  // this lane pair's row of the warp's 16
+  const int r_local = warp * kWarpRows + row;
+  const int pos = rt.pos(r_local);
+  const int first = window > 0 ? max(0, pos - window + 1) : 0;
+  float* orow = Ow + row * LDO;
+  for (int e = half * (DP / 2); e < (half + 1) * (DP / 2); ++e) orow[e] = 0.0f;
+  float m = -INFINITY, l = 0.0f;
+
+  for (int j0 = rt.kb; j0 < rt.ke; j0 += kTcKeys) {
+    const int nk = min(kTcKeys, rt.ke - j0);
+    __syncthreads();  // every warp is done with the previous K/V tile
+    load_tile<kTcKeys, DP>(Ks, nk, d, [&](int j) { return k + rt.kv(j0 + j); });
+    load_tile<kTcKeys, DP>(Vs, nk, d, [&](int j) { return v + rt.kv(j0 + j); });
+    __syncthreads();
+    mma_abt<NB, kKeyBlocks>(Qw, LDT, Ks, LDT, Sw, kLdS);
+    __syncwarp();
+
+    const float* srow = Sw + row * kLdS + half * 32;
+    float sc[32];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < 32; ++c) {
+      const int kl = half * 32 + c, j = j0 + kl;
+      sc[c] = kl < nk && j >= first && j <= pos ? srow[c] * scale : -INFINITY;
+      mx = fmaxf(mx, sc[c]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    const float m_new = fmaxf(m, mx);
+    const bool none = m_new == -INFINITY;  // no key seen yet by this row
+    const float alpha = none ? 1.0f : __expf(m - m_new);
+    bf16* prow = Pw + row * kLdP + half * 32;
+    float sum = 0.0f;
+#pragma unroll
+    for (int c = 0; c < 32; ++c) {
+      const float p = none ? 0.0f : __expf(sc[c] - m_new);
+      prow[c] = __float2bfloat16_rn(p);
+      sum += p;
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    l = l * alpha + sum;
+    m = m_new;
+    for (int e = half * (DP / 2); e < (half + 1) * (DP / 2); ++e) orow[e] *= alpha;
+    __syncwarp();
+
+    FragC acc[NB];
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) wmma::load_matrix_sync(acc[nb], Ow + 16 * nb, LDO, wmma::mem_row_major);
+    mma_acc<kKeyBlocks, NB>(acc, Pw, kLdP, Vs, LDT);
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) wmma::store_matrix_sync(Ow + 16 * nb, acc[nb], LDO, wmma::mem_row_major);
+    __syncwarp();
+  }
+
+  if (r_local < rt.nrows) {
+    const std::int64_t idx = rt.qrow(r_local);
+    store_row(orow, 1.0f / l, d, half, out + idx * d);  // l >= 1: the running max's key gives exp(0)
+    if (half == 0) lse[idx] = m + logf(l);
+  }
+}
+
+// ---------------------------------------------------------------- backward: dK, dV
+template <int DP>
+constexpr std::size_t dkdv_smem() {
+  return sizeof(bf16) * (4 * kTcRows * (DP + 8) + 2 * kTcRows * kLdP) + sizeof(float) * (2 * kTcRows * kLdS + 2 * kTcRows);
+}
+
+template <int DP>
+__global__ void __launch_bounds__(kTcThreads)
+    tc_dkdv_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                   const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                   bf16* __restrict__ dk, bf16* __restrict__ dv, const __grid_constant__ SeqTable t, int d, int hq,
+                   int hkv, float scale, int window) {
+  constexpr int LDT = DP + 8, LDO = DP + 4, NB = DP / 16;
+  static_assert(kWarpRows * LDO <= 2 * kWarpRows * kLdS, "the output staging reuses a warp's score rows");
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  bf16* Ks = reinterpret_cast<bf16*>(tc_smem);  // [64][LDT]
+  bf16* Vs = Ks + kTcKeys * LDT;
+  bf16* Qs = Vs + kTcKeys * LDT;
+  bf16* dOs = Qs + kTcRows * LDT;
+  bf16* Pb = dOs + kTcRows * LDT;                          // [4 warps][2][16][kLdP]: P^T, dS^T
+  float* Ws = reinterpret_cast<float*>(Pb + 2 * kTcRows * kLdP);  // [4 warps][2][16][kLdS]: S^T, dP^T
+  float* Ls = Ws + 2 * kTcRows * kLdS;                            // [64] lse of the query tile's rows
+  float* Ds = Ls + kTcRows;                                       // [64] delta
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const KeyTile kt = key_tile<kTcKeys>(t, d, hq, hkv, window);  // keys [k0, k0 + nk), rows [fr_begin, fr_end)
+  const int k0 = kt.k0, nk = kt.nk, group = kt.group;
+  load_tile<kTcKeys, DP>(Ks, nk, d, [&](int j) { return k + kt.kv(j); });
+  load_tile<kTcKeys, DP>(Vs, nk, d, [&](int j) { return v + kt.kv(j); });
+
+  const bf16* Kw = Ks + warp * kWarpRows * LDT;
+  const bf16* Vw = Vs + warp * kWarpRows * LDT;
+  bf16* PTw = Pb + warp * 2 * kWarpRows * kLdP;
+  bf16* dSTw = PTw + kWarpRows * kLdP;
+  float* STw = Ws + warp * 2 * kWarpRows * kLdS;
+  float* dPTw = STw + kWarpRows * kLdS;
+  const int krow = lane / 2, half = lane % 2;  // this lane pair's key of the warp's 16
+  const int j = k0 + warp * kWarpRows + krow;
+
+  FragC dk_acc[NB], dv_acc[NB];
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) {
+    wmma::fill_fragment(dk_acc[nb], 0.0f);
+    wmma::fill_fragment(dv_acc[nb], 0.0f);
+  }
+
+  for (int fr0 = kt.fr_begin; fr0 < kt.fr_end; fr0 += kTcRows) {
+    const int nrows = min(kTcRows, kt.fr_end - fr0);
+    __syncthreads();  // every warp is done with the previous query tile
+    load_tile<kTcRows, DP>(Qs, nrows, d, [&](int r) { return q + kt.qrow(fr0 + r) * d; });
+    load_tile<kTcRows, DP>(dOs, nrows, d, [&](int r) { return dout + kt.qrow(fr0 + r) * d; });
+    if (threadIdx.x < kTcRows) {
+      const int r = threadIdx.x;
+      const std::int64_t idx = r < nrows ? kt.qrow(fr0 + r) : 0;
+      Ls[r] = r < nrows ? lse[idx] : 0.0f;
+      Ds[r] = r < nrows ? delta[idx] : 0.0f;
+    }
+    __syncthreads();
+    mma_abt<NB, kTcRows / 16>(Kw, LDT, Qs, LDT, STw, kLdS);   // S^T: [16 keys][64 rows]
+    mma_abt<NB, kTcRows / 16>(Vw, LDT, dOs, LDT, dPTw, kLdS);  // dP^T
+    __syncwarp();
+#pragma unroll 8
+    for (int c = 0; c < 32; ++c) {
+      const int rl = half * 32 + c;
+      const int tpos = (fr0 + rl) / group;
+      const bool seen = rl < nrows && j < k0 + nk && j <= tpos && (window == 0 || tpos - j < window);
+      const float p = seen ? __expf(STw[krow * kLdS + rl] * scale - Ls[rl]) : 0.0f;
+      const float ds = p * (dPTw[krow * kLdS + rl] - Ds[rl]);
+      PTw[krow * kLdP + rl] = __float2bfloat16_rn(p);
+      dSTw[krow * kLdP + rl] = __float2bfloat16_rn(ds);
+    }
+    __syncwarp();
+    mma_acc<kTcRows / 16, NB>(dv_acc, PTw, kLdP, dOs, LDT);
+    mma_acc<kTcRows / 16, NB>(dk_acc, dSTw, kLdP, Qs, LDT);
+  }
+
+  // Stage through the warp's own score rows (no other warp touches them) and write.
+  __syncwarp();
+  const bool key_ok = warp * kWarpRows + krow < nk;
+  const std::int64_t out_off = kt.kv(warp * kWarpRows + krow);
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) wmma::store_matrix_sync(STw + 16 * nb, dk_acc[nb], LDO, wmma::mem_row_major);
+  __syncwarp();
+  if (key_ok) store_row(STw + krow * LDO, scale, d, half, dk + out_off);
+  __syncwarp();
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) wmma::store_matrix_sync(STw + 16 * nb, dv_acc[nb], LDO, wmma::mem_row_major);
+  __syncwarp();
+  if (key_ok) store_row(STw + krow * LDO, 1.0f, d, half, dv + out_off);
+}
+
+// ---------------------------------------------------------------- backward: dQ
+template <int DP>
+constexpr std::size_t dq_smem() {
+  return sizeof(bf16) * (4 * kTcRows * (DP + 8) + kTcRows * kLdP) + sizeof(float) * (2 * kTcRows * kLdS + 2 * kTcRows);
+}
+
+template <int DP>
+__global__ void __launch_bounds__(kTcThreads)
+    tc_dq_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                 const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                 bf16* __restrict__ dq, const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale,
+                 int window) {
+  constexpr int LDT = DP + 8, LDO = DP + 4, NB = DP / 16;
+  static_assert(kWarpRows * LDO <= 2 * kWarpRows * kLdS, "the output staging reuses a warp's score rows");
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(tc_smem);  // [64][LDT]
+  bf16* dOs = Qs + kTcRows * LDT;
+  bf16* Ks = dOs + kTcRows * LDT;
+  bf16* Vs = Ks + kTcKeys * LDT;
+  bf16* dSs = Vs + kTcKeys * LDT;                              // [4 warps][16][kLdP]
+  float* Ws = reinterpret_cast<float*>(dSs + kTcRows * kLdP);  // [4 warps][2][16][kLdS]: S, dP
+  float* Ls = Ws + 2 * kTcRows * kLdS;
+  float* Ds = Ls + kTcRows;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const RowTile rt = row_tile<kTcRows>(t, d, hq, hkv, window);
+  load_tile<kTcRows, DP>(Qs, rt.nrows, d, [&](int r) { return q + rt.qrow(r) * d; });
+  load_tile<kTcRows, DP>(dOs, rt.nrows, d, [&](int r) { return dout + rt.qrow(r) * d; });
+  if (threadIdx.x < kTcRows) {
+    const int r = threadIdx.x;
+    const std::int64_t idx = r < rt.nrows ? rt.qrow(r) : 0;
+    Ls[r] = r < rt.nrows ? lse[idx] : 0.0f;
+    Ds[r] = r < rt.nrows ? delta[idx] : 0.0f;
+  }
+
+  const bf16* Qw = Qs + warp * kWarpRows * LDT;
+  const bf16* dOw = dOs + warp * kWarpRows * LDT;
+  bf16* dSw = dSs + warp * kWarpRows * kLdP;
+  float* Sw = Ws + warp * 2 * kWarpRows * kLdS;
+  float* dPw = Sw + kWarpRows * kLdS;
+  const int row = lane / 2, half = lane % 2;
+  const int r_local = warp * kWarpRows + row;
+  const bool row_ok = r_local < rt.nrows;
+  const int pos = rt.pos(r_local);
+  const int first = window > 0 ? max(0, pos - window + 1) : 0;
+
+  FragC dq_acc[NB];
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) wmma::fill_fragment(dq_acc[nb], 0.0f);
+
+  for (int j0 = rt.kb; j0 < rt.ke; j0 += kTcKeys) {
+    const int nk = min(kTcKeys, rt.ke - j0);
+    __syncthreads();  // every warp is done with the previous K/V tile (and Ls/Ds are written)
+    load_tile<kTcKeys, DP>(Ks, nk, d, [&](int j) { return k + rt.kv(j0 + j); });
+    load_tile<kTcKeys, DP>(Vs, nk, d, [&](int j) { return v + rt.kv(j0 + j); });
+    __syncthreads();
+    mma_abt<NB, kKeyBlocks>(Qw, LDT, Ks, LDT, Sw, kLdS);
+    mma_abt<NB, kKeyBlocks>(dOw, LDT, Vs, LDT, dPw, kLdS);
+    __syncwarp();
+    const float lse_r = Ls[r_local], delta_r = Ds[r_local];
+#pragma unroll 8
+    for (int c = 0; c < 32; ++c) {
+      const int kl = half * 32 + c, j = j0 + kl;
+      const bool seen = row_ok && kl < nk && j >= first && j <= pos;
+      const float p = seen ? __expf(Sw[row * kLdS + kl] * scale - lse_r) : 0.0f;
+      dSw[row * kLdP + kl] = __float2bfloat16_rn(p * (dPw[row * kLdS + kl] - delta_r));
+    }
+    __syncwarp();
+    mma_acc<kKeyBlocks, NB>(dq_acc, dSw, kLdP, Ks, LDT);
+  }
+
+  __syncwarp();
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) wmma::store_matrix_sync(Sw + 16 * nb, dq_acc[nb], LDO, wmma::mem_row_major);
+  __syncwarp();
+  if (row_ok) store_row(Sw + row * LDO, scale, d, half, dq + rt.qrow(r_local) * d);
+}
+
+std::atomic<bool> g_tc_enabled{true};
+
+// f(std::integral_constant<int, DP>{}) for DP = 64 (d <= 64) or 128.
+template <typename F>
+void dispatch_dp(int d, F&& f) {
+  if (d <= 64)
+    f(std::integral_constant<int, 64>{});
+  else
+    f(std::integral_constant<int, 128>{});
+}
+
+}  // namespace
+
+void set_tc_enabled(bool enabled) { g_tc_enabled = enabled; }
+
+bool tc_usable(int d, std::initializer_list<const void*> ptrs) {
+  if (!g_tc_enabled || d % 8 != 0 || d > 128) return false;
+  for (const void* p : ptrs)
+    if (!detail::aligned16(p)) return false;
+  return true;
+}
+
+void tc_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int d,
+                int hq, int hkv, float scale, int window) {
+  const dim3 grid(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv));
+  dispatch_dp(d, [&](auto dp) {
+    constexpr int DP = decltype(dp)::value;
+    constexpr std::size_t smem = forward_smem<DP>();
+    auto kernel = tc_forward_kernel<DP>;
+    allow_smem(kernel, smem);
+    kernel<<<grid, kTcThreads, smem, detail::stream()>>>(q, k, v, out, lse, qtiles, d, hq, hkv, scale, window);
+    detail::check_launch();
+  });
+}
+
+void tc_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q, const bf16* k, const bf16* v,
+                 const bf16* dout, const float* lse, const float* delta, bf16* dq, bf16* dk, bf16* dv, int d, int hq,
+                 int hkv, float scale, int window) {
+  dispatch_dp(d, [&](auto dp) {
+    constexpr int DP = decltype(dp)::value;
+    constexpr std::size_t kv_smem = dkdv_smem<DP>();
+    auto kv_kernel = tc_dkdv_kernel<DP>;
+    allow_smem(kv_kernel, kv_smem);
+    kv_kernel<<<dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv)), kTcThreads,
+                kv_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window);
+    detail::check_launch();
+    constexpr std::size_t q_smem = dq_smem<DP>();
+    auto q_kernel = tc_dq_kernel<DP>;
+    allow_smem(q_kernel, q_smem);
+    q_kernel<<<dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv)), kTcThreads, q_smem,
+               detail::stream()>>>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window);
+    detail::check_launch();
+  });
+}
+
+}  // namespace sppft::cuda::attn
