@@ -113,6 +113,21 @@ TEST_CASE("memory plan for the paper's models: a frozen block saves its grads, m
   REQUIRE(r.exit_code == 0);
   CHECK(Json::parse(r.out)["total_bytes"].get<std::size_t>() ==
         plan_training_memory(c, sppft, 4, 256, Precision::BF16Mixed).total());
+  // --device cuda plans what `train --device cuda` runs: bf16-mixed, whose workspace adds the
+  // CUDA backend's buffers to the graph's: the 32 MiB cuBLASLt workspace, the 8-byte error
+  // flag and the reserved scratch - here RMSNorm's weight-gradient partials, 512 blocks x 4096
+  // fp32 columns (1024 tokens), the largest request of the step.
+  auto g = test::run_command(cli("memory --preset llama-3-8b --freeze 6-12 --device cuda --json"));
+  REQUIRE(g.exit_code == 0);
+  CHECK(Json::parse(g.out)["total_bytes"] == Json::parse(r.out)["total_bytes"]);
+  std::size_t graph_ws = static_cast<std::size_t>(c.head_dim / 2) * 4;  // RoPE frequencies
+  for (const auto& spec : TrainingGraph::buffer_specs(c, block_modes(sppft, c.num_layers), 4 * 256, 256, DType::BF16))
+    if (spec.category == MemCategory::Workspace) graph_ws += spec.bytes();
+  CHECK(plan_training_memory(c, sppft, 4, 256, Precision::BF16Mixed).bytes[size_t(MemCategory::Workspace)] - graph_ws ==
+        (std::size_t{32} << 20) + 8 + std::size_t{512} * 4096 * 4);
+  auto bad = test::run_command(cli("memory --preset llama-3-8b --device cuda --precision fp32"));
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.out.find("--precision fp32 contradicts --device cuda") != std::string::npos);
 }
 
 TEST_CASE("SPPFT: frozen weights never change, get no buffers, and memory matches the plan to the byte") {

@@ -13,18 +13,22 @@ namespace sppft::cli {
 namespace {
 const char* kHelp =
     "usage: sppft memory (DIR | --preset NAME) [--freeze a-b] [--micro-batch B --seq T]\n"
-    "                    [--precision fp32|bf16-mixed] [--freeze-norms] [--freeze-embeddings]\n"
+    "                    [--device cpu|cuda | --precision fp32|bf16-mixed] [--freeze-norms]\n"
+    "                    [--freeze-embeddings]\n"
     "                    [--world N [--zero1] [--rank R]] [--json]\n\n"
     "Predicts, without allocating, the bytes a training run holds per category (weights,\n"
     "grads, master, optimizer, activations, workspace) for any config.json or a preset of\n"
     "the paper's models (llama-3-8b, llama-2-7b, gemma-2b, phi-3-mini). With --freeze it\n"
     "also prints full fine-tuning for comparison. With --world N: one rank of an N-rank\n"
     "data-parallel run (--zero1 shards the optimizer state; rank 0 holds the largest slice)\n"
-    "and the bytes it communicates per optimizer step.\n";
+    "and the bytes it communicates per optimizer step.\n"
+    "--device names the run to plan: cpu is fp32 (the default), cuda is bf16-mixed (what\n"
+    "`sppft train --device cuda` runs, workspace including the CUDA backend's buffers);\n"
+    "--precision picks the layout directly. No GPU is needed to plan.\n";
 }  // namespace
 
 int cmd_memory(int argc, char** argv) {
-  Args args(argc, argv, {"--preset", "--freeze", "--micro-batch", "--seq", "--precision", "--world", "--rank"},
+  Args args(argc, argv, {"--preset", "--freeze", "--micro-batch", "--seq", "--precision", "--device", "--world", "--rank"},
             {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--zero1"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
@@ -42,7 +46,15 @@ int cmd_memory(int argc, char** argv) {
     what = args.positional()[0];
   }
   const auto mb = args.get_int("--micro-batch", 4, 1, 1 << 20), seq = args.get_int("--seq", 256, 1, 1 << 24);
-  const Precision prec = parse_precision(args.get_or("--precision", "fp32"));
+  Precision prec = parse_precision(args.get_or("--precision", "fp32"));
+  if (auto d = args.get("--device")) {
+    if (*d != "cpu" && *d != "cuda") throw InputError("--device: expected cpu or cuda, got '" + *d + "'");
+    const Precision runs = *d == "cuda" ? Precision::BF16Mixed : Precision::FP32;
+    if (args.has("--precision") && prec != runs)
+      throw InputError("--precision " + precision_name(prec) + " contradicts --device " + *d + " (which trains " +
+                       precision_name(runs) + "); give one of them");
+    prec = runs;
+  }
   FreezePlan plan = FreezePlan::none(c.num_layers);
   if (auto f = args.get("--freeze")) plan = FreezePlan::from_ranges(parse_layer_ranges(*f, c.num_layers, "--freeze"), c.num_layers);
   plan.norms = args.has("--freeze-norms");
