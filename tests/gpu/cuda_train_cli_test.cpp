@@ -1,11 +1,14 @@
 // `sppft train --device cuda` against `--device cpu` on the same tiny checkpoint and
 // data: the losses of every step agree within bf16 precision (2e-2 relative: the GPU
 // holds weights, activations and gradients in bf16, with fp32 masters and moments), the
-// frozen block is bit-for-bit untouched, and the bytes per category the run measured on
-// the GPU equal the bf16-mixed plan in every category, the workspace included (the
-// cuBLASLt workspace, error flag and reserved scratch of kernels/device_scratch.h).
+// frozen block is bit-for-bit untouched, the safety probe runs on the GPU, and the bytes
+// the run measured on the GPU equal the bf16-mixed plan in every category, the workspace
+// included (the cuBLASLt workspace, error flag and reserved scratch of
+// kernels/device_scratch.h).
 // Without a GPU it prints "skipped: no CUDA device" and passes.
 #include <doctest/doctest.h>
+
+#include <cmath>
 
 #include "engine/json.h"
 #include "engine/safetensors.h"
@@ -24,23 +27,35 @@ TEST_CASE("sppft train --device cuda follows the CPU run") {
   atomic_write_text(base / "data.jsonl", data);
   const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string();
   const std::string args = " train " + (base / "model").string() + " --data " + (base / "data.jsonl").string() +
-                           " --micro-batch 4 --cutoff 64 --max-steps 4 --lr 1e-3 --freeze 1-2 --out ";
+                           " --micro-batch 4 --cutoff 64 --max-steps 4 --lr 1e-3 --freeze 1-2 --safety-probe " +
+                           (test::source_dir() / "data/normal.csv").string() + "," +
+                           (test::source_dir() / "data/malicious.csv").string() + " --probe-every 2 --out ";
   auto cpu = test::run_command(bin + args + (base / "cpu").string());
   REQUIRE_MESSAGE(cpu.exit_code == 0, cpu.out);
   auto gpu = test::run_command(bin + args + (base / "gpu").string() + " --device cuda");
   REQUIRE_MESSAGE(gpu.exit_code == 0, gpu.out);
 
-  auto losses = [&](const char* run) {
+  auto metric = [&](const char* run, const char* key) {  // one value per step, NaN where absent
     std::vector<double> out;
     const std::string text = read_file(base / run / "metrics.jsonl");
     for (std::size_t pos = 0; pos < text.size();) {
       const auto end = text.find('\n', pos);
-      out.push_back(Json::parse(text.substr(pos, end - pos))["loss"].get<double>());
+      const Json line = Json::parse(text.substr(pos, end - pos));
+      out.push_back(line.contains(key) ? line[key].get<double>() : std::nan(""));
       pos = end + 1;
     }
     return out;
   };
-  const auto lc = losses("cpu"), lg = losses("gpu");
+  const auto lc = metric("cpu", "loss"), lg = metric("gpu", "loss");
+  // The safety probe (steps 1, 2, 4) runs its forward on the GPU with the bf16 training weights:
+  // the angle gap follows the CPU's within 2 degrees.
+  const auto pc = metric("cpu", "probe_gap_deg"), pg = metric("gpu", "probe_gap_deg");
+  REQUIRE(pg.size() == 4);
+  for (int i : {0, 1, 3}) {
+    CAPTURE(i);
+    CHECK(std::isfinite(pg[i]));
+    CHECK(std::abs(pg[i] - pc[i]) < 2.0);
+  }
   REQUIRE(lc.size() == 4);
   REQUIRE(lg.size() == 4);
   for (int i = 0; i < 4; ++i) {

@@ -97,8 +97,6 @@ int cmd_train(int argc, char** argv) {
   o.train_on_inputs = args.has("--train-on-inputs");
   o.resume = args.has("--resume");
   o.device = args.get_or("--device", "cpu");
-  if (o.device == "cuda" && args.has("--safety-probe"))
-    throw InputError("--safety-probe: runs the model's forward on the CPU; not with --device cuda yet");
   o.dist = args.get_or("--dist", "auto");
   o.zero1 = args.has("--zero1");
   o.dist_timeout_s = args.get_int("--dist-timeout", 300, 1, 86400 * 7);
