@@ -151,6 +151,9 @@ int main(int argc, char** argv) {
            time_ms([&] { ops::glu_forward(gate, up, ops::GluActivation::SiLU, act); }, 20), copy_gbs);
     add_bw("add_inplace", std::to_string(n) + "x" + std::to_string(h), 3.0 * n * h * 2,
            time_ms([&] { ops::add_inplace(y, x); }, 20), copy_gbs);
+    Tensor x_f32 = Tensor::empty({n, h}, DType::F32, MemCategory::Workspace, Device::CUDA);
+    add_bw("convert bf16 -> f32", std::to_string(n) + "x" + std::to_string(h), 6.0 * n * h,
+           time_ms([&] { ops::convert(x, x_f32); }, 20), copy_gbs);
 
     // Attention: inference kernel over a cache filled with the whole sequence (prefill).
     Tensor k = random_device({n, hkv * d}, bf, 10), v = random_device({n, hkv * d}, bf, 11), out = random_device({n, hq * d}, bf, 12);

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "engine/error.h"
 #include "kernels/cpu/cpu_ops.h"
@@ -66,6 +67,23 @@ void copy(const Tensor& src, Tensor& dst) {
   if (src.device() == Device::CUDA && dst.device() == Device::CPU) return cuda::copy_to_host(src, dst);
 #endif
   if (on_cpu(src, "copy") && on_cpu(dst, "copy") && src.raw() != dst.raw()) std::memcpy(dst.raw(), src.raw(), src.nbytes());
+}
+void convert(const Tensor& src, Tensor& dst) {
+  const auto is_float = [](DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; };
+  if (!is_float(src.dtype()) || !is_float(dst.dtype()) || src.numel() != dst.numel() || src.device() != dst.device())
+    throw InputError("convert: " + std::string(dtype_name(src.dtype())) + " " + shape_str(src.shape()) + " into " +
+                     std::string(dtype_name(dst.dtype())) + " " + shape_str(dst.shape()) +
+                     " (float dtypes, the same element count and device expected)");
+  if (src.dtype() == dst.dtype()) return copy(src, dst);
+#ifdef SPPFT_HAVE_CUDA
+  if (src.device() == Device::CUDA) return cuda::convert(src, dst);
+#endif
+  if (on_cpu(src, "convert")) {
+    if (src.dtype() == DType::F32) return convert_from_f32(src.data<float>(), dst.dtype(), dst.raw(), src.numel());
+    std::vector<float> f32(static_cast<std::size_t>(src.numel()));
+    convert_to_f32(src.raw(), src.dtype(), f32.data(), f32.size());
+    convert_from_f32(f32.data(), dst.dtype(), dst.raw(), f32.size());
+  }
 }
 void fill_zero(Tensor& t) {
 #ifdef SPPFT_HAVE_CUDA

@@ -41,6 +41,9 @@ void add_inplace(Tensor& x, const Tensor& y);
 // dst = src element for element: same dtype and element count (shapes may differ), any
 // pair of devices. Host <-> device copies wait for completion; others are queued.
 void copy(const Tensor& src, Tensor& dst);
+// dst = src element for element, converting the dtype (F32 <-> BF16 rounds to nearest even,
+// NaN stays NaN; same dtypes copy): same element count, same device, float dtypes.
+void convert(const Tensor& src, Tensor& dst);
 // t = 0.
 void fill_zero(Tensor& t);
 // Backend scratch (kernels/device_scratch.h) of at least `bytes` on `device`, allocated

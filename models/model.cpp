@@ -154,8 +154,7 @@ Tensor to_host_f32(const Tensor& t) {
 
 Tensor f32_copy(const Tensor& t, MemCategory cat) {
   Tensor out = Tensor::empty(t.shape(), DType::F32, cat, t.device());
-  const std::vector<float> v = host_values_f32(t);
-  assign_from_f32(v.data(), out);
+  ops::convert(t, out);  // on the tensor's device
   return out;
 }
 

@@ -79,6 +79,9 @@ void glu_forward(const Tensor& gate, const Tensor& up, ops::GluActivation act, T
 
 // x F32 or BF16, y F32 or BF16 (any pair).
 void add_inplace(Tensor& x, const Tensor& y);
+// dst = src element for element through fp32 (F32 <-> BF16 rounds to nearest even); each
+// F32 or BF16, same element count; queued on the stream.
+void convert(const Tensor& src, Tensor& dst);
 
 // k, v of one dtype (F32 or BF16); caches of one dtype (F32 or BF16), converted on write.
 void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs, Tensor& k_cache,

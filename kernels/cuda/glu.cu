@@ -1,4 +1,4 @@
-// glu_forward, glu_backward and add_inplace on the GPU (elementwise; the CPU twins are
+// glu_forward, glu_backward, add_inplace and convert on the GPU (elementwise; the CPU twins are
 // kernels/cpu/glu.cpp and glu_backward.cpp).
 //
 //   glu:  out[i] = act(gate[i]) * up[i]      gate, up, out [N, F]
@@ -6,10 +6,11 @@
 //     gelu_tanh(g) = g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
 //     gelu_erf(g) = g/2 (1 + erf(g / sqrt 2))
 //   add:  x[i] += y[i]                         same shapes
+//   convert: dst[i] = src[i]                   same element count, F32 <-> BF16 (round to nearest even)
 //
 // dtypes: glu: gate and up of one dtype (F32 or BF16), out F32 or BF16; out may alias gate
-// or up exactly (each thread reads its elements before writing them). add: x F32 or BF16,
-// y F32 or BF16. fp32 math (full-precision expf / tanhf / erff), rounded once on store.
+// or up exactly (each thread reads its elements before writing them). add, convert: each
+// side F32 or BF16. fp32 math (full-precision expf / tanhf / erff), rounded once on store.
 // Grid-stride loops; 16-byte packs of 8 elements when the count is a multiple of 8 and
 // every base is 16-byte aligned, scalar otherwise.
 //
@@ -119,21 +120,23 @@ __global__ void glu_backward_kernel(const TI* gate, const TI* up, const TG* dout
   }
 }
 
-template <typename TX, typename TY, bool VEC>
+// x = x + y (ADD) or x = y (convert), elementwise through fp32, rounded once on store.
+template <typename TX, typename TY, bool VEC, bool ADD>
 __global__ void add_kernel(TX* x, const TY* y, std::int64_t n) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if constexpr (VEC) {
     for (std::int64_t p = first; p < n / 8; p += stride) {
       float a[8], b[8];
-      detail::load8(x + p * 8, a);
+      if constexpr (ADD) detail::load8(x + p * 8, a);
       detail::load8(y + p * 8, b);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) a[e] += b[e];
+      for (int e = 0; e < 8; ++e) a[e] = ADD ? a[e] + b[e] : b[e];
       detail::store8(x + p * 8, a);
     }
   } else {
-    for (std::int64_t i = first; i < n; i += stride) x[i] = detail::from_f32<TX>(detail::to_f32(x[i]) + detail::to_f32(y[i]));
+    for (std::int64_t i = first; i < n; i += stride)
+      x[i] = detail::from_f32<TX>(ADD ? detail::to_f32(x[i]) + detail::to_f32(y[i]) : detail::to_f32(y[i]));
   }
 }
 
@@ -185,13 +188,20 @@ void glu_forward(const Tensor& gate, const Tensor& up, ops::GluActivation act, T
   });
 }
 
-void add_inplace(Tensor& x, const Tensor& y) {
-  const char* op = "add_inplace";
-  detail::check_cuda_tensor(x, op, "x");
-  detail::check_cuda_tensor(y, op, "y");
-  detail::check_float(x, op, "x");
-  detail::check_float(y, op, "y");
-  detail::check_shape(y, x.shape(), op, "y");
+namespace {
+// x = x + y (add) or x = y (convert); y's element count must equal x's.
+template <bool ADD>
+void elementwise_into(Tensor& x, const Tensor& y, const char* op) {
+  detail::check_cuda_tensor(x, op, ADD ? "x" : "dst");
+  detail::check_cuda_tensor(y, op, ADD ? "y" : "src");
+  detail::check_float(x, op, ADD ? "x" : "dst");
+  detail::check_float(y, op, ADD ? "y" : "src");
+  if constexpr (ADD) {
+    detail::check_shape(y, x.shape(), op, "y");
+  } else {
+    detail::check(y.numel() == x.numel(), op, "element counts differ: " + shape_str(y.shape()) + " vs " + shape_str(x.shape()));
+    detail::check(y.raw() != x.raw() || y.dtype() == x.dtype(), op, "src and dst overlap with different dtypes");
+  }
   const std::int64_t n = x.numel();
   if (n == 0) return;
   const bool vec = n % 8 == 0 && detail::aligned16(x.raw()) && detail::aligned16(y.raw());
@@ -202,13 +212,18 @@ void add_inplace(Tensor& x, const Tensor& y) {
     detail::dispatch_float(y.dtype(), [&](auto ty) {
       using TY = typename decltype(ty)::type;
       if (vec)
-        add_kernel<TX, TY, true><<<blocks, 256, 0, s>>>(x.data<TX>(), y.data<TY>(), n);
+        add_kernel<TX, TY, true, ADD><<<blocks, 256, 0, s>>>(x.data<TX>(), y.data<TY>(), n);
       else
-        add_kernel<TX, TY, false><<<blocks, 256, 0, s>>>(x.data<TX>(), y.data<TY>(), n);
+        add_kernel<TX, TY, false, ADD><<<blocks, 256, 0, s>>>(x.data<TX>(), y.data<TY>(), n);
       detail::check_launch();
     });
   });
 }
+}  // namespace
+
+void add_inplace(Tensor& x, const Tensor& y) { elementwise_into<true>(x, y, "add_inplace"); }
+
+void convert(const Tensor& src, Tensor& dst) { elementwise_into<false>(dst, src, "convert"); }
 
 void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, ops::GluActivation act, Tensor& dgate,
                   Tensor& dup) {

@@ -175,3 +175,41 @@ TEST_CASE("attention over the KV cache: causal, GQA, packed sequences, sliding w
     check_close(out, want);
   }
 }
+
+TEST_CASE("convert: F32 <-> BF16 rounds to nearest even, keeps signed zeros, infinities and NaN; bad input refused") {
+  // Values and the bf16 bits they must round to (worked out by hand from the fp32 bits).
+  const std::vector<std::pair<float, std::uint16_t>> cases = {
+      {1.0f, 0x3F80},          {-0.0f, 0x8000},          {0.0f, 0x0000},         {INFINITY, 0x7F80},
+      {-INFINITY, 0xFF80},     {1.00390625f, 0x3F80},    // 1 + 2^-8: a tie, to the even 1.0
+      {1.01171875f, 0x3F82},   // 1 + 3 * 2^-8: a tie between 0x3F81 and 0x3F82, to the even one
+      {1.0048828125f, 0x3F81}, // 1 + 2^-8 + 2^-10: above the tie, rounds up
+      {3.4e38f, 0x7F80},       // past the largest bf16 and the midpoint to 2^128: infinity
+      {-2.5f, 0xC020},
+  };
+  const auto n = static_cast<std::int64_t>(cases.size()) + 1;
+  Tensor src = Tensor::empty({n}, DType::F32, MemCategory::Workspace);
+  for (std::size_t i = 0; i < cases.size(); ++i) src.data<float>()[i] = cases[i].first;
+  src.data<float>()[n - 1] = NAN;
+  Tensor bf = Tensor::empty({n}, DType::BF16, MemCategory::Workspace);
+  ops::convert(src, bf);
+  const auto* bits = static_cast<const std::uint16_t*>(bf.raw());
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    CAPTURE(cases[i].first);
+    CHECK(bits[i] == cases[i].second);
+  }
+  Tensor back = poisoned({n});
+  ops::convert(bf, back);  // exact: every bf16 is an fp32
+  CHECK(back.data<float>()[0] == 1.0f);
+  CHECK(std::signbit(back.data<float>()[1]));
+  CHECK(back.data<float>()[6] == 1.015625f);
+  CHECK(std::isinf(back.data<float>()[8]));
+  CHECK(std::isnan(back.data<float>()[n - 1]));
+  Tensor same = poisoned({n});
+  ops::convert(src, same);  // same dtype: a copy
+  CHECK(same.data<float>()[5] == 1.00390625f);
+
+  Tensor short_dst = Tensor::empty({n - 1}, DType::BF16, MemCategory::Workspace);
+  CHECK_THROWS_AS(ops::convert(src, short_dst), InputError);
+  Tensor ints = Tensor::empty({n}, DType::I32, MemCategory::Workspace);
+  CHECK_THROWS_AS(ops::convert(src, ints), InputError);
+}
