@@ -35,6 +35,8 @@
 // in a fixed order; no atomics; the work split depends only on shapes and sequences.
 #include <mma.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <type_traits>
 
@@ -397,7 +399,22 @@ bool tc_usable(int d, std::initializer_list<const void*> ptrs) {
   if (!g_tc_enabled || d % 8 != 0 || d > 128) return false;
   for (const void* p : ptrs)
     if (!detail::aligned16(p)) return false;
-  return true;
+  // The kernels' shared memory must fit the device's opt-in limit: DP = 128 needs up to
+  // 120.5 KiB, more than sm_86 / sm_89 / sm_120 allow (99 KiB); those take the CUDA-core
+  // kernels. The limit is read once per device.
+  static std::array<std::atomic<int>, detail::kMaxDevices> optin_limit{};
+  const int dev = detail::current_device();
+  int limit = optin_limit[dev].load();
+  if (limit == 0) {
+    SPPFT_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    optin_limit[dev] = limit;
+  }
+  std::size_t need = 0;
+  dispatch_dp(d, [&](auto dp) {
+    constexpr int DP = decltype(dp)::value;
+    need = std::max({forward_smem<DP>(), dkdv_smem<DP>(), dq_smem<DP>()});
+  });
+  return need <= static_cast<std::size_t>(limit);
 }
 
 void tc_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int d,
