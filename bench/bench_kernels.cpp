@@ -140,6 +140,9 @@ int main(int argc, char** argv) {
     Tensor norm_w = random_device({h}, bf, 4, 0.1f, 1.0f), y = random_device({n, h}, bf, 5);
     add_bw("rmsnorm_forward", std::to_string(n) + "x" + std::to_string(h), 2.0 * n * h * 2,
            time_ms([&] { ops::rmsnorm_forward(x, norm_w, 1e-5f, false, y); }, 20), copy_gbs);
+    Tensor resid = random_device({n, h}, bf, 20), delta = random_device({n, h}, bf, 21);
+    add_bw("add_rmsnorm_forward (fused)", std::to_string(n) + "x" + std::to_string(h), 4.0 * n * h * 2,
+           time_ms([&] { ops::add_rmsnorm_forward(resid, delta, norm_w, 1e-5f, false, y); }, 20), copy_gbs);
     Tensor inv_freq = Tensor::empty({d / 2}, DType::F32, MemCategory::Workspace);
     for (std::int64_t i = 0; i < d / 2; ++i) inv_freq.data<float>()[i] = static_cast<float>(std::pow(500000.0, -2.0 * i / d));
     Tensor inv_freq_dev = cuda::to_device(inv_freq, MemCategory::Workspace), pos = positions_device(n, seq);
@@ -190,6 +193,8 @@ int main(int argc, char** argv) {
     Tensor dnorm_w = random_device({h}, DType::F32, 19);
     add_bw("rmsnorm_backward (+dw)", std::to_string(n) + "x" + std::to_string(h), 3.0 * n * h * 2,
            time_ms([&] { ops::rmsnorm_backward(x, norm_w, dy, 1e-5f, false, dx, &dnorm_w); }, 20), copy_gbs);
+    add_bw("rmsnorm_backward (+dw, dx accumulated)", std::to_string(n) + "x" + std::to_string(h), 4.0 * n * h * 2,
+           time_ms([&] { ops::rmsnorm_backward(x, norm_w, dy, 1e-5f, false, dx, &dnorm_w, true); }, 20), copy_gbs);
     add_bw("rope_backward", std::to_string(n) + "x" + std::to_string(hq * d), 2.0 * n * hq * d * 2,
            time_ms([&] { ops::rope_backward(q, pos, inv_freq_dev, d); }, 20), copy_gbs);
     Tensor dgate = random_device({n, f}, bf, 20), dup = random_device({n, f}, bf, 21);

@@ -172,8 +172,22 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
 #endif
   if (on_cpu(dtable, op)) cpu::embedding_backward(ids, dout, scale, dtable);
 }
+void add_rmsnorm_forward(Tensor& x, const Tensor& delta, const Tensor& w, float eps, bool unit_offset, Tensor& y) {
+  const char* op = "add_rmsnorm_forward";
+  expect(x.rank() == 2, op, "x must be 2-d");
+  expect_shape(delta, x.shape(), op, "delta");
+  expect(delta.dtype() == x.dtype(), op, "delta must have x's dtype");
+  expect(y.raw() != x.raw() && y.raw() != delta.raw(), op, "y must not alias x or delta");
+#ifdef SPPFT_HAVE_CUDA
+  if (x.device() == Device::CUDA) return cuda::add_rmsnorm_forward(x, delta, w, eps, unit_offset, y);
+#endif
+  if (on_cpu(x, op)) {  // the reference: literally the two ops
+    cpu::add_inplace(x, delta);
+    cpu::rmsnorm_forward(x, w, eps, unit_offset, y);
+  }
+}
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
-                      Tensor* dw) {
+                      Tensor* dw, bool accumulate_dx) {
   const char* op = "rmsnorm_backward";
   expect(x.rank() == 2, op, "x must be 2-d");
   expect_shape(w, {x.dim(1)}, op, "w");
@@ -181,10 +195,11 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
   expect_shape(dx, x.shape(), op, "dx");
   if (dw) expect_shape(*dw, w.shape(), op, "dw");
   expect(dx.raw() != x.raw() || x.numel() == 0, op, "dx must not alias x");
+  expect(!accumulate_dx || dx.raw() != dy.raw() || x.numel() == 0, op, "an accumulated dx must not alias dy");
 #ifdef SPPFT_HAVE_CUDA
-  if (x.device() == Device::CUDA) return cuda::rmsnorm_backward(x, w, dy, eps, unit_offset, dx, dw);
+  if (x.device() == Device::CUDA) return cuda::rmsnorm_backward(x, w, dy, eps, unit_offset, dx, dw, accumulate_dx);
 #endif
-  if (on_cpu(x, op)) cpu::rmsnorm_backward(x, w, dy, eps, unit_offset, dx, dw);
+  if (on_cpu(x, op)) cpu::rmsnorm_backward(x, w, dy, eps, unit_offset, dx, dw, accumulate_dx);
 }
 void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
   const char* op = "rope_backward";

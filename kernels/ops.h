@@ -22,6 +22,11 @@ void embedding_forward(const Tensor& ids, const Tensor& table, float scale, Tens
 // y[n, :] = x[n, :] / sqrt(mean(x[n, :]^2) + eps) * (w + (unit_offset ? 1 : 0))
 // x, y [N, H], w [H]. unit_offset is gemma's (1 + w).
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offset, Tensor& y);
+// The residual add fused with the norm that follows it:  x += delta;  y = rmsnorm(x).
+// delta has x's shape and dtype; the sum is rounded to x's dtype before the norm reads it,
+// so the result is exactly add_inplace followed by rmsnorm_forward (one pass over x fewer
+// on the GPU). y must not alias x or delta.
+void add_rmsnorm_forward(Tensor& x, const Tensor& delta, const Tensor& w, float eps, bool unit_offset, Tensor& y);
 
 // Rotary embedding, in place, Hugging Face half-split layout: for each head h of x
 // and i < D/2, with a = positions[n] * inv_freq[i]:
@@ -107,9 +112,10 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
 //   dx[n, j] = r w'_j dy[n, j] - x[n, j] r^3 / H * sum_k dy[n, k] w'_k x[n, k]   (overwritten)
 //   dw[j]   += sum_n dy[n, j] x[n, j] r_n                   (accumulated; null = frozen weight)
 // x, dy, dx [N, H], w, dw [H]. dx may alias dy (in place on the incoming gradient);
-// it must not alias x.
+// it must not alias x. accumulate_dx: dx += the value instead (the residual stream's
+// gradient gets the norm's share in the same pass; dx must then not alias dy either).
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
-                      Tensor* dw);
+                      Tensor* dw, bool accumulate_dx = false);
 
 // Gradient of rope_forward, in place on the gradient: the inverse rotation
 //   dx1' = dx1 cos a + dx2 sin a,  dx2' = dx2 cos a - dx1 sin a   (same a, halves, layout).

@@ -423,7 +423,7 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
   const std::int64_t window = c.sliding_window.value_or(0);
   for (std::int64_t l = 0; l < L; ++l) {
     const BlockWeights& b = w_.blocks[l];
-    ops::rmsnorm_forward(x, b.input_norm, eps, c.norm_unit_offset, normed);
+    if (l == 0) ops::rmsnorm_forward(x, b.input_norm, eps, c.norm_unit_offset, normed);  // later: fused below
     ops::linear_forward(normed, b.q, opt(b.q_bias), q);
     ops::linear_forward(normed, b.k, opt(b.k_bias), k);
     ops::linear_forward(normed, b.v, opt(b.v_bias), v);
@@ -432,13 +432,15 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
     ops::kv_cache_write(k, v, seqs, cache.k(l), cache.v(l));
     ops::attention_forward(q, cache.k(l), cache.v(l), seqs, scale, window, attn);
     ops::linear_forward(attn, b.o, opt(b.o_bias), proj);
-    ops::add_inplace(x, proj);
-    ops::rmsnorm_forward(x, b.post_attention_norm, eps, c.norm_unit_offset, normed);
+    ops::add_rmsnorm_forward(x, proj, b.post_attention_norm, eps, c.norm_unit_offset, normed);
     ops::linear_forward(normed, b.gate, opt(b.gate_bias), gate);
     ops::linear_forward(normed, b.up, opt(b.up_bias), up);
     ops::glu_forward(gate, up, glu_of(c.activation), gate);
     ops::linear_forward(gate, b.down, opt(b.down_bias), proj);
-    ops::add_inplace(x, proj);
+    if (l + 1 < L)  // the residual add with the next block's input norm
+      ops::add_rmsnorm_forward(x, proj, w_.blocks[l + 1].input_norm, eps, c.norm_unit_offset, normed);
+    else
+      ops::add_inplace(x, proj);
     capture_layer(x, l + 1);
   }
   for (std::int64_t s = 0; s < nseq; ++s) cache.set_length(in.slots[s], seqs[s].past_len + seqs[s].q_len);

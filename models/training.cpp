@@ -181,14 +181,13 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n) {
                                c.sliding_window.value_or(0), attn, lse);
   Tensor proj = first(w_proj_, n);
   ops::linear_forward(attn, b.o, opt(b.o_bias), proj);
-  ops::add_inplace(x, proj);
+  Tensor normed2 = first(s.normed2.defined() ? s.normed2 : w_normed_, n);
+  ops::add_rmsnorm_forward(x, proj, b.post_attention_norm, eps, c.norm_unit_offset, normed2);  // x = x_mid
   if (keep) {
     Tensor x_mid = first(s.x_mid, n);
     ops::copy(x, x_mid);
   }
-  Tensor normed2 = first(s.normed2.defined() ? s.normed2 : w_normed_, n);
   Tensor gate = first(keep ? s.gate : w_gate_, n), up = first(keep ? s.up : w_up_, n);
-  ops::rmsnorm_forward(x, b.post_attention_norm, eps, c.norm_unit_offset, normed2);
   ops::linear_forward(normed2, b.gate, opt(b.gate_bias), gate);
   ops::linear_forward(normed2, b.up, opt(b.up_bias), up);
   Tensor act = first(act_, n);
@@ -230,9 +229,8 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
     ops::linear_backward_weight(dup, n2, g.up, opt_mut(g.up_bias));
     dX();
   }
-  ops::rmsnorm_backward(first(s.x_mid, n), b.post_attention_norm, dtmp, eps, c.norm_unit_offset, dtmp,
-                        opt_mut(g.post_attention_norm));
-  ops::add_inplace(dx, dtmp);  // dx = dL/d(x_mid)
+  ops::rmsnorm_backward(first(s.x_mid, n), b.post_attention_norm, dtmp, eps, c.norm_unit_offset, dx,
+                        opt_mut(g.post_attention_norm), /*accumulate_dx=*/true);  // dx = dL/d(x_mid)
   // Attention: x_mid = x_in + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = norm(x_in).
   Tensor dattn = first(d_attn_, n);
   ops::linear_backward_input(dx, b.o, dattn, false);
@@ -258,8 +256,8 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
     ops::linear_backward_weight(dv, n1, g.v, opt_mut(g.v_bias));
     dX();
   }
-  ops::rmsnorm_backward(first(s.x_in, n), b.input_norm, dtmp, eps, c.norm_unit_offset, dtmp, opt_mut(g.input_norm));
-  ops::add_inplace(dx, dtmp);
+  ops::rmsnorm_backward(first(s.x_in, n), b.input_norm, dtmp, eps, c.norm_unit_offset, dx, opt_mut(g.input_norm),
+                        /*accumulate_dx=*/true);
 }
 
 LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights* grads, float grad_scale) {

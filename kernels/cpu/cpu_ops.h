@@ -23,7 +23,7 @@ void linear_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, bool a
 void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tensor* dbias);
 void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tensor& dtable);
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
-                      Tensor* dw);
+                      Tensor* dw, bool accumulate_dx = false);
 void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim);
 void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, ops::GluActivation act, Tensor& dgate,
                   Tensor& dup);

@@ -9,7 +9,7 @@
 namespace sppft::cpu {
 
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
-                      Tensor* dw) {
+                      Tensor* dw, bool accumulate_dx) {
   const auto n = x.dim(0), h = x.dim(1);
   if (n == 0 || h == 0) return;
   const float* xp = x.data<float>();
@@ -58,7 +58,10 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
     const double rr = r[row];
     const float a = static_cast<float>(rr), b = static_cast<float>(rr * rr * rr * dot / h);
     const float off = static_cast<float>(offset);
-    for (std::int64_t j = 0; j < h; ++j) dr[j] = a * (wp[j] + off) * gr[j] - b * xr[j];
+    if (accumulate_dx)
+      for (std::int64_t j = 0; j < h; ++j) dr[j] += a * (wp[j] + off) * gr[j] - b * xr[j];
+    else
+      for (std::int64_t j = 0; j < h; ++j) dr[j] = a * (wp[j] + off) * gr[j] - b * xr[j];
   }
 }
 

@@ -70,6 +70,8 @@ void embedding_forward(const Tensor& ids, const Tensor& table, float scale, Tens
 
 // x, w, y each F32 or BF16 (any combination). One block per row, fp32 sum of squares.
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offset, Tensor& y);
+// x += delta (delta of x's dtype, the sum rounded to it), then y = rmsnorm(x): one kernel.
+void add_rmsnorm_forward(Tensor& x, const Tensor& delta, const Tensor& w, float eps, bool unit_offset, Tensor& y);
 
 // x F32 or BF16 (in place); positions I32; inv_freq F32.
 void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim);
@@ -103,8 +105,9 @@ void set_attention_splits_for_testing(int splits);
 // dw null or accumulated (BF16: read, summed in fp32, rounded once). One block per row
 // for dx; without atomics for dw: per-block column partial sums (min(N, 512) blocks)
 // reduced in a fixed order by a second kernel, so dw is bitwise reproducible.
+// accumulate_dx: dx += the value (read, summed in fp32, rounded once; dx must not alias dy).
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
-                      Tensor* dw);
+                      Tensor* dw, bool accumulate_dx = false);
 
 // dx F32 or BF16 (in place); positions I32; inv_freq F32. The forward's kernel with the
 // inverse rotation: bitwise the same angles and sincosf as rope_forward.

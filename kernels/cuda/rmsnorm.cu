@@ -1,7 +1,9 @@
-// rmsnorm_forward and rmsnorm_backward on the GPU.
+// rmsnorm_forward, add_rmsnorm_forward and rmsnorm_backward on the GPU.
 //
 //   y[n, j] = (x[n, j] * r_n) * (w[j] + offset),  r_n = 1 / sqrt(mean_j x[n, j]^2 + eps)
 //   x, y [N, H], w [H]; offset = 1 for gemma's (1 + w) (unit_offset), else 0.
+//   add_rmsnorm_forward: first x[n, j] += delta[n, j] (rounded to x's dtype) in the kernel's
+//   first pass, then the same norm of the stored sum.
 //
 // dtypes: x, w, y each F32 or BF16 (any combination); all arithmetic fp32.
 // One block per row (grid-stride over rows): each thread sums the squares of its elements
@@ -9,7 +11,8 @@
 // L1/L2) writes y. 16-byte packs of 8 elements when H % 8 == 0 and the bases are aligned.
 //
 // rmsnorm_backward (math: kernels/ops.h), with w' = w + offset:
-//   dx[n, j] = r_n w'_j dy[n, j] - x[n, j] r_n^3 / H * sum_k dy[n, k] w'_k x[n, k]   (overwritten)
+//   dx[n, j] = r_n w'_j dy[n, j] - x[n, j] r_n^3 / H * sum_k dy[n, k] w'_k x[n, k]   (overwritten,
+//              or added to dx with accumulate_dx, rounded once)
 //   dw[j]   += sum_n dy[n, j] x[n, j] r_n                                          (accumulated)
 // dtypes: x, w, dy, dx, dw each F32 or BF16 (any combination; dx may alias dy only with
 // the same dtype); fp32 arithmetic, dw read, summed in fp32 and rounded once.
@@ -47,24 +50,40 @@ __device__ __forceinline__ float block_sum(float v, float* sh) {
   return t;
 }
 
+// delta null: y = rmsnorm(x). Else first x += delta (rounded to TX, which the norm then
+// reads): the same thread handles the same columns in both passes, so no barrier is needed
+// between writing x and re-reading it.
 template <typename TX, typename TW, typename TY, bool VEC>
-__global__ void rmsnorm_kernel(const TX* __restrict__ x, const TW* __restrict__ w, TY* __restrict__ y, std::int64_t n,
-                               std::int64_t h, float eps, float offset) {
+__global__ void rmsnorm_kernel(TX* __restrict__ x, const TX* __restrict__ delta, const TW* __restrict__ w,
+                               TY* __restrict__ y, std::int64_t n, std::int64_t h, float eps, float offset) {
   __shared__ float sh[32];
   for (std::int64_t r = blockIdx.x; r < n; r += gridDim.x) {
-    const TX* xr = x + r * h;
+    TX* xr = x + r * h;
+    const TX* dr = delta ? delta + r * h : nullptr;
     TY* yr = y + r * h;
     float ss = 0.0f;
     if constexpr (VEC) {
       for (std::int64_t j = threadIdx.x * 8; j < h; j += blockDim.x * 8) {
         float v[8];
         detail::load8(xr + j, v);
+        if (dr) {
+          float d[8];
+          detail::load8(dr + j, d);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) v[e] = detail::to_f32(detail::from_f32<TX>(v[e] + d[e]));
+          detail::store8(xr + j, v);
+        }
 #pragma unroll
         for (int e = 0; e < 8; ++e) ss = fmaf(v[e], v[e], ss);
       }
     } else {
       for (std::int64_t j = threadIdx.x; j < h; j += blockDim.x) {
-        const float v = detail::to_f32(xr[j]);
+        float v = detail::to_f32(xr[j]);
+        if (dr) {
+          const TX sum = detail::from_f32<TX>(v + detail::to_f32(dr[j]));
+          xr[j] = sum;
+          v = detail::to_f32(sum);
+        }
         ss = fmaf(v, v, ss);
       }
     }
@@ -110,10 +129,11 @@ __device__ __forceinline__ float2 block_sum2(float a, float b, float2* sh) {
 // part: null (no dw) or scratch of gridDim.x * h floats; acc_shared: accumulate the block's
 // partials in dynamic shared memory (h floats) and copy them to part at the end.
 // No __restrict__ on dy / dx: dx may alias dy.
+// accumulate: dx += the value (dx then never aliases dy).
 template <typename TX, typename TW, typename TG, typename TD, bool VEC>
 __global__ void rmsnorm_backward_kernel(const TX* __restrict__ x, const TW* __restrict__ w, const TG* dy, TD* dx,
-                                        float* __restrict__ part, bool acc_shared, std::int64_t n, std::int64_t h,
-                                        float eps, float offset) {
+                                        float* __restrict__ part, bool acc_shared, bool accumulate, std::int64_t n,
+                                        std::int64_t h, float eps, float offset) {
   extern __shared__ float4 dyn_sh[];  // float4: 16-byte aligned for the packed accesses
   __shared__ float2 red[32];
   float* acc = nullptr;
@@ -162,6 +182,12 @@ __global__ void rmsnorm_backward_kernel(const TX* __restrict__ x, const TW* __re
         detail::load8(w + j, wv);
 #pragma unroll
         for (int e = 0; e < 8; ++e) o[e] = a * (wv[e] + offset) * g[e] - b * v[e];
+        if (accumulate) {
+          float old[8];
+          detail::load8(dr + j, old);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) o[e] += old[e];
+        }
         if (acc) {
           float s[8];
           detail::load8(acc + j, s);
@@ -176,7 +202,7 @@ __global__ void rmsnorm_backward_kernel(const TX* __restrict__ x, const TW* __re
         const float v = detail::to_f32(xr[j]), g = detail::to_f32(gr[j]);
         const float o = a * (detail::to_f32(w[j]) + offset) * g - b * v;
         if (acc) acc[j] = fmaf(g * v, rr, acc[j]);
-        dr[j] = detail::from_f32<TD>(o);
+        dr[j] = detail::from_f32<TD>(accumulate ? detail::to_f32(dr[j]) + o : o);
       }
     }
   }
@@ -217,8 +243,10 @@ __global__ void rmsnorm_dw_kernel(const float* __restrict__ part, TDW* __restric
 
 }  // namespace
 
-void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offset, Tensor& y) {
-  const char* op = "rmsnorm_forward";
+namespace {
+// rmsnorm_forward (delta null) and add_rmsnorm_forward.
+void launch_rmsnorm(const Tensor& x, const Tensor* delta, const Tensor& w, float eps, bool unit_offset, Tensor& y,
+                    const char* op) {
   detail::check_cuda_tensor(x, op, "x");
   detail::check_cuda_tensor(w, op, "w");
   detail::check_cuda_tensor(y, op, "y");
@@ -229,9 +257,16 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offs
   const std::int64_t n = x.dim(0), h = x.dim(1);
   detail::check_shape(w, {h}, op, "w");
   detail::check_shape(y, x.shape(), op, "y");
+  if (delta) {
+    detail::check_cuda_tensor(*delta, op, "delta");
+    detail::check(delta->dtype() == x.dtype(), op, "delta must have x's dtype");
+    detail::check_shape(*delta, x.shape(), op, "delta");
+  }
   if (n == 0 || h == 0) return;
 
-  const bool vec = h % 8 == 0 && detail::aligned16(x.raw()) && detail::aligned16(w.raw()) && detail::aligned16(y.raw());
+  const bool vec = h % 8 == 0 && detail::aligned16(x.raw()) && detail::aligned16(w.raw()) &&
+                   detail::aligned16(y.raw()) && (!delta || detail::aligned16(delta->raw()));
+
   const std::int64_t per_thread_items = vec ? h / 8 : h;
   const int threads = static_cast<int>(std::clamp<std::int64_t>((per_thread_items + 31) / 32 * 32, 32, 256));
   const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>(n, 1 << 20));
@@ -243,20 +278,32 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offs
       using TW = typename decltype(tw)::type;
       detail::dispatch_float(y.dtype(), [&](auto ty) {
         using TY = typename decltype(ty)::type;
+        TX* xp = const_cast<TX*>(x.data<TX>());  // written only with a delta (add_rmsnorm_forward's x)
+        const TX* dp = delta ? delta->data<TX>() : nullptr;
         if (vec)
           rmsnorm_kernel<TX, TW, TY, true>
-              <<<blocks, threads, 0, s>>>(x.data<TX>(), w.data<TW>(), y.data<TY>(), n, h, eps, offset);
+              <<<blocks, threads, 0, s>>>(xp, dp, w.data<TW>(), y.data<TY>(), n, h, eps, offset);
         else
           rmsnorm_kernel<TX, TW, TY, false>
-              <<<blocks, threads, 0, s>>>(x.data<TX>(), w.data<TW>(), y.data<TY>(), n, h, eps, offset);
+              <<<blocks, threads, 0, s>>>(xp, dp, w.data<TW>(), y.data<TY>(), n, h, eps, offset);
         detail::check_launch();
       });
     });
   });
 }
+}  // namespace
+
+void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offset, Tensor& y) {
+  launch_rmsnorm(x, nullptr, w, eps, unit_offset, y, "rmsnorm_forward");
+}
+
+void add_rmsnorm_forward(Tensor& x, const Tensor& delta, const Tensor& w, float eps, bool unit_offset, Tensor& y) {
+  detail::check(y.raw() != x.raw() && y.raw() != delta.raw(), "add_rmsnorm_forward", "y must not alias x or delta");
+  launch_rmsnorm(x, &delta, w, eps, unit_offset, y, "add_rmsnorm_forward");
+}
 
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
-                      Tensor* dw) {
+                      Tensor* dw, bool accumulate_dx) {
   const char* op = "rmsnorm_backward";
   detail::check_cuda_tensor(x, op, "x");
   detail::check_cuda_tensor(w, op, "w");
@@ -277,6 +324,7 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
   if (n == 0 || h == 0) return;
   detail::check(dx.raw() != x.raw(), op, "dx must not alias x");
   detail::check(dx.raw() != dy.raw() || dx.dtype() == dy.dtype(), op, "dx may alias dy only with the same dtype");
+  detail::check(!accumulate_dx || dx.raw() != dy.raw(), op, "an accumulated dx must not alias dy");
 
   const bool vec = h % 8 == 0 && detail::aligned16(x.raw()) && detail::aligned16(w.raw()) &&
                    detail::aligned16(dy.raw()) && detail::aligned16(dx.raw());
@@ -305,10 +353,10 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
           const auto grid = static_cast<unsigned>(blocks);
           if (vec)
             rmsnorm_backward_kernel<TX, TW, TG, TD, true><<<grid, threads, shmem, s>>>(
-                x.data<TX>(), w.data<TW>(), dy.data<TG>(), dx.data<TD>(), part, acc_shared, n, h, eps, offset);
+                x.data<TX>(), w.data<TW>(), dy.data<TG>(), dx.data<TD>(), part, acc_shared, accumulate_dx, n, h, eps, offset);
           else
             rmsnorm_backward_kernel<TX, TW, TG, TD, false><<<grid, threads, shmem, s>>>(
-                x.data<TX>(), w.data<TW>(), dy.data<TG>(), dx.data<TD>(), part, acc_shared, n, h, eps, offset);
+                x.data<TX>(), w.data<TW>(), dy.data<TG>(), dx.data<TD>(), part, acc_shared, accumulate_dx, n, h, eps, offset);
           detail::check_launch();
         });
       });

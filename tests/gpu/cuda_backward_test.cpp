@@ -104,6 +104,12 @@ TEST_CASE("cuda rmsnorm_backward: frozen weight (dw null), dx in place on dy, dx
         cuda::rmsnorm_backward(x_dev, w_dev, ddy, 1e-5f, false, ddy, with_dw ? &ddw : nullptr);
         check_close(download(ddy), want_dx, tolerance({t}));
         if (with_dw) check_close(download(ddw), want_dw, tolerance({t}));
+        // Accumulated into the residual stream's gradient (one rounding of the sum).
+        Tensor acc0 = host_random(rng, {n, h}, t), want_acc = host_copy(acc0);
+        ops::add_inplace(want_acc, want_dx);
+        Tensor dacc = upload(acc0, t);
+        cuda::rmsnorm_backward(x_dev, w_dev, upload(dy, t), 1e-5f, false, dacc, nullptr, /*accumulate_dx=*/true);
+        check_close(download(dacc), want_acc, tolerance({t}));
       }
   }
   Tensor x = upload(host_random(rng, {3, 8}, DType::F32), DType::F32), w = upload(host_random(rng, {8}, DType::F32), DType::F32);

@@ -147,6 +147,27 @@ TEST_CASE("cuda rmsnorm_forward: llama and gemma (1 + w), every dtype combinatio
   }
 }
 
+TEST_CASE("cuda add_rmsnorm_forward: the residual add and the norm in one kernel, as add then norm") {
+  if (!have_gpu()) return;
+  for (auto [n, h] : {std::pair{1, 1}, {5, 7}, {9, 256}, {3, 4096}, {70, 96}})
+    for (DType x_t : kFloatTypes)
+      for (DType y_t : kFloatTypes)
+        for (bool unit : {false, true}) {
+          CAPTURE(n); CAPTURE(h); CAPTURE(name(x_t)); CAPTURE(name(y_t)); CAPTURE(unit);
+          Tensor x = host_random(rng, {n, h}, x_t, 3.0f), delta = host_random(rng, {n, h}, x_t), w = host_random(rng, {h}, x_t);
+          // The reference in the stored dtype: the sum rounded to x's dtype, then the norm of it.
+          Tensor sum = host_copy(x);
+          ops::add_inplace(sum, delta);
+          round_for(sum, x_t);
+          Tensor want = host_nan({n, h});
+          ops::rmsnorm_forward(sum, w, 1e-6f, unit, want);
+          Tensor dx = upload(x, x_t), dy = device_nan({n, h}, y_t);
+          ops::add_rmsnorm_forward(dx, upload(delta, x_t), upload(w, x_t), 1e-6f, unit, dy);
+          check_close(download(dx), sum, 1e-7);  // the stored sum: exact
+          check_close(download(dy), want, tolerance({x_t, y_t}));
+        }
+}
+
 TEST_CASE("cuda rope_forward: half-split rotation, long positions") {
   if (!have_gpu()) return;
   for (auto [n, heads, d, max_pos] : {std::tuple{5, 3, 8, 10}, {7, 4, 128, 5000}, {3, 2, 2, 3}, {33, 5, 64, 131072}}) {

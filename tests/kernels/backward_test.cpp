@@ -256,11 +256,20 @@ TEST_CASE("rmsnorm_backward vs finite differences: llama and gemma (1 + w), froz
       ops::rmsnorm_backward(x, w, g, eps, unit, g, &dw2);
       CHECK(same_bits(g, dx));
       CHECK(same_bits(dw2, dw));
+
+      // accumulate_dx: the residual stream's gradient gets the value added, exactly as the
+      // separate add_inplace did (the training graph's fused form).
+      Tensor acc = random_tensor({n, h}), want = copy_of(acc);
+      ops::add_inplace(want, dx);
+      ops::rmsnorm_backward(x, w, r, eps, unit, acc, nullptr, /*accumulate_dx=*/true);
+      CHECK(same_bits(acc, want));
     }
   }
   Tensor x = random_tensor({2, 4});
   CHECK_THROWS_AS(ops::rmsnorm_backward(x, random_tensor({4}), random_tensor({2, 4}), 1e-6f, false, x, nullptr),
                   InputError);
+  Tensor g = random_tensor({2, 4});
+  CHECK_THROWS_AS(ops::rmsnorm_backward(x, random_tensor({4}), g, 1e-6f, false, g, nullptr, true), InputError);
 }
 
 // ---------------------------------------------------------------------------

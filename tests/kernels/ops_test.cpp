@@ -3,7 +3,9 @@
 // Tolerance: 1e-5 relative to the output's scale (fp32 vs fp64).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -73,6 +75,27 @@ TEST_CASE("rmsnorm_forward, llama and gemma (1 + w) variants") {
       check_close(y, want);
     }
   }
+}
+
+TEST_CASE("add_rmsnorm_forward is add_inplace then rmsnorm_forward, bit for bit") {
+  for (auto [n, h] : {std::pair{1, 1}, {5, 7}, {9, 256}}) {
+    const Tensor x0 = random_tensor({n, h}, 3.0f), delta = random_tensor({n, h}), w = random_tensor({h});
+    for (bool unit : {false, true}) {
+      CAPTURE(n); CAPTURE(h); CAPTURE(unit);
+      Tensor x = Tensor::empty(x0.shape(), DType::F32, MemCategory::Workspace), y = poisoned({n, h});
+      std::copy_n(x0.data<float>(), x0.numel(), x.data<float>());
+      ops::add_rmsnorm_forward(x, delta, w, 1e-6f, unit, y);
+      Tensor xs = Tensor::empty(x0.shape(), DType::F32, MemCategory::Workspace), ys = poisoned({n, h});
+      std::copy_n(x0.data<float>(), x0.numel(), xs.data<float>());
+      ops::add_inplace(xs, delta);
+      ops::rmsnorm_forward(xs, w, 1e-6f, unit, ys);
+      CHECK(std::memcmp(x.raw(), xs.raw(), x.nbytes()) == 0);
+      CHECK(std::memcmp(y.raw(), ys.raw(), y.nbytes()) == 0);
+      CHECK(x.data<float>()[0] == x0.data<float>()[0] + delta.data<float>()[0]);
+    }
+  }
+  Tensor x = random_tensor({2, 4});
+  CHECK_THROWS_AS(ops::add_rmsnorm_forward(x, random_tensor({2, 3}), random_tensor({4}), 1e-6f, false, x), InputError);
 }
 
 TEST_CASE("rope_forward rotates the two halves of each head") {
