@@ -1,0 +1,576 @@
+// CPU emulation of the CUDA device environment needed by attention_train_tc.cu:
+// qualifiers, built-in variables, barriers, warp shuffles, bf16, vector types, and
+// nvcuda::wmma (16x16x16, bf16 in, fp32 accumulate). Threads of a block are cooperative
+// fibers (custom x86-64 context switch) in one OS thread; a block runs until all its
+// threads finish or deadlock (every live thread waits on a barrier that cannot complete).
+// Under -fsanitize=thread each emulated thread is a TSan fiber; the only happens-before
+// edges are the barriers (__syncthreads, __syncwarp, the implicit warp barrier of the
+// *_sync WMMA ops and of shuffles), kernel start and kernel end, so TSan reports any
+// shared/global memory conflict not ordered by a barrier, within a warp, between warps, or
+// between blocks of the same launch.
+#pragma once
+
+#include <math.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <span>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define EMU_TSAN 1
+#endif
+
+// ---------------------------------------------------------------- qualifiers
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __grid_constant__
+#define __shared__
+#define __align__(n) __attribute__((aligned(n)))
+
+// ---------------------------------------------------------------- vector types
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(8) float2 {
+  float x, y;
+};
+inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }
+inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
+
+// ---------------------------------------------------------------- bf16
+struct __nv_bfloat16 {
+  unsigned short x;
+};
+struct alignas(4) __nv_bfloat162 {
+  __nv_bfloat16 x, y;
+};
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{static_cast<unsigned short>((u >> 16) | 0x40)};  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  return __nv_bfloat16{static_cast<unsigned short>(u >> 16)};
+}
+inline float __bfloat162float(__nv_bfloat16 h) {
+  const std::uint32_t u = static_cast<std::uint32_t>(h.x) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) {
+  return __nv_bfloat162{__float2bfloat16_rn(a), __float2bfloat16_rn(b)};
+}
+inline float2 __bfloat1622float2(__nv_bfloat162 h) { return float2{__bfloat162float(h.x), __bfloat162float(h.y)}; }
+
+// ---------------------------------------------------------------- math
+inline float __expf(float x) { return expf(x); }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+
+// ---------------------------------------------------------------- runtime stubs (host declarations only)
+using cudaError_t = int;
+using cudaStream_t = void*;
+constexpr cudaError_t cudaSuccess = 0;
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+inline const char* cudaGetErrorString(cudaError_t) { return "emulated"; }
+template <typename K>
+cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) {
+  return cudaSuccess;
+}
+
+// ---------------------------------------------------------------- fiber runtime
+extern "C" void emu_ctx_switch(void** save_sp, void* new_sp);
+asm(R"(
+.text
+.globl emu_ctx_switch
+.type emu_ctx_switch,@function
+emu_ctx_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size emu_ctx_switch,.-emu_ctx_switch
+.section .note.GNU-stack,"",@progbits
+.text
+)");
+
+namespace emu {
+
+#ifdef EMU_TSAN
+extern "C" void AnnotateIgnoreReadsBegin(const char* f, int l);
+extern "C" void AnnotateIgnoreReadsEnd(const char* f, int l);
+extern "C" void AnnotateIgnoreWritesBegin(const char* f, int l);
+extern "C" void AnnotateIgnoreWritesEnd(const char* f, int l);
+// Emulator bookkeeping touched by every emulated thread (not the kernel's memory).
+struct IgnoreScope {
+  IgnoreScope() { AnnotateIgnoreReadsBegin(__FILE__, __LINE__), AnnotateIgnoreWritesBegin(__FILE__, __LINE__); }
+  ~IgnoreScope() { AnnotateIgnoreWritesEnd(__FILE__, __LINE__), AnnotateIgnoreReadsEnd(__FILE__, __LINE__); }
+};
+inline void tsan_release(void* a) { __tsan_release(a); }
+inline void tsan_acquire(void* a) { __tsan_acquire(a); }
+#else
+struct IgnoreScope {};
+inline void tsan_release(void*) {}
+inline void tsan_acquire(void*) {}
+#endif
+
+enum State : int { ST_READY = 0, ST_WAIT_BLOCK = 1, ST_WAIT_WARP = 2, ST_DONE = 3 };
+
+struct Fiber {
+  uint3 tidx;
+  int tid, warp, lane;
+  void* sp = nullptr;
+  std::atomic<int> state{ST_READY};
+  std::atomic<unsigned> wait_gen{0};
+  void* tsan = nullptr;
+  long nsync_block = 0, nsync_warp = 0;
+};
+
+constexpr int kMaxWarps = 32;
+struct Block {
+  uint3 bidx;
+  dim3 bdim, gdim;
+  int nthreads, nwarps;
+  unsigned char* smem;
+  std::size_t smem_size;
+  std::atomic<int> barrived{0};
+  std::atomic<unsigned> bgen{0};
+  std::atomic<int> warrived[kMaxWarps];
+  std::atomic<unsigned> wgen[kMaxWarps];
+  float shfl[kMaxWarps][32];
+  char tsan_b[2];
+  char tsan_w[kMaxWarps][2];
+  char tsan_start;
+};
+
+// Configuration (set by the harness between launches).
+// WMMA barriers: 0 (default) before and after every load/store/mma_sync; 1: before load/store
+// only (CUDA: "waits until all warp lanes have arrived"); 2: none (only the kernel's own
+// __syncwarp/__syncthreads order memory between lanes).
+inline int g_strict = 0;
+inline bool g_random = false;   // random fiber order each scheduling round
+inline std::mt19937 g_rng{1};
+inline int g_smem_fill = 0xff;  // byte pattern of fresh shared memory (0xff: NaN)
+inline bool g_smem_at_start = false;  // shared buffer at the start of its pages (guard before) vs at the end
+
+inline std::atomic<Block*> g_blk{nullptr};
+inline std::atomic<Fiber*> g_cur{nullptr};
+inline void* g_sched_sp = nullptr;
+inline std::atomic<void*> g_sched_tsan{nullptr};
+inline std::function<void()> g_kernel;
+inline char g_launch_done;
+inline const char* g_kernel_name = "";
+
+// Violations and events, reported by the harness.
+inline std::vector<std::string> g_errors;
+inline long g_wmma_violations = 0;
+inline void report(const std::string& s) {
+  [[maybe_unused]] IgnoreScope ig;
+  if (g_errors.size() < 200) g_errors.push_back(s);
+}
+
+inline Fiber* cur() { return g_cur.load(std::memory_order_relaxed); }
+inline Block* blk() { return g_blk.load(std::memory_order_relaxed); }
+inline unsigned char* dyn_smem() { return blk()->smem; }
+
+inline void yield() {
+  Fiber* f = cur();
+#ifdef EMU_TSAN
+  __tsan_switch_to_fiber(g_sched_tsan.load(std::memory_order_relaxed), __tsan_switch_to_fiber_no_sync);
+#endif
+  emu_ctx_switch(&f->sp, g_sched_sp);
+}
+
+inline void block_sync() {
+  Fiber* f = cur();
+  Block* b = blk();
+  const unsigned g = b->bgen.load(std::memory_order_relaxed);
+  tsan_release(&b->tsan_b[g & 1]);
+  ++f->nsync_block;
+  if (b->barrived.fetch_add(1, std::memory_order_relaxed) + 1 == b->nthreads) {
+    b->barrived.store(0, std::memory_order_relaxed);
+    b->bgen.store(g + 1, std::memory_order_relaxed);
+  } else {
+    f->wait_gen.store(g, std::memory_order_relaxed);
+    f->state.store(ST_WAIT_BLOCK, std::memory_order_relaxed);
+    yield();
+    f->state.store(ST_READY, std::memory_order_relaxed);
+  }
+  tsan_acquire(&b->tsan_b[g & 1]);
+}
+
+inline void warp_sync() {
+  Fiber* f = cur();
+  Block* b = blk();
+  const int w = f->warp;
+  const unsigned g = b->wgen[w].load(std::memory_order_relaxed);
+  tsan_release(&b->tsan_w[w][g & 1]);
+  ++f->nsync_warp;
+  if (b->warrived[w].fetch_add(1, std::memory_order_relaxed) + 1 == 32) {
+    b->warrived[w].store(0, std::memory_order_relaxed);
+    b->wgen[w].store(g + 1, std::memory_order_relaxed);
+  } else {
+    f->wait_gen.store(g, std::memory_order_relaxed);
+    f->state.store(ST_WAIT_WARP, std::memory_order_relaxed);
+    yield();
+    f->state.store(ST_READY, std::memory_order_relaxed);
+  }
+  tsan_acquire(&b->tsan_w[w][g & 1]);
+}
+
+inline void fiber_main() {
+  Fiber* f = cur();
+  tsan_acquire(&blk()->tsan_start);
+  g_kernel();
+  f->state.store(ST_DONE, std::memory_order_relaxed);
+  tsan_release(&g_launch_done);
+  yield();
+  __builtin_trap();
+}
+
+constexpr std::size_t kStack = 256 * 1024;
+constexpr std::size_t kPage = 4096;
+
+// Region of `bytes` with PROT_NONE guard pages on both sides; the data sits at the end of its
+// pages (an overrun faults at once) or, with at_start, at the start (an underrun faults).
+struct Guarded {
+  unsigned char* base = nullptr;
+  std::size_t total = 0;
+  unsigned char* data = nullptr;
+  void alloc(std::size_t bytes, bool at_start, std::size_t align) {
+    const std::size_t pages = (bytes + kPage - 1) / kPage;
+    total = (pages + 2) * kPage;
+    base = static_cast<unsigned char*>(mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (base == MAP_FAILED) {
+      perror("mmap");
+      std::abort();
+    }
+    mprotect(base + kPage, pages * kPage, PROT_READ | PROT_WRITE);
+    if (at_start)
+      data = base + kPage;
+    else
+      data = base + kPage + pages * kPage - bytes;
+    if (reinterpret_cast<std::uintptr_t>(data) % align != 0) {
+      std::fprintf(stderr, "guarded alloc: %zu bytes cannot be end-aligned to %zu\n", bytes, align);
+      std::abort();
+    }
+  }
+  void release() {
+    if (base) munmap(base, total);
+    base = data = nullptr;
+  }
+};
+
+// Runs one block; returns false on deadlock.
+inline bool run_block(uint3 bidx, dim3 grid, int nthreads, std::size_t smem_bytes, Fiber* fibers) {
+  Block* b = new Block;
+  b->bidx = bidx;
+  b->bdim = dim3(nthreads);
+  b->gdim = grid;
+  b->nthreads = nthreads;
+  b->nwarps = (nthreads + 31) / 32;
+  for (int w = 0; w < kMaxWarps; ++w) {
+    b->warrived[w].store(0);
+    b->wgen[w].store(0);
+  }
+  Guarded sm;
+  sm.alloc(smem_bytes ? smem_bytes : 128, g_smem_at_start, 128);
+  std::memset(sm.data, g_smem_fill, smem_bytes);
+  b->smem = sm.data;
+  b->smem_size = smem_bytes;
+
+  Guarded stacks;
+  stacks.alloc(kStack * nthreads, true, 16);
+  for (int i = 0; i < nthreads; ++i) {
+    Fiber& f = fibers[i];
+    f.tid = i;
+    f.tidx = uint3{static_cast<unsigned>(i), 0, 0};
+    f.warp = i / 32;
+    f.lane = i % 32;
+    auto* top = reinterpret_cast<void**>(stacks.data + kStack * (i + 1));
+    // [top-8]: fake return slot of fiber_main; [top-16]: fiber_main; then 6 callee-saved regs.
+    top[-1] = nullptr;
+    top[-2] = reinterpret_cast<void*>(&fiber_main);
+    for (int r = 3; r <= 8; ++r) top[-r] = nullptr;
+    f.sp = top - 8;
+#ifdef EMU_TSAN
+    f.tsan = __tsan_create_fiber(0);
+#endif
+  }
+#ifdef EMU_TSAN
+  if (!g_sched_tsan.load()) g_sched_tsan.store(__tsan_get_current_fiber());
+#endif
+  g_blk.store(b, std::memory_order_relaxed);
+  tsan_release(&b->tsan_start);
+
+  std::vector<Fiber*> ready;
+  bool ok = true;
+  for (;;) {
+    ready.clear();
+    bool all_done = true;
+    for (Fiber& f : std::span(fibers, nthreads)) {
+      const int st = f.state.load(std::memory_order_relaxed);
+      if (st == ST_DONE) continue;
+      all_done = false;
+      const unsigned wg = f.wait_gen.load(std::memory_order_relaxed);
+      if (st == ST_READY || (st == ST_WAIT_BLOCK && b->bgen.load(std::memory_order_relaxed) != wg) ||
+          (st == ST_WAIT_WARP && b->wgen[f.warp].load(std::memory_order_relaxed) != wg))
+        ready.push_back(&f);
+    }
+    if (all_done) break;
+    if (ready.empty()) {
+      int nb = 0, nw = 0, nd = 0;
+      std::string warps;
+      for (Fiber& f : std::span(fibers, nthreads)) {
+        const int st = f.state.load();
+        nb += st == ST_WAIT_BLOCK;
+        nw += st == ST_WAIT_WARP;
+        nd += st == ST_DONE;
+      }
+      for (int w = 0; w < b->nwarps; ++w)
+        warps += " w" + std::to_string(w) + ":" + std::to_string(b->warrived[w].load()) + "@syncwarp";
+      report(std::string("DEADLOCK in ") + g_kernel_name + " block (" + std::to_string(bidx.x) + "," +
+             std::to_string(bidx.y) + "): " + std::to_string(nb) + " threads at __syncthreads, " +
+             std::to_string(nw) + " at a warp barrier, " + std::to_string(nd) + " exited;" + warps);
+      ok = false;
+      break;
+    }
+    if (g_random) std::shuffle(ready.begin(), ready.end(), g_rng);
+    for (Fiber* f : ready) {
+      g_cur.store(f, std::memory_order_relaxed);
+#ifdef EMU_TSAN
+      __tsan_switch_to_fiber(f->tsan, __tsan_switch_to_fiber_no_sync);
+#endif
+      emu_ctx_switch(&g_sched_sp, f->sp);
+    }
+  }
+  g_cur.store(nullptr);
+  stacks.release();
+  sm.release();
+  // b is leaked on purpose when TSan runs (its sync objects must stay distinct per block)
+#ifndef EMU_TSAN
+  delete b;
+#endif
+  return ok;
+}
+
+// Launch: every block of grid, blocks one after another.
+inline bool launch(const char* name, dim3 grid, int threads, std::size_t smem, std::function<void()> body) {
+  g_kernel_name = name;
+  g_kernel = std::move(body);
+  bool ok = true;
+  std::vector<std::unique_ptr<Fiber[]>> all;
+  std::vector<char> done;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        all.emplace_back(new Fiber[threads]);
+        done.push_back(run_block(uint3{x, y, z}, grid, threads, smem, all.back().get()));
+        ok = ok && done.back();
+      }
+  tsan_acquire(&g_launch_done);
+  for (std::size_t bi = 0; bi < all.size(); ++bi) {
+    Fiber* fibers = all[bi].get();
+    if (done[bi])
+      for (int i = 0; i < threads; ++i)
+        if (fibers[i].nsync_block != fibers[0].nsync_block)
+          report(std::string("barrier count mismatch in ") + g_kernel_name + ": thread " + std::to_string(i) +
+                 " passed " + std::to_string(fibers[i].nsync_block) + " __syncthreads, thread 0 " +
+                 std::to_string(fibers[0].nsync_block));
+#ifdef EMU_TSAN
+    for (int i = 0; i < threads; ++i) __tsan_destroy_fiber(fibers[i].tsan);
+#endif
+  }
+  return ok;
+}
+
+}  // namespace emu
+
+#define threadIdx (::emu::cur()->tidx)
+#define blockIdx (::emu::blk()->bidx)
+#define blockDim (::emu::blk()->bdim)
+#define gridDim (::emu::blk()->gdim)
+
+inline void __syncthreads() { ::emu::block_sync(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  if (mask != 0xffffffffu) ::emu::report("__syncwarp with a partial mask");
+  ::emu::warp_sync();
+}
+inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width = 32) {
+  if (mask != 0xffffffffu || width != 32) ::emu::report("__shfl_xor_sync with a partial mask or width");
+  emu::Fiber* f = emu::cur();
+  emu::Block* b = emu::blk();
+  emu::warp_sync();  // the shuffle is warp-synchronous: no lane still reads the buffer
+  b->shfl[f->warp][f->lane] = v;
+  emu::warp_sync();
+  const float r = b->shfl[f->warp][f->lane ^ (lane_mask & 31)];
+  emu::warp_sync();
+  return r;
+}
+inline float __shfl_sync(unsigned mask, float v, int src, int width = 32) {
+  if (mask != 0xffffffffu || width != 32) ::emu::report("__shfl_sync with a partial mask or width");
+  emu::Fiber* f = emu::cur();
+  emu::Block* b = emu::blk();
+  emu::warp_sync();
+  b->shfl[f->warp][f->lane] = v;
+  emu::warp_sync();
+  const float r = b->shfl[f->warp][src & 31];
+  emu::warp_sync();
+  return r;
+}
+
+// ---------------------------------------------------------------- WMMA
+// Each lane holds the whole 16x16 matrix (every lane loads and computes the same); a lane stores
+// its own accumulator elements (see acc_owned). Implicit warp barriers as set by emu::g_strict.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "emulated shape is 16x16x16");
+  T m[16][16];  // matrix_a: (i, k); matrix_b: (k, n); accumulator: (i, j)
+};
+
+namespace detail {
+template <typename T>
+inline void check_ptr(const T* p, unsigned ldm, const char* op) {
+  const bool bad_ptr = reinterpret_cast<std::uintptr_t>(p) % 32 != 0;
+  const bool bad_ldm = ldm % (16 / sizeof(T)) != 0;
+  if (bad_ptr || bad_ldm) {
+    [[maybe_unused]] ::emu::IgnoreScope ig;
+    ++::emu::g_wmma_violations;
+    char buf[256];
+    const long off = reinterpret_cast<const unsigned char*>(p) - ::emu::blk()->smem;
+    std::snprintf(buf, sizeof buf, "WMMA %s in %s: pointer %p (smem offset %ld) %s, ldm %u %s", op,
+                  ::emu::g_kernel_name, static_cast<const void*>(p), off,
+                  bad_ptr ? "NOT 32-byte aligned" : "aligned", ldm, bad_ldm ? "NOT a multiple of 16 bytes" : "ok");
+    ::emu::report(buf);
+  }
+}
+inline void before() {
+  if (::emu::g_strict < 2) ::emu::warp_sync();
+}
+inline void after() {
+  if (::emu::g_strict == 0) ::emu::warp_sync();
+}
+}  // namespace detail
+
+template <typename Use, typename T, typename L>
+inline void fill_fragment(fragment<Use, 16, 16, 16, T, L>& f, const std::type_identity_t<T>& v) {
+  for (auto& r : f.m)
+    for (auto& x : r) x = v;
+}
+
+// matrix_a (element (i, k)) and matrix_b (element (k, n)): m[r][c] is p[r * ldm + c] for
+// row_major, p[c * ldm + r] for col_major.
+template <typename Use, typename T, typename L>
+  requires(std::is_same_v<L, row_major> || std::is_same_v<L, col_major>)
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, L>& f, const T* p, unsigned ldm) {
+  detail::check_ptr(p, ldm, std::is_same_v<L, row_major> ? "load a/b row_major" : "load a/b col_major");
+  detail::before();
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.m[r][c] = std::is_same_v<L, row_major> ? p[r * ldm + c] : p[c * ldm + r];
+  detail::after();
+}
+// Accumulator element (i, j) belongs to lane 4 (i % 8) + (j % 8) / 2 (the sm_80+ m16n16k16 f32
+// layout: rows lane/4 and lane/4 + 8, columns 2 (lane%4) + {0, 1} and + 8). A lane stores only its
+// own elements, and of an accumulator load only its own elements are visible to TSan (the rest
+// is read with TSan ignoring it), so that load -> mma -> store of the same tile by one warp is
+// not mistaken for a cross-lane hazard: on the hardware every lane reads and writes back the
+// same elements.
+inline bool acc_owned(int lane, int i, int j) { return i % 8 == lane / 4 && (j % 8) / 2 == lane % 4; }
+
+template <typename T>
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, T, void>& c, const T* p, unsigned ldm, layout_t layout) {
+  detail::check_ptr(p, ldm, "load accumulator");
+  detail::before();
+  const int lane = ::emu::cur()->lane;
+  {
+    [[maybe_unused]] ::emu::IgnoreScope ig;
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 16; ++j) c.m[i][j] = layout == mem_row_major ? p[i * ldm + j] : p[j * ldm + i];
+  }
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j)
+      if (acc_owned(lane, i, j)) c.m[i][j] = layout == mem_row_major ? p[i * ldm + j] : p[j * ldm + i];
+  detail::after();
+}
+template <typename T>
+inline void store_matrix_sync(T* p, const fragment<accumulator, 16, 16, 16, T, void>& c, unsigned ldm,
+                              layout_t layout) {
+  detail::check_ptr(p, ldm, "store accumulator");
+  detail::before();
+  const int lane = ::emu::cur()->lane;
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j)
+      if (acc_owned(lane, i, j)) (layout == mem_row_major ? p[i * ldm + j] : p[j * ldm + i]) = c.m[i][j];
+  detail::after();
+}
+
+template <typename LA, typename LB>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float, void>& d,
+                     const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, LA>& a,
+                     const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, LB>& b,
+                     const fragment<accumulator, 16, 16, 16, float, void>& c) {
+  if (::emu::g_strict == 0) detail::before();
+  float r[16][16];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      float acc = c.m[i][j];
+      for (int k = 0; k < 16; ++k) acc += __bfloat162float(a.m[i][k]) * __bfloat162float(b.m[k][j]);  // exact products
+      r[i][j] = acc;
+    }
+  std::memcpy(d.m, r, sizeof r);
+  detail::after();
+}
+}  // namespace wmma
+}  // namespace nvcuda
