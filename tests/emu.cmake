@@ -1,22 +1,38 @@
-# CPU emulation of the BF16 tensor-core attention kernels (tests/emu/): the kernel source,
-# unchanged apart from its includes and shared-memory declarations (extract.py checks this),
-# runs on emulated warps (fibers with real barriers and shuffles, WMMA on whole 16x16
-# matrices, guard pages) against the CPU reference - so CI checks the kernels' logic
-# without a GPU. The fiber switch is x86-64 assembly: elsewhere the test is not built.
+# CPU emulation of CUDA kernels (tests/emu/): the kernel sources, unchanged apart from their
+# includes, host tails and shared-memory declarations (extract.py checks this), run on
+# emulated warps (fibers with real barriers and shuffles, WMMA on whole 16x16 matrices, guard
+# pages) against the CPU reference - so CI checks the kernels' logic without a GPU. The fiber
+# switch is x86-64 assembly: elsewhere the tests are not built.
+#   kernels.tc_attention_emu  attention_train_tc.cu (tensor-core attention)
+#   kernels.rmsnorm_emu       rmsnorm.cu (forward, add + norm, backward, dw)
+#   kernels.loss_emu          loss.cu (cross-entropy: target check, rows, loss sum)
+#   kernels.optimizer_emu     optimizer.cu (multi-tensor AdamW, sum_squares, scale)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   find_package(Python3 COMPONENTS Interpreter REQUIRED)
   set(emu_gen ${CMAKE_BINARY_DIR}/emu_gen)
+  set(emu_outputs attention_train_tc_emu.h attention_tiles_emu.cuh cuda_common_emu.cuh rmsnorm_emu.h loss_emu.h
+                  optimizer_emu.h)
+  list(TRANSFORM emu_outputs PREPEND ${emu_gen}/)
   add_custom_command(
-    OUTPUT ${emu_gen}/attention_train_tc_emu.h ${emu_gen}/attention_tiles_emu.cuh ${emu_gen}/cuda_common_emu.cuh
+    OUTPUT ${emu_outputs}
     COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_SOURCE_DIR} ${emu_gen}
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_train_tc.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_tiles.cuh ${CMAKE_SOURCE_DIR}/kernels/cuda/cuda_common.cuh
-    COMMENT "Extracting the tensor-core attention kernels for the CPU emulation test")
-  add_executable(tc_attention_emu emu/tc_attention_emu.cpp ${emu_gen}/attention_train_tc_emu.h)
-  target_include_directories(tc_attention_emu PRIVATE ${emu_gen} ${CMAKE_CURRENT_SOURCE_DIR}/emu ${CMAKE_SOURCE_DIR})
-  target_compile_options(tc_attention_emu PRIVATE -fno-strict-aliasing -Wno-unknown-pragmas)
-  target_link_libraries(tc_attention_emu PRIVATE sppft_kernels)
-  set_target_properties(tc_attention_emu PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
-  add_test(NAME kernels.tc_attention_emu COMMAND tc_attention_emu)
-  set_tests_properties(kernels.tc_attention_emu PROPERTIES LABELS kernels)
+            ${CMAKE_SOURCE_DIR}/kernels/cuda/rmsnorm.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/loss.cu
+            ${CMAKE_SOURCE_DIR}/kernels/cuda/optimizer.cu
+    COMMENT "Extracting CUDA kernels for the CPU emulation tests")
+  # emu_test(NAME GENERATED_HEADER): tests/emu/NAME.cpp -> build/tests/NAME, ctest kernels.NAME
+  function(emu_test name header)
+    add_executable(${name} emu/${name}.cpp ${emu_gen}/${header})
+    target_include_directories(${name} PRIVATE ${emu_gen} ${CMAKE_CURRENT_SOURCE_DIR}/emu ${CMAKE_SOURCE_DIR})
+    target_compile_options(${name} PRIVATE -fno-strict-aliasing -Wno-unknown-pragmas -Wno-sign-compare)  # kernel code: threadIdx.x is unsigned
+    target_link_libraries(${name} PRIVATE sppft_kernels)
+    set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+    add_test(NAME kernels.${name} COMMAND ${name})
+    set_tests_properties(kernels.${name} PROPERTIES LABELS kernels TIMEOUT 600)  # a hung kernel fails, not blocks
+  endfunction()
+  emu_test(tc_attention_emu attention_train_tc_emu.h)
+  emu_test(rmsnorm_emu rmsnorm_emu.h)
+  emu_test(loss_emu loss_emu.h)
+  emu_test(optimizer_emu optimizer_emu.h)
 endif()

@@ -1,8 +1,13 @@
-// CPU emulation of the CUDA device environment needed by attention_train_tc.cu:
-// qualifiers, built-in variables, barriers, warp shuffles, bf16, vector types, and
-// nvcuda::wmma (16x16x16, bf16 in, fp32 accumulate). Threads of a block are cooperative
+// CPU emulation of the CUDA device environment needed by attention_train_tc.cu, rmsnorm.cu,
+// loss.cu and optimizer.cu: qualifiers, built-in variables (1-3 dimensional blocks),
+// barriers, warp shuffles (4- and 8-byte types), atomics, bf16, vector types, IEEE
+// round-to-nearest intrinsics, static and dynamic shared memory, and nvcuda::wmma
+// (16x16x16, bf16 in, fp32 accumulate). Threads of a block are cooperative
 // fibers (custom x86-64 context switch) in one OS thread; a block runs until all its
 // threads finish or deadlock (every live thread waits on a barrier that cannot complete).
+// Blocks of a launch run one after another. Shared memory (dynamic, and static through
+// EMU_SHARED, which extract.py substitutes for `__shared__ T name[dims];`) is fresh per
+// block: filled with emu::g_smem_fill, next to a PROT_NONE guard page.
 // Under -fsanitize=thread each emulated thread is a TSan fiber; the only happens-before
 // edges are the barriers (__syncthreads, __syncwarp, the implicit warp barrier of the
 // *_sync WMMA ops and of shuffles), kernel start and kernel end, so TSan reports any
@@ -44,6 +49,12 @@
 #define __grid_constant__
 #define __shared__
 #define __align__(n) __attribute__((aligned(n)))
+// A static `__shared__ T name dims;` of a kernel, as extract.py rewrites it: `name` is a
+// reference to this block's copy (emu::shared_var); the static `emu_shared_key_name` only
+// identifies the declaration (one per template instantiation) and is never read or written.
+#define EMU_SHARED(T, name, dims) \
+  static T emu_shared_key_##name dims; \
+  std::add_lvalue_reference_t<T dims> name = ::emu::shared_var(emu_shared_key_##name)
 
 // ---------------------------------------------------------------- vector types
 struct uint3 {
@@ -64,6 +75,7 @@ struct alignas(8) float2 {
 };
 inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }
 inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
+inline float2 make_float2(float a, float b) { return float2{a, b}; }
 
 // ---------------------------------------------------------------- bf16
 struct __nv_bfloat16 {
@@ -94,10 +106,28 @@ inline float2 __bfloat1622float2(__nv_bfloat162 h) { return float2{__bfloat162fl
 inline float __expf(float x) { return expf(x); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
+inline long min(long a, long b) { return a < b ? a : b; }  // std::int64_t (CUDA has the long overloads too)
+inline long max(long a, long b) { return a > b ? a : b; }
 inline long long min(long long a, long long b) { return a < b ? a : b; }
 inline long long max(long long a, long long b) { return a > b ? a : b; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline unsigned long min(unsigned long a, unsigned long b) { return a < b ? a : b; }
+inline unsigned long max(unsigned long a, unsigned long b) { return a > b ? a : b; }
+// IEEE-754 round-to-nearest single operations, never contracted into an FMA (as CUDA's
+// __fadd_rn etc.): the empty asm makes each result opaque to the optimizer, so even a build
+// with -mfma -ffp-contract=fast cannot fuse a product into the following add.
+namespace emu {
+inline float opaque(float x) {
+  asm("" : "+x"(x));
+  return x;
+}
+}  // namespace emu
+inline float __fadd_rn(float a, float b) { return emu::opaque(a + b); }
+inline float __fsub_rn(float a, float b) { return emu::opaque(a - b); }
+inline float __fmul_rn(float a, float b) { return emu::opaque(a * b); }
+inline float __fdiv_rn(float a, float b) { return emu::opaque(a / b); }
+inline float __fsqrt_rn(float a) { return emu::opaque(sqrtf(a)); }
 
 // ---------------------------------------------------------------- runtime stubs (host declarations only)
 using cudaError_t = int;
@@ -167,9 +197,17 @@ struct Fiber {
   std::atomic<unsigned> wait_gen{0};
   void* tsan = nullptr;
   long nsync_block = 0, nsync_warp = 0;
+  unsigned nshfl = 0;  // shuffles so far (selects the exchange buffer)
 };
 
 constexpr int kMaxWarps = 32;
+struct StaticShared {
+  const void* key;  // the declaration (address of its emu_shared_key_ static)
+  unsigned char* base;
+  std::size_t total;
+  unsigned char* data;
+  std::size_t bytes;
+};
 struct Block {
   uint3 bidx;
   dim3 bdim, gdim;
@@ -180,7 +218,9 @@ struct Block {
   std::atomic<unsigned> bgen{0};
   std::atomic<int> warrived[kMaxWarps];
   std::atomic<unsigned> wgen[kMaxWarps];
-  float shfl[kMaxWarps][32];
+  alignas(8) unsigned char shfl[2][kMaxWarps][32][8];  // shuffle exchange (double-buffered), 4 or 8 bytes
+  std::vector<StaticShared> statics;                 // static __shared__ variables, allocated on first use
+  std::size_t static_bytes = 0;
   char tsan_b[2];
   char tsan_w[kMaxWarps][2];
   char tsan_start;
@@ -191,7 +231,13 @@ struct Block {
 // only (CUDA: "waits until all warp lanes have arrived"); 2: none (only the kernel's own
 // __syncwarp/__syncthreads order memory between lanes).
 inline int g_strict = 0;
-inline bool g_random = false;   // random fiber order each scheduling round
+// Random schedule: each scheduling round runs the ready threads in a random order, and each
+// warp of a block gets a random speed (the chance that its ready threads run in a round: 1,
+// 1/2, 1/4 or 1/10), so warps drift apart between block barriers as far as the barriers allow
+// (every schedule it produces is one a GPU may choose). Without it every warp advances one
+// barrier-delimited segment per round, in lockstep, and a missing __syncthreads between warps
+// that stay in step could never show.
+inline bool g_random = false;
 inline std::mt19937 g_rng{1};
 inline int g_smem_fill = 0xff;  // byte pattern of fresh shared memory (0xff: NaN)
 inline bool g_smem_at_start = false;  // shared buffer at the start of its pages (guard before) vs at the end
@@ -302,13 +348,104 @@ struct Guarded {
     if (base) munmap(base, total);
     base = data = nullptr;
   }
+  // Canary bytes in the mapped pages outside [data, data + bytes) (alignment slack, the rest
+  // of the page): canary_ok() is false when an access that stayed in the pages wrote one.
+  static constexpr unsigned char kCanary = 0x5a;
+  void canary(std::size_t bytes) {
+    std::memset(base + kPage, kCanary, static_cast<std::size_t>(data - base) - kPage);
+    std::memset(data + bytes, kCanary, static_cast<std::size_t>(base + total - kPage - (data + bytes)));
+  }
+  bool canary_ok(std::size_t bytes) const {
+    for (const unsigned char* q = base + kPage; q < data; ++q)
+      if (*q != kCanary) return false;
+    for (const unsigned char* q = data + bytes; q < base + total - kPage; ++q)
+      if (*q != kCanary) return false;
+    return true;
+  }
 };
 
+// Shared memory regions (dynamic, static variables) are recycled from block to block by size
+// and placement (they are refilled and re-canaried for each block); under TSan every block
+// maps its own, like the stacks below.
+inline std::vector<Guarded>& region_pool() {
+  static std::vector<Guarded> pool;
+  return pool;
+}
+inline void region_alloc(Guarded& g, std::size_t bytes, bool at_start, std::size_t align) {
+#ifndef EMU_TSAN
+  auto& pool = region_pool();
+  for (std::size_t i = 0; i < pool.size(); ++i) {
+    Guarded& c = pool[i];
+    const std::size_t pages = (bytes + kPage - 1) / kPage;
+    unsigned char* want = at_start ? c.base + kPage : c.base + kPage + pages * kPage - bytes;
+    if (c.total == (pages + 2) * kPage && c.data == want && reinterpret_cast<std::uintptr_t>(want) % align == 0) {
+      g = c;
+      pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(i));
+      return;
+    }
+  }
+#endif
+  g.alloc(bytes, at_start, align);
+}
+inline void region_free(Guarded& g) {
+#ifndef EMU_TSAN
+  if (region_pool().size() < 64) {
+    region_pool().push_back(g);
+    g.base = g.data = nullptr;
+    return;
+  }
+#endif
+  g.release();
+}
+
+// The fibers' stacks (one region, a guard page below it), kept from block to block: stack
+// contents need no reset (each fiber starts from a fresh frame), so only the first block of
+// a size maps them. Under TSan every block maps its own (the shadow of a region is reset when
+// it is unmapped, so fibers of different blocks never appear to share stack slots).
+inline unsigned char* fiber_stacks(int nthreads, Guarded& per_block) {
+#ifdef EMU_TSAN
+  per_block.alloc(kStack * nthreads, true, 16);
+  return per_block.data;
+#else
+  (void)per_block;
+  static Guarded cache;
+  static int cached = 0;
+  if (nthreads > cached) {
+    cache.release();
+    cache.alloc(kStack * nthreads, true, 16);
+    cached = nthreads;
+  }
+  return cache.data;
+#endif
+}
+
+// The block's copy of a static __shared__ variable (EMU_SHARED): allocated when the first of
+// its threads reaches the declaration, like dynamic shared memory (fill pattern, guard page
+// after it, or before it with g_smem_at_start), released with the block. CUDA's limit on
+// static shared memory per block (48 KiB) is checked.
+template <typename T>
+T& shared_var(T& key) {
+  [[maybe_unused]] IgnoreScope ig;  // emulator bookkeeping and the fill (undefined contents on the GPU)
+  Block* b = blk();
+  for (const StaticShared& st : b->statics)
+    if (st.key == &key) return *reinterpret_cast<T*>(st.data);
+  b->static_bytes += sizeof(T);
+  if (b->static_bytes > 48 * 1024)
+    report(std::string("static shared memory of ") + g_kernel_name + " over 48 KiB per block");
+  Guarded g;  // the variable ends exactly at the guard page (or starts right after one)
+  region_alloc(g, sizeof(T), g_smem_at_start, alignof(T));
+  g.canary(sizeof(T));
+  std::memset(g.data, g_smem_fill, sizeof(T));
+  b->statics.push_back(StaticShared{&key, g.base, g.total, g.data, sizeof(T)});
+  return *reinterpret_cast<T*>(g.data);
+}
+
 // Runs one block; returns false on deadlock.
-inline bool run_block(uint3 bidx, dim3 grid, int nthreads, std::size_t smem_bytes, Fiber* fibers) {
+inline bool run_block(uint3 bidx, dim3 grid, dim3 bdim, std::size_t smem_bytes, Fiber* fibers) {
+  const int nthreads = static_cast<int>(bdim.x * bdim.y * bdim.z);
   Block* b = new Block;
   b->bidx = bidx;
-  b->bdim = dim3(nthreads);
+  b->bdim = bdim;
   b->gdim = grid;
   b->nthreads = nthreads;
   b->nwarps = (nthreads + 31) / 32;
@@ -316,21 +453,26 @@ inline bool run_block(uint3 bidx, dim3 grid, int nthreads, std::size_t smem_byte
     b->warrived[w].store(0);
     b->wgen[w].store(0);
   }
+  // Dynamic shared memory: 16-byte aligned (128 when the size is a multiple of 128), ending at
+  // a guard page up to the alignment slack (or starting right after one); canaries around it.
   Guarded sm;
-  sm.alloc(smem_bytes ? smem_bytes : 128, g_smem_at_start, 128);
+  const std::size_t sm_span = smem_bytes ? (smem_bytes + 15) / 16 * 16 : 128;
+  region_alloc(sm, sm_span, g_smem_at_start, 16);
+  sm.canary(smem_bytes);
   std::memset(sm.data, g_smem_fill, smem_bytes);
   b->smem = sm.data;
   b->smem_size = smem_bytes;
 
   Guarded stacks;
-  stacks.alloc(kStack * nthreads, true, 16);
+  unsigned char* const stack_base = fiber_stacks(nthreads, stacks);
   for (int i = 0; i < nthreads; ++i) {
     Fiber& f = fibers[i];
-    f.tid = i;
-    f.tidx = uint3{static_cast<unsigned>(i), 0, 0};
+    f.tid = i;  // linear thread id x + X (y + Y z); warps are runs of 32 linear ids, as on the GPU
+    f.tidx = uint3{static_cast<unsigned>(i) % bdim.x, static_cast<unsigned>(i) / bdim.x % bdim.y,
+                   static_cast<unsigned>(i) / (bdim.x * bdim.y)};
     f.warp = i / 32;
     f.lane = i % 32;
-    auto* top = reinterpret_cast<void**>(stacks.data + kStack * (i + 1));
+    auto* top = reinterpret_cast<void**>(stack_base + kStack * (i + 1));
     // [top-8]: fake return slot of fiber_main; [top-16]: fiber_main; then 6 callee-saved regs.
     top[-1] = nullptr;
     top[-2] = reinterpret_cast<void*>(&fiber_main);
@@ -348,6 +490,13 @@ inline bool run_block(uint3 bidx, dim3 grid, int nthreads, std::size_t smem_byte
 
   std::vector<Fiber*> ready;
   bool ok = true;
+  float speed[kMaxWarps];
+  if (g_random)
+    for (int w = 0; w < b->nwarps; ++w) {
+      static constexpr float kSpeeds[] = {1.0f, 0.5f, 0.25f, 0.1f};
+      speed[w] = kSpeeds[g_rng() % 4];
+    }
+  std::uniform_real_distribution<float> coin(0.0f, 1.0f);
   for (;;) {
     ready.clear();
     bool all_done = true;
@@ -378,7 +527,17 @@ inline bool run_block(uint3 bidx, dim3 grid, int nthreads, std::size_t smem_byte
       ok = false;
       break;
     }
-    if (g_random) std::shuffle(ready.begin(), ready.end(), g_rng);
+    if (g_random) {
+      // This round's warps: each with its speed's probability (drawn again until one of the
+      // ready threads' warps is chosen).
+      bool run_warp[kMaxWarps];
+      for (bool any = false; !any;) {
+        for (int w = 0; w < b->nwarps; ++w) run_warp[w] = coin(g_rng) < speed[w];
+        for (Fiber* f : ready) any = any || run_warp[f->warp];
+      }
+      std::erase_if(ready, [&](Fiber* f) { return !run_warp[f->warp]; });
+      std::shuffle(ready.begin(), ready.end(), g_rng);
+    }
     for (Fiber* f : ready) {
       g_cur.store(f, std::memory_order_relaxed);
 #ifdef EMU_TSAN
@@ -389,7 +548,17 @@ inline bool run_block(uint3 bidx, dim3 grid, int nthreads, std::size_t smem_byte
   }
   g_cur.store(nullptr);
   stacks.release();
-  sm.release();
+  const auto where = [&] { return std::string(g_kernel_name) + " block (" + std::to_string(bidx.x) + "," +
+                                  std::to_string(bidx.y) + ")"; };
+  if (!sm.canary_ok(smem_bytes)) report("dynamic shared memory accessed out of bounds in " + where());
+  region_free(sm);
+  for (StaticShared& st : b->statics) {
+    Guarded g;
+    g.base = st.base, g.total = st.total, g.data = st.data;
+    if (!g.canary_ok(st.bytes)) report("static shared memory accessed out of bounds in " + where());
+    region_free(g);
+  }
+  b->statics.clear();
   // b is leaked on purpose when TSan runs (its sync objects must stay distinct per block)
 #ifndef EMU_TSAN
   delete b;
@@ -397,10 +566,18 @@ inline bool run_block(uint3 bidx, dim3 grid, int nthreads, std::size_t smem_byte
   return ok;
 }
 
-// Launch: every block of grid, blocks one after another.
-inline bool launch(const char* name, dim3 grid, int threads, std::size_t smem, std::function<void()> body) {
+// Launch: every block of grid, blocks one after another. block: threads per block (an int
+// converts to dim3(n)), at most 1024, a multiple of 32 (every warp full).
+inline bool launch(const char* name, dim3 grid, dim3 block, std::size_t smem, std::function<void()> body) {
   g_kernel_name = name;
   g_kernel = std::move(body);
+  const int threads = static_cast<int>(block.x * block.y * block.z);
+  if (threads < 1 || threads > 32 * kMaxWarps || threads % 32 != 0 || grid.x < 1 || grid.y < 1 || grid.z < 1 ||
+      grid.y > 65535 || grid.z > 65535 || block.z > 64) {
+    report(std::string("launch configuration of ") + name +
+           " invalid (CUDA) or with a partial warp (not emulated)");
+    return false;
+  }
   bool ok = true;
   std::vector<std::unique_ptr<Fiber[]>> all;
   std::vector<char> done;
@@ -408,7 +585,7 @@ inline bool launch(const char* name, dim3 grid, int threads, std::size_t smem, s
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
         all.emplace_back(new Fiber[threads]);
-        done.push_back(run_block(uint3{x, y, z}, grid, threads, smem, all.back().get()));
+        done.push_back(run_block(uint3{x, y, z}, grid, block, smem, all.back().get()));
         ok = ok && done.back();
       }
   tsan_acquire(&g_launch_done);
@@ -439,27 +616,60 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
   if (mask != 0xffffffffu) ::emu::report("__syncwarp with a partial mask");
   ::emu::warp_sync();
 }
-inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width = 32) {
-  if (mask != 0xffffffffu || width != 32) ::emu::report("__shfl_xor_sync with a partial mask or width");
-  emu::Fiber* f = emu::cur();
-  emu::Block* b = emu::blk();
-  emu::warp_sync();  // the shuffle is warp-synchronous: no lane still reads the buffer
-  b->shfl[f->warp][f->lane] = v;
-  emu::warp_sync();
-  const float r = b->shfl[f->warp][f->lane ^ (lane_mask & 31)];
-  emu::warp_sync();
+// Shuffles of CUDA's 4- and 8-byte overloads (int, unsigned, long, long long and their
+// unsigned forms, float, double): the value travels bit for bit.
+namespace emu {
+template <typename T>
+concept ShflType = std::is_same_v<T, int> || std::is_same_v<T, unsigned> || std::is_same_v<T, long> ||
+                   std::is_same_v<T, unsigned long> || std::is_same_v<T, long long> ||
+                   std::is_same_v<T, unsigned long long> || std::is_same_v<T, float> || std::is_same_v<T, double>;
+// Every lane writes its value, one warp barrier, every lane reads its source's. Consecutive
+// shuffles alternate between two buffers: a lane can write buffer k % 2 again only after the
+// barrier of shuffle k + 1, which every lane reaches after its read of shuffle k.
+template <typename T>
+inline T shfl(T v, int src_lane) {
+  Fiber* f = cur();
+  Block* b = blk();
+  auto& buf = b->shfl[f->nshfl++ & 1][f->warp];
+  std::memcpy(buf[f->lane], &v, sizeof(T));
+  warp_sync();
+  T r;
+  std::memcpy(&r, buf[src_lane & 31], sizeof(T));
   return r;
 }
-inline float __shfl_sync(unsigned mask, float v, int src, int width = 32) {
+}  // namespace emu
+template <emu::ShflType T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  if (mask != 0xffffffffu || width != 32) ::emu::report("__shfl_xor_sync with a partial mask or width");
+  return emu::shfl(v, emu::cur()->lane ^ (lane_mask & 31));
+}
+template <emu::ShflType T>
+inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
   if (mask != 0xffffffffu || width != 32) ::emu::report("__shfl_sync with a partial mask or width");
-  emu::Fiber* f = emu::cur();
-  emu::Block* b = emu::blk();
-  emu::warp_sync();
-  b->shfl[f->warp][f->lane] = v;
-  emu::warp_sync();
-  const float r = b->shfl[f->warp][src & 31];
-  emu::warp_sync();
-  return r;
+  return emu::shfl(v, src);
+}
+
+// ---------------------------------------------------------------- atomics
+// Fibers switch only at barriers, so a read-modify-write is never interleaved with another
+// thread's; std::atomic_ref (relaxed, as CUDA's atomics) also makes them atomics for TSan.
+// Each returns the old value, as CUDA's.
+template <typename T>
+  requires(std::is_same_v<T, int> || std::is_same_v<T, unsigned> || std::is_same_v<T, unsigned long long> ||
+           std::is_same_v<T, float>)
+inline T atomicExch(T* p, std::type_identity_t<T> v) {
+  return std::atomic_ref<T>(*p).exchange(v, std::memory_order_relaxed);
+}
+template <typename T>
+  requires(std::is_same_v<T, int> || std::is_same_v<T, unsigned> || std::is_same_v<T, unsigned long long> ||
+           std::is_same_v<T, float> || std::is_same_v<T, double>)
+inline T atomicAdd(T* p, std::type_identity_t<T> v) {
+  return std::atomic_ref<T>(*p).fetch_add(v, std::memory_order_relaxed);
+}
+template <typename T>
+  requires(std::is_same_v<T, int> || std::is_same_v<T, unsigned> || std::is_same_v<T, unsigned long long>)
+inline T atomicCAS(T* p, std::type_identity_t<T> compare, std::type_identity_t<T> v) {
+  std::atomic_ref<T>(*p).compare_exchange_strong(compare, v, std::memory_order_relaxed);
+  return compare;  // the old value (unchanged compare when it matched)
 }
 
 // ---------------------------------------------------------------- WMMA

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Copies the tensor-core attention kernels for the CPU emulation test (tc_attention_emu_test)
-into OUT_DIR with only these textual changes: includes -> the emulation headers, the host-only
-parts cut, and the three `extern __shared__ __align__(128) unsigned char tc_smem[];`
-declarations -> a per-block pointer. Every other byte of the kernel file's device part is kept;
-the script checks that.
+"""Copies CUDA kernel files for the CPU emulation tests (tests/emu/*_emu.cpp) into OUT_DIR
+with only these textual changes: includes -> the emulation headers, each file's host part
+cut (from a per-file marker: the line where the host section starts), `extern __shared__`
+declarations -> a per-block pointer, and static `__shared__ T name[dims];` declarations ->
+`EMU_SHARED(T, name, [dims]);` (a reference to the block's copy, emu_cuda.h). Every other
+byte of each kernel file's device part is kept; the script checks that by undoing the
+substitutions and comparing with the original, byte for byte.
 
     python3 tests/emu/extract.py SOURCE_DIR OUT_DIR
+
+SOURCE_DIR is the repository root (or a copy of it, e.g. with a mutated kernel).
 """
-import hashlib, os, sys
+import hashlib, os, re, sys
 if len(sys.argv) != 3:
     sys.exit("usage: extract.py SOURCE_DIR OUT_DIR")
 SRC, gen = sys.argv[1], sys.argv[2]
@@ -34,24 +38,59 @@ at = must_replace(at, '#include "engine/error.h"\n#include "kernels/cuda/cuda_co
                   '#include "emu_stubs.h"\n#include "cuda_common_emu.cuh"\n')
 open(os.path.join(gen, "attention_tiles_emu.cuh"), "w").write(at)
 
-# attention_train_tc.cu: includes, smem declarations, host tail.
-tc_orig = rd("kernels/cuda/attention_train_tc.cu")
-cut = tc_orig.index("std::atomic<bool> g_tc_enabled")
-tc = tc_orig[:cut]
-tc = must_replace(tc, "#include <mma.h>\n", '#include "emu_cuda.h"\n')
-tc = must_replace(tc, '#include "kernels/cuda/attention_tiles.cuh"\n', '#include "attention_tiles_emu.cuh"\n')
-tc = must_replace(tc, '#include "kernels/cuda/cuda_common.cuh"\n', '#include "cuda_common_emu.cuh"\n')
-decl = "extern __shared__ __align__(128) unsigned char tc_smem[];"
-tc = must_replace(tc, decl, "unsigned char* const tc_smem = ::emu::dyn_smem();", 3)
-tc += "}  // namespace\n\n}  // namespace sppft::cuda::attn\n"
-open(os.path.join(gen, "attention_train_tc_emu.h"), "w").write(tc)
+COMMON = ('#include "kernels/cuda/cuda_common.cuh"\n', '#include "cuda_common_emu.cuh"\n', 1)
+TC_DECL = "extern __shared__ __align__(128) unsigned char tc_smem[];"
+# Per kernel file: output name, cut marker (start of the host section, cut with all after it),
+# tail appended (closes the namespaces the marker leaves open), exact substitutions
+# (old, new, count), and whether static __shared__ declarations are rewritten.
+FILES = [
+    dict(src="kernels/cuda/attention_train_tc.cu", out="attention_train_tc_emu.h",
+         cut="std::atomic<bool> g_tc_enabled",
+         tail="}  // namespace\n\n}  // namespace sppft::cuda::attn\n",
+         subs=[("#include <mma.h>\n", '#include "emu_cuda.h"\n', 1),
+               ('#include "kernels/cuda/attention_tiles.cuh"\n', '#include "attention_tiles_emu.cuh"\n', 1),
+               COMMON,
+               (TC_DECL, "unsigned char* const tc_smem = ::emu::dyn_smem();", 3)]),
+    dict(src="kernels/cuda/rmsnorm.cu", out="rmsnorm_emu.h",
+         cut="namespace {\n// rmsnorm_forward (delta null) and add_rmsnorm_forward.",
+         tail="}  // namespace sppft::cuda\n",
+         subs=[COMMON,
+               ("extern __shared__ float4 dyn_sh[];",
+                "float4* const dyn_sh = reinterpret_cast<float4*>(::emu::dyn_smem());", 1)]),
+    dict(src="kernels/cuda/loss.cu", out="loss_emu.h",
+         cut="double cross_entropy(const Tensor& logits",
+         tail="}  // namespace sppft::cuda\n",
+         subs=[COMMON]),
+    dict(src="kernels/cuda/optimizer.cu", out="optimizer_emu.h",
+         cut="// Launches the kernel over `entries`",
+         tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
+         subs=[COMMON]),
+]
 
-# Self-check: undoing the substitutions gives back the original prefix byte for byte.
-back = tc[: -len("}  // namespace\n\n}  // namespace sppft::cuda::attn\n")]
-back = back.replace("unsigned char* const tc_smem = ::emu::dyn_smem();", decl)
-back = back.replace('#include "emu_cuda.h"\n', "#include <mma.h>\n")
-back = back.replace('#include "attention_tiles_emu.cuh"\n', '#include "kernels/cuda/attention_tiles.cuh"\n')
-back = back.replace('#include "cuda_common_emu.cuh"\n', '#include "kernels/cuda/cuda_common.cuh"\n')
-assert back == tc_orig[:cut], "extraction changed kernel text"
-print(f"extract: attention_train_tc.cu sha256 {hashlib.sha256(tc_orig.encode()).hexdigest()[:16]}, "
-      f"{tc_orig[:cut].count(chr(10))} of {tc_orig.count(chr(10))} lines kept (host tail cut), kernel text verified")
+# `__shared__ T name[dims];` (whole line, not extern) <-> `EMU_SHARED(T, name, [dims]);`
+STATIC_SH = re.compile(r"^([ \t]*)__shared__ ([^;\n]+?) (\w+)((?:\[[^\]\n]+\])*);$", re.M)
+EMU_SH = re.compile(r"^([ \t]*)EMU_SHARED\(([^;\n]+?), (\w+), ((?:\[[^\]\n]+\])*)\);$", re.M)
+
+for f in FILES:
+    orig = rd(f["src"])
+    if orig.count(f["cut"]) != 1: sys.exit(f"extract: cut marker {f['cut']!r} not found exactly once in {f['src']}")
+    cut = orig.index(f["cut"])
+    keep = orig[:cut]
+    text = keep
+    for old, new, count in f["subs"]:
+        if new in keep: sys.exit(f"extract: {new!r} already in {f['src']}: substitution not reversible")
+        text = must_replace(text, old, new, count)
+    if "EMU_SHARED(" in keep: sys.exit(f"extract: EMU_SHARED already in {f['src']}")
+    text, n_static = STATIC_SH.subn(r"\1EMU_SHARED(\2, \3, \4);", text)
+    left = [l for l in text.splitlines() if "__shared__" in l]
+    if left: sys.exit(f"extract: {f['src']}: __shared__ declarations not handled: {left}")
+    open(os.path.join(gen, f["out"]), "w").write(text + f["tail"])
+
+    # Self-check: undoing the substitutions gives back the original prefix byte for byte.
+    back = EMU_SH.sub(r"\1__shared__ \2 \3\4;", text)
+    for old, new, _ in reversed(f["subs"]):
+        back = back.replace(new, old)
+    assert back == keep, f"extraction changed kernel text of {f['src']}"
+    print(f"extract: {os.path.basename(f['src'])} sha256 {hashlib.sha256(orig.encode()).hexdigest()[:16]}, "
+          f"{keep.count(chr(10))} of {orig.count(chr(10))} lines kept (host tail cut), "
+          f"{n_static} static __shared__ declaration(s) rebound, kernel text verified")

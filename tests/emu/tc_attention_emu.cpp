@@ -7,7 +7,7 @@
 // Usage: harness [--only I] [--windows 0,5,40] [--no-variant] [--variant-strict 0|1|2] [--variant-only] [--gaps 0|1|both]
 // Per case and window: run A (deterministic fiber order, implicit WMMA barriers before and
 // after, shared memory filled with 0xff = NaN, buffer ending at a guard page), run B = A again
-// (bitwise determinism), and a variant (random fiber order, --variant-strict WMMA barriers,
+// (bitwise determinism), and a variant (random fiber order and warp speeds, --variant-strict WMMA barriers,
 // default 2 = none, shared memory zeroed, buffer starting after a guard page) that must match A
 // bit for bit: a difference means a race, a read of uninitialised shared memory, or an order
 // dependence.
