@@ -7,11 +7,14 @@
 #   kernels.rmsnorm_emu       rmsnorm.cu (forward, add + norm, backward, dw)
 #   kernels.loss_emu          loss.cu (cross-entropy: target check, rows, loss sum)
 #   kernels.optimizer_emu     optimizer.cu (multi-tensor AdamW, sum_squares, scale)
+#   kernels.elementwise_emu   glu.cu (glu forward / backward, add_inplace, convert), rope.cu,
+#                             embedding.cu (id check, gather, sorted-run scatter backward)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   find_package(Python3 COMPONENTS Interpreter REQUIRED)
   set(emu_gen ${CMAKE_BINARY_DIR}/emu_gen)
   set(emu_outputs attention_train_tc_emu.h attention_tiles_emu.cuh cuda_common_emu.cuh rmsnorm_emu.h loss_emu.h
-                  optimizer_emu.h)
+                  optimizer_emu.h glu_emu.h rope_emu.h
+                  embedding_emu.h)
   list(TRANSFORM emu_outputs PREPEND ${emu_gen}/)
   add_custom_command(
     OUTPUT ${emu_outputs}
@@ -19,7 +22,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_train_tc.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_tiles.cuh ${CMAKE_SOURCE_DIR}/kernels/cuda/cuda_common.cuh
             ${CMAKE_SOURCE_DIR}/kernels/cuda/rmsnorm.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/loss.cu
-            ${CMAKE_SOURCE_DIR}/kernels/cuda/optimizer.cu
+            ${CMAKE_SOURCE_DIR}/kernels/cuda/optimizer.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/glu.cu
+            ${CMAKE_SOURCE_DIR}/kernels/cuda/rope.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/embedding.cu
     COMMENT "Extracting CUDA kernels for the CPU emulation tests")
   # emu_test(NAME GENERATED_HEADER): tests/emu/NAME.cpp -> build/tests/NAME, ctest kernels.NAME
   function(emu_test name header)
@@ -35,4 +39,6 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   emu_test(rmsnorm_emu rmsnorm_emu.h)
   emu_test(loss_emu loss_emu.h)
   emu_test(optimizer_emu optimizer_emu.h)
+  emu_test(elementwise_emu glu_emu.h)
+  target_sources(elementwise_emu PRIVATE ${emu_gen}/rope_emu.h ${emu_gen}/embedding_emu.h)
 endif()

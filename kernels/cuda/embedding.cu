@@ -33,6 +33,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/device_scratch.h"
+#include "kernels/embedding_groups.h"
 
 namespace sppft::cuda {
 
@@ -183,22 +184,7 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
       throw InputError(std::string(op) + " (cuda): token id " + std::to_string(id) + " outside the vocabulary (size " +
                        std::to_string(vocab) + ")");
   if (h == 0) return;
-  // One int table, [keys | rows | run] (device_scratch::embedding_backward): rows sorted
-  // by id, keeping row order within an id; keys[p] = the id of rows[p]; run[p] = the length
-  // of the run of equal ids starting at p, 0 where p is not the first of its run.
-  std::vector<std::int32_t> table(static_cast<std::size_t>(3 * n));
-  std::int32_t* keys = table.data();
-  std::int32_t* rows = keys + n;
-  std::int32_t* run = rows + n;
-  std::iota(rows, rows + n, 0);
-  std::stable_sort(rows, rows + n, [&](std::int32_t a, std::int32_t b) { return host_ids[a] < host_ids[b]; });
-  for (std::int64_t p = 0; p < n; ++p) keys[p] = host_ids[rows[p]];
-  for (std::int64_t p = 0; p < n;) {
-    std::int64_t q = p + 1;
-    while (q < n && keys[q] == keys[p]) run[q++] = 0;
-    run[p] = static_cast<std::int32_t>(q - p);
-    p = q;
-  }
+  const std::vector<std::int32_t> table = group_rows_by_id(host_ids);  // [keys | rows | run]
   auto* dev_table = static_cast<std::int32_t*>(detail::scratch(device_scratch::embedding_backward(n)));
   // Synchronous from pageable memory: returns once `table` is staged, so it may go.
   SPPFT_CUDA_CHECK(cudaMemcpy(dev_table, table.data(), table.size() * 4, cudaMemcpyHostToDevice));

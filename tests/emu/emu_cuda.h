@@ -128,6 +128,8 @@ inline float __fsub_rn(float a, float b) { return emu::opaque(a - b); }
 inline float __fmul_rn(float a, float b) { return emu::opaque(a * b); }
 inline float __fdiv_rn(float a, float b) { return emu::opaque(a / b); }
 inline float __fsqrt_rn(float a) { return emu::opaque(sqrtf(a)); }
+// Fused multiply-add, rounded once (CUDA __fmaf_rn): std::fma is correctly rounded.
+inline float __fmaf_rn(float a, float b, float c) { return emu::opaque(std::fma(a, b, c)); }
 
 // ---------------------------------------------------------------- runtime stubs (host declarations only)
 using cudaError_t = int;

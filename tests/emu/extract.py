@@ -65,6 +65,18 @@ FILES = [
          cut="// Launches the kernel over `entries`",
          tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
          subs=[COMMON]),
+    dict(src="kernels/cuda/glu.cu", out="glu_emu.h",
+         cut="// launch(std::integral_constant<int, A>{}) with the kernel constant of `act`.",
+         tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
+         subs=[COMMON]),
+    dict(src="kernels/cuda/rope.cu", out="rope_emu.h",
+         cut="// Checks and launch shared by rope_forward",
+         tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
+         subs=[COMMON]),
+    dict(src="kernels/cuda/embedding.cu", out="embedding_emu.h",
+         cut="void embedding_forward(const Tensor& ids",
+         tail="}  // namespace sppft::cuda\n",
+         subs=[COMMON]),
 ]
 
 # `__shared__ T name[dims];` (whole line, not extern) <-> `EMU_SHARED(T, name, [dims]);`
