@@ -76,6 +76,19 @@ __device__ __forceinline__ RowTile row_tile(const SeqTable& t, int d, int hq, in
   return rt;
 }
 
+// Ls[r] = lse and Ds[r] = delta of a query tile's row r (row index from row_of(r)), 0 for
+// r >= nrows; threads r < NR of the block do it (no barrier: the caller syncs before use).
+template <int NR, typename F>
+__device__ __forceinline__ void load_row_stats(float* Ls, float* Ds, const float* lse, const float* delta, int nrows,
+                                               F&& row_of) {
+  if (threadIdx.x < NR) {
+    const int r = threadIdx.x;
+    const std::int64_t idx = r < nrows ? row_of(r) : 0;
+    Ls[r] = r < nrows ? lse[idx] : 0.0f;
+    Ds[r] = r < nrows ? delta[idx] : 0.0f;
+  }
+}
+
 // A key tile of a (sequence, KV head): keys [k0, k0 + nk) of the sequence and the flattened
 // query rows [fr_begin, fr_end) that can see one of them (positions k0 .. t_end, where
 // t_end = min(q_len - 1, last key + window - 1), written so that it cannot overflow).

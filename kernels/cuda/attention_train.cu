@@ -78,6 +78,7 @@ using attn::row_tile;
 using attn::find_seq;
 using attn::KeyTile;
 using attn::key_tile;
+using attn::load_row_stats;
 using attn::make_tables;
 using attn::allow_smem;
 using attn::clamp_window;
@@ -274,12 +275,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // the previous query tile is consumed
     load_rows<kRows, DMAX, DMAX, T>(Qs, nrows, d, [&](int r) { return q + kt.qrow(fr0 + r) * d; });
     load_rows<kRows, DMAX, DMAX, T>(dOs, nrows, d, [&](int r) { return dout + kt.qrow(fr0 + r) * d; });
-    if (threadIdx.x < kRows) {
-      const int r = threadIdx.x;
-      const std::int64_t idx = r < nrows ? kt.qrow(fr0 + r) : 0;
-      Ls[r] = r < nrows ? lse[idx] : 0.0f;
-      Ds[r] = r < nrows ? delta[idx] : 0.0f;
-    }
+    load_row_stats<kRows>(Ls, Ds, lse, delta, nrows, [&](int r) { return kt.qrow(fr0 + r); });
     __syncthreads();
 
     // P and dS for rows warp + kWarps * i and key j: written to shared memory.

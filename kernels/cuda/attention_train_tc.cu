@@ -262,12 +262,7 @@ __global__ void __launch_bounds__(kTcThreads)
     __syncthreads();  // every warp is done with the previous query tile
     load_tile<kTcRows, DP>(Qs, nrows, d, [&](int r) { return q + kt.qrow(fr0 + r) * d; });
     load_tile<kTcRows, DP>(dOs, nrows, d, [&](int r) { return dout + kt.qrow(fr0 + r) * d; });
-    if (threadIdx.x < kTcRows) {
-      const int r = threadIdx.x;
-      const std::int64_t idx = r < nrows ? kt.qrow(fr0 + r) : 0;
-      Ls[r] = r < nrows ? lse[idx] : 0.0f;
-      Ds[r] = r < nrows ? delta[idx] : 0.0f;
-    }
+    load_row_stats<kTcRows>(Ls, Ds, lse, delta, nrows, [&](int r) { return kt.qrow(fr0 + r); });
     __syncthreads();
     mma_abt<NB, kTcRows / 16>(Kw, LDT, Qs, LDT, STw, kLdS);   // S^T: [16 keys][64 rows]
     mma_abt<NB, kTcRows / 16>(Vw, LDT, dOs, LDT, dPTw, kLdS);  // dP^T
@@ -330,12 +325,7 @@ __global__ void __launch_bounds__(kTcThreads)
   const RowTile rt = row_tile<kTcRows>(t, d, hq, hkv, window);
   load_tile<kTcRows, DP>(Qs, rt.nrows, d, [&](int r) { return q + rt.qrow(r) * d; });
   load_tile<kTcRows, DP>(dOs, rt.nrows, d, [&](int r) { return dout + rt.qrow(r) * d; });
-  if (threadIdx.x < kTcRows) {
-    const int r = threadIdx.x;
-    const std::int64_t idx = r < rt.nrows ? rt.qrow(r) : 0;
-    Ls[r] = r < rt.nrows ? lse[idx] : 0.0f;
-    Ds[r] = r < rt.nrows ? delta[idx] : 0.0f;
-  }
+  load_row_stats<kTcRows>(Ls, Ds, lse, delta, rt.nrows, [&](int r) { return rt.qrow(r); });
 
   const bf16* Qw = Qs + warp * kWarpRows * LDT;
   const bf16* dOw = dOs + warp * kWarpRows * LDT;

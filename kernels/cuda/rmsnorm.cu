@@ -278,7 +278,7 @@ void launch_rmsnorm(const Tensor& x, const Tensor* delta, const Tensor& w, float
       using TW = typename decltype(tw)::type;
       detail::dispatch_float(y.dtype(), [&](auto ty) {
         using TY = typename decltype(ty)::type;
-        TX* xp = const_cast<TX*>(x.data<TX>());  // written only with a delta (add_rmsnorm_forward's x)
+        TX* xp = x.data<TX>();  // written only with a delta (add_rmsnorm_forward's x)
         const TX* dp = delta ? delta->data<TX>() : nullptr;
         if (vec)
           rmsnorm_kernel<TX, TW, TY, true>
