@@ -254,7 +254,7 @@ void Model::allocate_weights() {
   std::copy(f.begin(), f.end(), inv_freq_.data<float>());
 }
 
-void Model::to_device(Device device, DType dtype) {
+void Model::to_device(Device device, DType dtype, bool keep_host_f32) {
   if (dtype != DType::F32 && dtype != DType::BF16) throw InputError("model weights: F32 or BF16 expected");
   for (auto& part : packed_) {
     const Tensor& src = part.flat;
@@ -264,7 +264,8 @@ void Model::to_device(Device device, DType dtype) {
     Tensor moved = Tensor::empty(src.shape(), dtype, MemCategory::Weights, device);
     assign_from_f32(src.data<float>(), moved);
     for (auto& m : part.members) *m.param.tensor = moved.view(m.offset, m.shape);
-    part.flat = moved;  // the host buffer goes with its last view
+    if (keep_host_f32) host_f32_[part.name] = src;
+    part.flat = moved;  // otherwise the host buffer goes with its last view
   }
   bind_fused_views(config_, w_);
   if (inv_freq_.device() != device) {
@@ -272,6 +273,11 @@ void Model::to_device(Device device, DType dtype) {
     ops::copy(inv_freq_, f);
     inv_freq_ = f;
   }
+}
+
+const Tensor* Model::host_f32(const std::string& part) const {
+  auto it = host_f32_.find(part);
+  return it == host_f32_.end() ? nullptr : &it->second;
 }
 
 std::unique_ptr<Model> Model::load(const fs::path& dir, bool with_tokenizer) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -139,7 +140,13 @@ class Model {
   // table to `device`, the weights stored as `dtype` (F32, or BF16 for mixed precision).
   // Training (TrainingGraph) and profiling run there; forward() and the KV cache are
   // CPU-only for now. Saving and load_weights_from need the CPU.
-  void to_device(Device device, DType dtype);
+  // With keep_host_f32, each part's fp32 host values stay (host_f32) until
+  // release_host_f32(): fp32 master weights are then made from the checkpoint's own
+  // values instead of their bf16 rounding.
+  void to_device(Device device, DType dtype, bool keep_host_f32 = false);
+  // The fp32 host values of packed part `part` kept by to_device; null when none.
+  const Tensor* host_f32(const std::string& part) const;
+  void release_host_f32() { host_f32_.clear(); }
   Device device() const { return w_.embed_tokens.device(); }
   DType weight_dtype() const { return w_.embed_tokens.dtype(); }
   // A KV cache for this model's forward (its device and dtype).
@@ -162,6 +169,7 @@ class Model {
   ModelConfig config_;
   ModelWeights w_;
   std::vector<PackedPart> packed_;
+  std::map<std::string, Tensor> host_f32_;  // part name -> fp32 host values (to_device)
   Tensor inv_freq_;  // [D/2], RoPE frequencies after scaling
   std::unique_ptr<Tokenizer> tokenizer_;
   fs::path dir_;

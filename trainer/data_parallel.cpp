@@ -88,7 +88,15 @@ DataParallel::DataParallel(Model& model, std::vector<PackedPart> grads, CommQueu
       *t = Tensor::empty({p.own_len}, DType::F32, MemCategory::Optimizer, device);
       ops::fill_zero(*t);
     }
-    if (p.weights.dtype() != DType::F32) p.master = f32_copy(p.weights.view(p.own_begin, {p.own_len}), MemCategory::Master);
+    if (p.weights.dtype() != DType::F32) {
+      // From the checkpoint's fp32 values when the model kept them (to_device), else the stored weights.
+      if (const Tensor* exact = model_.host_f32(w.name)) {
+        p.master = Tensor::empty({p.own_len}, DType::F32, MemCategory::Master, device);
+        ops::copy(exact->view(base + p.own_begin, {p.own_len}), p.master);
+      } else {
+        p.master = f32_copy(p.weights.view(p.own_begin, {p.own_len}), MemCategory::Master);
+      }
+    }
     for (std::size_t i = 0; i < g.members.size(); ++i) {
       const auto& m = g.members[i];
       const std::int64_t b = std::max(m.offset, p.own_begin),

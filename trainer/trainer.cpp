@@ -125,7 +125,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   alloc.reset_peaks();
   const MemoryStats before = alloc.stats();
   auto model = Model::load(o.model_dir);
-  if (gpu) model->to_device(Device::CUDA, DType::BF16);
+  if (gpu) model->to_device(Device::CUDA, DType::BF16, /*keep_host_f32=*/true);  // for the fp32 masters
   const ModelConfig& c = model->config();
   FreezePlan plan = o.freeze.empty() ? FreezePlan::none(c.num_layers)
                                      : FreezePlan::from_ranges(parse_layer_ranges(o.freeze, c.num_layers, "--freeze"), c.num_layers);
@@ -170,6 +170,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
                                     [&](const NamedParam& p) { return plan.trains(p.name, p.block, c); }, device);
   DataParallel dp(*model, std::move(grad_parts), nccl_queue ? nccl_queue.get() : queue.get(), o.zero1,
                   {o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_norms_and_biases}, queue.get());
+  model->release_host_f32();
   const auto modes = block_modes(plan, c.num_layers);
   TrainingGraph graph(*model, modes, o.micro_batch * dopt.cutoff);
 
