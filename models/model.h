@@ -138,8 +138,8 @@ class Model {
 
   // Moves the weights (part by part, so at most one part exists twice) and the RoPE
   // table to `device`, the weights stored as `dtype` (F32, or BF16 for mixed precision).
-  // Training (TrainingGraph) and profiling run there; forward() and the KV cache are
-  // CPU-only for now. Saving and load_weights_from need the CPU.
+  // Everything then runs there: forward() with its KV cache, training (TrainingGraph)
+  // and profiling; save() and load_weights_from convert through the host.
   // With keep_host_f32, each part's fp32 host values stay (host_f32) until
   // release_host_f32(): fp32 master weights are then made from the checkpoint's own
   // values instead of their bf16 rounding.
