@@ -9,12 +9,18 @@
 #   kernels.optimizer_emu     optimizer.cu (multi-tensor AdamW, sum_squares, scale)
 #   kernels.elementwise_emu   glu.cu (glu forward / backward, add_inplace, convert), rope.cu,
 #                             embedding.cu (id check, gather, sorted-run scatter backward)
+#   kernels.attention_emu     attention.cu (kv_cache_write; attention over the KV cache, F32 and
+#                             BF16, every DMAX, split-K partials and their combine)
+#   kernels.attention_train_emu  attention_train.cu (CUDA-core training attention: forward with
+#                             lse, delta, dK/dV, dQ; F32 and BF16)
+#   kernels.linear_emu        linear.cu's own kernels (bias broadcast, fallback GEMM, dbias
+#                             column sums), as the three linear ops run without cuBLASLt
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   find_package(Python3 COMPONENTS Interpreter REQUIRED)
   set(emu_gen ${CMAKE_BINARY_DIR}/emu_gen)
   set(emu_outputs attention_train_tc_emu.h attention_tiles_emu.cuh cuda_common_emu.cuh rmsnorm_emu.h loss_emu.h
                   optimizer_emu.h glu_emu.h rope_emu.h
-                  embedding_emu.h)
+                  embedding_emu.h attention_emu.h attention_train_emu.h linear_emu.h)
   list(TRANSFORM emu_outputs PREPEND ${emu_gen}/)
   add_custom_command(
     OUTPUT ${emu_outputs}
@@ -24,6 +30,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
             ${CMAKE_SOURCE_DIR}/kernels/cuda/rmsnorm.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/loss.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/optimizer.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/glu.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/rope.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/embedding.cu
+            ${CMAKE_SOURCE_DIR}/kernels/cuda/attention.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_train.cu
+            ${CMAKE_SOURCE_DIR}/kernels/cuda/linear.cu
     COMMENT "Extracting CUDA kernels for the CPU emulation tests")
   # emu_test(NAME GENERATED_HEADER): tests/emu/NAME.cpp -> build/tests/NAME, ctest kernels.NAME
   function(emu_test name header)
@@ -41,4 +49,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   emu_test(optimizer_emu optimizer_emu.h)
   emu_test(elementwise_emu glu_emu.h)
   target_sources(elementwise_emu PRIVATE ${emu_gen}/rope_emu.h ${emu_gen}/embedding_emu.h)
+  emu_test(attention_emu attention_emu.h)
+  emu_test(attention_train_emu attention_train_emu.h)
+  emu_test(linear_emu linear_emu.h)
 endif()

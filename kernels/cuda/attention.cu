@@ -424,14 +424,9 @@ void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
     detail::dispatch_float(q.dtype(), [&](auto tq) {
       using T = typename decltype(tq)::type;
       const int hqi = static_cast<int>(hq);
-      if (c.d <= 32)
-        launch_attention<T, 32>(q, k_cache, v_cache, out, tiles, rows, max_ctx, c, hqi, scale, win);
-      else if (c.d <= 64)
-        launch_attention<T, 64>(q, k_cache, v_cache, out, tiles, rows, max_ctx, c, hqi, scale, win);
-      else if (c.d <= 128)
-        launch_attention<T, 128>(q, k_cache, v_cache, out, tiles, rows, max_ctx, c, hqi, scale, win);
-      else
-        launch_attention<T, 256>(q, k_cache, v_cache, out, tiles, rows, max_ctx, c, hqi, scale, win);
+      attn::dispatch_dmax(c.d, [&](auto dmax) {
+        launch_attention<T, decltype(dmax)::value>(q, k_cache, v_cache, out, tiles, rows, max_ctx, c, hqi, scale, win);
+      });
     });
   }
 }

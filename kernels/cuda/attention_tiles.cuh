@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "engine/error.h"
@@ -157,6 +158,20 @@ void allow_smem(K kernel, std::size_t bytes) {
 // window <= 0: none; a window longer than any sequence changes nothing.
 inline int clamp_window(std::int64_t window, std::int64_t n) {
   return window <= 0 ? 0 : static_cast<int>(std::min<std::int64_t>(window, n + 1));
+}
+
+// f(std::integral_constant<int, DMAX>{}) for the smallest DMAX in {32, 64, 128, 256} >= d: the
+// head sizes the CUDA-core kernels (attention.cu, attention_train.cu) are instantiated for.
+template <typename F>
+void dispatch_dmax(std::int64_t d, F&& f) {
+  if (d <= 32)
+    f(std::integral_constant<int, 32>{});
+  else if (d <= 64)
+    f(std::integral_constant<int, 64>{});
+  else if (d <= 128)
+    f(std::integral_constant<int, 128>{});
+  else
+    f(std::integral_constant<int, 256>{});
 }
 
 // ---- BF16 tensor-core kernels (attention_train_tc.cu) ----

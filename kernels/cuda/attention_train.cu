@@ -82,6 +82,7 @@ using attn::load_row_stats;
 using attn::make_tables;
 using attn::allow_smem;
 using attn::clamp_window;
+using attn::dispatch_dmax;
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
@@ -451,22 +452,6 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   }
   return {n, hq, hkv, d};
 }
-
-
-
-// f(std::integral_constant<int, DMAX>{}) for the smallest DMAX in {32, 64, 128, 256} >= d.
-template <typename F>
-void dispatch_dmax(std::int64_t d, F&& f) {
-  if (d <= 32)
-    f(std::integral_constant<int, 32>{});
-  else if (d <= 64)
-    f(std::integral_constant<int, 64>{});
-  else if (d <= 128)
-    f(std::integral_constant<int, 128>{});
-  else
-    f(std::integral_constant<int, 256>{});
-}
-
 
 }  // namespace
 

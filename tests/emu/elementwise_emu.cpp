@@ -238,13 +238,6 @@ static EmbResult emu_embedding_backward(Dev& ids, Dev& dout, Dev& dtable, int64_
 }
 
 // ---------------------------------------------------------------- report
-static int g_failures = 0, g_cases = 0;
-static void report_case(const std::string& name, const std::string& errs, bool ok, const std::string& why) {
-  ++g_cases;
-  g_failures += !ok;
-  std::printf("%-60s %s | %s%s\n", name.c_str(), errs.c_str(), ok ? "PASS" : "FAIL", why.c_str());
-  std::fflush(stdout);
-}
 static std::vector<unsigned char> bytes_of(const std::vector<float>& v, DType t) {
   Dev d(t, v.size());
   d.upload(v);

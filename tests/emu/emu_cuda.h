@@ -1,7 +1,8 @@
-// CPU emulation of the CUDA device environment needed by attention_train_tc.cu, rmsnorm.cu,
-// loss.cu and optimizer.cu: qualifiers, built-in variables (1-3 dimensional blocks),
-// barriers, warp shuffles (4- and 8-byte types), atomics, bf16, vector types, IEEE
-// round-to-nearest intrinsics, static and dynamic shared memory, and nvcuda::wmma
+// CPU emulation of the CUDA device environment needed by the kernel files tests/emu.cmake lists
+// (attention_train_tc.cu, rmsnorm.cu, loss.cu, optimizer.cu, glu.cu, rope.cu, embedding.cu,
+// attention.cu, attention_train.cu, linear.cu): qualifiers, built-in variables (1-3 dimensional
+// blocks and grids), barriers, warp shuffles (4- and 8-byte types), atomics, bf16, vector
+// types, IEEE round-to-nearest intrinsics, static and dynamic shared memory, and nvcuda::wmma
 // (16x16x16, bf16 in, fp32 accumulate). Threads of a block are cooperative
 // fibers (custom x86-64 context switch) in one OS thread; a block runs until all its
 // threads finish or deadlock (every live thread waits on a barrier that cannot complete).
@@ -442,6 +443,20 @@ T& shared_var(T& key) {
   return *reinterpret_cast<T*>(g.data);
 }
 
+// "(x,y)", or "(x,y,z)" in a grid with gridDim.z > 1 (attention.cu's split-K), for reports.
+inline std::string block_name(uint3 b, dim3 grid) {
+  std::string s = "(";
+  s += std::to_string(b.x);
+  s += ',';
+  s += std::to_string(b.y);
+  if (grid.z > 1) {
+    s += ',';
+    s += std::to_string(b.z);
+  }
+  s += ')';
+  return s;
+}
+
 // Runs one block; returns false on deadlock.
 inline bool run_block(uint3 bidx, dim3 grid, dim3 bdim, std::size_t smem_bytes, Fiber* fibers) {
   const int nthreads = static_cast<int>(bdim.x * bdim.y * bdim.z);
@@ -523,8 +538,8 @@ inline bool run_block(uint3 bidx, dim3 grid, dim3 bdim, std::size_t smem_bytes, 
       }
       for (int w = 0; w < b->nwarps; ++w)
         warps += " w" + std::to_string(w) + ":" + std::to_string(b->warrived[w].load()) + "@syncwarp";
-      report(std::string("DEADLOCK in ") + g_kernel_name + " block (" + std::to_string(bidx.x) + "," +
-             std::to_string(bidx.y) + "): " + std::to_string(nb) + " threads at __syncthreads, " +
+      report(std::string("DEADLOCK in ") + g_kernel_name + " block " + block_name(bidx, grid) + ": " +
+             std::to_string(nb) + " threads at __syncthreads, " +
              std::to_string(nw) + " at a warp barrier, " + std::to_string(nd) + " exited;" + warps);
       ok = false;
       break;
@@ -550,8 +565,7 @@ inline bool run_block(uint3 bidx, dim3 grid, dim3 bdim, std::size_t smem_bytes, 
   }
   g_cur.store(nullptr);
   stacks.release();
-  const auto where = [&] { return std::string(g_kernel_name) + " block (" + std::to_string(bidx.x) + "," +
-                                  std::to_string(bidx.y) + ")"; };
+  const auto where = [&] { return std::string(g_kernel_name) + " block " + block_name(bidx, grid); };
   if (!sm.canary_ok(smem_bytes)) report("dynamic shared memory accessed out of bounds in " + where());
   region_free(sm);
   for (StaticShared& st : b->statics) {

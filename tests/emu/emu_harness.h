@@ -1,4 +1,5 @@
-// Shared pieces of the emulation harnesses rmsnorm_emu.cpp, loss_emu.cpp, optimizer_emu.cpp:
+// Shared pieces of the emulation harnesses (rmsnorm, loss, optimizer, elementwise, attention,
+// attention_train, linear _emu.cpp):
 // guarded "device" buffers with canaries, F32/BF16 storage, the run configurations (A, its
 // repeat B, the randomized variant), error measures and the CPU reference's host tensors.
 // Include after the extracted kernel header (which brings emu_cuda.h and kernels/ops.h).
@@ -67,6 +68,21 @@ struct Mem {
   }
 };
 
+// The NaN payloads fill_nan writes: an element still holding one was never written.
+constexpr std::uint16_t kPoisonBf16 = 0x7fc1;
+constexpr std::uint32_t kPoisonF32 = 0x7fc00001u;
+// Element i of a byte image of `t` values still holds the poison.
+inline bool is_poison(const std::vector<unsigned char>& bytes, std::size_t i, DType t) {
+  if (t == DType::BF16) {
+    std::uint16_t u;
+    std::memcpy(&u, bytes.data() + 2 * i, 2);
+    return u == kPoisonBf16;
+  }
+  std::uint32_t u;
+  std::memcpy(&u, bytes.data() + 4 * i, 4);
+  return u == kPoisonF32;
+}
+
 // A tensor in "device" memory: F32 or BF16, `n` elements (offset_elems: a view that many
 // elements into the allocation, so its base is not 16-byte aligned).
 struct Dev {
@@ -91,11 +107,9 @@ struct Dev {
   void fill_nan() {
     for (std::size_t i = 0; i < n; ++i) {
       if (t == DType::BF16)
-        as<bf16>()[i] = bf16{0x7fc1};
-      else {
-        const std::uint32_t u = 0x7fc00001u;
-        std::memcpy(as<float>() + i, &u, 4);
-      }
+        as<bf16>()[i] = bf16{kPoisonBf16};
+      else
+        std::memcpy(as<float>() + i, &kPoisonF32, 4);
     }
   }
   std::vector<float> download() {
@@ -229,6 +243,15 @@ Snapshot run_three(Run&& run, unsigned variant_seed, bool variant = true) {
     for (std::size_t i = errs0; i < emu::g_errors.size(); ++i) a.why += "\n    ! " + emu::g_errors[i];
   }
   return a;
+}
+
+// One line per case, counted for the summary and the exit status.
+inline int g_failures = 0, g_cases = 0;
+inline void report_case(const std::string& name, const std::string& errs, bool ok, const std::string& why) {
+  ++g_cases;
+  g_failures += !ok;
+  std::printf("%-60s %s | %s%s\n", name.c_str(), errs.c_str(), ok ? "PASS" : "FAIL", why.c_str());
+  std::fflush(stdout);
 }
 
 // Common command line: [--no-variant] [--only SUBSTRING]

@@ -87,13 +87,6 @@ static CeResult emu_cross_entropy(Dev& logits, Dev& targets, float grad_scale, D
 }
 
 // ---------------------------------------------------------------- report
-static int g_failures = 0, g_cases = 0;
-static void report_case(const std::string& name, const std::string& errs, bool ok, const std::string& why) {
-  ++g_cases;
-  g_failures += !ok;
-  std::printf("%-52s %s | %s%s\n", name.c_str(), errs.c_str(), ok ? "PASS" : "FAIL", why.c_str());
-  std::fflush(stdout);
-}
 
 enum Mode { kNoGrad, kGradF32, kGradBf16, kInPlace };
 static const char* mode_name(Mode m) {

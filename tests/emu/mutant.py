@@ -4,11 +4,12 @@ The repository is not touched: kernels/cuda/ is copied to a temporary tree, OLD 
 NEW there (exactly COUNT times), extract.py extracts that tree, and the test is compiled and
 linked with the build's own command lines (compile_commands.json, link.txt) against it.
 
-    python3 tests/emu/mutant.py TEST FILE OLD NEW [--count N] [--build DIR] [--keep] [--timeout S] [-- HARNESS ARGS]
+    python3 tests/emu/mutant.py [--count N] [--build DIR] [--keep] [--timeout S] TEST FILE OLD NEW [-- HARNESS ARGS]
     e.g. python3 tests/emu/mutant.py rmsnorm_emu kernels/cuda/rmsnorm.cu 'rr * rr * rr' 'rr * rr'
 
 Exit status: 0 when the mutant FAILS the test (caught), 1 when it passes (not caught), 2 on a
-usage or build error.
+usage or build error (the harness's own usage error included). Options go before TEST:
+everything after NEW goes to the harness.
 """
 import argparse, json, os, shlex, shutil, subprocess, sys, tempfile
 
@@ -57,6 +58,8 @@ try:
     except subprocess.TimeoutExpired as e:
         print(f"mutant {a.file}: {old!r} -> {new!r}\n  TIMEOUT after {a.timeout} s (ctest's limit fails it too)\n  CAUGHT")
         sys.exit(0)
+    if r.returncode == 2 and "usage:" in out:  # the harness refused its arguments: nothing was tested
+        print(f"mutant: harness usage error (options of mutant.py go before TEST):\n  {out.strip()}"); sys.exit(2)
     fails = [l for l in out.splitlines() if "| FAIL" in l]
     print(f"mutant {a.file}: {old!r} -> {new!r}")
     print(f"  exit {r.returncode}; {len(fails)} failing case line(s)")

@@ -105,13 +105,6 @@ static bool emu_scale(Dev& t, float s) {
 }
 
 // ---------------------------------------------------------------- report
-static int g_failures = 0, g_cases = 0;
-static void report_case(const std::string& name, const std::string& errs, bool ok, const std::string& why) {
-  ++g_cases;
-  g_failures += !ok;
-  std::printf("%-44s %s | %s%s\n", name.c_str(), errs.c_str(), ok ? "PASS" : "FAIL", why.c_str());
-  std::fflush(stdout);
-}
 
 // ---------------------------------------------------------------- sum_squares and scale
 static void sum_squares_case(const Args& args, int64_t n, DType t, unsigned seed) {

@@ -150,13 +150,6 @@ void with_combo(std::size_t i, F&& f) {
 }
 
 // ---------------------------------------------------------------- report
-static int g_failures = 0, g_cases = 0;
-static void report_case(const std::string& name, const std::string& errs, bool ok, const std::string& why) {
-  ++g_cases;
-  g_failures += !ok;
-  std::printf("%-58s %s | %s%s\n", name.c_str(), errs.c_str(), ok ? "PASS" : "FAIL", why.c_str());
-  std::fflush(stdout);
-}
 static std::string fmt(const char* label, double e, double tol) {
   char b[64];
   std::snprintf(b, sizeof b, "%s %8.2e/%.0e", label, e, tol);
