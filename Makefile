@@ -22,6 +22,7 @@ build: configure
 
 test: build
 	@bash scripts/install-deps.sh --python
+	cmake --build $(BUILD) -j $(JOBS) --target emudev_tests
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 demo: build

@@ -133,7 +133,7 @@ if stage configure 60 cmake -S . -B "$build" "${generator[@]}" "${cmake_args[@]}
     say "configure: nvcc was not found, so the CUDA backend is not in this build"
     status[configure]=no_cuda
   elif stage build 180 cmake --build "$build" --target "${targets[@]}" -j "$(nproc)"; then
-    stage test 90 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 80 --output-junit "$out/ctest-junit.xml"
+    stage test 90 ctest --test-dir "$build" -L '^gpu$' --output-on-failure --timeout 80 --output-junit "$out/ctest-junit.xml"
     if [[ ${status[test]} == ok ]]; then
       if grep -q "skipped: no CUDA device" "$out/ctest-junit.xml" 2>/dev/null; then overall=skipped_no_gpu; else overall=passed; fi
     fi

@@ -29,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <tuple>
 #include <memory>
 #include <span>
 #include <random>
@@ -132,22 +133,16 @@ inline float __fsqrt_rn(float a) { return emu::opaque(sqrtf(a)); }
 // Fused multiply-add, rounded once (CUDA __fmaf_rn): std::fma is correctly rounded.
 inline float __fmaf_rn(float a, float b, float c) { return emu::opaque(std::fma(a, b, c)); }
 
-// ---------------------------------------------------------------- runtime stubs (host declarations only)
-using cudaError_t = int;
-using cudaStream_t = void*;
-constexpr cudaError_t cudaSuccess = 0;
-enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
-inline const char* cudaGetErrorString(cudaError_t) { return "emulated"; }
-template <typename K>
-cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) {
-  return cudaSuccess;
-}
+// ---------------------------------------------------------------- the runtime API (host side)
+#include "emu_runtime.h"
 
 // ---------------------------------------------------------------- fiber runtime
 extern "C" void emu_ctx_switch(void** save_sp, void* new_sp);
+// One COMDAT copy per translation unit (the emulated-device build includes this header in many);
+// the linker keeps one.
 asm(R"(
-.text
-.globl emu_ctx_switch
+.section .text.emu_ctx_switch,"axG",@progbits,emu_ctx_switch,comdat
+.weak emu_ctx_switch
 .type emu_ctx_switch,@function
 emu_ctx_switch:
   pushq %rbp
@@ -618,6 +613,33 @@ inline bool launch(const char* name, dim3 grid, dim3 block, std::size_t smem, st
 #endif
   }
   return ok;
+}
+
+// A `kernel<<<grid, block, smem, stream>>>(args)` of host code, as tests/emu/translate.py
+// rewrites it for the emulated-device build: checks the configuration as CUDA does (dynamic
+// shared memory above 48 KiB needs cudaFuncSetAttribute first), runs the kernel, and turns a
+// deadlock or an emulator report into the sticky launch error cudaGetLastError returns.
+template <typename G, typename B>
+void device_launch(const char* name, const void* kernel, G grid, B block, std::size_t smem, std::function<void()> body) {
+  int limit = rt::kSmemDefault;
+  {
+    std::lock_guard<std::mutex> lock(rt::g_mutex);
+    auto it = rt::smem_limits().find(kernel);
+    if (it != rt::smem_limits().end()) limit = std::max(limit, it->second);
+  }
+  if (smem > static_cast<std::size_t>(limit)) {
+    std::fprintf(stderr, "emulated device: %s launched with %zu bytes of dynamic shared memory, over its limit %d\n", name,
+                 smem, limit);
+    rt::fail(cudaErrorInvalidValue);
+    return;
+  }
+  const std::size_t errors = g_errors.size();
+  const bool ok = launch(name, dim3(grid), dim3(block), smem, std::move(body));
+  if (!ok || g_errors.size() != errors) {
+    for (std::size_t i = errors; i < g_errors.size(); ++i) std::fprintf(stderr, "emulated device: %s\n", g_errors[i].c_str());
+    std::lock_guard<std::mutex> lock(rt::g_mutex);
+    rt::g_last = cudaErrorLaunchFailure;
+  }
 }
 
 }  // namespace emu

@@ -27,7 +27,7 @@ TEST_CASE("sppft train --device cuda follows the CPU run") {
   atomic_write_text(base / "data.jsonl", data);
   const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string();
   const std::string args = " train " + (base / "model").string() + " --data " + (base / "data.jsonl").string() +
-                           " --micro-batch 4 --cutoff 64 --max-steps 4 --lr 1e-3 --freeze 1-2 --safety-probe " +
+                           " --micro-batch 4 --cutoff 160 --max-steps 4 --lr 1e-3 --freeze 1-2 --safety-probe " +
                            (test::source_dir() / "data/normal.csv").string() + "," +
                            (test::source_dir() / "data/malicious.csv").string() + " --probe-every 2 --out ";
   auto cpu = test::run_command(bin + args + (base / "cpu").string());
