@@ -27,6 +27,12 @@ constexpr std::size_t buffer_bytes(std::size_t request) {
   return (b + kScratchGranule - 1) / kScratchGranule * kScratchGranule;
 }
 
+// All the backend holds on a device once it has run a GEMM and a check and its largest scratch
+// request was `request`: the cuBLASLt workspace, the error flag and the scratch buffer.
+constexpr std::size_t backend_bytes(std::size_t request) {
+  return kGemmWorkspaceBytes + kErrorFlagBytes + buffer_bytes(request);
+}
+
 // rmsnorm_backward with a weight gradient: per-block fp32 column partial sums over at
 // most kRmsnormDwBlocks blocks of rows.
 inline constexpr std::int64_t kRmsnormDwBlocks = 512;

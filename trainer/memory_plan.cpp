@@ -76,8 +76,7 @@ MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& pla
     add(spec.category, spec.bytes());
   if (p == Precision::BF16Mixed)  // the CUDA backend's own buffers (kernels/device_scratch.h)
     add(MemCategory::Workspace,
-        device_scratch::kGemmWorkspaceBytes + device_scratch::kErrorFlagBytes +
-            device_scratch::buffer_bytes(TrainingGraph::device_scratch_bytes(c, modes, micro_batch * seq, loss_chunk)));
+        device_scratch::backend_bytes(TrainingGraph::device_scratch_bytes(c, modes, micro_batch * seq, loss_chunk)));
   return m;
 }
 

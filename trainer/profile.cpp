@@ -12,6 +12,7 @@
 
 #include "engine/error.h"
 #include "engine/progress.h"
+#include "kernels/device_scratch.h"
 #include "kernels/ops.h"
 #include "trainer/memory_plan.h"
 #ifdef SPPFT_HAVE_CUDA
@@ -454,6 +455,11 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
     }
   }
   run.workspace_bytes += model.rope_frequencies().nbytes();
+  // On a GPU the backend's own buffers too (cuBLASLt workspace, error flag, the scratch the graph reserves).
+  const std::size_t backend = device == Device::CUDA ? device_scratch::backend_bytes(TrainingGraph::device_scratch_bytes(
+                                                            c, run.modes, run.tokens, 256))
+                                                      : 0;
+  run.workspace_bytes += backend;
   const bool mixed = act_dtype == DType::BF16;
   if (o.train) {
     run.planned_total_bytes =
@@ -463,7 +469,7 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
       run.planned_total_bytes += static_cast<std::size_t>(shape_numel(ps.shape)) * dtype_size(act_dtype);
     for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256, act_dtype))
       run.planned_total_bytes += spec.bytes();
-    run.planned_total_bytes += static_cast<std::size_t>(c.head_dim / 2) * 4;
+    run.planned_total_bytes += static_cast<std::size_t>(c.head_dim / 2) * 4 + backend;
   }
 
   std::mt19937_64 rng(o.seed);
