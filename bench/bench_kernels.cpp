@@ -2,10 +2,11 @@
 // ops in GB/s next to the device-to-device copy bandwidth, GEMMs and attention in
 // TFLOP/s next to the cuBLASLt BF16 GEMM rate. Timed with CUDA events around
 // `reps` launches after two warm-up calls; the median of 5 such samples is reported.
-//   bench_kernels [--json] [--quick]
+//   bench_kernels [--json] [--quick | --smoke]
 // Shapes are Llama-3-8B's (hidden 4096, intermediate 14336, 32 query / 8 KV heads
 // of 128) at 16384 tokens; attention B = 4 x T = 4096, causal, bf16 (--quick: 1/4
-// of the tokens). Bytes counted are the bytes each op must move (inputs read once,
+// of the tokens; --smoke: toy shapes - hidden 64, 4 / 2 heads of 32, 2 x 64 tokens - that only
+// check the benchmark runs end to end, e.g. on the emulated device). Bytes counted are the bytes each op must move (inputs read once,
 // outputs written once); FLOPs of a causal attention forward are 2 * 2 * T^2/2 * D
 // per (sequence, query head), the backward 2.5x that (the flash-attention convention).
 // Without a GPU it prints "skipped: no CUDA device" and exits 0.
@@ -35,13 +36,16 @@ namespace {
 
 // Median over 5 samples of the mean time of `reps` calls, in ms. The ops queue on
 // the legacy default stream, where the events are recorded too.
+bool g_smoke = false;  // --smoke: one warm-up call and one sample of one call
+
 double time_ms(const std::function<void()>& fn, int reps) {
   cudaEvent_t a, b;
   SPPFT_CUDA_CHECK(cudaEventCreate(&a));
   SPPFT_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 2; ++i) fn();
+  if (g_smoke) reps = 1;
+  for (int i = 0; i < (g_smoke ? 1 : 2); ++i) fn();
   std::vector<double> samples;
-  for (int s = 0; s < 5; ++s) {
+  for (int s = 0; s < (g_smoke ? 1 : 5); ++s) {
     cudaEventRecord(a, 0);
     for (int i = 0; i < reps; ++i) fn();
     cudaEventRecord(b, 0);
@@ -54,7 +58,7 @@ double time_ms(const std::function<void()>& fn, int reps) {
   cudaEventDestroy(b);
   cuda::synchronize();  // a faulting kernel throws here
   std::sort(samples.begin(), samples.end());
-  return samples[2];
+  return samples[samples.size() / 2];
 }
 
 // N(0, scale) values (or `offset` + them), stored in `dt` on the GPU.
@@ -85,18 +89,19 @@ struct Row {
 #endif
 
 int main(int argc, char** argv) {
-  bool json = false, quick = false;
+  bool json = false, quick = false, smoke = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json") json = true;
     else if (a == "--quick") quick = true;
+    else if (a == "--smoke") smoke = true;
     else {
-      std::fprintf(stderr, "error: bench_kernels: unknown argument '%s' (expected --json or --quick)\n", argv[i]);
+      std::fprintf(stderr, "error: bench_kernels: unknown argument '%s' (expected --json, --quick or --smoke)\n", argv[i]);
       return 2;
     }
   }
 #ifndef SPPFT_HAVE_CUDA
-  (void)quick;
+  (void)quick, (void)smoke;
   std::printf(json ? "{\"skipped\": \"built without CUDA\"}\n" : "skipped: no CUDA device (built without CUDA)\n");
   return 0;
 #else
@@ -105,8 +110,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
-    const std::int64_t h = 4096, f = 14336, hq = 32, hkv = 8, d = 128;
-    const std::int64_t seq = quick ? 1024 : 4096, batch = 4, n = batch * seq;
+    const std::int64_t h = smoke ? 64 : 4096, f = smoke ? 128 : 14336, hq = smoke ? 4 : 32, hkv = smoke ? 2 : 8,
+                       d = smoke ? 32 : 128;
+    const std::int64_t seq = smoke ? 64 : quick ? 1024 : 4096, batch = smoke ? 2 : 4, n = batch * seq;
+    const std::string attn_shape = "B" + std::to_string(batch) + " Hq" + std::to_string(hq) + " Hkv" + std::to_string(hkv) +
+                                   " T" + std::to_string(seq) + " D" + std::to_string(d) + " causal";
+    g_smoke = smoke;
     const auto bf = DType::BF16;
     std::vector<Row> rows;
     auto add_bw = [&](const std::string& name, const std::string& shape, double bytes, double ms, double ceiling) {
@@ -119,14 +128,14 @@ int main(int argc, char** argv) {
     };
 
     // Ceiling 1: device-to-device copy (bytes read + bytes written).
-    const std::size_t copy_bytes = std::size_t{1} << 30;
+    const std::size_t copy_bytes = smoke ? std::size_t{1} << 20 : std::size_t{1} << 30;
     void *src = nullptr, *dst = nullptr;
     SPPFT_CUDA_CHECK(cudaMalloc(&src, copy_bytes));
     SPPFT_CUDA_CHECK(cudaMalloc(&dst, copy_bytes));
     const double copy_ms = time_ms([&] { cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, 0); }, 10);
     cudaFree(src);
     cudaFree(dst);
-    add_bw("copy (ceiling)", "1 GiB D2D", 2.0 * copy_bytes, copy_ms, 0);
+    add_bw("copy (ceiling)", std::to_string(copy_bytes >> 20) + " MiB D2D", 2.0 * copy_bytes, copy_ms, 0);
     const double copy_gbs = rows.back().rate;
 
     // Ceiling 2: cuBLASLt BF16 GEMM, the MLP up projection's shape.
@@ -163,18 +172,17 @@ int main(int argc, char** argv) {
     Tensor kc = Tensor::empty({batch, hkv, seq, d}, bf, MemCategory::Workspace, Device::CUDA);
     Tensor vc = Tensor::empty({batch, hkv, seq, d}, bf, MemCategory::Workspace, Device::CUDA);
     std::vector<ops::AttentionSeq> seqs;
-    for (std::int64_t b = 0; b < batch; ++b) seqs.push_back({b * seq, seq, 0, b});
+    for (std::int64_t b = 0; b < batch; ++b) seqs.push_back({b * seq, seq, b, 0});  // {q_begin, q_len, slot, past_len}
     ops::kv_cache_write(k, v, seqs, kc, vc);
     const double attn_flops = batch * hq * 2.0 * 2.0 * (static_cast<double>(seq) * seq / 2) * d;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    add_flops("attention_forward (cache)", "B4 Hq32 Hkv8 T" + std::to_string(seq) + " D128 causal", attn_flops,
+    add_flops("attention_forward (cache)", attn_shape, attn_flops,
               time_ms([&] { ops::attention_forward(q, kc, vc, seqs, scale, 0, out); }, 3), gemm_tf);
 
     // Training attention (flash-style forward with the log-sum-exp, and its backward).
     Tensor lse = Tensor::empty({n, hq}, DType::F32, MemCategory::Workspace, Device::CUDA);
     Tensor dout = random_device({n, hq * d}, bf, 13), dq = random_device({n, hq * d}, bf, 14);
     Tensor dk = random_device({n, hkv * d}, bf, 15), dv = random_device({n, hkv * d}, bf, 16);
-    const std::string attn_shape = "B4 Hq32 Hkv8 T" + std::to_string(seq) + " D128 causal";
     // Tensor-core kernels (the default for this shape), then the CUDA-core ones they replace.
     for (const bool tensor_cores : {true, false}) {
       cuda::set_attention_tensor_cores(tensor_cores);

@@ -43,6 +43,10 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   target_link_libraries(sppft_emudev_cli PRIVATE sppft_emudev)
   set_target_properties(sppft_emudev_cli PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/emudev OUTPUT_NAME sppft)
 
+  add_executable(emudev_bench_kernels EXCLUDE_FROM_ALL ${CMAKE_SOURCE_DIR}/bench/bench_kernels.cpp)
+  target_link_libraries(emudev_bench_kernels PRIVATE sppft_emudev)
+  set_target_properties(emudev_bench_kernels PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/emudev OUTPUT_NAME bench_kernels)
+
   file(GLOB emudev_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/*_test.cpp)
   list(FILTER emudev_tests EXCLUDE REGEX "nccl_test\\.cpp$")  # no NCCL in the emulated build
   foreach(src ${emudev_tests})
@@ -51,9 +55,9 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
     target_include_directories(emudev_${name} PRIVATE ${DOCTEST_INCLUDE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
     target_link_libraries(emudev_${name} PRIVATE sppft_emudev)
     set_target_properties(emudev_${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/emudev)
-    add_dependencies(emudev_tests emudev_${name} sppft_emudev_cli)
+    add_dependencies(emudev_tests emudev_${name} sppft_emudev_cli emudev_bench_kernels)
     add_test(NAME gpu_emu.${name} COMMAND emudev_${name})
     set_tests_properties(gpu_emu.${name} PROPERTIES LABELS gpu_emu TIMEOUT 900 ENVIRONMENT
-      "SPPFT_SOURCE_DIR=${CMAKE_SOURCE_DIR};SPPFT_BUILD_DIR=${CMAKE_BINARY_DIR};SPPFT_BIN=$<TARGET_FILE:sppft_emudev_cli>;SPPFT_PARITY_DIR=${CMAKE_BINARY_DIR}/parity")
+      "SPPFT_SOURCE_DIR=${CMAKE_SOURCE_DIR};SPPFT_BUILD_DIR=${CMAKE_BINARY_DIR};SPPFT_BIN=$<TARGET_FILE:sppft_emudev_cli>;SPPFT_BENCH_KERNELS=$<TARGET_FILE:emudev_bench_kernels>;SPPFT_PARITY_DIR=${CMAKE_BINARY_DIR}/parity")
   endforeach()
 endif()

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""The end of bench/gpu_check.sh: reads what the stages left in OUTDIR (ctest-junit.xml,
+kernels.json, profile.json, torch_attention.json, torch_step.jsonl), writes OUTDIR/summary.json
+and prints the closing table (kernel rates against their ceilings, the training step's
+tokens/s and MFU full vs SPPFT, the transformers step, PyTorch SDPA). A missing or partial
+input is recorded as such and skipped in the table.
+
+    python3 bench/gpu_summary.py OUTDIR RESULT TOTAL_S GPU NVCC COMMIT DIRTY ARCH STAGES_JSONL
+"""
+import json, os, sys, time, xml.etree.ElementTree as ET
+out, overall, total, gpu, nvcc, commit, dirty, arch, stages = sys.argv[1:10]
+tests = []
+junit = os.path.join(out, "ctest-junit.xml")
+if os.path.exists(junit):
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        status = case.get("status") or ("failed" if case.find("failure") is not None else "run")
+        text = "".join(x.text or "" for x in case.iter("system-out"))
+        tests.append({"name": case.get("name"), "status": status, "seconds": float(case.get("time") or 0),
+                      "skipped_no_gpu": "skipped: no CUDA device" in text})
+summary = {
+    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "result": overall, "total_seconds": int(total),
+    "gpu": gpu or None, "nvcc": nvcc or None, "commit": commit, "uncommitted_files": int(dirty or 0),
+    "cuda_architectures": arch, "stages": [json.loads(l) for l in stages.splitlines() if l.strip()], "tests": tests,
+    "benchmarks": {},
+}
+for name in ("kernels", "torch_attention", "profile"):
+    path = os.path.join(out, name + ".json")
+    try:
+        with open(path) as f:
+            summary["benchmarks"][name] = json.loads(f.read())
+    except Exception as e:  # noqa: BLE001
+        summary["benchmarks"][name] = {"missing": f"{path}: {e}"}
+try:
+    with open(os.path.join(out, "torch_step.jsonl")) as f:
+        summary["benchmarks"]["torch_step"] = [json.loads(l) for l in f if l.strip()]
+except Exception as e:  # noqa: BLE001
+    summary["benchmarks"]["torch_step"] = {"missing": str(e)}
+with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+k = summary["benchmarks"].get("kernels", {})
+if "rows" in k:
+    print(f"{'op':30s} {'shape':42s} {'ms':>9s} {'rate':>10s} {'unit':8s} {'of ceiling':>10s}")
+    for r in k["rows"]:
+        print(f"{r['op']:30s} {r['shape']:42s} {r['ms']:9.3f} {r['rate']:10.1f} {r['unit']:8s} {100 * r['share_of_ceiling']:9.0f}%")
+prof = summary["benchmarks"].get("profile", {})
+if "runs" in prof:
+    gemm = k.get("gemm_bf16_tflops") or 0
+    for r in prof["runs"]:
+        flops = sum(r["flops"].values())
+        step = r["step_seconds"]["median"]
+        tf = flops / step / 1e12
+        r["tflops"], r["mfu_vs_989"], r["mfu_vs_measured_gemm"] = tf, tf / 989.0, tf / gemm if gemm else None
+        print(f"train step {r['label']:5s} ({r['freeze']}): {step * 1e3:.1f} ms, {r['tokens'] / step:.0f} tokens/s, "
+              f"{tf:.0f} TFLOP/s = MFU {100 * tf / 989:.0f}% of 989 (dense bf16 datasheet)"
+              + (f", {100 * tf / gemm:.0f}% of the measured GEMM rate" if gemm else ""))
+    c = prof.get("comparison", {}).get("total")
+    if c and len(prof["runs"]) == 2:
+        full = prof["runs"][0]
+        share = c["predicted_saved_flops"] / sum(full["flops"].values())
+        print(f"SPPFT saved {100 * c['saved_seconds'] / c['full_seconds']:.1f}% of the step; the frozen blocks' dW FLOPs are "
+              f"{100 * share:.1f}% of the full step's FLOPs")
+hf = summary["benchmarks"].get("torch_step")
+if isinstance(hf, list):
+    mine_runs = prof.get("runs", [])  # the same order: full, then frozen 1-2
+    for i, r in enumerate(hf):
+        if "step_seconds_median" not in r:
+            print(f"transformers step: {r}")
+            continue
+        step = r["step_seconds_median"]
+        mine = mine_runs[i] if i < len(mine_runs) else None
+        line = (f"transformers step ({r['freeze'] or 'full'}): {step * 1e3:.1f} ms, {r['tokens_per_s']:.0f} tokens/s, "
+                f"peak {r.get('peak_allocated_bytes', 0) / 2**30:.1f} GiB")
+        if mine:
+            tf = sum(mine["flops"].values()) / step / 1e12
+            line += f"; {tf:.0f} TFLOP/s by sppft's FLOP count; sppft/transformers step time {mine['step_seconds']['median'] / step:.2f}"
+        print(line)
+t = summary["benchmarks"].get("torch_attention", {})
+for be, r in t.get("backends", {}).items():
+    if "forward_ms" in r:
+        print(f"torch SDPA {be:9s} {t['shape']}: forward {r['forward_ms']:.3f} ms ({r['forward_tflops']:.0f} TFLOP/s), "
+              f"forward+backward {r['forward_backward_ms']:.3f} ms ({r['forward_backward_tflops']:.0f} TFLOP/s)")
+    else:
+        print(f"torch SDPA {be}: {r.get('error')}")
+print(json.dumps({k: summary[k] for k in ("result", "total_seconds", "gpu")}))

@@ -1,0 +1,53 @@
+// The benchmark half of bench/gpu_check.sh at toy size: `bench_kernels --smoke --json` and
+// `sppft profile --device cuda --json` (full vs SPPFT on a tiny checkpoint) produce what
+// bench/gpu_summary.py reads, and the summary prints its table and writes summary.json - so
+// the first run on a real GPU does not lose its closing table to a format mismatch. The
+// numbers themselves are meaningless here. Without a GPU it prints "skipped: no CUDA device".
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "engine/json.h"
+#include "gpu_test_util.h"
+
+using namespace sppft;
+using namespace sppft::test::gpu;
+
+TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together") {
+  if (!have_gpu()) return;
+  const fs::path base = test::temp_dir("gpu-summary"), out = base / "out";
+  fs::create_directories(out);
+  test::make_tiny_checkpoint(base / "model");
+
+  auto kernels = test::run_command(test::env_path("SPPFT_BENCH_KERNELS", "build/bin/bench_kernels").string() +
+                                   " --smoke --json 2>/dev/null");
+  REQUIRE_MESSAGE(kernels.exit_code == 0, kernels.out);
+  atomic_write_text(out / "kernels.json", kernels.out);
+  const Json k = Json::parse(kernels.out);
+  REQUIRE(k["rows"].size() >= 20);
+  for (const auto& r : k["rows"]) {
+    CAPTURE(r.dump());
+    CHECK(r["ms"].get<double>() >= 0);
+    CHECK(std::isfinite(r["rate"].get<double>()));
+  }
+  CHECK(k["gemm_bf16_tflops"].get<double>() > 0);
+
+  auto prof = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " profile " +
+                                (base / "model").string() +
+                                " --device cuda --steps 1 --warmup 0 --seq 32 --micro-batch 2 --compare-freeze 1-2 --json 2>/dev/null");
+  REQUIRE_MESSAGE(prof.exit_code == 0, prof.out);
+  atomic_write_text(out / "profile.json", prof.out);
+
+  auto summary = test::run_command("python3 " + (test::source_dir() / "bench/gpu_summary.py").string() + " " + out.string() +
+                                   " passed 1 'test GPU' 'release 13.0' commit 0 90a '{\"stage\":\"test\",\"status\":\"ok\",\"seconds\":1}'");
+  CAPTURE(summary.out);
+  REQUIRE(summary.exit_code == 0);
+  CHECK(summary.out.find("rmsnorm_forward") != std::string::npos);
+  CHECK(summary.out.find("train step full") != std::string::npos);
+  CHECK(summary.out.find("SPPFT saved") != std::string::npos);
+  const Json s = read_json_file(out / "summary.json");
+  CHECK(s["result"] == "passed");
+  CHECK(s["benchmarks"]["kernels"]["rows"].size() == k["rows"].size());
+  CHECK(s["benchmarks"]["profile"]["runs"].size() == 2);
+  CHECK(s["benchmarks"]["torch_attention"].contains("missing"));  // not run here: recorded as missing
+}
