@@ -5,7 +5,8 @@
 // the run measured on the GPU equal the bf16-mixed plan in every category, the workspace
 // included (the cuBLASLt workspace, error flag and reserved scratch of
 // kernels/device_scratch.h).
-// Without a GPU it prints "skipped: no CUDA device" and passes.
+// A second case kills a GPU run and resumes it. Without a GPU both print "skipped: no CUDA
+// device" and pass.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -16,6 +17,23 @@
 
 using namespace sppft;
 using namespace sppft::test::gpu;
+
+namespace {
+
+// One value of `key` per step of a metrics.jsonl, NaN where absent.
+std::vector<double> metric_values(const fs::path& file, const char* key) {
+  std::vector<double> out;
+  const std::string text = read_file(file);
+  for (std::size_t pos = 0; pos < text.size();) {
+    const auto end = text.find('\n', pos);
+    const Json line = Json::parse(text.substr(pos, end - pos));
+    out.push_back(line.contains(key) ? line[key].get<double>() : std::nan(""));
+    pos = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
 
 TEST_CASE("sppft train --device cuda follows the CPU run") {
   if (!have_gpu()) return;
@@ -35,17 +53,7 @@ TEST_CASE("sppft train --device cuda follows the CPU run") {
   auto gpu = test::run_command(bin + args + (base / "gpu").string() + " --device cuda");
   REQUIRE_MESSAGE(gpu.exit_code == 0, gpu.out);
 
-  auto metric = [&](const char* run, const char* key) {  // one value per step, NaN where absent
-    std::vector<double> out;
-    const std::string text = read_file(base / run / "metrics.jsonl");
-    for (std::size_t pos = 0; pos < text.size();) {
-      const auto end = text.find('\n', pos);
-      const Json line = Json::parse(text.substr(pos, end - pos));
-      out.push_back(line.contains(key) ? line[key].get<double>() : std::nan(""));
-      pos = end + 1;
-    }
-    return out;
-  };
+  auto metric = [&](const char* run, const char* key) { return metric_values(base / run / "metrics.jsonl", key); };
   const auto lc = metric("cpu", "loss"), lg = metric("gpu", "loss");
   // The safety probe (steps 1, 2, 4) runs its forward on the GPU with the bf16 training weights:
   // the angle gap follows the CPU's within 2 degrees.
@@ -80,4 +88,33 @@ TEST_CASE("sppft train --device cuda follows the CPU run") {
     CAPTURE(cat);
     CHECK(mem["predicted"][cat] == mem["measured_peak"][cat]);
   }
+}
+
+// bf16-mixed checkpoints hold the fp32 masters and moments: a GPU run killed after step 3 and
+// resumed from its step-2 checkpoint ends with the uninterrupted run's losses and weights.
+TEST_CASE("a GPU run killed with SIGKILL resumes with the same losses and weights") {
+  if (!have_gpu()) return;
+  const fs::path base = test::temp_dir("gpu-resume");
+  test::make_tiny_checkpoint(base / "model");
+  std::string data;
+  for (int i = 0; i < 16; ++i)
+    data += Json({{"instruction", "Question " + std::to_string(i)}, {"output", "Answer number " + std::to_string(i % 5)}}).dump() + "\n";
+  atomic_write_text(base / "data.jsonl", data);
+  const std::string cmd = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " train " + (base / "model").string() +
+                          " --data " + (base / "data.jsonl").string() +
+                          " --micro-batch 2 --grad-accum 2 --cutoff 160 --max-steps 4 --save-every 2 --lr 1e-3 --freeze 1-1"
+                          " --device cuda --out ";
+  REQUIRE(test::run_command(cmd + (base / "whole").string()).exit_code == 0);
+  const auto killed = test::run_command("SPPFT_TEST_KILL_AFTER_STEP=3 " + cmd + (base / "killed").string());
+  REQUIRE(killed.exit_code != 0);
+  const auto resumed = test::run_command(cmd + (base / "killed").string() + " --resume");
+  REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.out);
+  const auto lw = metric_values(base / "whole" / "metrics.jsonl", "loss"), lk = metric_values(base / "killed" / "metrics.jsonl", "loss");
+  REQUIRE(lw.size() == 4);
+  REQUIRE(lk.size() == 4);
+  for (int i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(lk[i] - lw[i]) <= 1e-6 * std::abs(lw[i]));
+  }
+  CHECK(read_file(base / "whole" / "model.safetensors") == read_file(base / "killed" / "model.safetensors"));
 }
