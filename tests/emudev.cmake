@@ -7,7 +7,8 @@
 # `sppft ... --device cuda` - everything but NCCL, the hardware's rounding and its speed.
 # ctest label `gpu_emu`, names gpu_emu.<test>. x86-64 only (the fiber switch is assembly).
 # Not in `all` (a second build of everything would slow `make` / `make demo` by minutes):
-# `make test` builds the target `emudev_tests` before running ctest.
+# `make test` builds the target `emudev_tests` before running ctest, and for a plain `ctest` the
+# fixture test gpu_emu.build builds it first (a no-op when it is built).
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   find_package(Python3 COMPONENTS Interpreter REQUIRED)
   set(emudev_gen ${CMAKE_BINARY_DIR}/emudev_gen)
@@ -47,6 +48,9 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   target_link_libraries(emudev_bench_kernels PRIVATE sppft_emudev)
   set_target_properties(emudev_bench_kernels PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/emudev OUTPUT_NAME bench_kernels)
 
+  add_test(NAME gpu_emu.build COMMAND ${CMAKE_COMMAND} --build ${CMAKE_BINARY_DIR} --target emudev_tests)
+  set_tests_properties(gpu_emu.build PROPERTIES LABELS gpu_emu TIMEOUT 1800 FIXTURES_SETUP emudev)
+
   file(GLOB emudev_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/*_test.cpp)
   list(FILTER emudev_tests EXCLUDE REGEX "nccl_test\\.cpp$")  # no NCCL in the emulated build
   foreach(src ${emudev_tests})
@@ -57,7 +61,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
     set_target_properties(emudev_${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/emudev)
     add_dependencies(emudev_tests emudev_${name} sppft_emudev_cli emudev_bench_kernels)
     add_test(NAME gpu_emu.${name} COMMAND emudev_${name})
-    set_tests_properties(gpu_emu.${name} PROPERTIES LABELS gpu_emu TIMEOUT 900 ENVIRONMENT
+    set_tests_properties(gpu_emu.${name} PROPERTIES LABELS gpu_emu TIMEOUT 900 FIXTURES_REQUIRED emudev ENVIRONMENT
       "SPPFT_SOURCE_DIR=${CMAKE_SOURCE_DIR};SPPFT_BUILD_DIR=${CMAKE_BINARY_DIR};SPPFT_BIN=$<TARGET_FILE:sppft_emudev_cli>;SPPFT_BENCH_KERNELS=$<TARGET_FILE:emudev_bench_kernels>;SPPFT_PARITY_DIR=${CMAKE_BINARY_DIR}/parity")
   endforeach()
 endif()
