@@ -1,5 +1,6 @@
 # CPU emulation of CUDA kernels (tests/emu/): the kernel sources, unchanged apart from their
-# includes, host tails and shared-memory declarations (extract.py checks this), run on
+# host tails and shared-memory declarations (extract.py checks this; their CUDA headers are
+# tests/emu/device/), run on
 # emulated warps (fibers with real barriers and shuffles, WMMA on whole 16x16 matrices, guard
 # pages) against the CPU reference - so CI checks the kernels' logic without a GPU. The fiber
 # switch is x86-64 assembly: elsewhere the tests are not built.
@@ -18,7 +19,7 @@
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   find_package(Python3 COMPONENTS Interpreter REQUIRED)
   set(emu_gen ${CMAKE_BINARY_DIR}/emu_gen)
-  set(emu_outputs attention_train_tc_emu.h attention_tiles_emu.cuh cuda_common_emu.cuh rmsnorm_emu.h loss_emu.h
+  set(emu_outputs attention_train_tc_emu.h rmsnorm_emu.h loss_emu.h
                   optimizer_emu.h glu_emu.h rope_emu.h
                   embedding_emu.h attention_emu.h attention_train_emu.h linear_emu.h)
   list(TRANSFORM emu_outputs PREPEND ${emu_gen}/)
@@ -26,7 +27,6 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
     OUTPUT ${emu_outputs}
     COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_SOURCE_DIR} ${emu_gen}
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_train_tc.cu
-            ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_tiles.cuh ${CMAKE_SOURCE_DIR}/kernels/cuda/cuda_common.cuh
             ${CMAKE_SOURCE_DIR}/kernels/cuda/rmsnorm.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/loss.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/optimizer.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/glu.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/rope.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/embedding.cu
@@ -36,6 +36,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   # emu_test(NAME GENERATED_HEADER): tests/emu/NAME.cpp -> build/tests/NAME, ctest kernels.NAME
   function(emu_test name header)
     add_executable(${name} emu/${name}.cpp ${emu_gen}/${header})
+    # emu/device first: the kernels' <cuda_runtime.h>, <mma.h>, ... are the emulated ones.
+    target_include_directories(${name} BEFORE PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/emu/device)
     target_include_directories(${name} PRIVATE ${emu_gen} ${CMAKE_CURRENT_SOURCE_DIR}/emu ${CMAKE_SOURCE_DIR})
     target_compile_options(${name} PRIVATE -fno-strict-aliasing -Wno-unknown-pragmas -Wno-sign-compare)  # kernel code: threadIdx.x is unsigned
     target_link_libraries(${name} PRIVATE sppft_kernels)

@@ -37,7 +37,6 @@ using std::int64_t;
 using Seq = sppft::ops::AttentionSeq;
 using attn::SeqTable;
 
-static bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 constexpr int kSms = 132;  // the automatic split choice as on an H100 / H200
 
 // ---------------------------------------------------------------- emulated launchers

@@ -31,14 +31,6 @@ using namespace emuh;
 using sppft::ops::GluActivation;
 using std::int64_t;
 
-static bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
-// detail::grid_blocks (host section of cuda_common.cuh).
-static unsigned grid_blocks(int64_t n, int threads, int64_t cap = 65536) {
-  int64_t b = (n + threads - 1) / threads;
-  if (b < 1) b = 1;
-  if (b > cap) b = cap;
-  return static_cast<unsigned>(b);
-}
 static const float kTanh = std::sqrt(2.0f / static_cast<float>(M_PI));  // as glu.cu's host code
 
 // dispatch_activation of glu.cu: f(integral_constant<int, kernel constant>).

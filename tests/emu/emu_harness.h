@@ -120,15 +120,13 @@ struct Dev {
   std::vector<unsigned char> bytes() const { return std::vector<unsigned char>(m.p, m.p + m.bytes); }
 };
 
-// f(TypeTag<float>) or f(TypeTag<bf16>), as detail::dispatch_float on the host side.
-template <typename T>
-struct Tag {
-  using type = T;
-};
+// The launch helpers of the kernels' host code (kernels/cuda/cuda_common.cuh), for the
+// emulated launchers that mirror it: dtype dispatch, 16-byte alignment, grid-stride grids.
+using sppft::cuda::detail::aligned16;
+using sppft::cuda::detail::grid_blocks;
 template <typename F>
 decltype(auto) with_type(DType t, F&& f) {
-  if (t == DType::BF16) return f(Tag<bf16>{});
-  return f(Tag<float>{});
+  return sppft::cuda::detail::dispatch_float(t, std::forward<F>(f));
 }
 
 // ---------------------------------------------------------------- inputs, reference, errors

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Copies CUDA kernel files for the CPU emulation tests (tests/emu/*_emu.cpp) into OUT_DIR
-with only these textual changes: includes -> the emulation headers, each file's host part
+with only these textual changes (their CUDA includes resolve to the emulated headers in
+tests/emu/device/, so includes stay as they are): each file's host part
 cut (from a per-file marker: the line where the host section starts; host code between
 kernels, e.g. linear.cu's cuBLASLt calls, cut between a start and an end marker), `extern __shared__`
 declarations -> a per-block pointer, and static `__shared__ T name[dims];` declarations ->
@@ -24,22 +25,6 @@ def must_replace(text, old, new, count=1):
     if n != count: sys.exit(f"extract: expected {count} x {old!r}, found {n}")
     return text.replace(old, new)
 
-# cuda_common.cuh: drop the host section (runtime, checks, dispatch on Tensor types).
-cc = rd("kernels/cuda/cuda_common.cuh")
-cc = must_replace(cc, "#include <cuda_bf16.h>\n#include <cuda_runtime.h>\n", '#include "emu_cuda.h"\n')
-cc = must_replace(cc, '#include "engine/cuda_check.h"\n#include "engine/error.h"\n#include "engine/tensor.h"\n',
-                  '#include "emu_stubs.h"\n')
-a = cc.index("// ---- runtime (kernels/cuda/runtime.cu) ----"); b = cc.index("// ---- device: conversions ----")
-cc = cc[:a] + "// [emulation: host section cut]\n" + cc[b:]
-open(os.path.join(gen, "cuda_common_emu.cuh"), "w").write(cc)
-
-# attention_tiles.cuh: includes only.
-at = rd("kernels/cuda/attention_tiles.cuh")
-at = must_replace(at, '#include "engine/error.h"\n#include "kernels/cuda/cuda_common.cuh"\n#include "kernels/ops.h"\n',
-                  '#include "emu_stubs.h"\n#include "cuda_common_emu.cuh"\n')
-open(os.path.join(gen, "attention_tiles_emu.cuh"), "w").write(at)
-
-COMMON = ('#include "kernels/cuda/cuda_common.cuh"\n', '#include "cuda_common_emu.cuh"\n', 1)
 TC_DECL = "extern __shared__ __align__(128) unsigned char tc_smem[];"
 SMEM4 = ("extern __shared__ float4 smem4[];", "float4* const smem4 = reinterpret_cast<float4*>(::emu::dyn_smem());")
 # Per kernel file: output name, cut marker (start of the host section, cut with all after it),
@@ -51,52 +36,46 @@ FILES = [
     dict(src="kernels/cuda/attention_train_tc.cu", out="attention_train_tc_emu.h",
          cut="std::atomic<bool> g_tc_enabled",
          tail="}  // namespace\n\n}  // namespace sppft::cuda::attn\n",
-         subs=[("#include <mma.h>\n", '#include "emu_cuda.h"\n', 1),
-               ('#include "kernels/cuda/attention_tiles.cuh"\n', '#include "attention_tiles_emu.cuh"\n', 1),
-               COMMON,
-               (TC_DECL, "unsigned char* const tc_smem = ::emu::dyn_smem();", 3)]),
+         subs=[(TC_DECL, "unsigned char* const tc_smem = ::emu::dyn_smem();", 3)]),
     dict(src="kernels/cuda/rmsnorm.cu", out="rmsnorm_emu.h",
          cut="namespace {\n// rmsnorm_forward (delta null) and add_rmsnorm_forward.",
          tail="}  // namespace sppft::cuda\n",
-         subs=[COMMON,
-               ("extern __shared__ float4 dyn_sh[];",
+         subs=[("extern __shared__ float4 dyn_sh[];",
                 "float4* const dyn_sh = reinterpret_cast<float4*>(::emu::dyn_smem());", 1)]),
     dict(src="kernels/cuda/loss.cu", out="loss_emu.h",
          cut="double cross_entropy(const Tensor& logits",
          tail="}  // namespace sppft::cuda\n",
-         subs=[COMMON]),
+         subs=[]),
     dict(src="kernels/cuda/optimizer.cu", out="optimizer_emu.h",
          cut="// Launches the kernel over `entries`",
          tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
-         subs=[COMMON]),
+         subs=[]),
     dict(src="kernels/cuda/glu.cu", out="glu_emu.h",
          cut="// launch(std::integral_constant<int, A>{}) with the kernel constant of `act`.",
          tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
-         subs=[COMMON]),
+         subs=[]),
     dict(src="kernels/cuda/rope.cu", out="rope_emu.h",
          cut="// Checks and launch shared by rope_forward",
          tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
-         subs=[COMMON]),
+         subs=[]),
     dict(src="kernels/cuda/embedding.cu", out="embedding_emu.h",
          cut="void embedding_forward(const Tensor& ids",
          tail="}  // namespace sppft::cuda\n",
-         subs=[COMMON]),
+         subs=[]),
     dict(src="kernels/cuda/attention.cu", out="attention_emu.h",
          cut="// ---------------------------------------------------------------- host side",
          tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
-         subs=[('#include "kernels/cuda/attention_tiles.cuh"\n', '#include "attention_tiles_emu.cuh"\n', 1),
-               COMMON, (*SMEM4, 1)]),
+         subs=[(*SMEM4, 1)]),
     dict(src="kernels/cuda/attention_train.cu", out="attention_train_emu.h",
          cut="// ---------------------------------------------------------------- host side",
          tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
-         subs=[('#include "kernels/cuda/attention_tiles.cuh"\n', '#include "attention_tiles_emu.cuh"\n', 1),
-               COMMON, (*SMEM4, 3)]),
+         subs=[(*SMEM4, 3)]),
     # linear.cu: only its own kernels (broadcast_bias, gemm_fallback, colsum_partial/finish);
     # the cuBLASLt state and calls between them and the launchers are cut.
     dict(src="kernels/cuda/linear.cu", out="linear_emu.h",
          cut="void column_sums_into(const Tensor& g, Tensor& dbias) {",
          tail="}  // namespace\n\n}  // namespace sppft::cuda\n",
-         subs=[("#include <cublasLt.h>\n", "// [emulation: <cublasLt.h> not included]\n", 1), COMMON],
+         subs=[],
          drops=[("using detail::current_device;\n", "// y[n, :] = bias (converted to y's dtype)"),
                 ("void gemm_fallback(const Gemm& g) {", "// ---- dbias: deterministic column sums ----")]),
 ]

@@ -30,13 +30,6 @@ namespace cu = sppft::cuda;
 using namespace emuh;
 using std::int64_t;
 
-// detail::grid_blocks (host section of cuda_common.cuh).
-static unsigned grid_blocks(int64_t n, int threads, int64_t cap = 65536) {
-  int64_t b = (n + threads - 1) / threads;
-  if (b < 1) b = 1;
-  if (b > cap) b = cap;
-  return static_cast<unsigned>(b);
-}
 
 // ---------------------------------------------------------------- emulated launchers
 // As fill_bias: y[n, :] = bias (or 0). grid_override > 0: that many blocks (grid-stride probe).

@@ -20,14 +20,6 @@ namespace cu = sppft::cuda;
 using namespace emuh;
 using std::int64_t;
 
-static bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
-// detail::grid_blocks (host section of cuda_common.cuh).
-static unsigned grid_blocks(int64_t n, int threads, int64_t cap) {
-  int64_t b = (n + threads - 1) / threads;
-  if (b < 1) b = 1;
-  if (b > cap) b = cap;
-  return static_cast<unsigned>(b);
-}
 
 // ---------------------------------------------------------------- emulated launcher (as cuda::cross_entropy)
 struct CeResult {

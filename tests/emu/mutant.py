@@ -43,6 +43,7 @@ try:
     obj = os.path.join(tmp, a.test + ".o")
     argv[argv.index("-o") + 1] = obj
     argv = [("-I" + gen if x == "-I" + os.path.join(a.build, "emu_gen") else x) for x in argv]
+    argv.insert(1, "-I" + tmp)  # the kernels' own includes (kernels/cuda/*.cuh) from the mutated copy
     b = subprocess.run(argv, cwd=cc[0]["directory"], capture_output=True, text=True)
     if b.returncode: print(b.stdout + b.stderr); sys.exit(2)
     link_dir = os.path.join(a.build, "tests")

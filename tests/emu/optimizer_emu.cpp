@@ -25,14 +25,6 @@ namespace cu = sppft::cuda;
 using namespace emuh;
 using std::int64_t;
 
-static bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
-static unsigned grid_blocks(int64_t n, int threads, int64_t cap) {  // detail::grid_blocks
-  int64_t b = (n + threads - 1) / threads;
-  if (b < 1) b = 1;
-  if (b > cap) b = cap;
-  return static_cast<unsigned>(b);
-}
-
 // ---------------------------------------------------------------- emulated launchers
 // As launch_adamw: kMtMaxTensors per launch, one block per kMtChunk elements.
 static bool emu_launch_adamw(const std::vector<cu::MtTensor>& entries, const cu::AdamWScalars& c, int* launches) {

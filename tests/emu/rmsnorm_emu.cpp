@@ -25,7 +25,6 @@ namespace cu = sppft::cuda;
 using namespace emuh;
 using std::int64_t;
 
-static bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 // The GPU test's bound for these dtypes, and 1e-5 whenever the output itself is F32.
 static double bound(std::initializer_list<DType> dts, DType out) {
   return out == DType::F32 ? 1e-5 : tolerance(dts);
