@@ -26,7 +26,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   add_custom_command(
     OUTPUT ${emu_outputs}
     COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_SOURCE_DIR} ${emu_gen}
-    DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_train_tc.cu
+    DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_CURRENT_SOURCE_DIR}/emu/shared_decls.py ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_train_tc.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/rmsnorm.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/loss.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/optimizer.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/glu.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/rope.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/embedding.cu

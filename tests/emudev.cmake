@@ -20,7 +20,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   add_custom_command(
     OUTPUT ${emudev_kernels}
     COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/emu/translate.py ${CMAKE_SOURCE_DIR} ${emudev_gen}
-    DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/emu/translate.py ${SPPFT_CUDA_SRC}
+    DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/emu/translate.py ${CMAKE_CURRENT_SOURCE_DIR}/emu/shared_decls.py ${SPPFT_CUDA_SRC}
     COMMENT "Rewriting the CUDA sources for the emulated-device build")
 
   add_custom_target(emudev_tests)

@@ -13,7 +13,9 @@ substitutions and comparing with the original, byte for byte.
 
 SOURCE_DIR is the repository root (or a copy of it, e.g. with a mutated kernel).
 """
-import hashlib, os, re, sys
+import hashlib, os, sys
+
+from shared_decls import restore_static, rewrite_static
 if len(sys.argv) != 3:
     sys.exit("usage: extract.py SOURCE_DIR OUT_DIR")
 SRC, gen = sys.argv[1], sys.argv[2]
@@ -80,11 +82,6 @@ FILES = [
                 ("void gemm_fallback(const Gemm& g) {", "// ---- dbias: deterministic column sums ----")]),
 ]
 
-# `__shared__ T name[dims];` (whole line, not extern, optionally a trailing // comment) <->
-# `EMU_SHARED(T, name, [dims]);` (the comment kept)
-STATIC_SH = re.compile(r"^([ \t]*)__shared__ ([^;\n]+?) (\w+)((?:\[[^\]\n]+\])*);([ \t]+//[^\n]*)?$", re.M)
-EMU_SH = re.compile(r"^([ \t]*)EMU_SHARED\(([^;\n]+?), (\w+), ((?:\[[^\]\n]+\])*)\);([ \t]+//[^\n]*)?$", re.M)
-
 for f in FILES:
     orig = rd(f["src"])
     if orig.count(f["cut"]) != 1: sys.exit(f"extract: cut marker {f['cut']!r} not found exactly once in {f['src']}")
@@ -105,13 +102,13 @@ for f in FILES:
         if new in keep: sys.exit(f"extract: {new!r} already in {f['src']}: substitution not reversible")
         text = must_replace(text, old, new, count)
     if "EMU_SHARED(" in keep: sys.exit(f"extract: EMU_SHARED already in {f['src']}")
-    text, n_static = STATIC_SH.subn(r"\1EMU_SHARED(\2, \3, \4);\5", text)
+    text, n_static = rewrite_static(text)
     left = [l for l in text.splitlines() if "__shared__" in l]
     if left: sys.exit(f"extract: {f['src']}: __shared__ declarations not handled: {left}")
     open(os.path.join(gen, f["out"]), "w").write(text + f["tail"])
 
     # Self-check: undoing the substitutions gives back the original prefix byte for byte.
-    back = EMU_SH.sub(r"\1__shared__ \2 \3\4;\5", text)
+    back = restore_static(text)
     for old, new, _ in reversed(f["subs"]):
         back = back.replace(new, old)
     for ph, cut_text in dropped:

@@ -12,15 +12,15 @@ tests/emu/device/ (the emulated runtime, cuBLASLt and NVTX).
 
     python3 tests/emu/translate.py SOURCE_DIR OUT_DIR
 """
-import glob, os, re, sys
+import glob, os, sys
+
+from shared_decls import rewrite_extern, rewrite_static
 
 if len(sys.argv) != 3:
     sys.exit("usage: translate.py SOURCE_DIR OUT_DIR")
 SRC, OUT = os.path.abspath(sys.argv[1]), sys.argv[2]
 os.makedirs(OUT, exist_ok=True)
 
-EXTERN_SH = re.compile(r"^([ \t]*)extern __shared__ (?:__align__\(\d+\) )?([\w: ]+?) (\w+)\[\];", re.M)
-STATIC_SH = re.compile(r"^([ \t]*)__shared__ ([^;\n]+?) (\w+)((?:\[[^\]\n]+\])*);", re.M)
 OPEN, CLOSE = "([{", ")]}"
 
 
@@ -111,8 +111,8 @@ for path in sorted(glob.glob(os.path.join(SRC, "kernels/cuda/*.cu"))):
     name = os.path.basename(path)
     text = open(path).read()
     text, n_launch = rewrite_launches(text, name)
-    text, n_extern = EXTERN_SH.subn(r"\1\2* const \3 = reinterpret_cast<\2*>(::emu::dyn_smem());", text)
-    text, n_static = STATIC_SH.subn(r"\1EMU_SHARED(\2, \3, \4);", text)
+    text, n_extern = rewrite_extern(text)
+    text, n_static = rewrite_static(text)
     left = [l for l in text.splitlines() if "__shared__" in l or "<<<" in l]
     if left:
         sys.exit(f"translate: {name}: not rewritten: {left}")
