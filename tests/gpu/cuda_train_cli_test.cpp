@@ -33,16 +33,21 @@ std::vector<double> metric_values(const fs::path& file, const char* key) {
   return out;
 }
 
+// 16 short instruction/answer pairs (Alpaca JSON lines).
+void write_sft_data(const fs::path& file) {
+  std::string data;
+  for (int i = 0; i < 16; ++i)
+    data += Json({{"instruction", "Question " + std::to_string(i)}, {"output", "Answer number " + std::to_string(i % 5)}}).dump() + "\n";
+  atomic_write_text(file, data);
+}
+
 }  // namespace
 
 TEST_CASE("sppft train --device cuda follows the CPU run") {
   if (!have_gpu()) return;
   const fs::path base = test::temp_dir("gpu-train");
   test::make_tiny_checkpoint(base / "model");
-  std::string data;
-  for (int i = 0; i < 16; ++i)
-    data += Json({{"instruction", "Question " + std::to_string(i)}, {"output", "Answer number " + std::to_string(i % 5)}}).dump() + "\n";
-  atomic_write_text(base / "data.jsonl", data);
+  write_sft_data(base / "data.jsonl");
   const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string();
   const std::string args = " train " + (base / "model").string() + " --data " + (base / "data.jsonl").string() +
                            " --micro-batch 4 --cutoff 160 --max-steps 4 --lr 1e-3 --freeze 1-2 --safety-probe " +
@@ -96,10 +101,7 @@ TEST_CASE("a GPU run killed with SIGKILL resumes with the same losses and weight
   if (!have_gpu()) return;
   const fs::path base = test::temp_dir("gpu-resume");
   test::make_tiny_checkpoint(base / "model");
-  std::string data;
-  for (int i = 0; i < 16; ++i)
-    data += Json({{"instruction", "Question " + std::to_string(i)}, {"output", "Answer number " + std::to_string(i % 5)}}).dump() + "\n";
-  atomic_write_text(base / "data.jsonl", data);
+  write_sft_data(base / "data.jsonl");
   const std::string cmd = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " train " + (base / "model").string() +
                           " --data " + (base / "data.jsonl").string() +
                           " --micro-batch 2 --grad-accum 2 --cutoff 160 --max-steps 4 --save-every 2 --lr 1e-3 --freeze 1-1"
