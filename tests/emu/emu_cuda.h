@@ -577,9 +577,13 @@ inline bool run_block(uint3 bidx, dim3 grid, dim3 bdim, std::size_t smem_bytes, 
   return ok;
 }
 
-// Launch: every block of grid, blocks one after another. block: threads per block (an int
-// converts to dim3(n)), at most 1024, a multiple of 32 (every warp full).
-inline bool launch(const char* name, dim3 grid, dim3 block, std::size_t smem, std::function<void()> body) {
+// Launch: every block of grid, blocks one after another - in index order, in reverse
+// (reverse_blocks) or, under the random schedule, shuffled: a kernel whose blocks read what other
+// blocks of the same launch write (a race on the hardware, where they run at once) gets a
+// different answer from different orders. block: threads per block (an int converts to dim3(n)),
+// at most 1024, a multiple of 32 (every warp full).
+inline bool launch(const char* name, dim3 grid, dim3 block, std::size_t smem, std::function<void()> body,
+                   bool reverse_blocks = false) {
   g_kernel_name = name;
   g_kernel = std::move(body);
   const int threads = static_cast<int>(block.x * block.y * block.z);
@@ -592,13 +596,19 @@ inline bool launch(const char* name, dim3 grid, dim3 block, std::size_t smem, st
   bool ok = true;
   std::vector<std::unique_ptr<Fiber[]>> all;
   std::vector<char> done;
+  std::vector<uint3> order;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        all.emplace_back(new Fiber[threads]);
-        done.push_back(run_block(uint3{x, y, z}, grid, block, smem, all.back().get()));
-        ok = ok && done.back();
-      }
+      for (unsigned x = 0; x < grid.x; ++x) order.push_back(uint3{x, y, z});
+  if (g_random)
+    std::shuffle(order.begin(), order.end(), g_rng);
+  else if (reverse_blocks)
+    std::reverse(order.begin(), order.end());
+  for (const uint3& bidx : order) {
+    all.emplace_back(new Fiber[threads]);
+    done.push_back(run_block(bidx, grid, block, smem, all.back().get()));
+    ok = ok && done.back();
+  }
   tsan_acquire(&g_launch_done);
   for (std::size_t bi = 0; bi < all.size(); ++bi) {
     Fiber* fibers = all[bi].get();
@@ -617,10 +627,12 @@ inline bool launch(const char* name, dim3 grid, dim3 block, std::size_t smem, st
 
 // A `kernel<<<grid, block, smem, stream>>>(args)` of host code, as tests/emu/translate.py
 // rewrites it for the emulated-device build: checks the configuration as CUDA does (dynamic
-// shared memory above 48 KiB needs cudaFuncSetAttribute first), runs the kernel, and turns a
-// deadlock or an emulator report into the sticky launch error cudaGetLastError returns.
+// shared memory above 48 KiB needs cudaFuncSetAttribute first) and queues the kernel on its
+// stream (emu_runtime.h); when it runs (blocks in reverse order), a deadlock or an emulator report becomes the sticky
+// launch error that cudaGetLastError and every later synchronizing call return.
 template <typename G, typename B>
-void device_launch(const char* name, const void* kernel, G grid, B block, std::size_t smem, std::function<void()> body) {
+void device_launch(const char* name, const void* kernel, G grid, B block, std::size_t smem, cudaStream_t stream,
+                   std::function<void()> body) {
   int limit = rt::kSmemDefault;
   {
     std::lock_guard<std::mutex> lock(rt::g_mutex);
@@ -633,13 +645,15 @@ void device_launch(const char* name, const void* kernel, G grid, B block, std::s
     rt::fail(cudaErrorInvalidValue);
     return;
   }
-  const std::size_t errors = g_errors.size();
-  const bool ok = launch(name, dim3(grid), dim3(block), smem, std::move(body));
-  if (!ok || g_errors.size() != errors) {
-    for (std::size_t i = errors; i < g_errors.size(); ++i) std::fprintf(stderr, "emulated device: %s\n", g_errors[i].c_str());
-    std::lock_guard<std::mutex> lock(rt::g_mutex);
-    rt::g_last = cudaErrorLaunchFailure;
-  }
+  const dim3 g(grid), b(block);
+  rt::enqueue(stream, [name, g, b, smem, body = std::move(body)] {
+    const std::size_t errors = g_errors.size();
+    const bool ok = launch(name, g, b, smem, body, /*reverse_blocks=*/true);
+    if (!ok || g_errors.size() != errors) {
+      for (std::size_t i = errors; i < g_errors.size(); ++i) std::fprintf(stderr, "emulated device: %s\n", g_errors[i].c_str());
+      rt::fail_async(cudaErrorLaunchFailure);
+    }
+  });
 }
 
 }  // namespace emu

@@ -2,7 +2,7 @@
 """Rewrites every kernels/cuda/*.cu into plain C++ for the emulated-device build
 (tests/emudev.cmake): the whole file, host code included, with only three kinds of change -
   kernel<<<grid, block[, smem[, stream]]>>>(args);
-      -> ::emu::device_launch("kernel", reinterpret_cast<const void*>(+kernel), grid, block, smem,
+      -> ::emu::device_launch("kernel", reinterpret_cast<const void*>(+kernel), grid, block, smem, stream,
              [emu_fn = +kernel, emu_args = std::make_tuple(args)] { std::apply(emu_fn, emu_args); });
   extern __shared__ [__align__(N)] T name[];  -> T* const name = reinterpret_cast<T*>(::emu::dyn_smem());
   __shared__ T name[dims];                    -> EMU_SHARED(T, name, [dims]);
@@ -94,12 +94,13 @@ def rewrite_launches(text, name):
         q = closing(text, p)
         args = text[p + 1:q]
         smem = config[2] if len(config) > 2 else "0"
+        stream = config[3] if len(config) > 3 else "nullptr"
         out.append(text[pos:k0])
         # The arguments are evaluated once, on the host, as CUDA does; every emulated thread
         # then calls the kernel with copies of them.
         # (`+kernel`: a pointer both for a kernel's name and for a variable holding one.)
         out.append(f'::emu::device_launch("{kernel}", reinterpret_cast<const void*>(+{kernel}), {config[0]},'
-                   f'{config[1]}, {smem}, [emu_fn = +{kernel}, emu_args = std::make_tuple({args})] '
+                   f'{config[1]}, {smem}, {stream}, [emu_fn = +{kernel}, emu_args = std::make_tuple({args})] '
                    f'{{ std::apply(emu_fn, emu_args); }})')
         pos = q + 1
         count += 1

@@ -153,36 +153,43 @@ inline std::vector<float> to_f32(const void* p, const EmuLtLayout& l) {
 }
 }  // namespace emu::lt
 
-inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void* alpha, const void* a,
-                                     cublasLtMatrixLayout_t la, const void* b, cublasLtMatrixLayout_t lb, const void* beta,
-                                     const void* c, cublasLtMatrixLayout_t lc, void* out, cublasLtMatrixLayout_t lo,
-                                     const cublasLtMatmulAlgo_t*, void*, std::size_t, cudaStream_t) {
-  const std::int64_t m = static_cast<std::int64_t>(lo->rows), n = static_cast<std::int64_t>(lo->cols);
-  const bool ta = d->trans_a == CUBLAS_OP_T, tb = d->trans_b == CUBLAS_OP_T;
-  const std::int64_t k = static_cast<std::int64_t>(ta ? la->rows : la->cols);
-  if ((ta ? la->cols : la->rows) != lo->rows || (tb ? lb->rows : lb->cols) != lo->cols ||
-      static_cast<std::int64_t>(tb ? lb->cols : lb->rows) != k || lc->rows != lo->rows || lc->cols != lo->cols ||
-      la->type != lb->type)
+// Checked at the call, computed when the stream runs it (emu_runtime.h); the descriptors and
+// alpha / beta are read at the call, as cuBLASLt does with host-pointer scalars.
+inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* a,
+                                     cublasLtMatrixLayout_t layout_a, const void* b, cublasLtMatrixLayout_t layout_b,
+                                     const void* beta, const void* c, cublasLtMatrixLayout_t layout_c, void* out,
+                                     cublasLtMatrixLayout_t layout_o, const cublasLtMatmulAlgo_t*, void*, std::size_t,
+                                     cudaStream_t stream) {
+  const EmuLtDesc d = *desc;
+  const EmuLtLayout la = *layout_a, lb = *layout_b, lc = *layout_c, lo = *layout_o;
+  const std::int64_t m = static_cast<std::int64_t>(lo.rows), n = static_cast<std::int64_t>(lo.cols);
+  const bool ta = d.trans_a == CUBLAS_OP_T, tb = d.trans_b == CUBLAS_OP_T;
+  const std::int64_t k = static_cast<std::int64_t>(ta ? la.rows : la.cols);
+  if ((ta ? la.cols : la.rows) != lo.rows || (tb ? lb.rows : lb.cols) != lo.cols ||
+      static_cast<std::int64_t>(tb ? lb.cols : lb.rows) != k || lc.rows != lo.rows || lc.cols != lo.cols ||
+      la.type != lb.type)
     return CUBLAS_STATUS_INVALID_VALUE;
-  const std::vector<float> af = emu::lt::to_f32(a, *la), bf = emu::lt::to_f32(b, *lb), cf = emu::lt::to_f32(c, *lc);
-  std::vector<float> prod(static_cast<std::size_t>(m * n));
-  cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), 1.0f, af.data(), static_cast<int>(la->ld), bf.data(),
-              static_cast<int>(lb->ld), 0.0f, prod.data(), static_cast<int>(m));
+  const bool bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS;
+  if (bias && !d.bias) return CUBLAS_STATUS_INVALID_VALUE;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  const bool bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS;
-  if (bias && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
-  for (std::int64_t j = 0; j < n; ++j)
-    for (std::int64_t i = 0; i < m; ++i) {
-      float v = al * prod[j * m + i];
-      if (be != 0.0f) v += be * cf[j * lc->ld + i];
-      if (bias)
-        v += d->bias_type == CUDA_R_16BF ? __bfloat162float(static_cast<const __nv_bfloat16*>(d->bias)[i])
-                                         : static_cast<const float*>(d->bias)[i];
-      if (lo->type == CUDA_R_16BF)
-        static_cast<__nv_bfloat16*>(out)[j * lo->ld + i] = __float2bfloat16_rn(v);
-      else
-        static_cast<float*>(out)[j * lo->ld + i] = v;
-    }
+  emu::rt::enqueue(stream, [=] {
+    const std::vector<float> af = emu::lt::to_f32(a, la), bf = emu::lt::to_f32(b, lb), cf = emu::lt::to_f32(c, lc);
+    std::vector<float> prod(static_cast<std::size_t>(m * n));
+    cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+                static_cast<int>(n), static_cast<int>(k), 1.0f, af.data(), static_cast<int>(la.ld), bf.data(),
+                static_cast<int>(lb.ld), 0.0f, prod.data(), static_cast<int>(m));
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t i = 0; i < m; ++i) {
+        float v = al * prod[j * m + i];
+        if (be != 0.0f) v += be * cf[j * lc.ld + i];
+        if (bias)
+          v += d.bias_type == CUDA_R_16BF ? __bfloat162float(static_cast<const __nv_bfloat16*>(d.bias)[i])
+                                          : static_cast<const float*>(d.bias)[i];
+        if (lo.type == CUDA_R_16BF)
+          static_cast<__nv_bfloat16*>(out)[j * lo.ld + i] = __float2bfloat16_rn(v);
+        else
+          static_cast<float*>(out)[j * lo.ld + i] = v;
+      }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
