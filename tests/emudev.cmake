@@ -1,10 +1,12 @@
 # The emulated-device build: the whole product compiled once more as plain C++ with
-# SPPFT_HAVE_CUDA, its CUDA headers resolved to tests/emu/device/ (runtime: host memory and
-# synchronous streams, emu_runtime.h; cuBLASLt: fp32 GEMM through OpenBLAS; NVTX: no-ops) and
+# SPPFT_HAVE_CUDA and SPPFT_HAVE_NCCL, its CUDA headers resolved to tests/emu/device/ (runtime:
+# host memory, streams run as late as CUDA allows, emu_runtime.h; cuBLASLt: fp32 GEMM through
+# OpenBLAS; NCCL: ranks as processes meeting over a Unix socket; NVTX: no-ops) and
 # every kernels/cuda/*.cu rewritten by tests/emu/translate.py so that each <<<...>>> launch runs
-# the kernel on emulated warps (emu_cuda.h). The tests in tests/gpu then find one "GPU" and run
-# for real: host code, launch configurations, scratch buffers, device memory accounting,
-# `sppft ... --device cuda` - everything but NCCL, the hardware's rounding and its speed.
+# the kernel on emulated warps (emu_cuda.h). The tests in tests/gpu then find two "GPUs"
+# (SPPFT_EMU_DEVICES=2) and run for real: host code, launch configurations, scratch buffers,
+# device memory accounting, stream ordering, `sppft ... --device cuda` on one rank and on two -
+# everything but the hardware's rounding and its speed.
 # ctest label `gpu_emu`, names gpu_emu.<test>. x86-64 only (the fiber switch is assembly).
 # Not in `all` (a second build of everything would slow `make` / `make demo` by minutes):
 # `make test` builds the target `emudev_tests` before running ctest, and for a plain `ctest` the
@@ -28,7 +30,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
                                   ${SPPFT_TRAINER_SRC} ${SPPFT_ANALYSIS_SRC})
   target_include_directories(sppft_emudev BEFORE PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/emu/device ${CMAKE_CURRENT_SOURCE_DIR}/emu)
   target_include_directories(sppft_emudev PUBLIC ${CMAKE_SOURCE_DIR} ${SENTENCEPIECE_INCLUDE_DIR} ${CBLAS_INCLUDE_DIR})
-  target_compile_definitions(sppft_emudev PUBLIC SPPFT_HAVE_CUDA=1 SPPFT_EMULATED_DEVICE=1
+  target_compile_definitions(sppft_emudev PUBLIC SPPFT_HAVE_CUDA=1 SPPFT_HAVE_NCCL=1 SPPFT_EMULATED_DEVICE=1
                              PRIVATE SPPFT_SOURCE_DATA_DIR="${CMAKE_SOURCE_DIR}/data")
   # Kernel code compiled as C++: unsigned threadIdx comparisons, CUDA pragmas, type punning of packs.
   target_compile_options(sppft_emudev PRIVATE -fno-strict-aliasing -Wno-unknown-pragmas -Wno-sign-compare
@@ -52,7 +54,6 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   set_tests_properties(gpu_emu.build PROPERTIES LABELS gpu_emu TIMEOUT 1800 FIXTURES_SETUP emudev)
 
   file(GLOB emudev_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/*_test.cpp)
-  list(FILTER emudev_tests EXCLUDE REGEX "nccl_test\\.cpp$")  # no NCCL in the emulated build
   foreach(src ${emudev_tests})
     get_filename_component(name ${src} NAME_WE)
     add_executable(emudev_${name} EXCLUDE_FROM_ALL ${src} ${CMAKE_CURRENT_SOURCE_DIR}/doctest_main.cpp ${CMAKE_CURRENT_SOURCE_DIR}/test_util.cpp)
@@ -62,6 +63,6 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
     add_dependencies(emudev_tests emudev_${name} sppft_emudev_cli emudev_bench_kernels)
     add_test(NAME gpu_emu.${name} COMMAND emudev_${name})
     set_tests_properties(gpu_emu.${name} PROPERTIES LABELS gpu_emu TIMEOUT 900 FIXTURES_REQUIRED emudev ENVIRONMENT
-      "SPPFT_SOURCE_DIR=${CMAKE_SOURCE_DIR};SPPFT_BUILD_DIR=${CMAKE_BINARY_DIR};SPPFT_BIN=$<TARGET_FILE:sppft_emudev_cli>;SPPFT_BENCH_KERNELS=$<TARGET_FILE:emudev_bench_kernels>;SPPFT_PARITY_DIR=${CMAKE_BINARY_DIR}/parity")
+      "SPPFT_EMU_DEVICES=2;SPPFT_SOURCE_DIR=${CMAKE_SOURCE_DIR};SPPFT_BUILD_DIR=${CMAKE_BINARY_DIR};SPPFT_BIN=$<TARGET_FILE:sppft_emudev_cli>;SPPFT_BENCH_KERNELS=$<TARGET_FILE:emudev_bench_kernels>;SPPFT_PARITY_DIR=${CMAKE_BINARY_DIR}/parity")
   endforeach()
 endif()

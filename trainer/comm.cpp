@@ -105,6 +105,12 @@ CommQueue::~CommQueue() {
 }
 
 CommQueue::Ticket CommQueue::submit(std::string what, std::function<void()> job) {
+  Communicator::Mark ready = comm_.mark_queued_work();  // here, on the submitting thread
+  if (ready)
+    job = [this, ready = std::move(ready), job = std::move(job)] {
+      comm_.wait_for(ready);
+      job();
+    };
   std::lock_guard<std::mutex> lock(mu_);
   const Ticket t = next_++;
   queue_.push_back({t, std::move(what), std::move(job)});

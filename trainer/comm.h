@@ -62,6 +62,16 @@ class Communicator {
   virtual void all_gather(void* data, const std::vector<std::size_t>& counts, DType dtype) = 0;
   virtual void broadcast(void* bytes, std::size_t n, int root) = 0;  // host memory
 
+  // Ordering with the device's compute stream, for backends whose collectives run on a stream
+  // of their own (NCCL): mark_queued_work(), on the thread that submits a collective, marks the
+  // work queued on the compute stream so far (the backward kernels writing a gradient, the
+  // optimizer writing weights); wait_for(mark), on the thread that runs it, makes the
+  // collective's stream wait for that work before it reads the buffer. CommQueue calls both for
+  // every job. Host backends: no-ops (their buffers are complete when submitted).
+  using Mark = std::shared_ptr<void>;
+  virtual Mark mark_queued_work() { return {}; }
+  virtual void wait_for(const Mark&) {}
+
   // fp32 shorthands.
   void all_reduce_sum(float* data, std::size_t n) { all_reduce_sum(static_cast<void*>(data), n, DType::F32); }
   void reduce_scatter_sum(float* data, const std::vector<std::size_t>& counts) { reduce_scatter_sum(data, counts, DType::F32); }
@@ -99,7 +109,8 @@ class CommQueue {
   CommQueue& operator=(const CommQueue&) = delete;
 
   Communicator& comm() { return comm_; }
-  // Queues `job` (a call on comm()) under a name for error messages.
+  // Queues `job` (a call on comm()) under a name for error messages. The job runs after the
+  // device work queued before this call (Communicator::mark_queued_work).
   Ticket submit(std::string what, std::function<void()> job);
   // Waits for one ticket / for everything queued. A job that threw rethrows
   // here; one that outlives the timeout prints which collective stalled and

@@ -2,7 +2,9 @@
 // LOCAL_RANK), the unique id made by rank 0 and handed to the others over the
 // bootstrap communicator (MPI or TCP). Each collective is enqueued on the
 // communicator's own stream and waited for on the CommQueue's worker thread,
-// so the queue's timeout covers NCCL hangs too.
+// so the queue's timeout covers NCCL hangs too. The compute stream queues work without waiting,
+// so each collective first waits, through an event recorded when it was submitted, for the
+// kernels queued before it (the gradient it reduces, the weights it gathers).
 #include "engine/error.h"
 #include "trainer/comm.h"
 
@@ -13,6 +15,7 @@
 #include <algorithm>
 
 #include "engine/cuda_check.h"
+#include "kernels/cuda/cuda_ops.h"
 
 namespace sppft {
 
@@ -57,6 +60,18 @@ class NcclCommunicator final : public Communicator {
     ncclCommDestroy(comm_);
   }
   std::string backend() const override { return "nccl"; }
+
+  Mark mark_queued_work() override {
+    on_device();
+    cudaEvent_t ev = nullptr;
+    SPPFT_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    SPPFT_CUDA_CHECK(cudaEventRecord(ev, static_cast<cudaStream_t>(cuda::compute_stream())));
+    return Mark(static_cast<void*>(ev), [](void* e) { cudaEventDestroy(static_cast<cudaEvent_t>(e)); });
+  }
+  void wait_for(const Mark& mark) override {
+    on_device();
+    SPPFT_CUDA_CHECK(cudaStreamWaitEvent(stream_, static_cast<cudaEvent_t>(mark.get()), 0));
+  }
 
   void all_reduce_sum(void* data, std::size_t n, DType dtype) override {
     on_device();

@@ -190,7 +190,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
                    o.zero1 ? ", ZeRO-1" : "");
     std::fprintf(stderr, "\ntrain: %lld trainable / %lld frozen parameters; predicted memory (%s%s%s):\n%s",
                  (long long)result.predicted.trainable_params, (long long)result.predicted.frozen_params,
-                 precision_name(precision).c_str(), gpu ? (", " + cuda_device_description(0)).c_str() : "",
+                 precision_name(precision).c_str(), gpu ? (", " + cuda_device_description(launch.local_rank)).c_str() : "",
                  world > 1 ? ", rank 0" : "", format_memory_table(result.predicted, nullptr).c_str());
   }
 
@@ -351,7 +351,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
                 {"measured_peak", result.measured.to_json()}};
     std::size_t free_b = 0, total_b = 0;
     if (gpu && cuda_memory_info(free_b, total_b))  // what the driver saw, next to the tagged allocator's bytes
-      mem["cuda_mem_get_info"] = {{"device", cuda_device_description(0)}, {"free_bytes", free_b}, {"total_bytes", total_b},
+      mem["cuda_mem_get_info"] = {{"device", cuda_device_description(launch.local_rank)}, {"free_bytes", free_b}, {"total_bytes", total_b},
                                   {"used_bytes", total_b - free_b}};
     if (with_hook.total() != result.measured.total())  // transient buffers of the step hook (safety probe)
       mem["peak_including_safety_probe"] = with_hook.to_json();
@@ -359,7 +359,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
       Json ranks = Json::array();
       for (int r = 0; r < world; ++r)
         ranks.push_back({{"rank", r},
-                         {"predicted", plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, Precision::FP32, 256,
+                         {"predicted", plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, precision, 256,
                                                             {world, r, o.zero1}).to_json()},
                          {"measured_peak", result.measured_per_rank[r].to_json()}});
       mem["world_size"] = world;

@@ -43,6 +43,10 @@ Tensor to_device(const Tensor& host_src, MemCategory cat);
 Tensor to_host(const Tensor& device_src, MemCategory cat);
 // Waits for all queued work; throws RuntimeFailure if a kernel faulted.
 void synchronize();
+// The stream every op queues on, as an opaque cudaStream_t (this header includes no CUDA
+// header): work on another stream that reads an op's output must wait for it through an event
+// recorded here (trainer/comm_nccl.cpp).
+void* compute_stream();
 // Grows this device's scratch buffer to hold `bytes` now (sizes: kernels/device_scratch.h),
 // so later ops requesting at most that much never reallocate. Synchronises if it grows.
 void reserve_scratch(std::size_t bytes);

@@ -184,6 +184,8 @@ void synchronize() {
   SPPFT_CUDA_CHECK(cudaGetLastError());
 }
 
+void* compute_stream() { return static_cast<void*>(detail::stream()); }
+
 void release_cached_resources() {
   synchronize();
   detail::release_linear_cache();
