@@ -6,7 +6,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "engine/fs.h"
+#include "engine/json.h"
 #include "engine/tensor.h"
 
 namespace sppft::test {
@@ -32,6 +35,18 @@ inline double rel_error(const float* a, const float* b, std::int64_t n) {
     scale = std::max(scale, std::abs(static_cast<double>(b[i])));
   }
   return scale > 0 ? diff / scale : diff;
+}
+
+// One Json per line of a JSON-lines file (metrics.jsonl).
+inline std::vector<Json> read_jsonl(const std::filesystem::path& file) {
+  std::vector<Json> rows;
+  const std::string text = read_file(file);
+  for (std::size_t pos = 0; pos < text.size();) {
+    const auto end = text.find('\n', pos);
+    rows.push_back(Json::parse(text.substr(pos, end - pos)));
+    pos = end == std::string::npos ? text.size() : end + 1;
+  }
+  return rows;
 }
 
 struct CommandResult {

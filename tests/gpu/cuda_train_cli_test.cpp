@@ -23,13 +23,7 @@ namespace {
 // One value of `key` per step of a metrics.jsonl, NaN where absent.
 std::vector<double> metric_values(const fs::path& file, const char* key) {
   std::vector<double> out;
-  const std::string text = read_file(file);
-  for (std::size_t pos = 0; pos < text.size();) {
-    const auto end = text.find('\n', pos);
-    const Json line = Json::parse(text.substr(pos, end - pos));
-    out.push_back(line.contains(key) ? line[key].get<double>() : std::nan(""));
-    pos = end + 1;
-  }
+  for (const Json& line : test::read_jsonl(file)) out.push_back(line.contains(key) ? line[key].get<double>() : std::nan(""));
   return out;
 }
 

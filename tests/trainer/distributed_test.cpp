@@ -61,16 +61,7 @@ std::string train_args(const std::string& out, const std::string& extra, bool ti
          " --micro-batch 2 --cutoff 160 --lr 3e-3 --epochs 2 --val-size 4 --eval-every 3 --weight-decay 0.1 " + extra;
 }
 
-std::vector<Json> metrics(const std::string& out) {
-  std::vector<Json> rows;
-  const std::string text = read_file(base_dir() / out / "metrics.jsonl");
-  for (std::size_t pos = 0; pos < text.size();) {
-    const auto end = text.find('\n', pos);
-    rows.push_back(Json::parse(text.substr(pos, end - pos)));
-    pos = end + 1;
-  }
-  return rows;
-}
+std::vector<Json> metrics(const std::string& out) { return test::read_jsonl(base_dir() / out / "metrics.jsonl"); }
 
 double rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
 

@@ -61,13 +61,7 @@ std::string cli(const std::string& args) { return test::env_path("SPPFT_BIN", "b
 
 std::vector<double> losses_of(const fs::path& metrics) {
   std::vector<double> out;
-  std::string text = read_file(metrics);
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    auto end = text.find('\n', pos);
-    out.push_back(Json::parse(text.substr(pos, end - pos))["loss"].get<double>());
-    pos = end + 1;
-  }
+  for (const Json& row : test::read_jsonl(metrics)) out.push_back(row["loss"].get<double>());
   return out;
 }
 
