@@ -7,6 +7,7 @@
 // NCCL's collectives run on their own stream: this is the test that they wait for the kernels
 // that write their buffers (trainer/comm_nccl.cpp). Needs two GPUs: on one, or none, it prints
 // why it skipped and passes. The emulated-device build (tests/emudev.cmake) gives it two.
+// A second case kills a two-GPU ZeRO-1 run and resumes it on two GPUs and on one.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -31,17 +32,45 @@ bool have_two_gpus() {
   return false;
 }
 
-// Runs `args` as rank 1 in the background and rank 0 in the foreground; both must exit 0.
-void run_two_ranks(const std::string& bin, const std::string& args, const fs::path& log_dir, int port) {
-  const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " OMP_NUM_THREADS=1 ";
+struct TwoRanks {
+  int rc0, rc1;
+  std::string log;  // both ranks' output
+};
+// Runs `args` as rank 1 in the background and rank 0 in the foreground.
+TwoRanks launch_two_ranks(const std::string& bin, const std::string& args, const fs::path& log_dir, int port,
+                                     const std::string& env_extra = "") {
+  const std::string env = env_extra + " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " OMP_NUM_THREADS=1 ";
   const fs::path rc1 = log_dir / "rank1.rc", log1 = log_dir / "rank1.log";
+  fs::remove(rc1);
   const auto r0 = test::run_command("(" + env + "RANK=1 " + bin + args + " > " + log1.string() + " 2>&1; echo $? > " +
                                     rc1.string() + ".tmp; mv " + rc1.string() + ".tmp " + rc1.string() + ") & " + env + "RANK=0 " +
                                     bin + args);
   for (int i = 0; i < 600 && !fs::exists(rc1); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  REQUIRE_MESSAGE(r0.exit_code == 0, r0.out);
-  REQUIRE_MESSAGE(fs::exists(rc1), "rank 1 did not finish");
-  CHECK_MESSAGE(read_file(rc1) == "0\n", read_file(log1));
+  REQUIRE_MESSAGE(fs::exists(rc1), "rank 1 did not finish: ", read_file(log1));
+  return {r0.exit_code, std::stoi(read_file(rc1)), "rank 0:\n" + r0.out + "\nrank 1:\n" + read_file(log1)};
+}
+void run_two_ranks(const std::string& bin, const std::string& args, const fs::path& log_dir, int port) {
+  const TwoRanks r = launch_two_ranks(bin, args, log_dir, port);
+  REQUIRE_MESSAGE(r.rc0 == 0, r.log);
+  REQUIRE_MESSAGE(r.rc1 == 0, r.log);
+}
+
+int port_base() { return 21000 + static_cast<int>(::getpid() % 20000); }
+
+const std::string& sppft_bin() {
+  static const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string();
+  return bin;
+}
+
+// A tiny checkpoint and 12 examples in `base`; returns the train arguments up to --out.
+std::string setup(const fs::path& base, int max_steps) {
+  test::make_tiny_checkpoint(base / "model");
+  std::string data;
+  for (int i = 0; i < 12; ++i)
+    data += Json({{"instruction", "Question " + std::to_string(i)}, {"output", "Answer number " + std::to_string(i % 5)}}).dump() + "\n";
+  atomic_write_text(base / "data.jsonl", data);
+  return " train " + (base / "model").string() + " --data " + (base / "data.jsonl").string() +
+         " --micro-batch 2 --cutoff 160 --max-steps " + std::to_string(max_steps) + " --lr 3e-3 --freeze 1-1 --device cuda --out ";
 }
 
 }  // namespace
@@ -49,21 +78,12 @@ void run_two_ranks(const std::string& bin, const std::string& args, const fs::pa
 TEST_CASE("two GPUs (NCCL) train like one GPU with the same global batch: plain and ZeRO-1, with a frozen block") {
   if (!have_two_gpus()) return;
   const fs::path base = test::temp_dir("gpu-dp");
-  test::make_tiny_checkpoint(base / "model");
-  std::string data;
-  for (int i = 0; i < 12; ++i)
-    data += Json({{"instruction", "Question " + std::to_string(i)}, {"output", "Answer number " + std::to_string(i % 5)}}).dump() + "\n";
-  atomic_write_text(base / "data.jsonl", data);
-  const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string();
-  const std::string args = " train " + (base / "model").string() + " --data " + (base / "data.jsonl").string() +
-                           " --micro-batch 2 --cutoff 160 --max-steps 3 --lr 3e-3 --freeze 1-1 --device cuda --out ";
+  const std::string bin = sppft_bin(), args = setup(base, 3);
 
   auto one = test::run_command("OMP_NUM_THREADS=1 " + bin + args + (base / "one").string() + " --grad-accum 2");
   REQUIRE_MESSAGE(one.exit_code == 0, one.out);
-  const int port = 21000 + static_cast<int>(::getpid() % 20000);
-  run_two_ranks(bin, args + (base / "two").string(), base, port);
-  fs::remove(base / "rank1.rc");
-  run_two_ranks(bin, args + (base / "two-zero1").string() + " --zero1", base, port + 1);
+  run_two_ranks(bin, args + (base / "two").string(), base, port_base());
+  run_two_ranks(bin, args + (base / "two-zero1").string() + " --zero1", base, port_base() + 1);
 
   const auto m1 = metrics(base / "one");
   REQUIRE(m1.size() == 3);
@@ -109,4 +129,36 @@ TEST_CASE("two GPUs (NCCL) train like one GPU with the same global batch: plain 
   };
   CHECK(rank0("two-zero1", "optimizer") < 0.51 * rank0("two", "optimizer"));
   CHECK(rank0("two-zero1", "master") < 0.51 * rank0("two", "master"));
+}
+
+// ZeRO-1 checkpoints gather each rank's slice of the fp32 masters and moments from the GPUs: a
+// two-GPU run killed after step 2 resumes from its step-2 checkpoint on two GPUs bit for bit like
+// the uninterrupted run, and on one GPU (the same global batch) within bf16 precision.
+TEST_CASE("a two-GPU ZeRO-1 run killed after step 2 resumes on two GPUs bit for bit, and on one GPU") {
+  if (!have_two_gpus()) return;
+  const fs::path base = test::temp_dir("gpu-dp-resume");
+  const std::string bin = sppft_bin(), args = setup(base, 4), flags = " --zero1 --save-every 2";
+  run_two_ranks(bin, args + (base / "whole").string() + flags, base, port_base() + 2);
+  const TwoRanks killed = launch_two_ranks(bin, args + (base / "killed").string() + flags, base, port_base() + 3,
+                                          "SPPFT_TEST_KILL_AFTER_STEP=2");
+  CHECK(killed.rc0 != 0);
+  CHECK(killed.rc1 != 0);
+  REQUIRE(read_json_file(base / "killed/checkpoint/trainer_state.json")["step"] == 2);
+  fs::copy(base / "killed", base / "killed-one", fs::copy_options::recursive);
+  run_two_ranks(bin, args + (base / "killed").string() + flags + " --resume", base, port_base() + 4);
+  auto one = test::run_command("OMP_NUM_THREADS=1 " + bin + args + (base / "killed-one").string() + flags +
+                               " --grad-accum 2 --resume");
+  REQUIRE_MESSAGE(one.exit_code == 0, one.out);
+
+  const auto whole = metrics(base / "whole"), two = metrics(base / "killed"), single = metrics(base / "killed-one");
+  REQUIRE(whole.size() == 4);
+  REQUIRE(two.size() == 4);
+  REQUIRE(single.size() == 4);
+  for (int i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    CHECK(two[i]["loss"] == whole[i]["loss"]);
+    CHECK(two[i]["grad_norm"] == whole[i]["grad_norm"]);
+    CHECK(std::abs(single[i]["loss"].get<double>() - whole[i]["loss"].get<double>()) <= 1e-2 * whole[i]["loss"].get<double>());
+  }
+  CHECK(read_file(base / "killed/model.safetensors") == read_file(base / "whole/model.safetensors"));
 }
