@@ -1,7 +1,6 @@
-// `sppft train --device cuda` on two GPUs (two processes launched torchrun-style: RANK,
-// WORLD_SIZE, MASTER_ADDR, MASTER_PORT; TCP hands NCCL its unique id) against one GPU with the
-// same global batch (micro-batch 2 x 2 ranks = micro-batch 2 x 2 accumulation steps), plain
-// all-reduce and ZeRO-1, with a frozen block: losses and gradient norms within bf16 precision,
+// `sppft train --device cuda` on two GPUs (`sppft launch --nproc 2`: two processes, TCP hands
+// NCCL its unique id) against one GPU with the same global batch (micro-batch 2 x 2 ranks =
+// micro-batch 2 x 2 accumulation steps), plain all-reduce and ZeRO-1, with a frozen block: losses and gradient norms within bf16 precision,
 // the frozen block identical, each rank's GPU bytes equal to its plan in every category, the
 // bytes of every collective as planned, and the ZeRO-1 ranks holding half the optimizer state.
 // NCCL's collectives run on their own stream: this is the test that they wait for the kernels
@@ -10,9 +9,7 @@
 // A second case kills a two-GPU ZeRO-1 run and resumes it on two GPUs and on one.
 #include <doctest/doctest.h>
 
-#include <chrono>
 #include <cmath>
-#include <thread>
 
 #include "engine/json.h"
 #include "engine/safetensors.h"
@@ -32,34 +29,19 @@ bool have_two_gpus() {
   return false;
 }
 
-struct TwoRanks {
-  int rc0, rc1;
-  std::string log;  // both ranks' output
-};
-// Runs `args` as rank 1 in the background and rank 0 in the foreground.
-TwoRanks launch_two_ranks(const std::string& bin, const std::string& args, const fs::path& log_dir, int port,
-                                     const std::string& env_extra = "") {
-  const std::string env = env_extra + " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " OMP_NUM_THREADS=1 ";
-  const fs::path rc1 = log_dir / "rank1.rc", log1 = log_dir / "rank1.log";
-  fs::remove(rc1);
-  const auto r0 = test::run_command("(" + env + "RANK=1 " + bin + args + " > " + log1.string() + " 2>&1; echo $? > " +
-                                    rc1.string() + ".tmp; mv " + rc1.string() + ".tmp " + rc1.string() + ") & " + env + "RANK=0 " +
-                                    bin + args);
-  for (int i = 0; i < 600 && !fs::exists(rc1); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  REQUIRE_MESSAGE(fs::exists(rc1), "rank 1 did not finish: ", read_file(log1));
-  return {r0.exit_code, std::stoi(read_file(rc1)), "rank 0:\n" + r0.out + "\nrank 1:\n" + read_file(log1)};
-}
-void run_two_ranks(const std::string& bin, const std::string& args, const fs::path& log_dir, int port) {
-  const TwoRanks r = launch_two_ranks(bin, args, log_dir, port);
-  REQUIRE_MESSAGE(r.rc0 == 0, r.log);
-  REQUIRE_MESSAGE(r.rc1 == 0, r.log);
-}
-
-int port_base() { return 21000 + static_cast<int>(::getpid() % 20000); }
-
 const std::string& sppft_bin() {
   static const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string();
   return bin;
+}
+
+// `sppft launch --nproc 2 train ...` (tools/sppft/cmd_launch.cpp: RANK, LOCAL_RANK, WORLD_SIZE,
+// MASTER_ADDR, MASTER_PORT per process; rank r takes GPU r).
+test::CommandResult launch_two_ranks(const std::string& args, const std::string& env = "") {
+  return test::run_command(env + " " + sppft_bin() + " launch --nproc 2 --grace 5" + args);
+}
+void run_two_ranks(const std::string& args) {
+  const auto r = launch_two_ranks(args);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.out);
 }
 
 // A tiny checkpoint and 12 examples in `base`; returns the train arguments up to --out.
@@ -82,8 +64,8 @@ TEST_CASE("two GPUs (NCCL) train like one GPU with the same global batch: plain 
 
   auto one = test::run_command("OMP_NUM_THREADS=1 " + bin + args + (base / "one").string() + " --grad-accum 2");
   REQUIRE_MESSAGE(one.exit_code == 0, one.out);
-  run_two_ranks(bin, args + (base / "two").string(), base, port_base());
-  run_two_ranks(bin, args + (base / "two-zero1").string() + " --zero1", base, port_base() + 1);
+  run_two_ranks(args + (base / "two").string());
+  run_two_ranks(args + (base / "two-zero1").string() + " --zero1");
 
   const auto m1 = metrics(base / "one");
   REQUIRE(m1.size() == 3);
@@ -138,14 +120,12 @@ TEST_CASE("a two-GPU ZeRO-1 run killed after step 2 resumes on two GPUs bit for 
   if (!have_two_gpus()) return;
   const fs::path base = test::temp_dir("gpu-dp-resume");
   const std::string bin = sppft_bin(), args = setup(base, 4), flags = " --zero1 --save-every 2";
-  run_two_ranks(bin, args + (base / "whole").string() + flags, base, port_base() + 2);
-  const TwoRanks killed = launch_two_ranks(bin, args + (base / "killed").string() + flags, base, port_base() + 3,
-                                          "SPPFT_TEST_KILL_AFTER_STEP=2");
-  CHECK(killed.rc0 != 0);
-  CHECK(killed.rc1 != 0);
+  run_two_ranks(args + (base / "whole").string() + flags);
+  const auto killed = launch_two_ranks(args + (base / "killed").string() + flags, "SPPFT_TEST_KILL_AFTER_STEP=2");
+  CHECK(killed.exit_code == 128 + 9);
   REQUIRE(read_json_file(base / "killed/checkpoint/trainer_state.json")["step"] == 2);
   fs::copy(base / "killed", base / "killed-one", fs::copy_options::recursive);
-  run_two_ranks(bin, args + (base / "killed").string() + flags + " --resume", base, port_base() + 4);
+  run_two_ranks(args + (base / "killed").string() + flags + " --resume");
   auto one = test::run_command("OMP_NUM_THREADS=1 " + bin + args + (base / "killed-one").string() + flags +
                                " --grad-accum 2 --resume");
   REQUIRE_MESSAGE(one.exit_code == 0, one.out);

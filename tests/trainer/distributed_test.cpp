@@ -243,6 +243,46 @@ TEST_CASE("a torchrun-style launch (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) 
   CHECK(read_json_file(base_dir() / "tcp/memory.json")["backend"] == "tcp");
 }
 
+TEST_CASE("sppft launch --nproc 2 gives the same run; a failing rank stops the others; bad launches are errors") {
+  auto two = test::run_command(sppft_bin() + " launch --nproc 2" + train_args("launch", "--zero1 --freeze 1-1 --grad-accum 1"));
+  REQUIRE_MESSAGE(two.exit_code == 0, two.out);
+  CHECK(two.out.find("launch: 2 ranks") != std::string::npos);
+  auto one = test::run_command("OMP_NUM_THREADS=1 " + sppft_bin() + train_args("launch-one", "--zero1 --freeze 1-1 --grad-accum 2"));
+  REQUIRE(one.exit_code == 0);
+  expect_same_run("launch", "launch-one");
+  Json mem = read_json_file(base_dir() / "launch/memory.json");
+  CHECK(mem["backend"] == "tcp");
+  CHECK(mem["world_size"] == 2);
+
+  // Rank 1 killed after step 2: launch stops rank 0 (blocked in a collective) and exits 128 + 9.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto dead = test::run_command("SPPFT_TEST_FAULT_RANK=1 SPPFT_TEST_KILL_AFTER_STEP=2 " + sppft_bin() + " launch --nproc 2 --grace 5" +
+                                train_args("launch-dead", "--dist-timeout 60"));
+  CAPTURE(dead.out);
+  CHECK(dead.exit_code == 128 + 9);
+  CHECK(dead.out.find("launch: rank 1 was killed by signal 9; stopping the other 1 rank") != std::string::npos);
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 40);
+  // A rank's own error comes back prefixed, with its exit code.
+  auto bad = test::run_command(sppft_bin() + " launch --nproc 2 train /nonexistent --data x --out " + (base_dir() / "launch-bad").string());
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.out.find("error: ") != std::string::npos);
+
+  for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
+           {" launch train x", "--nproc N is required"},
+           {" launch --nproc 0 train x", "--nproc '0': expected an integer in 1..1024"},
+           {" launch --nproc 2", "expected the command to run"},
+           {" launch --nproc 2 demo", "'demo' does not run data-parallel"},
+           {" launch --nproc 2 --bogus train", "unknown option '--bogus'"}}) {
+    CAPTURE(args);
+    auto r = test::run_command(sppft_bin() + args);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.find(needle) != std::string::npos);
+  }
+  auto nested = test::run_command("RANK=0 WORLD_SIZE=1 " + sppft_bin() + " launch --nproc 2 train x");
+  CHECK(nested.exit_code == 2);
+  CHECK(nested.out.find("RANK is already set") != std::string::npos);
+}
+
 TEST_CASE("a rank that dies or hangs stops the job with an error instead of hanging") {
   using clock = std::chrono::steady_clock;
   // mpirun: rank 1 killed after step 2; mpirun ends the job.

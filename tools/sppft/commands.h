@@ -13,4 +13,5 @@ int cmd_locate(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
 int cmd_profile(int argc, char** argv);
+int cmd_launch(int argc, char** argv);
 }  // namespace sppft::cli

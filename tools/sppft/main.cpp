@@ -21,6 +21,7 @@ const Command kCommands[] = {
     {"generate", sppft::cli::cmd_generate, "batched generation (greedy or sampled) from prompts"},
     {"hidden", sppft::cli::cmd_hidden, "per-block last-token hidden states of prompts, as safetensors"},
     {"train", sppft::cli::cmd_train, "fine-tune, fully or with frozen safety layers (SPPFT)"},
+    {"launch", sppft::cli::cmd_launch, "train data-parallel as N processes on this machine (CPU cores or GPUs)"},
     {"memory", sppft::cli::cmd_memory, "predicted training memory per category, without allocating"},
     {"cossim", sppft::cli::cmd_cossim, "cosine-similarity analysis of hidden states: the initial safety-layer range"},
     {"locate", sppft::cli::cmd_locate, "parameter scaling + over-rejection search: the precise safety layers"},
