@@ -627,12 +627,14 @@ inline bool launch(const char* name, dim3 grid, dim3 block, std::size_t smem, st
 
 // A `kernel<<<grid, block, smem, stream>>>(args)` of host code, as tests/emu/translate.py
 // rewrites it for the emulated-device build: checks the configuration as CUDA does (dynamic
-// shared memory above 48 KiB needs cudaFuncSetAttribute first) and queues the kernel on its
-// stream (emu_runtime.h); when it runs (blocks in reverse order), a deadlock or an emulator report becomes the sticky
-// launch error that cudaGetLastError and every later synchronizing call return.
-template <typename G, typename B>
-void device_launch(const char* name, const void* kernel, G grid, B block, std::size_t smem, cudaStream_t stream,
-                   std::function<void()> body) {
+// shared memory above 48 KiB needs cudaFuncSetAttribute first) and that every pointer argument is
+// null or points into device memory (a host pointer is an illegal address on a GPU, while here
+// it would just work), then queues the kernel on its stream (emu_runtime.h). When it runs (blocks
+// in reverse order), a deadlock or an emulator report becomes the sticky launch error that
+// cudaGetLastError and every later synchronizing call return.
+template <typename G, typename B, typename F, typename... A>
+void device_launch(const char* name, const void* kernel, G grid, B block, std::size_t smem, cudaStream_t stream, F fn,
+                   std::tuple<A...> args) {
   int limit = rt::kSmemDefault;
   {
     std::lock_guard<std::mutex> lock(rt::g_mutex);
@@ -645,10 +647,31 @@ void device_launch(const char* name, const void* kernel, G grid, B block, std::s
     rt::fail(cudaErrorInvalidValue);
     return;
   }
+  bool host_pointer = false;
+  std::size_t index = 0;
+  std::apply(
+      [&](const auto&... a) {
+        auto check = [&](const auto& v) {
+          if constexpr (std::is_pointer_v<std::decay_t<decltype(v)>>) {
+            if (v && !rt::is_device(v)) {
+              std::fprintf(stderr, "emulated device: %s argument %zu is %p, not device memory\n", name, index,
+                           static_cast<const void*>(v));
+              host_pointer = true;
+            }
+          }
+          ++index;
+        };
+        (check(a), ...);
+      },
+      args);
+  if (host_pointer) {
+    rt::fail(cudaErrorInvalidValue);
+    return;
+  }
   const dim3 g(grid), b(block);
-  rt::enqueue(stream, [name, g, b, smem, body = std::move(body)] {
+  rt::enqueue(stream, [name, g, b, smem, fn, args = std::move(args)] {
     const std::size_t errors = g_errors.size();
-    const bool ok = launch(name, g, b, smem, body, /*reverse_blocks=*/true);
+    const bool ok = launch(name, g, b, smem, [fn, &args] { std::apply(fn, args); }, /*reverse_blocks=*/true);
     if (!ok || g_errors.size() != errors) {
       for (std::size_t i = errors; i < g_errors.size(); ++i) std::fprintf(stderr, "emulated device: %s\n", g_errors[i].c_str());
       rt::fail_async(cudaErrorLaunchFailure);

@@ -3,7 +3,7 @@
 (tests/emudev.cmake): the whole file, host code included, with only three kinds of change -
   kernel<<<grid, block[, smem[, stream]]>>>(args);
       -> ::emu::device_launch("kernel", reinterpret_cast<const void*>(+kernel), grid, block, smem, stream,
-             [emu_fn = +kernel, emu_args = std::make_tuple(args)] { std::apply(emu_fn, emu_args); });
+                              +kernel, std::make_tuple(args));
   extern __shared__ [__align__(N)] T name[];  -> T* const name = reinterpret_cast<T*>(::emu::dyn_smem());
   __shared__ T name[dims];                    -> EMU_SHARED(T, name, [dims]);
 Line numbers are kept (a `#line` directive names the original file), so compiler errors and
@@ -100,8 +100,7 @@ def rewrite_launches(text, name):
         # then calls the kernel with copies of them.
         # (`+kernel`: a pointer both for a kernel's name and for a variable holding one.)
         out.append(f'::emu::device_launch("{kernel}", reinterpret_cast<const void*>(+{kernel}), {config[0]},'
-                   f'{config[1]}, {smem}, {stream}, [emu_fn = +{kernel}, emu_args = std::make_tuple({args})] '
-                   f'{{ std::apply(emu_fn, emu_args); }})')
+                   f'{config[1]}, {smem}, {stream}, +{kernel}, std::make_tuple({args}))')
         pos = q + 1
         count += 1
     out.append(text[pos:])
