@@ -1,6 +1,8 @@
 #include "engine/allocator.h"
 
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <mutex>
 #include <new>
 
@@ -26,6 +28,25 @@ Allocator& Allocator::for_device(Device d) {
   return d == Device::CPU ? cpu : cuda;
 }
 
+// The one-line report of a failed GPU allocation: what was asked for, what the driver has free,
+// and what sppft holds per category (the first place to look when a plan was wrong).
+std::string Allocator::out_of_gpu_memory(std::size_t bytes, MemCategory cat) const {
+  auto gib = [](double b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
+    return std::string(buf);
+  };
+  std::string msg = "out of GPU memory: " + gib(double(bytes)) + " for " + std::string(mem_category_name(cat)) + " on " +
+                    cuda_device_description(cuda_current_device());
+  std::size_t free_b = 0, total_b = 0;
+  if (cuda_memory_info(free_b, total_b)) msg += ", " + gib(double(free_b)) + " of " + gib(double(total_b)) + " free";
+  const MemoryStats st = stats();
+  msg += "; sppft holds";
+  for (std::size_t i = 0; i < kMemCategories; ++i)
+    msg += std::string(i ? ", " : " ") + std::string(mem_category_name(static_cast<MemCategory>(i))) + " " + gib(double(st.current[i]));
+  return msg + " (sppft memory predicts a run's bytes: try --freeze, --zero1 with more ranks, a smaller --micro-batch or --cutoff)";
+}
+
 void* Allocator::allocate(std::size_t bytes, MemCategory cat) {
   void* p = nullptr;
   if (device_ == Device::CPU) {
@@ -34,6 +55,7 @@ void* Allocator::allocate(std::size_t bytes, MemCategory cat) {
     if (!p) throw std::bad_alloc();
   } else {
     p = cuda_device_malloc(bytes);
+    if (!p) throw RuntimeFailure(out_of_gpu_memory(bytes, cat));
   }
   account(static_cast<std::ptrdiff_t>(bytes), cat);
   return p;

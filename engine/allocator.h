@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace sppft {
@@ -39,6 +40,7 @@ class Allocator {
  private:
   explicit Allocator(Device d) : device_(d) {}
   void account(std::ptrdiff_t delta, MemCategory cat);
+  std::string out_of_gpu_memory(std::size_t bytes, MemCategory cat) const;
   Device device_;
   MemoryStats stats_;
 };

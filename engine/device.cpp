@@ -38,6 +38,12 @@ void set_cuda_device(int index) {
   SPPFT_CUDA_CHECK(cudaSetDevice(index));
 }
 
+int cuda_current_device() {
+  int d = 0;
+  SPPFT_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
 bool cuda_memory_info(std::size_t& free_bytes, std::size_t& total_bytes) {
   if (cuda_device_count() == 0) return false;
   SPPFT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -46,7 +52,12 @@ bool cuda_memory_info(std::size_t& free_bytes, std::size_t& total_bytes) {
 
 void* cuda_device_malloc(std::size_t bytes) {
   void* p = nullptr;
-  SPPFT_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 1 : bytes));
+  const cudaError_t err = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // not sticky: the device stays usable
+    return nullptr;
+  }
+  SPPFT_CUDA_CHECK(err);
   return p;
 }
 
@@ -55,6 +66,7 @@ void cuda_device_free(void* p) { cudaFree(p); }
 bool built_with_cuda() { return false; }
 int cuda_device_count() { return 0; }
 std::string cuda_device_description(int) { return ""; }
+int cuda_current_device() { return 0; }
 bool cuda_memory_info(std::size_t&, std::size_t&) { return false; }
 void set_cuda_device(int index) {
   throw InputError("GPU " + std::to_string(index) + " requested but sppft was built without CUDA");

@@ -71,6 +71,34 @@ std::int64_t load_state(const fs::path& out, Model& model, DataParallel& dp, con
 
 // Test hooks: a rank that dies without warning, or hangs, after a given step
 // (SIGKILL resume test, data-parallel fault tests). SPPFT_TEST_FAULT_RANK limits it to one rank.
+FreezePlan freeze_plan(const ModelConfig& c, const TrainOptions& o) {
+  FreezePlan plan = o.freeze.empty() ? FreezePlan::none(c.num_layers)
+                                     : FreezePlan::from_ranges(parse_layer_ranges(o.freeze, c.num_layers, "--freeze"), c.num_layers);
+  plan.norms = o.freeze_norms;
+  plan.embeddings = o.freeze_embeddings;
+  plan.lm_head = o.freeze_lm_head;
+  if (c.tie_word_embeddings) {
+    if (o.freeze_lm_head && !o.freeze_embeddings)
+      throw InputError("--freeze-lm-head: lm_head is tied to the embeddings in this model; use --freeze-embeddings");
+    plan.lm_head = plan.embeddings;
+  }
+  return plan;
+}
+
+// InputError when this rank's planned GPU bytes exceed what the driver reports free.
+void require_fits_on_gpu(const MemoryBreakdown& need, int gpu_index) {
+  std::size_t free_b = 0, total_b = 0;
+  if (!cuda_memory_info(free_b, total_b) || need.total() <= free_b) return;
+  std::string parts;
+  for (std::size_t i = 0; i < kMemCategories; ++i)
+    if (need.bytes[i]) parts += std::string(parts.empty() ? "" : ", ") + std::string(mem_category_name(static_cast<MemCategory>(i))) +
+                                " " + human_bytes(double(need.bytes[i]));
+  throw InputError("train: the run needs " + human_bytes(double(need.total())) + " on " + cuda_device_description(gpu_index) +
+                   " (" + parts + ") but " + human_bytes(double(free_b)) + " of " + human_bytes(double(total_b)) +
+                   " are free; try --freeze (a frozen block holds no gradient or optimizer state), --zero1 with more ranks, "
+                   "or a smaller --micro-batch or --cutoff (sppft memory --device cuda plans each)");
+}
+
 void test_fault_hooks(std::int64_t step, int rank) {
   const char* only = std::getenv("SPPFT_TEST_FAULT_RANK");
   if (only && std::atoi(only) != rank) return;
@@ -120,6 +148,15 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
     nccl_queue = std::make_unique<CommQueue>(*nccl, timeout);
   }
 
+  // The plan comes from the config alone, so a GPU run that cannot fit is refused before any
+  // weight is read or anything is written.
+  const ModelConfig cfg = load_model_config(o.model_dir);
+  const FreezePlan plan = freeze_plan(cfg, o);
+  if (gpu)
+    require_fits_on_gpu(plan_training_memory(cfg, plan, o.micro_batch, std::min(o.cutoff, cfg.max_position_embeddings),
+                                             precision, 256, {world, rank, o.zero1}),
+                        launch.local_rank);
+
   // Measured bytes are what this run adds to what is already alive.
   Allocator& alloc = Allocator::for_device(device);
   alloc.reset_peaks();
@@ -127,16 +164,6 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   auto model = Model::load(o.model_dir);
   if (gpu) model->to_device(Device::CUDA, DType::BF16, /*keep_host_f32=*/true);  // for the fp32 masters
   const ModelConfig& c = model->config();
-  FreezePlan plan = o.freeze.empty() ? FreezePlan::none(c.num_layers)
-                                     : FreezePlan::from_ranges(parse_layer_ranges(o.freeze, c.num_layers, "--freeze"), c.num_layers);
-  plan.norms = o.freeze_norms;
-  plan.embeddings = o.freeze_embeddings;
-  plan.lm_head = o.freeze_lm_head;
-  if (c.tie_word_embeddings) {
-    if (o.freeze_lm_head && !o.freeze_embeddings)
-      throw InputError("--freeze-lm-head: lm_head is tied to the embeddings in this model; use --freeze-embeddings");
-    plan.lm_head = plan.embeddings;
-  }
 
   // Data: tokenize everything once; the validation split is a seeded sample.
   auto records = read_sft_file(o.data);

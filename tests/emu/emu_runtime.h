@@ -50,7 +50,11 @@ namespace emu::rt {
 constexpr int kSms = 132;
 constexpr int kSmemDefault = 48 * 1024;
 constexpr int kSmemOptin = 227 * 1024;
-constexpr std::size_t kTotalMemory = std::size_t{141} << 30;
+// Memory per GPU: an H200's 141 GiB, or SPPFT_EMU_MEMORY_MIB (to test running out).
+inline const std::size_t kTotalMemory = [] {
+  const char* e = std::getenv("SPPFT_EMU_MEMORY_MIB");
+  return e ? static_cast<std::size_t>(std::atoll(e)) << 20 : std::size_t{141} << 30;
+}();
 inline std::mutex g_mutex;
 inline cudaError_t g_last = cudaSuccess;
 inline cudaError_t g_sticky = cudaSuccess;  // a kernel that failed poisons every later synchronizing call

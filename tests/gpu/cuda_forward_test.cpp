@@ -22,6 +22,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/allocator.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "kernels/ops.h"
@@ -399,6 +400,25 @@ TEST_CASE("cuda copies round-trip and release_cached_resources leaves ops workin
   Tensor dy = device_nan({3, 2}, DType::F32);
   ops::linear_forward(dx, upload(w, DType::F32), nullptr, dy);
   check_close(download(dy), want, 1e-5);
+  cuda::synchronize();
+}
+
+// More than any GPU has: a one-line report naming the request, the driver's free bytes and
+// what sppft holds per category; the device stays usable (out of memory is not sticky).
+TEST_CASE("a GPU allocation that cannot be satisfied throws a report, and the device stays usable") {
+  if (!have_gpu()) return;
+  Allocator& alloc = Allocator::for_device(Device::CUDA);
+  try {
+    alloc.allocate(std::size_t{1} << 40, MemCategory::Activations);
+    FAIL("a 1 TiB allocation succeeded");
+  } catch (const RuntimeFailure& e) {
+    const std::string msg = e.what();
+    CAPTURE(msg);
+    CHECK(msg.find("out of GPU memory: 1024.00 GiB for activations on ") == 0);
+    CHECK(msg.find(" free; sppft holds weights ") != std::string::npos);
+  }
+  Tensor t = Tensor::empty({1000}, DType::F32, MemCategory::Workspace, Device::CUDA);
+  cuda::fill_zero(t);
   cuda::synchronize();
 }
 

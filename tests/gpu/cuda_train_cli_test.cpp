@@ -114,3 +114,24 @@ TEST_CASE("a GPU run killed with SIGKILL resumes with the same losses and weight
   }
   CHECK(read_file(base / "whole" / "model.safetensors") == read_file(base / "killed" / "model.safetensors"));
 }
+
+// A 70B-shaped config (no weights needed: the plan is checked before any weight is read) cannot
+// train on one GPU: exit 2 with the plan's total and the driver's free bytes, nothing written.
+TEST_CASE("a GPU run that cannot fit is refused before anything is read or written") {
+  if (!have_gpu()) return;
+  const fs::path base = test::temp_dir("gpu-fit");
+  fs::create_directories(base / "model");
+  atomic_write_text(base / "model" / "config.json",
+                    R"({"model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+                        "num_attention_heads": 64, "num_key_value_heads": 8, "max_position_embeddings": 8192,
+                        "vocab_size": 128256, "eos_token_id": 2, "bos_token_id": 1})");
+  write_sft_data(base / "data.jsonl");
+  const auto r = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " train " + (base / "model").string() +
+                                   " --data " + (base / "data.jsonl").string() + " --out " + (base / "out").string() +
+                                   " --micro-batch 8 --cutoff 4096 --device cuda");
+  CAPTURE(r.out);
+  CHECK(r.exit_code == 2);
+  CHECK(r.out.find("error: train: the run needs ") != std::string::npos);
+  CHECK(r.out.find(" are free; try --freeze") != std::string::npos);
+  CHECK_FALSE(fs::exists(base / "out"));
+}
