@@ -8,6 +8,7 @@
 #include <chrono>
 #include <thread>
 
+#include "engine/device.h"
 #include "engine/json.h"
 #include "engine/safetensors.h"
 #include "models/config.h"
@@ -277,6 +278,11 @@ TEST_CASE("sppft launch --nproc 2 gives the same run; a failing rank stops the o
     auto r = test::run_command(sppft_bin() + args);
     CHECK(r.exit_code == 2);
     CHECK(r.out.find(needle) != std::string::npos);
+  }
+  if (cuda_device_count() == 0) {  // --nproc gpus: one rank per visible GPU, and here there is none
+    auto r = test::run_command(sppft_bin() + " launch --nproc gpus train x");
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.find("launch: --nproc gpus: ") != std::string::npos);
   }
   auto nested = test::run_command("RANK=0 WORLD_SIZE=1 " + sppft_bin() + " launch --nproc 2 train x");
   CHECK(nested.exit_code == 2);

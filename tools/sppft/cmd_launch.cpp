@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/device.h"
 #include "engine/error.h"
 #include "tools/sppft/commands.h"
 
@@ -30,12 +31,12 @@ namespace sppft::cli {
 namespace {
 
 const char* kHelp =
-    "usage: sppft launch --nproc N [--master-port P] [--grace S] train ARGS...\n\n"
+    "usage: sppft launch --nproc N|gpus [--master-port P] [--grace S] train ARGS...\n\n"
     "Runs `sppft train ARGS` as N processes on this machine, one data-parallel rank each, with\n"
     "RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1 and MASTER_PORT set (docs/distributed.md):\n"
     "the ranks talk over TCP, and with --device cuda rank r takes GPU r and the gradients go\n"
     "through NCCL. The global batch is micro-batch x grad-accum x N.\n"
-    "  --nproc N        ranks (1..1024)\n"
+    "  --nproc N        ranks (1..1024); gpus: one per visible GPU\n"
     "  --master-port P  rank 0's TCP port (default: a free one)\n"
     "  --grace S        seconds the other ranks get to exit after one fails, before SIGKILL (default 10)\n"
     "OMP_NUM_THREADS, unless set, becomes the cores divided by N. Rank 0's output passes through;\n"
@@ -103,7 +104,14 @@ int cmd_launch(int argc, char** argv) {
       std::fputs(kHelp, stdout);
       return 0;
     }
-    if (a == "--nproc") nproc = int_value("--nproc", 1, 1024);
+    if (a == "--nproc" && i + 1 < argc && std::string(argv[i + 1]) == "gpus") {  // one rank per visible GPU
+      ++i;
+      nproc = cuda_device_count();
+      if (nproc == 0)
+        throw InputError(std::string("launch: --nproc gpus: ") + (built_with_cuda() ? "no CUDA device is visible" : "this build has no CUDA"));
+    } else if (a == "--nproc") {
+      nproc = int_value("--nproc", 1, 1024);
+    }
     else if (a == "--master-port") port = int_value("--master-port", 1, 65535);
     else if (a == "--grace") grace = int_value("--grace", 0, 3600);
     else throw InputError("launch: unknown option '" + a + "' (see sppft launch --help)");
