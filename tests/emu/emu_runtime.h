@@ -167,13 +167,22 @@ inline void fail_async(cudaError_t e) {
   std::lock_guard<std::mutex> lock(g_mutex);
   g_last = g_sticky = e;
 }
-inline bool is_device(const void* p) {
+// Whether [p, p + n) lies inside one cudaMalloc allocation (n = 0: p itself does).
+inline bool is_device(const void* p, std::size_t n = 0) {
   std::lock_guard<std::mutex> lock(g_mutex);
   auto& a = allocations();
   auto it = a.upper_bound(const_cast<void*>(p));
   if (it == a.begin()) return false;
   --it;
-  return static_cast<const char*>(p) < static_cast<const char*>(it->first) + std::max<std::size_t>(it->second, 1);
+  const std::size_t offset = static_cast<std::size_t>(static_cast<const char*>(p) - static_cast<const char*>(it->first));
+  return offset < std::max<std::size_t>(it->second, 1) && n <= it->second - std::min(offset, it->second);
+}
+// A copy or memset whose device side is not inside one allocation: on a GPU an illegal address
+// or a write past the buffer, here it would silently touch host memory.
+inline cudaError_t check_device_range(const char* what, const void* p, std::size_t n) {
+  if (is_device(p, n)) return cudaSuccess;
+  std::fprintf(stderr, "emulated device: %s of %zu bytes at %p is not inside one device allocation\n", what, n, p);
+  return fail(cudaErrorInvalidValue);
 }
 // Emulated GPUs (SPPFT_EMU_DEVICES, default 1, at most 8), all sharing the process's memory; the
 // current one is per host thread, as in CUDA.
@@ -266,6 +275,8 @@ inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cu
                          (kind == cudaMemcpyDefault && !emu::rt::is_device(src));
   const bool to_host = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost ||
                        (kind == cudaMemcpyDefault && !emu::rt::is_device(dst));
+  if (!from_host && emu::rt::check_device_range("copy source", src, n) != cudaSuccess) return cudaErrorInvalidValue;
+  if (!to_host && emu::rt::check_device_range("copy destination", dst, n) != cudaSuccess) return cudaErrorInvalidValue;
   std::uint64_t at;
   if (from_host) {
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + n);
@@ -286,6 +297,7 @@ inline cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t n, cudaMem
   return emu::rt::sticky();
 }
 inline cudaError_t cudaMemsetAsync(void* p, int v, std::size_t n, cudaStream_t s = nullptr) {
+  if (n && emu::rt::check_device_range("memset", p, n) != cudaSuccess) return cudaErrorInvalidValue;
   if (n) emu::rt::enqueue(s, [p, v, n] { std::memset(p, v, n); });
   return cudaSuccess;
 }

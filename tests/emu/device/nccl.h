@@ -4,7 +4,8 @@
 // queued on its stream like any device work (emu_runtime.h) and, when the stream runs it, sends the
 // rank's buffer to the hub, which checks that every rank called the same collective (kind, count,
 // type, root), reduces in rank order and sends each rank its result. Sums round once per rank
-// added, in the buffer's type, as NCCL's ring does for two ranks. Buffers must be device memory.
+// added, in the buffer's type, as NCCL's ring does for two ranks. Buffers must lie inside one
+// device allocation each.
 // A failure (mismatched calls, a peer gone, host pointers) is printed and becomes the sticky
 // device error the next synchronizing call returns.
 #pragma once
@@ -182,8 +183,10 @@ inline void run(EmuNcclComm* c, Header h, const void* send, void* recv) {
 inline ncclResult_t enqueue(Kind kind, const void* send, void* recv, std::size_t count, ncclDataType_t type, int root,
                             ncclComm_t c, cudaStream_t stream) {
   if (!c || !type_size(type) || root < 0 || root >= c->world) return ncclInvalidArgument;
-  if (count && (!rt::is_device(send) || !rt::is_device(recv))) {
-    std::fprintf(stderr, "emulated NCCL: %s given a pointer that is not device memory\n", kind_name(kind));
+  const std::size_t bytes = count * type_size(type);
+  if (count && (!rt::is_device(send, bytes) || !rt::is_device(recv, bytes))) {
+    std::fprintf(stderr, "emulated NCCL: %s of %zu bytes given a buffer that is not inside one device allocation\n",
+                 kind_name(kind), bytes);
     return ncclInvalidArgument;
   }
   const Header h{kind, static_cast<std::int32_t>(type), root, 0, count, c->calls++};
