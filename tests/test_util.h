@@ -49,6 +49,17 @@ inline std::vector<Json> read_jsonl(const std::filesystem::path& file) {
   return rows;
 }
 
+// Writes the first `lines` lines of `src` to `dst` (a smaller prompt set where the whole one is slow).
+inline void write_head(const std::filesystem::path& src, const std::filesystem::path& dst, int lines) {
+  const std::string text = read_file(src);
+  std::size_t end = 0;
+  for (int i = 0; i < lines && end < text.size(); ++i) {
+    const std::size_t nl = text.find('\n', end);
+    end = nl == std::string::npos ? text.size() : nl + 1;
+  }
+  atomic_write_text(dst, text.substr(0, end));
+}
+
 struct CommandResult {
   int exit_code;
   std::string out;  // stdout and stderr together

@@ -44,12 +44,7 @@ TEST_CASE("sppft train --device cuda follows the CPU run") {
   write_sft_data(base / "data.jsonl");
   const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string();
   // The probe on the first 12 prompts of each set (the whole sets take minutes on the emulated device).
-  for (const char* set : {"normal.csv", "malicious.csv"}) {
-    const std::string text = read_file(test::source_dir() / "data" / set);
-    std::size_t end = 0;
-    for (int line = 0; line < 12; ++line) end = text.find('\n', end) + 1;
-    atomic_write_text(base / set, text.substr(0, end));
-  }
+  for (const char* set : {"normal.csv", "malicious.csv"}) test::write_head(test::source_dir() / "data" / set, base / set, 12);
   const std::string args = " train " + (base / "model").string() + " --data " + (base / "data.jsonl").string() +
                            " --micro-batch 4 --cutoff 160 --max-steps 4 --lr 1e-3 --freeze 1-2 --safety-probe " +
                            (base / "normal.csv").string() + "," + (base / "malicious.csv").string() + " --probe-every 2 --out ";
