@@ -2,9 +2,9 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 #include <mutex>
 #include <new>
+#include <string>
 
 #include "engine/device.h"
 #include "engine/error.h"
