@@ -16,12 +16,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
 
 extern char** environ;
@@ -87,35 +89,26 @@ int exit_code(int status) { return WIFSIGNALED(status) ? 128 + WTERMSIG(status) 
 }  // namespace
 
 int cmd_launch(int argc, char** argv) {
-  int nproc = 0, port = 0, grace = 10, i = 0;
-  auto int_value = [&](const char* flag, int lo, int hi) {
-    if (i + 1 >= argc) throw InputError(std::string("launch: ") + flag + " needs a value");
-    const std::string v = argv[++i];
-    char* end = nullptr;
-    const long x = std::strtol(v.c_str(), &end, 10);
-    if (v.empty() || *end || x < lo || x > hi)
-      throw InputError(std::string("launch: ") + flag + " '" + v + "': expected an integer in " + std::to_string(lo) + ".." +
-                       std::to_string(hi));
-    return static_cast<int>(x);
-  };
-  for (; i < argc && std::strncmp(argv[i], "--", 2) == 0; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::fputs(kHelp, stdout);
-      return 0;
-    }
-    if (a == "--nproc" && i + 1 < argc && std::string(argv[i + 1]) == "gpus") {  // one rank per visible GPU
-      ++i;
-      nproc = cuda_device_count();
-      if (nproc == 0)
-        throw InputError(std::string("launch: --nproc gpus: ") + (built_with_cuda() ? "no CUDA device is visible" : "this build has no CUDA"));
-    } else if (a == "--nproc") {
-      nproc = int_value("--nproc", 1, 1024);
-    }
-    else if (a == "--master-port") port = int_value("--master-port", 1, 65535);
-    else if (a == "--grace") grace = int_value("--grace", 0, 3600);
-    else throw InputError("launch: unknown option '" + a + "' (see sppft launch --help)");
+  // The launcher's own options end at the first word that is not one: the command.
+  const std::set<std::string> valued = {"--nproc", "--master-port", "--grace"};
+  int i = 0;
+  while (i < argc && std::strncmp(argv[i], "-", 1) == 0) i += valued.count(argv[i]) ? 2 : 1;
+  i = std::min(i, argc);
+  const Args args(i, argv, valued, {});
+  if (args.help()) {
+    std::fputs(kHelp, stdout);
+    return 0;
   }
+  int nproc = 0;
+  if (args.get("--nproc") == "gpus") {  // one rank per visible GPU
+    nproc = cuda_device_count();
+    if (nproc == 0)
+      throw InputError(std::string("launch: --nproc gpus: ") + (built_with_cuda() ? "no CUDA device is visible" : "this build has no CUDA"));
+  } else {
+    nproc = static_cast<int>(args.get_int("--nproc", 0, 1, 1024));
+  }
+  int port = static_cast<int>(args.get_int("--master-port", 0, 1, 65535));
+  const int grace = static_cast<int>(args.get_int("--grace", 10, 0, 3600));
   if (nproc == 0) throw InputError("launch: --nproc N is required (the number of ranks)");
   if (i >= argc) throw InputError("launch: expected the command to run after the options: train ARGS...");
   if (std::string(argv[i]) != "train")
