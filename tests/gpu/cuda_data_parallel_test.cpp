@@ -47,10 +47,7 @@ void run_two_ranks(const std::string& args) {
 // A tiny checkpoint and 12 examples in `base`; returns the train arguments up to --out.
 std::string setup(const fs::path& base, int max_steps) {
   test::make_tiny_checkpoint(base / "model");
-  std::string data;
-  for (int i = 0; i < 12; ++i)
-    data += Json({{"instruction", "Question " + std::to_string(i)}, {"output", "Answer number " + std::to_string(i % 5)}}).dump() + "\n";
-  atomic_write_text(base / "data.jsonl", data);
+  write_sft_data(base / "data.jsonl", 12);
   return " train " + (base / "model").string() + " --data " + (base / "data.jsonl").string() +
          " --micro-batch 2 --cutoff 160 --max-steps " + std::to_string(max_steps) + " --lr 3e-3 --freeze 1-1 --device cuda --out ";
 }

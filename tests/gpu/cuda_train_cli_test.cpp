@@ -27,21 +27,13 @@ std::vector<double> metric_values(const fs::path& file, const char* key) {
   return out;
 }
 
-// 16 short instruction/answer pairs (Alpaca JSON lines).
-void write_sft_data(const fs::path& file) {
-  std::string data;
-  for (int i = 0; i < 16; ++i)
-    data += Json({{"instruction", "Question " + std::to_string(i)}, {"output", "Answer number " + std::to_string(i % 5)}}).dump() + "\n";
-  atomic_write_text(file, data);
-}
-
 }  // namespace
 
 TEST_CASE("sppft train --device cuda follows the CPU run") {
   if (!have_gpu()) return;
   const fs::path base = test::temp_dir("gpu-train");
   test::make_tiny_checkpoint(base / "model");
-  write_sft_data(base / "data.jsonl");
+  write_sft_data(base / "data.jsonl", 16);
   const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string();
   // The probe on the first 12 prompts of each set (the whole sets take minutes on the emulated device).
   for (const char* set : {"normal.csv", "malicious.csv"}) test::write_head(test::source_dir() / "data" / set, base / set, 12);
@@ -96,7 +88,7 @@ TEST_CASE("a GPU run killed with SIGKILL resumes with the same losses and weight
   if (!have_gpu()) return;
   const fs::path base = test::temp_dir("gpu-resume");
   test::make_tiny_checkpoint(base / "model");
-  write_sft_data(base / "data.jsonl");
+  write_sft_data(base / "data.jsonl", 16);
   const std::string cmd = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " train " + (base / "model").string() +
                           " --data " + (base / "data.jsonl").string() +
                           " --micro-batch 2 --grad-accum 2 --cutoff 160 --max-steps 4 --save-every 2 --lr 1e-3 --freeze 1-1"
@@ -126,7 +118,7 @@ TEST_CASE("a GPU run that cannot fit is refused before anything is read or writt
                     R"({"model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
                         "num_attention_heads": 64, "num_key_value_heads": 8, "max_position_embeddings": 8192,
                         "vocab_size": 128256, "eos_token_id": 2, "bos_token_id": 1})");
-  write_sft_data(base / "data.jsonl");
+  write_sft_data(base / "data.jsonl", 16);
   const auto r = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " train " + (base / "model").string() +
                                    " --data " + (base / "data.jsonl").string() + " --out " + (base / "out").string() +
                                    " --micro-batch 8 --cutoff 4096 --device cuda");

@@ -34,6 +34,14 @@ inline bool have_gpu() {
   return ok;
 }
 
+// `n` short instruction/answer pairs (Alpaca JSON lines) for the training tests.
+inline void write_sft_data(const fs::path& file, int n) {
+  std::string data;
+  for (int i = 0; i < n; ++i)
+    data += Json({{"instruction", "Question " + std::to_string(i)}, {"output", "Answer number " + std::to_string(i % 5)}}).dump() + "\n";
+  atomic_write_text(file, data);
+}
+
 #ifdef SPPFT_HAVE_CUDA
 
 inline constexpr auto kWork = MemCategory::Workspace;  // memory category of every test tensor
