@@ -69,8 +69,7 @@ std::int64_t load_state(const fs::path& out, Model& model, DataParallel& dp, con
   return json_get<std::int64_t>(state, "step", (dir / "trainer_state.json").string());
 }
 
-// Test hooks: a rank that dies without warning, or hangs, after a given step
-// (SIGKILL resume test, data-parallel fault tests). SPPFT_TEST_FAULT_RANK limits it to one rank.
+// The freeze plan of the options, from the config alone.
 FreezePlan freeze_plan(const ModelConfig& c, const TrainOptions& o) {
   FreezePlan plan = o.freeze.empty() ? FreezePlan::none(c.num_layers)
                                      : FreezePlan::from_ranges(parse_layer_ranges(o.freeze, c.num_layers, "--freeze"), c.num_layers);
@@ -99,6 +98,8 @@ void require_fits_on_gpu(const MemoryBreakdown& need, int gpu_index) {
                    "or a smaller --micro-batch or --cutoff (sppft memory --device cuda plans each)");
 }
 
+// Test hooks: a rank that dies without warning, or hangs, after a given step
+// (SIGKILL resume test, data-parallel fault tests). SPPFT_TEST_FAULT_RANK limits it to one rank.
 void test_fault_hooks(std::int64_t step, int rank) {
   const char* only = std::getenv("SPPFT_TEST_FAULT_RANK");
   if (only && std::atoi(only) != rank) return;
@@ -152,10 +153,9 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   // weight is read or anything is written.
   const ModelConfig cfg = load_model_config(o.model_dir);
   const FreezePlan plan = freeze_plan(cfg, o);
-  if (gpu)
-    require_fits_on_gpu(plan_training_memory(cfg, plan, o.micro_batch, std::min(o.cutoff, cfg.max_position_embeddings),
-                                             precision, 256, {world, rank, o.zero1}),
-                        launch.local_rank);
+  const MemoryBreakdown predicted = plan_training_memory(cfg, plan, o.micro_batch, std::min(o.cutoff, cfg.max_position_embeddings),
+                                                         precision, 256, {world, rank, o.zero1});
+  if (gpu) require_fits_on_gpu(predicted, launch.local_rank);
 
   // Measured bytes are what this run adds to what is already alive.
   Allocator& alloc = Allocator::for_device(device);
@@ -204,7 +204,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   TrainResult result;
   result.rank = rank;
   result.world = world;
-  result.predicted = plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, precision, 256, {world, rank, o.zero1});
+  result.predicted = predicted;
   result.comm_planned = plan_comm_bytes(trainable_part_numels(c, plan), world, o.zero1, gpu ? 2 : sizeof(float));
   const std::int64_t per_rank = o.micro_batch * o.grad_accum, per_step = per_rank * world;
   const std::int64_t steps_per_epoch = (static_cast<std::int64_t>(train_idx.size()) + per_step - 1) / per_step;
