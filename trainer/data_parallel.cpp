@@ -215,6 +215,11 @@ void DataParallel::masters_step(Part& p, double lr, std::int64_t step) {
 void DataParallel::all_reduce(double* v, std::size_t n) {
   if (world_ < 2) return;
   counting_.scalars += n * sizeof(double);
+  all_reduce_between_steps(v, n);
+}
+
+void DataParallel::all_reduce_between_steps(double* v, std::size_t n) {
+  if (world_ < 2) return;
   Communicator& comm = queue_->comm();
   queue_->run("all-reduce of " + std::to_string(n) + " scalars", [&comm, v, n] { comm.all_reduce_sum(v, n); });
 }

@@ -77,6 +77,9 @@ class DataParallel {
   void optimizer_step(double lr, std::int64_t step);
   // Sums host doubles over ranks (loss sums and token counts), counted as scalars.
   void all_reduce(double* v, std::size_t n);
+  // The same between steps (validation, the checkpoint barrier, the memory report):
+  // not part of any step's traffic, so not counted in bytes_per_step.
+  void all_reduce_between_steps(double* v, std::size_t n);
 
   // Full (unsharded) Adam moments as checkpoint tensors "m.<name>" / "v.<name>" (and
   // "master.<name>", the fp32 weights, when the model stores bf16), gathered on rank 0

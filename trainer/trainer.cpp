@@ -31,13 +31,10 @@ void copy_side_files(const fs::path& from, const fs::path& to) {
   }
 }
 
-// Every rank calls (the ZeRO-1 optimizer state is gathered); rank 0 writes.
-void save_state(const fs::path& out, Model& model, DataParallel& dp, std::int64_t step, const Json& meta) {
-  std::vector<std::vector<float>> staging;
-  std::vector<TensorToWrite> moments = dp.gather_moments(staging);
-  if (dp.rank() != 0) return;
-  // Written whole into checkpoint.tmp, then swapped in: a kill at any moment
-  // leaves the previous checkpoint or the new one, never a mix.
+// Written whole into checkpoint.tmp, then swapped in: a kill at any moment
+// leaves the previous checkpoint or the new one, never a mix.
+void write_checkpoint(const fs::path& out, Model& model, const std::vector<TensorToWrite>& moments, std::int64_t step,
+                      const Json& meta) {
   const fs::path tmp = out / "checkpoint.tmp", dst = out / "checkpoint", old = out / "checkpoint.old";
   std::error_code ec;
   fs::remove_all(tmp, ec);
@@ -50,6 +47,17 @@ void save_state(const fs::path& out, Model& model, DataParallel& dp, std::int64_
   if (fs::exists(dst)) fs::rename(dst, old);
   fs::rename(tmp, dst);
   fs::remove_all(old, ec);
+}
+
+// Every rank calls (the ZeRO-1 optimizer state is gathered); rank 0 writes.
+void save_state(const fs::path& out, Model& model, DataParallel& dp, std::int64_t step, const Json& meta) {
+  std::vector<std::vector<float>> staging;
+  std::vector<TensorToWrite> moments = dp.gather_moments(staging);
+  if (dp.rank() == 0) write_checkpoint(out, model, moments, step, meta);
+  // No rank goes on until rank 0 has written: a rank past step N means step N's
+  // checkpoint is on disk, whichever rank dies next.
+  double written = 1;
+  dp.all_reduce_between_steps(&written, 1);
 }
 
 // Any world size resumes any checkpoint with the same global batch: weights
@@ -256,7 +264,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
       sums[0] += l.sum;
       sums[1] += static_cast<double>(l.tokens);
     }
-    dp.all_reduce(sums, 2);
+    dp.all_reduce_between_steps(sums, 2);
     return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
   };
 
@@ -360,7 +368,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   // Every rank's measured peaks, gathered on rank 0 for the report.
   std::vector<double> rank_bytes(static_cast<std::size_t>(world) * kMemCategories, 0.0);
   for (std::size_t i = 0; i < kMemCategories; ++i) rank_bytes[rank * kMemCategories + i] = static_cast<double>(result.measured.bytes[i]);
-  dp.all_reduce(rank_bytes.data(), rank_bytes.size());
+  dp.all_reduce_between_steps(rank_bytes.data(), rank_bytes.size());
   for (int r = 0; r < world; ++r) {
     MemoryBreakdown m;
     for (std::size_t i = 0; i < kMemCategories; ++i) m.bytes[i] = static_cast<std::size_t>(rank_bytes[r * kMemCategories + i]);
