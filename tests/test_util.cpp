@@ -1,7 +1,9 @@
 #include "test_util.h"
 
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "engine/json.h"
@@ -10,6 +12,31 @@
 #include "models/model.h"
 
 namespace sppft::test {
+
+namespace {
+std::vector<std::filesystem::path>& temp_dirs() {
+  static std::vector<std::filesystem::path> dirs;
+  return dirs;
+}
+}  // namespace
+
+std::filesystem::path temp_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("sppft-test-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  if (std::find(temp_dirs().begin(), temp_dirs().end(), p) == temp_dirs().end()) temp_dirs().push_back(p);
+  return p;
+}
+
+void finish_temp_dirs(bool all_passed) {
+  const char* keep = std::getenv("SPPFT_KEEP_TEST_DIRS");
+  if (all_passed && !(keep && *keep && std::string(keep) != "0")) {
+    std::error_code ec;
+    for (const auto& d : temp_dirs()) std::filesystem::remove_all(d, ec);
+    return;
+  }
+  for (const auto& d : temp_dirs()) std::printf("test files kept in %s\n", d.c_str());
+}
 
 CommandResult run_command(const std::string& cmd) {
   // stderr joins stdout unless the command redirects it itself.

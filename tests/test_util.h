@@ -20,12 +20,12 @@ inline std::filesystem::path env_path(const char* name, const char* fallback = "
 }
 inline std::filesystem::path source_dir() { return env_path("SPPFT_SOURCE_DIR", "."); }
 inline std::filesystem::path build_dir() { return env_path("SPPFT_BUILD_DIR", "build"); }
-inline std::filesystem::path temp_dir(const std::string& name) {
-  auto p = std::filesystem::temp_directory_path() / ("sppft-test-" + name + "-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(p);
-  std::filesystem::create_directories(p);
-  return p;
-}
+// A fresh scratch directory for this process, /tmp/sppft-test-NAME-PID. The test
+// main removes every one when all tests pass and keeps them (and says where) when
+// one fails or SPPFT_KEEP_TEST_DIRS=1.
+std::filesystem::path temp_dir(const std::string& name);
+// Called once by the test main with whether every test passed.
+void finish_temp_dirs(bool all_passed);
 
 // max |a - b| / max |b|: error relative to the reference's scale.
 inline double rel_error(const float* a, const float* b, std::int64_t n) {
