@@ -26,10 +26,16 @@ std::string range_label(LayerRange r) { return "[" + std::to_string(r.first) + "
 
 void write_cossim_svg(const CosSimResult& r, const fs::path& path, const std::string& title) {
   const auto x = to_x(r.layers);
-  svg::LinePanel cos{"Cosine similarity of last-token states (mean +- std over pairs)", "decoder block", "cosine", {}, {}, {}, {}};
+  svg::LinePanel cos;
+  cos.title = "Cosine similarity of last-token states (mean +- std over pairs)";
+  cos.x_label = "decoder block";
+  cos.y_label = "cosine";
   cos.series = {curve("N-N", x, r.nn_mean, r.nn_std, "#1f77b4"), curve("M-M", x, r.mm_mean, r.mm_std, "#2ca02c"),
                 curve("N-M", x, r.nm_mean, r.nm_std, "#d62728")};
-  svg::LinePanel gap{"Angle gap: mean angle(N-M) - mean angle(N-N)", "decoder block", "degrees", {}, {}, {}, {}};
+  svg::LinePanel gap;
+  gap.title = "Angle gap: mean angle(N-M) - mean angle(N-N)";
+  gap.x_label = "decoder block";
+  gap.y_label = "degrees";
   gap.series = {svg::Series{"gap", x, r.gap_deg, {}, {}, "#9467bd"}};
   if (r.found) {
     const svg::Shade shade{static_cast<double>(r.initial.first) - 0.5, static_cast<double>(r.initial.last) + 0.5,
