@@ -161,8 +161,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   // weight is read or anything is written.
   const ModelConfig cfg = load_model_config(o.model_dir);
   const FreezePlan plan = freeze_plan(cfg, o);
-  const MemoryBreakdown predicted = plan_training_memory(cfg, plan, o.micro_batch, std::min(o.cutoff, cfg.max_position_embeddings),
-                                                         precision, 256, {world, rank, o.zero1});
+  const std::int64_t cutoff = std::min(o.cutoff, cfg.max_position_embeddings);  // tokens per sequence, planned and trained
+  const MemoryBreakdown predicted = plan_training_memory(cfg, plan, o.micro_batch, cutoff, precision, 256, {world, rank, o.zero1});
   if (gpu) require_fits_on_gpu(predicted, launch.local_rank);
 
   // Measured bytes are what this run adds to what is already alive.
@@ -175,7 +175,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
 
   // Data: tokenize everything once; the validation split is a seeded sample.
   auto records = read_sft_file(o.data);
-  DataOptions dopt{o.tmpl, std::min(o.cutoff, c.max_position_embeddings), o.train_on_inputs};
+  DataOptions dopt{o.tmpl, cutoff, o.train_on_inputs};
   std::vector<SftExample> examples;
   examples.reserve(records.size());
   std::size_t skipped = 0;
