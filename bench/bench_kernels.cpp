@@ -113,8 +113,9 @@ int main(int argc, char** argv) {
     const std::int64_t h = smoke ? 64 : 4096, f = smoke ? 128 : 14336, hq = smoke ? 4 : 32, hkv = smoke ? 2 : 8,
                        d = smoke ? 32 : 128;
     const std::int64_t seq = smoke ? 64 : quick ? 1024 : 4096, batch = smoke ? 2 : 4, n = batch * seq;
-    const std::string attn_shape = "B" + std::to_string(batch) + " Hq" + std::to_string(hq) + " Hkv" + std::to_string(hkv) +
-                                   " T" + std::to_string(seq) + " D" + std::to_string(d) + " causal";
+    std::string attn_shape = "B";  // appended, not prepended: GCC 12 warns (-Wrestrict) on "B" + string
+    attn_shape += std::to_string(batch) + " Hq" + std::to_string(hq) + " Hkv" + std::to_string(hkv) + " T" +
+                  std::to_string(seq) + " D" + std::to_string(d) + " causal";
     g_smoke = smoke;
     const auto bf = DType::BF16;
     std::vector<Row> rows;
@@ -183,18 +184,25 @@ int main(int argc, char** argv) {
     Tensor lse = Tensor::empty({n, hq}, DType::F32, MemCategory::Workspace, Device::CUDA);
     Tensor dout = random_device({n, hq * d}, bf, 13), dq = random_device({n, hq * d}, bf, 14);
     Tensor dk = random_device({n, hkv * d}, bf, 15), dv = random_device({n, hkv * d}, bf, 16);
-    // Tensor-core kernels (the default for this shape), then the CUDA-core ones they replace.
-    for (const bool tensor_cores : {true, false}) {
-      cuda::set_attention_tensor_cores(tensor_cores);
-      const std::string kind = tensor_cores ? "" : " [cuda cores]";
+    // WMMA tensor-core kernels (the default for this shape), the forward with register
+    // fragments (mma.sync; its backward is the WMMA one, so only the forward is timed again),
+    // then the CUDA-core kernels they replace.
+    using AK = cuda::AttentionKernels;
+    double wmma_bwd_ms = 0;
+    for (const AK kernels : {AK::tensor_cores, AK::mma_forward, AK::cuda_cores}) {
+      cuda::set_attention_kernels(kernels);
+      const std::string kind = kernels == AK::tensor_cores ? "" : kernels == AK::mma_forward ? " [mma.sync]" : " [cuda cores]";
       const double fwd_ms = time_ms([&] { ops::attention_forward_train(q, k, v, seqs, scale, 0, out, lse); }, 3);
       add_flops("attention_forward_train" + kind, attn_shape, attn_flops, fwd_ms, gemm_tf);
-      const double bwd_ms =
-          time_ms([&] { ops::attention_backward(q, k, v, out, lse, dout, seqs, scale, 0, dq, dk, dv); }, 3);
-      add_flops("attention_backward" + kind, attn_shape, 2.5 * attn_flops, bwd_ms, gemm_tf);
+      double bwd_ms = wmma_bwd_ms;
+      if (kernels != AK::mma_forward) {
+        bwd_ms = time_ms([&] { ops::attention_backward(q, k, v, out, lse, dout, seqs, scale, 0, dq, dk, dv); }, 3);
+        add_flops("attention_backward" + kind, attn_shape, 2.5 * attn_flops, bwd_ms, gemm_tf);
+        if (kernels == AK::tensor_cores) wmma_bwd_ms = bwd_ms;
+      }
       add_flops("attention fwd+bwd" + kind, attn_shape, 3.5 * attn_flops, fwd_ms + bwd_ms, gemm_tf);
     }
-    cuda::set_attention_tensor_cores(true);
+    cuda::set_attention_kernels(AK::tensor_cores);
 
     // Backward of the memory-bound ops and the linear backward GEMMs.
     Tensor dy = random_device({n, h}, bf, 17), dx = random_device({n, h}, bf, 18);

@@ -4,7 +4,8 @@
 # emulated warps (fibers with real barriers and shuffles, WMMA on whole 16x16 matrices, guard
 # pages) against the CPU reference - so CI checks the kernels' logic without a GPU. The fiber
 # switch is x86-64 assembly: elsewhere the tests are not built.
-#   kernels.tc_attention_emu  attention_train_tc.cu (tensor-core attention)
+#   kernels.tc_attention_emu  attention_train_tc.cu (tensor-core attention) and
+#                             attention_train_mma.cu (the forward on mma.sync, ldmatrix, cp.async)
 #   kernels.rmsnorm_emu       rmsnorm.cu (forward, add + norm, backward, dw)
 #   kernels.loss_emu          loss.cu (cross-entropy: target check, rows, loss sum)
 #   kernels.optimizer_emu     optimizer.cu (multi-tensor AdamW, sum_squares, scale)
@@ -19,7 +20,7 @@
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   find_package(Python3 COMPONENTS Interpreter REQUIRED)
   set(emu_gen ${CMAKE_BINARY_DIR}/emu_gen)
-  set(emu_outputs attention_train_tc_emu.h rmsnorm_emu.h loss_emu.h
+  set(emu_outputs attention_train_tc_emu.h attention_train_mma_emu.h rmsnorm_emu.h loss_emu.h
                   optimizer_emu.h glu_emu.h rope_emu.h
                   embedding_emu.h attention_emu.h attention_train_emu.h linear_emu.h)
   list(TRANSFORM emu_outputs PREPEND ${emu_gen}/)
@@ -27,6 +28,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
     OUTPUT ${emu_outputs}
     COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_SOURCE_DIR} ${emu_gen}
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/emu/extract.py ${CMAKE_CURRENT_SOURCE_DIR}/emu/shared_decls.py ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_train_tc.cu
+            ${CMAKE_SOURCE_DIR}/kernels/cuda/attention_train_mma.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/warp_mma.cuh
             ${CMAKE_SOURCE_DIR}/kernels/cuda/rmsnorm.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/loss.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/optimizer.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/glu.cu
             ${CMAKE_SOURCE_DIR}/kernels/cuda/rope.cu ${CMAKE_SOURCE_DIR}/kernels/cuda/embedding.cu
@@ -46,6 +48,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
     set_tests_properties(kernels.${name} PROPERTIES LABELS kernels TIMEOUT 600)  # a hung kernel fails, not blocks
   endfunction()
   emu_test(tc_attention_emu attention_train_tc_emu.h)
+  target_sources(tc_attention_emu PRIVATE ${emu_gen}/attention_train_mma_emu.h)
   emu_test(rmsnorm_emu rmsnorm_emu.h)
   emu_test(loss_emu loss_emu.h)
   emu_test(optimizer_emu optimizer_emu.h)

@@ -182,6 +182,15 @@ constexpr int kTcKeys = 64;
 // aligned tensors (tile rows move as 16-byte packs), unless forced off for testing.
 bool tc_usable(int d, std::initializer_list<const void*> ptrs);
 void set_tc_enabled(bool enabled);
+// f(std::integral_constant<int, DP>{}) for DP = 64 (d <= 64) or 128: the padded head sizes
+// of the tensor-core kernels.
+template <typename F>
+void dispatch_dp(int d, F&& f) {
+  if (d <= 64)
+    f(std::integral_constant<int, 64>{});
+  else
+    f(std::integral_constant<int, 128>{});
+}
 // Forward over one table of query tiles (kTcRows rows each).
 void tc_forward(const SeqTable& qtiles, const detail::bf16* q, const detail::bf16* k, const detail::bf16* v, detail::bf16* out, float* lse, int d,
                 int hq, int hkv, float scale, int window);
@@ -190,5 +199,10 @@ void tc_forward(const SeqTable& qtiles, const detail::bf16* q, const detail::bf1
 void tc_backward(const SeqTable& qtiles, const SeqTable& ktiles, const detail::bf16* q, const detail::bf16* k, const detail::bf16* v,
                  const detail::bf16* dout, const float* lse, const float* delta, detail::bf16* dq, detail::bf16* dk, detail::bf16* dv, int d, int hq,
                  int hkv, float scale, int window);
+// The same forward (same tables, outputs and lse) with its fragments in registers:
+// mma.sync, ldmatrix and cp.async double buffering (attention_train_mma.cu); where
+// tc_usable holds.
+void mma_forward(const SeqTable& qtiles, const detail::bf16* q, const detail::bf16* k, const detail::bf16* v,
+                 detail::bf16* out, float* lse, int d, int hq, int hkv, float scale, int window);
 
 }  // namespace sppft::cuda::attn

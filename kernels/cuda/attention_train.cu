@@ -58,6 +58,7 @@
 // tensor-core kernels of attention_train_tc.cu instead (same math and tiling scheme, WMMA
 // products); these kernels are the reference they are checked against, and take the rest.
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <string>
 #include <type_traits>
@@ -455,7 +456,14 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 
 }  // namespace
 
-void set_attention_tensor_cores(bool enabled) { attn::set_tc_enabled(enabled); }
+namespace {
+std::atomic<bool> g_mma_forward{false};
+}  // namespace
+
+void set_attention_kernels(AttentionKernels kernels) {
+  attn::set_tc_enabled(kernels != AttentionKernels::cuda_cores);
+  g_mma_forward = kernels == AttentionKernels::mma_forward;
+}
 
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
                              float scale, std::int64_t window, Tensor& out, Tensor& lse) {
@@ -473,8 +481,9 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
     for (const SeqTable& t : make_tables(seqs, [&](const ops::AttentionSeq& s) {
            return (s.q_len * group + attn::kTcRows - 1) / attn::kTcRows;
          }))
-      attn::tc_forward(t, q.data<detail::bf16>(), k.data<detail::bf16>(), v.data<detail::bf16>(),
-                       out.data<detail::bf16>(), lse.data<float>(), d, hq, hkv, scale, win);
+      (g_mma_forward ? attn::mma_forward : attn::tc_forward)(t, q.data<detail::bf16>(), k.data<detail::bf16>(),
+                                                             v.data<detail::bf16>(), out.data<detail::bf16>(),
+                                                             lse.data<float>(), d, hq, hkv, scale, win);
     return;
   }
   const auto tables = make_tables(seqs, [&](const ops::AttentionSeq& s) { return (s.q_len * group + kRows - 1) / kRows; });

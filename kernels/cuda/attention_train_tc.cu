@@ -372,15 +372,6 @@ __global__ void __launch_bounds__(kTcThreads)
 
 std::atomic<bool> g_tc_enabled{true};
 
-// f(std::integral_constant<int, DP>{}) for DP = 64 (d <= 64) or 128.
-template <typename F>
-void dispatch_dp(int d, F&& f) {
-  if (d <= 64)
-    f(std::integral_constant<int, 64>{});
-  else
-    f(std::integral_constant<int, 128>{});
-}
-
 }  // namespace
 
 void set_tc_enabled(bool enabled) { g_tc_enabled = enabled; }

@@ -196,6 +196,11 @@ struct Fiber {
   void* tsan = nullptr;
   long nsync_block = 0, nsync_warp = 0;
   unsigned nshfl = 0;  // shuffles so far (selects the exchange buffer)
+  unsigned ngather = 0;  // warp gathers so far (ldmatrix, mma: selects the gather buffer)
+  // cp.async copies (dst, src) of the open group and of committed groups, oldest first; they
+  // land only at cp_async_wait, the latest moment the hardware may complete them.
+  std::vector<std::pair<void*, const void*>> cp_open;
+  std::vector<std::vector<std::pair<void*, const void*>>> cp_groups;
 };
 
 constexpr int kMaxWarps = 32;
@@ -217,6 +222,7 @@ struct Block {
   std::atomic<int> warrived[kMaxWarps];
   std::atomic<unsigned> wgen[kMaxWarps];
   alignas(8) unsigned char shfl[2][kMaxWarps][32][8];  // shuffle exchange (double-buffered), 4 or 8 bytes
+  alignas(16) unsigned char gather[2][kMaxWarps][32][32];  // warp gathers (double-buffered), up to 32 bytes a lane
   std::vector<StaticShared> statics;                 // static __shared__ variables, allocated on first use
   std::size_t static_bytes = 0;
   char tsan_b[2];
@@ -309,6 +315,8 @@ inline void fiber_main() {
   Fiber* f = cur();
   tsan_acquire(&blk()->tsan_start);
   g_kernel();
+  if (!f->cp_open.empty() || !f->cp_groups.empty())
+    report(std::string("cp.async copies never waited for in ") + g_kernel_name + " (thread " + std::to_string(f->tid) + ")");
   f->state.store(ST_DONE, std::memory_order_relaxed);
   tsan_release(&g_launch_done);
   yield();
@@ -859,3 +867,107 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float, void>& d,
 }
 }  // namespace wmma
 }  // namespace nvcuda
+
+// ---------------------------------------------------------------- sm_80 PTX: ldmatrix, mma.m16n8k16, cp.async
+// kernels/cuda/warp_mma.cuh takes these instead of its inline PTX. Lanes exchange their
+// registers (or row addresses) through a warp gather: every lane writes, one warp barrier,
+// every lane reads what the instruction's layout gives it. Layouts as warp_mma.cuh states
+// them (the PTX ISA's): lane = 4 g + t.
+#define SPPFT_EMU_DEVICE 1
+namespace emu {
+// Writes `bytes` of this lane's data, waits for the warp, returns the warp's [32][32] bytes.
+// Double-buffered like shfl: a lane rewrites buffer k % 2 only after the barrier of gather k + 1.
+inline const unsigned char (*warp_gather(const void* mine, std::size_t bytes))[32] {
+  Fiber* f = cur();
+  auto& buf = blk()->gather[f->ngather++ & 1][f->warp];
+  std::memcpy(buf[f->lane], mine, bytes);
+  warp_sync();
+  return buf;
+}
+inline bool in_dynamic_smem(const void* p, std::size_t bytes) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  return c >= blk()->smem && c + bytes <= blk()->smem + blk()->smem_size;
+}
+namespace ptx {
+inline unsigned bf16_pair(const __nv_bfloat16* lo, const __nv_bfloat16* hi) {
+  return static_cast<unsigned>(lo->x) | static_cast<unsigned>(hi->x) << 16;
+}
+inline float bf16_half(unsigned reg, int half) {
+  return __bfloat162float(__nv_bfloat16{static_cast<unsigned short>(half ? reg >> 16 : reg & 0xffffu)});
+}
+template <bool Trans>
+inline void ldmatrix(unsigned (&r)[4], const void* row) {
+  const std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(row);
+  if (mine % 16 != 0 || !in_dynamic_smem(row, 16)) {
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "ldmatrix in %s: lane %d row address %p %s", g_kernel_name, cur()->lane, row,
+                  mine % 16 ? "not 16-byte aligned" : "outside the block's dynamic shared memory");
+    report(buf);
+  }
+  const auto* all = warp_gather(&mine, sizeof mine);
+  auto addr = [&](int lane) {
+    std::uintptr_t a;
+    std::memcpy(&a, all[lane], sizeof a);
+    return reinterpret_cast<const __nv_bfloat16*>(a);
+  };
+  const int l = cur()->lane;
+  for (int i = 0; i < 4; ++i) {
+    if (Trans)  // elements (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4) of matrix i
+      r[i] = bf16_pair(addr(8 * i + 2 * (l % 4)) + l / 4, addr(8 * i + 2 * (l % 4) + 1) + l / 4);
+    else  // elements (l / 4, 2 (l % 4)) and (l / 4, 2 (l % 4) + 1)
+      r[i] = bf16_pair(addr(8 * i + l / 4) + 2 * (l % 4), addr(8 * i + l / 4) + 2 * (l % 4) + 1);
+  }
+  warp_sync();  // every lane has read the rows before any lane goes on (a warp-wide instruction)
+}
+inline void ldmatrix_x4(unsigned (&r)[4], const void* row) { ldmatrix<false>(r, row); }
+inline void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) { ldmatrix<true>(r, row); }
+
+// d += A B: products of bf16 exact in fp32, summed in k order onto d (the hardware's order
+// within the 16 is unspecified; the tests' tolerances cover it).
+inline void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  unsigned mine[6] = {a[0], a[1], a[2], a[3], b0, b1};
+  const auto* all = warp_gather(mine, sizeof mine);
+  auto reg = [&](int lane, int i) {
+    unsigned v;
+    std::memcpy(&v, all[lane] + 4 * i, 4);
+    return v;
+  };
+  const int l = cur()->lane, g = l / 4, t = l % 4;
+  float out[4];
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+    float acc = d[e];
+    for (int k = 0; k < 16; ++k) {
+      // A (row, k): lane 4 (row % 8) + (k % 8) / 2, register (row >= 8) + 2 (k >= 8), half k % 2.
+      const float av = bf16_half(reg(4 * (row % 8) + (k % 8) / 2, (row >= 8) + 2 * (k >= 8)), k & 1);
+      // B (k, col): lane 4 col + (k % 8) / 2, register b0 / b1 (k >= 8), half k % 2.
+      const float bv = bf16_half(reg(4 * col + (k % 8) / 2, 4 + (k >= 8)), k & 1);
+      acc += av * bv;
+    }
+    out[e] = acc;
+  }
+  std::memcpy(d, out, sizeof out);
+}
+
+inline void cp_async_16(void* smem_dst, const void* gmem_src) {
+  if (reinterpret_cast<std::uintptr_t>(smem_dst) % 16 || reinterpret_cast<std::uintptr_t>(gmem_src) % 16 ||
+      !in_dynamic_smem(smem_dst, 16))
+    report(std::string("cp.async in ") + g_kernel_name + ": destination not 16-byte aligned shared memory or source not 16-byte aligned");
+  cur()->cp_open.emplace_back(smem_dst, gmem_src);
+}
+inline void cp_async_commit() {
+  Fiber* f = cur();
+  f->cp_groups.push_back(std::move(f->cp_open));
+  f->cp_open.clear();
+}
+// Lands every committed group but the newest N (uncommitted copies stay pending, as on the hardware).
+template <int N>
+inline void cp_async_wait() {
+  Fiber* f = cur();
+  while (f->cp_groups.size() > static_cast<std::size_t>(N)) {
+    for (const auto& [dst, src] : f->cp_groups.front()) std::memcpy(dst, src, 16);
+    f->cp_groups.erase(f->cp_groups.begin());
+  }
+}
+}  // namespace ptx
+}  // namespace emu

@@ -1,5 +1,7 @@
-// Emulated runs of tc_forward_kernel / tc_dkdv_kernel / tc_dq_kernel (attention_train_tc.cu,
-// extracted unchanged by tests/emu/extract.py into the build's emu_gen/) against the fp32 CPU
+// Emulated runs of tc_forward_kernel / tc_dkdv_kernel / tc_dq_kernel (attention_train_tc.cu)
+// and mma_forward_kernel (attention_train_mma.cu: mma.sync, ldmatrix and cp.async as
+// emu_cuda.h emulates them), extracted unchanged by tests/emu/extract.py into the build's
+// emu_gen/, against the fp32 CPU
 // reference (kernels/ops.h on host tensors). No GPU needed: warps are fibers with real
 // barriers and shuffles, WMMA is emulated (emu_cuda.h). Registered with ctest as
 // kernels.tc_attention_emu; tolerances as tests/gpu/cuda_attention_train_test.cpp (2e-2 of
@@ -12,6 +14,7 @@
 // bit for bit: a difference means a race, a read of uninitialised shared memory, or an order
 // dependence.
 #include "attention_train_tc_emu.h"  // from gen/ (or a mutant dir), via -I
+#include "attention_train_mma_emu.h"
 
 #include <cinttypes>
 #include <span>
@@ -30,6 +33,14 @@ bool emu_forward(const SeqTable& t, const bf16* q, const bf16* k, const bf16* v,
   constexpr std::size_t smem = attn::forward_smem<DP>();
   return emu::launch("tc_forward_kernel", grid, attn::kTcThreads, smem,
                      [=] { attn::tc_forward_kernel<DP>(q, k, v, out, lse, t, d, hq, hkv, scale, window); });
+}
+
+template <int DP>
+bool emu_mma_forward(const SeqTable& t, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int d, int hq,
+                     int hkv, float scale, int window) {
+  const dim3 grid(static_cast<unsigned>(t.start[t.count]), static_cast<unsigned>(hkv));
+  return emu::launch("mma_forward_kernel", grid, attn::kMmaThreads, attn::mma_forward_smem<DP>(),
+                     [=] { attn::mma_forward_kernel<DP>(q, k, v, out, lse, t, d, hq, hkv, scale, window); });
 }
 
 template <int DP>
@@ -103,8 +114,8 @@ static const bf16 kPoisonB{0x7fc1};
 static const std::uint32_t kPoisonF = 0x7fc00001u;
 
 struct GpuOut {
-  std::vector<bf16> out, dq, dk, dv;
-  std::vector<float> lse;
+  std::vector<bf16> out, dq, dk, dv, mma_out;
+  std::vector<float> lse, mma_lse;
   bool ok = true;
 };
 
@@ -168,8 +179,9 @@ struct Runner {
   GpuOut run_gpu() {
     GpuOut r;
     Buf<bf16> q(qb.size()), k(kb.size()), v(vb.size()), g(gb.size()), o(qb.size()), ob(qb.size()), dq(qb.size()),
-        dk(kb.size()), dv(vb.size());
-    Buf<float> lse(static_cast<std::size_t>(n) * hq), lin(static_cast<std::size_t>(n) * hq), del(delta.size());
+        dk(kb.size()), dv(vb.size()), mo(qb.size());
+    Buf<float> lse(static_cast<std::size_t>(n) * hq), lin(static_cast<std::size_t>(n) * hq), del(delta.size()),
+        mlse(static_cast<std::size_t>(n) * hq);
     std::copy(qb.begin(), qb.end(), q.p());
     std::copy(kb.begin(), kb.end(), k.p());
     std::copy(vb.begin(), vb.end(), v.p());
@@ -178,6 +190,8 @@ struct Runner {
     std::copy(lse_ref.begin(), lse_ref.end(), lin.p());
     std::copy(delta.begin(), delta.end(), del.p());
     std::fill_n(o.p(), o.n, kPoisonB);
+    std::fill_n(mo.p(), mo.n, kPoisonB);
+    for (std::size_t i = 0; i < mlse.n; ++i) std::memcpy(&mlse[i], &kPoisonF, 4);
     std::fill_n(dq.p(), dq.n, kPoisonB);
     std::fill_n(dk.p(), dk.n, kPoisonB);
     std::fill_n(dv.p(), dv.n, kPoisonB);
@@ -192,10 +206,13 @@ struct Runner {
     for (const SeqTable& t : attn::make_tables(ss, [&](const Seq& s) {
            return (s.q_len * group + attn::kTcRows - 1) / attn::kTcRows;
          })) {
-      if (d <= 64)
+      if (d <= 64) {
         r.ok = emu_forward<64>(t, q.p(), k.p(), v.p(), o.p(), lse.p(), d, hq, hkv, scale, win) && r.ok;
-      else
+        r.ok = emu_mma_forward<64>(t, q.p(), k.p(), v.p(), mo.p(), mlse.p(), d, hq, hkv, scale, win) && r.ok;
+      } else {
         r.ok = emu_forward<128>(t, q.p(), k.p(), v.p(), o.p(), lse.p(), d, hq, hkv, scale, win) && r.ok;
+        r.ok = emu_mma_forward<128>(t, q.p(), k.p(), v.p(), mo.p(), mlse.p(), d, hq, hkv, scale, win) && r.ok;
+      }
     }
     const auto row_tables = attn::make_tables(ss, [](const Seq& s) { return s.q_len; });
     const auto qt = attn::make_tables(ss, [&](const Seq& s) { return (s.q_len * group + attn::kTcRows - 1) / attn::kTcRows; });
@@ -210,6 +227,8 @@ struct Runner {
     }
     r.out.assign(o.p(), o.p() + o.n);
     r.lse.assign(lse.p(), lse.p() + lse.n);
+    r.mma_out.assign(mo.p(), mo.p() + mo.n);
+    r.mma_lse.assign(mlse.p(), mlse.p() + mlse.n);
     r.dq.assign(dq.p(), dq.p() + dq.n);
     r.dk.assign(dk.p(), dk.p() + dk.n);
     r.dv.assign(dv.p(), dv.p() + dv.n);
@@ -238,12 +257,16 @@ static bool same(const GpuOut& a, const GpuOut& b) {
   auto eq = [](const auto& x, const auto& y) {
     return x.size() == y.size() && same_bits(x.data(), y.data(), x.size() * sizeof(x[0]));
   };
-  return eq(a.out, b.out) && eq(a.lse, b.lse) && eq(a.dq, b.dq) && eq(a.dk, b.dk) && eq(a.dv, b.dv);
+  return eq(a.out, b.out) && eq(a.lse, b.lse) && eq(a.dq, b.dq) && eq(a.dk, b.dk) && eq(a.dv, b.dv) &&
+         eq(a.mma_out, b.mma_out) && eq(a.mma_lse, b.mma_lse);
 }
 
 static std::string lens_str(const std::vector<int>& l) {
   std::string s = "{";
-  for (std::size_t i = 0; i < l.size(); ++i) s += (i ? "," : "") + std::to_string(l[i]);
+  for (std::size_t i = 0; i < l.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(l[i]);
+  }
   return s + "}";
 }
 
@@ -291,8 +314,8 @@ int main(int argc, char** argv) {
   std::printf("smem bytes: forward %zu/%zu, dkdv %zu/%zu, dq %zu/%zu (DP 64/128)\n", attn::forward_smem<64>(),
               attn::forward_smem<128>(), attn::dkdv_smem<64>(), attn::dkdv_smem<128>(), attn::dq_smem<64>(),
               attn::dq_smem<128>());
-  std::printf("%-3s %-26s %4s %3s | %9s %9s %9s %9s %9s | %s\n", "#", "case (Hq,Hkv,D) lens", "win", "gap", "out",
-              "lse_abs", "dq", "dk", "dv", "checks");
+  std::printf("%-3s %-26s %4s %3s | %9s %9s %9s %9s %9s | %9s %9s | %s\n", "#", "case (Hq,Hkv,D) lens", "win", "gap", "out",
+              "lse_abs", "dq", "dk", "dv", "mma out", "mma lse", "checks");
   int failures = 0;
   unsigned seed = 1234;
   for (std::size_t ci = 0; ci < cases.size(); ++ci) {
@@ -325,22 +348,29 @@ int main(int argc, char** argv) {
         const double e_dq = R.rel(a.dq, R.dq_ref, R.hq * R.d, &touched);
         const double e_dk = R.rel(a.dk, R.dk_ref, R.hkv * R.d, &touched);
         const double e_dv = R.rel(a.dv, R.dv_ref, R.hkv * R.d, &touched);
-        double e_lse = 0, mx_lse = 1;
-        for (int r = 0; r < R.n; ++r)
-          for (int h = 0; h < R.hq; ++h) {
-            const std::size_t i = static_cast<std::size_t>(r) * R.hq + h;
-            if (R.covered[r]) {
-              const double diff = std::fabs(static_cast<double>(a.lse[i]) - R.lse_ref[i]);
-              e_lse = std::isnan(diff) ? INFINITY : std::max(e_lse, diff);
-              mx_lse = std::max(mx_lse, std::fabs(static_cast<double>(R.lse_ref[i])));
-            } else {
-              std::uint32_t u;
-              std::memcpy(&u, &a.lse[i], 4);
-              if (u != kPoisonF) ++touched;
+        const double e_mout = R.rel(a.mma_out, R.out_ref, R.hq * R.d, &touched);
+        double mx_lse = 1;
+        auto lse_err = [&](const std::vector<float>& lse) {
+          double e = 0;
+          for (int r = 0; r < R.n; ++r)
+            for (int h = 0; h < R.hq; ++h) {
+              const std::size_t i = static_cast<std::size_t>(r) * R.hq + h;
+              if (R.covered[r]) {
+                const double diff = std::fabs(static_cast<double>(lse[i]) - R.lse_ref[i]);
+                e = std::isnan(diff) ? INFINITY : std::max(e, diff);
+                mx_lse = std::max(mx_lse, std::fabs(static_cast<double>(R.lse_ref[i])));
+              } else {
+                std::uint32_t u;
+                std::memcpy(&u, &lse[i], 4);
+                if (u != kPoisonF) ++touched;
+              }
             }
-          }
+          return e;
+        };
+        const double e_lse = lse_err(a.lse), e_mlse = lse_err(a.mma_lse);
         const bool det = same(a, b);
         const bool ok = a.ok && e_out < 2e-2 && e_dq < 2e-2 && e_dk < 2e-2 && e_dv < 2e-2 && e_lse <= 1e-5 * mx_lse &&
+                        e_mout < 2e-2 && e_mlse <= 1e-5 * mx_lse &&
                         touched == 0 && det && var_same && emu::g_errors.size() == errs0 &&
                         emu::g_wmma_violations == viol0;
         failures += !ok;
@@ -348,8 +378,8 @@ int main(int argc, char** argv) {
         const std::string ls = c.lens.size() > 8 ? std::to_string(c.lens.size()) + " seqs" : lens_str(c.lens);
         std::snprintf(name, sizeof name, "(%d,%d,%d) %s%s", c.hq, c.hkv, c.d, ls.c_str(),
                       c.scale_mul != 1.0f ? " s*3" : "");
-        std::printf("%-3zu %-26s %4d %3d | %9.2e %9.2e %9.2e %9.2e %9.2e | %s%s%s%s%s\n", ci, name, w, gaps, e_out,
-                    e_lse, e_dq, e_dk, e_dv, ok ? "PASS" : "FAIL", touched ? " uncovered-rows-written" : "",
+        std::printf("%-3zu %-26s %4d %3d | %9.2e %9.2e %9.2e %9.2e %9.2e | %9.2e %9.2e | %s%s%s%s%s\n", ci, name, w, gaps,
+                    e_out, e_lse, e_dq, e_dk, e_dv, e_mout, e_mlse, ok ? "PASS" : "FAIL", touched ? " uncovered-rows-written" : "",
                     det ? "" : " NONDETERMINISTIC", var_same ? "" : " VARIANT-DIFFERS(race/uninit/order)",
                     a.ok ? "" : " DEADLOCK");
         std::fflush(stdout);

@@ -152,8 +152,14 @@ void check_lse(const Tensor& got_dev, const Tensor& want_host, const std::vector
 
 // Every kernel family: F32 (CUDA cores), BF16 on tensor cores where the shape allows
 // (head_dim % 8 == 0 and <= 128; others fall back), BF16 forced onto CUDA cores.
-std::vector<std::pair<DType, bool>> kernel_variants() {
-  return {{DType::F32, false}, {DType::BF16, true}, {DType::BF16, false}};
+// (dtype, kernels): F32 always takes the CUDA-core kernels; BF16 each path.
+std::vector<std::pair<DType, cuda::AttentionKernels>> kernel_variants() {
+  using K = cuda::AttentionKernels;
+  return {{DType::F32, K::cuda_cores}, {DType::BF16, K::tensor_cores}, {DType::BF16, K::mma_forward}, {DType::BF16, K::cuda_cores}};
+}
+
+const char* kernels_name(cuda::AttentionKernels k) {
+  return k == cuda::AttentionKernels::tensor_cores ? "tensor_cores" : k == cuda::AttentionKernels::mma_forward ? "mma_forward" : "cuda_cores";
 }
 
 }  // namespace
@@ -166,15 +172,15 @@ TEST_CASE("cuda attention_forward_train and attention_backward match the CPU ref
     const auto covered = covered_rows(seqs, n);
     const std::int64_t qw = c.hq * c.d, kw = c.hkv * c.d;
     const float scale = c.sharpness / std::sqrt(static_cast<float>(c.d));
-    for (const auto& [t, tensor_cores] : kernel_variants()) {
-      cuda::set_attention_tensor_cores(tensor_cores);
+    for (const auto& [t, kernels] : kernel_variants()) {
+      cuda::set_attention_kernels(kernels);
       const Tensor q = host_random(rng, {n, qw}, t), k = host_random(rng, {n, kw}, t), v = host_random(rng, {n, kw}, t);
       const Tensor dout = host_random(rng, {n, qw}, t);
       const Tensor dd = upload(dout, t);
       const Tensor dqin = upload(q, t), dkin = upload(k, t), dvin = upload(v, t);
       for (std::int64_t window : {std::int64_t{0}, std::int64_t{5}, std::int64_t{40}}) {
         CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d); CAPTURE(c.lens.size()); CAPTURE(n); CAPTURE(name(t)); CAPTURE(window);
-        CAPTURE(tensor_cores);
+        CAPTURE(kernels_name(kernels));
         const double tol = t == DType::BF16 ? 2e-2 : 1e-5;
 
         // Forward.
@@ -201,7 +207,7 @@ TEST_CASE("cuda attention_forward_train and attention_backward match the CPU ref
       }
     }
   }
-  cuda::set_attention_tensor_cores(true);
+  cuda::set_attention_kernels(cuda::AttentionKernels::tensor_cores);
 }
 
 TEST_CASE("cuda training attention is deterministic: two calls give bitwise equal outputs") {
@@ -211,10 +217,10 @@ TEST_CASE("cuda training attention is deterministic: two calls give bitwise equa
   const auto seqs = pack(c, n);
   const std::int64_t qw = c.hq * c.d, kw = c.hkv * c.d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
-  for (const auto& [t, tensor_cores] : kernel_variants())
+  for (const auto& [t, kernels] : kernel_variants())
     for (std::int64_t window : {std::int64_t{0}, std::int64_t{5}}) {
-      cuda::set_attention_tensor_cores(tensor_cores);
-      CAPTURE(name(t)); CAPTURE(window); CAPTURE(tensor_cores);
+      cuda::set_attention_kernels(kernels);
+      CAPTURE(name(t)); CAPTURE(window); CAPTURE(kernels_name(kernels));
       const Tensor q = upload(host_random(rng, {n, qw}, t), t), k = upload(host_random(rng, {n, kw}, t), t);
       const Tensor v = upload(host_random(rng, {n, kw}, t), t), dout = upload(host_random(rng, {n, qw}, t), t);
       Tensor out[2], lse[2], dq[2], dk[2], dv[2];
@@ -240,7 +246,7 @@ TEST_CASE("cuda training attention is deterministic: two calls give bitwise equa
       CHECK(same_bits(dk[0], dk[1]));
       CHECK(same_bits(dv[0], dv[1]));
     }
-  cuda::set_attention_tensor_cores(true);
+  cuda::set_attention_kernels(cuda::AttentionKernels::tensor_cores);
 }
 
 TEST_CASE("cuda training attention refuses a cache offset, bad shapes, mixed dtypes and aliasing") {
