@@ -184,22 +184,17 @@ int main(int argc, char** argv) {
     Tensor lse = Tensor::empty({n, hq}, DType::F32, MemCategory::Workspace, Device::CUDA);
     Tensor dout = random_device({n, hq * d}, bf, 13), dq = random_device({n, hq * d}, bf, 14);
     Tensor dk = random_device({n, hkv * d}, bf, 15), dv = random_device({n, hkv * d}, bf, 16);
-    // WMMA tensor-core kernels (the default for this shape), the forward with register
-    // fragments (mma.sync; its backward is the WMMA one, so only the forward is timed again),
-    // then the CUDA-core kernels they replace.
+    // WMMA tensor-core kernels (the default for this shape), the same on mma.sync with the
+    // fragments in registers, then the CUDA-core kernels they replace.
     using AK = cuda::AttentionKernels;
-    double wmma_bwd_ms = 0;
-    for (const AK kernels : {AK::tensor_cores, AK::mma_forward, AK::cuda_cores}) {
+    for (const AK kernels : {AK::tensor_cores, AK::mma_sync, AK::cuda_cores}) {
       cuda::set_attention_kernels(kernels);
-      const std::string kind = kernels == AK::tensor_cores ? "" : kernels == AK::mma_forward ? " [mma.sync]" : " [cuda cores]";
+      const std::string kind = kernels == AK::tensor_cores ? "" : kernels == AK::mma_sync ? " [mma.sync]" : " [cuda cores]";
       const double fwd_ms = time_ms([&] { ops::attention_forward_train(q, k, v, seqs, scale, 0, out, lse); }, 3);
       add_flops("attention_forward_train" + kind, attn_shape, attn_flops, fwd_ms, gemm_tf);
-      double bwd_ms = wmma_bwd_ms;
-      if (kernels != AK::mma_forward) {
-        bwd_ms = time_ms([&] { ops::attention_backward(q, k, v, out, lse, dout, seqs, scale, 0, dq, dk, dv); }, 3);
-        add_flops("attention_backward" + kind, attn_shape, 2.5 * attn_flops, bwd_ms, gemm_tf);
-        if (kernels == AK::tensor_cores) wmma_bwd_ms = bwd_ms;
-      }
+      const double bwd_ms =
+          time_ms([&] { ops::attention_backward(q, k, v, out, lse, dout, seqs, scale, 0, dq, dk, dv); }, 3);
+      add_flops("attention_backward" + kind, attn_shape, 2.5 * attn_flops, bwd_ms, gemm_tf);
       add_flops("attention fwd+bwd" + kind, attn_shape, 3.5 * attn_flops, fwd_ms + bwd_ms, gemm_tf);
     }
     cuda::set_attention_kernels(AK::tensor_cores);

@@ -199,10 +199,13 @@ void tc_forward(const SeqTable& qtiles, const detail::bf16* q, const detail::bf1
 void tc_backward(const SeqTable& qtiles, const SeqTable& ktiles, const detail::bf16* q, const detail::bf16* k, const detail::bf16* v,
                  const detail::bf16* dout, const float* lse, const float* delta, detail::bf16* dq, detail::bf16* dk, detail::bf16* dv, int d, int hq,
                  int hkv, float scale, int window);
-// The same forward (same tables, outputs and lse) with its fragments in registers:
-// mma.sync, ldmatrix and cp.async double buffering (attention_train_mma.cu); where
+// The same forward and backward (same tables, inputs and outputs) with the fragments in
+// registers: mma.sync, ldmatrix and cp.async double buffering (attention_train_mma.cu); where
 // tc_usable holds.
 void mma_forward(const SeqTable& qtiles, const detail::bf16* q, const detail::bf16* k, const detail::bf16* v,
                  detail::bf16* out, float* lse, int d, int hq, int hkv, float scale, int window);
+void mma_backward(const SeqTable& qtiles, const SeqTable& ktiles, const detail::bf16* q, const detail::bf16* k,
+                  const detail::bf16* v, const detail::bf16* dout, const float* lse, const float* delta, detail::bf16* dq,
+                  detail::bf16* dk, detail::bf16* dv, int d, int hq, int hkv, float scale, int window);
 
 }  // namespace sppft::cuda::attn

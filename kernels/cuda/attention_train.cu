@@ -457,12 +457,12 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 }  // namespace
 
 namespace {
-std::atomic<bool> g_mma_forward{false};
+std::atomic<bool> g_mma{false};  // tensor-core path on mma.sync instead of WMMA
 }  // namespace
 
 void set_attention_kernels(AttentionKernels kernels) {
   attn::set_tc_enabled(kernels != AttentionKernels::cuda_cores);
-  g_mma_forward = kernels == AttentionKernels::mma_forward;
+  g_mma = kernels == AttentionKernels::mma_sync;
 }
 
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
@@ -481,7 +481,7 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
     for (const SeqTable& t : make_tables(seqs, [&](const ops::AttentionSeq& s) {
            return (s.q_len * group + attn::kTcRows - 1) / attn::kTcRows;
          }))
-      (g_mma_forward ? attn::mma_forward : attn::tc_forward)(t, q.data<detail::bf16>(), k.data<detail::bf16>(),
+      (g_mma ? attn::mma_forward : attn::tc_forward)(t, q.data<detail::bf16>(), k.data<detail::bf16>(),
                                                              v.data<detail::bf16>(), out.data<detail::bf16>(),
                                                              lse.data<float>(), d, hq, hkv, scale, win);
     return;
@@ -552,8 +552,9 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       detail::check_launch();
       if constexpr (std::is_same_v<T, detail::bf16>) {
         if (tc) {
-          attn::tc_backward(qtiles, ktiles, q.data<T>(), k.data<T>(), v.data<T>(), dout.data<T>(), lse.data<float>(),
-                            delta, dq.data<T>(), dk.data<T>(), dv.data<T>(), d, hq, hkv, scale, win);
+          (g_mma ? attn::mma_backward : attn::tc_backward)(qtiles, ktiles, q.data<T>(), k.data<T>(), v.data<T>(),
+                                                           dout.data<T>(), lse.data<float>(), delta, dq.data<T>(),
+                                                           dk.data<T>(), dv.data<T>(), d, hq, hkv, scale, win);
           return;
         }
       }

@@ -1,11 +1,11 @@
-// BF16 training attention forward with every matrix fragment in registers (FlashAttention-2
-// style): mma.sync m16n8k16 and ldmatrix through warp_mma.cuh, the next K/V tile in flight
-// (cp.async, two buffers) while the current one is computed. Same math, masks, GQA row
-// flattening r = t * G + g, sequence tables and outputs (out, lse) as tc_forward_kernel of
-// attention_train_tc.cu, whose backward takes this lse; head_dim d a multiple of 8 up to 128,
-// zero-padded to DP = 64 or 128.
+// BF16 training attention, forward and backward, with every matrix fragment in registers
+// (FlashAttention-2 style): mma.sync m16n8k16 and ldmatrix through warp_mma.cuh, the next tile
+// in flight (cp.async, two buffers) while the current one is computed. Same math, masks, GQA
+// row flattening r = t * G + g, sequence tables, inputs and outputs (out, lse; dq, dk, dv) as
+// the WMMA kernels of attention_train_tc.cu; head_dim d a multiple of 8 up to 128, zero-padded
+// to DP = 64 or 128. The backward kernels are described where they are defined.
 //
-// Block = 4 warps, a tile of 64 flattened query rows (warp w: rows 16w .. 16w + 15), key tiles
+// Forward. Block = 4 warps, a tile of 64 flattened query rows (warp w: rows 16w .. 16w + 15), key tiles
 // of 64. Lane = 4 g + t holds rows g and g + 8 of its warp (warp_mma.cuh's layouts).
 //   Q tile -> shared -> the warp's A fragments, in registers for the whole loop (DP / 16 x 4).
 //   Per key tile j0: S = Q K^T (16 x 64 per warp: 8 accumulators of 16 x 8 keys; B fragments
@@ -18,8 +18,9 @@
 //   and written as 16-byte packs; lse = (m + log2 l) ln 2.
 // Shared memory: 2 (64 + 4 x 64) (DP + 8) bytes (85 KiB for DP = 128): rows padded by 16
 // bytes, so the 8 row addresses of an ldmatrix fall in different banks.
-// Precision as tc_forward_kernel: bf16 products exact in fp32, fp32 accumulation, P rounded
-// to bf16 before P V while l sums the unrounded P. Deterministic: fixed order, no atomics.
+// Precision as the WMMA kernels: bf16 products exact in fp32, fp32 accumulation, P and dS
+// rounded to bf16 before they enter a product while l sums the unrounded P. Deterministic:
+// each output element from one warp's registers, fixed order, no atomics.
 #include <algorithm>
 #include <type_traits>
 
@@ -207,6 +208,285 @@ __global__ void __launch_bounds__(kMmaThreads)
       if (warp * 16 + g + 8 * h < rt.nrows) lse[rt.qrow(warp * 16 + g + 8 * h)] = (m[h] + log2f(l[h])) * 0.6931471805599453f;
 }
 
+// ---------------------------------------------------------------- backward
+// A fragment (16 x 16) of rows r0 .. r0 + 15, columns c0 .. c0 + 15 of a row-major bf16 tile.
+__device__ __forceinline__ void load_a(unsigned (&a)[4], const bf16* tile, int ld, int r0, int c0, int lane) {
+  ptx::ldmatrix_x4(a, tile + (r0 + (lane / 8) % 2 * 8 + lane % 8) * ld + c0 + lane / 16 * 8);
+}
+// B fragments (16 x 8, k x n) for two n-tiles where the tile's rows are n (B[k][n] = tile[n][k],
+// as K for S = Q K^T): rows n0 .. n0 + 15, columns k0 .. k0 + 15; b[0], b[1] n-tile n0, b[2], b[3] n0 + 8.
+__device__ __forceinline__ void load_b_rows_n(unsigned (&b)[4], const bf16* tile, int ld, int n0, int k0, int lane) {
+  ptx::ldmatrix_x4(b, tile + (n0 + lane / 16 * 8 + lane % 8) * ld + k0 + (lane / 8) % 2 * 8);
+}
+// B fragments where the tile's rows are k (B[k][n] = tile[k][n], as V for O += P V): rows
+// k0 .. k0 + 15, columns n0 .. n0 + 15; b[0], b[1] n-tile n0, b[2], b[3] n-tile n0 + 8.
+__device__ __forceinline__ void load_b_rows_k(unsigned (&b)[4], const bf16* tile, int ld, int k0, int n0, int lane) {
+  ptx::ldmatrix_x4_trans(b, tile + (k0 + (lane / 8) % 2 * 8 + lane % 8) * ld + n0 + lane / 16 * 8);
+}
+// The A fragment of 16 columns 16 kk .. 16 kk + 15 from the C fragments of two n-tiles, rounded to bf16.
+__device__ __forceinline__ void c_to_a(unsigned (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+  a[0] = ptx::pack_bf16x2(c0[0], c0[1]), a[1] = ptx::pack_bf16x2(c0[2], c0[3]);
+  a[2] = ptx::pack_bf16x2(c1[0], c1[1]), a[3] = ptx::pack_bf16x2(c1[2], c1[3]);
+}
+// acc (16 x DP) += A (16 x 16 NK, from C fragments c[2 NK]) B, B's k rows from `tile` rows k0 ...
+template <int NK, int DTILES>
+__device__ __forceinline__ void acc_c_times_tile(float (&acc)[DTILES][4], const float (&c)[2 * NK][4], const bf16* tile,
+                                                 int ld, int k0, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < NK; ++kk) {
+    unsigned a[4];
+    c_to_a(a, c[2 * kk], c[2 * kk + 1]);
+#pragma unroll
+    for (int dp = 0; dp < DTILES / 2; ++dp) {
+      unsigned b[4];
+      load_b_rows_k(b, tile, ld, k0 + 16 * kk, 16 * dp, lane);
+      ptx::mma_16816(acc[2 * dp], a, b[0], b[1]);
+      ptx::mma_16816(acc[2 * dp + 1], a, b[2], b[3]);
+    }
+  }
+}
+// Writes a warp's 16 x DP fp32 accumulators times `mul` as bf16 rows: staged through `stage`
+// (16 rows of stride LD in shared that only this warp uses), then 16-byte packs to
+// dst + offset(r) for rows r < nrows, columns < d.
+template <int DP, typename F>
+__device__ __forceinline__ void store_acc(const float (&acc)[DP / 8][4], float mul, bf16* stage, int nrows, int d,
+                                          bf16* dst, F&& offset, int lane) {
+  constexpr int LD = DP + 8;
+  const int g = lane / 4, tq = lane % 4;
+  __syncwarp();
+#pragma unroll
+  for (int dt = 0; dt < DP / 8; ++dt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      *reinterpret_cast<__nv_bfloat162*>(stage + (g + 8 * h) * LD + dt * 8 + 2 * tq) =
+          __floats2bfloat162_rn(acc[dt][2 * h] * mul, acc[dt][2 * h + 1] * mul);
+  __syncwarp();
+  for (int i = lane; i < 16 * (DP / 8); i += 32) {
+    const int r = i / (DP / 8), c = i % (DP / 8) * 8;
+    if (r < nrows && c < d) *reinterpret_cast<uint4*>(dst + offset(r) + c) = *reinterpret_cast<const uint4*>(stage + r * LD + c);
+  }
+}
+
+template <int DP>
+constexpr std::size_t mma_dkdv_smem() {
+  return sizeof(bf16) * 6 * kTcKeys * (DP + 8) + sizeof(float) * 4 * kTcRows;
+}
+
+// dK, dV of a key tile (block = 64 keys of a (sequence, KV head); warp w owns keys 16w ..
+// 16w + 15, dK and dV of them in registers). K and V stay in shared; the query tiles that can
+// see the keys (rows fr_begin .. fr_end, all heads of the group) stream through two buffers of
+// Q, dO, lse and delta, the next one by cp.async while the current one is computed, in two
+// halves of 32 rows: S^T = K_w Q^T and dP^T = V_w dO^T (16 keys x 32 rows), P^T = 2^(S^T scale
+// log2 e - lse log2 e) and dS^T = P^T (dP^T - delta) (0 where masked), rounded to bf16 as A
+// fragments; dV_w += P^T dO, dK_w += dS^T Q (B fragments by ldmatrix.trans). End: dk = scale dK,
+// dv = dV, staged through the warp's own K and V rows.
+// Shared memory: 2 (64 + 64 + 2 * 64 + 2 * 64) (DP + 8) + 4 * 4 * 64 bytes (103 KiB for DP = 128).
+template <int DP>
+__global__ void __launch_bounds__(kMmaThreads)
+    mma_dkdv_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                    const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                    bf16* __restrict__ dk, bf16* __restrict__ dv, const __grid_constant__ SeqTable t, int d, int hq,
+                    int hkv, float scale, int window) {
+  constexpr int LD = DP + 8, KSTEPS = DP / 16, DTILES = DP / 8, HALF = kTcRows / 2;
+  extern __shared__ __align__(128) unsigned char mma_smem[];
+  bf16* Ks = reinterpret_cast<bf16*>(mma_smem);  // [64][LD]
+  bf16* Vs = Ks + kTcKeys * LD;                   // [64][LD]
+  bf16* Qb = Vs + kTcKeys * LD;                   // [2][64][LD]
+  bf16* dOb = Qb + 2 * kTcRows * LD;              // [2][64][LD]
+  float* Lb = reinterpret_cast<float*>(dOb + 2 * kTcRows * LD);  // [2][64] lse
+  float* Db = Lb + 2 * kTcRows;                                   // [2][64] delta
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+  const KeyTile kt = key_tile<kTcKeys>(t, d, hq, hkv, window);
+  const int k0 = kt.k0, nk = kt.nk, group = kt.group;
+  const int ntiles = (kt.fr_end - kt.fr_begin + kTcRows - 1) / kTcRows;  // >= 1: a key's own position sees it
+  load_tile_async<kTcKeys, DP>(Ks, nk, d, [&](int j) { return k + kt.kv(j); });
+  load_tile_async<kTcKeys, DP>(Vs, nk, d, [&](int j) { return v + kt.kv(j); });
+  auto load_rows = [&](int tile, int buf) {
+    const int fr0 = kt.fr_begin + tile * kTcRows, nrows = min(kTcRows, kt.fr_end - fr0);
+    load_tile_async<kTcRows, DP>(Qb + buf * kTcRows * LD, nrows, d, [&](int r) { return q + kt.qrow(fr0 + r) * d; });
+    load_tile_async<kTcRows, DP>(dOb + buf * kTcRows * LD, nrows, d, [&](int r) { return dout + kt.qrow(fr0 + r) * d; });
+    load_row_stats<kTcRows>(Lb + buf * kTcRows, Db + buf * kTcRows, lse, delta, nrows,
+                            [&](int r) { return kt.qrow(fr0 + r); });
+  };
+  load_rows(0, 0);
+  ptx::cp_async_commit();
+
+  int key[2];  // keys g and g + 8 of the warp (sequence positions)
+  key[0] = k0 + warp * 16 + g, key[1] = key[0] + 8;
+  const float scale_log2 = scale * 1.4426950408889634f;
+  float dk_acc[DTILES][4], dv_acc[DTILES][4];
+#pragma unroll
+  for (int dt = 0; dt < DTILES; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[dt][e] = dv_acc[dt][e] = 0.0f;
+
+  for (int it = 0; it < ntiles; ++it) {
+    const int buf = it & 1;
+    if (it + 1 < ntiles) {
+      load_rows(it + 1, buf ^ 1);
+      ptx::cp_async_commit();
+      ptx::cp_async_wait<1>();
+    } else {
+      ptx::cp_async_wait<0>();
+    }
+    __syncthreads();  // this query tile (and, first time, K and V) is in shared for every warp
+    const int fr0 = kt.fr_begin + it * kTcRows, nrows = min(kTcRows, kt.fr_end - fr0);
+    const bf16* Qt = Qb + buf * kTcRows * LD;
+    const bf16* dOt = dOb + buf * kTcRows * LD;
+    const float* Lt = Lb + buf * kTcRows;
+    const float* Dt = Db + buf * kTcRows;
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      float st[HALF / 8][4], dpt[HALF / 8][4];  // 16 keys x 32 rows each
+#pragma unroll
+      for (int nt = 0; nt < HALF / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
+#pragma unroll
+      for (int ks = 0; ks < KSTEPS; ++ks) {
+        unsigned ka[4], va[4];
+        load_a(ka, Ks, LD, warp * 16, ks * 16, lane);
+        load_a(va, Vs, LD, warp * 16, ks * 16, lane);
+#pragma unroll
+        for (int np = 0; np < HALF / 16; ++np) {
+          unsigned b[4];
+          load_b_rows_n(b, Qt, LD, hh * HALF + np * 16, ks * 16, lane);
+          ptx::mma_16816(st[2 * np], ka, b[0], b[1]);
+          ptx::mma_16816(st[2 * np + 1], ka, b[2], b[3]);
+          load_b_rows_n(b, dOt, LD, hh * HALF + np * 16, ks * 16, lane);
+          ptx::mma_16816(dpt[2 * np], va, b[0], b[1]);
+          ptx::mma_16816(dpt[2 * np + 1], va, b[2], b[3]);
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < HALF / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int j = key[e / 2], rl = hh * HALF + nt * 8 + 2 * tq + (e & 1), tpos = (fr0 + rl) / group;
+          const bool seen = rl < nrows && j < k0 + nk && j <= tpos && (window == 0 || tpos - j < window);
+          const float p = seen ? exp2f(st[nt][e] * scale_log2 - Lt[rl] * 1.4426950408889634f) : 0.0f;
+          st[nt][e] = p;
+          dpt[nt][e] = p * (dpt[nt][e] - Dt[rl]);
+        }
+      acc_c_times_tile<HALF / 16>(dv_acc, st, dOt, LD, hh * HALF, lane);
+      acc_c_times_tile<HALF / 16>(dk_acc, dpt, Qt, LD, hh * HALF, lane);
+    }
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+  }
+
+  // Each warp stages through its own K and V rows (only it read them, as A fragments).
+  const int own = min(16, nk - warp * 16);
+  auto off = [&](int r) { return kt.kv(warp * 16 + r); };
+  store_acc<DP>(dk_acc, scale, Ks + warp * 16 * LD, own, d, dk, off, lane);
+  store_acc<DP>(dv_acc, 1.0f, Vs + warp * 16 * LD, own, d, dv, off, lane);
+}
+
+template <int DP>
+constexpr std::size_t mma_dq_smem() {
+  return sizeof(bf16) * 6 * kTcRows * (DP + 8);
+}
+
+// dQ of a query tile (block = 64 flattened rows; warp w owns rows 16w .. 16w + 15, dQ in
+// registers; each lane reads its two rows' lse and delta). Q and dO stay in shared; key tiles stream through two K/V buffers
+// (cp.async, as the forward): S = Q_w K^T and dP = dO_w V^T (16 x 64), P = 2^(S scale log2 e -
+// lse log2 e), dS = P (dP - delta) (0 where masked) rounded to bf16 as A fragments; dQ_w +=
+// dS K (B by ldmatrix.trans). End: dq = scale dQ, staged through the warp's own Q rows.
+// Shared memory: 2 (64 + 64 + 2 * 64 + 2 * 64) (DP + 8) bytes (102 KiB for DP = 128).
+template <int DP>
+__global__ void __launch_bounds__(kMmaThreads)
+    mma_dq_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                  const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                  bf16* __restrict__ dq, const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale,
+                  int window) {
+  constexpr int LD = DP + 8, KSTEPS = DP / 16, DTILES = DP / 8;
+  extern __shared__ __align__(128) unsigned char mma_smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(mma_smem);  // [64][LD]
+  bf16* dOs = Qs + kTcRows * LD;                  // [64][LD]
+  bf16* Kb = dOs + kTcRows * LD;                  // [2][64][LD]
+  bf16* Vb = Kb + 2 * kTcKeys * LD;               // [2][64][LD]
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+  const RowTile rt = row_tile<kTcRows>(t, d, hq, hkv, window);
+  const int ntiles = (rt.ke - rt.kb + kTcKeys - 1) / kTcKeys;
+  auto load_kv = [&](int tile, int buf) {
+    const int j0 = rt.kb + tile * kTcKeys, nk = min(kTcKeys, rt.ke - j0);
+    load_tile_async<kTcKeys, DP>(Kb + buf * kTcKeys * LD, nk, d, [&](int j) { return k + rt.kv(j0 + j); });
+    load_tile_async<kTcKeys, DP>(Vb + buf * kTcKeys * LD, nk, d, [&](int j) { return v + rt.kv(j0 + j); });
+  };
+  load_tile_async<kTcRows, DP>(Qs, rt.nrows, d, [&](int r) { return q + rt.qrow(r) * d; });
+  load_tile_async<kTcRows, DP>(dOs, rt.nrows, d, [&](int r) { return dout + rt.qrow(r) * d; });
+  load_kv(0, 0);
+  ptx::cp_async_commit();
+
+  int pos[2], first[2];
+  bool row_ok[2];
+  float lse2[2], dlt[2];  // lse in log2 units, delta
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = warp * 16 + g + 8 * h;
+    row_ok[h] = r < rt.nrows;
+    pos[h] = rt.pos(r);
+    first[h] = window > 0 ? max(0, pos[h] - window + 1) : 0;
+    lse2[h] = row_ok[h] ? lse[rt.qrow(r)] * 1.4426950408889634f : 0.0f;
+    dlt[h] = row_ok[h] ? delta[rt.qrow(r)] : 0.0f;
+  }
+  const float scale_log2 = scale * 1.4426950408889634f;
+  float dq_acc[DTILES][4];
+#pragma unroll
+  for (int dt = 0; dt < DTILES; ++dt) dq_acc[dt][0] = dq_acc[dt][1] = dq_acc[dt][2] = dq_acc[dt][3] = 0.0f;
+
+  for (int it = 0; it < ntiles; ++it) {
+    const int buf = it & 1;
+    if (it + 1 < ntiles) {
+      load_kv(it + 1, buf ^ 1);
+      ptx::cp_async_commit();
+      ptx::cp_async_wait<1>();
+    } else {
+      ptx::cp_async_wait<0>();
+    }
+    __syncthreads();  // this key tile (and, first time, Q and dO) is in shared
+    const bf16* Kt = Kb + buf * kTcKeys * LD;
+    const bf16* Vt = Vb + buf * kTcKeys * LD;
+    float s[kKeyTiles8][4], dp[kKeyTiles8][4];
+#pragma unroll
+    for (int nt = 0; nt < kKeyTiles8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks) {
+      unsigned qa[4], oa[4];
+      load_a(qa, Qs, LD, warp * 16, ks * 16, lane);
+      load_a(oa, dOs, LD, warp * 16, ks * 16, lane);
+#pragma unroll
+      for (int np = 0; np < kKeyTiles8 / 2; ++np) {
+        unsigned b[4];
+        load_b_rows_n(b, Kt, LD, np * 16, ks * 16, lane);
+        ptx::mma_16816(s[2 * np], qa, b[0], b[1]);
+        ptx::mma_16816(s[2 * np + 1], qa, b[2], b[3]);
+        load_b_rows_n(b, Vt, LD, np * 16, ks * 16, lane);
+        ptx::mma_16816(dp[2 * np], oa, b[0], b[1]);
+        ptx::mma_16816(dp[2 * np + 1], oa, b[2], b[3]);
+      }
+    }
+    const int j0 = rt.kb + it * kTcKeys, nk = min(kTcKeys, rt.ke - j0);
+#pragma unroll
+    for (int nt = 0; nt < kKeyTiles8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e / 2, kl = nt * 8 + 2 * tq + (e & 1), j = j0 + kl;
+        const bool seen = row_ok[h] && kl < nk && j >= first[h] && j <= pos[h];
+        const float p = seen ? exp2f(s[nt][e] * scale_log2 - lse2[h]) : 0.0f;
+        dp[nt][e] = p * (dp[nt][e] - dlt[h]);
+      }
+    acc_c_times_tile<kKeyTiles8 / 2>(dq_acc, dp, Kt, LD, 0, lane);
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+  }
+
+  store_acc<DP>(dq_acc, scale, Qs + warp * 16 * LD, min(16, rt.nrows - warp * 16), d, dq,
+                [&](int r) { return rt.qrow(warp * 16 + r) * d; }, lane);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- host side
@@ -219,6 +499,27 @@ void mma_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf1
     auto kernel = mma_forward_kernel<DP>;
     allow_smem(kernel, smem);
     kernel<<<grid, kMmaThreads, smem, detail::stream()>>>(q, k, v, out, lse, qtiles, d, hq, hkv, scale, window);
+    detail::check_launch();
+  });
+}
+
+
+void mma_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q, const bf16* k, const bf16* v,
+                  const bf16* dout, const float* lse, const float* delta, bf16* dq, bf16* dk, bf16* dv, int d, int hq,
+                  int hkv, float scale, int window) {
+  dispatch_dp(d, [&](auto dp) {
+    constexpr int DP = decltype(dp)::value;
+    constexpr std::size_t kv_smem = mma_dkdv_smem<DP>();
+    auto kv_kernel = mma_dkdv_kernel<DP>;
+    allow_smem(kv_kernel, kv_smem);
+    kv_kernel<<<dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv)), kMmaThreads,
+                kv_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window);
+    detail::check_launch();
+    constexpr std::size_t q_smem = mma_dq_smem<DP>();
+    auto q_kernel = mma_dq_kernel<DP>;
+    allow_smem(q_kernel, q_smem);
+    q_kernel<<<dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv)), kMmaThreads,
+               q_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window);
     detail::check_launch();
   });
 }

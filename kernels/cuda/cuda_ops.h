@@ -135,10 +135,10 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
 // The kernels BF16 training attention takes where the tensor-core path applies (the tests
 // run each, bench_kernels times each):
 //   tensor_cores (default): WMMA forward and backward (attention_train_tc.cu);
-//   mma_forward: the forward with its fragments in registers (mma.sync, ldmatrix, cp.async
-//     double buffering; attention_train_mma.cu), the WMMA backward;
+//   mma_sync: forward and backward with their fragments in registers (mma.sync, ldmatrix,
+//     cp.async double buffering; attention_train_mma.cu);
 //   cuda_cores: the fp32 CUDA-core kernels (what F32 and other head sizes always take).
-enum class AttentionKernels { tensor_cores, mma_forward, cuda_cores };
+enum class AttentionKernels { tensor_cores, mma_sync, cuda_cores };
 void set_attention_kernels(AttentionKernels kernels);
 
 // q, k, v, out all F32 or all BF16; lse F32; head_dim D even and <= 256; seqs need

@@ -43,7 +43,7 @@ FILES = [
          cut="// ---------------------------------------------------------------- host side",
          tail="}  // namespace sppft::cuda::attn\n",
          subs=[("extern __shared__ __align__(128) unsigned char mma_smem[];",
-                "unsigned char* const mma_smem = ::emu::dyn_smem();", 1)]),
+                "unsigned char* const mma_smem = ::emu::dyn_smem();", 3)]),
     dict(src="kernels/cuda/rmsnorm.cu", out="rmsnorm_emu.h",
          cut="namespace {\n// rmsnorm_forward (delta null) and add_rmsnorm_forward.",
          tail="}  // namespace sppft::cuda\n",

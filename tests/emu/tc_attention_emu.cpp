@@ -1,6 +1,6 @@
 // Emulated runs of tc_forward_kernel / tc_dkdv_kernel / tc_dq_kernel (attention_train_tc.cu)
-// and mma_forward_kernel (attention_train_mma.cu: mma.sync, ldmatrix and cp.async as
-// emu_cuda.h emulates them), extracted unchanged by tests/emu/extract.py into the build's
+// and mma_forward_kernel / mma_dkdv_kernel / mma_dq_kernel (attention_train_mma.cu: mma.sync,
+// ldmatrix and cp.async as emu_cuda.h emulates them), extracted unchanged by tests/emu/extract.py into the build's
 // emu_gen/, against the fp32 CPU
 // reference (kernels/ops.h on host tensors). No GPU needed: warps are fibers with real
 // barriers and shuffles, WMMA is emulated (emu_cuda.h). Registered with ctest as
@@ -41,6 +41,21 @@ bool emu_mma_forward(const SeqTable& t, const bf16* q, const bf16* k, const bf16
   const dim3 grid(static_cast<unsigned>(t.start[t.count]), static_cast<unsigned>(hkv));
   return emu::launch("mma_forward_kernel", grid, attn::kMmaThreads, attn::mma_forward_smem<DP>(),
                      [=] { attn::mma_forward_kernel<DP>(q, k, v, out, lse, t, d, hq, hkv, scale, window); });
+}
+
+template <int DP>
+bool emu_mma_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q, const bf16* k, const bf16* v,
+                      const bf16* dout, const float* lse, const float* delta, bf16* dq, bf16* dk, bf16* dv, int d, int hq,
+                      int hkv, float scale, int window) {
+  bool ok = emu::launch(
+      "mma_dkdv_kernel", dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv)),
+      attn::kMmaThreads, attn::mma_dkdv_smem<DP>(),
+      [=] { attn::mma_dkdv_kernel<DP>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window); });
+  ok = emu::launch("mma_dq_kernel", dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv)),
+                   attn::kMmaThreads, attn::mma_dq_smem<DP>(),
+                   [=] { attn::mma_dq_kernel<DP>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window); }) &&
+       ok;
+  return ok;
 }
 
 template <int DP>
@@ -114,7 +129,7 @@ static const bf16 kPoisonB{0x7fc1};
 static const std::uint32_t kPoisonF = 0x7fc00001u;
 
 struct GpuOut {
-  std::vector<bf16> out, dq, dk, dv, mma_out;
+  std::vector<bf16> out, dq, dk, dv, mma_out, mma_dq, mma_dk, mma_dv;
   std::vector<float> lse, mma_lse;
   bool ok = true;
 };
@@ -179,7 +194,7 @@ struct Runner {
   GpuOut run_gpu() {
     GpuOut r;
     Buf<bf16> q(qb.size()), k(kb.size()), v(vb.size()), g(gb.size()), o(qb.size()), ob(qb.size()), dq(qb.size()),
-        dk(kb.size()), dv(vb.size()), mo(qb.size());
+        dk(kb.size()), dv(vb.size()), mo(qb.size()), mdq(qb.size()), mdk(kb.size()), mdv(vb.size());
     Buf<float> lse(static_cast<std::size_t>(n) * hq), lin(static_cast<std::size_t>(n) * hq), del(delta.size()),
         mlse(static_cast<std::size_t>(n) * hq);
     std::copy(qb.begin(), qb.end(), q.p());
@@ -191,6 +206,9 @@ struct Runner {
     std::copy(delta.begin(), delta.end(), del.p());
     std::fill_n(o.p(), o.n, kPoisonB);
     std::fill_n(mo.p(), mo.n, kPoisonB);
+    std::fill_n(mdq.p(), mdq.n, kPoisonB);
+    std::fill_n(mdk.p(), mdk.n, kPoisonB);
+    std::fill_n(mdv.p(), mdv.n, kPoisonB);
     for (std::size_t i = 0; i < mlse.n; ++i) std::memcpy(&mlse[i], &kPoisonF, 4);
     std::fill_n(dq.p(), dq.n, kPoisonB);
     std::fill_n(dk.p(), dk.n, kPoisonB);
@@ -218,17 +236,25 @@ struct Runner {
     const auto qt = attn::make_tables(ss, [&](const Seq& s) { return (s.q_len * group + attn::kTcRows - 1) / attn::kTcRows; });
     const auto kt = attn::make_tables(ss, [&](const Seq& s) { return (s.q_len + attn::kTcKeys - 1) / attn::kTcKeys; });
     for (std::size_t ti = 0; ti < row_tables.size(); ++ti) {
-      if (d <= 64)
+      if (d <= 64) {
         r.ok = emu_backward<64>(qt[ti], kt[ti], q.p(), k.p(), v.p(), g.p(), lin.p(), del.p(), dq.p(), dk.p(), dv.p(), d,
                                 hq, hkv, scale, win) && r.ok;
-      else
+        r.ok = emu_mma_backward<64>(qt[ti], kt[ti], q.p(), k.p(), v.p(), g.p(), lin.p(), del.p(), mdq.p(), mdk.p(),
+                                    mdv.p(), d, hq, hkv, scale, win) && r.ok;
+      } else {
         r.ok = emu_backward<128>(qt[ti], kt[ti], q.p(), k.p(), v.p(), g.p(), lin.p(), del.p(), dq.p(), dk.p(), dv.p(), d,
                                  hq, hkv, scale, win) && r.ok;
+        r.ok = emu_mma_backward<128>(qt[ti], kt[ti], q.p(), k.p(), v.p(), g.p(), lin.p(), del.p(), mdq.p(), mdk.p(),
+                                     mdv.p(), d, hq, hkv, scale, win) && r.ok;
+      }
     }
     r.out.assign(o.p(), o.p() + o.n);
     r.lse.assign(lse.p(), lse.p() + lse.n);
     r.mma_out.assign(mo.p(), mo.p() + mo.n);
     r.mma_lse.assign(mlse.p(), mlse.p() + mlse.n);
+    r.mma_dq.assign(mdq.p(), mdq.p() + mdq.n);
+    r.mma_dk.assign(mdk.p(), mdk.p() + mdk.n);
+    r.mma_dv.assign(mdv.p(), mdv.p() + mdv.n);
     r.dq.assign(dq.p(), dq.p() + dq.n);
     r.dk.assign(dk.p(), dk.p() + dk.n);
     r.dv.assign(dv.p(), dv.p() + dv.n);
@@ -258,7 +284,8 @@ static bool same(const GpuOut& a, const GpuOut& b) {
     return x.size() == y.size() && same_bits(x.data(), y.data(), x.size() * sizeof(x[0]));
   };
   return eq(a.out, b.out) && eq(a.lse, b.lse) && eq(a.dq, b.dq) && eq(a.dk, b.dk) && eq(a.dv, b.dv) &&
-         eq(a.mma_out, b.mma_out) && eq(a.mma_lse, b.mma_lse);
+         eq(a.mma_out, b.mma_out) && eq(a.mma_lse, b.mma_lse) && eq(a.mma_dq, b.mma_dq) && eq(a.mma_dk, b.mma_dk) &&
+         eq(a.mma_dv, b.mma_dv);
 }
 
 static std::string lens_str(const std::vector<int>& l) {
@@ -314,8 +341,8 @@ int main(int argc, char** argv) {
   std::printf("smem bytes: forward %zu/%zu, dkdv %zu/%zu, dq %zu/%zu (DP 64/128)\n", attn::forward_smem<64>(),
               attn::forward_smem<128>(), attn::dkdv_smem<64>(), attn::dkdv_smem<128>(), attn::dq_smem<64>(),
               attn::dq_smem<128>());
-  std::printf("%-3s %-26s %4s %3s | %9s %9s %9s %9s %9s | %9s %9s | %s\n", "#", "case (Hq,Hkv,D) lens", "win", "gap", "out",
-              "lse_abs", "dq", "dk", "dv", "mma out", "mma lse", "checks");
+  std::printf("%-3s %-26s %4s %3s | %9s %9s %9s %9s %9s | %9s %9s %9s %9s %9s | %s\n", "#", "case (Hq,Hkv,D) lens", "win",
+              "gap", "out", "lse_abs", "dq", "dk", "dv", "mma out", "lse", "dq", "dk", "dv", "checks");
   int failures = 0;
   unsigned seed = 1234;
   for (std::size_t ci = 0; ci < cases.size(); ++ci) {
@@ -349,6 +376,9 @@ int main(int argc, char** argv) {
         const double e_dk = R.rel(a.dk, R.dk_ref, R.hkv * R.d, &touched);
         const double e_dv = R.rel(a.dv, R.dv_ref, R.hkv * R.d, &touched);
         const double e_mout = R.rel(a.mma_out, R.out_ref, R.hq * R.d, &touched);
+        const double e_mdq = R.rel(a.mma_dq, R.dq_ref, R.hq * R.d, &touched);
+        const double e_mdk = R.rel(a.mma_dk, R.dk_ref, R.hkv * R.d, &touched);
+        const double e_mdv = R.rel(a.mma_dv, R.dv_ref, R.hkv * R.d, &touched);
         double mx_lse = 1;
         auto lse_err = [&](const std::vector<float>& lse) {
           double e = 0;
@@ -370,7 +400,7 @@ int main(int argc, char** argv) {
         const double e_lse = lse_err(a.lse), e_mlse = lse_err(a.mma_lse);
         const bool det = same(a, b);
         const bool ok = a.ok && e_out < 2e-2 && e_dq < 2e-2 && e_dk < 2e-2 && e_dv < 2e-2 && e_lse <= 1e-5 * mx_lse &&
-                        e_mout < 2e-2 && e_mlse <= 1e-5 * mx_lse &&
+                        e_mout < 2e-2 && e_mlse <= 1e-5 * mx_lse && e_mdq < 2e-2 && e_mdk < 2e-2 && e_mdv < 2e-2 &&
                         touched == 0 && det && var_same && emu::g_errors.size() == errs0 &&
                         emu::g_wmma_violations == viol0;
         failures += !ok;
@@ -378,8 +408,8 @@ int main(int argc, char** argv) {
         const std::string ls = c.lens.size() > 8 ? std::to_string(c.lens.size()) + " seqs" : lens_str(c.lens);
         std::snprintf(name, sizeof name, "(%d,%d,%d) %s%s", c.hq, c.hkv, c.d, ls.c_str(),
                       c.scale_mul != 1.0f ? " s*3" : "");
-        std::printf("%-3zu %-26s %4d %3d | %9.2e %9.2e %9.2e %9.2e %9.2e | %9.2e %9.2e | %s%s%s%s%s\n", ci, name, w, gaps,
-                    e_out, e_lse, e_dq, e_dk, e_dv, e_mout, e_mlse, ok ? "PASS" : "FAIL", touched ? " uncovered-rows-written" : "",
+        std::printf("%-3zu %-26s %4d %3d | %9.2e %9.2e %9.2e %9.2e %9.2e | %9.2e %9.2e %9.2e %9.2e %9.2e | %s%s%s%s%s\n", ci,
+                    name, w, gaps, e_out, e_lse, e_dq, e_dk, e_dv, e_mout, e_mlse, e_mdq, e_mdk, e_mdv, ok ? "PASS" : "FAIL", touched ? " uncovered-rows-written" : "",
                     det ? "" : " NONDETERMINISTIC", var_same ? "" : " VARIANT-DIFFERS(race/uninit/order)",
                     a.ok ? "" : " DEADLOCK");
         std::fflush(stdout);

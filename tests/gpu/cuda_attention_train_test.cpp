@@ -155,11 +155,11 @@ void check_lse(const Tensor& got_dev, const Tensor& want_host, const std::vector
 // (dtype, kernels): F32 always takes the CUDA-core kernels; BF16 each path.
 std::vector<std::pair<DType, cuda::AttentionKernels>> kernel_variants() {
   using K = cuda::AttentionKernels;
-  return {{DType::F32, K::cuda_cores}, {DType::BF16, K::tensor_cores}, {DType::BF16, K::mma_forward}, {DType::BF16, K::cuda_cores}};
+  return {{DType::F32, K::cuda_cores}, {DType::BF16, K::tensor_cores}, {DType::BF16, K::mma_sync}, {DType::BF16, K::cuda_cores}};
 }
 
 const char* kernels_name(cuda::AttentionKernels k) {
-  return k == cuda::AttentionKernels::tensor_cores ? "tensor_cores" : k == cuda::AttentionKernels::mma_forward ? "mma_forward" : "cuda_cores";
+  return k == cuda::AttentionKernels::tensor_cores ? "tensor_cores" : k == cuda::AttentionKernels::mma_sync ? "mma_sync" : "cuda_cores";
 }
 
 }  // namespace
