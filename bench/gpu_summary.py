@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The end of bench/gpu_check.sh: reads what the stages left in OUTDIR (ctest-junit.xml,
-kernels.json, profile.json, torch_attention.json, torch_step.jsonl), writes OUTDIR/summary.json
+kernels.json, profile.json, profile-mma.json, torch_attention.json, torch_step.jsonl), writes OUTDIR/summary.json
 and prints the closing table (kernel rates against their ceilings, the training step's
 tokens/s and MFU full vs SPPFT, the transformers step, PyTorch SDPA). A missing or partial
 input is recorded as such and skipped in the table.
@@ -23,8 +23,9 @@ summary = {
     "cuda_architectures": arch, "stages": [json.loads(l) for l in stages.splitlines() if l.strip()], "tests": tests,
     "benchmarks": {},
 }
-for name in ("kernels", "torch_attention", "profile"):
-    path = os.path.join(out, name + ".json")
+for name, file in (("kernels", "kernels"), ("torch_attention", "torch_attention"), ("profile", "profile"),
+                   ("profile_mma", "profile-mma")):
+    path = os.path.join(out, file + ".json")
     try:
         with open(path) as f:
             summary["benchmarks"][name] = json.loads(f.read())
@@ -35,24 +36,23 @@ try:
         summary["benchmarks"]["torch_step"] = [json.loads(l) for l in f if l.strip()]
 except Exception as e:  # noqa: BLE001
     summary["benchmarks"]["torch_step"] = {"missing": str(e)}
-with open(os.path.join(out, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
 k = summary["benchmarks"].get("kernels", {})
 if "rows" in k:
     print(f"{'op':30s} {'shape':42s} {'ms':>9s} {'rate':>10s} {'unit':8s} {'of ceiling':>10s}")
     for r in k["rows"]:
         print(f"{r['op']:30s} {r['shape']:42s} {r['ms']:9.3f} {r['rate']:10.1f} {r['unit']:8s} {100 * r['share_of_ceiling']:9.0f}%")
 prof = summary["benchmarks"].get("profile", {})
-if "runs" in prof:
-    gemm = k.get("gemm_bf16_tflops") or 0
-    for r in prof["runs"]:
+gemm = k.get("gemm_bf16_tflops") or 0
+for p in (prof, summary["benchmarks"].get("profile_mma", {})):
+    for r in p.get("runs", []):
         flops = sum(r["flops"].values())
         step = r["step_seconds"]["median"]
         tf = flops / step / 1e12
         r["tflops"], r["mfu_vs_989"], r["mfu_vs_measured_gemm"] = tf, tf / 989.0, tf / gemm if gemm else None
-        print(f"train step {r['label']:5s} ({r['freeze']}): {step * 1e3:.1f} ms, {r['tokens'] / step:.0f} tokens/s, "
-              f"{tf:.0f} TFLOP/s = MFU {100 * tf / 989:.0f}% of 989 (dense bf16 datasheet)"
+        print(f"train step {r['label']:5s} ({r['freeze']}), attention {p.get('attention_kernels', '?')}: {step * 1e3:.1f} ms, "
+              f"{r['tokens'] / step:.0f} tokens/s, {tf:.0f} TFLOP/s = MFU {100 * tf / 989:.0f}% of 989 (dense bf16 datasheet)"
               + (f", {100 * tf / gemm:.0f}% of the measured GEMM rate" if gemm else ""))
+if "runs" in prof:
     c = prof.get("comparison", {}).get("total")
     if c and len(prof["runs"]) == 2:
         full = prof["runs"][0]
@@ -81,4 +81,7 @@ for be, r in t.get("backends", {}).items():
               f"forward+backward {r['forward_backward_ms']:.3f} ms ({r['forward_backward_tflops']:.0f} TFLOP/s)")
     else:
         print(f"torch SDPA {be}: {r.get('error')}")
+# Written last: the table's derived numbers (TFLOP/s, MFU per run) go into it too.
+with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
 print(json.dumps({k: summary[k] for k in ("result", "total_seconds", "gpu")}))

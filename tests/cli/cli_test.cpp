@@ -93,6 +93,9 @@ TEST_CASE("bad input: one error line, exit code 2") {
   expect_input_error("generate " + dir + " --prompt ''", "empty prompt");
   expect_input_error("generate " + dir + " --prompt hi --max-new-tokens -3", "outside");
   expect_input_error("generate " + dir + " --prompt hi --template fancy", "unknown template");
+  expect_input_error("profile " + dir + " --attention mma", "--attention: chooses GPU kernels; it needs --device cuda");
+  expect_input_error("train " + dir + " --data x.json --out /tmp/never --attention wmma", "it needs --device cuda");
+  expect_input_error("profile " + dir + " --attention flash", "expected wmma, mma or cuda-cores, got 'flash'");
   std::string long_prompt(1200, 'x');
   for (std::size_t i = 1; i < long_prompt.size(); i += 2) long_prompt[i] = ' ';
   expect_input_error("generate " + dir + " --prompt '" + long_prompt + "'", "max_position_embeddings");

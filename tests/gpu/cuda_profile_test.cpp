@@ -39,6 +39,16 @@ TEST_CASE("sppft profile --device cuda: bytes equal the bf16-mixed plan, frozen 
   CHECK(j["comparison"]["total"]["saved_bytes"] == j["comparison"]["total"]["predicted_saved_bytes_bf16_mixed"]);
   CHECK(Json::parse(read_file(trace))["traceEvents"].size() > 10);
 
+  // The mma.sync attention kernels through the whole step: same bytes (they need no buffer the
+  // WMMA ones do not), and the JSON says which ran.
+  auto mma = test::run_command(bin + " profile " + (base / "model").string() +
+                               " --device cuda --attention mma --steps 1 --warmup 0 --seq 32 --micro-batch 2 --json 2>/dev/null");
+  REQUIRE_MESSAGE(mma.exit_code == 0, mma.out);
+  const Json m = Json::parse(mma.out);
+  CHECK(m["attention_kernels"] == "mma");
+  CHECK(j["attention_kernels"] == "wmma");
+  CHECK(m["runs"][0]["bytes"]["total"] == m["runs"][0]["bytes"]["planned_total"]);
+
   auto fwd = test::run_command(bin + " profile " + (base / "model").string() +
                                " --device cuda --mode forward --steps 1 --warmup 0 --seq 16 --json 2>/dev/null");
   REQUIRE_MESSAGE(fwd.exit_code == 0, fwd.out);

@@ -62,6 +62,17 @@ TEST_CASE("sppft train --device cuda follows the CPU run") {
     CAPTURE(i);
     CHECK(std::abs(lg[i] - lc[i]) / lc[i] < 2e-2);
   }
+  // The same run on the mma.sync attention kernels (first two steps, no probe) follows the CPU too.
+  auto mma = test::run_command(bin + " train " + (base / "model").string() + " --data " + (base / "data.jsonl").string() +
+                               " --micro-batch 4 --cutoff 160 --max-steps 2 --lr 1e-3 --freeze 1-2 --device cuda "
+                               "--attention mma --out " + (base / "gpu-mma").string());
+  REQUIRE_MESSAGE(mma.exit_code == 0, mma.out);
+  const auto lm = metric("gpu-mma", "loss");
+  REQUIRE(lm.size() == 2);
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(lm[i] - lc[i]) / lc[i] < 2e-2);
+  }
   // The frozen block keeps the starting weights (bf16-rounded on the GPU, so compare rounded values).
   Checkpoint start(base / "model"), tuned(base / "gpu");
   const TensorEntry &a = start.entry("model.layers.1.mlp.down_proj.weight"), &b = tuned.entry("model.layers.1.mlp.down_proj.weight");

@@ -1,5 +1,6 @@
 // The benchmark half of bench/gpu_check.sh at toy size: `bench_kernels --smoke --json` and
-// `sppft profile --device cuda --json` (full vs SPPFT on a tiny checkpoint) produce what
+// `sppft profile --device cuda --json` (full vs SPPFT on a tiny checkpoint, and full on the
+// mma.sync attention kernels) produce what
 // bench/gpu_summary.py reads, and the summary prints its table and writes summary.json - so
 // the first run on a real GPU does not lose its closing table to a format mismatch. The
 // numbers themselves are meaningless here. Without a GPU it prints "skipped: no CUDA device".
@@ -37,17 +38,26 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
                                 " --device cuda --steps 1 --warmup 0 --seq 32 --micro-batch 2 --compare-freeze 1-2 --json 2>/dev/null");
   REQUIRE_MESSAGE(prof.exit_code == 0, prof.out);
   atomic_write_text(out / "profile.json", prof.out);
+  auto prof_mma = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " profile " +
+                                    (base / "model").string() +
+                                    " --device cuda --attention mma --steps 1 --warmup 0 --seq 32 --micro-batch 2 --json 2>/dev/null");
+  REQUIRE_MESSAGE(prof_mma.exit_code == 0, prof_mma.out);
+  atomic_write_text(out / "profile-mma.json", prof_mma.out);
 
   auto summary = test::run_command("python3 " + (test::source_dir() / "bench/gpu_summary.py").string() + " " + out.string() +
                                    " passed 1 'test GPU' 'release 13.0' commit 0 90a '{\"stage\":\"test\",\"status\":\"ok\",\"seconds\":1}'");
   CAPTURE(summary.out);
   REQUIRE(summary.exit_code == 0);
   CHECK(summary.out.find("rmsnorm_forward") != std::string::npos);
-  CHECK(summary.out.find("train step full") != std::string::npos);
+  CHECK(summary.out.find("train step full ") != std::string::npos);
+  CHECK(summary.out.find("(nothing frozen)), attention wmma: ") != std::string::npos);
+  CHECK(summary.out.find("(nothing frozen)), attention mma: ") != std::string::npos);
   CHECK(summary.out.find("SPPFT saved") != std::string::npos);
   const Json s = read_json_file(out / "summary.json");
   CHECK(s["result"] == "passed");
   CHECK(s["benchmarks"]["kernels"]["rows"].size() == k["rows"].size());
   CHECK(s["benchmarks"]["profile"]["runs"].size() == 2);
+  REQUIRE(s["benchmarks"]["profile_mma"]["runs"].size() == 1);
+  CHECK(s["benchmarks"]["profile_mma"]["runs"][0]["tflops"].get<double>() > 0);  // the table's numbers are saved too
   CHECK(s["benchmarks"]["torch_attention"].contains("missing"));  // not run here: recorded as missing
 }

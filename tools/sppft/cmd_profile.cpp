@@ -14,6 +14,7 @@
 #include "trainer/profile.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
+#include "tools/sppft/device_option.h"
 
 namespace sppft::cli {
 
@@ -35,6 +36,8 @@ const char* kHelp =
     "  --layers K            keep only the first K blocks (random weights, also for DIR)\n"
     "  --device D            cpu (fp32, host clock) or cuda (bf16 weights, activations and\n"
     "                        gradients, fp32 masters and moments; CUDA events, NVTX ranges)\n"
+    "  --attention K         with --device cuda: wmma (default) | mma | cuda-cores, the\n"
+    "                        training attention kernels (as in sppft train)\n"
     "  --mode M              train (default) | forward (forward and loss only)\n"
     "  --freeze RANGES       freeze blocks (SPPFT), e.g. 6-12 (0-indexed, inclusive)\n"
     "  --freeze-norms --freeze-embeddings --freeze-lm-head   as in sppft train\n"
@@ -81,13 +84,14 @@ std::size_t planned_bytes(const ModelConfig& c, const FreezePlan& plan, std::int
 int cmd_profile(int argc, char** argv) {
   Args args(argc, argv,
             {"--preset", "--device", "--mode", "--freeze", "--micro-batch", "--seq", "--steps", "--warmup", "--trace",
-             "--layers", "--compare-freeze", "--svg", "--seed"},
+             "--layers", "--compare-freeze", "--svg", "--seed", "--attention"},
             {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
     return 0;
   }
   const bool gpu = require_device(args.get_or("--device", "cpu")) == Device::CUDA;
+  const std::string attention = apply_attention_option(args, gpu);
   const std::string mode = args.get_or("--mode", "train");
   if (mode != "train" && mode != "forward") throw InputError("--mode: expected forward or train, got '" + mode + "'");
   const bool train = mode == "train";
@@ -181,7 +185,7 @@ int cmd_profile(int argc, char** argv) {
   for (const auto& r : runs) ptrs.push_back(&r);
 
   std::string title = "sppft profile: " + what + ", " + std::to_string(o.micro_batch) + " x " + std::to_string(o.seq) +
-                      " tokens, " + (gpu ? "GPU " + cuda_device_description(0) + ", bf16-mixed"
+                      " tokens, " + (gpu ? "GPU " + cuda_device_description(0) + ", bf16-mixed, attention " + attention
                                          : "CPU " + std::to_string(omp_get_max_threads()) + " threads");
   if (trace) atomic_write_text(*trace, chrome_trace(ptrs));
   if (svg_out) write_profile_svg(ptrs, *svg_out, title);
@@ -191,6 +195,7 @@ int cmd_profile(int argc, char** argv) {
   if (json) {
     Json j = {{"model", what},
               {"device", gpu ? "cuda" : "cpu"},
+              {"attention_kernels", gpu ? attention : "cpu"},
               {"mode", mode},
               {"layers", layers},
               {"config",

@@ -1,11 +1,13 @@
 // sppft train DIR --data FILE --out OUT [--freeze a-b] ...: fine-tuning, full or SPPFT.
 #include <cstdio>
 
+#include "engine/device.h"
 #include "engine/error.h"
 #include "analysis/safety_probe.h"
 #include "trainer/trainer.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
+#include "tools/sppft/device_option.h"
 
 namespace sppft::cli {
 
@@ -59,11 +61,12 @@ int cmd_train(int argc, char** argv) {
             {"--data", "--out", "--freeze", "--lr", "--epochs", "--max-steps", "--micro-batch", "--grad-accum", "--cutoff",
              "--warmup", "--schedule", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip", "--seed", "--val-size",
              "--eval-every", "--save-every", "--template", "--safety-probe", "--probe-every", "--probe-layers", "--dist", "--device",
-             "--dist-timeout"},
+             "--dist-timeout", "--attention"},
             {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases", "--train-on-inputs",
              "--resume", "--zero1"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
+    std::fputs(kAttentionHelp, stdout);
     return 0;
   }
   if (args.positional().size() != 1) throw InputError("train: expected one checkpoint directory (see --help)");
@@ -97,6 +100,7 @@ int cmd_train(int argc, char** argv) {
   o.train_on_inputs = args.has("--train-on-inputs");
   o.resume = args.has("--resume");
   o.device = args.get_or("--device", "cpu");
+  apply_attention_option(args, require_device(o.device) == Device::CUDA);
   o.dist = args.get_or("--dist", "auto");
   o.zero1 = args.has("--zero1");
   o.dist_timeout_s = args.get_int("--dist-timeout", 300, 1, 86400 * 7);

@@ -14,4 +14,13 @@ inline constexpr const char* kDeviceHelp =
 // Moves `model` as --device says; InputError for an unknown device or a missing GPU.
 void place_model(Model& model, const Args& args);
 
+inline constexpr const char* kAttentionHelp =
+    "  --attention K             GPU training attention (BF16, head_dim a multiple of 8 up to\n"
+    "                            128): wmma (default: tensor cores through WMMA) | mma\n"
+    "                            (mma.sync, fragments in registers) | cuda-cores (fp32)\n";
+
+// Applies --attention (wmma, mma or cuda-cores) for this process and returns the name in
+// effect; InputError for another name, or when given without --device cuda.
+std::string apply_attention_option(const Args& args, bool gpu);
+
 }  // namespace sppft::cli
