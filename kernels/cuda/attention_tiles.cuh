@@ -58,7 +58,9 @@ struct RowTile {
 };
 
 // The tile of block (blockIdx.x, KV head blockIdx.y), tiles of ROWS flattened rows.
-template <int ROWS>
+// LastFirst: a sequence's blocks take its tiles from the last (most keys under a causal mask)
+// to the first, so the longest blocks start first and the launch does not end on them.
+template <int ROWS, bool LastFirst = false>
 __device__ __forceinline__ RowTile row_tile(const SeqTable& t, int d, int hq, int hkv, int window) {
   RowTile rt;
   const int si = find_seq(t, blockIdx.x);
@@ -67,7 +69,8 @@ __device__ __forceinline__ RowTile row_tile(const SeqTable& t, int d, int hq, in
   rt.group = hq / hkv;
   rt.hq = hq;
   rt.kvh = blockIdx.y;
-  rt.row0 = (blockIdx.x - t.start[si]) * ROWS;
+  const int local = blockIdx.x - t.start[si];
+  rt.row0 = (LastFirst ? t.start[si + 1] - t.start[si] - 1 - local : local) * ROWS;
   rt.nrows = min(ROWS, rt.q_len * rt.group - rt.row0);
   const int pos_lo = rt.row0 / rt.group, pos_hi = (rt.row0 + rt.nrows - 1) / rt.group;
   rt.kb = window > 0 ? max(0, pos_lo - window + 1) : 0;
