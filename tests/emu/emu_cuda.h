@@ -875,6 +875,9 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float, void>& d,
 // them (the PTX ISA's): lane = 4 g + t.
 #define SPPFT_EMU_DEVICE 1
 namespace emu {
+// Extra shared-memory wavefronts of ldmatrix from bank conflicts (0: every matrix's 8 rows in
+// distinct banks), summed over all ldmatrix of all launches.
+inline long g_ldmatrix_extra_wavefronts = 0;
 // Writes `bytes` of this lane's data, waits for the warp, returns the warp's [32][32] bytes.
 // Double-buffered like shfl: a lane rewrites buffer k % 2 only after the barrier of gather k + 1.
 inline const unsigned char (*warp_gather(const void* mine, std::size_t bytes))[32] {
@@ -911,6 +914,13 @@ inline void ldmatrix(unsigned (&r)[4], const void* row) {
     return reinterpret_cast<const __nv_bfloat16*>(a);
   };
   const int l = cur()->lane;
+  if (l == 0)  // bank conflicts: each matrix is one 128-byte phase; its 8 rows need distinct 16-byte bank groups
+    for (int i = 0; i < 4; ++i) {
+      int count[8] = {}, worst = 0;
+      for (int r = 0; r < 8; ++r)
+        worst = std::max(worst, ++count[(reinterpret_cast<std::uintptr_t>(addr(8 * i + r)) >> 4) & 7]);
+      g_ldmatrix_extra_wavefronts += worst - 1;
+    }
   for (int i = 0; i < 4; ++i) {
     if (Trans)  // elements (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4) of matrix i
       r[i] = bf16_pair(addr(8 * i + 2 * (l % 4)) + l / 4, addr(8 * i + 2 * (l % 4) + 1) + l / 4);
