@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -84,6 +85,26 @@ struct Row {
   std::string name, shape, unit;
   double ms, rate, share;  // rate: GB/s or TFLOP/s; share of the ceiling
 };
+
+// A BF16 or F32 device tensor as host floats.
+std::vector<float> host_floats(const Tensor& t) {
+  const Tensor h = cuda::to_host(t, MemCategory::Workspace);
+  std::vector<float> v(static_cast<std::size_t>(h.numel()));
+  for (std::size_t i = 0; i < v.size(); ++i)
+    v[i] = h.dtype() == DType::F32 ? h.data<float>()[i] : bf16_to_f32(h.data<std::uint16_t>()[i]);
+  return v;
+}
+
+// max |a - ref| / max |ref| (infinite when a has a NaN).
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& ref) {
+  double err = 0, scale = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double diff = std::fabs(static_cast<double>(a[i]) - ref[i]);
+    err = std::isnan(diff) ? INFINITY : std::max(err, diff);
+    scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
+  }
+  return scale > 0 ? err / scale : err;
+}
 
 }  // namespace
 #endif
@@ -185,8 +206,10 @@ int main(int argc, char** argv) {
     Tensor dout = random_device({n, hq * d}, bf, 13), dq = random_device({n, hq * d}, bf, 14);
     Tensor dk = random_device({n, hkv * d}, bf, 15), dv = random_device({n, hkv * d}, bf, 16);
     // WMMA tensor-core kernels (the default for this shape), the same on mma.sync with the
-    // fragments in registers, then the CUDA-core kernels they replace.
+    // fragments in registers, then the CUDA-core kernels they replace. Each path's results
+    // (out, lse, dq, dk, dv) are kept to compare with the fp32 CUDA-core path's at this shape.
     using AK = cuda::AttentionKernels;
+    std::map<AK, std::vector<std::vector<float>>> attn_results;
     for (const AK kernels : {AK::tensor_cores, AK::mma_sync, AK::cuda_cores}) {
       cuda::set_attention_kernels(kernels);
       const std::string kind = kernels == AK::tensor_cores ? "" : kernels == AK::mma_sync ? " [mma.sync]" : " [cuda cores]";
@@ -196,7 +219,15 @@ int main(int argc, char** argv) {
           time_ms([&] { ops::attention_backward(q, k, v, out, lse, dout, seqs, scale, 0, dq, dk, dv); }, 3);
       add_flops("attention_backward" + kind, attn_shape, 2.5 * attn_flops, bwd_ms, gemm_tf);
       add_flops("attention fwd+bwd" + kind, attn_shape, 3.5 * attn_flops, fwd_ms + bwd_ms, gemm_tf);
+      for (const Tensor* t : {&out, &lse, &dq, &dk, &dv}) attn_results[kernels].push_back(host_floats(*t));
     }
+    Json agreement = {{"shape", attn_shape}, {"reference", "cuda_cores (fp32 math)"}};
+    for (const AK kernels : {AK::tensor_cores, AK::mma_sync}) {
+      Json& a = agreement[kernels == AK::tensor_cores ? "tensor_cores" : "mma_sync"];
+      const char* names[] = {"out", "lse", "dq", "dk", "dv"};
+      for (int i = 0; i < 5; ++i) a[names[i]] = max_rel_diff(attn_results[kernels][i], attn_results[AK::cuda_cores][i]);
+    }
+    attn_results.clear();
     cuda::set_attention_kernels(AK::tensor_cores);
 
     // Backward of the memory-bound ops and the linear backward GEMMs.
@@ -241,7 +272,8 @@ int main(int argc, char** argv) {
            time_ms([&] { (void)ops::sum_squares(big); }, 5), copy_gbs);
 
     if (json) {
-      Json j = {{"gpu", cuda_device_description(0)}, {"copy_gbs", copy_gbs}, {"gemm_bf16_tflops", gemm_tf}, {"rows", Json::array()}};
+      Json j = {{"gpu", cuda_device_description(0)}, {"copy_gbs", copy_gbs}, {"gemm_bf16_tflops", gemm_tf},
+                {"attention_agreement", agreement}, {"rows", Json::array()}};
       for (const auto& r : rows)
         j["rows"].push_back({{"op", r.name}, {"shape", r.shape}, {"ms", r.ms}, {"rate", r.rate}, {"unit", r.unit}, {"share_of_ceiling", r.share}});
       std::printf("%s\n", j.dump(2).c_str());
@@ -251,6 +283,7 @@ int main(int argc, char** argv) {
     std::printf("%-28s %-40s %10s %12s %9s\n", "op", "shape", "ms", "rate", "ceiling");
     for (const auto& r : rows)
       std::printf("%-28s %-40s %10.3f %8.1f %-7s %8.0f%%\n", r.name.c_str(), r.shape.c_str(), r.ms, r.rate, r.unit.c_str(), 100 * r.share);
+    std::printf("attention paths against the fp32 CUDA-core kernels (max |diff| / max |ref|): %s\n", agreement.dump().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: bench_kernels: %s\n", e.what());
     return 1;

@@ -41,6 +41,12 @@ if "rows" in k:
     print(f"{'op':30s} {'shape':42s} {'ms':>9s} {'rate':>10s} {'unit':8s} {'of ceiling':>10s}")
     for r in k["rows"]:
         print(f"{r['op']:30s} {r['shape']:42s} {r['ms']:9.3f} {r['rate']:10.1f} {r['unit']:8s} {100 * r['share_of_ceiling']:9.0f}%")
+agree = k.get("attention_agreement")
+if agree:
+    for path in ("tensor_cores", "mma_sync"):
+        r = agree.get(path, {})
+        print(f"attention {path} vs fp32 CUDA cores at {agree['shape']}: max |diff| / max |ref| "
+              + ", ".join(f"{name} {r[name]:.1e}" for name in ("out", "lse", "dq", "dk", "dv") if name in r))
 prof = summary["benchmarks"].get("profile", {})
 gemm = k.get("gemm_bf16_tflops") or 0
 for p in (prof, summary["benchmarks"].get("profile_mma", {})):

@@ -32,6 +32,14 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
     CHECK(std::isfinite(r["rate"].get<double>()));
   }
   CHECK(k["gemm_bf16_tflops"].get<double>() > 0);
+  // The tensor-core attention paths agree with the fp32 CUDA-core one at the benchmark's shape
+  // (bf16 inputs and outputs: within 2e-2 of the largest value, as cuda_attention_train_test).
+  for (const char* path : {"tensor_cores", "mma_sync"})
+    for (const char* t : {"out", "lse", "dq", "dk", "dv"}) {
+      CAPTURE(path);
+      CAPTURE(t);
+      CHECK(k["attention_agreement"][path][t].get<double>() < 2e-2);
+    }
 
   auto prof = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " profile " +
                                 (base / "model").string() +
@@ -49,6 +57,7 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
   CAPTURE(summary.out);
   REQUIRE(summary.exit_code == 0);
   CHECK(summary.out.find("rmsnorm_forward") != std::string::npos);
+  CHECK(summary.out.find("attention mma_sync vs fp32 CUDA cores") != std::string::npos);
   CHECK(summary.out.find("train step full ") != std::string::npos);
   CHECK(summary.out.find("(nothing frozen)), attention wmma: ") != std::string::npos);
   CHECK(summary.out.find("(nothing frozen)), attention mma: ") != std::string::npos);
