@@ -914,13 +914,15 @@ inline void ldmatrix(unsigned (&r)[4], const void* row) {
     return reinterpret_cast<const __nv_bfloat16*>(a);
   };
   const int l = cur()->lane;
-  if (l == 0)  // bank conflicts: each matrix is one 128-byte phase; its 8 rows need distinct 16-byte bank groups
+  if (l == 0) {  // bank conflicts: each matrix is one 128-byte phase; its 8 rows need distinct 16-byte bank groups
+    [[maybe_unused]] IgnoreScope ig;  // emulator bookkeeping, not the kernel's memory
     for (int i = 0; i < 4; ++i) {
       int count[8] = {}, worst = 0;
       for (int r = 0; r < 8; ++r)
         worst = std::max(worst, ++count[(reinterpret_cast<std::uintptr_t>(addr(8 * i + r)) >> 4) & 7]);
       g_ldmatrix_extra_wavefronts += worst - 1;
     }
+  }
   for (int i = 0; i < 4; ++i) {
     if (Trans)  // elements (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4) of matrix i
       r[i] = bf16_pair(addr(8 * i + 2 * (l % 4)) + l / 4, addr(8 * i + 2 * (l % 4) + 1) + l / 4);
