@@ -90,8 +90,7 @@ struct Row {
 std::vector<float> host_floats(const Tensor& t) {
   const Tensor h = cuda::to_host(t, MemCategory::Workspace);
   std::vector<float> v(static_cast<std::size_t>(h.numel()));
-  for (std::size_t i = 0; i < v.size(); ++i)
-    v[i] = h.dtype() == DType::F32 ? h.data<float>()[i] : bf16_to_f32(h.data<std::uint16_t>()[i]);
+  convert_to_f32(h.raw(), h.dtype(), v.data(), v.size());
   return v;
 }
 

@@ -58,6 +58,20 @@ __device__ __forceinline__ void load_tile_async(bf16* tile, int nrows, int d, F&
   }
 }
 
+// Pipeline step of a loop over `ntiles` tiles in two buffers: issues tile it + 1 into the other
+// buffer (load(tile, buf), which every warp finished reading last iteration) and waits until
+// tile it has landed; the caller's __syncthreads then shares it.
+template <typename F>
+__device__ __forceinline__ void next_tile_async(int it, int ntiles, F&& load) {
+  if (it + 1 < ntiles) {
+    load(it + 1, (it + 1) & 1);
+    ptx::cp_async_commit();
+    ptx::cp_async_wait<1>();
+  } else {
+    ptx::cp_async_wait<0>();
+  }
+}
+
 template <int DP>
 __global__ void __launch_bounds__(kMmaThreads)
     mma_forward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
@@ -97,13 +111,7 @@ __global__ void __launch_bounds__(kMmaThreads)
 
   for (int it = 0; it < ntiles; ++it) {
     const int buf = it & 1;
-    if (it + 1 < ntiles) {  // the next tile goes into the buffer every warp finished with last iteration
-      load_kv(it + 1, buf ^ 1);
-      ptx::cp_async_commit();
-      ptx::cp_async_wait<1>();
-    } else {
-      ptx::cp_async_wait<0>();
-    }
+    next_tile_async(it, ntiles, load_kv);
     __syncthreads();  // this tile (and, first time, Q) is in shared for every warp
     if (it == 0) {
       // A fragments: matrices (rows 0-7 | 8-15) x (dims 16 ks + 0-7 | + 8-15), in a0..a3 order.
@@ -224,6 +232,26 @@ __device__ __forceinline__ void load_b_rows_n(unsigned (&b)[4], const bf16* tile
 __device__ __forceinline__ void load_b_rows_k(unsigned (&b)[4], const bf16* tile, int ld, int k0, int n0, int lane) {
   ptx::ldmatrix_x4_trans(b, tile + (k0 + (lane / 8) % 2 * 8 + lane % 8) * ld + n0 + lane / 16 * 8);
 }
+// c[2 NP] (16 x 16 NP, zeroed first) = A B^T: A rows a_r0 .. a_r0 + 15 of tile `a`, B^T's columns
+// rows n0 .. n0 + 16 NP - 1 of tile `b`, both [rows][DP] bf16 with row stride ld (S = Q K^T).
+template <int NP, int DP>
+__device__ __forceinline__ void scores(float (&c)[2 * NP][4], const bf16* a, int a_r0, const bf16* b, int n0, int ld,
+                                       int lane) {
+#pragma unroll
+  for (int nt = 0; nt < 2 * NP; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
+#pragma unroll
+  for (int ks = 0; ks < DP / 16; ++ks) {
+    unsigned fa[4];
+    load_a(fa, a, ld, a_r0, ks * 16, lane);
+#pragma unroll
+    for (int np = 0; np < NP; ++np) {
+      unsigned fb[4];
+      load_b_rows_n(fb, b, ld, n0 + np * 16, ks * 16, lane);
+      ptx::mma_16816(c[2 * np], fa, fb[0], fb[1]);
+      ptx::mma_16816(c[2 * np + 1], fa, fb[2], fb[3]);
+    }
+  }
+}
 // The A fragment of 16 columns 16 kk .. 16 kk + 15 from the C fragments of two n-tiles, rounded to bf16.
 __device__ __forceinline__ void c_to_a(unsigned (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
   a[0] = ptx::pack_bf16x2(c0[0], c0[1]), a[1] = ptx::pack_bf16x2(c0[2], c0[3]);
@@ -288,7 +316,7 @@ __global__ void __launch_bounds__(kMmaThreads)
                     const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                     bf16* __restrict__ dk, bf16* __restrict__ dv, const __grid_constant__ SeqTable t, int d, int hq,
                     int hkv, float scale, int window) {
-  constexpr int LD = DP + 8, KSTEPS = DP / 16, DTILES = DP / 8, HALF = kTcRows / 2;
+  constexpr int LD = DP + 8, DTILES = DP / 8, HALF = kTcRows / 2;
   extern __shared__ __align__(128) unsigned char mma_smem[];
   bf16* Ks = reinterpret_cast<bf16*>(mma_smem);  // [64][LD]
   bf16* Vs = Ks + kTcKeys * LD;                   // [64][LD]
@@ -324,13 +352,7 @@ __global__ void __launch_bounds__(kMmaThreads)
 
   for (int it = 0; it < ntiles; ++it) {
     const int buf = it & 1;
-    if (it + 1 < ntiles) {
-      load_rows(it + 1, buf ^ 1);
-      ptx::cp_async_commit();
-      ptx::cp_async_wait<1>();
-    } else {
-      ptx::cp_async_wait<0>();
-    }
+    next_tile_async(it, ntiles, load_rows);
     __syncthreads();  // this query tile (and, first time, K and V) is in shared for every warp
     const int fr0 = kt.fr_begin + it * kTcRows, nrows = min(kTcRows, kt.fr_end - fr0);
     const bf16* Qt = Qb + buf * kTcRows * LD;
@@ -339,27 +361,9 @@ __global__ void __launch_bounds__(kMmaThreads)
     const float* Dt = Db + buf * kTcRows;
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      float st[HALF / 8][4], dpt[HALF / 8][4];  // 16 keys x 32 rows each
-#pragma unroll
-      for (int nt = 0; nt < HALF / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
-#pragma unroll
-      for (int ks = 0; ks < KSTEPS; ++ks) {
-        unsigned ka[4], va[4];
-        load_a(ka, Ks, LD, warp * 16, ks * 16, lane);
-        load_a(va, Vs, LD, warp * 16, ks * 16, lane);
-#pragma unroll
-        for (int np = 0; np < HALF / 16; ++np) {
-          unsigned b[4];
-          load_b_rows_n(b, Qt, LD, hh * HALF + np * 16, ks * 16, lane);
-          ptx::mma_16816(st[2 * np], ka, b[0], b[1]);
-          ptx::mma_16816(st[2 * np + 1], ka, b[2], b[3]);
-          load_b_rows_n(b, dOt, LD, hh * HALF + np * 16, ks * 16, lane);
-          ptx::mma_16816(dpt[2 * np], va, b[0], b[1]);
-          ptx::mma_16816(dpt[2 * np + 1], va, b[2], b[3]);
-        }
-      }
+      float st[HALF / 8][4], dpt[HALF / 8][4];  // S^T and dP^T, 16 keys x 32 rows each
+      scores<HALF / 16, DP>(st, Ks, warp * 16, Qt, hh * HALF, LD, lane);
+      scores<HALF / 16, DP>(dpt, Vs, warp * 16, dOt, hh * HALF, LD, lane);
 #pragma unroll
       for (int nt = 0; nt < HALF / 8; ++nt)
 #pragma unroll
@@ -400,7 +404,7 @@ __global__ void __launch_bounds__(kMmaThreads)
                   const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                   bf16* __restrict__ dq, const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale,
                   int window) {
-  constexpr int LD = DP + 8, KSTEPS = DP / 16, DTILES = DP / 8;
+  constexpr int LD = DP + 8, DTILES = DP / 8;
   extern __shared__ __align__(128) unsigned char mma_smem[];
   bf16* Qs = reinterpret_cast<bf16*>(mma_smem);  // [64][LD]
   bf16* dOs = Qs + kTcRows * LD;                  // [64][LD]
@@ -439,37 +443,13 @@ __global__ void __launch_bounds__(kMmaThreads)
 
   for (int it = 0; it < ntiles; ++it) {
     const int buf = it & 1;
-    if (it + 1 < ntiles) {
-      load_kv(it + 1, buf ^ 1);
-      ptx::cp_async_commit();
-      ptx::cp_async_wait<1>();
-    } else {
-      ptx::cp_async_wait<0>();
-    }
+    next_tile_async(it, ntiles, load_kv);
     __syncthreads();  // this key tile (and, first time, Q and dO) is in shared
     const bf16* Kt = Kb + buf * kTcKeys * LD;
     const bf16* Vt = Vb + buf * kTcKeys * LD;
-    float s[kKeyTiles8][4], dp[kKeyTiles8][4];
-#pragma unroll
-    for (int nt = 0; nt < kKeyTiles8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.0f;
-#pragma unroll
-    for (int ks = 0; ks < KSTEPS; ++ks) {
-      unsigned qa[4], oa[4];
-      load_a(qa, Qs, LD, warp * 16, ks * 16, lane);
-      load_a(oa, dOs, LD, warp * 16, ks * 16, lane);
-#pragma unroll
-      for (int np = 0; np < kKeyTiles8 / 2; ++np) {
-        unsigned b[4];
-        load_b_rows_n(b, Kt, LD, np * 16, ks * 16, lane);
-        ptx::mma_16816(s[2 * np], qa, b[0], b[1]);
-        ptx::mma_16816(s[2 * np + 1], qa, b[2], b[3]);
-        load_b_rows_n(b, Vt, LD, np * 16, ks * 16, lane);
-        ptx::mma_16816(dp[2 * np], oa, b[0], b[1]);
-        ptx::mma_16816(dp[2 * np + 1], oa, b[2], b[3]);
-      }
-    }
+    float s[kKeyTiles8][4], dp[kKeyTiles8][4];  // S and dP, 16 rows x 64 keys each
+    scores<kKeyTiles8 / 2, DP>(s, Qs, warp * 16, Kt, 0, LD, lane);
+    scores<kKeyTiles8 / 2, DP>(dp, dOs, warp * 16, Vt, 0, LD, lane);
     const int j0 = rt.kb + it * kTcKeys, nk = min(kTcKeys, rt.ke - j0);
 #pragma unroll
     for (int nt = 0; nt < kKeyTiles8; ++nt)
