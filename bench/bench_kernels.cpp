@@ -81,6 +81,13 @@ Tensor positions_device(std::int64_t n, std::int64_t seq) {
   return cuda::to_device(host, MemCategory::Workspace);
 }
 
+std::string attention_shape(std::int64_t batch, std::int64_t hq, std::int64_t hkv, std::int64_t seq, std::int64_t d) {
+  std::string s = "B";  // appended, not prepended: GCC 12 warns (-Wrestrict) on "B" + string
+  s += std::to_string(batch) + " Hq" + std::to_string(hq) + " Hkv" + std::to_string(hkv) + " T" + std::to_string(seq) +
+       " D" + std::to_string(d) + " causal";
+  return s;
+}
+
 struct Row {
   std::string name, shape, unit;
   double ms, rate, share;  // rate: GB/s or TFLOP/s; share of the ceiling
@@ -133,9 +140,7 @@ int main(int argc, char** argv) {
     const std::int64_t h = smoke ? 64 : 4096, f = smoke ? 128 : 14336, hq = smoke ? 4 : 32, hkv = smoke ? 2 : 8,
                        d = smoke ? 32 : 128;
     const std::int64_t seq = smoke ? 64 : quick ? 1024 : 4096, batch = smoke ? 2 : 4, n = batch * seq;
-    std::string attn_shape = "B";  // appended, not prepended: GCC 12 warns (-Wrestrict) on "B" + string
-    attn_shape += std::to_string(batch) + " Hq" + std::to_string(hq) + " Hkv" + std::to_string(hkv) + " T" +
-                  std::to_string(seq) + " D" + std::to_string(d) + " causal";
+    const std::string attn_shape = attention_shape(batch, hq, hkv, seq, d);
     g_smoke = smoke;
     const auto bf = DType::BF16;
     std::vector<Row> rows;
@@ -201,33 +206,48 @@ int main(int argc, char** argv) {
               time_ms([&] { ops::attention_forward(q, kc, vc, seqs, scale, 0, out); }, 3), gemm_tf);
 
     // Training attention (flash-style forward with the log-sum-exp, and its backward).
-    Tensor lse = Tensor::empty({n, hq}, DType::F32, MemCategory::Workspace, Device::CUDA);
-    Tensor dout = random_device({n, hq * d}, bf, 13), dq = random_device({n, hq * d}, bf, 14);
-    Tensor dk = random_device({n, hkv * d}, bf, 15), dv = random_device({n, hkv * d}, bf, 16);
-    // WMMA tensor-core kernels (the default for this shape), the same on mma.sync with the
-    // fragments in registers, then the CUDA-core kernels they replace. Each path's results
-    // (out, lse, dq, dk, dv) are kept to compare with the fp32 CUDA-core path's at this shape.
+    // WMMA tensor-core kernels (the default), the same on mma.sync with the fragments in
+    // registers, then the CUDA-core kernels they replace. Each path's results (out, lse, dq,
+    // dk, dv) are compared with the fp32 CUDA-core path's at the benchmark's shape.
     using AK = cuda::AttentionKernels;
-    std::map<AK, std::vector<std::vector<float>>> attn_results;
-    for (const AK kernels : {AK::tensor_cores, AK::mma_sync, AK::cuda_cores}) {
-      cuda::set_attention_kernels(kernels);
-      const std::string kind = kernels == AK::tensor_cores ? "" : kernels == AK::mma_sync ? " [mma.sync]" : " [cuda cores]";
-      const double fwd_ms = time_ms([&] { ops::attention_forward_train(q, k, v, seqs, scale, 0, out, lse); }, 3);
-      add_flops("attention_forward_train" + kind, attn_shape, attn_flops, fwd_ms, gemm_tf);
-      const double bwd_ms =
-          time_ms([&] { ops::attention_backward(q, k, v, out, lse, dout, seqs, scale, 0, dq, dk, dv); }, 3);
-      add_flops("attention_backward" + kind, attn_shape, 2.5 * attn_flops, bwd_ms, gemm_tf);
-      add_flops("attention fwd+bwd" + kind, attn_shape, 3.5 * attn_flops, fwd_ms + bwd_ms, gemm_tf);
-      for (const Tensor* t : {&out, &lse, &dq, &dk, &dv}) attn_results[kernels].push_back(host_floats(*t));
-    }
-    Json agreement = {{"shape", attn_shape}, {"reference", "cuda_cores (fp32 math)"}};
-    for (const AK kernels : {AK::tensor_cores, AK::mma_sync}) {
-      Json& a = agreement[kernels == AK::tensor_cores ? "tensor_cores" : "mma_sync"];
-      const char* names[] = {"out", "lse", "dq", "dk", "dv"};
-      for (int i = 0; i < 5; ++i) a[names[i]] = max_rel_diff(attn_results[kernels][i], attn_results[AK::cuda_cores][i]);
-    }
-    attn_results.clear();
-    cuda::set_attention_kernels(AK::tensor_cores);
+    auto time_train_attention = [&](std::int64_t heads, std::int64_t kv_heads, std::int64_t dim, const std::string& tag,
+                                    std::initializer_list<AK> paths, Json& agreement) {
+      const std::string shape = attention_shape(batch, heads, kv_heads, seq, dim);
+      const double flops = batch * heads * 2.0 * 2.0 * (static_cast<double>(seq) * seq / 2) * dim;
+      const float sc = 1.0f / std::sqrt(static_cast<float>(dim));
+      Tensor aq = random_device({n, heads * dim}, bf, 30), ak = random_device({n, kv_heads * dim}, bf, 31);
+      Tensor av = random_device({n, kv_heads * dim}, bf, 32), ado = random_device({n, heads * dim}, bf, 33);
+      Tensor aout = random_device({n, heads * dim}, bf, 34), alse = random_device({n, heads}, DType::F32, 35);
+      Tensor adq = random_device({n, heads * dim}, bf, 36), adk = random_device({n, kv_heads * dim}, bf, 37);
+      Tensor adv = random_device({n, kv_heads * dim}, bf, 38);
+      std::map<AK, std::vector<std::vector<float>>> results;
+      for (const AK kernels : paths) {
+        cuda::set_attention_kernels(kernels);
+        const std::string kind = tag + (kernels == AK::tensor_cores ? ""
+                                        : kernels == AK::mma_sync   ? " [mma.sync]"
+                                                                    : " [cuda cores]");
+        const double fwd_ms = time_ms([&] { ops::attention_forward_train(aq, ak, av, seqs, sc, 0, aout, alse); }, 3);
+        add_flops("attention_forward_train" + kind, shape, flops, fwd_ms, gemm_tf);
+        const double bwd_ms =
+            time_ms([&] { ops::attention_backward(aq, ak, av, aout, alse, ado, seqs, sc, 0, adq, adk, adv); }, 3);
+        add_flops("attention_backward" + kind, shape, 2.5 * flops, bwd_ms, gemm_tf);
+        add_flops("attention fwd+bwd" + kind, shape, 3.5 * flops, fwd_ms + bwd_ms, gemm_tf);
+        for (const Tensor* t : {&aout, &alse, &adq, &adk, &adv}) results[kernels].push_back(host_floats(*t));
+      }
+      agreement = {{"shape", shape}, {"reference", "cuda_cores (fp32 math)"}};
+      for (const AK kernels : paths) {
+        if (kernels == AK::cuda_cores) continue;
+        Json& a = agreement[kernels == AK::tensor_cores ? "tensor_cores" : "mma_sync"];
+        const char* names[] = {"out", "lse", "dq", "dk", "dv"};
+        for (int i = 0; i < 5; ++i) a[names[i]] = max_rel_diff(results[kernels][i], results[AK::cuda_cores][i]);
+      }
+      cuda::set_attention_kernels(AK::tensor_cores);
+    };
+    Json agreement, agreement_d256;
+    time_train_attention(hq, hkv, d, "", {AK::tensor_cores, AK::mma_sync, AK::cuda_cores}, agreement);
+    // gemma-2b's heads (8 query heads, 1 KV head of 256): WMMA with 128-column output blocks
+    // in the backward (sm_90's shared memory; mma.sync stops at 128) against CUDA cores.
+    time_train_attention(8, 1, 256, " (d256)", {AK::tensor_cores, AK::cuda_cores}, agreement_d256);
 
     // Backward of the memory-bound ops and the linear backward GEMMs.
     Tensor dy = random_device({n, h}, bf, 17), dx = random_device({n, h}, bf, 18);
@@ -272,7 +292,7 @@ int main(int argc, char** argv) {
 
     if (json) {
       Json j = {{"gpu", cuda_device_description(0)}, {"copy_gbs", copy_gbs}, {"gemm_bf16_tflops", gemm_tf},
-                {"attention_agreement", agreement}, {"rows", Json::array()}};
+                {"attention_agreement", agreement}, {"attention_agreement_d256", agreement_d256}, {"rows", Json::array()}};
       for (const auto& r : rows)
         j["rows"].push_back({{"op", r.name}, {"shape", r.shape}, {"ms", r.ms}, {"rate", r.rate}, {"unit", r.unit}, {"share_of_ceiling", r.share}});
       std::printf("%s\n", j.dump(2).c_str());
@@ -283,6 +303,7 @@ int main(int argc, char** argv) {
     for (const auto& r : rows)
       std::printf("%-28s %-40s %10.3f %8.1f %-7s %8.0f%%\n", r.name.c_str(), r.shape.c_str(), r.ms, r.rate, r.unit.c_str(), 100 * r.share);
     std::printf("attention paths against the fp32 CUDA-core kernels (max |diff| / max |ref|): %s\n", agreement.dump().c_str());
+    std::printf("the same at head_dim 256: %s\n", agreement_d256.dump().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: bench_kernels: %s\n", e.what());
     return 1;

@@ -38,13 +38,14 @@ except Exception as e:  # noqa: BLE001
     summary["benchmarks"]["torch_step"] = {"missing": str(e)}
 k = summary["benchmarks"].get("kernels", {})
 if "rows" in k:
-    print(f"{'op':30s} {'shape':42s} {'ms':>9s} {'rate':>10s} {'unit':8s} {'of ceiling':>10s}")
+    print(f"{'op':44s} {'shape':36s} {'ms':>9s} {'rate':>10s} {'unit':8s} {'of ceiling':>10s}")
     for r in k["rows"]:
-        print(f"{r['op']:30s} {r['shape']:42s} {r['ms']:9.3f} {r['rate']:10.1f} {r['unit']:8s} {100 * r['share_of_ceiling']:9.0f}%")
-agree = k.get("attention_agreement")
-if agree:
-    for path in ("tensor_cores", "mma_sync"):
-        r = agree.get(path, {})
+        print(f"{r['op']:44s} {r['shape']:36s} {r['ms']:9.3f} {r['rate']:10.1f} {r['unit']:8s} {100 * r['share_of_ceiling']:9.0f}%")
+for agree in (k.get("attention_agreement"), k.get("attention_agreement_d256")):
+    for path in ("tensor_cores", "mma_sync") if agree else ():
+        if path not in agree:
+            continue
+        r = agree[path]
         print(f"attention {path} vs fp32 CUDA cores at {agree['shape']}: max |diff| / max |ref| "
               + ", ".join(f"{name} {r[name]:.1e}" for name in ("out", "lse", "dq", "dk", "dv") if name in r))
 prof = summary["benchmarks"].get("profile", {})
@@ -81,12 +82,13 @@ if isinstance(hf, list):
             line += f"; {tf:.0f} TFLOP/s by sppft's FLOP count; sppft/transformers step time {mine['step_seconds']['median'] / step:.2f}"
         print(line)
 t = summary["benchmarks"].get("torch_attention", {})
-for be, r in t.get("backends", {}).items():
-    if "forward_ms" in r:
-        print(f"torch SDPA {be:9s} {t['shape']}: forward {r['forward_ms']:.3f} ms ({r['forward_tflops']:.0f} TFLOP/s), "
-              f"forward+backward {r['forward_backward_ms']:.3f} ms ({r['forward_backward_tflops']:.0f} TFLOP/s)")
-    else:
-        print(f"torch SDPA {be}: {r.get('error')}")
+for shape in (t, t.get("d256", {})):
+    for be, r in shape.get("backends", {}).items():
+        if "forward_ms" in r:
+            print(f"torch SDPA {be:9s} {shape['shape']}: forward {r['forward_ms']:.3f} ms ({r['forward_tflops']:.0f} TFLOP/s), "
+                  f"forward+backward {r['forward_backward_ms']:.3f} ms ({r['forward_backward_tflops']:.0f} TFLOP/s)")
+        else:
+            print(f"torch SDPA {be} {shape['shape']}: {r.get('error')}")
 # Written last: the table's derived numbers (TFLOP/s, MFU per run) go into it too.
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)

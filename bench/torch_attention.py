@@ -1,6 +1,7 @@
-"""PyTorch SDPA attention, forward and forward+backward, at the shape bench_kernels
-uses (B=4, 32 query / 8 KV heads, head dim 128, causal, bf16), per backend
-(flash, cuDNN, efficient) that this torch can run. Prints one JSON object.
+"""PyTorch SDPA attention, forward and forward+backward, at the shapes bench_kernels
+uses (B=4, 32 query / 8 KV heads, head dim 128, causal, bf16; and, under "d256", gemma-2b's
+8 query / 1 KV heads of 256), per backend (flash, cuDNN, efficient) that this torch can
+run. Prints one JSON object.
    python bench/torch_attention.py [--seq T]
 Timed with CUDA events, median of 5 samples of `reps` calls after warm-up; GQA is
 given to SDPA natively (enable_gqa) when supported, else K/V heads are repeated
@@ -25,13 +26,6 @@ def main():
     if not torch.cuda.is_available():
         print(json.dumps({"skipped": "no CUDA device"}))
         return 0
-    b, hq, hkv, d, t = 4, 32, 8, 128, a.seq
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q = torch.randn(b, hq, t, d, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
-    k = torch.randn(b, hkv, t, d, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
-    v = torch.randn(b, hkv, t, d, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
-    dout = torch.randn(b, hq, t, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    fwd_flops = b * hq * 2 * 2 * (t * t / 2) * d
 
     def timed(fn):
         for _ in range(2):
@@ -48,38 +42,49 @@ def main():
             samples.append(s.elapsed_time(e) / a.reps)
         return sorted(samples)[2]
 
-    out = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "shape": f"B{b} Hq{hq} Hkv{hkv} T{t} D{d} causal bf16",
-           "backends": {}}
-    backends = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": getattr(SDPBackend, "CUDNN_ATTENTION", None),
-                "efficient": SDPBackend.EFFICIENT_ATTENTION}
-    for name, be in backends.items():
-        if be is None:
-            continue
-        try:
-            with sdpa_kernel(be):
-                try:
-                    F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-                    kk, vv, extra = k, v, {"enable_gqa": True}
-                except (TypeError, RuntimeError):
-                    kk = k.repeat_interleave(hq // hkv, dim=1).detach().requires_grad_()
-                    vv = v.repeat_interleave(hq // hkv, dim=1).detach().requires_grad_()
-                    extra = {}
+    def bench_shape(b, hq, hkv, d, t):
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q = torch.randn(b, hq, t, d, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
+        k = torch.randn(b, hkv, t, d, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
+        v = torch.randn(b, hkv, t, d, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
+        dout = torch.randn(b, hq, t, d, device="cuda", dtype=torch.bfloat16, generator=g)
+        fwd_flops = b * hq * 2 * 2 * (t * t / 2) * d
+        res = {"shape": f"B{b} Hq{hq} Hkv{hkv} T{t} D{d} causal bf16", "backends": {}}
+        backends = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": getattr(SDPBackend, "CUDNN_ATTENTION", None),
+                    "efficient": SDPBackend.EFFICIENT_ATTENTION}
+        for name, be in backends.items():
+            if be is None:
+                continue
+            try:
+                with sdpa_kernel(be):
+                    try:
+                        F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                        kk, vv, extra = k, v, {"enable_gqa": True}
+                    except (TypeError, RuntimeError):
+                        kk = k.repeat_interleave(hq // hkv, dim=1).detach().requires_grad_()
+                        vv = v.repeat_interleave(hq // hkv, dim=1).detach().requires_grad_()
+                        extra = {}
 
-                def fwd():
-                    with torch.no_grad():
-                        F.scaled_dot_product_attention(q, kk, vv, is_causal=True, **extra)
+                    def fwd():
+                        with torch.no_grad():
+                            F.scaled_dot_product_attention(q, kk, vv, is_causal=True, **extra)
 
-                def fwd_bwd():
-                    o = F.scaled_dot_product_attention(q, kk, vv, is_causal=True, **extra)
-                    o.backward(dout)
+                    def fwd_bwd():
+                        o = F.scaled_dot_product_attention(q, kk, vv, is_causal=True, **extra)
+                        o.backward(dout)
 
-                f_ms, fb_ms = timed(fwd), timed(fwd_bwd)
-            out["backends"][name] = {"forward_ms": f_ms, "forward_backward_ms": fb_ms,
-                                     "forward_tflops": fwd_flops / (f_ms * 1e-3) / 1e12,
-                                     "forward_backward_tflops": 3.5 * fwd_flops / (fb_ms * 1e-3) / 1e12,
-                                     "gqa_native": bool(extra)}
-        except Exception as e:  # noqa: BLE001
-            out["backends"][name] = {"error": str(e).splitlines()[0][:200]}
+                    f_ms, fb_ms = timed(fwd), timed(fwd_bwd)
+                res["backends"][name] = {"forward_ms": f_ms, "forward_backward_ms": fb_ms,
+                                         "forward_tflops": fwd_flops / (f_ms * 1e-3) / 1e12,
+                                         "forward_backward_tflops": 3.5 * fwd_flops / (fb_ms * 1e-3) / 1e12,
+                                         "gqa_native": bool(extra)}
+            except Exception as e:  # noqa: BLE001
+                res["backends"][name] = {"error": str(e).splitlines()[0][:200]}
+        return res
+
+    out = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    out.update(bench_shape(4, 32, 8, 128, a.seq))
+    out["d256"] = bench_shape(4, 8, 1, 256, a.seq)  # gemma-2b's heads, as bench_kernels' "(d256)" rows
     print(json.dumps(out))
     return 0
 

@@ -181,18 +181,25 @@ void dispatch_dmax(std::int64_t d, F&& f) {
 // Blocks of 4 warps; a query tile is 64 flattened rows (16 per warp), a key tile 64 keys.
 constexpr int kTcRows = 64;
 constexpr int kTcKeys = 64;
-// The tensor-core path takes BF16 calls with head_dim a multiple of 8 up to 128 and 16-byte
-// aligned tensors (tile rows move as 16-byte packs), unless forced off for testing.
+// The tensor-core path takes BF16 calls with head_dim a multiple of 8 up to kTcMaxHeadDim and
+// 16-byte aligned tensors (tile rows move as 16-byte packs) whose kernels' shared memory fits
+// the device, unless forced off for testing. The mma.sync kernels stop at kMmaMaxHeadDim
+// (their accumulators live in registers); larger heads take the WMMA kernels.
+constexpr int kTcMaxHeadDim = 256;
+constexpr int kMmaMaxHeadDim = 128;
 bool tc_usable(int d, std::initializer_list<const void*> ptrs);
 void set_tc_enabled(bool enabled);
-// f(std::integral_constant<int, DP>{}) for DP = 64 (d <= 64) or 128: the padded head sizes
-// of the tensor-core kernels.
-template <typename F>
+// f(std::integral_constant<int, DP>{}) for DP = 64 (d <= 64), 128 (d <= 128) or, when MaxDP
+// is 256, 256: the padded head sizes of the tensor-core kernels. d <= MaxDP is the caller's.
+template <int MaxDP, typename F>
 void dispatch_dp(int d, F&& f) {
+  static_assert(MaxDP == 128 || MaxDP == 256, "padded head sizes are 64, 128 and 256");
   if (d <= 64)
     f(std::integral_constant<int, 64>{});
-  else
+  else if (MaxDP == 128 || d <= 128)
     f(std::integral_constant<int, 128>{});
+  else if constexpr (MaxDP == 256)
+    f(std::integral_constant<int, 256>{});
 }
 // Forward over one table of query tiles (kTcRows rows each).
 void tc_forward(const SeqTable& qtiles, const detail::bf16* q, const detail::bf16* k, const detail::bf16* v, detail::bf16* out, float* lse, int d,

@@ -54,9 +54,10 @@
 // (except detail::scratch growing the delta buffer, which frees the old one: first use only).
 // DMAX = 256 backward tiles need more than the 99 KiB of shared memory of sm_86 / sm_89; there
 // the launch fails with RuntimeFailure (the build targets sm_80 and sm_90a).
-// BF16 calls with head_dim a multiple of 8 up to 128 and 16-byte aligned tensors go to the
-// tensor-core kernels of attention_train_tc.cu instead (same math and tiling scheme, WMMA
-// products); these kernels are the reference they are checked against, and take the rest.
+// BF16 calls with head_dim a multiple of 8 up to 256 (128 on sm_80 for want of shared memory)
+// and 16-byte aligned tensors go to the tensor-core kernels of attention_train_tc.cu
+// (same math and tiling scheme, WMMA products) or, when chosen, attention_train_mma.cu (head_dim
+// up to 128); these kernels are the reference they are checked against, and take the rest.
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -458,6 +459,9 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 
 namespace {
 std::atomic<bool> g_mma{false};  // tensor-core path on mma.sync instead of WMMA
+
+// The mma.sync kernels when chosen and the head fits them (attn::kMmaMaxHeadDim), else WMMA.
+bool use_mma(int d) { return g_mma && d <= attn::kMmaMaxHeadDim; }
 }  // namespace
 
 void set_attention_kernels(AttentionKernels kernels) {
@@ -481,7 +485,7 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
     for (const SeqTable& t : make_tables(seqs, [&](const ops::AttentionSeq& s) {
            return (s.q_len * group + attn::kTcRows - 1) / attn::kTcRows;
          }))
-      (g_mma ? attn::mma_forward : attn::tc_forward)(t, q.data<detail::bf16>(), k.data<detail::bf16>(),
+      (use_mma(d) ? attn::mma_forward : attn::tc_forward)(t, q.data<detail::bf16>(), k.data<detail::bf16>(),
                                                              v.data<detail::bf16>(), out.data<detail::bf16>(),
                                                              lse.data<float>(), d, hq, hkv, scale, win);
     return;
@@ -552,7 +556,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       detail::check_launch();
       if constexpr (std::is_same_v<T, detail::bf16>) {
         if (tc) {
-          (g_mma ? attn::mma_backward : attn::tc_backward)(qtiles, ktiles, q.data<T>(), k.data<T>(), v.data<T>(),
+          (use_mma(d) ? attn::mma_backward : attn::tc_backward)(qtiles, ktiles, q.data<T>(), k.data<T>(), v.data<T>(),
                                                            dout.data<T>(), lse.data<float>(), delta, dq.data<T>(),
                                                            dk.data<T>(), dv.data<T>(), d, hq, hkv, scale, win);
           return;

@@ -473,8 +473,9 @@ __global__ void __launch_bounds__(kMmaThreads)
 // ---------------------------------------------------------------- host side
 void mma_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int d,
                  int hq, int hkv, float scale, int window) {
+  detail::check(d <= kMmaMaxHeadDim, "mma_forward", "head_dim above 128 takes the WMMA kernels");
   const dim3 grid(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv));
-  dispatch_dp(d, [&](auto dp) {
+  dispatch_dp<kMmaMaxHeadDim>(d, [&](auto dp) {
     constexpr int DP = decltype(dp)::value;
     constexpr std::size_t smem = mma_forward_smem<DP>();
     auto kernel = mma_forward_kernel<DP>;
@@ -488,7 +489,8 @@ void mma_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf1
 void mma_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q, const bf16* k, const bf16* v,
                   const bf16* dout, const float* lse, const float* delta, bf16* dq, bf16* dk, bf16* dv, int d, int hq,
                   int hkv, float scale, int window) {
-  dispatch_dp(d, [&](auto dp) {
+  detail::check(d <= kMmaMaxHeadDim, "mma_backward", "head_dim above 128 takes the WMMA kernels");
+  dispatch_dp<kMmaMaxHeadDim>(d, [&](auto dp) {
     constexpr int DP = decltype(dp)::value;
     constexpr std::size_t kv_smem = mma_dkdv_smem<DP>();
     auto kv_kernel = mma_dkdv_kernel<DP>;

@@ -1,7 +1,7 @@
 // BF16 tensor-core training attention: the forward and backward of attention_train.cu (same
 // math, masks, GQA row flattening r = t * G + g, sequence tables and determinism) with the
 // matrix products of every tile on tensor cores through WMMA (16x16x16, bf16 in, fp32
-// accumulate), for head_dim d a multiple of 8 up to 128, zero-padded to DP = 64 or 128.
+// accumulate), for head_dim d a multiple of 8 up to 256, zero-padded to DP = 64, 128 or 256.
 //
 // Blocks of 4 warps (128 threads). Query tiles: 64 flattened rows, warp w owning rows
 // 16w .. 16w + 15; key tiles: 64 keys. Tiles are staged in shared memory as bf16 rows padded
@@ -13,10 +13,10 @@
 //   S_w = Q_w K^T (16 x 64, fp32) to shared; the lane pair takes its row: masked scores,
 //   running max m and sum l (fp32), P = exp(s - m) rounded to bf16 into shared, the row of the
 //   warp's O (fp32 in shared) scaled by exp(m_old - m_new); then O_w += P_w V on tensor cores
-//   (accumulator fragments loaded from shared and stored back). End: out = O / l,
-//   lse = m + log l.
+//   (accumulator fragments loaded from shared and stored back, 128 columns at a time). End:
+//   out = O / l, lse = m + log l.
 //   Shared memory: 2 (3 * 64 (DP + 8) + 64 (64 + 8)) + 4 (64 (64 + 4) + 64 (DP + 4)) bytes
-//   (110 KiB for DP = 128).
+//   (110 KiB for DP = 128, 190 KiB for DP = 256).
 // backward (delta = rowsum(dO * O) first, by attention_train.cu's kernel):
 //   dK/dV (block = 64 keys; warp w owns keys 16w .. 16w + 15 and keeps dK, dV in fragments)
 //     over the query tiles that can see the keys, in increasing order:
@@ -24,10 +24,17 @@
 //     dS^T = P^T (dP^T - delta) (0 where masked), rounded to bf16; dV_w += P^T_w dO,
 //     dK_w += dS^T_w Q. End: dk = scale dK, dv = dV (staged through shared).
 //     Shared memory: 2 (4 * 64 (DP + 8) + 2 * 64 (64 + 8)) + 4 (2 * 64 (64 + 4) + 2 * 64)
-//     bytes (120.5 KiB for DP = 128).
+//     bytes (120.5 KiB for DP = 128, 184.5 KiB for DP = 256).
 //   dQ (block = 64 rows; warp w owns rows 16w ..), per key tile: S_w = Q_w K^T,
 //     dP_w = dO_w V^T, dS as above, dQ_w += dS_w K. End: dq = scale dQ.
-//     Shared memory: 2 (4 * 64 (DP + 8) + 64 (64 + 8)) + 4 (2 * 64 (64 + 4) + 2 * 64) bytes.
+//     Shared memory: 2 (4 * 64 (DP + 8) + 64 (64 + 8)) + 4 (2 * 64 (64 + 4) + 2 * 64) bytes
+//     (175.5 KiB for DP = 256).
+//   DP = 256: a block of either kernel accumulates 128 of the output columns (blockIdx.z
+//     says which; kOutCols): 16 accumulator fragments of dK and dV would be 256 registers a
+//     thread, and a warp stages its output in its score rows, which hold 136 floats a row.
+//     Both column blocks compute the whole S and dP (reductions over all of DP).
+// DP = 256 needs the 227 KiB of shared memory of sm_90 (H100, H200); elsewhere tc_usable is
+// false and such heads take the CUDA-core kernels.
 // Precision: bf16 products are exact in fp32 and accumulate in fp32; P and dS are rounded to
 // bf16 before entering a product (as flash-attention does); m, l, lse, delta, the masks and
 // every accumulator stay fp32.
@@ -57,6 +64,13 @@ constexpr int kKeyBlocks = kTcKeys / 16;  // 16-wide fragments across a key tile
 constexpr int kLdS = kTcKeys + 4;         // fp32 rows of 64 scores
 constexpr int kLdP = kTcKeys + 8;         // bf16 rows of 64 probabilities
 static_assert(kWarpRows == 16 && kTcRows == kTcKeys && kTcKeys == 64, "lane pairs own one of 16 rows, 32 columns each");
+
+// Output columns a block (backward) or one accumulator pass (forward) takes, and how many
+// such column blocks DP has: the backward grids' z extent.
+template <int DP>
+constexpr int kOutCols = DP < 128 ? DP : 128;
+template <int DP>
+constexpr int kColBlocks = DP / kOutCols<DP>;
 
 using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
 using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
@@ -112,10 +126,10 @@ __device__ __forceinline__ void mma_acc(FragC (&acc)[NB], const bf16* a, int lda
   }
 }
 
-// Writes the lane pair's row of a warp's [16][DP] fp32 accumulators (staged in shared with
-// row stride ld) times `mul` to dst[0, d) as bf16, 16-byte packs alternating between the pair.
-__device__ __forceinline__ void store_row(const float* staged_row, float mul, int d, int half, bf16* dst) {
-  for (int e = half * 8; e < d; e += 16) {
+// Writes the lane pair's row of a warp's fp32 accumulators (staged in shared) times `mul` to
+// dst[0, ncols) as bf16, 16-byte packs alternating between the pair.
+__device__ __forceinline__ void store_row(const float* staged_row, float mul, int ncols, int half, bf16* dst) {
+  for (int e = half * 8; e < ncols; e += 16) {
     float vals[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) vals[i] = staged_row[e + i] * mul;
@@ -134,7 +148,7 @@ __global__ void __launch_bounds__(kTcThreads)
     tc_forward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                       bf16* __restrict__ out, float* __restrict__ lse, const __grid_constant__ SeqTable t, int d,
                       int hq, int hkv, float scale, int window) {
-  constexpr int LDT = DP + 8, LDO = DP + 4, NB = DP / 16;
+  constexpr int LDT = DP + 8, LDO = DP + 4, NB = DP / 16, OC = kOutCols<DP>;
   extern __shared__ __align__(128) unsigned char tc_smem[];
   bf16* Qs = reinterpret_cast<bf16*>(tc_smem);  // [64][LDT]
   bf16* Ks = Qs + kTcRows * LDT;                 // [64][LDT]
@@ -195,12 +209,15 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int e = half * (DP / 2); e < (half + 1) * (DP / 2); ++e) orow[e] *= alpha;
     __syncwarp();
 
-    FragC acc[NB];
 #pragma unroll
-    for (int nb = 0; nb < NB; ++nb) wmma::load_matrix_sync(acc[nb], Ow + 16 * nb, LDO, wmma::mem_row_major);
-    mma_acc<kKeyBlocks, NB>(acc, Pw, kLdP, Vs, LDT);
+    for (int c0 = 0; c0 < DP; c0 += OC) {
+      FragC acc[OC / 16];
 #pragma unroll
-    for (int nb = 0; nb < NB; ++nb) wmma::store_matrix_sync(Ow + 16 * nb, acc[nb], LDO, wmma::mem_row_major);
+      for (int nb = 0; nb < OC / 16; ++nb) wmma::load_matrix_sync(acc[nb], Ow + c0 + 16 * nb, LDO, wmma::mem_row_major);
+      mma_acc<kKeyBlocks, OC / 16>(acc, Pw, kLdP, Vs + c0, LDT);
+#pragma unroll
+      for (int nb = 0; nb < OC / 16; ++nb) wmma::store_matrix_sync(Ow + c0 + 16 * nb, acc[nb], LDO, wmma::mem_row_major);
+    }
     __syncwarp();
   }
 
@@ -223,7 +240,7 @@ __global__ void __launch_bounds__(kTcThreads)
                    const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                    bf16* __restrict__ dk, bf16* __restrict__ dv, const __grid_constant__ SeqTable t, int d, int hq,
                    int hkv, float scale, int window) {
-  constexpr int LDT = DP + 8, LDO = DP + 4, NB = DP / 16;
+  constexpr int LDT = DP + 8, NB = DP / 16, OC = kOutCols<DP>, LDO = OC + 4;
   static_assert(kWarpRows * LDO <= 2 * kWarpRows * kLdS, "the output staging reuses a warp's score rows");
   extern __shared__ __align__(128) unsigned char tc_smem[];
   bf16* Ks = reinterpret_cast<bf16*>(tc_smem);  // [64][LDT]
@@ -249,10 +266,11 @@ __global__ void __launch_bounds__(kTcThreads)
   float* dPTw = STw + kWarpRows * kLdS;
   const int krow = lane / 2, half = lane % 2;  // this lane pair's key of the warp's 16
   const int j = k0 + warp * kWarpRows + krow;
+  const int c0 = blockIdx.z * OC;  // this block's output columns [c0, c0 + OC)
 
-  FragC dk_acc[NB], dv_acc[NB];
+  FragC dk_acc[OC / 16], dv_acc[OC / 16];
 #pragma unroll
-  for (int nb = 0; nb < NB; ++nb) {
+  for (int nb = 0; nb < OC / 16; ++nb) {
     wmma::fill_fragment(dk_acc[nb], 0.0f);
     wmma::fill_fragment(dv_acc[nb], 0.0f);
   }
@@ -278,23 +296,24 @@ __global__ void __launch_bounds__(kTcThreads)
       dSTw[krow * kLdP + rl] = __float2bfloat16_rn(ds);
     }
     __syncwarp();
-    mma_acc<kTcRows / 16, NB>(dv_acc, PTw, kLdP, dOs, LDT);
-    mma_acc<kTcRows / 16, NB>(dk_acc, dSTw, kLdP, Qs, LDT);
+    mma_acc<kTcRows / 16, OC / 16>(dv_acc, PTw, kLdP, dOs + c0, LDT);
+    mma_acc<kTcRows / 16, OC / 16>(dk_acc, dSTw, kLdP, Qs + c0, LDT);
   }
 
   // Stage through the warp's own score rows (no other warp touches them) and write.
   __syncwarp();
   const bool key_ok = warp * kWarpRows + krow < nk;
-  const std::int64_t out_off = kt.kv(warp * kWarpRows + krow);
+  const std::int64_t out_off = kt.kv(warp * kWarpRows + krow) + c0;
+  const int ncols = min(OC, d - c0);  // >= 8: a DP = 256 head has d > 128
 #pragma unroll
-  for (int nb = 0; nb < NB; ++nb) wmma::store_matrix_sync(STw + 16 * nb, dk_acc[nb], LDO, wmma::mem_row_major);
+  for (int nb = 0; nb < OC / 16; ++nb) wmma::store_matrix_sync(STw + 16 * nb, dk_acc[nb], LDO, wmma::mem_row_major);
   __syncwarp();
-  if (key_ok) store_row(STw + krow * LDO, scale, d, half, dk + out_off);
+  if (key_ok) store_row(STw + krow * LDO, scale, ncols, half, dk + out_off);
   __syncwarp();
 #pragma unroll
-  for (int nb = 0; nb < NB; ++nb) wmma::store_matrix_sync(STw + 16 * nb, dv_acc[nb], LDO, wmma::mem_row_major);
+  for (int nb = 0; nb < OC / 16; ++nb) wmma::store_matrix_sync(STw + 16 * nb, dv_acc[nb], LDO, wmma::mem_row_major);
   __syncwarp();
-  if (key_ok) store_row(STw + krow * LDO, 1.0f, d, half, dv + out_off);
+  if (key_ok) store_row(STw + krow * LDO, 1.0f, ncols, half, dv + out_off);
 }
 
 // ---------------------------------------------------------------- backward: dQ
@@ -309,7 +328,7 @@ __global__ void __launch_bounds__(kTcThreads)
                  const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                  bf16* __restrict__ dq, const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale,
                  int window) {
-  constexpr int LDT = DP + 8, LDO = DP + 4, NB = DP / 16;
+  constexpr int LDT = DP + 8, NB = DP / 16, OC = kOutCols<DP>, LDO = OC + 4;
   static_assert(kWarpRows * LDO <= 2 * kWarpRows * kLdS, "the output staging reuses a warp's score rows");
   extern __shared__ __align__(128) unsigned char tc_smem[];
   bf16* Qs = reinterpret_cast<bf16*>(tc_smem);  // [64][LDT]
@@ -337,10 +356,11 @@ __global__ void __launch_bounds__(kTcThreads)
   const bool row_ok = r_local < rt.nrows;
   const int pos = rt.pos(r_local);
   const int first = window > 0 ? max(0, pos - window + 1) : 0;
+  const int c0 = blockIdx.z * OC;  // this block's output columns [c0, c0 + OC)
 
-  FragC dq_acc[NB];
+  FragC dq_acc[OC / 16];
 #pragma unroll
-  for (int nb = 0; nb < NB; ++nb) wmma::fill_fragment(dq_acc[nb], 0.0f);
+  for (int nb = 0; nb < OC / 16; ++nb) wmma::fill_fragment(dq_acc[nb], 0.0f);
 
   for (int j0 = rt.kb; j0 < rt.ke; j0 += kTcKeys) {
     const int nk = min(kTcKeys, rt.ke - j0);
@@ -360,14 +380,14 @@ __global__ void __launch_bounds__(kTcThreads)
       dSw[row * kLdP + kl] = __float2bfloat16_rn(p * (dPw[row * kLdS + kl] - delta_r));
     }
     __syncwarp();
-    mma_acc<kKeyBlocks, NB>(dq_acc, dSw, kLdP, Ks, LDT);
+    mma_acc<kKeyBlocks, OC / 16>(dq_acc, dSw, kLdP, Ks + c0, LDT);
   }
 
   __syncwarp();
 #pragma unroll
-  for (int nb = 0; nb < NB; ++nb) wmma::store_matrix_sync(Sw + 16 * nb, dq_acc[nb], LDO, wmma::mem_row_major);
+  for (int nb = 0; nb < OC / 16; ++nb) wmma::store_matrix_sync(Sw + 16 * nb, dq_acc[nb], LDO, wmma::mem_row_major);
   __syncwarp();
-  if (row_ok) store_row(Sw + row * LDO, scale, d, half, dq + rt.qrow(r_local) * d);
+  if (row_ok) store_row(Sw + row * LDO, scale, min(OC, d - c0), half, dq + rt.qrow(r_local) * d + c0);
 }
 
 std::atomic<bool> g_tc_enabled{true};
@@ -377,12 +397,13 @@ std::atomic<bool> g_tc_enabled{true};
 void set_tc_enabled(bool enabled) { g_tc_enabled = enabled; }
 
 bool tc_usable(int d, std::initializer_list<const void*> ptrs) {
-  if (!g_tc_enabled || d % 8 != 0 || d > 128) return false;
+  if (!g_tc_enabled || d % 8 != 0 || d > kTcMaxHeadDim) return false;
   for (const void* p : ptrs)
     if (!detail::aligned16(p)) return false;
   // The kernels' shared memory must fit the device's opt-in limit: DP = 128 needs up to
-  // 120.5 KiB, more than sm_86 / sm_89 / sm_120 allow (99 KiB); those take the CUDA-core
-  // kernels. The limit is read once per device.
+  // 120.5 KiB, more than sm_86 / sm_89 / sm_120 allow (99 KiB), and DP = 256 up to 190 KiB,
+  // more than sm_80's 163 KiB; those take the CUDA-core kernels. The limit is read once per
+  // device.
   static std::array<std::atomic<int>, detail::kMaxDevices> optin_limit{};
   const int dev = detail::current_device();
   int limit = optin_limit[dev].load();
@@ -391,7 +412,7 @@ bool tc_usable(int d, std::initializer_list<const void*> ptrs) {
     optin_limit[dev] = limit;
   }
   std::size_t need = 0;
-  dispatch_dp(d, [&](auto dp) {
+  dispatch_dp<kTcMaxHeadDim>(d, [&](auto dp) {
     constexpr int DP = decltype(dp)::value;
     need = std::max({forward_smem<DP>(), dkdv_smem<DP>(), dq_smem<DP>()});
   });
@@ -401,7 +422,7 @@ bool tc_usable(int d, std::initializer_list<const void*> ptrs) {
 void tc_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int d,
                 int hq, int hkv, float scale, int window) {
   const dim3 grid(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv));
-  dispatch_dp(d, [&](auto dp) {
+  dispatch_dp<kTcMaxHeadDim>(d, [&](auto dp) {
     constexpr int DP = decltype(dp)::value;
     constexpr std::size_t smem = forward_smem<DP>();
     auto kernel = tc_forward_kernel<DP>;
@@ -414,19 +435,19 @@ void tc_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf16
 void tc_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q, const bf16* k, const bf16* v,
                  const bf16* dout, const float* lse, const float* delta, bf16* dq, bf16* dk, bf16* dv, int d, int hq,
                  int hkv, float scale, int window) {
-  dispatch_dp(d, [&](auto dp) {
+  dispatch_dp<kTcMaxHeadDim>(d, [&](auto dp) {
     constexpr int DP = decltype(dp)::value;
     constexpr std::size_t kv_smem = dkdv_smem<DP>();
     auto kv_kernel = tc_dkdv_kernel<DP>;
     allow_smem(kv_kernel, kv_smem);
-    kv_kernel<<<dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv)), kTcThreads,
-                kv_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window);
+    kv_kernel<<<dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv), kColBlocks<DP>),
+                kTcThreads, kv_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window);
     detail::check_launch();
     constexpr std::size_t q_smem = dq_smem<DP>();
     auto q_kernel = tc_dq_kernel<DP>;
     allow_smem(q_kernel, q_smem);
-    q_kernel<<<dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv)), kTcThreads, q_smem,
-               detail::stream()>>>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window);
+    q_kernel<<<dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv), kColBlocks<DP>),
+               kTcThreads, q_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window);
     detail::check_launch();
   });
 }

@@ -136,7 +136,7 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
 // run each, bench_kernels times each):
 //   tensor_cores (default): WMMA forward and backward (attention_train_tc.cu);
 //   mma_sync: forward and backward with their fragments in registers (mma.sync, ldmatrix,
-//     cp.async double buffering; attention_train_mma.cu);
+//     cp.async double buffering; attention_train_mma.cu) for head_dim <= 128, WMMA above;
 //   cuda_cores: the fp32 CUDA-core kernels (what F32 and other head sizes always take).
 enum class AttentionKernels { tensor_cores, mma_sync, cuda_cores };
 void set_attention_kernels(AttentionKernels kernels);
@@ -144,10 +144,10 @@ void set_attention_kernels(AttentionKernels kernels);
 // q, k, v, out all F32 or all BF16; lse F32; head_dim D even and <= 256; seqs need
 // past_len == 0. Flash-attention style: a block takes a tile of (position, query head) rows
 // of one KV head, so the heads of a GQA group share every K/V tile in shared memory; online
-// softmax over key tiles; writes lse = m + log l. BF16 with D % 8 == 0, D <= 128 and 16-byte
-// aligned tensors: tensor cores (WMMA, or mma.sync as set_attention_kernels says; tiles of 64
-// rows x 64 keys, P rounded to bf16 before P V); otherwise fp32 math on CUDA cores (tiles of
-// 32 x 32).
+// softmax over key tiles; writes lse = m + log l. BF16 with D % 8 == 0, D <= 256 and 16-byte
+// aligned tensors: tensor cores (WMMA, or mma.sync for D <= 128 as set_attention_kernels says;
+// tiles of 64 rows x 64 keys, P rounded to bf16 before P V; D > 128 needs sm_90's shared
+// memory); otherwise fp32 math on CUDA cores (tiles of 32 x 32).
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
                              float scale, std::int64_t window, Tensor& out, Tensor& lse);
 // q, k, v, out, dout, dq, dk, dv all F32 or all BF16; lse F32; same limits. Flash-attention-2

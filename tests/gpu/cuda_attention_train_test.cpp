@@ -1,7 +1,7 @@
 // The CUDA training attention (kernels/cuda/attention_train.cu: attention_forward_train and
 // attention_backward) against the fp32 CPU reference (kernels/cpu/attention_train.cpp, called
 // through kernels/ops.h with host tensors). Packed sequences of lengths 0, 1, 7, 33, 130 and
-// more, GQA groups 4:1, 6:2, 3:3, 8:2, head_dim 2 .. 256 (64, 80, 96, 128, 256 included),
+// more, GQA groups 4:1, 6:2, 3:3, 8:2, 8:1, head_dim 2 .. 256 (64, 80, 96, 128, 136, 256 included),
 // windows 0, 5 and 40, more than 32 sequences (two launch tables), rows covered by no sequence.
 // Every device output is poisoned with NaN before the call; uncovered rows must stay NaN and
 // covered ones must be finite.
@@ -90,6 +90,8 @@ std::vector<TrainCase> train_cases() {
       {4, 1, 128, {33, 0, 1, 130, 7}, true, 3.0f},  // packed, an empty sequence, peaky softmax
       {6, 2, 64, {130, 33, 1}, false},              // GQA 3, several packed
       {2, 1, 256, {70, 5}, true},                   // D = 256 (largest shared-memory tiles)
+      {8, 1, 256, {70, 1}, false},                  // gemma-2b's heads: 8:1, D = 256, 9 query tiles
+      {2, 2, 136, {70}, false},                     // D = 136: tensor-core output blocks of 128 + 8
       {3, 3, 96, {7, 1, 33}, false, 3.0f},          // D = 96
       {2, 2, 6, {9, 4}, true},                      // D % 4 == 2
       {1, 1, 2, {3}, false},                        // D = 2, one head
@@ -151,7 +153,8 @@ void check_lse(const Tensor& got_dev, const Tensor& want_host, const std::vector
 }
 
 // Every kernel family: F32 (CUDA cores), BF16 on tensor cores where the shape allows
-// (head_dim % 8 == 0 and <= 128; others fall back), BF16 forced onto CUDA cores.
+// (head_dim % 8 == 0 and <= 256, mma.sync up to 128 and WMMA above; others fall back), BF16
+// forced onto CUDA cores.
 // (dtype, kernels): F32 always takes the CUDA-core kernels; BF16 each path.
 std::vector<std::pair<DType, cuda::AttentionKernels>> kernel_variants() {
   using K = cuda::AttentionKernels;

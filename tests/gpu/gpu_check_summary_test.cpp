@@ -40,6 +40,12 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
       CAPTURE(t);
       CHECK(k["attention_agreement"][path][t].get<double>() < 2e-2);
     }
+  // And at head_dim 256 (gemma-2b's heads), where the tensor-core path is WMMA only.
+  for (const char* t : {"out", "lse", "dq", "dk", "dv"}) {
+    CAPTURE(t);
+    CHECK(k["attention_agreement_d256"]["tensor_cores"][t].get<double>() < 2e-2);
+  }
+  CHECK_FALSE(k["attention_agreement_d256"].contains("mma_sync"));
 
   auto prof = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " profile " +
                                 (base / "model").string() +
@@ -58,6 +64,7 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
   REQUIRE(summary.exit_code == 0);
   CHECK(summary.out.find("rmsnorm_forward") != std::string::npos);
   CHECK(summary.out.find("attention mma_sync vs fp32 CUDA cores") != std::string::npos);
+  CHECK(summary.out.find("attention tensor_cores vs fp32 CUDA cores at B2 Hq8 Hkv1 T64 D256") != std::string::npos);
   CHECK(summary.out.find("train step full ") != std::string::npos);
   CHECK(summary.out.find("(nothing frozen)), attention wmma: ") != std::string::npos);
   CHECK(summary.out.find("(nothing frozen)), attention mma: ") != std::string::npos);

@@ -15,9 +15,10 @@ inline constexpr const char* kDeviceHelp =
 void place_model(Model& model, const Args& args);
 
 inline constexpr const char* kAttentionHelp =
-    "  --attention K             GPU training attention (BF16, head_dim a multiple of 8 up to\n"
-    "                            128): wmma (default: tensor cores through WMMA) | mma\n"
-    "                            (mma.sync, fragments in registers) | cuda-cores (fp32)\n";
+    "  --attention K             GPU training attention (BF16, head_dim a multiple of 8):\n"
+    "                            wmma (default: tensor cores through WMMA, head_dim up to\n"
+    "                            256; above 128 on sm_90 only) | mma (mma.sync, fragments\n"
+    "                            in registers, up to 128; WMMA above) | cuda-cores (fp32)\n";
 
 // Applies --attention (wmma, mma or cuda-cores) for this process and returns the name in
 // effect; InputError for another name, or when given without --device cuda.
