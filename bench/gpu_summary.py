@@ -41,7 +41,7 @@ if "rows" in k:
     print(f"{'op':44s} {'shape':36s} {'ms':>9s} {'rate':>10s} {'unit':8s} {'of ceiling':>10s}")
     for r in k["rows"]:
         print(f"{r['op']:44s} {r['shape']:36s} {r['ms']:9.3f} {r['rate']:10.1f} {r['unit']:8s} {100 * r['share_of_ceiling']:9.0f}%")
-for agree in (k.get("attention_agreement"), k.get("attention_agreement_d256")):
+for agree in (k[key] for key in k if key.startswith("attention_agreement")):
     for path in ("tensor_cores", "mma_sync") if agree else ():
         if path not in agree:
             continue
@@ -82,7 +82,7 @@ if isinstance(hf, list):
             line += f"; {tf:.0f} TFLOP/s by sppft's FLOP count; sppft/transformers step time {mine['step_seconds']['median'] / step:.2f}"
         print(line)
 t = summary["benchmarks"].get("torch_attention", {})
-for shape in (t, t.get("d256", {})):
+for shape in (t, t.get("d256", {}), t.get("d96", {})):
     for be, r in shape.get("backends", {}).items():
         if "forward_ms" in r:
             print(f"torch SDPA {be:9s} {shape['shape']}: forward {r['forward_ms']:.3f} ms ({r['forward_tflops']:.0f} TFLOP/s), "

@@ -1,7 +1,7 @@
 """PyTorch SDPA attention, forward and forward+backward, at the shapes bench_kernels
-uses (B=4, 32 query / 8 KV heads, head dim 128, causal, bf16; and, under "d256", gemma-2b's
-8 query / 1 KV heads of 256), per backend (flash, cuDNN, efficient) that this torch can
-run. Prints one JSON object.
+uses (B=4, 32 query / 8 KV heads, head dim 128, causal, bf16; under "d256", gemma-2b's
+8 query / 1 KV heads of 256; under "d96", Phi-3-mini's 32 / 32 heads of 96), per backend
+(flash, cuDNN, efficient) that this torch can run. Prints one JSON object.
    python bench/torch_attention.py [--seq T]
 Timed with CUDA events, median of 5 samples of `reps` calls after warm-up; GQA is
 given to SDPA natively (enable_gqa) when supported, else K/V heads are repeated
@@ -85,6 +85,7 @@ def main():
     out = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
     out.update(bench_shape(4, 32, 8, 128, a.seq))
     out["d256"] = bench_shape(4, 8, 1, 256, a.seq)  # gemma-2b's heads, as bench_kernels' "(d256)" rows
+    out["d96"] = bench_shape(4, 32, 32, 96, a.seq)  # Phi-3-mini's heads, as its "(d96)" rows
     print(json.dumps(out))
     return 0
 

@@ -189,13 +189,16 @@ constexpr int kTcMaxHeadDim = 256;
 constexpr int kMmaMaxHeadDim = 128;
 bool tc_usable(int d, std::initializer_list<const void*> ptrs);
 void set_tc_enabled(bool enabled);
-// f(std::integral_constant<int, DP>{}) for DP = 64 (d <= 64), 128 (d <= 128) or, when MaxDP
-// is 256, 256: the padded head sizes of the tensor-core kernels. d <= MaxDP is the caller's.
+// f(std::integral_constant<int, DP>{}) for DP = 64 (d <= 64), 96 (d <= 96: Phi-3's heads),
+// 128 (d <= 128) or, when MaxDP is 256, 256: the padded head sizes of the tensor-core kernels.
+// d <= MaxDP is the caller's.
 template <int MaxDP, typename F>
 void dispatch_dp(int d, F&& f) {
-  static_assert(MaxDP == 128 || MaxDP == 256, "padded head sizes are 64, 128 and 256");
+  static_assert(MaxDP == 128 || MaxDP == 256, "padded head sizes are 64, 96, 128 and 256");
   if (d <= 64)
     f(std::integral_constant<int, 64>{});
+  else if (d <= 96)
+    f(std::integral_constant<int, 96>{});
   else if (MaxDP == 128 || d <= 128)
     f(std::integral_constant<int, 128>{});
   else if constexpr (MaxDP == 256)

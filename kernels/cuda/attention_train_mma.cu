@@ -3,7 +3,7 @@
 // in flight (cp.async, two buffers) while the current one is computed. Same math, masks, GQA
 // row flattening r = t * G + g, sequence tables, inputs and outputs (out, lse; dq, dk, dv) as
 // the WMMA kernels of attention_train_tc.cu; head_dim d a multiple of 8 up to 128, zero-padded
-// to DP = 64 or 128. The backward kernels are described where they are defined.
+// to DP = 64, 96 or 128. The backward kernels are described where they are defined.
 //
 // Forward. Block = 4 warps, a tile of 64 flattened query rows (warp w: rows 16w .. 16w + 15), key tiles
 // of 64. Lane = 4 g + t holds rows g and g + 8 of its warp (warp_mma.cuh's layouts).

@@ -1,7 +1,7 @@
 // BF16 tensor-core training attention: the forward and backward of attention_train.cu (same
 // math, masks, GQA row flattening r = t * G + g, sequence tables and determinism) with the
 // matrix products of every tile on tensor cores through WMMA (16x16x16, bf16 in, fp32
-// accumulate), for head_dim d a multiple of 8 up to 256, zero-padded to DP = 64, 128 or 256.
+// accumulate), for head_dim d a multiple of 8 up to 256, zero-padded to DP = 64, 96, 128 or 256.
 //
 // Blocks of 4 warps (128 threads). Query tiles: 64 flattened rows, warp w owning rows
 // 16w .. 16w + 15; key tiles: 64 keys. Tiles are staged in shared memory as bf16 rows padded

@@ -343,11 +343,19 @@ int main(int argc, char** argv) {
       // head_dim above 128: WMMA only, DP = 256, two output-column blocks in the backward
       // (gemma-2b's 8:1 group; 136: 8 columns in the second block; 200 with sharp scores)
       {8, 1, 256, {130, 1}, 1.0f},    {2, 2, 136, {70, 64}, 1.0f},  {3, 1, 200, {33, 5}, 3.0f},
+      // head_dim 80: padded to 96 (Phi-3's heads are 96: case 4)
+      {4, 2, 80, {33, 64}, 1.0f},
   };
-  std::printf("smem bytes: forward %zu/%zu/%zu, dkdv %zu/%zu/%zu, dq %zu/%zu/%zu (DP 64/128/256)\n",
-              attn::forward_smem<64>(), attn::forward_smem<128>(), attn::forward_smem<256>(), attn::dkdv_smem<64>(),
-              attn::dkdv_smem<128>(), attn::dkdv_smem<256>(), attn::dq_smem<64>(), attn::dq_smem<128>(),
-              attn::dq_smem<256>());
+  auto smem_line = [](auto dp) {
+    constexpr int DP = decltype(dp)::value;
+    std::printf("smem bytes DP %d: WMMA forward %zu, dkdv %zu, dq %zu", DP, attn::forward_smem<DP>(), attn::dkdv_smem<DP>(),
+                attn::dq_smem<DP>());
+    if constexpr (DP <= attn::kMmaMaxHeadDim)
+      std::printf("; mma.sync forward %zu, dkdv %zu, dq %zu", attn::mma_forward_smem<DP>(), attn::mma_dkdv_smem<DP>(),
+                  attn::mma_dq_smem<DP>());
+    std::printf("\n");
+  };
+  for (int dim : {64, 96, 128, 256}) attn::dispatch_dp<attn::kTcMaxHeadDim>(dim, smem_line);
   std::printf("%-3s %-26s %4s %3s | %9s %9s %9s %9s %9s | %9s %9s %9s %9s %9s | %s\n", "#", "case (Hq,Hkv,D) lens", "win",
               "gap", "out", "lse_abs", "dq", "dk", "dv", "mma out", "lse", "dq", "dk", "dv", "checks");
   int failures = 0;

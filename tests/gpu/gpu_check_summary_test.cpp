@@ -40,12 +40,18 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
       CAPTURE(t);
       CHECK(k["attention_agreement"][path][t].get<double>() < 2e-2);
     }
-  // And at head_dim 256 (gemma-2b's heads), where the tensor-core path is WMMA only.
+  // And at head_dim 256 (gemma-2b's heads), where the tensor-core path is WMMA only,
   for (const char* t : {"out", "lse", "dq", "dk", "dv"}) {
     CAPTURE(t);
     CHECK(k["attention_agreement_d256"]["tensor_cores"][t].get<double>() < 2e-2);
   }
   CHECK_FALSE(k["attention_agreement_d256"].contains("mma_sync"));
+  for (const char* path : {"tensor_cores", "mma_sync"})  // and at head_dim 96 (Phi-3-mini's), both paths
+    for (const char* t : {"out", "lse", "dq", "dk", "dv"}) {
+      CAPTURE(path);
+      CAPTURE(t);
+      CHECK(k["attention_agreement_d96"][path][t].get<double>() < 2e-2);
+    }
 
   auto prof = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " profile " +
                                 (base / "model").string() +
