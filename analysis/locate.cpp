@@ -16,11 +16,19 @@ namespace sppft {
 std::vector<Tensor*> scaled_tensors(Model& model, std::int64_t block, bool scale_o_proj) {
   BlockWeights& b = model.weights().blocks.at(block);
   std::vector<Tensor*> out;
-  if (model.config().fused_qkv) out.push_back(&b.qkv_fused);
-  else out.insert(out.end(), {&b.q, &b.k, &b.v});
+  if (model.config().fused_qkv) {
+    out.push_back(&b.qkv_fused);
+  } else {  // push_backs, not insert({...}): GCC 12 warns (-Wstringop-overflow) on that
+    out.push_back(&b.q);
+    out.push_back(&b.k);
+    out.push_back(&b.v);
+  }
   if (scale_o_proj) out.push_back(&b.o);
   if (model.config().fused_gate_up) out.push_back(&b.gate_up_fused);
-  else out.insert(out.end(), {&b.gate, &b.up});
+  else {
+    out.push_back(&b.gate);
+    out.push_back(&b.up);
+  }
   out.push_back(&b.down);
   return out;
 }
@@ -53,8 +61,6 @@ double refusal_stddev(const std::vector<SweepPoint>& points) {
 
 namespace {
 
-std::string range_str(LayerRange r) { return "[" + std::to_string(r.first) + ", " + std::to_string(r.last) + "]"; }
-
 struct Runner {
   Model& model;
   const std::vector<PromptRecord>& queries;
@@ -83,7 +89,7 @@ struct Runner {
   std::int64_t scaled_count(LayerRange r, double alpha, const std::string& what) {
     ScaledBlocks scaled(model, r, alpha, o.scale_o_proj);
     char buf[96];
-    std::snprintf(buf, sizeof buf, "%s %s alpha %.2f", what.c_str(), range_str(r).c_str(), alpha);
+    std::snprintf(buf, sizeof buf, "%s %s alpha %.2f", what.c_str(), layer_range_label(r).c_str(), alpha);
     return count(buf);
   }
 };
@@ -114,7 +120,7 @@ LocateResult locate_safety_layers(Model& model, const std::vector<PromptRecord>&
                                   const std::function<void(const std::string&)>& log) {
   const std::int64_t L = model.config().num_layers;
   if (o.initial.first < 0 || o.initial.last >= L || o.initial.first > o.initial.last)
-    throw InputError("--initial " + range_str(o.initial) + " is outside the model (blocks 0-" + std::to_string(L - 1) + ")");
+    throw InputError("--initial " + layer_range_label(o.initial) + " is outside the model (blocks 0-" + std::to_string(L - 1) + ")");
   if (o.window < 1 || o.window > L) throw InputError("--window " + std::to_string(o.window) + " must be in [1, " + std::to_string(L) + "]");
   if (o.alpha < 0 || (o.alpha > 0 && std::abs(o.alpha - 1.0) < 1e-9))
     throw InputError("--alpha must be positive and not 1 (got " + std::to_string(o.alpha) + ")");
@@ -163,12 +169,12 @@ LocateResult locate_safety_layers(Model& model, const std::vector<PromptRecord>&
     if (j < o.initial.first || j >= L) continue;
     LayerRange rr{o.initial.first, j};
     r.upper.push_back({rr, run.scaled_count(rr, alpha, "upper")});
-    log("upper " + range_str(rr) + ": " + std::to_string(r.upper.back().refusals));
+    log("upper " + layer_range_label(rr) + ": " + std::to_string(r.upper.back().refusals));
   }
   const std::int64_t j_best = r.upper[best(r.upper, alpha)].range.last;
   // Lower bound: fix j', scale [i - k, j'] around i.
   r.lower = lower_sweep(run, {o.initial.first, j_best}, alpha, o.window);
-  for (const auto& p : r.lower) log("lower " + range_str(p.range) + ": " + std::to_string(p.refusals));
+  for (const auto& p : r.lower) log("lower " + layer_range_label(p.range) + ": " + std::to_string(p.refusals));
   r.final_range = {r.lower[best(r.lower, alpha)].range.first, j_best};
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
@@ -193,8 +199,12 @@ std::string LocateResult::table_markdown() const {
     std::string head = "| " + std::string(name) + " |", cells = "| R_o |";
     for (const auto& p : v) {
       const bool star = p.range.first == chosen.first && p.range.last == chosen.last;
-      head += " " + range_str(p.range) + " |";
-      cells += " " + std::to_string(p.refusals) + (star ? "*" : "") + " |";
+      head += ' ';
+      head += layer_range_label(p.range);
+      head += " |";
+      cells += ' ';
+      cells += std::to_string(p.refusals);
+      cells += star ? "* |" : " |";
     }
     std::string sep = "|---|";
     for (std::size_t i = 0; i < v.size(); ++i) sep += "---|";
@@ -205,7 +215,7 @@ std::string LocateResult::table_markdown() const {
                 (long long)baseline, (long long)queries, judge.c_str());
   const LayerRange up_choice{upper.empty() ? 0 : upper[0].range.first, final_range.last};
   return std::string(buf) + row("upper bound", upper, up_choice) + "\n" + row("lower bound", lower, final_range) +
-         "\nfinal safety layers: " + range_str(final_range) + "\n";
+         "\nfinal safety layers: " + layer_range_label(final_range) + "\n";
 }
 
 }  // namespace sppft

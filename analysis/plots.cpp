@@ -20,8 +20,6 @@ svg::Series curve(const std::string& label, const std::vector<double>& x, const 
   return s;
 }
 
-std::string range_label(LayerRange r) { return "[" + std::to_string(r.first) + ", " + std::to_string(r.last) + "]"; }
-
 }  // namespace
 
 void write_cossim_svg(const CosSimResult& r, const fs::path& path, const std::string& title) {
@@ -39,7 +37,7 @@ void write_cossim_svg(const CosSimResult& r, const fs::path& path, const std::st
   gap.series = {svg::Series{"gap", x, r.gap_deg, {}, {}, "#9467bd"}};
   if (r.found) {
     const svg::Shade shade{static_cast<double>(r.initial.first) - 0.5, static_cast<double>(r.initial.last) + 0.5,
-                           "initial range " + range_label(r.initial)};
+                           "initial range " + layer_range_label(r.initial)};
     cos.shades.push_back(shade);
     gap.shades.push_back(shade);
   }
@@ -50,14 +48,14 @@ void write_cossim_svg(const CosSimResult& r, const fs::path& path, const std::st
 void write_locate_svg(const LocateResult& r, const fs::path& path, const std::string& title) {
   auto bars = [&](const std::string& panel_title, const std::vector<SweepPoint>& pts) {
     svg::BarPanel p{panel_title, "refused (R_o)", {"R_o"}, {}};
-    for (const auto& s : pts) p.groups.push_back({range_label(s.range), {static_cast<double>(s.refusals)}});
+    for (const auto& s : pts) p.groups.push_back({layer_range_label(s.range), {static_cast<double>(s.refusals)}});
     p.value_format = "%.0f";
     return p;
   };
   char up[160], low[160];
   std::snprintf(up, sizeof up, "Upper bound: scale [i, j+k] by alpha %.2f (baseline R_o %lld of %lld)", r.alpha,
                 (long long)r.baseline, (long long)r.queries);
-  std::snprintf(low, sizeof low, "Lower bound: scale [i-k, j'] -> safety layers %s", range_label(r.final_range).c_str());
+  std::snprintf(low, sizeof low, "Lower bound: scale [i-k, j'] -> safety layers %s", layer_range_label(r.final_range).c_str());
   std::vector<svg::Panel> panels = {bars(up, r.upper), bars(low, r.lower)};
   svg::write(path, svg::render(title + " (judge " + r.judge + ")", panels));
 }

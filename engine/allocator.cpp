@@ -28,22 +28,29 @@ Allocator& Allocator::for_device(Device d) {
   return d == Device::CPU ? cpu : cuda;
 }
 
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
+  return buf;
+}
+
 // The one-line report of a failed GPU allocation: what was asked for, what the driver has free,
 // and what sppft holds per category (the first place to look when a plan was wrong).
 std::string Allocator::out_of_gpu_memory(std::size_t bytes, MemCategory cat) const {
-  auto gib = [](double b) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
-    return std::string(buf);
-  };
-  std::string msg = "out of GPU memory: " + gib(double(bytes)) + " for " + std::string(mem_category_name(cat)) + " on " +
+  std::string msg = "out of GPU memory: " + human_bytes(double(bytes)) + " for " + std::string(mem_category_name(cat)) + " on " +
                     cuda_device_description(cuda_current_device());
   std::size_t free_b = 0, total_b = 0;
-  if (cuda_memory_info(free_b, total_b)) msg += ", " + gib(double(free_b)) + " of " + gib(double(total_b)) + " free";
+  if (cuda_memory_info(free_b, total_b)) msg += ", " + human_bytes(double(free_b)) + " of " + human_bytes(double(total_b)) + " free";
   const MemoryStats st = stats();
   msg += "; sppft holds";
   for (std::size_t i = 0; i < kMemCategories; ++i)
-    msg += std::string(i ? ", " : " ") + std::string(mem_category_name(static_cast<MemCategory>(i))) + " " + gib(double(st.current[i]));
+    msg += std::string(i ? ", " : " ") + std::string(mem_category_name(static_cast<MemCategory>(i))) + " " + human_bytes(double(st.current[i]));
   return msg + " (sppft memory predicts a run's bytes: try --freeze, --zero1 with more ranks, a smaller --micro-batch or --cutoff)";
 }
 

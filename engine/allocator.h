@@ -14,6 +14,8 @@ namespace sppft {
 enum class MemCategory : std::uint8_t { Weights, Grads, Master, Optimizer, Activations, Workspace };
 inline constexpr std::size_t kMemCategories = 6;
 std::string_view mem_category_name(MemCategory c);  // "weights", "grads", ...
+// "512 B", "3.50 MiB", "20.02 GiB": binary units, two decimals above bytes.
+std::string human_bytes(double bytes);
 
 enum class Device : std::uint8_t { CPU, CUDA };
 std::string_view device_name(Device d);

@@ -82,7 +82,11 @@ void atomic_write(const fs::path& path, const std::function<void(std::FILE*)>& w
   fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   ensure_directory(dir);
   std::random_device rd;
-  fs::path tmp = dir / ("." + path.filename().string() + ".tmp" + std::to_string(rd() % 1000000));
+  std::string tmp_name = ".";  // appends, not operator+ chains: GCC 12 warns (-Wrestrict) on those
+  tmp_name += path.filename().string();
+  tmp_name += ".tmp";
+  tmp_name += std::to_string(rd() % 1000000);
+  const fs::path tmp = dir / tmp_name;
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw RuntimeFailure(tmp.string() + ": cannot create: " + std::strerror(errno));
   try {

@@ -35,7 +35,21 @@ std::vector<LayerRange> parse_layer_ranges(const std::string& text, std::int64_t
 
 std::string format_layer_ranges(const std::vector<LayerRange>& r) {
   std::string s;
-  for (const auto& x : r) s += (s.empty() ? "" : ",") + std::to_string(x.first) + "-" + std::to_string(x.last);
+  for (const auto& x : r) {  // appends, not operator+ chains: GCC 12 warns (-Wrestrict) on those
+    if (!s.empty()) s += ',';
+    s += std::to_string(x.first);
+    s += '-';
+    s += std::to_string(x.last);
+  }
+  return s;
+}
+
+std::string layer_range_label(LayerRange r) {
+  std::string s = "[";
+  s += std::to_string(r.first);
+  s += ", ";
+  s += std::to_string(r.last);
+  s += ']';
   return s;
 }
 

@@ -24,6 +24,8 @@ struct LayerRange {
 // range outside [0, num_layers).
 std::vector<LayerRange> parse_layer_ranges(const std::string& text, std::int64_t num_layers, const std::string& flag);
 std::string format_layer_ranges(const std::vector<LayerRange>& r);
+// "[6, 12]": how reports, logs and plots name one range.
+std::string layer_range_label(LayerRange r);
 
 struct FreezePlan {
   std::vector<bool> block_frozen;  // attention + MLP weights of block k frozen

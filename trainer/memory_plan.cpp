@@ -86,18 +86,6 @@ MemoryBreakdown measured_memory(const MemoryStats& s) {
   return m;
 }
 
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
-  return buf;
-}
-
 std::string format_memory_table(const MemoryBreakdown& predicted, const MemoryBreakdown* measured) {
   std::string out;
   char line[160];

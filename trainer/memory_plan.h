@@ -61,6 +61,5 @@ MemoryBreakdown measured_memory(const MemoryStats& s);
 
 // Rows of "category  predicted  measured" (measured optional) for the terminal.
 std::string format_memory_table(const MemoryBreakdown& predicted, const MemoryBreakdown* measured);
-std::string human_bytes(double bytes);
 
 }  // namespace sppft
