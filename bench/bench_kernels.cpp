@@ -2,7 +2,9 @@
 // ops in GB/s next to the device-to-device copy bandwidth, GEMMs and attention in
 // TFLOP/s next to the cuBLASLt BF16 GEMM rate. Timed with CUDA events around
 // `reps` launches after two warm-up calls; the median of 5 such samples is reported.
-//   bench_kernels [--json] [--quick | --smoke]
+//   bench_kernels [--json] [--quick | --smoke] [--partial FILE]
+// --partial FILE: after every row, FILE (written atomically) holds the JSON of the rows so
+// far with "partial": true, so a run stopped by a time limit still leaves its numbers.
 // Shapes are Llama-3-8B's (hidden 4096, intermediate 14336, 32 query / 8 KV heads
 // of 128) at 16384 tokens; attention B = 4 x T = 4096, causal, bf16 (--quick: 1/4
 // of the tokens; --smoke: toy shapes - hidden 64, 4 / 2 heads of 32, 2 x 64 tokens - that only
@@ -21,6 +23,7 @@
 
 #include "engine/device.h"
 #include "engine/dtype.h"
+#include "engine/fs.h"
 #include "engine/json.h"
 #include "kernels/ops.h"
 #ifdef SPPFT_HAVE_CUDA
@@ -117,18 +120,21 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& ref) 
 
 int main(int argc, char** argv) {
   bool json = false, quick = false, smoke = false;
+  std::string partial_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json") json = true;
     else if (a == "--quick") quick = true;
     else if (a == "--smoke") smoke = true;
+    else if (a == "--partial" && i + 1 < argc) partial_path = argv[++i];
     else {
-      std::fprintf(stderr, "error: bench_kernels: unknown argument '%s' (expected --json, --quick or --smoke)\n", argv[i]);
+      std::fprintf(stderr, "error: bench_kernels: unknown argument '%s' (expected --json, --quick, --smoke or --partial FILE)\n",
+                   argv[i]);
       return 2;
     }
   }
 #ifndef SPPFT_HAVE_CUDA
-  (void)quick, (void)smoke;
+  (void)quick, (void)smoke, (void)partial_path;
   std::printf(json ? "{\"skipped\": \"built without CUDA\"}\n" : "skipped: no CUDA device (built without CUDA)\n");
   return 0;
 #else
@@ -144,13 +150,28 @@ int main(int argc, char** argv) {
     g_smoke = smoke;
     const auto bf = DType::BF16;
     std::vector<Row> rows;
+    double copy_gbs = 0, gemm_tf = 0;
+    Json agreement, agreement_d256, agreement_d96;  // each tensor-core path against the CUDA-core one
+    auto to_json = [&](bool partial) {
+      Json j = {{"gpu", cuda_device_description(0)}, {"copy_gbs", copy_gbs}, {"gemm_bf16_tflops", gemm_tf},
+                {"attention_agreement", agreement}, {"attention_agreement_d256", agreement_d256},
+                {"attention_agreement_d96", agreement_d96}, {"rows", Json::array()}};
+      if (partial) j["partial"] = true;
+      for (const auto& r : rows)
+        j["rows"].push_back({{"op", r.name}, {"shape", r.shape}, {"ms", r.ms}, {"rate", r.rate}, {"unit", r.unit}, {"share_of_ceiling", r.share}});
+      return j;
+    };
+    auto add_row = [&](Row r) {
+      rows.push_back(std::move(r));
+      if (!partial_path.empty()) atomic_write_text(partial_path, to_json(true).dump(2) + "\n");
+    };
     auto add_bw = [&](const std::string& name, const std::string& shape, double bytes, double ms, double ceiling) {
       const double gbs = bytes / (ms * 1e-3) / 1e9;
-      rows.push_back({name, shape, "GB/s", ms, gbs, ceiling > 0 ? gbs / ceiling : 0});
+      add_row({name, shape, "GB/s", ms, gbs, ceiling > 0 ? gbs / ceiling : 0});
     };
     auto add_flops = [&](const std::string& name, const std::string& shape, double flops, double ms, double ceiling) {
       const double tf = flops / (ms * 1e-3) / 1e12;
-      rows.push_back({name, shape, "TFLOP/s", ms, tf, ceiling > 0 ? tf / ceiling : 0});
+      add_row({name, shape, "TFLOP/s", ms, tf, ceiling > 0 ? tf / ceiling : 0});
     };
 
     // Ceiling 1: device-to-device copy (bytes read + bytes written).
@@ -162,14 +183,14 @@ int main(int argc, char** argv) {
     cudaFree(src);
     cudaFree(dst);
     add_bw("copy (ceiling)", std::to_string(copy_bytes >> 20) + " MiB D2D", 2.0 * copy_bytes, copy_ms, 0);
-    const double copy_gbs = rows.back().rate;
+    copy_gbs = rows.back().rate;
 
     // Ceiling 2: cuBLASLt BF16 GEMM, the MLP up projection's shape.
     Tensor x = random_device({n, h}, bf, 1), w_up = random_device({f, h}, bf, 2, 0.02f), y_up = random_device({n, f}, bf, 3);
     const double gemm_ms = time_ms([&] { ops::linear_forward(x, w_up, nullptr, y_up); }, 5);
     add_flops("linear bf16 (ceiling)", std::to_string(n) + "x" + std::to_string(h) + " . " + std::to_string(f) + "x" + std::to_string(h),
               2.0 * n * h * f, gemm_ms, 0);
-    const double gemm_tf = rows.back().rate;
+    gemm_tf = rows.back().rate;
 
     // Memory-bound ops, bf16 activations.
     Tensor norm_w = random_device({h}, bf, 4, 0.1f, 1.0f), y = random_device({n, h}, bf, 5);
@@ -243,7 +264,6 @@ int main(int argc, char** argv) {
       }
       cuda::set_attention_kernels(AK::tensor_cores);
     };
-    Json agreement, agreement_d256, agreement_d96;
     time_train_attention(hq, hkv, d, "", {AK::tensor_cores, AK::mma_sync, AK::cuda_cores}, agreement);
     // gemma-2b's heads (8 query heads, 1 KV head of 256): WMMA with 128-column output blocks
     // in the backward (sm_90's shared memory; mma.sync stops at 128) against CUDA cores.
@@ -293,12 +313,7 @@ int main(int argc, char** argv) {
            time_ms([&] { (void)ops::sum_squares(big); }, 5), copy_gbs);
 
     if (json) {
-      Json j = {{"gpu", cuda_device_description(0)}, {"copy_gbs", copy_gbs}, {"gemm_bf16_tflops", gemm_tf},
-                {"attention_agreement", agreement}, {"attention_agreement_d256", agreement_d256},
-                {"attention_agreement_d96", agreement_d96}, {"rows", Json::array()}};
-      for (const auto& r : rows)
-        j["rows"].push_back({{"op", r.name}, {"shape", r.shape}, {"ms", r.ms}, {"rate", r.rate}, {"unit", r.unit}, {"share_of_ceiling", r.share}});
-      std::printf("%s\n", j.dump(2).c_str());
+      std::printf("%s\n", to_json(false).dump(2).c_str());
       return 0;
     }
     std::printf("machine: %s\n", cuda_device_description(0).c_str());

@@ -16,7 +16,8 @@
 #
 # Writes OUTDIR/gpu_check.log (everything the stages printed), OUTDIR/summary.json (machine,
 # commit, per-stage status and seconds, per-test results, benchmark numbers),
-# OUTDIR/ctest-junit.xml, OUTDIR/kernels.json, OUTDIR/profile.json (+ profile-trace.json),
+# OUTDIR/ctest-junit.xml, OUTDIR/kernels.json (if the stage stops early, the rows it had
+# measured, marked "partial"), OUTDIR/profile.json (+ profile-trace.json),
 # OUTDIR/profile-mma.json (the full step with --attention mma),
 # OUTDIR/torch_attention.json and OUTDIR/torch_step.jsonl.
 # Exit status: 0 when every gpu test passed on a real GPU, 1 otherwise (benchmarks
@@ -139,7 +140,11 @@ if stage configure 60 cmake -S . -B "$build" "${generator[@]}" "${cmake_args[@]}
       if grep -q "skipped: no CUDA device" "$out/ctest-junit.xml" 2>/dev/null; then overall=skipped_no_gpu; else overall=passed; fi
     fi
     # Benchmarks run whatever the tests said: a failing kernel's speed is still worth knowing.
-    stage kernels 60 bash -c "'$build/bin/bench_kernels' --json > '$out/kernels.json'"
+    stage kernels 60 bash -c "'$build/bin/bench_kernels' --json --partial '$out/kernels.partial.json' > '$out/kernels.json'"
+    # Stopped by its limit or a failure: keep the rows it had measured (marked "partial").
+    if [[ ${status[kernels]} != ok && -s $out/kernels.partial.json ]]; then
+      cp "$out/kernels.partial.json" "$out/kernels.json"
+    fi
     # One training step of a Llama-3-8B-shaped stack, full vs SPPFT (blocks 1-2 of 4 frozen):
     # per-block forward / dX / dW / optimizer on CUDA events, MFU, the saving vs the dW FLOP share.
     stage profile 120 bash -c "'$build/bin/sppft' profile --preset llama-3-8b --layers 4 --device cuda --micro-batch 4 \

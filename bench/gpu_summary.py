@@ -37,6 +37,8 @@ try:
 except Exception as e:  # noqa: BLE001
     summary["benchmarks"]["torch_step"] = {"missing": str(e)}
 k = summary["benchmarks"].get("kernels", {})
+if k.get("partial"):
+    print(f"kernels: partial, the stage stopped after {len(k.get('rows', []))} rows")
 if "rows" in k:
     print(f"{'op':44s} {'shape':36s} {'ms':>9s} {'rate':>10s} {'unit':8s} {'of ceiling':>10s}")
     for r in k["rows"]:

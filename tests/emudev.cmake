@@ -42,13 +42,15 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
     target_link_libraries(sppft_emudev PRIVATE MPI::MPI_C)
   endif()
 
+  # No OUTPUT_NAME sppft / bench_kernels: Ninja would then alias the real targets' names to
+  # these emulated copies (`cmake --build --target bench_kernels` built emudev/bench_kernels).
   add_executable(sppft_emudev_cli EXCLUDE_FROM_ALL ${SPPFT_TOOL_SRC})
   target_link_libraries(sppft_emudev_cli PRIVATE sppft_emudev)
-  set_target_properties(sppft_emudev_cli PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/emudev OUTPUT_NAME sppft)
+  set_target_properties(sppft_emudev_cli PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/emudev)
 
   add_executable(emudev_bench_kernels EXCLUDE_FROM_ALL ${CMAKE_SOURCE_DIR}/bench/bench_kernels.cpp)
   target_link_libraries(emudev_bench_kernels PRIVATE sppft_emudev)
-  set_target_properties(emudev_bench_kernels PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/emudev OUTPUT_NAME bench_kernels)
+  set_target_properties(emudev_bench_kernels PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/emudev)
 
   add_test(NAME gpu_emu.build COMMAND ${CMAKE_COMMAND} --build ${CMAKE_BINARY_DIR} --target emudev_tests)
   set_tests_properties(gpu_emu.build PROPERTIES LABELS gpu_emu TIMEOUT 1800 FIXTURES_SETUP emudev)

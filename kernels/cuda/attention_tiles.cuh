@@ -57,10 +57,10 @@ struct RowTile {
   __device__ int pos(int r) const { return (row0 + r) / group; }         // position of tile row r
 };
 
-// The tile of block (blockIdx.x, KV head blockIdx.y), tiles of ROWS flattened rows.
-// LastFirst: a sequence's blocks take its tiles from the last (most keys under a causal mask)
-// to the first, so the longest blocks start first and the launch does not end on them.
-template <int ROWS, bool LastFirst = false>
+// The tile of block (blockIdx.x, KV head blockIdx.y), tiles of ROWS flattened rows. A
+// sequence's blocks take its tiles from the last (most keys under a causal mask) to the first,
+// so the longest blocks start first and the launch does not end waiting on them.
+template <int ROWS>
 __device__ __forceinline__ RowTile row_tile(const SeqTable& t, int d, int hq, int hkv, int window) {
   RowTile rt;
   const int si = find_seq(t, blockIdx.x);
@@ -70,7 +70,7 @@ __device__ __forceinline__ RowTile row_tile(const SeqTable& t, int d, int hq, in
   rt.hq = hq;
   rt.kvh = blockIdx.y;
   const int local = blockIdx.x - t.start[si];
-  rt.row0 = (LastFirst ? t.start[si + 1] - t.start[si] - 1 - local : local) * ROWS;
+  rt.row0 = (t.start[si + 1] - t.start[si] - 1 - local) * ROWS;
   rt.nrows = min(ROWS, rt.q_len * rt.group - rt.row0);
   const int pos_lo = rt.row0 / rt.group, pos_hi = (rt.row0 + rt.nrows - 1) / rt.group;
   rt.kb = window > 0 ? max(0, pos_lo - window + 1) : 0;

@@ -14,7 +14,7 @@
 //   lane's share of the running sum l; O (16 x DP, fp32 in registers) scaled by 2^(m_old -
 //   m_new); P = 2^(s - m) rounded to bf16 straight into A fragments (two S accumulators are one
 //   A fragment of 16 keys); O += P V (B fragments by ldmatrix.trans from the V tile).
-//   Tiles run last first (row_tile<.., true>): under a causal mask the last has the most keys.
+//   Tiles run last first (row_tile): under a causal mask the last has the most keys.
 //   End: l summed over the row's 4 lanes; O / l staged through the warp's own Q rows in shared
 //   and written as 16-byte packs; lse = (m + log2 l) ln 2.
 // Shared memory: 2 (64 + 4 x 64) (DP + 8) bytes (85 KiB for DP = 128): rows padded by 16
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   bf16* Vb = Kb + 2 * kTcKeys * LD;               // [2][64][LD]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-  const RowTile rt = row_tile<kTcRows, /*LastFirst=*/true>(t, d, hq, hkv, window);
+  const RowTile rt = row_tile<kTcRows>(t, d, hq, hkv, window);
   const int ntiles = (rt.ke - rt.kb + kTcKeys - 1) / kTcKeys;  // >= 1: every tile row sees its own key
 
   auto load_kv = [&](int tile, int buf) {
@@ -412,7 +412,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   bf16* Vb = Kb + 2 * kTcKeys * LD;               // [2][64][LD]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-  const RowTile rt = row_tile<kTcRows, /*LastFirst=*/true>(t, d, hq, hkv, window);
+  const RowTile rt = row_tile<kTcRows>(t, d, hq, hkv, window);
   const int ntiles = (rt.ke - rt.kb + kTcKeys - 1) / kTcKeys;
   auto load_kv = [&](int tile, int buf) {
     const int j0 = rt.kb + tile * kTcKeys, nk = min(kTcKeys, rt.ke - j0);

@@ -21,11 +21,16 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
   test::make_tiny_checkpoint(base / "model");
 
   auto kernels = test::run_command(test::env_path("SPPFT_BENCH_KERNELS", "build/bin/bench_kernels").string() +
-                                   " --smoke --json 2>/dev/null");
+                                   " --smoke --json --partial " + (base / "kernels.partial.json").string() + " 2>/dev/null");
   REQUIRE_MESSAGE(kernels.exit_code == 0, kernels.out);
   atomic_write_text(out / "kernels.json", kernels.out);
   const Json k = Json::parse(kernels.out);
   REQUIRE(k["rows"].size() >= 20);
+  // --partial left the rows measured so far (all of them, at the end), marked partial.
+  const Json partial = read_json_file(base / "kernels.partial.json");
+  CHECK(partial["partial"] == true);
+  CHECK(partial["rows"].size() == k["rows"].size());
+  CHECK_FALSE(k.contains("partial"));
   for (const auto& r : k["rows"]) {
     CAPTURE(r.dump());
     CHECK(r["ms"].get<double>() >= 0);
@@ -82,4 +87,16 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
   REQUIRE(s["benchmarks"]["profile_mma"]["runs"].size() == 1);
   CHECK(s["benchmarks"]["profile_mma"]["runs"][0]["tflops"].get<double>() > 0);  // the table's numbers are saved too
   CHECK(s["benchmarks"]["torch_attention"].contains("missing"));  // not run here: recorded as missing
+
+  // A kernels stage stopped by its limit: gpu_check.sh keeps the partial rows, the summary says so.
+  const fs::path cut = base / "cut";
+  fs::create_directories(cut);
+  Json rows_so_far = partial;
+  rows_so_far["rows"] = Json::array({partial["rows"][0], partial["rows"][1]});
+  atomic_write_text(cut / "kernels.json", rows_so_far.dump());
+  auto cut_summary = test::run_command("python3 " + (test::source_dir() / "bench/gpu_summary.py").string() + " " + cut.string() +
+                                       " failed 1 'test GPU' 'release 13.0' commit 0 90a '{\"stage\":\"kernels\",\"status\":\"timeout\",\"seconds\":60}'");
+  CAPTURE(cut_summary.out);
+  REQUIRE(cut_summary.exit_code == 0);
+  CHECK(cut_summary.out.find("kernels: partial, the stage stopped after 2 rows") != std::string::npos);
 }
