@@ -469,6 +469,12 @@ void set_attention_kernels(AttentionKernels kernels) {
   g_mma = kernels == AttentionKernels::mma_sync;
 }
 
+AttentionKernels training_attention_kernels(std::int64_t head_dim) {
+  const int d = static_cast<int>(std::min<std::int64_t>(head_dim, INT_MAX));
+  if (!attn::tc_usable(d, {})) return AttentionKernels::cuda_cores;
+  return use_mma(d) ? AttentionKernels::mma_sync : AttentionKernels::tensor_cores;
+}
+
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
                              float scale, std::int64_t window, Tensor& out, Tensor& lse) {
   const char* op = "attention_forward_train";

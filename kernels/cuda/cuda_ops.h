@@ -140,6 +140,10 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
 //   cuda_cores: the fp32 CUDA-core kernels (what F32 and other head sizes always take).
 enum class AttentionKernels { tensor_cores, mma_sync, cuda_cores };
 void set_attention_kernels(AttentionKernels kernels);
+// The kernels BF16 training attention takes for heads of `head_dim` on the current device
+// (16-byte aligned tensors, as the model's are): the chosen ones where they apply, WMMA for
+// mma_sync above 128, CUDA cores where the tensor-core tiles do not fit the head or the device.
+AttentionKernels training_attention_kernels(std::int64_t head_dim);
 
 // q, k, v, out all F32 or all BF16; lse F32; head_dim D even and <= 256; seqs need
 // past_len == 0. Flash-attention style: a block takes a tile of (position, query head) rows

@@ -46,7 +46,9 @@ TEST_CASE("sppft profile --device cuda: bytes equal the bf16-mixed plan, frozen 
   REQUIRE_MESSAGE(mma.exit_code == 0, mma.out);
   const Json m = Json::parse(mma.out);
   CHECK(m["attention_kernels"] == "mma");
+  CHECK(m["attention_kernels_used"] == "mma");
   CHECK(j["attention_kernels"] == "wmma");
+  CHECK(j["attention_kernels_used"] == "wmma");
   CHECK(m["runs"][0]["bytes"]["total"] == m["runs"][0]["bytes"]["planned_total"]);
 
   auto fwd = test::run_command(bin + " profile " + (base / "model").string() +
@@ -54,4 +56,22 @@ TEST_CASE("sppft profile --device cuda: bytes equal the bf16-mixed plan, frozen 
   REQUIRE_MESSAGE(fwd.exit_code == 0, fwd.out);
   const Json f = Json::parse(fwd.out);
   CHECK(f["runs"][0]["bytes"]["total"] == f["runs"][0]["bytes"]["planned_total"]);
+}
+
+TEST_CASE("sppft profile --device cuda --attention mma on heads of 256: WMMA runs, and a note says so") {
+  if (!have_gpu()) return;
+  const fs::path base = test::temp_dir("gpu-profile-d256");
+  // gemma-2b's head size (2 heads of 256, 1 KV head), one block.
+  test::make_tiny_checkpoint(base / "model", R"({"hidden_size": 512, "num_attention_heads": 2, "num_key_value_heads": 1,
+                                                 "num_hidden_layers": 1})");
+  const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string();
+  const fs::path err = base / "stderr.txt";
+  auto r = test::run_command(bin + " profile " + (base / "model").string() +
+                             " --device cuda --attention mma --steps 1 --warmup 0 --seq 16 --json 2>" + err.string());
+  REQUIRE_MESSAGE(r.exit_code == 0, r.out << read_file(err));
+  const Json j = Json::parse(r.out);
+  CHECK(j["attention_kernels"] == "mma");
+  CHECK(j["attention_kernels_used"] == "wmma");
+  CHECK(read_file(err).find("note: --attention mma takes head dims up to 128; head_dim 256 runs on the WMMA kernels") !=
+        std::string::npos);
 }

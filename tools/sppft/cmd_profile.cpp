@@ -113,6 +113,9 @@ int cmd_profile(int argc, char** argv) {
   const std::int64_t layers = args.get_int("--layers", all_layers, 1, all_layers);
   c.num_layers = layers;
   if (layers < all_layers) what += " (" + std::to_string(layers) + " of " + std::to_string(all_layers) + " blocks)";
+  const std::string attention_used = attention_kernels_used(gpu, c.head_dim);
+  if (const std::string note = attention_note(attention, attention_used, c.head_dim); !note.empty())
+    std::fprintf(stderr, "%s\n", note.c_str());
 
   ProfileOptions o;
   o.train = train;
@@ -185,7 +188,7 @@ int cmd_profile(int argc, char** argv) {
   for (const auto& r : runs) ptrs.push_back(&r);
 
   std::string title = "sppft profile: " + what + ", " + std::to_string(o.micro_batch) + " x " + std::to_string(o.seq) +
-                      " tokens, " + (gpu ? "GPU " + cuda_device_description(0) + ", bf16-mixed, attention " + attention
+                      " tokens, " + (gpu ? "GPU " + cuda_device_description(0) + ", bf16-mixed, attention " + attention_used
                                          : "CPU " + std::to_string(omp_get_max_threads()) + " threads");
   if (trace) atomic_write_text(*trace, chrome_trace(ptrs));
   if (svg_out) write_profile_svg(ptrs, *svg_out, title);
@@ -195,7 +198,8 @@ int cmd_profile(int argc, char** argv) {
   if (json) {
     Json j = {{"model", what},
               {"device", gpu ? "cuda" : "cpu"},
-              {"attention_kernels", gpu ? attention : "cpu"},
+              {"attention_kernels", gpu ? attention : "cpu"},  // as asked (--attention)
+              {"attention_kernels_used", attention_used},      // what ran for this head_dim
               {"mode", mode},
               {"layers", layers},
               {"config",

@@ -100,7 +100,13 @@ int cmd_train(int argc, char** argv) {
   o.train_on_inputs = args.has("--train-on-inputs");
   o.resume = args.has("--resume");
   o.device = args.get_or("--device", "cpu");
-  apply_attention_option(args, require_device(o.device) == Device::CUDA);
+  const bool gpu = require_device(o.device) == Device::CUDA;
+  const std::string attention = apply_attention_option(args, gpu);
+  if (gpu) {
+    const std::int64_t head_dim = load_model_config(o.model_dir).head_dim;
+    if (const std::string note = attention_note(attention, attention_kernels_used(gpu, head_dim), head_dim); !note.empty())
+      std::fprintf(stderr, "%s\n", note.c_str());
+  }
   o.dist = args.get_or("--dist", "auto");
   o.zero1 = args.has("--zero1");
   o.dist_timeout_s = args.get_int("--dist-timeout", 300, 1, 86400 * 7);

@@ -26,4 +26,26 @@ std::string apply_attention_option(const Args& args, bool gpu) {
   return name;
 }
 
+std::string attention_kernels_used(bool gpu, std::int64_t head_dim) {
+#ifdef SPPFT_HAVE_CUDA
+  if (gpu) {
+    switch (cuda::training_attention_kernels(head_dim)) {
+      case cuda::AttentionKernels::tensor_cores: return "wmma";
+      case cuda::AttentionKernels::mma_sync: return "mma";
+      case cuda::AttentionKernels::cuda_cores: return "cuda-cores";
+    }
+  }
+#endif
+  (void)gpu, (void)head_dim;
+  return "cpu";
+}
+
+std::string attention_note(const std::string& requested, const std::string& used, std::int64_t head_dim) {
+  if (used == requested || used == "cpu") return "";
+  const std::string hd = "head_dim " + std::to_string(head_dim);
+  if (used == "wmma") return "note: --attention mma takes head dims up to 128; " + hd + " runs on the WMMA kernels";
+  return "note: " + hd + " does not fit the tensor-core kernels on this GPU (a multiple of 8 up to 128, or up to 256 "
+         "with sm_90's shared memory); attention runs on the fp32 CUDA-core kernels";
+}
+
 }  // namespace sppft::cli

@@ -23,5 +23,10 @@ inline constexpr const char* kAttentionHelp =
 // Applies --attention (wmma, mma or cuda-cores) for this process and returns the name in
 // effect; InputError for another name, or when given without --device cuda.
 std::string apply_attention_option(const Args& args, bool gpu);
+// The --attention name of the kernels that will run for heads of `head_dim` (after
+// apply_attention_option; "cpu" without a GPU), and a one-line note when they are not the
+// ones asked for (empty otherwise).
+std::string attention_kernels_used(bool gpu, std::int64_t head_dim);
+std::string attention_note(const std::string& requested, const std::string& used, std::int64_t head_dim);
 
 }  // namespace sppft::cli
