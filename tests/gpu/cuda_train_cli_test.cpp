@@ -139,3 +139,17 @@ TEST_CASE("a GPU run that cannot fit is refused before anything is read or writt
   CHECK(r.out.find(" are free; try --freeze") != std::string::npos);
   CHECK_FALSE(fs::exists(base / "out"));
 }
+
+TEST_CASE("sppft train --device cuda --attention mma on heads of 256 says WMMA runs them") {
+  if (!have_gpu()) return;
+  const fs::path base = test::temp_dir("gpu-train-d256");
+  test::make_tiny_checkpoint(base / "model", R"({"hidden_size": 512, "num_attention_heads": 2, "num_key_value_heads": 1,
+                                                 "num_hidden_layers": 1})");
+  write_sft_data(base / "data.jsonl", 4);
+  const auto r = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " train " + (base / "model").string() +
+                                   " --data " + (base / "data.jsonl").string() + " --out " + (base / "out").string() +
+                                   " --micro-batch 2 --cutoff 160 --max-steps 1 --device cuda --attention mma");
+  CAPTURE(r.out);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("note: --attention mma takes head dims up to 128; head_dim 256 runs on the WMMA kernels") != std::string::npos);
+}

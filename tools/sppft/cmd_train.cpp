@@ -4,6 +4,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "analysis/safety_probe.h"
+#include "trainer/comm.h"
 #include "trainer/trainer.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
@@ -103,9 +104,15 @@ int cmd_train(int argc, char** argv) {
   const bool gpu = require_device(o.device) == Device::CUDA;
   const std::string attention = apply_attention_option(args, gpu);
   if (gpu) {
-    const std::int64_t head_dim = load_model_config(o.model_dir).head_dim;
-    if (const std::string note = attention_note(attention, attention_kernels_used(gpu, head_dim), head_dim); !note.empty())
-      std::fprintf(stderr, "%s\n", note.c_str());
+    // Once per run, from rank 0 on its own GPU: no other rank touches a device before the
+    // trainer gives it its own.
+    const LaunchInfo launch = detect_launch();
+    if (launch.rank == 0) {
+      set_cuda_device(launch.local_rank);
+      const std::int64_t head_dim = load_model_config(o.model_dir).head_dim;
+      if (const std::string note = attention_note(attention, attention_kernels_used(gpu, head_dim), head_dim); !note.empty())
+        std::fprintf(stderr, "%s\n", note.c_str());
+    }
   }
   o.dist = args.get_or("--dist", "auto");
   o.zero1 = args.has("--zero1");
