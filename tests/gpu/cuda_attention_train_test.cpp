@@ -35,6 +35,8 @@
 #include "gpu_test_util.h"
 #include "test_util.h"
 #ifdef SPPFT_HAVE_CUDA
+#include <cuda_runtime.h>
+
 #include "kernels/cuda/cuda_ops.h"
 #endif
 
@@ -287,6 +289,28 @@ TEST_CASE("cuda training attention refuses a cache offset, bad shapes, mixed dty
   Tensor dk_wrong = device_nan({4, 16}, f);
   CHECK_THROWS_AS(cuda::attention_backward(q, k, v, out, lse, dout, ok, 1.0f, 0, dq, dk_wrong, dv), InputError);
   cuda::synchronize();
+}
+
+TEST_CASE("training_attention_kernels names the path each head size takes") {
+  if (!have_gpu()) return;
+  using K = cuda::AttentionKernels;
+  int optin = 0;  // heads of 256 need sm_90's 227 KiB of shared memory per block (190 KiB used)
+  REQUIRE(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) == cudaSuccess);
+  const K wide = optin >= 190 * 1024 ? K::tensor_cores : K::cuda_cores;
+  cuda::set_attention_kernels(K::mma_sync);
+  CHECK(cuda::training_attention_kernels(64) == K::mma_sync);
+  CHECK(cuda::training_attention_kernels(96) == K::mma_sync);
+  CHECK(cuda::training_attention_kernels(128) == K::mma_sync);
+  CHECK(cuda::training_attention_kernels(136) == wide);  // WMMA: mma.sync stops at 128
+  CHECK(cuda::training_attention_kernels(256) == wide);
+  CHECK(cuda::training_attention_kernels(6) == K::cuda_cores);    // not a multiple of 8
+  CHECK(cuda::training_attention_kernels(264) == K::cuda_cores);  // above 256
+  cuda::set_attention_kernels(K::tensor_cores);
+  CHECK(cuda::training_attention_kernels(96) == K::tensor_cores);
+  CHECK(cuda::training_attention_kernels(256) == wide);
+  cuda::set_attention_kernels(K::cuda_cores);
+  CHECK(cuda::training_attention_kernels(128) == K::cuda_cores);
+  cuda::set_attention_kernels(K::tensor_cores);
 }
 
 #endif  // SPPFT_HAVE_CUDA
