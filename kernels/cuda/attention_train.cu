@@ -460,8 +460,13 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 namespace {
 std::atomic<bool> g_mma{false};  // tensor-core path on mma.sync instead of WMMA
 
-// The mma.sync kernels when chosen and the head fits them (attn::kMmaMaxHeadDim), else WMMA.
-bool use_mma(int d) { return g_mma && d <= attn::kMmaMaxHeadDim; }
+// The kernels a BF16 call with head_dim d and these tensors takes: tensor cores where their
+// tiles fit (mma.sync when chosen and d <= attn::kMmaMaxHeadDim, else WMMA), else CUDA cores.
+// The one decision the ops follow and training_attention_kernels reports.
+AttentionKernels bf16_kernels(int d, std::initializer_list<const void*> ptrs) {
+  if (!attn::tc_usable(d, ptrs)) return AttentionKernels::cuda_cores;
+  return g_mma && d <= attn::kMmaMaxHeadDim ? AttentionKernels::mma_sync : AttentionKernels::tensor_cores;
+}
 }  // namespace
 
 void set_attention_kernels(AttentionKernels kernels) {
@@ -470,9 +475,7 @@ void set_attention_kernels(AttentionKernels kernels) {
 }
 
 AttentionKernels training_attention_kernels(std::int64_t head_dim) {
-  const int d = static_cast<int>(std::min<std::int64_t>(head_dim, INT_MAX));
-  if (!attn::tc_usable(d, {})) return AttentionKernels::cuda_cores;
-  return use_mma(d) ? AttentionKernels::mma_sync : AttentionKernels::tensor_cores;
+  return bf16_kernels(static_cast<int>(std::min<std::int64_t>(head_dim, INT_MAX)), {});
 }
 
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
@@ -487,11 +490,13 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
 
   const int group = static_cast<int>(dm.hq / dm.hkv), win = clamp_window(window, dm.n);
   const int d = static_cast<int>(dm.d), hq = static_cast<int>(dm.hq), hkv = static_cast<int>(dm.hkv);
-  if (q.dtype() == DType::BF16 && attn::tc_usable(d, {q.raw(), k.raw(), v.raw(), out.raw()})) {
+  const AttentionKernels path = q.dtype() == DType::BF16 ? bf16_kernels(d, {q.raw(), k.raw(), v.raw(), out.raw()})
+                                                         : AttentionKernels::cuda_cores;
+  if (path != AttentionKernels::cuda_cores) {
     for (const SeqTable& t : make_tables(seqs, [&](const ops::AttentionSeq& s) {
            return (s.q_len * group + attn::kTcRows - 1) / attn::kTcRows;
          }))
-      (use_mma(d) ? attn::mma_forward : attn::tc_forward)(t, q.data<detail::bf16>(), k.data<detail::bf16>(),
+      (path == AttentionKernels::mma_sync ? attn::mma_forward : attn::tc_forward)(t, q.data<detail::bf16>(), k.data<detail::bf16>(),
                                                              v.data<detail::bf16>(), out.data<detail::bf16>(),
                                                              lse.data<float>(), d, hq, hkv, scale, win);
     return;
@@ -541,8 +546,10 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   const int d = static_cast<int>(dm.d), hq = static_cast<int>(dm.hq), hkv = static_cast<int>(dm.hkv);
   const auto row_tables = make_tables(seqs, [](const ops::AttentionSeq& s) { return s.q_len; });
   if (row_tables.empty()) return;
-  const bool tc = q.dtype() == DType::BF16 &&
-                  attn::tc_usable(d, {q.raw(), k.raw(), v.raw(), dout.raw(), dq.raw(), dk.raw(), dv.raw()});
+  const AttentionKernels path =
+      q.dtype() == DType::BF16 ? bf16_kernels(d, {q.raw(), k.raw(), v.raw(), dout.raw(), dq.raw(), dk.raw(), dv.raw()})
+                               : AttentionKernels::cuda_cores;
+  const bool tc = path != AttentionKernels::cuda_cores;
   const int q_tile = tc ? attn::kTcRows : kRows, k_tile = tc ? attn::kTcKeys : kKeys;
   const auto qtile_tables =
       make_tables(seqs, [&](const ops::AttentionSeq& s) { return (s.q_len * group + q_tile - 1) / q_tile; });
@@ -562,7 +569,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       detail::check_launch();
       if constexpr (std::is_same_v<T, detail::bf16>) {
         if (tc) {
-          (use_mma(d) ? attn::mma_backward : attn::tc_backward)(qtiles, ktiles, q.data<T>(), k.data<T>(), v.data<T>(),
+          (path == AttentionKernels::mma_sync ? attn::mma_backward : attn::tc_backward)(qtiles, ktiles, q.data<T>(), k.data<T>(), v.data<T>(),
                                                            dout.data<T>(), lse.data<float>(), delta, dq.data<T>(),
                                                            dk.data<T>(), dv.data<T>(), d, hq, hkv, scale, win);
           return;
