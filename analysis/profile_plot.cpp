@@ -38,17 +38,20 @@ std::string profile_svg(const std::vector<const ProfileRun*>& runs, const std::s
     svg::BarPanel p;
     p.title = short_description(*r) + ": median time per step (" + std::to_string(r->steps) + " steps)";
     p.y_label = "ms";
-    p.series_names = {"forward", "backward dX", "backward dW", "optimizer"};
+    // The four phases always; recompute only in a run that recomputed.
+    const int phases = r->recomputes() ? kStepPhases : static_cast<int>(StepPhase::Recompute);
+    p.series_names = {"forward", "backward dX", "backward dW", "optimizer", "recompute"};
+    p.series_names.resize(phases);
     for (const auto& part : r->parts) {
       svg::Bar b{part.name, {}};
-      for (int k = 0; k < kStepPhases; ++k) {
+      for (int k = 0; k < phases; ++k) {
         const double ms = part.median(static_cast<StepPhase>(k)) * 1e3;
         b.values.push_back(ms > 0 ? ms : kNoBar);  // a phase that did not run (frozen dW): no bar
       }
       p.groups.push_back(b);
     }
     groups = p.groups.size();
-    p.value_labels = groups * 4 <= 40;
+    p.value_labels = groups * phases <= 40;
     p.value_format = value_format(max_ms);
     panels.push_back(p);
   }

@@ -30,8 +30,13 @@ const char* step_phase_name(StepPhase p) {
     case StepPhase::BackwardDX: return "backward_dx";
     case StepPhase::BackwardDW: return "backward_dw";
     case StepPhase::Optimizer: return "optimizer";
+    case StepPhase::Recompute: return "recompute";
   }
   return "?";
+}
+
+const char* activation_policy_name(ActivationPolicy p) {
+  return p == ActivationPolicy::Recompute ? "recompute" : "save";
 }
 
 std::string StepPart::name() const {
@@ -71,15 +76,14 @@ void bind_fused_views(const ModelConfig& c, ModelWeights& w) {
 }
 
 std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const std::vector<BlockMode>& modes,
-                                                    std::int64_t n, std::int64_t loss_chunk, DType activations) {
+                                                    std::int64_t n, std::int64_t loss_chunk, DType activations,
+                                                    ActivationPolicy policy) {
   const std::int64_t h = c.hidden_size, f = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim(), hq = c.num_heads;
   const auto act = MemCategory::Activations, ws = MemCategory::Workspace;
+  const bool recompute = policy == ActivationPolicy::Recompute;
   std::vector<BufferSpec> s;
-  for (std::size_t l = 0; l < modes.size(); ++l) {
-    if (modes[l] == BlockMode::NoBackward) continue;
-    const std::string p = "block." + std::to_string(l) + ".";
-    const bool full = modes[l] == BlockMode::Full;
-    s.push_back({p + "x_in", act, {n, h}});
+  // What one block keeps for its backward, under `prefix`; the norm outputs only for weight gradients.
+  const auto block_saves = [&](const std::string& p, bool full) {
     if (full) s.push_back({p + "normed1", act, {n, h}});
     s.push_back({p + "q", act, {n, q}});
     s.push_back({p + "k", act, {n, kv}});
@@ -90,7 +94,17 @@ std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const 
     if (full) s.push_back({p + "normed2", act, {n, h}});
     s.push_back({p + "gate", act, {n, f}});
     s.push_back({p + "up", act, {n, f}});
+  };
+  bool any_backward = false, any_full = false;
+  for (std::size_t l = 0; l < modes.size(); ++l) {
+    if (modes[l] == BlockMode::NoBackward) continue;
+    any_backward = true;
+    any_full = any_full || modes[l] == BlockMode::Full;
+    const std::string p = "block." + std::to_string(l) + ".";
+    s.push_back({p + "x_in", act, {n, h}});
+    if (!recompute) block_saves(p, modes[l] == BlockMode::Full);
   }
+  if (recompute && any_backward) block_saves("recompute.", any_full);
   s.push_back({"final_x", act, {n, h}});
   s.push_back({"final_normed", act, {n, h}});
   const std::int64_t chunk = std::min(loss_chunk, n);
@@ -125,8 +139,9 @@ std::size_t TrainingGraph::device_scratch_bytes(const ModelConfig& c, const std:
   return need;
 }
 
-TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::int64_t max_tokens, std::int64_t loss_chunk)
-    : model_(model), modes_(std::move(modes)), max_tokens_(max_tokens), loss_chunk_(loss_chunk) {
+TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::int64_t max_tokens, std::int64_t loss_chunk,
+                             ActivationPolicy policy)
+    : model_(model), modes_(std::move(modes)), max_tokens_(max_tokens), loss_chunk_(loss_chunk), policy_(policy) {
   const ModelConfig& c = model.config();
   if (static_cast<std::int64_t>(modes_.size()) != c.num_layers) throw std::invalid_argument("TrainingGraph: one mode per block");
   saved_.resize(c.num_layers);
@@ -136,34 +151,46 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
       {"w_q", &w_q_}, {"w_k", &w_k_}, {"w_v", &w_v_}, {"w_attn", &w_attn_}, {"w_lse", &w_lse_}, {"w_gate", &w_gate_},
       {"w_up", &w_up_}, {"w_proj", &w_proj_}, {"dx", &dx_}, {"d_tmp", &d_tmp_}, {"d_q", &d_q_}, {"d_k", &d_k_},
       {"d_v", &d_v_}, {"d_attn", &d_attn_}, {"d_gate", &d_gate_}, {"d_up", &d_up_}, {"act", &act_}};
-  for (std::int64_t l = 0; l < c.num_layers; ++l) {
-    Saved& s = saved_[l];
-    const std::string p = "block." + std::to_string(l) + ".";
+  const auto saved_slots = [&](const std::string& p, Saved& s) {
     for (auto [name, t] : std::vector<std::pair<const char*, Tensor*>>{
              {"x_in", &s.x_in}, {"normed1", &s.normed1}, {"q", &s.q}, {"k", &s.k}, {"v", &s.v}, {"attn", &s.attn},
              {"lse", &s.lse}, {"x_mid", &s.x_mid}, {"normed2", &s.normed2}, {"gate", &s.gate}, {"up", &s.up}})
       slot[p + name] = t;
-  }
+  };
+  for (std::int64_t l = 0; l < c.num_layers; ++l) saved_slots("block." + std::to_string(l) + ".", saved_[l]);
+  saved_slots("recompute.", shared_);
   const Tensor& embed = model.weights().embed_tokens;
   const Device device = embed.device();
-  for (const auto& spec : buffer_specs(c, modes_, max_tokens_, loss_chunk_, embed.dtype())) {
+  for (const auto& spec : buffer_specs(c, modes_, max_tokens_, loss_chunk_, embed.dtype(), policy_)) {
     owned_.push_back(Tensor::empty(spec.shape, spec.dtype, spec.category, device));
     *slot.at(spec.name) = owned_.back();
   }
+  if (policy_ == ActivationPolicy::Recompute)
+    for (std::int64_t l = 0; l < c.num_layers; ++l) {
+      if (modes_[l] == BlockMode::NoBackward) continue;
+      Saved& s = saved_[l];
+      const bool full = modes_[l] == BlockMode::Full;
+      s.normed1 = full ? shared_.normed1 : Tensor();
+      s.normed2 = full ? shared_.normed2 : Tensor();
+      s.q = shared_.q, s.k = shared_.k, s.v = shared_.v, s.attn = shared_.attn, s.lse = shared_.lse;
+      s.x_mid = shared_.x_mid, s.gate = shared_.gate, s.up = shared_.up;
+    }
   if (device != Device::CPU) ops::reserve_scratch(device, device_scratch_bytes(c, modes_, max_tokens_, loss_chunk_));
   for (auto [dev, host] : {std::pair{&ids_, &ids_host_}, std::pair{&pos_, &pos_host_}, std::pair{&targets_, &targets_host_}})
     *host = device == Device::CPU ? *dev : Tensor::empty(dev->shape(), DType::I32, MemCategory::Workspace);
 }
 
-void TrainingGraph::block_forward(std::int64_t l, std::int64_t n) {
-  mark(StepPart::Block, l, StepPhase::Forward);
+void TrainingGraph::block_forward(std::int64_t l, std::int64_t n, bool recomputing) {
+  mark(StepPart::Block, l, recomputing ? StepPhase::Recompute : StepPhase::Forward);
   const ModelConfig& c = model_.config();
   const BlockWeights& b = model_.weights().blocks[l];
   Saved& s = saved_[l];
   const bool keep = modes_[l] != BlockMode::NoBackward;
   const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor x = first(x_, n);
-  if (keep) {
+  if (recomputing) {
+    ops::copy(first(s.x_in, n), x);  // x_ is free in backward: the final norm has its own copy
+  } else if (keep) {
     Tensor x_in = first(s.x_in, n);
     ops::copy(x, x_in);
   }
@@ -190,6 +217,7 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n) {
   Tensor gate = first(keep ? s.gate : w_gate_, n), up = first(keep ? s.up : w_up_, n);
   ops::linear_forward(normed2, b.gate, opt(b.gate_bias), gate);
   ops::linear_forward(normed2, b.up, opt(b.up_bias), up);
+  if (recomputing) return;  // backward needs no block output (it recomputes glu(gate, up) itself)
   Tensor act = first(act_, n);
   ops::glu_forward(gate, up, glu_act(c.activation), act);
   ops::linear_forward(act, b.down, opt(b.down_bias), proj);
@@ -336,6 +364,8 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
   ops::rmsnorm_backward(fx, model_.weights().final_norm, dfinal, eps, c.norm_unit_offset, dx, opt_mut(grads->final_norm));
   if (grads_ready_ && grads->final_norm.defined()) grads_ready_({StepPart::FinalNorm, -1});
   for (std::int64_t l = L - 1; l >= 0 && modes_[l] != BlockMode::NoBackward; --l) {
+    // The forward left block L-1's activations in the shared set; the others rerun theirs.
+    if (policy_ == ActivationPolicy::Recompute && l != L - 1) block_forward(l, n, /*recomputing=*/true);
     block_backward(l, n, grads->blocks[l]);
     if (grads_ready_) grads_ready_({StepPart::Block, l});
   }

@@ -8,6 +8,12 @@
 // activation gradient needs (no linear-layer inputs saved, no weight-gradient
 // GEMMs); blocks below the lowest one that needs backward keep nothing and
 // run no backward at all.
+//
+// With ActivationPolicy::Recompute (activation checkpointing) each block keeps
+// only its input; the rest of what its backward needs lives in one shared set of
+// buffers, which the forward leaves holding the top block's activations and which
+// each lower block refills by rerunning its forward just before its backward. The
+// same ops on the same inputs: gradients are bitwise those of the Save policy.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +30,13 @@ enum class BlockMode {
   InputGradOnly,  // attention + MLP weights frozen: dX flows, no weight grads (norm grads allowed)
   Full,           // weights train
 };
+
+// How a block's activations wait for its backward.
+enum class ActivationPolicy : std::uint8_t {
+  Save,       // every block that runs backward keeps them all (the default)
+  Recompute,  // each keeps its input only; its forward reruns before its backward
+};
+const char* activation_policy_name(ActivationPolicy p);  // "save", "recompute"
 
 struct BufferSpec {
   std::string name;
@@ -58,11 +71,14 @@ struct LossSum {
 //                recomputation that only dW_down needs) and the embedding
 //                scatter-add; none in frozen blocks
 //   optimizer    zeroing gradients and AdamW (the profile loop's, not the graph's)
+//   recompute    a block's forward rerun before its backward (ActivationPolicy::Recompute)
 // On the CPU the ops are synchronous, so a host clock times them; a CUDA timer
 // would record events on the stream in begin/end and resolve them after a sync.
-enum class StepPhase : std::uint8_t { Forward, BackwardDX, BackwardDW, Optimizer };
-inline constexpr int kStepPhases = 4;
-const char* step_phase_name(StepPhase p);  // "forward", "backward_dx", "backward_dw", "optimizer"
+// Recompute comes last so that the first four keep their indices.
+enum class StepPhase : std::uint8_t { Forward, BackwardDX, BackwardDW, Optimizer, Recompute };
+inline constexpr int kStepPhases = 5;
+// "forward", "backward_dx", "backward_dw", "optimizer", "recompute"
+const char* step_phase_name(StepPhase p);
 
 struct StepPart {
   enum Kind : std::uint8_t { Embeddings, Block, FinalNorm, LmHead, Loss };
@@ -82,14 +98,16 @@ class TrainingGraph {
  public:
   // `max_tokens`: the most tokens one micro-batch packs; `loss_chunk`: rows of
   // logits materialised at once.
-  TrainingGraph(Model& model, std::vector<BlockMode> modes, std::int64_t max_tokens, std::int64_t loss_chunk = 256);
+  TrainingGraph(Model& model, std::vector<BlockMode> modes, std::int64_t max_tokens, std::int64_t loss_chunk = 256,
+                ActivationPolicy policy = ActivationPolicy::Save);
 
   // `activations`: the dtype of every float buffer except the log-sum-exp (F32 on the
   // CPU; BF16 for bf16 weights on a GPU). The graph allocates on the model's device in
   // its weights' dtype.
   static std::vector<BufferSpec> buffer_specs(const ModelConfig& c, const std::vector<BlockMode>& modes,
                                               std::int64_t max_tokens, std::int64_t loss_chunk,
-                                              DType activations = DType::F32);
+                                              DType activations = DType::F32,
+                                              ActivationPolicy policy = ActivationPolicy::Save);
 
   // Device scratch (kernels/device_scratch.h) the graph reserves on a GPU at
   // construction: the largest request any op of a step or evaluation can make (every
@@ -107,6 +125,7 @@ class TrainingGraph {
   LossSum evaluate(const std::vector<TrainSequence>& batch);
 
   std::int64_t max_tokens() const { return max_tokens_; }
+  ActivationPolicy activation_policy() const { return policy_; }
 
   // Reports the phases of every later step/evaluate to `timer` (null = off; then
   // the hooks cost one null check each). Numerics are unchanged either way.
@@ -122,8 +141,11 @@ class TrainingGraph {
   struct Saved {  // per block; undefined tensors are not kept in this mode
     Tensor x_in, normed1, q, k, v, attn, lse, x_mid, normed2, gate, up;
   };
+  // Under Recompute every block's Saved views these (all but x_in), shared by the blocks.
+  Saved shared_;
   LossSum run(const std::vector<TrainSequence>& batch, ModelWeights* grads, float grad_scale);
-  void block_forward(std::int64_t l, std::int64_t n);
+  // `recomputing`: the rerun before backward (x_ already holds the block's saved input).
+  void block_forward(std::int64_t l, std::int64_t n, bool recomputing = false);
   void block_backward(std::int64_t l, std::int64_t n, BlockWeights& g);
   // Ends the open phase (if any) and begins this one; no-op without a timer.
   void mark(StepPart::Kind kind, std::int64_t block, StepPhase phase) {
@@ -137,6 +159,7 @@ class TrainingGraph {
   Model& model_;
   std::vector<BlockMode> modes_;
   std::int64_t max_tokens_, loss_chunk_;
+  ActivationPolicy policy_;
   std::vector<Saved> saved_;
   std::vector<ops::AttentionSeq> seqs_;
   std::vector<Tensor> owned_;  // every buffer, allocated from buffer_specs

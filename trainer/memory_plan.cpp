@@ -49,7 +49,8 @@ std::vector<std::int64_t> trainable_part_numels(const ModelConfig& c, const Free
 }
 
 MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& plan, std::int64_t micro_batch,
-                                     std::int64_t seq, Precision p, std::int64_t loss_chunk, DataParallelShape dp) {
+                                     std::int64_t seq, Precision p, std::int64_t loss_chunk, DataParallelShape dp,
+                                     ActivationPolicy policy) {
   MemoryBreakdown m;
   auto add = [&](MemCategory cat, std::size_t b) { m.bytes[static_cast<std::size_t>(cat)] += b; };
   const std::size_t wbytes = p == Precision::FP32 ? 4 : 2;
@@ -72,7 +73,7 @@ MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& pla
   add(MemCategory::Workspace, static_cast<std::size_t>(c.head_dim / 2) * 4);  // RoPE frequencies
   const auto modes = block_modes(plan, c.num_layers);
   for (const auto& spec : TrainingGraph::buffer_specs(c, modes, micro_batch * seq, loss_chunk,
-                                                     p == Precision::BF16Mixed ? DType::BF16 : DType::F32))
+                                                     p == Precision::BF16Mixed ? DType::BF16 : DType::F32, policy))
     add(spec.category, spec.bytes());
   if (p == Precision::BF16Mixed)  // the CUDA backend's own buffers (kernels/device_scratch.h)
     add(MemCategory::Workspace,

@@ -47,10 +47,11 @@ struct DataParallelShape {
 };
 
 // Bytes of a training run (on one rank): weights + grads + master + optimizer +
-// the TrainingGraph's activation and workspace buffers for micro_batch * seq tokens.
+// the TrainingGraph's activation and workspace buffers for micro_batch * seq tokens,
+// with its activations saved or recomputed (models/training.h).
 MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& plan, std::int64_t micro_batch,
                                      std::int64_t seq, Precision p, std::int64_t loss_chunk = 256,
-                                     DataParallelShape dp = {});
+                                     DataParallelShape dp = {}, ActivationPolicy policy = ActivationPolicy::Save);
 
 // Elements of every trainable part's gradient buffer, forward order
 // (embeddings, block.<k>..., final_norm, lm_head): the units of reduction.

@@ -294,7 +294,7 @@ double attention_pairs(const ModelConfig& c, const std::vector<std::int64_t>& se
 }
 
 PhaseValues part_flops(const ModelConfig& c, const StepPart& part, BlockMode mode, bool weight_trains,
-                       const std::vector<std::int64_t>& seq_lens) {
+                       const std::vector<std::int64_t>& seq_lens, bool recomputed) {
   PhaseValues f{};
   double n = 0;
   for (auto t : seq_lens) n += static_cast<double>(t);
@@ -306,6 +306,9 @@ PhaseValues part_flops(const ModelConfig& c, const StepPart& part, BlockMode mod
     f[fw] = lin + attn;
     if (mode != BlockMode::NoBackward) f[dx] = lin + 2 * attn;
     if (mode == BlockMode::Full) f[dw] = lin;
+    if (recomputed && mode != BlockMode::NoBackward)  // no down projection: backward needs no block output
+      f[static_cast<int>(StepPhase::Recompute)] =
+          lin - 2 * n * static_cast<double>(c.hidden_size) * static_cast<double>(c.intermediate_size) + attn;
   } else if (part.kind == StepPart::LmHead) {
     const double g = 2 * n * static_cast<double>(c.vocab_size * c.hidden_size);
     f[fw] = g;
@@ -386,6 +389,7 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
   ProfileRun run;
   run.label = o.label;
   run.train = o.train;
+  run.activations = o.activations;
   run.plan = o.train ? plan : FreezePlan::none(L);
   run.modes = o.train ? block_modes(plan, L) : std::vector<BlockMode>(L, BlockMode::NoBackward);
   run.micro_batch = o.micro_batch;
@@ -427,7 +431,9 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
              : i == L + 1 ? StepPart{StepPart::FinalNorm} : i == L + 2 ? StepPart{StepPart::LmHead} : StepPart{StepPart::Loss};
     p.name = p.part.name();
     const BlockMode mode = p.part.kind == StepPart::Block ? run.modes[p.part.block] : BlockMode::Full;
-    p.flops = part_flops(c, p.part, mode, grads.lm_head.defined(), lens);
+    // Under Recompute every block with a backward reruns its forward, but the top one.
+    const bool recomputed = o.train && run.recomputes() && p.part.kind == StepPart::Block && p.part.block != L - 1;
+    p.flops = part_flops(c, p.part, mode, grads.lm_head.defined(), lens, recomputed);
     if (!o.train) {
       p.mode = p.part.kind == StepPart::Loss ? "-" : "fwd";
       p.flops[static_cast<int>(StepPhase::BackwardDX)] = 0;
@@ -444,9 +450,11 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
     }
   }
 
-  TrainingGraph graph(model, run.modes, run.tokens);
-  for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256, act_dtype)) {
-    if (spec.category == MemCategory::Activations && spec.name.rfind("block.", 0) == 0) {
+  TrainingGraph graph(model, run.modes, run.tokens, 256, o.activations);
+  for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256, act_dtype, o.activations)) {
+    if (spec.category == MemCategory::Activations && spec.name.rfind("recompute.", 0) == 0) {
+      run.workspace_bytes += spec.bytes();  // shared by the blocks: no one part's
+    } else if (spec.category == MemCategory::Activations && spec.name.rfind("block.", 0) == 0) {
       run.parts[1 + std::stoll(spec.name.substr(6))].bytes.activations += spec.bytes();
     } else if (spec.category == MemCategory::Activations) {
       run.parts[L + 1].bytes.activations += spec.bytes();  // final_x, final_normed
@@ -463,11 +471,13 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
   const bool mixed = act_dtype == DType::BF16;
   if (o.train) {
     run.planned_total_bytes =
-        plan_training_memory(c, plan, o.micro_batch, o.seq, mixed ? Precision::BF16Mixed : Precision::FP32).total();
+        plan_training_memory(c, plan, o.micro_batch, o.seq, mixed ? Precision::BF16Mixed : Precision::FP32, 256, {},
+                             o.activations)
+            .total();
   } else {  // the planner's arithmetic without gradients: weights + the graph's buffers + RoPE table
     for (const auto& ps : parameter_shapes(c))
       run.planned_total_bytes += static_cast<std::size_t>(shape_numel(ps.shape)) * dtype_size(act_dtype);
-    for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256, act_dtype))
+    for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256, act_dtype, o.activations))
       run.planned_total_bytes += spec.bytes();
     run.planned_total_bytes += static_cast<std::size_t>(c.head_dim / 2) * 4 + backend;
   }
@@ -515,8 +525,8 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
 // --- comparison -----------------------------------------------------------------
 
 FreezeComparison compare_freeze(const ModelConfig& c, const ProfileRun& full, const ProfileRun& sppft) {
-  if (full.parts.size() != sppft.parts.size() || full.tokens != sppft.tokens)
-    throw std::invalid_argument("compare_freeze: runs of different models or batches");
+  if (full.parts.size() != sppft.parts.size() || full.tokens != sppft.tokens || full.activations != sppft.activations)
+    throw std::invalid_argument("compare_freeze: runs of different models, batches or activation policies");
   const std::int64_t L = c.num_layers;
   const std::vector<std::int64_t> lens(full.micro_batch, full.seq);
   // The planners' view: bytes per part of frozen parameters and of activations
@@ -531,8 +541,9 @@ FreezeComparison compare_freeze(const ModelConfig& c, const ProfileRun& full, co
   }
   auto act_bytes = [&](const ProfileRun& r, bool bf16) {
     std::vector<std::int64_t> b(r.parts.size(), 0);
-    for (const auto& spec : TrainingGraph::buffer_specs(c, r.modes, r.tokens, 256, bf16 ? DType::BF16 : DType::F32)) {
-      if (spec.category != MemCategory::Activations) continue;
+    for (const auto& spec :
+         TrainingGraph::buffer_specs(c, r.modes, r.tokens, 256, bf16 ? DType::BF16 : DType::F32, r.activations)) {
+      if (spec.category != MemCategory::Activations || spec.name.rfind("recompute.", 0) == 0) continue;  // as measured
       const std::size_t p = spec.name.rfind("block.", 0) == 0 ? 1 + std::stoll(spec.name.substr(6)) : L + 1;
       b[p] += static_cast<std::int64_t>(spec.bytes());
     }
@@ -556,7 +567,7 @@ FreezeComparison compare_freeze(const ModelConfig& c, const ProfileRun& full, co
     if (f.bytes.optimizer > 0)
       ps.predicted_s += f.median(StepPhase::Optimizer) *
                         (1.0 - static_cast<double>(s.bytes.optimizer) / static_cast<double>(f.bytes.optimizer));
-    for (int k = 0; k < 3; ++k) ps.flops += f.flops[k] - s.flops[k];
+    for (int k = 0; k < kStepPhases; ++k) ps.flops += f.flops[k] - s.flops[k];  // the optimizer's are 0
     if (f.part.kind == StepPart::Block && sppft.plan.block_frozen[f.part.block] && !full.plan.block_frozen[f.part.block])
       ps.predicted_flops = 2.0 * static_cast<double>(full.tokens) * static_cast<double>(block_linear_params(c));
     else
@@ -589,21 +600,40 @@ std::string format_profile_table(const ProfileRun& run) {
     for (double f : p.flops) max_flops = std::max(max_flops, f);
   const bool giga = max_flops >= 1e9;
   const double unit = giga ? 1e9 : 1e6;
-  std::snprintf(line, sizeof line, "%s: %s; %lld x %lld tokens; median of %lld steps after %lld warm-up; %d threads\n",
-                run.label.c_str(), run.train ? run.plan.describe().c_str() : "forward and loss only", (long long)run.micro_batch, (long long)run.seq,
+  std::snprintf(line, sizeof line, "%s: %s%s; %lld x %lld tokens; median of %lld steps after %lld warm-up; %d threads\n",
+                run.label.c_str(), run.train ? run.plan.describe().c_str() : "forward and loss only",
+                run.recomputes() ? ", activations recomputed" : "", (long long)run.micro_batch, (long long)run.seq,
                 (long long)run.steps, (long long)run.warmup, omp_get_max_threads());
   out += line;
-  std::snprintf(line, sizeof line, "  %-12s %-7s %9s %9s %9s %9s %9s %6s  %8s %8s %8s %8s\n", "", "",
-                "forward", "bwd-dX", "bwd-dW", "optimizer", "total", "spread", giga ? "GFLOP" : "MFLOP", "", "",
-                "achieved");
-  out += line;
-  std::snprintf(line, sizeof line, "  %-12s %-7s %9s %9s %9s %9s %9s %6s  %8s %8s %8s %8s\n", "part", "mode", "ms", "ms",
-                "ms", "ms", "ms", "", "fwd", "dX", "dW", "GFLOP/s");
-  out += line;
+  // Under Recompute a "recompute" column of time and one of FLOPs; the rate counts its work too.
+  const bool rc = run.recomputes();
+  const int RC = static_cast<int>(StepPhase::Recompute);
+  const auto header = [&](const char* name, const char* mode, const char* fw, const char* dx, const char* dw,
+                          const char* op, const char* re, const char* tot, const char* spread, const char* ffw,
+                          const char* fdx, const char* fdw, const char* fre, const char* rate) {
+    std::string r;
+    std::snprintf(line, sizeof line, "  %-12s %-7s %9s %9s %9s %9s", name, mode, fw, dx, dw, op);
+    r += line;
+    if (rc) {
+      std::snprintf(line, sizeof line, " %9s", re);
+      r += line;
+    }
+    std::snprintf(line, sizeof line, " %9s %6s  %8s %8s %8s", tot, spread, ffw, fdx, fdw);
+    r += line;
+    if (rc) {
+      std::snprintf(line, sizeof line, " %8s", fre);
+      r += line;
+    }
+    std::snprintf(line, sizeof line, " %8s\n", rate);
+    return r + line;
+  };
+  out += header("", "", "forward", "bwd-dX", "bwd-dW", "optimizer", "recompute", "total", "spread",
+                giga ? "GFLOP" : "MFLOP", "", "", "", "achieved");
+  out += header("part", "mode", "ms", "ms", "ms", "ms", "ms", "ms", "", "fwd", "dX", "dW", "recomp", "GFLOP/s");
   auto row = [&](const std::string& name, const std::string& mode, const PhaseValues& sec, double total, double spread,
                  const PhaseValues& flops) {
     double f = 0, t = 0;
-    for (int k = 0; k < 3; ++k) {
+    for (int k : {0, 1, 2, RC}) {
       f += flops[k];
       t += sec[k];
     }
@@ -611,11 +641,10 @@ std::string format_profile_table(const ProfileRun& run) {
     if (f > 0 && t > 0) std::snprintf(rate, sizeof rate, "%.2f", f / t / 1e9);
     char spr[16] = "";
     if (spread > 0) std::snprintf(spr, sizeof spr, "%.0f%%", spread * 100);
-    std::snprintf(line, sizeof line, "  %-12s %-7s %9s %9s %9s %9s %9s %6s  %8s %8s %8s %8s\n", name.c_str(), mode.c_str(),
-                  fmt_ms(sec[0]).c_str(), fmt_ms(sec[1]).c_str(), fmt_ms(sec[2]).c_str(), fmt_ms(sec[3]).c_str(),
-                  fmt_ms(total).c_str(), spr, fmt_flops(flops[0], unit).c_str(), fmt_flops(flops[1], unit).c_str(),
-                  fmt_flops(flops[2], unit).c_str(), rate);
-    out += line;
+    out += header(name.c_str(), mode.c_str(), fmt_ms(sec[0]).c_str(), fmt_ms(sec[1]).c_str(), fmt_ms(sec[2]).c_str(),
+                  fmt_ms(sec[3]).c_str(), fmt_ms(sec[RC]).c_str(), fmt_ms(total).c_str(), spr,
+                  fmt_flops(flops[0], unit).c_str(), fmt_flops(flops[1], unit).c_str(), fmt_flops(flops[2], unit).c_str(),
+                  fmt_flops(flops[RC], unit).c_str(), rate);
   };
   for (const auto& p : run.parts) {
     PhaseValues sec{};
@@ -702,7 +731,7 @@ std::string format_comparison_table(const FreezeComparison& cmp, const ProfileRu
                 100 * saved / cmp.total.full_s, 100 * cmp.total.predicted_s / cmp.total.full_s,
                 100 * cmp.total.flops / [&] {
                   double f = 0;
-                  for (int k = 0; k < 3; ++k) f += full.total_flops()[k];
+                  for (double v : full.total_flops()) f += v;
                   return f;
                 }(),
                 human_bytes(static_cast<double>(cmp.total.bytes)).c_str(),
@@ -745,6 +774,7 @@ Json profile_to_json(const ProfileRun& run) {
   const auto tf = run.total_flops();
   return {{"label", run.label},
           {"freeze", run.plan.describe()},
+          {"activation_policy", activation_policy_name(run.activations)},
           {"micro_batch", run.micro_batch},
           {"seq", run.seq},
           {"tokens", run.tokens},
@@ -755,7 +785,9 @@ Json profile_to_json(const ProfileRun& run) {
           {"phase_sum_seconds", sums},
           {"sum_vs_step_max_error", run.max_sum_error()},
           {"parts", parts},
-          {"flops", {{"forward", tf[0]}, {"backward_dx", tf[1]}, {"backward_dw", tf[2]}}},
+          {"flops",
+           {{"forward", tf[0]}, {"backward_dx", tf[1]}, {"backward_dw", tf[2]},
+            {"recompute", tf[static_cast<int>(StepPhase::Recompute)]}}},
           {"bytes",
            {{"weights", tb.weights},
             {"grads", tb.grads},
@@ -789,12 +821,13 @@ Json comparison_to_json(const FreezeComparison& cmp) {
 
 std::string chrome_trace(const std::vector<const ProfileRun*>& runs) {
   Json ev = Json::array();
-  const char* tracks[] = {"step", "forward", "backward_dx", "backward_dw", "optimizer"};
+  // Track 0 is whole steps, track 1 + k phase k (StepPhaseTimer).
+  const char* tracks[1 + kStepPhases] = {"step", "forward", "backward_dx", "backward_dw", "optimizer", "recompute"};
   for (std::size_t r = 0; r < runs.size(); ++r) {
     const int pid = static_cast<int>(r) + 1;
     ev.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", runs[r]->label}}}});
     ev.push_back({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", pid}, {"args", {{"sort_index", pid}}}});
-    for (int t = 0; t < 5; ++t) {
+    for (int t = 0; t < 1 + kStepPhases; ++t) {
       ev.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", t}, {"args", {{"name", tracks[t]}}}});
       ev.push_back({{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", pid}, {"tid", t}, {"args", {{"sort_index", t}}}});
     }

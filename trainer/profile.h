@@ -22,6 +22,9 @@
 //                                      CPU kernel also recomputes the scores, so it
 //                                      executes more than this)
 //   block backward-dW   2 n P         (0 for a frozen block)
+//   block recompute     2 n (P - H F) + A   (ActivationPolicy::Recompute, every block that
+//                                      runs backward but the top one: its forward up to
+//                                      gate and up, without the down projection)
 //   lm_head             2 n V H each for forward, dX and dW (dW 0 when frozen)
 //   embeddings, final norm, loss: 0
 // A block that runs no backward at all (below every trainable parameter) has 0
@@ -48,9 +51,10 @@ std::int64_t block_linear_params(const ModelConfig& c);
 // Query-key pairs one query head attends over, summed over the sequences.
 double attention_pairs(const ModelConfig& c, const std::vector<std::int64_t>& seq_lens);
 // Closed-form FLOPs of each phase of `part` for one step (optimizer: 0).
-// `mode` matters for blocks; `weight_trains` for the lm_head (its dW).
+// `mode` matters for blocks; `weight_trains` for the lm_head (its dW); `recomputed`
+// for a block whose forward reruns before its backward.
 PhaseValues part_flops(const ModelConfig& c, const StepPart& part, BlockMode mode, bool weight_trains,
-                       const std::vector<std::int64_t>& seq_lens);
+                       const std::vector<std::int64_t>& seq_lens, bool recomputed = false);
 
 // Bytes a part holds, by category (fp32, as allocated on the CPU).
 struct PartBytes {
@@ -86,6 +90,7 @@ struct TraceEvent {
 struct ProfileOptions {
   std::int64_t micro_batch = 1, seq = 64, steps = 3, warmup = 1;
   bool train = true;               // false: forward and loss only (TrainingGraph::evaluate), nothing trains
+  ActivationPolicy activations = ActivationPolicy::Save;  // Recompute: activation checkpointing
   std::uint64_t seed = 0;          // the random tokens
   std::string label = "profile";  // names the run in the trace and the tables
   bool progress = false;          // a progress bar on stderr
@@ -96,11 +101,13 @@ struct ProfileRun {
   bool train = true;
   FreezePlan plan;
   std::vector<BlockMode> modes;
+  ActivationPolicy activations = ActivationPolicy::Save;
   std::int64_t micro_batch = 0, seq = 0, tokens = 0, steps = 0, warmup = 0;
   std::vector<PartProfile> parts;    // embeddings, block.0 .. block.L-1, final_norm, lm_head, loss
   std::vector<double> step_seconds;  // each measured step, timed around it
   std::vector<TraceEvent> trace;
-  std::size_t workspace_bytes = 0;       // shared scratch (graph workspace + RoPE table)
+  std::size_t workspace_bytes = 0;       // shared scratch (graph workspace + RoPE table + the
+                                         // activation set the blocks share under Recompute)
   std::size_t planned_total_bytes = 0;  // plan_training_memory(fp32) for the same run
 
   const PartProfile& block(std::int64_t k) const { return parts.at(1 + k); }
@@ -111,6 +118,7 @@ struct ProfileRun {
   double max_sum_error() const;
   PartBytes total_bytes() const;  // over the parts (workspace not included)
   PhaseValues total_flops() const;
+  bool recomputes() const { return activations == ActivationPolicy::Recompute; }
 };
 
 // Runs opts.warmup + opts.steps training steps on `model` with `plan` and

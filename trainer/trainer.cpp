@@ -162,7 +162,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   const ModelConfig cfg = load_model_config(o.model_dir);
   const FreezePlan plan = freeze_plan(cfg, o);
   const std::int64_t cutoff = std::min(o.cutoff, cfg.max_position_embeddings);  // tokens per sequence, planned and trained
-  const MemoryBreakdown predicted = plan_training_memory(cfg, plan, o.micro_batch, cutoff, precision, 256, {world, rank, o.zero1});
+  const MemoryBreakdown predicted = plan_training_memory(cfg, plan, o.micro_batch, cutoff, precision, 256, {world, rank, o.zero1},
+                                                         o.activations);
   if (gpu) require_fits_on_gpu(predicted, launch.local_rank);
 
   // Measured bytes are what this run adds to what is already alive.
@@ -207,7 +208,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
                   {o.beta1, o.beta2, o.eps, o.weight_decay, o.decay_norms_and_biases}, queue.get());
   model->release_host_f32();
   const auto modes = block_modes(plan, c.num_layers);
-  TrainingGraph graph(*model, modes, o.micro_batch * dopt.cutoff);
+  TrainingGraph graph(*model, modes, o.micro_batch * dopt.cutoff, 256, o.activations);
 
   TrainResult result;
   result.rank = rank;
@@ -382,7 +383,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   }
   save_state(o.out, *model, dp, total_steps, meta);
   if (lead) {
-    Json mem = {{"device", o.device}, {"precision", precision_name(precision)}, {"predicted", result.predicted.to_json()},
+    Json mem = {{"device", o.device}, {"precision", precision_name(precision)},
+                {"activation_policy", activation_policy_name(o.activations)}, {"predicted", result.predicted.to_json()},
                 {"measured_peak", result.measured.to_json()}};
     std::size_t free_b = 0, total_b = 0;
     if (gpu && cuda_memory_info(free_b, total_b))  // what the driver saw, next to the tagged allocator's bytes
@@ -395,7 +397,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
       for (int r = 0; r < world; ++r)
         ranks.push_back({{"rank", r},
                          {"predicted", plan_training_memory(c, plan, o.micro_batch, dopt.cutoff, precision, 256,
-                                                            {world, r, o.zero1}).to_json()},
+                                                            {world, r, o.zero1}, o.activations).to_json()},
                          {"measured_peak", result.measured_per_rank[r].to_json()}});
       mem["world_size"] = world;
       mem["zero1"] = o.zero1;

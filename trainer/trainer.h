@@ -33,6 +33,9 @@ struct TrainOptions {
   std::int64_t val_size = 0, eval_every = 0, save_every = 0;
   PromptTemplate tmpl = PromptTemplate::Alpaca;
   bool train_on_inputs = false;
+  // Recompute: each block keeps only its input and reruns its forward before its
+  // backward (activation checkpointing; same gradients, about one more forward of time).
+  ActivationPolicy activations = ActivationPolicy::Save;
   bool resume = false;
   bool quiet = false;  // no progress bar (tests)
   // Data parallel (trainer/data_parallel.h): ranks come from the launcher's

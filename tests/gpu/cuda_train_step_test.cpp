@@ -113,6 +113,39 @@ TEST_CASE("one training step on the GPU equals the CPU's: loss and every gradien
   }
 }
 
+TEST_CASE("recomputed activations on the GPU: bitwise the same loss and gradients, the planned bytes") {
+  if (!have_gpu()) return;
+  const ModelConfig c = config(R"({"model_type": "mistral", "sliding_window": 9})");
+  auto model = Model::random(c, 9);
+  model->to_device(Device::CUDA, DType::BF16);
+  const FreezePlan plan = FreezePlan::from_ranges({{1, 1}}, c.num_layers);
+  const auto modes = block_modes(plan, c.num_layers);
+  std::vector<std::vector<std::int32_t>> ids = {std::vector<std::int32_t>(41), std::vector<std::int32_t>(23)};
+  for (std::size_t s = 0; s < ids.size(); ++s)
+    for (std::size_t i = 0; i < ids[s].size(); ++i) ids[s][i] = static_cast<std::int32_t>((i * 31 + s * 7 + 3) % c.vocab_size);
+  const std::vector<TrainSequence> batch = {{&ids[0], &ids[0]}, {&ids[1], &ids[1]}};
+  Allocator& gpu = Allocator::for_device(Device::CUDA);
+  const auto act = static_cast<std::size_t>(MemCategory::Activations);
+  std::vector<std::vector<Tensor>> host_grads;
+  std::vector<double> losses;
+  for (ActivationPolicy policy : {ActivationPolicy::Save, ActivationPolicy::Recompute}) {
+    const std::size_t before = gpu.stats().current[act];
+    TrainingGraph graph(*model, modes, 64, 256, policy);
+    CHECK(gpu.stats().current[act] - before ==
+          plan_training_memory(c, plan, 1, 64, Precision::BF16Mixed, 256, {}, policy).bytes[act]);
+    ModelWeights g = gradients(*model, plan);
+    losses.push_back(graph.step(batch, g, 1.0f / 62).sum);
+    cuda::synchronize();
+    host_grads.emplace_back();
+    for (const auto& p : named_parameters(c, g))
+      if (p.tensor->defined()) host_grads.back().push_back(download(*p.tensor));
+  }
+  CHECK(losses[0] == losses[1]);
+  REQUIRE(host_grads[0].size() == host_grads[1].size());
+  for (std::size_t i = 0; i < host_grads[0].size(); ++i)
+    CHECK(std::memcmp(host_grads[0][i].data<float>(), host_grads[1][i].data<float>(), host_grads[0][i].nbytes()) == 0);
+}
+
 TEST_CASE("a GPU model's bytes per category equal the bf16-mixed plan's weights and graph buffers") {
   if (!have_gpu()) return;
   const ModelConfig c = config("{}");

@@ -43,7 +43,8 @@ double pairs_by_loop(std::int64_t T, std::int64_t window) {
 }
 
 const int FW = static_cast<int>(StepPhase::Forward), DX = static_cast<int>(StepPhase::BackwardDX),
-          DW = static_cast<int>(StepPhase::BackwardDW), OPT = static_cast<int>(StepPhase::Optimizer);
+          DW = static_cast<int>(StepPhase::BackwardDW), OPT = static_cast<int>(StepPhase::Optimizer),
+          RC = static_cast<int>(StepPhase::Recompute);
 
 // Records every hook call and checks they alternate begin/end on the same phase.
 struct RecordingTimer : PhaseTimer {
@@ -152,8 +153,10 @@ TEST_CASE("the per-part phases add up to the step timed around them (within 5%)"
     CHECK(r.phase_sum(i) <= r.step_seconds[i]);  // the phases are disjoint intervals inside the step
   }
   CHECK(r.max_sum_error() < 0.05);
-  for (int k = 0; k < c.num_layers; ++k)
-    for (int p = 0; p < kStepPhases; ++p) CHECK(r.block(k).median(static_cast<StepPhase>(p)) > 0);
+  for (int k = 0; k < c.num_layers; ++k) {
+    for (int p : {FW, DX, DW, OPT}) CHECK(r.block(k).median(static_cast<StepPhase>(p)) > 0);
+    CHECK(r.block(k).median(StepPhase::Recompute) == 0);  // activations saved: nothing reruns
+  }
   // Every interval is in the trace, under its phase's track.
   double traced = 0;
   for (const auto& e : r.trace)
@@ -176,6 +179,55 @@ TEST_CASE("the per-part phases add up to the step timed around them (within 5%)"
     CHECK(p.bytes.grads == 0);
     if (p.part.kind == StepPart::Block) CHECK(p.bytes.activations == 0);  // nothing saved for a backward
   }
+}
+
+TEST_CASE("--recompute: a recompute phase in every block with a backward but the top one") {
+  const ModelConfig c = small_config(R"({"model_type": "mistral", "sliding_window": 24})");
+  auto m = Model::random(c, 17);
+  FreezePlan plan = FreezePlan::from_ranges({{0, 0}}, c.num_layers);
+  plan.embeddings = plan.norms = true;  // block 0 runs no backward
+  ProfileOptions o;
+  o.micro_batch = 2;
+  o.seq = 40;
+  o.steps = 2;
+  o.warmup = 1;
+  o.activations = ActivationPolicy::Recompute;
+  ProfileRun r = profile_training(*m, plan, o);
+  REQUIRE(r.recomputes());
+  // The rerun stops after gate and up: the block's FLOPs less the down projection's.
+  const double n = 80, pairs = 2 * pairs_by_loop(40, 24);
+  const double attn_fwd = 2 * 2 * static_cast<double>(c.num_heads * c.head_dim) * pairs;
+  const double down = 2 * n * static_cast<double>(c.hidden_size * c.intermediate_size);
+  for (int k = 0; k < c.num_layers; ++k) {
+    CAPTURE(k);
+    const bool reruns = k != 0 && k != c.num_layers - 1;
+    const auto& b = r.block(k);
+    CHECK(b.flops[RC] == (reruns ? doctest::Approx(2 * n * block_matrix_entries(c, k) - down + attn_fwd).epsilon(1e-12)
+                                 : doctest::Approx(0)));
+    CHECK((b.median(StepPhase::Recompute) > 0) == reruns);
+    // What the block keeps between its forward and its backward: its input only.
+    CHECK(b.bytes.activations == (k == 0 ? 0 : 80 * 128 * 4));
+  }
+  CHECK(r.max_sum_error() < 0.05);
+  CHECK(r.total_bytes().total() + r.workspace_bytes == r.planned_total_bytes);
+  const double traced_reruns = std::count_if(r.trace.begin(), r.trace.end(), [](const TraceEvent& e) {
+    return e.track == 1 + RC && e.name.size() > 10 && e.name.substr(e.name.size() - 10) == ".recompute";
+  });
+  CHECK(traced_reruns == 2 * 2);  // blocks 1 and 2, two measured steps
+  const std::string table = format_profile_table(r);
+  CHECK(table.find("activations recomputed") != std::string::npos);
+  CHECK(table.find("recompute") != std::string::npos);
+  const Json j = profile_to_json(r);
+  CHECK(j["activation_policy"] == "recompute");
+  CHECK(j["flops"]["recompute"].get<double>() == doctest::Approx(r.total_flops()[RC]));
+  CHECK(j["parts"][2]["seconds"]["recompute"]["median"].get<double>() > 0);
+  // The same run with its activations saved: the same FLOPs but for the reruns, more activation bytes.
+  o.activations = ActivationPolicy::Save;
+  ProfileRun saved = profile_training(*m, plan, o);
+  for (int p : {FW, DX, DW, OPT}) CHECK(saved.total_flops()[p] == r.total_flops()[p]);
+  CHECK(saved.total_flops()[RC] == 0);
+  CHECK(saved.total_bytes().activations > r.total_bytes().activations);
+  CHECK(format_profile_table(saved).find("recompute") == std::string::npos);
 }
 
 TEST_CASE("frozen blocks report zero dW time and zero grad/optimizer bytes") {
@@ -341,6 +393,11 @@ TEST_CASE("sppft profile on a checkpoint: tables, JSON, trace, SVG and bad input
   CHECK(table.out.find("block.1") != std::string::npos);
   CHECK(table.out.find("block.2") == std::string::npos);
   CHECK(table.out.find("(2 of 4 blocks)") != std::string::npos);
+  auto rc = test::run_command(sppft_bin() + " profile " + dir.string() + " --steps 1 --warmup 0 --seq 8 --recompute 2>&1");
+  REQUIRE(rc.exit_code == 0);
+  CHECK(rc.out.find("activations recomputed") != std::string::npos);
+  CHECK(rc.out.find("the memory planner predicts") != std::string::npos);
+  CHECK(rc.out.find("(equal)") != std::string::npos);
   auto fwd = test::run_command(sppft_bin() + " profile " + dir.string() + " --mode forward --steps 1 --seq 8 2>/dev/null");
   REQUIRE(fwd.exit_code == 0);
   CHECK(fwd.out.find("forward and loss only") != std::string::npos);
@@ -353,6 +410,7 @@ TEST_CASE("sppft profile on a checkpoint: tables, JSON, trace, SVG and bad input
            {"--compare-freeze 9-9", "outside the model"},
            {"--freeze 1-1 --compare-freeze 2-2", "--compare-freeze"},
            {"--mode forward --freeze 1-1", "needs --mode train"},
+           {"--mode forward --recompute", "needs --mode train"},
            {"--layers 0", "--layers"},
            {"--steps 0", "--steps"},
            {"--seq 100000", "--seq"},

@@ -122,6 +122,21 @@ TEST_CASE("memory plan for the paper's models: a frozen block saves its grads, m
   auto bad = test::run_command(cli("memory --preset llama-3-8b --device cuda --precision fp32"));
   CHECK(bad.exit_code == 2);
   CHECK(bad.out.find("--precision fp32 contradicts --device cuda") != std::string::npos);
+
+  // --recompute: per block only its input (4 x 256 tokens x 4096, bf16) plus one shared set
+  // (a trainable block's: both norm outputs, q, k, v, attn, x_mid, gate, up, the fp32 lse),
+  // plus final_x and final_normed. Everything else is as without it.
+  auto rc = test::run_command(cli("memory --preset llama-3-8b --freeze 6-12 --device cuda --recompute --json"));
+  REQUIRE(rc.exit_code == 0);
+  const Json jr = Json::parse(rc.out);
+  CHECK(jr["activation_policy"] == "recompute");
+  const std::size_t n = 4 * 256, h = 4096, shared = n * (3 * h + 2 * 4096 + 2 * 1024 + 2 * 14336) * 2 + n * 32 * 4;
+  CHECK(jr["activations"].get<std::size_t>() == 32 * n * h * 2 + shared + 2 * n * h * 2);
+  CHECK(jr["total_bytes"].get<std::size_t>() == Json::parse(g.out)["total_bytes"].get<std::size_t>() -
+                                                    Json::parse(g.out)["activations"].get<std::size_t>() +
+                                                    jr["activations"].get<std::size_t>());
+  auto table = test::run_command(cli("memory --preset llama-3-8b --freeze 6-12 --device cuda"));
+  CHECK(table.out.find("with --recompute: activations") != std::string::npos);
 }
 
 TEST_CASE("SPPFT: frozen weights never change, get no buffers, and memory matches the plan to the byte") {
@@ -164,6 +179,20 @@ TEST_CASE("the same seed gives bitwise identical losses; --freeze-norms freezes 
     CHECK(a.steps[i].grad_norm == b.steps[i].grad_norm);
   }
   CHECK(a.steps.back().val_loss >= 0);
+  // Recomputed activations: the same numbers bit for bit, fewer activation bytes, still exactly as planned.
+  auto ro = options("det-recompute");
+  ro.activations = ActivationPolicy::Recompute;
+  auto rc = train(ro);
+  REQUIRE(rc.steps.size() == a.steps.size());
+  for (std::size_t i = 0; i < a.steps.size(); ++i) {
+    CHECK(rc.steps[i].loss == a.steps[i].loss);
+    CHECK(rc.steps[i].grad_norm == a.steps[i].grad_norm);
+    CHECK(rc.steps[i].val_loss == a.steps[i].val_loss);
+  }
+  for (std::size_t i = 0; i < kMemCategories; ++i) CHECK(rc.predicted.bytes[i] == rc.measured.bytes[i]);
+  CHECK(rc.measured.bytes[size_t(MemCategory::Activations)] < a.measured.bytes[size_t(MemCategory::Activations)]);
+  CHECK(read_json_file(ro.out / "memory.json")["activation_policy"] == "recompute");
+  CHECK(read_file(ro.out / "model.safetensors") == read_file(options("det-a").out / "model.safetensors"));
   auto o = options("norms");
   o.freeze = "0-3";
   o.freeze_norms = true;

@@ -14,7 +14,7 @@ namespace {
 const char* kHelp =
     "usage: sppft memory (DIR | --preset NAME) [--freeze a-b] [--micro-batch B --seq T]\n"
     "                    [--device cpu|cuda | --precision fp32|bf16-mixed] [--freeze-norms]\n"
-    "                    [--freeze-embeddings]\n"
+    "                    [--freeze-embeddings] [--recompute]\n"
     "                    [--world N [--zero1] [--rank R]] [--json]\n\n"
     "Predicts, without allocating, the bytes a training run holds per category (weights,\n"
     "grads, master, optimizer, activations, workspace) for any config.json or a preset of\n"
@@ -24,12 +24,14 @@ const char* kHelp =
     "and the bytes it communicates per optimizer step.\n"
     "--device names the run to plan: cpu is fp32 (the default), cuda is bf16-mixed (what\n"
     "`sppft train --device cuda` runs, workspace including the CUDA backend's buffers);\n"
-    "--precision picks the layout directly. No GPU is needed to plan.\n";
+    "--precision picks the layout directly. No GPU is needed to plan.\n"
+    "--recompute plans `sppft train --recompute` (each block keeps only its input and\n"
+    "reruns its forward before its backward); without it, one line says what it would save.\n";
 }  // namespace
 
 int cmd_memory(int argc, char** argv) {
   Args args(argc, argv, {"--preset", "--freeze", "--micro-batch", "--seq", "--precision", "--device", "--world", "--rank"},
-            {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--zero1"});
+            {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--zero1", "--recompute"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
     return 0;
@@ -63,7 +65,8 @@ int cmd_memory(int argc, char** argv) {
   const int world = static_cast<int>(args.get_int("--world", 1, 1, 1 << 20));
   const DataParallelShape dp{world, static_cast<int>(args.get_int("--rank", 0, 0, world - 1)), args.has("--zero1")};
   const std::size_t elem = prec == Precision::FP32 ? 4 : 2;
-  MemoryBreakdown m = plan_training_memory(c, plan, mb, seq, prec, 256, dp);
+  const ActivationPolicy policy = args.has("--recompute") ? ActivationPolicy::Recompute : ActivationPolicy::Save;
+  MemoryBreakdown m = plan_training_memory(c, plan, mb, seq, prec, 256, dp, policy);
   const CommBytes comm = plan_comm_bytes(trainable_part_numels(c, plan), world, dp.zero1, elem);
   if (args.has("--json")) {
     Json j = m.to_json();
@@ -74,13 +77,15 @@ int cmd_memory(int argc, char** argv) {
     j["model"] = what;
     j["freeze"] = plan.describe();
     j["precision"] = precision_name(prec);
+    j["activation_policy"] = activation_policy_name(policy);
     j["micro_batch"] = mb;
     j["seq"] = seq;
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("%s: %s, micro-batch %lld x %lld tokens, %s\n", what.c_str(), plan.describe().c_str(), (long long)mb,
-              (long long)seq, precision_name(prec).c_str());
+  std::printf("%s: %s, micro-batch %lld x %lld tokens, %s%s\n", what.c_str(), plan.describe().c_str(), (long long)mb,
+              (long long)seq, precision_name(prec).c_str(),
+              policy == ActivationPolicy::Recompute ? ", activations recomputed" : "");
   std::printf("%lld trainable / %lld frozen parameters\n%s", (long long)m.trainable_params, (long long)m.frozen_params,
               format_memory_table(m, nullptr).c_str());
   const FreezePlan none = FreezePlan::none(c.num_layers);
@@ -93,10 +98,16 @@ int cmd_memory(int argc, char** argv) {
     std::printf("\n");
   }
   if (args.has("--freeze")) {
-    MemoryBreakdown full = plan_training_memory(c, none, mb, seq, prec, 256, dp);
+    MemoryBreakdown full = plan_training_memory(c, none, mb, seq, prec, 256, dp, policy);
     std::printf("full fine-tuning: %s total; the frozen blocks save %s (%.1f%%)\n", human_bytes(full.total()).c_str(),
                 human_bytes(static_cast<double>(full.total()) - m.total()).c_str(),
                 100.0 * (static_cast<double>(full.total()) - m.total()) / full.total());
+  }
+  if (policy == ActivationPolicy::Save) {
+    const MemoryBreakdown r = plan_training_memory(c, plan, mb, seq, prec, 256, dp, ActivationPolicy::Recompute);
+    const auto act = static_cast<std::size_t>(MemCategory::Activations);
+    std::printf("with --recompute: activations %s instead of %s; %s total\n", human_bytes(r.bytes[act]).c_str(),
+                human_bytes(m.bytes[act]).c_str(), human_bytes(r.total()).c_str());
   }
   return 0;
 }

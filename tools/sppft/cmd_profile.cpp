@@ -22,7 +22,8 @@ namespace {
 const char* kHelp =
     "usage: sppft profile (DIR | --preset NAME) [--device cpu|cuda] [--mode forward|train] [--freeze a-b]\n"
     "                     [--micro-batch B --seq T] [--steps N] [--warmup W] [--layers K]\n"
-    "                     [--compare-freeze a-b] [--trace OUT.json] [--svg OUT.svg] [--json]\n\n"
+    "                     [--compare-freeze a-b] [--recompute] [--trace OUT.json] [--svg OUT.svg]\n"
+    "                     [--json]\n\n"
     "Runs W warm-up steps, then N measured training steps (zero grads, forward, loss,\n"
     "backward, AdamW; random tokens, loss on every token) and reports per part of the\n"
     "model - embeddings, each block, final norm, lm_head, loss - the median time of\n"
@@ -44,6 +45,9 @@ const char* kHelp =
     "  --compare-freeze R    profile full fine-tuning and SPPFT with R frozen in one\n"
     "                        run, and print what the frozen range saved (time, FLOPs,\n"
     "                        bytes) next to what the FLOP and memory models predict\n"
+    "  --recompute           activation checkpointing, as in sppft train: adds a\n"
+    "                        recompute phase (each block's forward rerun before its\n"
+    "                        backward, all but the top block)\n"
     "  --micro-batch B       sequences per step (default 1)\n"
     "  --seq T               tokens per sequence (default 64)\n"
     "  --steps N             measured steps (default 3)   --warmup W  (default 1)\n"
@@ -67,8 +71,9 @@ std::size_t available_memory() {
 }
 
 std::size_t planned_bytes(const ModelConfig& c, const FreezePlan& plan, std::int64_t mb, std::int64_t seq, bool train,
-                          bool gpu) {
-  if (train) return plan_training_memory(c, plan, mb, seq, gpu ? Precision::BF16Mixed : Precision::FP32).total();
+                          bool gpu, ActivationPolicy policy) {
+  if (train)
+    return plan_training_memory(c, plan, mb, seq, gpu ? Precision::BF16Mixed : Precision::FP32, 256, {}, policy).total();
   // Forward only: weights and the graph's buffers with nothing saved for backward.
   const DType dt = gpu ? DType::BF16 : DType::F32;
   std::size_t b = 0;
@@ -85,7 +90,7 @@ int cmd_profile(int argc, char** argv) {
   Args args(argc, argv,
             {"--preset", "--device", "--mode", "--freeze", "--micro-batch", "--seq", "--steps", "--warmup", "--trace",
              "--layers", "--compare-freeze", "--svg", "--seed", "--attention"},
-            {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head"});
+            {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--recompute"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
     return 0;
@@ -128,6 +133,10 @@ int cmd_profile(int argc, char** argv) {
   o.warmup = args.get_int("--warmup", 1, 0, 100000);
   o.seed = static_cast<std::uint64_t>(args.get_int("--seed", 0, 0, std::int64_t{1} << 62));
   o.progress = true;
+  if (args.has("--recompute")) {
+    if (!train) throw InputError("--recompute: needs --mode train (a forward-only run keeps no activations)");
+    o.activations = ActivationPolicy::Recompute;
+  }
 
   if (args.has("--freeze") && args.has("--compare-freeze"))
     throw InputError("--compare-freeze: compares against full fine-tuning; do not also give --freeze");
@@ -148,11 +157,11 @@ int cmd_profile(int argc, char** argv) {
   // Does it fit? The largest run is the unfrozen one (the plan's own arithmetic).
   std::size_t avail = available_memory(), gpu_total = 0;
   if (gpu) cuda_memory_info(avail, gpu_total);
-  std::size_t need = planned_bytes(c, plan, o.micro_batch, o.seq, train, gpu);
+  std::size_t need = planned_bytes(c, plan, o.micro_batch, o.seq, train, gpu, o.activations);
   if (avail > 0 && need > avail / 100 * 95 && train && (!plan.embeddings || !plan.lm_head)) {
     FreezePlan lighter = plan;
     lighter.embeddings = lighter.lm_head = true;
-    const std::size_t lighter_need = planned_bytes(c, lighter, o.micro_batch, o.seq, train, gpu);
+    const std::size_t lighter_need = planned_bytes(c, lighter, o.micro_batch, o.seq, train, gpu, o.activations);
     if (lighter_need <= avail / 100 * 95) {
       std::fprintf(stderr,
                    "note: the run needs %s, %s are available; embeddings and lm_head frozen to fit (%s). Their\n"
@@ -188,7 +197,7 @@ int cmd_profile(int argc, char** argv) {
   for (const auto& r : runs) ptrs.push_back(&r);
 
   std::string title = "sppft profile: " + what + ", " + std::to_string(o.micro_batch) + " x " + std::to_string(o.seq) +
-                      " tokens, " + (gpu ? "GPU " + cuda_device_description(0) + ", bf16-mixed, attention " + attention_used
+                      " tokens" + (o.activations == ActivationPolicy::Recompute ? ", activations recomputed" : "") + ", " + (gpu ? "GPU " + cuda_device_description(0) + ", bf16-mixed, attention " + attention_used
                                          : "CPU " + std::to_string(omp_get_max_threads()) + " threads");
   if (trace) atomic_write_text(*trace, chrome_trace(ptrs));
   if (svg_out) write_profile_svg(ptrs, *svg_out, title);

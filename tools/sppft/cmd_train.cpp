@@ -28,6 +28,10 @@ const char* kHelp =
     "  --epochs N                (default 3)      --max-steps N   overrides epochs\n"
     "  --micro-batch B           sequences per forward (default 4)\n"
     "  --grad-accum K            micro-batches per optimizer step (default 1)\n"
+    "  --recompute               keep each block's input only and rerun its forward before\n"
+    "                            its backward (activation checkpointing): activations drop\n"
+    "                            to one block's worth plus an input per block, for about\n"
+    "                            one more forward of time; gradients are unchanged\n"
     "  --cutoff T                tokens per example after truncation (default 256)\n"
     "  --warmup N                warmup steps (default 0)\n"
     "  --schedule S              constant | linear (default) | cosine\n"
@@ -64,7 +68,7 @@ int cmd_train(int argc, char** argv) {
              "--eval-every", "--save-every", "--template", "--safety-probe", "--probe-every", "--probe-layers", "--dist", "--device",
              "--dist-timeout", "--attention"},
             {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases", "--train-on-inputs",
-             "--resume", "--zero1"});
+             "--resume", "--zero1", "--recompute"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
     std::fputs(kAttentionHelp, stdout);
@@ -100,6 +104,7 @@ int cmd_train(int argc, char** argv) {
   o.tmpl = parse_template(args.get_or("--template", "alpaca"));
   o.train_on_inputs = args.has("--train-on-inputs");
   o.resume = args.has("--resume");
+  if (args.has("--recompute")) o.activations = ActivationPolicy::Recompute;
   o.device = args.get_or("--device", "cpu");
   const bool gpu = require_device(o.device) == Device::CUDA;
   const std::string attention = apply_attention_option(args, gpu);
