@@ -146,9 +146,10 @@ if stage configure 60 cmake -S . -B "$build" "${generator[@]}" "${cmake_args[@]}
       cp "$out/kernels.partial.json" "$out/kernels.json"
     fi
     # One training step of a Llama-3-8B-shaped stack, full vs SPPFT (blocks 1-2 of 4 frozen):
-    # per-block forward / dX / dW / optimizer on CUDA events, MFU, the saving vs the dW FLOP share.
+    # per-block forward / dX / dW / optimizer on CUDA events, MFU, the saving vs the dW FLOP share,
+    # and every op's time (--ops: which kernel the step's time goes to).
     stage profile 120 bash -c "'$build/bin/sppft' profile --preset llama-3-8b --layers 4 --device cuda --micro-batch 4 \
-      --seq 1024 --steps 3 --warmup 1 --compare-freeze 1-2 --trace '$out/profile-trace.json' --json > '$out/profile.json'"
+      --seq 1024 --steps 3 --warmup 1 --compare-freeze 1-2 --ops --trace '$out/profile-trace.json' --json > '$out/profile.json'"
     # The full step again on the mma.sync attention kernels (attention_train_mma.cu): MFU of both paths.
     stage profile_mma 60 bash -c "'$build/bin/sppft' profile --preset llama-3-8b --layers 4 --device cuda --micro-batch 4 \
       --seq 1024 --steps 3 --warmup 1 --attention mma --json > '$out/profile-mma.json'"

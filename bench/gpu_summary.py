@@ -69,6 +69,11 @@ for p in (prof, summary["benchmarks"].get("profile_mma", {})):
         print(f"train step {r['label']:5s} ({r['freeze']}), attention {p.get('attention_kernels', '?')}: {step * 1e3:.1f} ms, "
               f"{r['tokens'] / step:.0f} tokens/s, {tf:.0f} TFLOP/s = MFU {100 * tf / 989:.0f}% of 989 (dense bf16 datasheet)"
               + (f", {100 * tf / gemm:.0f}% of the measured GEMM rate" if gemm else ""))
+for r in prof.get("runs", [])[:1]:  # where the full step's time goes, slowest ops first
+    step = r["step_seconds"]["median"]
+    for op in sorted(r.get("ops", []), key=lambda o: -o["seconds"]["median"])[:8]:
+        t = op["seconds"]["median"]
+        print(f"  op {op['name']:24s} {op['phase']:11s} {op['calls']:4d} calls {t * 1e3:9.3f} ms  {100 * t / step:5.1f}% of the step")
 if "runs" in prof:
     c = prof.get("comparison", {}).get("total")
     if c and len(prof["runs"]) == 2:

@@ -15,6 +15,24 @@
 namespace sppft::ops {
 
 namespace {
+thread_local OpObserver* t_observer = nullptr;
+thread_local bool t_in_op = false;  // inside an observed op: nested ops are part of it
+}  // namespace
+
+void set_op_observer(OpObserver* observer) { t_observer = observer; }
+
+OpScope::OpScope(const char* op) : op_(op), observer_(t_observer && !t_in_op ? t_observer : nullptr) {
+  if (!observer_) return;
+  t_in_op = true;
+  observer_->begin(op_);
+}
+OpScope::~OpScope() {
+  if (!observer_) return;
+  observer_->end(op_);
+  t_in_op = false;
+}
+
+namespace {
 bool on_cpu(const Tensor& t, const char* op) {
   if (t.device() == Device::CPU) return true;
   throw RuntimeFailure(std::string(op) + ": no CUDA kernel in this build yet (tensors on cuda)");
@@ -22,42 +40,49 @@ bool on_cpu(const Tensor& t, const char* op) {
 }  // namespace
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  const OpScope scope("linear_forward");
 #ifdef SPPFT_HAVE_CUDA
   if (x.device() == Device::CUDA) return cuda::linear_forward(x, w, bias, y);
 #endif
   if (on_cpu(x, "linear_forward")) cpu::linear_forward(x, w, bias, y);
 }
 void embedding_forward(const Tensor& ids, const Tensor& table, float scale, Tensor& out) {
+  const OpScope scope("embedding_forward");
 #ifdef SPPFT_HAVE_CUDA
   if (table.device() == Device::CUDA) return cuda::embedding_forward(ids, table, scale, out);
 #endif
   if (on_cpu(table, "embedding_forward")) cpu::embedding_forward(ids, table, scale, out);
 }
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offset, Tensor& y) {
+  const OpScope scope("rmsnorm_forward");
 #ifdef SPPFT_HAVE_CUDA
   if (x.device() == Device::CUDA) return cuda::rmsnorm_forward(x, w, eps, unit_offset, y);
 #endif
   if (on_cpu(x, "rmsnorm_forward")) cpu::rmsnorm_forward(x, w, eps, unit_offset, y);
 }
 void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+  const OpScope scope("rope_forward");
 #ifdef SPPFT_HAVE_CUDA
   if (x.device() == Device::CUDA) return cuda::rope_forward(x, positions, inv_freq, head_dim);
 #endif
   if (on_cpu(x, "rope_forward")) cpu::rope_forward(x, positions, inv_freq, head_dim);
 }
 void glu_forward(const Tensor& gate, const Tensor& up, GluActivation act, Tensor& out) {
+  const OpScope scope("glu_forward");
 #ifdef SPPFT_HAVE_CUDA
   if (gate.device() == Device::CUDA) return cuda::glu_forward(gate, up, act, out);
 #endif
   if (on_cpu(gate, "glu_forward")) cpu::glu_forward(gate, up, act, out);
 }
 void add_inplace(Tensor& x, const Tensor& y) {
+  const OpScope scope("add_inplace");
 #ifdef SPPFT_HAVE_CUDA
   if (x.device() == Device::CUDA) return cuda::add_inplace(x, y);
 #endif
   if (on_cpu(x, "add_inplace")) cpu::add_inplace(x, y);
 }
 void copy(const Tensor& src, Tensor& dst) {
+  const OpScope scope("copy");
   if (src.dtype() != dst.dtype() || src.numel() != dst.numel())
     throw InputError("copy: " + std::string(dtype_name(src.dtype())) + " " + shape_str(src.shape()) + " into " +
                      std::string(dtype_name(dst.dtype())) + " " + shape_str(dst.shape()) + " (same dtype and size expected)");
@@ -69,6 +94,7 @@ void copy(const Tensor& src, Tensor& dst) {
   if (on_cpu(src, "copy") && on_cpu(dst, "copy") && src.raw() != dst.raw()) std::memcpy(dst.raw(), src.raw(), src.nbytes());
 }
 void convert(const Tensor& src, Tensor& dst) {
+  const OpScope scope("convert");
   const auto is_float = [](DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; };
   if (!is_float(src.dtype()) || !is_float(dst.dtype()) || src.numel() != dst.numel() || src.device() != dst.device())
     throw InputError("convert: " + std::string(dtype_name(src.dtype())) + " " + shape_str(src.shape()) + " into " +
@@ -86,6 +112,7 @@ void convert(const Tensor& src, Tensor& dst) {
   }
 }
 void fill_zero(Tensor& t) {
+  const OpScope scope("fill_zero");
 #ifdef SPPFT_HAVE_CUDA
   if (t.device() == Device::CUDA) return cuda::fill_zero(t);
 #endif
@@ -99,6 +126,7 @@ void reserve_scratch(Device device, std::size_t bytes) {
 }
 void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs, Tensor& k_cache,
                     Tensor& v_cache) {
+  const OpScope scope("kv_cache_write");
 #ifdef SPPFT_HAVE_CUDA
   if (k.device() == Device::CUDA) return cuda::kv_cache_write(k, v, seqs, k_cache, v_cache);
 #endif
@@ -106,6 +134,7 @@ void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const AttentionS
 }
 void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                        std::span<const AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out) {
+  const OpScope scope("attention_forward");
 #ifdef SPPFT_HAVE_CUDA
   if (q.device() == Device::CUDA) return cuda::attention_forward(q, k_cache, v_cache, seqs, scale, window, out);
 #endif
@@ -143,6 +172,7 @@ void expect_seqs(std::span<const AttentionSeq> seqs, std::int64_t n, const char*
 }  // namespace
 
 void linear_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate) {
+  const OpScope scope("linear_backward_input");
   const char* op = "linear_backward_input";
   expect(dy.rank() == 2 && w.rank() == 2, op, "dy and w must be 2-d");
   expect_shape(dx, {dy.dim(0), w.dim(1)}, op, "dx");
@@ -153,6 +183,7 @@ void linear_backward_input(const Tensor& dy, const Tensor& w, Tensor& dx, bool a
   if (on_cpu(dy, op)) cpu::linear_backward_input(dy, w, dx, accumulate);
 }
 void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tensor* dbias) {
+  const OpScope scope("linear_backward_weight");
   const char* op = "linear_backward_weight";
   expect(dy.rank() == 2 && x.rank() == 2 && dy.dim(0) == x.dim(0), op, "dy and x must be 2-d with equal rows");
   expect_shape(dw, {dy.dim(1), x.dim(1)}, op, "dw");
@@ -163,6 +194,7 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tenso
   if (on_cpu(dy, op)) cpu::linear_backward_weight(dy, x, dw, dbias);
 }
 void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tensor& dtable) {
+  const OpScope scope("embedding_backward");
   const char* op = "embedding_backward";
   expect_i32(ids, op, "ids");
   expect(dtable.rank() == 2, op, "dtable must be 2-d");
@@ -173,6 +205,7 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tens
   if (on_cpu(dtable, op)) cpu::embedding_backward(ids, dout, scale, dtable);
 }
 void add_rmsnorm_forward(Tensor& x, const Tensor& delta, const Tensor& w, float eps, bool unit_offset, Tensor& y) {
+  const OpScope scope("add_rmsnorm_forward");
   const char* op = "add_rmsnorm_forward";
   expect(x.rank() == 2, op, "x must be 2-d");
   expect_shape(delta, x.shape(), op, "delta");
@@ -188,6 +221,7 @@ void add_rmsnorm_forward(Tensor& x, const Tensor& delta, const Tensor& w, float 
 }
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
                       Tensor* dw, bool accumulate_dx) {
+  const OpScope scope("rmsnorm_backward");
   const char* op = "rmsnorm_backward";
   expect(x.rank() == 2, op, "x must be 2-d");
   expect_shape(w, {x.dim(1)}, op, "w");
@@ -202,6 +236,7 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
   if (on_cpu(x, op)) cpu::rmsnorm_backward(x, w, dy, eps, unit_offset, dx, dw, accumulate_dx);
 }
 void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+  const OpScope scope("rope_backward");
   const char* op = "rope_backward";
   expect(dx.rank() == 2 && head_dim > 0 && head_dim % 2 == 0 && dx.dim(1) % head_dim == 0, op,
          "dx must be [N, heads * head_dim] with an even head_dim");
@@ -215,6 +250,7 @@ void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, 
 }
 void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, GluActivation act, Tensor& dgate,
                   Tensor& dup) {
+  const OpScope scope("glu_backward");
   const char* op = "glu_backward";
   expect_shape(up, gate.shape(), op, "up");
   expect_shape(dout, gate.shape(), op, "dout");
@@ -246,6 +282,7 @@ void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
 
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs,
                              float scale, std::int64_t window, Tensor& out, Tensor& lse) {
+  const OpScope scope("attention_forward_train");
   check_attention(q, k, v, out, lse, seqs, "attention_forward_train");
 #ifdef SPPFT_HAVE_CUDA
   if (q.device() == Device::CUDA) return cuda::attention_forward_train(q, k, v, seqs, scale, window, out, lse);
@@ -255,6 +292,7 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, std::span<const AttentionSeq> seqs, float scale, std::int64_t window,
                         Tensor& dq, Tensor& dk, Tensor& dv) {
+  const OpScope scope("attention_backward");
   const char* op = "attention_backward";
   check_attention(q, k, v, out, lse, seqs, op);
   expect_shape(dout, q.shape(), op, "dout");
@@ -267,6 +305,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   if (on_cpu(q, op)) cpu::attention_backward(q, k, v, out, lse, dout, seqs, scale, window, dq, dk, dv);
 }
 double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits) {
+  const OpScope scope("cross_entropy");
   const char* op = "cross_entropy";
   expect(logits.rank() == 2, op, "logits must be [N, V]");
   expect_i32(targets, op, "targets");
@@ -280,6 +319,7 @@ double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_sca
   return 0;
 }
 double sum_squares(const Tensor& t) {
+  const OpScope scope("sum_squares");
 #ifdef SPPFT_HAVE_CUDA
   if (t.device() == Device::CUDA) return cuda::sum_squares(t);
 #endif
@@ -287,12 +327,14 @@ double sum_squares(const Tensor& t) {
   return 0;
 }
 void scale_inplace(Tensor& t, float s) {
+  const OpScope scope("scale_inplace");
 #ifdef SPPFT_HAVE_CUDA
   if (t.device() == Device::CUDA) return cuda::scale_inplace(t, s);
 #endif
   if (on_cpu(t, "scale_inplace")) cpu::scale_inplace(t, s);
 }
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& hp, std::int64_t step) {
+  const OpScope scope("adamw_step");
   const char* op = "adamw_step";
   expect_shape(grad, param.shape(), op, "grad");
   expect_shape(m, param.shape(), op, "m");

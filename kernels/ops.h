@@ -11,6 +11,31 @@
 
 namespace sppft::ops {
 
+// Watching the ops (sppft profile --ops): with an observer set on a thread, every op called
+// from that thread through this header is reported as begin(name) ... end(name). Only the
+// outermost call counts (an op that calls another is one op), and other threads report
+// nothing. Without an observer an op costs one thread-local null check.
+class OpObserver {
+ public:
+  virtual ~OpObserver() = default;
+  virtual void begin(const char* op) = 0;
+  virtual void end(const char* op) = 0;
+};
+void set_op_observer(OpObserver* observer);  // this thread's; null = off
+// Reports the enclosing scope as one op (the dispatch functions use it; so can code that
+// calls a backend directly, such as the multi-tensor AdamW). `op` must outlive the scope.
+class OpScope {
+ public:
+  explicit OpScope(const char* op);
+  ~OpScope();
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  const char* op_;
+  OpObserver* observer_;  // null unless this is an outermost op with an observer
+};
+
 // y[n, m] = sum_k x[n, k] * w[m, k] + bias[m]
 // x [N, K], w [M, K] (Hugging Face nn.Linear layout), bias [M] or null, y [N, M].
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);

@@ -125,7 +125,8 @@ class CudaMarks final : public Marks {
 // The PhaseTimer of `sppft profile`: each interval becomes a pair of marks; after
 // the step they are resolved into the part's phase time and the trace. On a GPU the
 // intervals are also NVTX ranges named <part>.<phase>, so Nsight shows the same cut.
-class StepPhaseTimer final : public PhaseTimer {
+// As an OpObserver (with --ops) it also marks every op, attributed to the open phase.
+class StepPhaseTimer final : public PhaseTimer, public ops::OpObserver {
  public:
   StepPhaseTimer(ProfileRun& run, std::int64_t L, Marks& marks, bool nvtx) : run_(run), L_(L), marks_(marks), nvtx_(nvtx) {}
 
@@ -133,6 +134,7 @@ class StepPhaseTimer final : public PhaseTimer {
     measured_ = measured;
     step_ = step;
     pending_.clear();
+    pending_ops_.clear();
     marks_.reset();
     step_begin_ = marks_.mark();
   }
@@ -144,6 +146,18 @@ class StepPhaseTimer final : public PhaseTimer {
     if (!measured_) return dur;
     for (auto& p : run_.parts)
       for (auto& sec : p.seconds) sec.push_back(0.0);
+    const std::size_t m = run_.step_seconds.size();  // this step's index among the measured
+    for (auto& o : run_.ops) {
+      o.seconds.push_back(0.0);
+      o.calls = 0;
+    }
+    for (const auto& op : pending_ops_) {
+      OpProfile& o = op_entry(op.name, op.phase, m);
+      const double a = marks_.us(op.begin), d = (marks_.us(op.end) - a) * 1e-6;
+      o.seconds[m] += d;
+      ++o.calls;
+      run_.trace.push_back({op.name, kOpsTrack, step_, a, d * 1e6});
+    }
     for (const auto& iv : pending_) {
       PartProfile& p = run_.parts[iv.part];
       const double a = marks_.us(iv.begin), d = (marks_.us(iv.end) - a) * 1e-6;
@@ -157,6 +171,7 @@ class StepPhaseTimer final : public PhaseTimer {
   }
   void begin(const StepPart& part, StepPhase phase) override {
     range_push(part.name() + "." + step_phase_name(phase));
+    phase_ = phase;
     open_ = marks_.mark();
   }
   void end(const StepPart& part, StepPhase phase) override {
@@ -167,10 +182,16 @@ class StepPhaseTimer final : public PhaseTimer {
   template <typename F>
   void interval(std::size_t idx, StepPhase phase, const char* what, F&& fn) {
     range_push(run_.parts[idx].name + "." + what);
+    phase_ = phase;
     const std::size_t a = marks_.mark();
     fn();
     pending_.push_back({idx, phase, a, marks_.mark(), what});
     range_pop();
+  }
+  // OpObserver: the op's own pair of marks (only outermost ops are reported).
+  void begin(const char*) override { op_open_ = marks_.mark(); }
+  void end(const char* op) override {
+    if (measured_) pending_ops_.push_back({op, phase_, op_open_, marks_.mark()});
   }
 
  private:
@@ -180,6 +201,18 @@ class StepPhaseTimer final : public PhaseTimer {
     std::size_t begin, end;
     const char* what;
   };
+  struct OpInterval {
+    const char* name;
+    StepPhase phase;
+    std::size_t begin, end;
+  };
+  // The entry of (name, phase), created with zeros for the measured steps before `m`.
+  OpProfile& op_entry(const char* name, StepPhase phase, std::size_t m) {
+    for (auto& o : run_.ops)
+      if (o.phase == phase && o.name == name) return o;
+    run_.ops.push_back({name, phase, std::vector<double>(m + 1, 0.0), 0});
+    return run_.ops.back();
+  }
   void range_push(const std::string& name) {
 #ifdef SPPFT_HAVE_CUDA
     if (nvtx_) nvtxRangePushA(name.c_str());
@@ -199,8 +232,10 @@ class StepPhaseTimer final : public PhaseTimer {
   bool nvtx_;
   bool measured_ = false;
   std::int64_t step_ = 0;
-  std::size_t step_begin_ = 0, open_ = 0;
+  std::size_t step_begin_ = 0, open_ = 0, op_open_ = 0;
+  StepPhase phase_ = StepPhase::Forward;  // the open phase, for the ops inside it
   std::vector<Interval> pending_;
+  std::vector<OpInterval> pending_ops_;
 };
 
 struct OptSlot {
@@ -223,6 +258,7 @@ void adamw_part(std::vector<OptSlot>& part, const ops::AdamWParams& hp, std::int
     for (auto& sl : part)
       table.push_back({sl.weight, &sl.grad, &sl.m, &sl.v, sl.master.defined() ? &sl.master : nullptr,
                        static_cast<float>(hp.weight_decay)});
+    const ops::OpScope scope("adamw_multi_tensor");  // past kernels/ops.h: reported here
     cuda::adamw_multi_tensor(table, hp.lr, hp.beta1, hp.beta2, hp.eps, step);
     return;
   }
@@ -321,6 +357,7 @@ PhaseValues part_flops(const ModelConfig& c, const StepPart& part, BlockMode mod
 // --- PartProfile / ProfileRun -------------------------------------------------
 
 double PartProfile::median(StepPhase p) const { return median_of(seconds[static_cast<int>(p)]); }
+double OpProfile::median() const { return median_of(seconds); }
 double PartProfile::min(StepPhase p) const {
   const auto& v = seconds[static_cast<int>(p)];
   return v.empty() ? 0 : *std::min_element(v.begin(), v.end());
@@ -499,6 +536,10 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
   if (!marks) marks = std::make_unique<HostMarks>();
   StepPhaseTimer timer(run, L, *marks, device == Device::CUDA);
   graph.set_phase_timer(&timer);
+  struct ObserverOff {  // also when a step throws: the timer dies with this frame
+    ~ObserverOff() { ops::set_op_observer(nullptr); }
+  } observer_off;
+  if (o.ops) ops::set_op_observer(&timer);
   const std::int64_t total = o.warmup + o.steps;
   std::unique_ptr<Progress> bar;
   if (o.progress) bar = std::make_unique<Progress>(o.label, static_cast<std::size_t>(total), "step");
@@ -690,6 +731,32 @@ std::string format_profile_table(const ProfileRun& run) {
                 human_bytes(run.workspace_bytes).c_str(), human_bytes(all).c_str(),
                 human_bytes(run.planned_total_bytes).c_str(), all == run.planned_total_bytes ? "equal" : "DIFFERENT");
   out += line;
+  if (!run.ops.empty()) out += "\n" + format_ops_table(run);
+  return out;
+}
+
+std::string format_ops_table(const ProfileRun& run) {
+  std::string out;
+  char line[256];
+  std::vector<const OpProfile*> order;
+  for (const auto& o : run.ops) order.push_back(&o);
+  std::stable_sort(order.begin(), order.end(), [](const OpProfile* a, const OpProfile* b) { return a->median() > b->median(); });
+  const double step = run.median_step();
+  std::snprintf(line, sizeof line, "  %-24s %-11s %7s %10s %7s %10s\n", "op (median per step)", "phase", "calls", "ms",
+                "share", "ms/call");
+  out += line;
+  double sum = 0;
+  for (const OpProfile* o : order) {
+    const double t = o->median();
+    sum += t;
+    std::snprintf(line, sizeof line, "  %-24s %-11s %7lld %10s %6.1f%% %10s\n", o->name.c_str(), step_phase_name(o->phase),
+                  (long long)o->calls, fmt_ms(t).c_str(), step > 0 ? 100 * t / step : 0.0,
+                  fmt_ms(o->calls ? t / static_cast<double>(o->calls) : 0).c_str());
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "  %-24s %-11s %7s %10s %6.1f%%   (the rest: between the ops)\n", "sum of ops", "", "",
+                fmt_ms(sum).c_str(), step > 0 ? 100 * sum / step : 0.0);
+  out += line;
   return out;
 }
 
@@ -772,7 +839,11 @@ Json profile_to_json(const ProfileRun& run) {
   for (std::size_t i = 0; i < run.step_seconds.size(); ++i) sums.push_back(run.phase_sum(i));
   const auto tb = run.total_bytes();
   const auto tf = run.total_flops();
+  Json ops = Json::array();
+  for (const auto& o : run.ops)
+    ops.push_back({{"name", o.name}, {"phase", step_phase_name(o.phase)}, {"calls", o.calls}, {"seconds", stats_json(o.seconds)}});
   return {{"label", run.label},
+          {"ops", ops},
           {"freeze", run.plan.describe()},
           {"activation_policy", activation_policy_name(run.activations)},
           {"micro_batch", run.micro_batch},
@@ -821,13 +892,13 @@ Json comparison_to_json(const FreezeComparison& cmp) {
 
 std::string chrome_trace(const std::vector<const ProfileRun*>& runs) {
   Json ev = Json::array();
-  // Track 0 is whole steps, track 1 + k phase k (StepPhaseTimer).
-  const char* tracks[1 + kStepPhases] = {"step", "forward", "backward_dx", "backward_dw", "optimizer", "recompute"};
+  // Track 0 is whole steps, track 1 + k phase k (StepPhaseTimer), then the ops (--ops).
+  const char* tracks[kOpsTrack + 1] = {"step", "forward", "backward_dx", "backward_dw", "optimizer", "recompute", "ops"};
   for (std::size_t r = 0; r < runs.size(); ++r) {
     const int pid = static_cast<int>(r) + 1;
     ev.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", runs[r]->label}}}});
     ev.push_back({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", pid}, {"args", {{"sort_index", pid}}}});
-    for (int t = 0; t < 1 + kStepPhases; ++t) {
+    for (int t = 0; t <= kOpsTrack; ++t) {
       ev.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", t}, {"args", {{"name", tracks[t]}}}});
       ev.push_back({{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", pid}, {"tid", t}, {"args", {{"sort_index", t}}}});
     }

@@ -79,13 +79,24 @@ struct PartProfile {
   double spread() const;
 };
 
+// One op of kernels/ops.h in one phase, over the measured steps (ProfileOptions::ops).
+struct OpProfile {
+  std::string name;             // "linear_forward", "attention_backward", "adamw_multi_tensor", ...
+  StepPhase phase;              // the phase its calls ran in
+  std::vector<double> seconds;  // per measured step, summed over its calls
+  std::int64_t calls = 0;       // calls per step (the last measured one)
+  double median() const;
+};
+
 // One interval of the timeline (measured steps only), for the Chrome trace.
 struct TraceEvent {
-  std::string name;  // "block.3.backward_dw", "block.3.zero_grad", "step"
-  int track;         // 0 = whole steps, 1 + StepPhase
+  std::string name;  // "block.3.backward_dw", "block.3.zero_grad", "step", "linear_forward"
+  int track;         // 0 = whole steps, 1 + StepPhase, kOpsTrack = ops
   std::int64_t step;
   double start_us, dur_us;  // from the start of the run
 };
+
+inline constexpr int kOpsTrack = 1 + kStepPhases;
 
 struct ProfileOptions {
   std::int64_t micro_batch = 1, seq = 64, steps = 3, warmup = 1;
@@ -94,6 +105,7 @@ struct ProfileOptions {
   std::uint64_t seed = 0;          // the random tokens
   std::string label = "profile";  // names the run in the trace and the tables
   bool progress = false;          // a progress bar on stderr
+  bool ops = false;               // also time every op (two timestamps per op call)
 };
 
 struct ProfileRun {
@@ -106,6 +118,7 @@ struct ProfileRun {
   std::vector<PartProfile> parts;    // embeddings, block.0 .. block.L-1, final_norm, lm_head, loss
   std::vector<double> step_seconds;  // each measured step, timed around it
   std::vector<TraceEvent> trace;
+  std::vector<OpProfile> ops;  // with ProfileOptions::ops, in order of first call
   std::size_t workspace_bytes = 0;       // shared scratch (graph workspace + RoPE table + the
                                          // activation set the blocks share under Recompute)
   std::size_t planned_total_bytes = 0;  // plan_training_memory(fp32) for the same run
@@ -146,7 +159,8 @@ struct FreezeComparison {
 FreezeComparison compare_freeze(const ModelConfig& c, const ProfileRun& full, const ProfileRun& sppft);
 
 // Terminal tables.
-std::string format_profile_table(const ProfileRun& run);  // time and FLOPs, then bytes, per part
+std::string format_profile_table(const ProfileRun& run);  // time and FLOPs, then bytes, per part; then the ops
+std::string format_ops_table(const ProfileRun& run);      // per op and phase, slowest first
 std::string format_comparison_table(const FreezeComparison& cmp, const ProfileRun& full, const ProfileRun& sppft);
 // Machine-readable forms.
 Json profile_to_json(const ProfileRun& run);

@@ -60,7 +60,7 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
 
   auto prof = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " profile " +
                                 (base / "model").string() +
-                                " --device cuda --steps 1 --warmup 0 --seq 32 --micro-batch 2 --compare-freeze 1-2 --json 2>/dev/null");
+                                 " --device cuda --steps 1 --warmup 0 --seq 32 --micro-batch 2 --compare-freeze 1-2 --ops --json 2>/dev/null");
   REQUIRE_MESSAGE(prof.exit_code == 0, prof.out);
   atomic_write_text(out / "profile.json", prof.out);
   auto prof_mma = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " profile " +
@@ -80,6 +80,11 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
   CHECK(summary.out.find("(nothing frozen)), attention wmma: ") != std::string::npos);
   CHECK(summary.out.find("(nothing frozen)), attention mma: ") != std::string::npos);
   CHECK(summary.out.find("SPPFT saved") != std::string::npos);
+  CHECK(summary.out.find("% of the step") != std::string::npos);  // --ops: the slowest ops of the full step
+  const Json prof_json = Json::parse(prof.out);
+  bool multi_tensor_adamw = false;  // the GPU's AdamW bypasses kernels/ops.h and labels itself
+  for (const auto& op : prof_json["runs"][0]["ops"]) multi_tensor_adamw |= op["name"] == "adamw_multi_tensor";
+  CHECK(multi_tensor_adamw);
   const Json s = read_json_file(out / "summary.json");
   CHECK(s["result"] == "passed");
   CHECK(s["benchmarks"]["kernels"]["rows"].size() == k["rows"].size());

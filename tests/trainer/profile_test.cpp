@@ -5,10 +5,13 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <map>
 #include <regex>
+#include <thread>
 
 #include "analysis/profile_plot.h"
 #include "engine/json.h"
+#include "kernels/ops.h"
 #include "models/model.h"
 #include "models/presets.h"
 #include "test_util.h"
@@ -65,7 +68,27 @@ struct RecordingTimer : PhaseTimer {
   bool saw(const std::string& n) const { return std::find(names.begin(), names.end(), n) != names.end(); }
 };
 
+ProfileOptions options(std::int64_t micro_batch, std::int64_t seq, std::int64_t steps, std::int64_t warmup) {
+  ProfileOptions o;
+  o.micro_batch = micro_batch;
+  o.seq = seq;
+  o.steps = steps;
+  o.warmup = warmup;
+  return o;
+}
+
 std::string sppft_bin() { return test::env_path("SPPFT_BIN", "build/bin/sppft").string(); }
+
+// Counts the ops reported to it, by name.
+struct CountingObserver : ops::OpObserver {
+  std::map<std::string, int> calls;
+  int open = 0, max_open = 0;
+  void begin(const char*) override { max_open = std::max(max_open, ++open); }
+  void end(const char* op) override {
+    --open;
+    ++calls[op];
+  }
+};
 
 }  // namespace
 
@@ -94,12 +117,7 @@ TEST_CASE("phase FLOPs equal the closed-form counts of the architecture") {
     auto m = Model::random(c, 3);
     FreezePlan plan = FreezePlan::from_ranges({{1, 2}}, c.num_layers);
     plan.embeddings = true;  // block 0 keeps its backward (it trains); nothing below it
-    ProfileOptions o;
-    o.micro_batch = 2;
-    o.seq = 40;
-    o.steps = 1;
-    o.warmup = 0;
-    ProfileRun r = profile_training(*m, plan, o);
+    ProfileRun r = profile_training(*m, plan, options(2, 40, 1, 0));
     const double n = 80, hd = static_cast<double>(c.num_heads * c.head_dim);
     double pairs = 2 * pairs_by_loop(40, c.sliding_window.value_or(0));
     // 2 flops per multiply-add: QK^T and PV each D multiply-adds per (query, key, head).
@@ -139,11 +157,7 @@ TEST_CASE("phase FLOPs equal the closed-form counts of the architecture") {
 TEST_CASE("the per-part phases add up to the step timed around them (within 5%)") {
   const ModelConfig c = small_config(R"({"hidden_size": 256, "intermediate_size": 640, "vocab_size": 4000})");
   auto m = Model::random(c, 5);
-  ProfileOptions o;
-  o.micro_batch = 2;
-  o.seq = 64;
-  o.steps = 4;
-  o.warmup = 1;
+  ProfileOptions o = options(2, 64, 4, 1);
   ProfileRun r = profile_training(*m, FreezePlan::none(c.num_layers), o);
   REQUIRE(r.step_seconds.size() == 4);
   for (std::size_t i = 0; i < r.step_seconds.size(); ++i) {
@@ -186,11 +200,7 @@ TEST_CASE("--recompute: a recompute phase in every block with a backward but the
   auto m = Model::random(c, 17);
   FreezePlan plan = FreezePlan::from_ranges({{0, 0}}, c.num_layers);
   plan.embeddings = plan.norms = true;  // block 0 runs no backward
-  ProfileOptions o;
-  o.micro_batch = 2;
-  o.seq = 40;
-  o.steps = 2;
-  o.warmup = 1;
+  ProfileOptions o = options(2, 40, 2, 1);
   o.activations = ActivationPolicy::Recompute;
   ProfileRun r = profile_training(*m, plan, o);
   REQUIRE(r.recomputes());
@@ -230,13 +240,73 @@ TEST_CASE("--recompute: a recompute phase in every block with a backward but the
   CHECK(format_profile_table(saved).find("recompute") == std::string::npos);
 }
 
+TEST_CASE("op observer: outermost ops only, on the observing thread only") {
+  CountingObserver seen;
+  Tensor a = Tensor::zeros({4, 8}, DType::F32, MemCategory::Workspace), b = Tensor::zeros({4, 8}, DType::F32, MemCategory::Workspace);
+  ops::set_op_observer(&seen);
+  ops::convert(a, b);  // F32 to F32: convert calls copy, which is part of it
+  ops::add_inplace(a, b);
+  std::thread([&] { ops::add_inplace(a, b); }).join();  // another thread: not observed
+  {
+    const ops::OpScope scope("custom");  // code past ops.h labels its own work
+    ops::fill_zero(a);                   // inside it: part of "custom"
+  }
+  ops::set_op_observer(nullptr);
+  ops::add_inplace(a, b);  // observer off
+  CHECK(seen.calls == std::map<std::string, int>{{"convert", 1}, {"add_inplace", 1}, {"custom", 1}});
+  CHECK(seen.max_open == 1);
+  CHECK(seen.open == 0);
+}
+
+TEST_CASE("--ops: every op timed inside its phase, called as often as the graph calls it") {
+  const ModelConfig c = small_config();
+  auto m = Model::random(c, 23);
+  ProfileOptions o = options(2, 40, 2, 1);
+  ProfileRun quiet = profile_training(*m, FreezePlan::none(c.num_layers), o);
+  CHECK(quiet.ops.empty());  // off by default
+  o.ops = true;
+  ProfileRun r = profile_training(*m, FreezePlan::none(c.num_layers), o);
+  REQUIRE(!r.ops.empty());
+  auto calls = [&](const char* name, StepPhase phase) -> std::int64_t {
+    for (const auto& op : r.ops)
+      if (op.name == name && op.phase == phase) return op.calls;
+    return 0;
+  };
+  const std::int64_t L = c.num_layers, tensors = static_cast<std::int64_t>(m->parameters().size());
+  // Per block 7 linear layers (q, k, v, o, gate, up, down), plus the lm_head (80 rows: one loss chunk).
+  CHECK(calls("linear_forward", StepPhase::Forward) == 7 * L + 1);
+  CHECK(calls("linear_backward_input", StepPhase::BackwardDX) == 7 * L + 1);
+  CHECK(calls("linear_backward_weight", StepPhase::BackwardDW) == 7 * L + 1);
+  CHECK(calls("attention_forward_train", StepPhase::Forward) == L);
+  CHECK(calls("attention_backward", StepPhase::BackwardDX) == L);
+  CHECK(calls("glu_forward", StepPhase::Forward) == L);
+  CHECK(calls("glu_forward", StepPhase::BackwardDW) == L);  // recomputed for dW of down_proj
+  CHECK(calls("cross_entropy", StepPhase::Forward) == 1);
+  CHECK(calls("embedding_backward", StepPhase::BackwardDW) == 1);
+  CHECK(calls("adamw_step", StepPhase::Optimizer) == tensors);
+  CHECK(calls("fill_zero", StepPhase::Optimizer) == tensors);
+  // The ops lie inside the phases, disjoint; on the CPU they are nearly all of the step.
+  for (std::size_t i = 0; i < r.step_seconds.size(); ++i) {
+    double sum = 0;
+    for (const auto& op : r.ops) sum += op.seconds.at(i);
+    CHECK(sum <= r.phase_sum(i));
+    CHECK(sum > 0.5 * r.step_seconds[i]);
+  }
+  std::size_t traced = 0;
+  for (const auto& e : r.trace) traced += e.track == kOpsTrack;
+  std::size_t per_step = 0;
+  for (const auto& op : r.ops) per_step += static_cast<std::size_t>(op.calls);
+  CHECK(traced == per_step * r.step_seconds.size());
+  CHECK(profile_to_json(r)["ops"].size() == r.ops.size());
+  const std::string table = format_profile_table(r);
+  CHECK(table.find("op (median per step)") != std::string::npos);
+  CHECK(table.find("attention_backward") != std::string::npos);
+}
+
 TEST_CASE("frozen blocks report zero dW time and zero grad/optimizer bytes") {
   const ModelConfig c = small_config();
   auto m = Model::random(c, 7);
-  ProfileOptions o;
-  o.seq = 32;
-  o.steps = 2;
-  o.warmup = 0;
+  ProfileOptions o = options(1, 32, 2, 0);
   FreezePlan plan = FreezePlan::from_ranges({{1, 2}}, c.num_layers);
   for (bool norms : {true, false}) {
     CAPTURE(norms);
@@ -291,7 +361,11 @@ TEST_CASE("the timer hooks change no gradient bit and label every phase") {
   };
   auto [loss0, plain] = grads_of(nullptr);
   RecordingTimer rec;
+  CountingObserver seen;
+  ops::set_op_observer(&seen);  // the op hooks too
   auto [loss1, timed] = grads_of(&rec);
+  ops::set_op_observer(nullptr);
+  CHECK(seen.calls["attention_backward"] == c.num_layers);  // the embeddings train: every block runs backward
   CHECK(loss0 == loss1);
   REQUIRE(plain.size() == timed.size());
   for (std::size_t i = 0; i < plain.size(); ++i)
@@ -310,11 +384,7 @@ TEST_CASE("the timer hooks change no gradient bit and label every phase") {
 TEST_CASE("compare-freeze: measured savings against the FLOP and memory models") {
   const ModelConfig c = small_config();
   auto m = Model::random(c, 13);
-  ProfileOptions o;
-  o.micro_batch = 2;
-  o.seq = 24;
-  o.steps = 2;
-  o.warmup = 1;
+  ProfileOptions o = options(2, 24, 2, 1);
   o.label = "full";
   ProfileRun full = profile_training(*m, FreezePlan::none(c.num_layers), o);
   o.label = "sppft";
@@ -398,6 +468,10 @@ TEST_CASE("sppft profile on a checkpoint: tables, JSON, trace, SVG and bad input
   CHECK(rc.out.find("activations recomputed") != std::string::npos);
   CHECK(rc.out.find("the memory planner predicts") != std::string::npos);
   CHECK(rc.out.find("(equal)") != std::string::npos);
+  auto op_table = test::run_command(sppft_bin() + " profile " + dir.string() + " --steps 1 --warmup 0 --seq 8 --ops 2>&1");
+  REQUIRE(op_table.exit_code == 0);
+  CHECK(op_table.out.find("linear_forward") != std::string::npos);
+  CHECK(op_table.out.find("sum of ops") != std::string::npos);
   auto fwd = test::run_command(sppft_bin() + " profile " + dir.string() + " --mode forward --steps 1 --seq 8 2>/dev/null");
   REQUIRE(fwd.exit_code == 0);
   CHECK(fwd.out.find("forward and loss only") != std::string::npos);

@@ -22,8 +22,8 @@ namespace {
 const char* kHelp =
     "usage: sppft profile (DIR | --preset NAME) [--device cpu|cuda] [--mode forward|train] [--freeze a-b]\n"
     "                     [--micro-batch B --seq T] [--steps N] [--warmup W] [--layers K]\n"
-    "                     [--compare-freeze a-b] [--recompute] [--trace OUT.json] [--svg OUT.svg]\n"
-    "                     [--json]\n\n"
+    "                     [--compare-freeze a-b] [--recompute] [--ops] [--trace OUT.json]\n"
+    "                     [--svg OUT.svg] [--json]\n\n"
     "Runs W warm-up steps, then N measured training steps (zero grads, forward, loss,\n"
     "backward, AdamW; random tokens, loss on every token) and reports per part of the\n"
     "model - embeddings, each block, final norm, lm_head, loss - the median time of\n"
@@ -48,6 +48,10 @@ const char* kHelp =
     "  --recompute           activation checkpointing, as in sppft train: adds a\n"
     "                        recompute phase (each block's forward rerun before its\n"
     "                        backward, all but the top block)\n"
+    "  --ops                 also time every op (GEMM, attention, norm, ... and AdamW) and\n"
+    "                        print them per phase, slowest first, with calls per step and\n"
+    "                        share of the step; adds two timestamps per op (on a GPU two\n"
+    "                        CUDA events), and puts the ops on their own trace track\n"
     "  --micro-batch B       sequences per step (default 1)\n"
     "  --seq T               tokens per sequence (default 64)\n"
     "  --steps N             measured steps (default 3)   --warmup W  (default 1)\n"
@@ -90,7 +94,7 @@ int cmd_profile(int argc, char** argv) {
   Args args(argc, argv,
             {"--preset", "--device", "--mode", "--freeze", "--micro-batch", "--seq", "--steps", "--warmup", "--trace",
              "--layers", "--compare-freeze", "--svg", "--seed", "--attention"},
-            {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--recompute"});
+            {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--recompute", "--ops"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
     return 0;
@@ -133,6 +137,7 @@ int cmd_profile(int argc, char** argv) {
   o.warmup = args.get_int("--warmup", 1, 0, 100000);
   o.seed = static_cast<std::uint64_t>(args.get_int("--seed", 0, 0, std::int64_t{1} << 62));
   o.progress = true;
+  o.ops = args.has("--ops");
   if (args.has("--recompute")) {
     if (!train) throw InputError("--recompute: needs --mode train (a forward-only run keeps no activations)");
     o.activations = ActivationPolicy::Recompute;
