@@ -1,5 +1,6 @@
 #include "trainer/memory_plan.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "engine/error.h"
@@ -79,6 +80,22 @@ MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& pla
     add(MemCategory::Workspace,
         device_scratch::backend_bytes(TrainingGraph::device_scratch_bytes(c, modes, micro_batch * seq, loss_chunk)));
   return m;
+}
+
+std::int64_t max_micro_batch(const ModelConfig& c, const FreezePlan& plan, std::int64_t seq, Precision p,
+                             std::size_t budget, DataParallelShape dp, ActivationPolicy policy) {
+  const auto fits = [&](std::int64_t mb) { return plan_training_memory(c, plan, mb, seq, p, 256, dp, policy).total() <= budget; };
+  if (!fits(1)) return 0;
+  std::int64_t lo = 1, hi = 2;  // fits(lo); find a hi that does not, then bisect
+  // Searched up to 2^31 tokens per micro-batch (terabytes of activations; byte counts stay far from overflow).
+  const std::int64_t kMax = std::max<std::int64_t>(1, (std::int64_t{1} << 31) / std::max<std::int64_t>(seq, 1));
+  while (hi < kMax && fits(hi)) lo = hi, hi *= 2;
+  if (hi >= kMax && fits(kMax)) return kMax;
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return lo;
 }
 
 MemoryBreakdown measured_memory(const MemoryStats& s) {

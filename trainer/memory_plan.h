@@ -53,6 +53,12 @@ MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& pla
                                      std::int64_t seq, Precision p, std::int64_t loss_chunk = 256,
                                      DataParallelShape dp = {}, ActivationPolicy policy = ActivationPolicy::Save);
 
+// The largest micro-batch of `seq`-token sequences whose plan fits in `budget` bytes (the
+// plan grows with the micro-batch); 0 when not even one sequence fits.
+std::int64_t max_micro_batch(const ModelConfig& c, const FreezePlan& plan, std::int64_t seq, Precision p,
+                             std::size_t budget, DataParallelShape dp = {},
+                             ActivationPolicy policy = ActivationPolicy::Save);
+
 // Elements of every trainable part's gradient buffer, forward order
 // (embeddings, block.<k>..., final_norm, lm_head): the units of reduction.
 std::vector<std::int64_t> trainable_part_numels(const ModelConfig& c, const FreezePlan& plan);

@@ -93,7 +93,8 @@ FreezePlan freeze_plan(const ModelConfig& c, const TrainOptions& o) {
 }
 
 // InputError when this rank's planned GPU bytes exceed what the driver reports free.
-void require_fits_on_gpu(const MemoryBreakdown& need, int gpu_index) {
+// `recomputed`: the same run with --recompute, when it is not already one.
+void require_fits_on_gpu(const MemoryBreakdown& need, const std::optional<MemoryBreakdown>& recomputed, int gpu_index) {
   std::size_t free_b = 0, total_b = 0;
   if (!cuda_memory_info(free_b, total_b) || need.total() <= free_b) return;
   std::string parts;
@@ -102,8 +103,10 @@ void require_fits_on_gpu(const MemoryBreakdown& need, int gpu_index) {
                                 " " + human_bytes(double(need.bytes[i]));
   throw InputError("train: the run needs " + human_bytes(double(need.total())) + " on " + cuda_device_description(gpu_index) +
                    " (" + parts + ") but " + human_bytes(double(free_b)) + " of " + human_bytes(double(total_b)) +
-                   " are free; try --freeze (a frozen block holds no gradient or optimizer state), --zero1 with more ranks, "
-                   "or a smaller --micro-batch or --cutoff (sppft memory --device cuda plans each)");
+                   " are free; try --freeze (a frozen block holds no gradient or optimizer state), " +
+                   (recomputed ? "--recompute (" + human_bytes(double(recomputed->total())) + " in all), " : std::string()) +
+                   "--zero1 with more ranks, or a smaller --micro-batch or --cutoff (sppft memory --device cuda plans "
+                   "each; --fit SIZE gives the largest micro-batch that fits)");
 }
 
 // Test hooks: a rank that dies without warning, or hangs, after a given step
@@ -164,7 +167,13 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   const std::int64_t cutoff = std::min(o.cutoff, cfg.max_position_embeddings);  // tokens per sequence, planned and trained
   const MemoryBreakdown predicted = plan_training_memory(cfg, plan, o.micro_batch, cutoff, precision, 256, {world, rank, o.zero1},
                                                          o.activations);
-  if (gpu) require_fits_on_gpu(predicted, launch.local_rank);
+  if (gpu) {
+    std::optional<MemoryBreakdown> recomputed;
+    if (o.activations == ActivationPolicy::Save)
+      recomputed = plan_training_memory(cfg, plan, o.micro_batch, cutoff, precision, 256, {world, rank, o.zero1},
+                                        ActivationPolicy::Recompute);
+    require_fits_on_gpu(predicted, recomputed, launch.local_rank);
+  }
 
   // Measured bytes are what this run adds to what is already alive.
   Allocator& alloc = Allocator::for_device(device);

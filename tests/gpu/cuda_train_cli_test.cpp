@@ -137,6 +137,7 @@ TEST_CASE("a GPU run that cannot fit is refused before anything is read or writt
   CHECK(r.exit_code == 2);
   CHECK(r.out.find("error: train: the run needs ") != std::string::npos);
   CHECK(r.out.find(" are free; try --freeze") != std::string::npos);
+  CHECK(r.out.find("--recompute (") != std::string::npos);  // with what the run would need recomputing
   CHECK_FALSE(fs::exists(base / "out"));
 }
 

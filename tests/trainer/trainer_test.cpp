@@ -137,6 +137,39 @@ TEST_CASE("memory plan for the paper's models: a frozen block saves its grads, m
                                                     jr["activations"].get<std::size_t>());
   auto table = test::run_command(cli("memory --preset llama-3-8b --freeze 6-12 --device cuda"));
   CHECK(table.out.find("with --recompute: activations") != std::string::npos);
+
+  // --fit: the largest micro-batch whose plan fits, checked at its boundary, per activation policy.
+  const std::size_t budget = 141'000'000'000;  // an H200
+  std::int64_t fits[2] = {0, 0};
+  for (ActivationPolicy policy : {ActivationPolicy::Save, ActivationPolicy::Recompute}) {
+    const std::int64_t mb = max_micro_batch(c, sppft, 1024, Precision::BF16Mixed, budget, {}, policy);
+    REQUIRE(mb >= 1);
+    CHECK(plan_training_memory(c, sppft, mb, 1024, Precision::BF16Mixed, 256, {}, policy).total() <= budget);
+    CHECK(plan_training_memory(c, sppft, mb + 1, 1024, Precision::BF16Mixed, 256, {}, policy).total() > budget);
+    fits[policy == ActivationPolicy::Recompute] = mb;
+  }
+  CHECK(fits[1] > fits[0]);
+  CHECK(max_micro_batch(c, full, 1024, Precision::BF16Mixed, 1'000'000'000) == 0);  // the weights alone are 16 GB
+  auto fit = test::run_command(cli("memory --preset llama-3-8b --freeze 6-12 --device cuda --seq 1024 --fit 141GB --json"));
+  REQUIRE(fit.exit_code == 0);
+  const Json jf = Json::parse(fit.out)["fit"];
+  CHECK(jf["budget_bytes"] == budget);
+  CHECK(jf["max_micro_batch"]["save"] == fits[0]);
+  CHECK(jf["max_micro_batch"]["recompute"] == fits[1]);
+  CHECK(jf["full_fine_tuning_max_micro_batch"]["save"] ==
+        max_micro_batch(c, full, 1024, Precision::BF16Mixed, budget, {}, ActivationPolicy::Save));
+  auto fit_text = test::run_command(cli("memory --preset llama-3-8b --freeze 6-12 --device cuda --seq 1024 --fit 141GB"));
+  CHECK(fit_text.out.find("fits in 131.32 GiB at 1024 tokens per sequence: micro-batch up to " + std::to_string(fits[0]) +
+                          " (" + std::to_string(fits[1]) + " with --recompute); full fine-tuning: ") != std::string::npos);
+  auto none_fit = test::run_command(cli("memory --preset llama-3-8b --device cuda --seq 4096 --fit 80GiB"));
+  CHECK(none_fit.out.find("fits in 80.00 GiB at 4096 tokens per sequence: no micro-batch (one sequence needs ") !=
+        std::string::npos);
+  for (const char* size : {"80XB", "GiB", "-5GB", "0"}) {
+    CAPTURE(size);
+    auto e = test::run_command(cli(std::string("memory --preset llama-3-8b --fit ") + size));
+    CHECK(e.exit_code == 2);
+    CHECK(e.out.find("--fit: expected a size such as 80GiB") != std::string::npos);
+  }
 }
 
 TEST_CASE("SPPFT: frozen weights never change, get no buffers, and memory matches the plan to the byte") {

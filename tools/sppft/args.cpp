@@ -87,4 +87,25 @@ double Args::get_double(const std::string& flag, double fallback, double min, do
   return x;
 }
 
+std::optional<std::size_t> Args::get_bytes(const std::string& flag) const {
+  auto v = get(flag);
+  if (!v) return std::nullopt;
+  const auto bad = [&] { return InputError(flag + ": expected a size such as 80GiB, 141GB or 1.5e11, got '" + *v + "'"); };
+  std::size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(*v, &used);
+  } catch (...) {
+    throw bad();
+  }
+  static const std::map<std::string, double> units = {
+      {"", 1},      {"B", 1},          {"KB", 1e3},         {"MB", 1e6},         {"GB", 1e9},
+      {"TB", 1e12}, {"KiB", 1024.0},   {"MiB", 1048576.0},  {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+  const auto unit = units.find(v->substr(used));
+  if (unit == units.end() || !std::isfinite(x) || x <= 0) throw bad();
+  const double bytes = x * unit->second;
+  if (bytes < 1 || bytes > 1e18) throw bad();
+  return static_cast<std::size_t>(bytes);
+}
+
 }  // namespace sppft::cli

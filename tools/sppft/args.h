@@ -24,6 +24,9 @@ class Args {
   std::string require(const std::string& flag) const;
   std::int64_t get_int(const std::string& flag, std::int64_t fallback, std::int64_t min, std::int64_t max) const;
   double get_double(const std::string& flag, double fallback, double min, double max) const;
+  // A size in bytes: a number with an optional unit, B, KB/MB/GB/TB (powers of 1000) or
+  // KiB/MiB/GiB/TiB (powers of 1024), e.g. 141GB, 80GiB, 1.5e11. Zero and negatives are refused.
+  std::optional<std::size_t> get_bytes(const std::string& flag) const;
 
  private:
   bool help_ = false;

@@ -1,5 +1,7 @@
 // sppft memory (DIR | --preset NAME) [--freeze a-b] ...: predicted training bytes per category.
 #include <cstdio>
+#include <optional>
+#include <string>
 
 #include "engine/error.h"
 #include "models/presets.h"
@@ -14,7 +16,7 @@ namespace {
 const char* kHelp =
     "usage: sppft memory (DIR | --preset NAME) [--freeze a-b] [--micro-batch B --seq T]\n"
     "                    [--device cpu|cuda | --precision fp32|bf16-mixed] [--freeze-norms]\n"
-    "                    [--freeze-embeddings] [--recompute]\n"
+    "                    [--freeze-embeddings] [--recompute] [--fit SIZE]\n"
     "                    [--world N [--zero1] [--rank R]] [--json]\n\n"
     "Predicts, without allocating, the bytes a training run holds per category (weights,\n"
     "grads, master, optimizer, activations, workspace) for any config.json or a preset of\n"
@@ -26,11 +28,14 @@ const char* kHelp =
     "`sppft train --device cuda` runs, workspace including the CUDA backend's buffers);\n"
     "--precision picks the layout directly. No GPU is needed to plan.\n"
     "--recompute plans `sppft train --recompute` (each block keeps only its input and\n"
-    "reruns its forward before its backward); without it, one line says what it would save.\n";
+    "reruns its forward before its backward); without it, one line says what it would save.\n"
+    "--fit SIZE (e.g. 141GB, 80GiB): the largest micro-batch of --seq tokens per sequence whose\n"
+    "plan fits in SIZE, with activations saved and recomputed (and for full fine-tuning too\n"
+    "with --freeze): what freezing and recomputing buy in batch size on a given GPU.\n";
 }  // namespace
 
 int cmd_memory(int argc, char** argv) {
-  Args args(argc, argv, {"--preset", "--freeze", "--micro-batch", "--seq", "--precision", "--device", "--world", "--rank"},
+  Args args(argc, argv, {"--preset", "--freeze", "--micro-batch", "--seq", "--precision", "--device", "--world", "--rank", "--fit"},
             {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--zero1", "--recompute"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
@@ -68,6 +73,21 @@ int cmd_memory(int argc, char** argv) {
   const ActivationPolicy policy = args.has("--recompute") ? ActivationPolicy::Recompute : ActivationPolicy::Save;
   MemoryBreakdown m = plan_training_memory(c, plan, mb, seq, prec, 256, dp, policy);
   const CommBytes comm = plan_comm_bytes(trainable_part_numels(c, plan), world, dp.zero1, elem);
+  const FreezePlan none = FreezePlan::none(c.num_layers);
+  // --fit: the largest micro-batch per activation policy, for this plan and (with --freeze) full fine-tuning.
+  const std::optional<std::size_t> budget = args.get_bytes("--fit");
+  struct Fit {
+    std::int64_t saved = 0, recomputed = 0;
+  };
+  const auto fit = [&](const FreezePlan& p) {
+    return Fit{max_micro_batch(c, p, seq, prec, *budget, dp, ActivationPolicy::Save),
+               max_micro_batch(c, p, seq, prec, *budget, dp, ActivationPolicy::Recompute)};
+  };
+  std::optional<Fit> fit_plan, fit_full;
+  if (budget) {
+    fit_plan = fit(plan);
+    if (args.has("--freeze")) fit_full = fit(none);
+  }
   if (args.has("--json")) {
     Json j = m.to_json();
     j["world_size"] = world;
@@ -80,6 +100,11 @@ int cmd_memory(int argc, char** argv) {
     j["activation_policy"] = activation_policy_name(policy);
     j["micro_batch"] = mb;
     j["seq"] = seq;
+    if (budget) {
+      const auto fit_json = [](const Fit& f) { return Json{{"save", f.saved}, {"recompute", f.recomputed}}; };
+      j["fit"] = {{"budget_bytes", *budget}, {"seq", seq}, {"max_micro_batch", fit_json(*fit_plan)}};
+      if (fit_full) j["fit"]["full_fine_tuning_max_micro_batch"] = fit_json(*fit_full);
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -88,7 +113,6 @@ int cmd_memory(int argc, char** argv) {
               policy == ActivationPolicy::Recompute ? ", activations recomputed" : "");
   std::printf("%lld trainable / %lld frozen parameters\n%s", (long long)m.trainable_params, (long long)m.frozen_params,
               format_memory_table(m, nullptr).c_str());
-  const FreezePlan none = FreezePlan::none(c.num_layers);
   if (world > 1) {
     const CommBytes full = plan_comm_bytes(trainable_part_numels(c, none), world, dp.zero1, elem);
     std::printf("rank %d of %d%s; communicated per optimizer step: %s (ring traffic per rank %s)", dp.rank, world,
@@ -108,6 +132,19 @@ int cmd_memory(int argc, char** argv) {
     const auto act = static_cast<std::size_t>(MemCategory::Activations);
     std::printf("with --recompute: activations %s instead of %s; %s total\n", human_bytes(r.bytes[act]).c_str(),
                 human_bytes(m.bytes[act]).c_str(), human_bytes(r.total()).c_str());
+  }
+  if (budget) {
+    const auto say = [&](const Fit& f, const FreezePlan& p) {
+      const auto n = [](std::int64_t mb) { return std::to_string(mb); };
+      if (f.saved > 0) return "micro-batch up to " + n(f.saved) + " (" + n(f.recomputed) + " with --recompute)";
+      if (f.recomputed > 0) return "micro-batch up to " + n(f.recomputed) + " with --recompute (none without it)";
+      const MemoryBreakdown one = plan_training_memory(c, p, 1, seq, prec, 256, dp, ActivationPolicy::Recompute);
+      return "no micro-batch (one sequence needs " + human_bytes(static_cast<double>(one.total())) + " with --recompute)";
+    };
+    std::printf("fits in %s at %lld tokens per sequence: %s", human_bytes(static_cast<double>(*budget)).c_str(),
+                (long long)seq, say(*fit_plan, plan).c_str());
+    if (fit_full) std::printf("; full fine-tuning: %s", say(*fit_full, none).c_str());
+    std::printf("\n");
   }
   return 0;
 }
