@@ -18,14 +18,16 @@
 # commit, per-stage status and seconds, per-test results, benchmark numbers),
 # OUTDIR/ctest-junit.xml, OUTDIR/kernels.json (if the stage stops early, the rows it had
 # measured, marked "partial"), OUTDIR/profile.json (+ profile-trace.json),
-# OUTDIR/profile-mma.json (the full step with --attention mma),
+# OUTDIR/profile-mma.json (the full step with --attention mma), OUTDIR/profile-recompute.json (with
+# --recompute),
 # OUTDIR/torch_attention.json and OUTDIR/torch_step.jsonl.
 # Exit status: 0 when every gpu test passed on a real GPU, 1 otherwise (benchmarks
 # never change it).
 #
 # Time: must finish within 6 minutes. Each stage has its own limit (configure 60 s,
-# build 180 s, tests 90 s, kernels 60 s, profile 120 s, profile_mma 60 s, torch 45 s, torch_step 60 s: the
-# limits are caps, the expected total is under 6 minutes); the summary says which stage stopped.
+# build 180 s, tests 90 s, kernels 60 s, profile 120 s, profile_mma 60 s, profile_recompute 45 s,
+# torch 45 s, torch_step 60 s: the limits are caps, the expected total is under 6 minutes); the
+# summary says which stage stopped.
 # Only the gpu test executables, bench_kernels and the libraries they link are built, for
 # one architecture.
 #
@@ -153,6 +155,9 @@ if stage configure 60 cmake -S . -B "$build" "${generator[@]}" "${cmake_args[@]}
     # The full step again on the mma.sync attention kernels (attention_train_mma.cu): MFU of both paths.
     stage profile_mma 60 bash -c "'$build/bin/sppft' profile --preset llama-3-8b --layers 4 --device cuda --micro-batch 4 \
       --seq 1024 --steps 3 --warmup 1 --attention mma --json > '$out/profile-mma.json'"
+    # And with --recompute: what rerunning each block's forward before its backward costs.
+    stage profile_recompute 45 bash -c "'$build/bin/sppft' profile --preset llama-3-8b --layers 4 --device cuda --micro-batch 4 \
+      --seq 1024 --steps 3 --warmup 1 --recompute --json > '$out/profile-recompute.json'"
   fi
 fi
 python=${SPPFT_PYTHON:-python3}
@@ -166,7 +171,7 @@ total=$(($(date +%s) - start))
 say "gpu_check: $overall in $total s; log $log"
 
 # ---------------------------------------------------------------- summary.json
-stages_json=$(for s in configure build test kernels profile profile_mma torch torch_step; do
+stages_json=$(for s in configure build test kernels profile profile_mma profile_recompute torch torch_step; do
   [[ -n ${status[$s]:-} ]] && printf '{"stage":"%s","status":"%s","seconds":%s}\n' "$s" "${status[$s]}" "${seconds[$s]}"
 done)
 python3 bench/gpu_summary.py "$out" "$overall" "$total" "$gpu" "$nvcc_version" "$commit" "$dirty" "$arch" "$stages_json"

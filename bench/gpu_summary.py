@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The end of bench/gpu_check.sh: reads what the stages left in OUTDIR (ctest-junit.xml,
-kernels.json, profile.json, profile-mma.json, torch_attention.json, torch_step.jsonl), writes OUTDIR/summary.json
+kernels.json, profile.json, profile-mma.json, profile-recompute.json, torch_attention.json, torch_step.jsonl),
+writes OUTDIR/summary.json
 and prints the closing table (kernel rates against their ceilings, the training step's
 tokens/s and MFU full vs SPPFT, the transformers step, PyTorch SDPA). A missing or partial
 input is recorded as such and skipped in the table.
@@ -24,7 +25,7 @@ summary = {
     "benchmarks": {},
 }
 for name, file in (("kernels", "kernels"), ("torch_attention", "torch_attention"), ("profile", "profile"),
-                   ("profile_mma", "profile-mma")):
+                   ("profile_mma", "profile-mma"), ("profile_recompute", "profile-recompute")):
     path = os.path.join(out, file + ".json")
     try:
         with open(path) as f:
@@ -60,15 +61,20 @@ def model_flops(run):
 
 
 gemm = k.get("gemm_bf16_tflops") or 0
-for p in (prof, summary["benchmarks"].get("profile_mma", {})):
+for p in (prof, summary["benchmarks"].get("profile_mma", {}), summary["benchmarks"].get("profile_recompute", {})):
     for r in p.get("runs", []):
         flops = model_flops(r)
         step = r["step_seconds"]["median"]
         tf = flops / step / 1e12
         r["tflops"], r["mfu_vs_989"], r["mfu_vs_measured_gemm"] = tf, tf / 989.0, tf / gemm if gemm else None
-        print(f"train step {r['label']:5s} ({r['freeze']}), attention {p.get('attention_kernels', '?')}: {step * 1e3:.1f} ms, "
+        recomputed = ", activations recomputed" if r.get("activation_policy") == "recompute" else ""
+        print(f"train step {r['label']:5s} ({r['freeze']}{recomputed}), attention {p.get('attention_kernels', '?')}: {step * 1e3:.1f} ms, "
               f"{r['tokens'] / step:.0f} tokens/s, {tf:.0f} TFLOP/s = MFU {100 * tf / 989:.0f}% of 989 (dense bf16 datasheet)"
               + (f", {100 * tf / gemm:.0f}% of the measured GEMM rate" if gemm else ""))
+for r in summary["benchmarks"].get("profile_recompute", {}).get("runs", [])[:1]:
+    reruns = sum(part["seconds"]["recompute"]["median"] for part in r["parts"] if "recompute" in part["seconds"])
+    print(f"  --recompute: the reruns take {reruns * 1e3:.1f} ms, {100 * reruns / r['step_seconds']['median']:.1f}% of the step; "
+          f"activations {r['bytes']['activations'] / 2**30:.2f} GiB")
 for r in prof.get("runs", [])[:1]:  # where the full step's time goes, slowest ops first
     step = r["step_seconds"]["median"]
     for op in sorted(r.get("ops", []), key=lambda o: -o["seconds"]["median"])[:8]:

@@ -68,6 +68,11 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
                                     " --device cuda --attention mma --steps 1 --warmup 0 --seq 32 --micro-batch 2 --json 2>/dev/null");
   REQUIRE_MESSAGE(prof_mma.exit_code == 0, prof_mma.out);
   atomic_write_text(out / "profile-mma.json", prof_mma.out);
+  auto prof_rc = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " profile " +
+                                   (base / "model").string() +
+                                   " --device cuda --recompute --steps 1 --warmup 0 --seq 32 --micro-batch 2 --json 2>/dev/null");
+  REQUIRE_MESSAGE(prof_rc.exit_code == 0, prof_rc.out);
+  atomic_write_text(out / "profile-recompute.json", prof_rc.out);
 
   auto summary = test::run_command("python3 " + (test::source_dir() / "bench/gpu_summary.py").string() + " " + out.string() +
                                    " passed 1 'test GPU' 'release 13.0' commit 0 90a '{\"stage\":\"test\",\"status\":\"ok\",\"seconds\":1}'");
@@ -80,7 +85,9 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
   CHECK(summary.out.find("(nothing frozen)), attention wmma: ") != std::string::npos);
   CHECK(summary.out.find("(nothing frozen)), attention mma: ") != std::string::npos);
   CHECK(summary.out.find("SPPFT saved") != std::string::npos);
-  CHECK(summary.out.find("% of the step") != std::string::npos);  // --ops: the slowest ops of the full step
+  CHECK(summary.out.find("% of the step") != std::string::npos);
+  CHECK(summary.out.find("activations recomputed), attention wmma: ") != std::string::npos);
+  CHECK(summary.out.find("--recompute: the reruns take ") != std::string::npos);  // --ops: the slowest ops of the full step
   const Json prof_json = Json::parse(prof.out);
   bool multi_tensor_adamw = false;  // the GPU's AdamW bypasses kernels/ops.h and labels itself
   for (const auto& op : prof_json["runs"][0]["ops"]) multi_tensor_adamw |= op["name"] == "adamw_multi_tensor";

@@ -246,7 +246,9 @@ TEST_CASE("a torchrun-style launch (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) 
 }
 
 TEST_CASE("sppft launch --nproc 2 gives the same run; a failing rank stops the others; bad launches are errors") {
-  auto two = test::run_command(sppft_bin() + " launch --nproc 2" + train_args("launch", "--zero1 --freeze 1-1 --grad-accum 1"));
+  // The ranks also recompute their activations (--recompute), which changes no number.
+  auto two = test::run_command(sppft_bin() + " launch --nproc 2" +
+                               train_args("launch", "--zero1 --freeze 1-1 --grad-accum 1 --recompute"));
   REQUIRE_MESSAGE(two.exit_code == 0, two.out);
   CHECK(two.out.find("launch: 2 ranks") != std::string::npos);
   auto one = test::run_command("OMP_NUM_THREADS=1 " + sppft_bin() + train_args("launch-one", "--zero1 --freeze 1-1 --grad-accum 2"));
@@ -255,6 +257,8 @@ TEST_CASE("sppft launch --nproc 2 gives the same run; a failing rank stops the o
   Json mem = read_json_file(base_dir() / "launch/memory.json");
   CHECK(mem["backend"] == "tcp");
   CHECK(mem["world_size"] == 2);
+  CHECK(mem["activation_policy"] == "recompute");
+  for (const auto& r : mem["per_rank"]) CHECK(r["predicted"]["total_bytes"] == r["measured_peak"]["total_bytes"]);
 
   // Rank 1 killed after step 2: launch stops rank 0 (blocked in a collective) and exits 128 + 9.
   // Rank 1 got past step 2's checkpoint, so rank 0 had written it.
