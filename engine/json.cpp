@@ -49,6 +49,7 @@ SPPFT_JSON_INSTANTIATE(double)
 SPPFT_JSON_INSTANTIATE(std::string)
 SPPFT_JSON_INSTANTIATE(Json)
 SPPFT_JSON_INSTANTIATE(std::vector<std::int64_t>)
+SPPFT_JSON_INSTANTIATE(std::vector<double>)
 #undef SPPFT_JSON_INSTANTIATE
 
 }  // namespace sppft

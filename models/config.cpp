@@ -43,6 +43,8 @@ void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
   if (scaling.is_null()) return;
   if (!scaling.is_object()) throw InputError(where + ": rope_scaling must be an object or null");
   const std::string sw = where + " rope_scaling";
+  if (json_get_or<double>(scaling, "partial_rotary_factor", 1.0, sw) != 1.0)
+    throw InputError(sw + ": partial_rotary_factor other than 1.0 is not implemented");
   std::string type = json_get_or<std::string>(scaling, "rope_type", json_get_or<std::string>(scaling, "type", "default", sw), sw);
   if (type == "default") return;
   if (type == "linear") {
@@ -56,13 +58,51 @@ void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
     c.rope.original_max_position_embeddings = json_get<std::int64_t>(scaling, "original_max_position_embeddings", sw);
     if (c.rope.high_freq_factor <= c.rope.low_freq_factor)
       throw InputError(sw + ": high_freq_factor must exceed low_freq_factor");
+  } else if (type == "longrope" || type == "su") {  // "su": the name older Phi-3 configs use
+    c.rope.type = "longrope";
+    c.rope.short_factor = json_get<std::vector<double>>(scaling, "short_factor", sw);
+    c.rope.long_factor = json_get<std::vector<double>>(scaling, "long_factor", sw);
+    c.rope.original_max_position_embeddings = json_get_or<std::int64_t>(
+        scaling, "original_max_position_embeddings",
+        json_get_or<std::int64_t>(j, "original_max_position_embeddings", c.max_position_embeddings, where), sw);
+    if (c.rope.original_max_position_embeddings <= 0)
+      throw InputError(sw + ": original_max_position_embeddings must be positive");
+    // As transformers: factor defaults to max / original; attention_factor to sqrt(1 + ln f / ln original).
+    c.rope.factor = json_get_or<double>(scaling, "factor",
+                                        static_cast<double>(c.max_position_embeddings) /
+                                            static_cast<double>(c.rope.original_max_position_embeddings),
+                                        sw);
+    if (scaling.contains("attention_factor") && !scaling["attention_factor"].is_null()) {
+      c.rope.attention_factor = json_get<double>(scaling, "attention_factor", sw);
+    } else {
+      c.rope.attention_factor =
+          c.rope.factor <= 1.0 ? 1.0
+                               : std::sqrt(1.0 + std::log(c.rope.factor) /
+                                                     std::log(static_cast<double>(c.rope.original_max_position_embeddings)));
+    }
+    const auto half = static_cast<std::size_t>(c.head_dim / 2);
+    for (const auto* f : {&c.rope.short_factor, &c.rope.long_factor}) {
+      if (f->size() != half)
+        throw InputError(sw + ": short_factor and long_factor need head_dim / 2 = " + std::to_string(half) +
+                         " entries, got " + std::to_string(f->size()));
+      for (double x : *f)
+        if (!(x > 0)) throw InputError(sw + ": short_factor and long_factor entries must be positive");
+    }
+    if (!(c.rope.attention_factor > 0)) throw InputError(sw + ": attention_factor must be positive");
+    return;
   } else {
-    throw InputError(sw + ": rope type '" + type + "' is not implemented (supported: default, linear, llama3)");
+    throw InputError(sw + ": rope type '" + type + "' is not implemented (supported: default, linear, llama3, longrope)");
   }
   if (c.rope.factor <= 0) throw InputError(sw + ": factor must be positive");
 }
 
 }  // namespace
+
+float ModelConfig::attention_scale() const {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (rope.attention_factor == 1.0) return scale;  // bit for bit what every other model has always used
+  return static_cast<float>(static_cast<double>(scale) * rope.attention_factor * rope.attention_factor);
+}
 
 std::int64_t ModelConfig::block_parameters() const {
   std::int64_t h = hidden_size, f = intermediate_size;
@@ -178,6 +218,12 @@ Json model_config_to_json(const ModelConfig& c) {
       s["low_freq_factor"] = c.rope.low_freq_factor;
       s["high_freq_factor"] = c.rope.high_freq_factor;
       s["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
+    }
+    if (c.rope.type == "longrope") {
+      s["short_factor"] = c.rope.short_factor;
+      s["long_factor"] = c.rope.long_factor;
+      s["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
+      s["attention_factor"] = c.rope.attention_factor;
     }
     j["rope_scaling"] = s;
   }

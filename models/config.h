@@ -19,11 +19,17 @@ enum class Activation { SiLU, GeluTanh, GeluErf };
 
 struct RopeConfig {
   double theta = 10000.0;
-  std::string type = "default";  // "default", "linear", "llama3"
+  std::string type = "default";  // "default", "linear", "llama3", "longrope"
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   std::int64_t original_max_position_embeddings = 0;
+  // longrope (Phi-3-128k, Phi-3.5): frequency i is divided by short_factor[i] while a forward's
+  // positions stay within original_max_position_embeddings, by long_factor[i] past it (chosen per
+  // forward call from its largest position, as transformers does); cos and sin are multiplied
+  // by attention_factor, which sppft folds into the attention scale as attention_factor^2.
+  std::vector<double> short_factor, long_factor;
+  double attention_factor = 1.0;
 };
 
 struct ModelConfig {
@@ -55,6 +61,12 @@ struct ModelConfig {
   Json source;  // the config.json object it was parsed from (null for built configs)
 
   std::int64_t q_dim() const { return num_heads * head_dim; }
+  // The softmax scale of attention scores: 1 / sqrt(head_dim), times longrope's attention_factor^2.
+  float attention_scale() const;
+  // Whether a forward whose largest position is `max_position` takes longrope's long factors.
+  bool rope_long(std::int64_t max_position) const {
+    return rope.type == "longrope" && max_position + 1 > rope.original_max_position_embeddings;
+  }
   std::int64_t kv_dim() const { return num_kv_heads * head_dim; }
   // Parameters of one decoder block / of the whole model (tied embeddings counted once).
   std::int64_t block_parameters() const;

@@ -76,6 +76,17 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<std
     for (std::size_t i = begin; i < end; ++i) rngs.emplace_back(opts.seed * 1000003ull + i);
     std::uniform_real_distribution<double> unif(0.0, 1.0);
     for (std::int64_t t = 0; t < opts.max_new_tokens && !step.tokens.empty(); ++t) {
+      // LongRoPE (Phi-3-128k, Phi-3.5): a sequence whose length first passes the pretraining
+      // length switches to the long factors, and its cached keys were rotated with the short
+      // ones, so it is recomputed from its first token, as transformers' Phi-3 drops its cache.
+      for (std::size_t s = 0; s < who.size(); ++s) {
+        const std::int64_t past = cache.length(step.slots[s]), len = static_cast<std::int64_t>(step.tokens[s].size());
+        if (past == 0 || c.rope_long(past - 1) || !c.rope_long(past + len - 1)) continue;
+        const Generation& g = out[who[s]];  // its new ids end with the tokens of this step
+        step.tokens[s] = g.prompt_ids;
+        step.tokens[s].insert(step.tokens[s].end(), g.new_ids.begin(), g.new_ids.end());
+        cache.set_length(step.slots[s], 0);
+      }
       Tensor logits = model.forward(step, cache);
       StepInput next;
       std::vector<std::size_t> next_who;

@@ -195,7 +195,7 @@ const Tensor* opt(const Tensor& t) { return t.defined() ? &t : nullptr; }
 
 }  // namespace
 
-std::vector<float> rope_inv_freq(const ModelConfig& c) {
+std::vector<float> rope_inv_freq(const ModelConfig& c, bool long_factors) {
   const std::int64_t d = c.head_dim;
   std::vector<float> out(d / 2);
   for (std::int64_t i = 0; i < d / 2; ++i) {
@@ -203,6 +203,10 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
     float exponent = static_cast<float>(2 * i) / static_cast<float>(d);
     double inv = 1.0 / std::pow(c.rope.theta, static_cast<double>(exponent));
     if (c.rope.type == "linear") inv /= c.rope.factor;
+    if (c.rope.type == "longrope") {  // transformers: 1 / (ext_factors * base^(...)), the factors in float32
+      const auto& ext = long_factors ? c.rope.long_factor : c.rope.short_factor;
+      inv /= static_cast<double>(static_cast<float>(ext[static_cast<std::size_t>(i)]));
+    }
     if (c.rope.type == "llama3") {
       const double old_len = static_cast<double>(c.rope.original_max_position_embeddings);
       const double low_wavelen = old_len / c.rope.low_freq_factor;
@@ -249,9 +253,14 @@ void read_weights(const Checkpoint& ckpt, const ModelConfig& c, ModelWeights& w)
 void Model::allocate_weights() {
   w_.blocks.assign(config_.num_layers, BlockWeights{});
   packed_ = allocate_packed(config_, w_, DType::F32, MemCategory::Weights, [](const NamedParam&) { return true; });
-  auto f = rope_inv_freq(config_);
-  inv_freq_ = Tensor::empty({static_cast<std::int64_t>(f.size())}, DType::F32, MemCategory::Workspace);
-  std::copy(f.begin(), f.end(), inv_freq_.data<float>());
+  const auto table = [&](bool long_factors) {
+    auto f = rope_inv_freq(config_, long_factors);
+    Tensor t = Tensor::empty({static_cast<std::int64_t>(f.size())}, DType::F32, MemCategory::Workspace);
+    std::copy(f.begin(), f.end(), t.data<float>());
+    return t;
+  };
+  inv_freq_ = table(false);
+  if (config_.rope.type == "longrope") inv_freq_long_ = table(true);
 }
 
 void Model::to_device(Device device, DType dtype, bool keep_host_f32) {
@@ -268,10 +277,38 @@ void Model::to_device(Device device, DType dtype, bool keep_host_f32) {
     part.flat = moved;  // otherwise the host buffer goes with its last view
   }
   bind_fused_views(config_, w_);
-  if (inv_freq_.device() != device) {
-    Tensor f = Tensor::empty(inv_freq_.shape(), DType::F32, MemCategory::Workspace, device);
-    ops::copy(inv_freq_, f);
-    inv_freq_ = f;
+  for (Tensor* table : {&inv_freq_, &inv_freq_long_}) {
+    if (!table->defined() || table->device() == device) continue;
+    Tensor f = Tensor::empty(table->shape(), DType::F32, MemCategory::Workspace, device);
+    ops::copy(*table, f);
+    *table = f;
+  }
+}
+
+std::vector<Model::RopeRun> Model::rope_runs(std::span<const ops::AttentionSeq> seqs) const {
+  std::vector<RopeRun> runs;
+  for (const auto& s : seqs) {
+    const Tensor* table = &rope_frequencies(s.past_len + s.q_len - 1);
+    if (!runs.empty() && runs.back().table == table && runs.back().end == s.q_begin)
+      runs.back().end = s.q_begin + s.q_len;
+    else
+      runs.push_back({s.q_begin, s.q_begin + s.q_len, table});
+  }
+  return runs;
+}
+
+void apply_rope(std::span<const Model::RopeRun> runs, Tensor& q, Tensor& k, const Tensor& pos, std::int64_t head_dim,
+                bool backward) {
+  for (const auto& r : runs) {
+    Tensor qr = q.rows(r.begin, r.end), kr = k.rows(r.begin, r.end);
+    const Tensor pr = pos.rows(r.begin, r.end);
+    if (backward) {
+      ops::rope_backward(qr, pr, *r.table, head_dim);
+      ops::rope_backward(kr, pr, *r.table, head_dim);
+    } else {
+      ops::rope_forward(qr, pr, *r.table, head_dim);
+      ops::rope_forward(kr, pr, *r.table, head_dim);
+    }
   }
 }
 
@@ -425,16 +462,16 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
   Tensor q = activation({n, c.q_dim()}), k = activation({n, c.kv_dim()}), v = activation({n, c.kv_dim()});
   Tensor attn = activation({n, c.q_dim()}), proj = activation({n, h});
   Tensor gate = activation({n, f}), up = activation({n, f});
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const float scale = c.attention_scale();
   const std::int64_t window = c.sliding_window.value_or(0);
+  const std::vector<RopeRun> rope = rope_runs(seqs);
   for (std::int64_t l = 0; l < L; ++l) {
     const BlockWeights& b = w_.blocks[l];
     if (l == 0) ops::rmsnorm_forward(x, b.input_norm, eps, c.norm_unit_offset, normed);  // later: fused below
     ops::linear_forward(normed, b.q, opt(b.q_bias), q);
     ops::linear_forward(normed, b.k, opt(b.k_bias), k);
     ops::linear_forward(normed, b.v, opt(b.v_bias), v);
-    ops::rope_forward(q, pos, inv_freq_, c.head_dim);
-    ops::rope_forward(k, pos, inv_freq_, c.head_dim);
+    apply_rope(rope, q, k, pos, c.head_dim, /*backward=*/false);
     ops::kv_cache_write(k, v, seqs, cache.k(l), cache.v(l));
     ops::attention_forward(q, cache.k(l), cache.v(l), seqs, scale, window, attn);
     ops::linear_forward(attn, b.o, opt(b.o_bias), proj);

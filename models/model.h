@@ -126,8 +126,23 @@ class Model {
   // The weights' buffers, one per part (allocate_packed).
   const std::vector<PackedPart>& packed_weights() const { return packed_; }
   std::int64_t weight_bytes() const;
-  // RoPE inverse frequencies after scaling, [head_dim / 2].
-  const Tensor& rope_frequencies() const { return inv_freq_; }
+  // RoPE inverse frequencies after scaling, [head_dim / 2], for a sequence whose largest
+  // position is `max_position` (only longrope's tables depend on it: ModelConfig::rope_long).
+  const Tensor& rope_frequencies(std::int64_t max_position = 0) const {
+    return config_.rope_long(max_position) ? inv_freq_long_ : inv_freq_;
+  }
+  // The rows of a packed batch cut into runs of consecutive sequences that share a RoPE table:
+  // one run of all rows, except under longrope, where each sequence takes the table of its own
+  // largest position, as it would alone in transformers (a batch never changes a sequence).
+  struct RopeRun {
+    std::int64_t begin, end;  // rows
+    const Tensor* table;
+  };
+  std::vector<RopeRun> rope_runs(std::span<const ops::AttentionSeq> seqs) const;
+  // Bytes of the RoPE tables the model holds (two under longrope).
+  static std::size_t rope_table_bytes(const ModelConfig& c) {
+    return static_cast<std::size_t>(c.head_dim / 2) * 4 * (c.rope.type == "longrope" ? 2 : 1);
+  }
 
   // Runs the new tokens of every sequence through the decoder, appending their
   // keys/values to the cache. Returns logits [sequences, V] at each sequence's
@@ -170,7 +185,8 @@ class Model {
   ModelWeights w_;
   std::vector<PackedPart> packed_;
   std::map<std::string, Tensor> host_f32_;  // part name -> fp32 host values (to_device)
-  Tensor inv_freq_;  // [D/2], RoPE frequencies after scaling
+  Tensor inv_freq_;       // [D/2], RoPE frequencies after scaling
+  Tensor inv_freq_long_;  // longrope only: with the long factors
   std::unique_ptr<Tokenizer> tokenizer_;
   fs::path dir_;
 };
@@ -200,7 +216,12 @@ std::vector<ParamShape> parameter_shapes(const ModelConfig& c);
 // shapes and float dtypes; InputError naming the file and tensor otherwise.
 void validate_checkpoint(const ModelConfig& c, const Checkpoint& ckpt, const fs::path& dir);
 
-// RoPE inverse frequencies after the config's scaling (default, linear, llama3).
-std::vector<float> rope_inv_freq(const ModelConfig& c);
+// RoPE (forward, or its backward) on q and k [N, heads * head_dim], run by run (Model::rope_runs).
+void apply_rope(std::span<const Model::RopeRun> runs, Tensor& q, Tensor& k, const Tensor& pos, std::int64_t head_dim,
+                bool backward);
+
+// RoPE inverse frequencies after the config's scaling (default, linear, llama3, longrope with its
+// short factors, or with `long_factors` its long ones).
+std::vector<float> rope_inv_freq(const ModelConfig& c, bool long_factors = false);
 
 }  // namespace sppft

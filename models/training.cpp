@@ -202,9 +202,8 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n, bool recomputi
   ops::linear_forward(normed1, b.k, opt(b.k_bias), k);
   ops::linear_forward(normed1, b.v, opt(b.v_bias), v);
   Tensor pos = first(pos_, n);
-  ops::rope_forward(q, pos, model_.rope_frequencies(), c.head_dim);
-  ops::rope_forward(k, pos, model_.rope_frequencies(), c.head_dim);
-  ops::attention_forward_train(q, k, v, seqs_, 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
+  apply_rope(rope_, q, k, pos, c.head_dim, /*backward=*/false);
+  ops::attention_forward_train(q, k, v, seqs_, c.attention_scale(),
                                c.sliding_window.value_or(0), attn, lse);
   Tensor proj = first(w_proj_, n);
   ops::linear_forward(attn, b.o, opt(b.o_bias), proj);
@@ -269,10 +268,9 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
   }
   Tensor dq = first(d_q_, n), dk = first(d_k_, n), dv = first(d_v_, n);
   ops::attention_backward(first(s.q, n), first(s.k, n), first(s.v, n), first(s.attn, n), first(s.lse, n), dattn, seqs_,
-                          1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window.value_or(0), dq, dk, dv);
+                          c.attention_scale(), c.sliding_window.value_or(0), dq, dk, dv);
   Tensor pos = first(pos_, n);
-  ops::rope_backward(dq, pos, model_.rope_frequencies(), c.head_dim);
-  ops::rope_backward(dk, pos, model_.rope_frequencies(), c.head_dim);
+  apply_rope(rope_, dq, dk, pos, c.head_dim, /*backward=*/true);
   ops::linear_backward_input(dq, b.q, dtmp, false);
   ops::linear_backward_input(dk, b.k, dtmp, true);
   ops::linear_backward_input(dv, b.v, dtmp, true);
@@ -302,6 +300,7 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
     n += len;
   }
   if (n > max_tokens_) throw std::invalid_argument("TrainingGraph: micro-batch larger than planned");
+  rope_ = model_.rope_runs(seqs_);
   if (n == 0) {
     mark_end();
     return {};

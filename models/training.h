@@ -162,6 +162,7 @@ class TrainingGraph {
   ActivationPolicy policy_;
   std::vector<Saved> saved_;
   std::vector<ops::AttentionSeq> seqs_;
+  std::vector<Model::RopeRun> rope_;  // this step's RoPE tables by rows (Model::rope_runs)
   std::vector<Tensor> owned_;  // every buffer, allocated from buffer_specs
   PhaseTimer* timer_ = nullptr;
   GradsReadyHook grads_ready_;

@@ -71,7 +71,7 @@ MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& pla
     if (p == Precision::BF16Mixed) add(MemCategory::Master, own * 4);
     add(MemCategory::Optimizer, own * 8);
   }
-  add(MemCategory::Workspace, static_cast<std::size_t>(c.head_dim / 2) * 4);  // RoPE frequencies
+  add(MemCategory::Workspace, Model::rope_table_bytes(c));  // RoPE frequencies
   const auto modes = block_modes(plan, c.num_layers);
   for (const auto& spec : TrainingGraph::buffer_specs(c, modes, micro_batch * seq, loss_chunk,
                                                      p == Precision::BF16Mixed ? DType::BF16 : DType::F32, policy))

@@ -499,7 +499,7 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
       run.workspace_bytes += spec.bytes();
     }
   }
-  run.workspace_bytes += model.rope_frequencies().nbytes();
+  run.workspace_bytes += Model::rope_table_bytes(c);
   // On a GPU the backend's own buffers too (cuBLASLt workspace, error flag, the scratch the graph reserves).
   const std::size_t backend = device == Device::CUDA ? device_scratch::backend_bytes(TrainingGraph::device_scratch_bytes(
                                                             c, run.modes, run.tokens, 256))
@@ -516,7 +516,7 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
       run.planned_total_bytes += static_cast<std::size_t>(shape_numel(ps.shape)) * dtype_size(act_dtype);
     for (const auto& spec : TrainingGraph::buffer_specs(c, run.modes, run.tokens, 256, act_dtype, o.activations))
       run.planned_total_bytes += spec.bytes();
-    run.planned_total_bytes += static_cast<std::size_t>(c.head_dim / 2) * 4 + backend;
+    run.planned_total_bytes += Model::rope_table_bytes(c) + backend;
   }
 
   std::mt19937_64 rng(o.seed);

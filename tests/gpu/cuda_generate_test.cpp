@@ -25,7 +25,10 @@ TEST_CASE("generation GPU vs CPU (this build has no CUDA)") { CHECK_FALSE(have_g
 TEST_CASE("greedy generation, logits and hidden states on the GPU equal the CPU's") {
   if (!have_gpu()) return;
   for (const char* extra : {"{}", R"({"model_type": "gemma", "head_dim": 32})", R"({"model_type": "mistral", "sliding_window": 6})",
-                            R"({"model_type": "phi3"})"}) {
+                            R"({"model_type": "phi3"})",
+                            // LongRoPE past 16 positions: the 13-token prompt crosses while generating
+                            R"({"model_type": "phi3", "original_max_position_embeddings": 16, "rope_scaling": {"type": "longrope",
+    "short_factor": [1, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7], "long_factor": [1, 2, 4, 6, 8, 10, 12, 14]}})"}) {
     for (DType dt : kFloatTypes) {
       CAPTURE(extra);
       CAPTURE(name(dt));

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "engine/error.h"
 #include "models/config.h"
 #include "models/model.h"
@@ -55,6 +57,50 @@ TEST_CASE("llama3 RoPE scaling leaves high frequencies, divides low ones, smooth
   CHECK(smoothed);
 }
 
+TEST_CASE("longrope (Phi-3-128k, Phi-3.5): two tables, switched past the pretraining length, scaled attention") {
+  Json j = base();  // the Hub form of Phi-3-mini-128k: "type": "su" or "longrope", the pretraining length on top
+  j["model_type"] = "phi3";
+  j["max_position_embeddings"] = 131072;
+  j["original_max_position_embeddings"] = 4096;
+  std::vector<double> shorts, longs;
+  for (int i = 0; i < 8; ++i) shorts.push_back(1.0 + 0.1 * i), longs.push_back(2.0 + 3.0 * i);
+  j["rope_scaling"] = {{"type", "su"}, {"short_factor", shorts}, {"long_factor", longs}};
+  auto c = parse_model_config(j, "c");
+  CHECK(c.rope.type == "longrope");
+  CHECK(c.rope.original_max_position_embeddings == 4096);
+  CHECK(c.rope.factor == 32.0);
+  // transformers' default: sqrt(1 + ln(factor) / ln(original)) = sqrt(1 + ln 32 / ln 4096) = sqrt(1 + 5/12).
+  CHECK(c.rope.attention_factor == doctest::Approx(std::sqrt(17.0 / 12.0)).epsilon(1e-12));
+  CHECK(c.attention_scale() == doctest::Approx(17.0 / 12.0 / 4.0).epsilon(1e-6));  // head_dim 16
+  CHECK_FALSE(c.rope_long(4095));  // positions 0 .. 4095: 4096 tokens, the pretraining length
+  CHECK(c.rope_long(4096));
+  auto plain_cfg = c;
+  plain_cfg.rope.type = "default";
+  const auto plain = rope_inv_freq(plain_cfg), s = rope_inv_freq(c, false), l = rope_inv_freq(c, true);
+  for (std::size_t i = 0; i < 8; ++i) {
+    CHECK(s[i] == doctest::Approx(plain[i] / shorts[i]).epsilon(1e-6));
+    CHECK(l[i] == doctest::Approx(plain[i] / longs[i]).epsilon(1e-6));
+  }
+  // An explicit attention_factor wins; the rope_parameters form carries the pretraining length itself.
+  Json k = base();
+  k["model_type"] = "phi3";
+  k.erase("rope_theta");
+  k["rope_parameters"] = {{"rope_type", "longrope"}, {"rope_theta", 10000.0}, {"short_factor", shorts},
+                          {"long_factor", longs}, {"original_max_position_embeddings", 64}, {"attention_factor", 1.5}};
+  auto d = parse_model_config(k, "c");
+  CHECK(d.rope.original_max_position_embeddings == 64);
+  CHECK(d.rope.attention_factor == 1.5);
+  auto e = parse_model_config(model_config_to_json(d), "round trip");
+  CHECK(e.rope.short_factor == d.rope.short_factor);
+  CHECK(e.rope.long_factor == d.rope.long_factor);
+  CHECK(e.rope.attention_factor == 1.5);
+  CHECK(e.rope.original_max_position_embeddings == 64);
+  // Other models keep exactly the scale they always had.
+  CHECK(parse_model_config(base(), "c").attention_scale() == 1.0f / std::sqrt(16.0f));
+  k["rope_parameters"]["short_factor"] = std::vector<double>{1, 1, 1, 1, 1, 1, 1, 0};
+  CHECK_THROWS_WITH_AS(parse_model_config(k, "c"), doctest::Contains("entries must be positive"), InputError);
+}
+
 TEST_CASE("family specifics: qwen2 biases, gemma, phi3") {
   Json q = base();
   q["model_type"] = "qwen2";
@@ -88,7 +134,9 @@ TEST_CASE("bad configs are refused with the field named") {
   j = base();
   j["model_type"] = "phi3";
   j["rope_scaling"] = {{"type", "longrope"}, {"long_factor", {1.0}}, {"short_factor", {1.0}}};
-  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("'longrope' is not implemented"), InputError);
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("need head_dim / 2 = 8 entries, got 1"), InputError);
+  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("'yarn' is not implemented"), InputError);
   j = base();
   j.erase("hidden_size");
   CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("missing field 'hidden_size'"), InputError);

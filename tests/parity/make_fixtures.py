@@ -253,7 +253,7 @@ BASE = dict(
     use_cache=True,
 )
 
-CASES = ["llama2", "llama3", "mistral", "qwen2", "gemma", "phi3", "llama2-bf16", "llama3-sharded"]
+CASES = ["llama2", "llama3", "mistral", "qwen2", "gemma", "phi3", "phi3-longrope", "llama2-bf16", "llama3-sharded"]
 
 
 def random_init(model, seed, family, embed_std=0.5, final_norm_scale=1.0):
@@ -338,6 +338,23 @@ def case_spec(name):
                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                          "partial_rotary_factor": 1.0}),
             save_dtype=torch.float32, shard=None, seed=1006,
+        )
+    if name == "phi3-longrope":
+        # Phi-3-128k / Phi-3.5 style LongRoPE with a pretraining length of 12: the short prompts are
+        # prefilled with the short factors and cross into the long ones while generating (where
+        # transformers' Phi-3 drops its cache and recomputes the sequence); the Alpaca prompts use
+        # the long factors throughout; of the two training sequences (9 and 14 tokens) one takes
+        # each table. attention_factor from the default formula (max 256 / original 12).
+        half = BASE["hidden_size"] // BASE["num_attention_heads"] // 2
+        return dict(
+            family="phi3", tok="spm-phi3",
+            config=dict(model_type="phi3", num_key_value_heads=2, num_hidden_layers=3, tie_word_embeddings=False,
+                        rms_norm_eps=1e-5, original_max_position_embeddings=12, sliding_window=None,
+                        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 1.0,
+                                         "original_max_position_embeddings": 12,
+                                         "short_factor": [1.0 + 0.25 * i for i in range(half)],
+                                         "long_factor": [1.5 + 2.0 * i for i in range(half)]}),
+            save_dtype=torch.float32, shard=None, seed=1007, legacy_config=True,
         )
     raise ValueError(name)
 

@@ -59,7 +59,11 @@ int cmd_info(int argc, char** argv) {
               (long long)c.num_kv_heads, c.num_kv_heads == c.num_heads ? "MHA" : "GQA", (long long)c.head_dim,
               c.sliding_window ? (", sliding window " + std::to_string(*c.sliding_window)).c_str() : "");
   std::printf("rope           theta %g, scaling %s", c.rope.theta, c.rope.type.c_str());
-  if (c.rope.type != "default") std::printf(" (factor %g)", c.rope.factor);
+  if (c.rope.type == "longrope")
+    std::printf(" (factor %g; long factors past %lld positions; attention factor %g)", c.rope.factor,
+                (long long)c.rope.original_max_position_embeddings, c.rope.attention_factor);
+  else if (c.rope.type != "default")
+    std::printf(" (factor %g)", c.rope.factor);
   std::printf("\nvocab          %lld, max positions %lld, rms_norm_eps %g, tied embeddings %s\n",
               (long long)c.vocab_size, (long long)c.max_position_embeddings, c.rms_norm_eps,
               c.tie_word_embeddings ? "yes" : "no");
