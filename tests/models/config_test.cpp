@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "engine/allocator.h"
 #include "engine/error.h"
 #include "models/config.h"
 #include "models/model.h"
@@ -80,6 +81,24 @@ TEST_CASE("longrope (Phi-3-128k, Phi-3.5): two tables, switched past the pretrai
   for (std::size_t i = 0; i < 8; ++i) {
     CHECK(s[i] == doctest::Approx(plain[i] / shorts[i]).epsilon(1e-6));
     CHECK(l[i] == doctest::Approx(plain[i] / longs[i]).epsilon(1e-6));
+  }
+  // A model holds both tables, and the planner counts both.
+  Allocator& host = Allocator::for_device(Device::CPU);
+  const auto ws = static_cast<std::size_t>(MemCategory::Workspace);
+  const std::size_t before = host.stats().current[ws];
+  {
+    auto m = Model::random(c, 1);
+    CHECK(host.stats().current[ws] - before == Model::rope_table_bytes(c));
+    CHECK(Model::rope_table_bytes(c) == 2 * 8 * 4);
+    CHECK(m->rope_frequencies(4095).data<float>()[3] == s[3]);
+    CHECK(m->rope_frequencies(4096).data<float>()[3] == l[3]);
+    // A packed batch: runs of consecutive sequences sharing a table, each judged by its own length.
+    const std::vector<ops::AttentionSeq> seqs = {{0, 10, 0, 0}, {10, 5000, 1, 0}, {5010, 1, 2, 4200}, {5011, 3, 3, 0}};
+    const auto runs = m->rope_runs(seqs);
+    REQUIRE(runs.size() == 3);
+    CHECK((runs[0].begin == 0 && runs[0].end == 10 && runs[0].table == &m->rope_frequencies(0)));
+    CHECK((runs[1].begin == 10 && runs[1].end == 5011 && runs[1].table == &m->rope_frequencies(5000)));
+    CHECK((runs[2].begin == 5011 && runs[2].end == 5014 && runs[2].table == &m->rope_frequencies(0)));
   }
   // An explicit attention_factor wins; the rope_parameters form carries the pretraining length itself.
   Json k = base();
