@@ -35,8 +35,31 @@ const char* step_phase_name(StepPhase p) {
   return "?";
 }
 
-const char* activation_policy_name(ActivationPolicy p) {
-  return p == ActivationPolicy::Recompute ? "recompute" : "save";
+std::string activation_policy_name(ActivationPolicy p) {
+  if (!p.recomputes()) return "save";
+  if (p.recompute_blocks == ActivationPolicy::kAll) return "recompute";
+  return "recompute " + std::to_string(p.recompute_blocks) + (p.recompute_blocks == 1 ? " block" : " blocks");
+}
+
+std::string activation_policy_note(ActivationPolicy p) {
+  if (!p.recomputes()) return "";
+  if (p.recompute_blocks == ActivationPolicy::kAll) return ", activations recomputed";
+  return ", activations of " + std::to_string(p.recompute_blocks) + (p.recompute_blocks == 1 ? " block" : " blocks") +
+         " recomputed";
+}
+
+std::vector<bool> recomputed_blocks(const std::vector<BlockMode>& modes, ActivationPolicy p) {
+  std::vector<bool> out(modes.size(), false);
+  std::int64_t left = p.recompute_blocks;
+  for (std::size_t l = 0; l < modes.size() && left > 0; ++l)
+    if (modes[l] != BlockMode::NoBackward) out[l] = true, --left;
+  return out;
+}
+
+std::int64_t top_recomputed_block(const std::vector<bool>& recomputed) {
+  for (auto l = static_cast<std::int64_t>(recomputed.size()) - 1; l >= 0; --l)
+    if (recomputed[l]) return l;
+  return -1;
 }
 
 std::string StepPart::name() const {
@@ -80,7 +103,7 @@ std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const 
                                                     ActivationPolicy policy) {
   const std::int64_t h = c.hidden_size, f = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim(), hq = c.num_heads;
   const auto act = MemCategory::Activations, ws = MemCategory::Workspace;
-  const bool recompute = policy == ActivationPolicy::Recompute;
+  const std::vector<bool> recomputed = recomputed_blocks(modes, policy);
   std::vector<BufferSpec> s;
   // What one block keeps for its backward, under `prefix`; the norm outputs only for weight gradients.
   const auto block_saves = [&](const std::string& p, bool full) {
@@ -95,16 +118,19 @@ std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const 
     s.push_back({p + "gate", act, {n, f}});
     s.push_back({p + "up", act, {n, f}});
   };
-  bool any_backward = false, any_full = false;
+  bool any_recomputed = false, any_full_recomputed = false;  // the shared set fits the largest of them
   for (std::size_t l = 0; l < modes.size(); ++l) {
     if (modes[l] == BlockMode::NoBackward) continue;
-    any_backward = true;
-    any_full = any_full || modes[l] == BlockMode::Full;
     const std::string p = "block." + std::to_string(l) + ".";
     s.push_back({p + "x_in", act, {n, h}});
-    if (!recompute) block_saves(p, modes[l] == BlockMode::Full);
+    if (recomputed[l]) {
+      any_recomputed = true;
+      any_full_recomputed = any_full_recomputed || modes[l] == BlockMode::Full;
+    } else {
+      block_saves(p, modes[l] == BlockMode::Full);
+    }
   }
-  if (recompute && any_backward) block_saves("recompute.", any_full);
+  if (any_recomputed) block_saves("recompute.", any_full_recomputed);
   s.push_back({"final_x", act, {n, h}});
   s.push_back({"final_normed", act, {n, h}});
   const std::int64_t chunk = std::min(loss_chunk, n);
@@ -141,7 +167,12 @@ std::size_t TrainingGraph::device_scratch_bytes(const ModelConfig& c, const std:
 
 TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::int64_t max_tokens, std::int64_t loss_chunk,
                              ActivationPolicy policy)
-    : model_(model), modes_(std::move(modes)), max_tokens_(max_tokens), loss_chunk_(loss_chunk), policy_(policy) {
+    : model_(model),
+      modes_(std::move(modes)),
+      max_tokens_(max_tokens),
+      loss_chunk_(loss_chunk),
+      policy_(policy),
+      recomputed_(recomputed_blocks(modes_, policy)) {
   const ModelConfig& c = model.config();
   if (static_cast<std::int64_t>(modes_.size()) != c.num_layers) throw std::invalid_argument("TrainingGraph: one mode per block");
   saved_.resize(c.num_layers);
@@ -165,16 +196,15 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
     owned_.push_back(Tensor::empty(spec.shape, spec.dtype, spec.category, device));
     *slot.at(spec.name) = owned_.back();
   }
-  if (policy_ == ActivationPolicy::Recompute)
-    for (std::int64_t l = 0; l < c.num_layers; ++l) {
-      if (modes_[l] == BlockMode::NoBackward) continue;
-      Saved& s = saved_[l];
-      const bool full = modes_[l] == BlockMode::Full;
-      s.normed1 = full ? shared_.normed1 : Tensor();
-      s.normed2 = full ? shared_.normed2 : Tensor();
-      s.q = shared_.q, s.k = shared_.k, s.v = shared_.v, s.attn = shared_.attn, s.lse = shared_.lse;
-      s.x_mid = shared_.x_mid, s.gate = shared_.gate, s.up = shared_.up;
-    }
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {  // a recomputed block's saves are views of the shared set
+    if (!recomputed_[l]) continue;
+    Saved& s = saved_[l];
+    const bool full = modes_[l] == BlockMode::Full;
+    s.normed1 = full ? shared_.normed1 : Tensor();
+    s.normed2 = full ? shared_.normed2 : Tensor();
+    s.q = shared_.q, s.k = shared_.k, s.v = shared_.v, s.attn = shared_.attn, s.lse = shared_.lse;
+    s.x_mid = shared_.x_mid, s.gate = shared_.gate, s.up = shared_.up;
+  }
   if (device != Device::CPU) ops::reserve_scratch(device, device_scratch_bytes(c, modes_, max_tokens_, loss_chunk_));
   for (auto [dev, host] : {std::pair{&ids_, &ids_host_}, std::pair{&pos_, &pos_host_}, std::pair{&targets_, &targets_host_}})
     *host = device == Device::CPU ? *dev : Tensor::empty(dev->shape(), DType::I32, MemCategory::Workspace);
@@ -363,8 +393,9 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
   ops::rmsnorm_backward(fx, model_.weights().final_norm, dfinal, eps, c.norm_unit_offset, dx, opt_mut(grads->final_norm));
   if (grads_ready_ && grads->final_norm.defined()) grads_ready_({StepPart::FinalNorm, -1});
   for (std::int64_t l = L - 1; l >= 0 && modes_[l] != BlockMode::NoBackward; --l) {
-    // The forward left block L-1's activations in the shared set; the others rerun theirs.
-    if (policy_ == ActivationPolicy::Recompute && l != L - 1) block_forward(l, n, /*recomputing=*/true);
+    // The forward left the highest recomputed block's activations in the shared set; the
+    // other recomputed blocks rerun theirs.
+    if (recomputed_[l] && l != top_recomputed_block(recomputed_)) block_forward(l, n, /*recomputing=*/true);
     block_backward(l, n, grads->blocks[l]);
     if (grads_ready_) grads_ready_({StepPart::Block, l});
   }

@@ -9,11 +9,12 @@
 // GEMMs); blocks below the lowest one that needs backward keep nothing and
 // run no backward at all.
 //
-// With ActivationPolicy::Recompute (activation checkpointing) each block keeps
-// only its input; the rest of what its backward needs lives in one shared set of
-// buffers, which the forward leaves holding the top block's activations and which
-// each lower block refills by rerunning its forward just before its backward. The
-// same ops on the same inputs: gradients are bitwise those of the Save policy.
+// With ActivationPolicy::recompute() (activation checkpointing) a recomputed block
+// keeps only its input; the rest of what its backward needs lives in one shared set
+// of buffers, which the forward leaves holding the highest recomputed block's
+// activations and which each lower one refills by rerunning its forward just before
+// its backward. The same ops on the same inputs: gradients are bitwise those of
+// saving everything.
 #pragma once
 
 #include <cstdint>
@@ -31,12 +32,26 @@ enum class BlockMode {
   Full,           // weights train
 };
 
-// How a block's activations wait for its backward.
-enum class ActivationPolicy : std::uint8_t {
-  Save,       // every block that runs backward keeps them all (the default)
-  Recompute,  // each keeps its input only; its forward reruns before its backward
+// How blocks' activations wait for their backward: the `recompute_blocks` lowest blocks that
+// run backward (all of them with kAll) keep only their input and rerun their forward before
+// their backward; the others keep everything (the default: none recomputed).
+struct ActivationPolicy {
+  static constexpr std::int64_t kAll = INT64_MAX;
+  std::int64_t recompute_blocks = 0;
+  static ActivationPolicy save() { return {}; }
+  static ActivationPolicy recompute(std::int64_t blocks = kAll) { return {blocks}; }
+  bool recomputes() const { return recompute_blocks > 0; }
+  bool operator==(const ActivationPolicy&) const = default;
 };
-const char* activation_policy_name(ActivationPolicy p);  // "save", "recompute"
+// "save", "recompute" (every block), "recompute 4 blocks"
+std::string activation_policy_name(ActivationPolicy p);
+// For titles: "" (nothing recomputed), ", activations recomputed", ", activations of 4 blocks recomputed".
+std::string activation_policy_note(ActivationPolicy p);
+// Per block: whether it is recomputed (the lowest p.recompute_blocks of those that run backward).
+std::vector<bool> recomputed_blocks(const std::vector<BlockMode>& modes, ActivationPolicy p);
+// The block whose rerun is skipped: the highest recomputed one (its activations are still in the
+// shared set after the forward); -1 when none is recomputed.
+std::int64_t top_recomputed_block(const std::vector<bool>& recomputed);
 
 struct BufferSpec {
   std::string name;
@@ -71,7 +86,7 @@ struct LossSum {
 //                recomputation that only dW_down needs) and the embedding
 //                scatter-add; none in frozen blocks
 //   optimizer    zeroing gradients and AdamW (the profile loop's, not the graph's)
-//   recompute    a block's forward rerun before its backward (ActivationPolicy::Recompute)
+//   recompute    a block's forward rerun before its backward (ActivationPolicy::recompute)
 // On the CPU the ops are synchronous, so a host clock times them; a CUDA timer
 // would record events on the stream in begin/end and resolve them after a sync.
 // Recompute comes last so that the first four keep their indices.
@@ -99,7 +114,7 @@ class TrainingGraph {
   // `max_tokens`: the most tokens one micro-batch packs; `loss_chunk`: rows of
   // logits materialised at once.
   TrainingGraph(Model& model, std::vector<BlockMode> modes, std::int64_t max_tokens, std::int64_t loss_chunk = 256,
-                ActivationPolicy policy = ActivationPolicy::Save);
+                ActivationPolicy policy = ActivationPolicy::save());
 
   // `activations`: the dtype of every float buffer except the log-sum-exp (F32 on the
   // CPU; BF16 for bf16 weights on a GPU). The graph allocates on the model's device in
@@ -107,7 +122,7 @@ class TrainingGraph {
   static std::vector<BufferSpec> buffer_specs(const ModelConfig& c, const std::vector<BlockMode>& modes,
                                               std::int64_t max_tokens, std::int64_t loss_chunk,
                                               DType activations = DType::F32,
-                                              ActivationPolicy policy = ActivationPolicy::Save);
+                                              ActivationPolicy policy = ActivationPolicy::save());
 
   // Device scratch (kernels/device_scratch.h) the graph reserves on a GPU at
   // construction: the largest request any op of a step or evaluation can make (every
@@ -160,6 +175,7 @@ class TrainingGraph {
   std::vector<BlockMode> modes_;
   std::int64_t max_tokens_, loss_chunk_;
   ActivationPolicy policy_;
+  std::vector<bool> recomputed_;  // per block (recomputed_blocks)
   std::vector<Saved> saved_;
   std::vector<ops::AttentionSeq> seqs_;
   std::vector<Model::RopeRun> rope_;  // this step's RoPE tables by rows (Model::rope_runs)

@@ -98,6 +98,25 @@ std::int64_t max_micro_batch(const ModelConfig& c, const FreezePlan& plan, std::
   return lo;
 }
 
+std::int64_t min_recompute_blocks(const ModelConfig& c, const FreezePlan& plan, std::int64_t micro_batch,
+                                  std::int64_t seq, Precision p, std::size_t budget, DataParallelShape dp) {
+  const auto fits = [&](std::int64_t k) {
+    return plan_training_memory(c, plan, micro_batch, seq, p, 256, dp, ActivationPolicy::recompute(k)).total() <= budget;
+  };
+  const auto modes = block_modes(plan, c.num_layers);
+  const auto blocks = static_cast<std::int64_t>(std::count_if(modes.begin(), modes.end(), [](BlockMode m) {
+    return m != BlockMode::NoBackward;
+  }));
+  if (fits(0)) return 0;
+  if (!fits(blocks)) return -1;
+  std::int64_t lo = 0, hi = blocks;  // !fits(lo), fits(hi): the bytes never grow with k
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? hi : lo) = mid;
+  }
+  return hi;
+}
+
 MemoryBreakdown measured_memory(const MemoryStats& s) {
   MemoryBreakdown m;
   for (std::size_t i = 0; i < kMemCategories; ++i) m.bytes[i] = s.peak[i];

@@ -51,13 +51,19 @@ struct DataParallelShape {
 // with its activations saved or recomputed (models/training.h).
 MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& plan, std::int64_t micro_batch,
                                      std::int64_t seq, Precision p, std::int64_t loss_chunk = 256,
-                                     DataParallelShape dp = {}, ActivationPolicy policy = ActivationPolicy::Save);
+                                     DataParallelShape dp = {}, ActivationPolicy policy = ActivationPolicy::save());
 
 // The largest micro-batch of `seq`-token sequences whose plan fits in `budget` bytes (the
 // plan grows with the micro-batch); 0 when not even one sequence fits.
 std::int64_t max_micro_batch(const ModelConfig& c, const FreezePlan& plan, std::int64_t seq, Precision p,
                              std::size_t budget, DataParallelShape dp = {},
-                             ActivationPolicy policy = ActivationPolicy::Save);
+                             ActivationPolicy policy = ActivationPolicy::save());
+
+// The fewest blocks to recompute (ActivationPolicy::recompute(k), the lowest k that run
+// backward) for the plan at this micro-batch to fit in `budget`: 0 when it fits as it is, -1
+// when it does not fit even with every block recomputed.
+std::int64_t min_recompute_blocks(const ModelConfig& c, const FreezePlan& plan, std::int64_t micro_batch,
+                                  std::int64_t seq, Precision p, std::size_t budget, DataParallelShape dp = {});
 
 // Elements of every trainable part's gradient buffer, forward order
 // (embeddings, block.<k>..., final_norm, lm_head): the units of reduction.

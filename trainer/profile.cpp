@@ -462,14 +462,16 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
 
   const std::vector<std::int64_t> lens(o.micro_batch, o.seq);
   const bool embed_trains = grads.embed_tokens.defined();
+  std::vector<bool> rerun = recomputed_blocks(run.modes, o.activations);
+  if (const std::int64_t top = top_recomputed_block(rerun); top >= 0) rerun[top] = false;
   for (std::int64_t i = 0; i < L + 4; ++i) {
     PartProfile& p = run.parts[i];
     p.part = i == 0 ? StepPart{StepPart::Embeddings} : i <= L ? StepPart{StepPart::Block, i - 1}
              : i == L + 1 ? StepPart{StepPart::FinalNorm} : i == L + 2 ? StepPart{StepPart::LmHead} : StepPart{StepPart::Loss};
     p.name = p.part.name();
     const BlockMode mode = p.part.kind == StepPart::Block ? run.modes[p.part.block] : BlockMode::Full;
-    // Under Recompute every block with a backward reruns its forward, but the top one.
-    const bool recomputed = o.train && run.recomputes() && p.part.kind == StepPart::Block && p.part.block != L - 1;
+    // Every recomputed block reruns its forward, but the highest one.
+    const bool recomputed = o.train && p.part.kind == StepPart::Block && rerun[p.part.block];
     p.flops = part_flops(c, p.part, mode, grads.lm_head.defined(), lens, recomputed);
     if (!o.train) {
       p.mode = p.part.kind == StepPart::Loss ? "-" : "fwd";
@@ -643,7 +645,7 @@ std::string format_profile_table(const ProfileRun& run) {
   const double unit = giga ? 1e9 : 1e6;
   std::snprintf(line, sizeof line, "%s: %s%s; %lld x %lld tokens; median of %lld steps after %lld warm-up; %d threads\n",
                 run.label.c_str(), run.train ? run.plan.describe().c_str() : "forward and loss only",
-                run.recomputes() ? ", activations recomputed" : "", (long long)run.micro_batch, (long long)run.seq,
+                activation_policy_note(run.activations).c_str(), (long long)run.micro_batch, (long long)run.seq,
                 (long long)run.steps, (long long)run.warmup, omp_get_max_threads());
   out += line;
   // Under Recompute a "recompute" column of time and one of FLOPs; the rate counts its work too.

@@ -22,9 +22,9 @@
 //                                      CPU kernel also recomputes the scores, so it
 //                                      executes more than this)
 //   block backward-dW   2 n P         (0 for a frozen block)
-//   block recompute     2 n (P - H F) + A   (ActivationPolicy::Recompute, every block that
-//                                      runs backward but the top one: its forward up to
-//                                      gate and up, without the down projection)
+//   block recompute     2 n (P - H F) + A   (each recomputed block but the highest one:
+//                                      ActivationPolicy; its forward up to gate and up,
+//                                      without the down projection)
 //   lm_head             2 n V H each for forward, dX and dW (dW 0 when frozen)
 //   embeddings, final norm, loss: 0
 // A block that runs no backward at all (below every trainable parameter) has 0
@@ -101,7 +101,7 @@ inline constexpr int kOpsTrack = 1 + kStepPhases;
 struct ProfileOptions {
   std::int64_t micro_batch = 1, seq = 64, steps = 3, warmup = 1;
   bool train = true;               // false: forward and loss only (TrainingGraph::evaluate), nothing trains
-  ActivationPolicy activations = ActivationPolicy::Save;  // Recompute: activation checkpointing
+  ActivationPolicy activations = ActivationPolicy::save();  // Recompute: activation checkpointing
   std::uint64_t seed = 0;          // the random tokens
   std::string label = "profile";  // names the run in the trace and the tables
   bool progress = false;          // a progress bar on stderr
@@ -113,7 +113,7 @@ struct ProfileRun {
   bool train = true;
   FreezePlan plan;
   std::vector<BlockMode> modes;
-  ActivationPolicy activations = ActivationPolicy::Save;
+  ActivationPolicy activations = ActivationPolicy::save();
   std::int64_t micro_batch = 0, seq = 0, tokens = 0, steps = 0, warmup = 0;
   std::vector<PartProfile> parts;    // embeddings, block.0 .. block.L-1, final_norm, lm_head, loss
   std::vector<double> step_seconds;  // each measured step, timed around it
@@ -131,7 +131,7 @@ struct ProfileRun {
   double max_sum_error() const;
   PartBytes total_bytes() const;  // over the parts (workspace not included)
   PhaseValues total_flops() const;
-  bool recomputes() const { return activations == ActivationPolicy::Recompute; }
+  bool recomputes() const { return activations.recomputes(); }
 };
 
 // Runs opts.warmup + opts.steps training steps on `model` with `plan` and

@@ -169,9 +169,9 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
                                                          o.activations);
   if (gpu) {
     std::optional<MemoryBreakdown> recomputed;
-    if (o.activations == ActivationPolicy::Save)
+    if (o.activations.recompute_blocks != ActivationPolicy::kAll)
       recomputed = plan_training_memory(cfg, plan, o.micro_batch, cutoff, precision, 256, {world, rank, o.zero1},
-                                        ActivationPolicy::Recompute);
+                                        ActivationPolicy::recompute());
     require_fits_on_gpu(predicted, recomputed, launch.local_rank);
   }
 

@@ -35,7 +35,7 @@ struct TrainOptions {
   bool train_on_inputs = false;
   // Recompute: each block keeps only its input and reruns its forward before its
   // backward (activation checkpointing; same gradients, about one more forward of time).
-  ActivationPolicy activations = ActivationPolicy::Save;
+  ActivationPolicy activations = ActivationPolicy::save();
   bool resume = false;
   bool quiet = false;  // no progress bar (tests)
   // Data parallel (trainer/data_parallel.h): ranks come from the launcher's

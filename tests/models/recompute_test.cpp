@@ -1,4 +1,4 @@
-// Activation recomputation (ActivationPolicy::Recompute, models/training.h): every block
+// Activation recomputation (ActivationPolicy::recompute(), models/training.h): every block
 // keeps only its input and reruns its forward just before its backward. It must give the
 // same loss and bitwise the same gradients as keeping everything (the same ops on the same
 // inputs), for each architecture variant (GQA, biases, tied embeddings with (1 + w) norms,
@@ -108,11 +108,16 @@ TEST_CASE("recomputed activations give the same loss and bitwise the same gradie
       plan.embeddings = k.embeddings;
       plan.norms = k.norms;
       plan.lm_head = k.lm_head || (c.tie_word_embeddings && k.embeddings);
-      const Outcome saved = run(*m, plan, ActivationPolicy::Save), again = run(*m, plan, ActivationPolicy::Recompute);
-      CHECK(saved.losses == again.losses);
-      REQUIRE(saved.grads.size() == again.grads.size());
-      for (std::size_t i = 0; i < saved.grads.size(); ++i)
-        CHECK(std::memcmp(saved.grads[i].data<float>(), again.grads[i].data<float>(), saved.grads[i].nbytes()) == 0);
+      const Outcome saved = run(*m, plan, ActivationPolicy::save());
+      // Every block, and the lowest one, two or three of those that run backward.
+      for (std::int64_t blocks : {ActivationPolicy::kAll, std::int64_t{1}, std::int64_t{2}, std::int64_t{3}}) {
+        CAPTURE(blocks);
+        const Outcome again = run(*m, plan, ActivationPolicy::recompute(blocks));
+        CHECK(saved.losses == again.losses);
+        REQUIRE(saved.grads.size() == again.grads.size());
+        for (std::size_t i = 0; i < saved.grads.size(); ++i)
+          CHECK(std::memcmp(saved.grads[i].data<float>(), again.grads[i].data<float>(), saved.grads[i].nbytes()) == 0);
+      }
     }
   }
 }
@@ -125,7 +130,7 @@ TEST_CASE("recompute allocates the planner's bytes: one input per block and one 
   for (const FreezePlan& plan : {FreezePlan::none(c.num_layers), FreezePlan::from_ranges({{1, 2}}, c.num_layers)}) {
     CAPTURE(plan.describe());
     std::size_t bytes[2] = {0, 0};
-    for (ActivationPolicy policy : {ActivationPolicy::Save, ActivationPolicy::Recompute}) {
+    for (ActivationPolicy policy : {ActivationPolicy::save(), ActivationPolicy::recompute()}) {
       const std::string policy_name = activation_policy_name(policy);
       CAPTURE(policy_name);
       const std::size_t before = host.stats().current[act];
@@ -133,7 +138,7 @@ TEST_CASE("recompute allocates the planner's bytes: one input per block and one 
       const std::size_t got = host.stats().current[act] - before;
       const MemoryBreakdown want = plan_training_memory(c, plan, 2, 48, Precision::FP32, 256, {}, policy);
       CHECK(got == want.bytes[act]);
-      bytes[policy == ActivationPolicy::Recompute] = got;
+      bytes[policy == ActivationPolicy::recompute()] = got;
     }
     // Worked out by hand (fp32, n = 96 tokens): per block x_in (n x 64); one shared set of
     // normed1, q (n x 64), k, v (n x 32), attn, lse (n x 4), x_mid, normed2, gate, up
@@ -141,6 +146,20 @@ TEST_CASE("recompute allocates the planner's bytes: one input per block and one 
     const std::size_t n = 96, shared = n * (64 + 64 + 32 + 32 + 64 + 4 + 64 + 64 + 160 + 160) * 4;
     CHECK(bytes[1] == c.num_layers * n * 64 * 4 + shared + 2 * n * 64 * 4);
     CHECK(bytes[1] < bytes[0]);
+    // Recomputing k blocks: never more bytes than k - 1; one block only moves its saves into the
+    // shared set (the same bytes when block 0 trains); all blocks is the same as every block.
+    std::size_t prev = bytes[0];
+    for (std::int64_t k = 1; k <= c.num_layers; ++k) {
+      CAPTURE(k);
+      const std::size_t before = host.stats().current[act];
+      TrainingGraph graph(*m, block_modes(plan, c.num_layers), 2 * 48, 256, ActivationPolicy::recompute(k));
+      const std::size_t got = host.stats().current[act] - before;
+      CHECK(got == plan_training_memory(c, plan, 2, 48, Precision::FP32, 256, {}, ActivationPolicy::recompute(k)).bytes[act]);
+      CHECK(got <= prev);
+      if (k == 1) CHECK(got == bytes[0]);
+      if (k == c.num_layers) CHECK(got == bytes[1]);
+      prev = got;
+    }
   }
 }
 
@@ -150,13 +169,25 @@ TEST_CASE("the reruns are their own phase: every block with a backward but the t
   FreezePlan plan = FreezePlan::from_ranges({{0, 0}}, c.num_layers);
   plan.embeddings = plan.norms = true;  // block 0 runs no backward
   Recorder rec;
-  run(*m, plan, ActivationPolicy::Recompute, &rec);
+  run(*m, plan, ActivationPolicy::recompute(), &rec);
   CHECK(rec.count("block.0.recompute") == 0);
   CHECK(rec.count("block.1.recompute") == 2);  // once per step, none in the evaluation
   CHECK(rec.count("block.2.recompute") == 2);
   CHECK(rec.count("block.3.recompute") == 0);  // its activations are still there from the forward
   CHECK(rec.count("block.1.forward") == 3);
   Recorder plain;
-  run(*m, plan, ActivationPolicy::Save, &plain);
+  run(*m, plan, ActivationPolicy::save(), &plain);
   for (const auto& n : plain.names) CHECK(n.find("recompute") == std::string::npos);
+  // The two lowest blocks that run backward (1 and 2): only block 1 reruns, block 2's
+  // activations are still in the shared set when its backward comes.
+  Recorder two;
+  run(*m, plan, ActivationPolicy::recompute(2), &two);
+  CHECK(two.count("block.1.recompute") == 2);
+  CHECK(two.count("block.2.recompute") == 0);
+  CHECK(two.count("block.3.recompute") == 0);
+  CHECK(recomputed_blocks(block_modes(plan, c.num_layers), ActivationPolicy::recompute(2)) ==
+        std::vector<bool>{false, true, true, false});
+  CHECK(activation_policy_name(ActivationPolicy::recompute(2)) == "recompute 2 blocks");
+  CHECK(activation_policy_name(ActivationPolicy::recompute()) == "recompute");
+  CHECK(activation_policy_name(ActivationPolicy::save()) == "save");
 }

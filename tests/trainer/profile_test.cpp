@@ -201,7 +201,7 @@ TEST_CASE("--recompute: a recompute phase in every block with a backward but the
   FreezePlan plan = FreezePlan::from_ranges({{0, 0}}, c.num_layers);
   plan.embeddings = plan.norms = true;  // block 0 runs no backward
   ProfileOptions o = options(2, 40, 2, 1);
-  o.activations = ActivationPolicy::Recompute;
+  o.activations = ActivationPolicy::recompute();
   ProfileRun r = profile_training(*m, plan, o);
   REQUIRE(r.recomputes());
   // The rerun stops after gate and up: the block's FLOPs less the down projection's.
@@ -231,8 +231,17 @@ TEST_CASE("--recompute: a recompute phase in every block with a backward but the
   CHECK(j["activation_policy"] == "recompute");
   CHECK(j["flops"]["recompute"].get<double>() == doctest::Approx(r.total_flops()[RC]));
   CHECK(j["parts"][2]["seconds"]["recompute"]["median"].get<double>() > 0);
+  // Only the two lowest blocks with a backward (1 and 2): block 1 reruns, block 2 keeps its own
+  // activations in the shared set, block 3 saves everything itself.
+  o.activations = ActivationPolicy::recompute(2);
+  ProfileRun two = profile_training(*m, plan, o);
+  CHECK(two.block(1).flops[RC] == r.block(1).flops[RC]);
+  for (int k : {0, 2, 3}) CHECK(two.block(k).flops[RC] == 0);
+  CHECK(two.block(3).bytes.activations > two.block(2).bytes.activations);
+  CHECK(two.total_bytes().total() + two.workspace_bytes == two.planned_total_bytes);
+  CHECK(format_profile_table(two).find("activations of 2 blocks recomputed") != std::string::npos);
   // The same run with its activations saved: the same FLOPs but for the reruns, more activation bytes.
-  o.activations = ActivationPolicy::Save;
+  o.activations = ActivationPolicy::save();
   ProfileRun saved = profile_training(*m, plan, o);
   for (int p : {FW, DX, DW, OPT}) CHECK(saved.total_flops()[p] == r.total_flops()[p]);
   CHECK(saved.total_flops()[RC] == 0);
@@ -485,6 +494,8 @@ TEST_CASE("sppft profile on a checkpoint: tables, JSON, trace, SVG and bad input
            {"--freeze 1-1 --compare-freeze 2-2", "--compare-freeze"},
            {"--mode forward --freeze 1-1", "needs --mode train"},
            {"--mode forward --recompute", "needs --mode train"},
+           {"--recompute --recompute-blocks 2", "not both"},
+           {"--recompute-blocks 0", "--recompute-blocks"},
            {"--layers 0", "--layers"},
            {"--steps 0", "--steps"},
            {"--seq 100000", "--seq"},

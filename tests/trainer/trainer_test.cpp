@@ -141,12 +141,12 @@ TEST_CASE("memory plan for the paper's models: a frozen block saves its grads, m
   // --fit: the largest micro-batch whose plan fits, checked at its boundary, per activation policy.
   const std::size_t budget = 141'000'000'000;  // an H200
   std::int64_t fits[2] = {0, 0};
-  for (ActivationPolicy policy : {ActivationPolicy::Save, ActivationPolicy::Recompute}) {
+  for (ActivationPolicy policy : {ActivationPolicy::save(), ActivationPolicy::recompute()}) {
     const std::int64_t mb = max_micro_batch(c, sppft, 1024, Precision::BF16Mixed, budget, {}, policy);
     REQUIRE(mb >= 1);
     CHECK(plan_training_memory(c, sppft, mb, 1024, Precision::BF16Mixed, 256, {}, policy).total() <= budget);
     CHECK(plan_training_memory(c, sppft, mb + 1, 1024, Precision::BF16Mixed, 256, {}, policy).total() > budget);
-    fits[policy == ActivationPolicy::Recompute] = mb;
+    fits[policy == ActivationPolicy::recompute()] = mb;
   }
   CHECK(fits[1] > fits[0]);
   CHECK(max_micro_batch(c, full, 1024, Precision::BF16Mixed, 1'000'000'000) == 0);  // the weights alone are 16 GB
@@ -157,13 +157,25 @@ TEST_CASE("memory plan for the paper's models: a frozen block saves its grads, m
   CHECK(jf["max_micro_batch"]["save"] == fits[0]);
   CHECK(jf["max_micro_batch"]["recompute"] == fits[1]);
   CHECK(jf["full_fine_tuning_max_micro_batch"]["save"] ==
-        max_micro_batch(c, full, 1024, Precision::BF16Mixed, budget, {}, ActivationPolicy::Save));
+        max_micro_batch(c, full, 1024, Precision::BF16Mixed, budget, {}, ActivationPolicy::save()));
   auto fit_text = test::run_command(cli("memory --preset llama-3-8b --freeze 6-12 --device cuda --seq 1024 --fit 141GB"));
   CHECK(fit_text.out.find("fits in 131.32 GiB at 1024 tokens per sequence: micro-batch up to " + std::to_string(fits[0]) +
                           " (" + std::to_string(fits[1]) + " with --recompute); full fine-tuning: ") != std::string::npos);
   auto none_fit = test::run_command(cli("memory --preset llama-3-8b --device cuda --seq 4096 --fit 80GiB"));
   CHECK(none_fit.out.find("fits in 80.00 GiB at 4096 tokens per sequence: no micro-batch (one sequence needs ") !=
         std::string::npos);
+  // With --micro-batch too: the fewest recomputed blocks that fit it, checked at its boundary.
+  const std::int64_t k = min_recompute_blocks(c, sppft, 8, 4096, Precision::BF16Mixed, budget);
+  REQUIRE(k > 0);
+  CHECK(plan_training_memory(c, sppft, 8, 4096, Precision::BF16Mixed, 256, {}, ActivationPolicy::recompute(k)).total() <=
+        budget);
+  CHECK(plan_training_memory(c, sppft, 8, 4096, Precision::BF16Mixed, 256, {}, ActivationPolicy::recompute(k - 1)).total() >
+        budget);
+  CHECK(min_recompute_blocks(c, sppft, 1, 1024, Precision::BF16Mixed, budget) == 0);  // fits as it is
+  CHECK(min_recompute_blocks(c, sppft, 64, 4096, Precision::BF16Mixed, budget) == -1);
+  auto blocks = test::run_command(cli("memory --preset llama-3-8b --freeze 6-12 --device cuda --seq 4096 --micro-batch 8 "
+                                      "--fit 141GB"));
+  CHECK(blocks.out.find("micro-batch 8 fits with --recompute-blocks " + std::to_string(k) + "\n") != std::string::npos);
   for (const char* size : {"80XB", "GiB", "-5GB", "0"}) {
     CAPTURE(size);
     auto e = test::run_command(cli(std::string("memory --preset llama-3-8b --fit ") + size));
@@ -214,7 +226,7 @@ TEST_CASE("the same seed gives bitwise identical losses; --freeze-norms freezes 
   CHECK(a.steps.back().val_loss >= 0);
   // Recomputed activations: the same numbers bit for bit, fewer activation bytes, still exactly as planned.
   auto ro = options("det-recompute");
-  ro.activations = ActivationPolicy::Recompute;
+  ro.activations = ActivationPolicy::recompute();
   auto rc = train(ro);
   REQUIRE(rc.steps.size() == a.steps.size());
   for (std::size_t i = 0; i < a.steps.size(); ++i) {

@@ -48,6 +48,7 @@ const char* kHelp =
     "  --recompute           activation checkpointing, as in sppft train: adds a\n"
     "                        recompute phase (each block's forward rerun before its\n"
     "                        backward, all but the top block)\n"
+    "  --recompute-blocks N  only the N lowest blocks that run backward\n"
     "  --ops                 also time every op (GEMM, attention, norm, ... and AdamW) and\n"
     "                        print them per phase, slowest first, with calls per step and\n"
     "                        share of the step; adds two timestamps per op (on a GPU two\n"
@@ -93,7 +94,7 @@ std::size_t planned_bytes(const ModelConfig& c, const FreezePlan& plan, std::int
 int cmd_profile(int argc, char** argv) {
   Args args(argc, argv,
             {"--preset", "--device", "--mode", "--freeze", "--micro-batch", "--seq", "--steps", "--warmup", "--trace",
-             "--layers", "--compare-freeze", "--svg", "--seed", "--attention"},
+             "--layers", "--compare-freeze", "--svg", "--seed", "--attention", "--recompute-blocks"},
             {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--recompute", "--ops"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
@@ -138,10 +139,9 @@ int cmd_profile(int argc, char** argv) {
   o.seed = static_cast<std::uint64_t>(args.get_int("--seed", 0, 0, std::int64_t{1} << 62));
   o.progress = true;
   o.ops = args.has("--ops");
-  if (args.has("--recompute")) {
-    if (!train) throw InputError("--recompute: needs --mode train (a forward-only run keeps no activations)");
-    o.activations = ActivationPolicy::Recompute;
-  }
+  o.activations = activation_policy_option(args);
+  if (o.activations.recomputes() && !train)
+    throw InputError("--recompute: needs --mode train (a forward-only run keeps no activations)");
 
   if (args.has("--freeze") && args.has("--compare-freeze"))
     throw InputError("--compare-freeze: compares against full fine-tuning; do not also give --freeze");
@@ -202,7 +202,7 @@ int cmd_profile(int argc, char** argv) {
   for (const auto& r : runs) ptrs.push_back(&r);
 
   std::string title = "sppft profile: " + what + ", " + std::to_string(o.micro_batch) + " x " + std::to_string(o.seq) +
-                      " tokens" + (o.activations == ActivationPolicy::Recompute ? ", activations recomputed" : "") + ", " + (gpu ? "GPU " + cuda_device_description(0) + ", bf16-mixed, attention " + attention_used
+                      " tokens" + activation_policy_note(o.activations) + ", " + (gpu ? "GPU " + cuda_device_description(0) + ", bf16-mixed, attention " + attention_used
                                          : "CPU " + std::to_string(omp_get_max_threads()) + " threads");
   if (trace) atomic_write_text(*trace, chrome_trace(ptrs));
   if (svg_out) write_profile_svg(ptrs, *svg_out, title);

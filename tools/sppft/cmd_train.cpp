@@ -32,6 +32,9 @@ const char* kHelp =
     "                            its backward (activation checkpointing): activations drop\n"
     "                            to one block's worth plus an input per block, for about\n"
     "                            one more forward of time; gradients are unchanged\n"
+    "  --recompute-blocks N      the same for the N lowest blocks that run backward only:\n"
+    "                            memory and time in between (sppft memory --fit says how\n"
+    "                            many a micro-batch needs)\n"
     "  --cutoff T                tokens per example after truncation (default 256)\n"
     "  --warmup N                warmup steps (default 0)\n"
     "  --schedule S              constant | linear (default) | cosine\n"
@@ -66,7 +69,7 @@ int cmd_train(int argc, char** argv) {
             {"--data", "--out", "--freeze", "--lr", "--epochs", "--max-steps", "--micro-batch", "--grad-accum", "--cutoff",
              "--warmup", "--schedule", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip", "--seed", "--val-size",
              "--eval-every", "--save-every", "--template", "--safety-probe", "--probe-every", "--probe-layers", "--dist", "--device",
-             "--dist-timeout", "--attention"},
+             "--dist-timeout", "--attention", "--recompute-blocks"},
             {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases", "--train-on-inputs",
              "--resume", "--zero1", "--recompute"});
   if (args.help()) {
@@ -104,7 +107,7 @@ int cmd_train(int argc, char** argv) {
   o.tmpl = parse_template(args.get_or("--template", "alpaca"));
   o.train_on_inputs = args.has("--train-on-inputs");
   o.resume = args.has("--resume");
-  if (args.has("--recompute")) o.activations = ActivationPolicy::Recompute;
+  o.activations = activation_policy_option(args);
   o.device = args.get_or("--device", "cpu");
   const bool gpu = require_device(o.device) == Device::CUDA;
   const std::string attention = apply_attention_option(args, gpu);

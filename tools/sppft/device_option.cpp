@@ -48,4 +48,12 @@ std::string attention_note(const std::string& requested, const std::string& used
          "with sm_90's shared memory); attention runs on the fp32 CUDA-core kernels";
 }
 
+ActivationPolicy activation_policy_option(const Args& args) {
+  if (args.has("--recompute") && args.has("--recompute-blocks"))
+    throw InputError("--recompute-blocks: give it or --recompute (every block), not both");
+  if (args.has("--recompute")) return ActivationPolicy::recompute();
+  if (args.has("--recompute-blocks")) return ActivationPolicy::recompute(args.get_int("--recompute-blocks", 1, 1, 1 << 20));
+  return ActivationPolicy::save();
+}
+
 }  // namespace sppft::cli

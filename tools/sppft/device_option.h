@@ -4,6 +4,7 @@
 #pragma once
 
 #include "models/model.h"
+#include "models/training.h"
 #include "tools/sppft/args.h"
 
 namespace sppft::cli {
@@ -28,5 +29,9 @@ std::string apply_attention_option(const Args& args, bool gpu);
 // ones asked for (empty otherwise).
 std::string attention_kernels_used(bool gpu, std::int64_t head_dim);
 std::string attention_note(const std::string& requested, const std::string& used, std::int64_t head_dim);
+
+// --recompute (every block) or --recompute-blocks N (the N lowest blocks that run backward) as
+// an activation policy (train, profile, memory); InputError when both are given.
+ActivationPolicy activation_policy_option(const Args& args);
 
 }  // namespace sppft::cli
