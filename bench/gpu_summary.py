@@ -73,8 +73,13 @@ for p in (prof, summary["benchmarks"].get("profile_mma", {}), summary["benchmark
               + (f", {100 * tf / gemm:.0f}% of the measured GEMM rate" if gemm else ""))
 for r in summary["benchmarks"].get("profile_recompute", {}).get("runs", [])[:1]:
     reruns = sum(part["seconds"]["recompute"]["median"] for part in r["parts"] if "recompute" in part["seconds"])
-    print(f"  --recompute: the reruns take {reruns * 1e3:.1f} ms, {100 * reruns / r['step_seconds']['median']:.1f}% of the step; "
-          f"activations {r['bytes']['activations'] / 2**30:.2f} GiB")
+    line = (f"  --recompute: the reruns take {reruns * 1e3:.1f} ms, {100 * reruns / r['step_seconds']['median']:.1f}% of the step; "
+            f"activations {r['bytes']['activations'] / 2**30:.2f} GiB")
+    saved = prof.get("runs", [None])[0]  # the same full step with its activations saved
+    if saved and saved.get("tokens") == r.get("tokens"):
+        line += (f" instead of {saved['bytes']['activations'] / 2**30:.2f} GiB, for a step "
+                 f"{100 * (r['step_seconds']['median'] / saved['step_seconds']['median'] - 1):+.1f}% longer")
+    print(line)
 for r in prof.get("runs", [])[:1]:  # where the full step's time goes, slowest ops first
     step = r["step_seconds"]["median"]
     for op in sorted(r.get("ops", []), key=lambda o: -o["seconds"]["median"])[:8]:

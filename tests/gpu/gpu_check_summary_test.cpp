@@ -87,7 +87,8 @@ TEST_CASE("bench_kernels --smoke, profile --json and gpu_summary.py fit together
   CHECK(summary.out.find("SPPFT saved") != std::string::npos);
   CHECK(summary.out.find("% of the step") != std::string::npos);
   CHECK(summary.out.find("activations recomputed), attention wmma: ") != std::string::npos);
-  CHECK(summary.out.find("--recompute: the reruns take ") != std::string::npos);  // --ops: the slowest ops of the full step
+  CHECK(summary.out.find("--recompute: the reruns take ") != std::string::npos);
+  CHECK(summary.out.find("% longer") != std::string::npos);  // against the same step with activations saved  // --ops: the slowest ops of the full step
   const Json prof_json = Json::parse(prof.out);
   bool multi_tensor_adamw = false;  // the GPU's AdamW bypasses kernels/ops.h and labels itself
   for (const auto& op : prof_json["runs"][0]["ops"]) multi_tensor_adamw |= op["name"] == "adamw_multi_tensor";

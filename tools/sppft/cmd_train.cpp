@@ -152,7 +152,8 @@ int cmd_train(int argc, char** argv) {
   std::printf("trained %lld steps in %.2f s (%.0f tokens/s); final loss %.4f%s\n", (long long)last.step, r.seconds,
               r.trained_tokens / std::max(r.seconds, 1e-9), last.loss,
               last.val_loss >= 0 ? (", validation loss " + std::to_string(last.val_loss)).c_str() : "");
-  std::printf("memory by category%s (predicted before the run, measured peak at the end):\n%s", r.world > 1 ? " on rank 0" : "",
+  std::printf("memory by category%s%s (predicted before the run, measured peak at the end):\n%s",
+              r.world > 1 ? " on rank 0" : "", activation_policy_note(o.activations).c_str(),
               format_memory_table(r.predicted, &r.measured).c_str());
   if (r.world > 1) {
     std::printf("per rank (measured peak):");
