@@ -24,10 +24,11 @@ struct RopeConfig {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   std::int64_t original_max_position_embeddings = 0;
-  // longrope (Phi-3-128k, Phi-3.5): frequency i is divided by short_factor[i] while a forward's
-  // positions stay within original_max_position_embeddings, by long_factor[i] past it (chosen per
-  // forward call from its largest position, as transformers does); cos and sin are multiplied
-  // by attention_factor, which sppft folds into the attention scale as attention_factor^2.
+  // longrope (Phi-3-128k, Phi-3.5): frequency i is divided by short_factor[i] while a sequence's
+  // positions stay within original_max_position_embeddings, by long_factor[i] once they pass it
+  // (each sequence by its own largest position, as transformers computes it alone); cos and sin
+  // are multiplied by attention_factor, which sppft folds into the attention scale as
+  // attention_factor^2.
   std::vector<double> short_factor, long_factor;
   double attention_factor = 1.0;
 };
@@ -63,7 +64,7 @@ struct ModelConfig {
   std::int64_t q_dim() const { return num_heads * head_dim; }
   // The softmax scale of attention scores: 1 / sqrt(head_dim), times longrope's attention_factor^2.
   float attention_scale() const;
-  // Whether a forward whose largest position is `max_position` takes longrope's long factors.
+  // Whether a sequence whose largest position is `max_position` takes longrope's long factors.
   bool rope_long(std::int64_t max_position) const {
     return rope.type == "longrope" && max_position + 1 > rope.original_max_position_embeddings;
   }

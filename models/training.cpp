@@ -56,10 +56,11 @@ std::vector<bool> recomputed_blocks(const std::vector<BlockMode>& modes, Activat
   return out;
 }
 
-std::int64_t top_recomputed_block(const std::vector<bool>& recomputed) {
-  for (auto l = static_cast<std::int64_t>(recomputed.size()) - 1; l >= 0; --l)
-    if (recomputed[l]) return l;
-  return -1;
+std::vector<bool> rerun_blocks(const std::vector<BlockMode>& modes, ActivationPolicy p) {
+  std::vector<bool> out = recomputed_blocks(modes, p);
+  const auto top = std::find(out.rbegin(), out.rend(), true);
+  if (top != out.rend()) *top = false;
+  return out;
 }
 
 std::string StepPart::name() const {
@@ -172,7 +173,8 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
       max_tokens_(max_tokens),
       loss_chunk_(loss_chunk),
       policy_(policy),
-      recomputed_(recomputed_blocks(modes_, policy)) {
+      recomputed_(recomputed_blocks(modes_, policy)),
+      rerun_(rerun_blocks(modes_, policy)) {
   const ModelConfig& c = model.config();
   if (static_cast<std::int64_t>(modes_.size()) != c.num_layers) throw std::invalid_argument("TrainingGraph: one mode per block");
   saved_.resize(c.num_layers);
@@ -395,7 +397,7 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
   for (std::int64_t l = L - 1; l >= 0 && modes_[l] != BlockMode::NoBackward; --l) {
     // The forward left the highest recomputed block's activations in the shared set; the
     // other recomputed blocks rerun theirs.
-    if (recomputed_[l] && l != top_recomputed_block(recomputed_)) block_forward(l, n, /*recomputing=*/true);
+    if (rerun_[l]) block_forward(l, n, /*recomputing=*/true);
     block_backward(l, n, grads->blocks[l]);
     if (grads_ready_) grads_ready_({StepPart::Block, l});
   }

@@ -49,9 +49,9 @@ std::string activation_policy_name(ActivationPolicy p);
 std::string activation_policy_note(ActivationPolicy p);
 // Per block: whether it is recomputed (the lowest p.recompute_blocks of those that run backward).
 std::vector<bool> recomputed_blocks(const std::vector<BlockMode>& modes, ActivationPolicy p);
-// The block whose rerun is skipped: the highest recomputed one (its activations are still in the
-// shared set after the forward); -1 when none is recomputed.
-std::int64_t top_recomputed_block(const std::vector<bool>& recomputed);
+// Per block: whether its forward reruns before its backward - every recomputed block but the
+// highest, whose activations are still in the shared set when its backward comes.
+std::vector<bool> rerun_blocks(const std::vector<BlockMode>& modes, ActivationPolicy p);
 
 struct BufferSpec {
   std::string name;
@@ -175,7 +175,7 @@ class TrainingGraph {
   std::vector<BlockMode> modes_;
   std::int64_t max_tokens_, loss_chunk_;
   ActivationPolicy policy_;
-  std::vector<bool> recomputed_;  // per block (recomputed_blocks)
+  std::vector<bool> recomputed_, rerun_;  // per block (recomputed_blocks, rerun_blocks)
   std::vector<Saved> saved_;
   std::vector<ops::AttentionSeq> seqs_;
   std::vector<Model::RopeRun> rope_;  // this step's RoPE tables by rows (Model::rope_runs)

@@ -82,6 +82,19 @@ MemoryBreakdown plan_training_memory(const ModelConfig& c, const FreezePlan& pla
   return m;
 }
 
+namespace {
+// The smallest x in (lo, hi] with pred(x), given !pred(lo) and pred(hi), for a predicate that
+// stays true once true.
+template <typename Pred>
+std::int64_t first_true(std::int64_t lo, std::int64_t hi, Pred&& pred) {
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    (pred(mid) ? hi : lo) = mid;
+  }
+  return hi;
+}
+}  // namespace
+
 std::int64_t max_micro_batch(const ModelConfig& c, const FreezePlan& plan, std::int64_t seq, Precision p,
                              std::size_t budget, DataParallelShape dp, ActivationPolicy policy) {
   const auto fits = [&](std::int64_t mb) { return plan_training_memory(c, plan, mb, seq, p, 256, dp, policy).total() <= budget; };
@@ -91,11 +104,7 @@ std::int64_t max_micro_batch(const ModelConfig& c, const FreezePlan& plan, std::
   const std::int64_t kMax = std::max<std::int64_t>(1, (std::int64_t{1} << 31) / std::max<std::int64_t>(seq, 1));
   while (hi < kMax && fits(hi)) lo = hi, hi *= 2;
   if (hi >= kMax && fits(kMax)) return kMax;
-  while (hi - lo > 1) {
-    const std::int64_t mid = lo + (hi - lo) / 2;
-    (fits(mid) ? lo : hi) = mid;
-  }
-  return lo;
+  return first_true(lo, hi, [&](std::int64_t mb) { return !fits(mb); }) - 1;
 }
 
 std::int64_t min_recompute_blocks(const ModelConfig& c, const FreezePlan& plan, std::int64_t micro_batch,
@@ -109,12 +118,7 @@ std::int64_t min_recompute_blocks(const ModelConfig& c, const FreezePlan& plan, 
   }));
   if (fits(0)) return 0;
   if (!fits(blocks)) return -1;
-  std::int64_t lo = 0, hi = blocks;  // !fits(lo), fits(hi): the bytes never grow with k
-  while (hi - lo > 1) {
-    const std::int64_t mid = lo + (hi - lo) / 2;
-    (fits(mid) ? hi : lo) = mid;
-  }
-  return hi;
+  return first_true(0, blocks, fits);  // the bytes never grow with k
 }
 
 MemoryBreakdown measured_memory(const MemoryStats& s) {

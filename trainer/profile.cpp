@@ -462,8 +462,7 @@ ProfileRun profile_training(Model& model, const FreezePlan& plan, const ProfileO
 
   const std::vector<std::int64_t> lens(o.micro_batch, o.seq);
   const bool embed_trains = grads.embed_tokens.defined();
-  std::vector<bool> rerun = recomputed_blocks(run.modes, o.activations);
-  if (const std::int64_t top = top_recomputed_block(rerun); top >= 0) rerun[top] = false;
+  const std::vector<bool> rerun = rerun_blocks(run.modes, o.activations);
   for (std::int64_t i = 0; i < L + 4; ++i) {
     PartProfile& p = run.parts[i];
     p.part = i == 0 ? StepPart{StepPart::Embeddings} : i <= L ? StepPart{StepPart::Block, i - 1}

@@ -142,9 +142,9 @@ int cmd_memory(int argc, char** argv) {
   }
   if (budget) {
     const auto say = [&](const Fit& f, const FreezePlan& p) {
-      const auto n = [](std::int64_t mb) { return std::to_string(mb); };
-      if (f.saved > 0) return "micro-batch up to " + n(f.saved) + " (" + n(f.recomputed) + " with --recompute)";
-      if (f.recomputed > 0) return "micro-batch up to " + n(f.recomputed) + " with --recompute (none without it)";
+      if (f.saved > 0)
+        return "micro-batch up to " + std::to_string(f.saved) + " (" + std::to_string(f.recomputed) + " with --recompute)";
+      if (f.recomputed > 0) return "micro-batch up to " + std::to_string(f.recomputed) + " with --recompute (none without it)";
       const MemoryBreakdown one = plan_training_memory(c, p, 1, seq, prec, 256, dp, ActivationPolicy::recompute());
       return "no micro-batch (one sequence needs " + human_bytes(static_cast<double>(one.total())) + " with --recompute)";
     };
