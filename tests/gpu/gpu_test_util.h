@@ -42,6 +42,9 @@ inline void write_sft_data(const fs::path& file, int n) {
   atomic_write_text(file, data);
 }
 
+// x rounded to the nearest bf16 value.
+inline float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
 #ifdef SPPFT_HAVE_CUDA
 
 inline constexpr auto kWork = MemCategory::Workspace;  // memory category of every test tensor
@@ -49,9 +52,6 @@ inline constexpr DType kFloatTypes[] = {DType::F32, DType::BF16};  // the dtypes
 
 // "BF16" or "F32", for CAPTURE.
 inline const char* name(DType t) { return t == DType::BF16 ? "BF16" : "F32"; }
-
-// x rounded to the nearest bf16 value.
-inline float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
 // Rounds every value of a host F32 tensor to bf16 (in place) when it will be stored as BF16.
 inline void round_for(Tensor& t, DType stored) {
