@@ -33,6 +33,9 @@ OpScope::~OpScope() {
 }
 
 namespace {
+void expect(bool cond, const char* op, const std::string& what) {
+  if (!cond) throw InputError(std::string(op) + ": " + what);
+}
 bool on_cpu(const Tensor& t, const char* op) {
   if (t.device() == Device::CPU) return true;
   throw RuntimeFailure(std::string(op) + ": no CUDA kernel in this build yet (tensors on cuda)");
@@ -133,12 +136,14 @@ void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const AttentionS
   if (on_cpu(k, "kv_cache_write")) cpu::kv_cache_write(k, v, seqs, k_cache, v_cache);
 }
 void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                       std::span<const AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out) {
+                       std::span<const AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out,
+                       float softcap) {
   const OpScope scope("attention_forward");
+  expect(softcap >= 0, "attention_forward", "softcap must be >= 0");
 #ifdef SPPFT_HAVE_CUDA
-  if (q.device() == Device::CUDA) return cuda::attention_forward(q, k_cache, v_cache, seqs, scale, window, out);
+  if (q.device() == Device::CUDA) return cuda::attention_forward(q, k_cache, v_cache, seqs, scale, window, out, softcap);
 #endif
-  if (on_cpu(q, "attention_forward")) cpu::attention_forward(q, k_cache, v_cache, seqs, scale, window, out);
+  if (on_cpu(q, "attention_forward")) cpu::attention_forward(q, k_cache, v_cache, seqs, scale, window, out, softcap);
 }
 
 }  // namespace sppft::ops
@@ -149,9 +154,6 @@ void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
 namespace sppft::ops {
 
 namespace {
-void expect(bool cond, const char* op, const std::string& what) {
-  if (!cond) throw InputError(std::string(op) + ": " + what);
-}
 void expect_shape(const Tensor& t, const Shape& s, const char* op, const char* name) {
   expect(t.shape() == s, op, std::string(name) + " has shape " + shape_str(t.shape()) + ", expected " + shape_str(s));
 }
@@ -281,41 +283,44 @@ void check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
 }  // namespace
 
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs,
-                             float scale, std::int64_t window, Tensor& out, Tensor& lse) {
+                             float scale, std::int64_t window, Tensor& out, Tensor& lse, float softcap) {
   const OpScope scope("attention_forward_train");
+  expect(softcap >= 0, "attention_forward_train", "softcap must be >= 0");
   check_attention(q, k, v, out, lse, seqs, "attention_forward_train");
 #ifdef SPPFT_HAVE_CUDA
-  if (q.device() == Device::CUDA) return cuda::attention_forward_train(q, k, v, seqs, scale, window, out, lse);
+  if (q.device() == Device::CUDA) return cuda::attention_forward_train(q, k, v, seqs, scale, window, out, lse, softcap);
 #endif
-  if (on_cpu(q, "attention_forward_train")) cpu::attention_forward_train(q, k, v, seqs, scale, window, out, lse);
+  if (on_cpu(q, "attention_forward_train")) cpu::attention_forward_train(q, k, v, seqs, scale, window, out, lse, softcap);
 }
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, std::span<const AttentionSeq> seqs, float scale, std::int64_t window,
-                        Tensor& dq, Tensor& dk, Tensor& dv) {
+                        Tensor& dq, Tensor& dk, Tensor& dv, float softcap) {
   const OpScope scope("attention_backward");
   const char* op = "attention_backward";
+  expect(softcap >= 0, op, "softcap must be >= 0");
   check_attention(q, k, v, out, lse, seqs, op);
   expect_shape(dout, q.shape(), op, "dout");
   expect_shape(dq, q.shape(), op, "dq");
   expect_shape(dk, k.shape(), op, "dk");
   expect_shape(dv, v.shape(), op, "dv");
 #ifdef SPPFT_HAVE_CUDA
-  if (q.device() == Device::CUDA) return cuda::attention_backward(q, k, v, out, lse, dout, seqs, scale, window, dq, dk, dv);
+  if (q.device() == Device::CUDA) return cuda::attention_backward(q, k, v, out, lse, dout, seqs, scale, window, dq, dk, dv, softcap);
 #endif
-  if (on_cpu(q, op)) cpu::attention_backward(q, k, v, out, lse, dout, seqs, scale, window, dq, dk, dv);
+  if (on_cpu(q, op)) cpu::attention_backward(q, k, v, out, lse, dout, seqs, scale, window, dq, dk, dv, softcap);
 }
-double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits) {
+double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits, float softcap) {
   const OpScope scope("cross_entropy");
   const char* op = "cross_entropy";
+  expect(softcap >= 0, op, "softcap must be >= 0");
   expect(logits.rank() == 2, op, "logits must be [N, V]");
   expect_i32(targets, op, "targets");
   expect(targets.dim(0) == logits.dim(0), op, "targets must have one entry per logits row");
   if (dlogits) expect_shape(*dlogits, logits.shape(), op, "dlogits");
 #ifdef SPPFT_HAVE_CUDA
-  if (logits.device() == Device::CUDA) return cuda::cross_entropy(logits, targets, grad_scale, dlogits);
+  if (logits.device() == Device::CUDA) return cuda::cross_entropy(logits, targets, grad_scale, dlogits, softcap);
 #endif
   expect_f32(logits, op, "logits");  // the CPU reference is fp32 only
-  if (on_cpu(logits, op)) return cpu::cross_entropy(logits, targets, grad_scale, dlogits);
+  if (on_cpu(logits, op)) return cpu::cross_entropy(logits, targets, grad_scale, dlogits, softcap);
   return 0;
 }
 double sum_squares(const Tensor& t) {

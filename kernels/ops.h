@@ -4,6 +4,7 @@
 // N = number of token rows (all sequences of a batch packed together).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <span>
 
@@ -98,10 +99,18 @@ void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const AttentionS
 // Causal attention with grouped-query heads (query head h reads KV head
 // h / (Hq / Hkv)) over the cache: for a query at position p, keys j with
 // j <= p and (window == 0 or p - j < window):
-//   out[n, h] = sum_j softmax_j(scale * q[n, h] . k[j, h']) v[j, h']
-// q, out [N, Hq * D]; caches [S, Hkv, Tmax, D].
+//   out[n, h] = sum_j softmax_j(cap(scale * q[n, h] . k[j, h'])) v[j, h']
+// q, out [N, Hq * D]; caches [S, Hkv, Tmax, D]. cap is Gemma-2's logit soft-capping,
+// cap(s) = softcap * tanh(s / softcap), or the identity when softcap == 0.
 void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                       std::span<const AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out);
+                       std::span<const AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out,
+                       float softcap = 0.0f);
+
+// Gemma-2's soft-capping of attention scores and final logits: softcap * tanh(x / softcap),
+// the identity for softcap == 0. Its derivative is 1 - (capped / softcap)^2.
+inline float soft_cap(float x, float softcap) { return softcap > 0 ? softcap * std::tanh(x / softcap) : x; }
+// d soft_cap / dx at the capped value c = soft_cap(x, softcap): 1 - (c / softcap)^2 (1 uncapped).
+inline float soft_cap_slope(float c, float softcap) { return softcap > 0 ? 1.0f - (c / softcap) * (c / softcap) : 1.0f; }
 
 }  // namespace sppft::ops
 
@@ -162,26 +171,27 @@ void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, GluA
 // its rows [q_begin, q_begin + q_len) of q, k and v (past_len must be 0; slot is
 // ignored). Row t of a sequence attends to rows j of the same sequence with j <= t
 // and (window == 0 or t - j < window), GQA as attention_forward (query head h reads
-// kv head h / (Hq / Hkv)):
-//   s_j = scale * q[t, h] . k[j, h'],  out[t, h] = sum_j softmax_j(s) v[j, h'],
-//   lse[t, h] = log sum_j exp(s_j)        (natural log of the scaled scores)
+// kv head h / (Hq / Hkv)), scores soft-capped as there:
+//   s_j = cap(scale * q[t, h] . k[j, h']),  out[t, h] = sum_j softmax_j(s) v[j, h'],
+//   lse[t, h] = log sum_j exp(s_j)        (natural log of the scaled, capped scores)
 // q, out [N, Hq * D]; k, v [N, Hkv * D]; lse [N, Hq]. Rows not covered by
 // any sequence: out and lse left untouched. Equals attention_forward on a cache filled by
 // kv_cache_write with past_len = 0.
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const AttentionSeq> seqs,
-                             float scale, std::int64_t window, Tensor& out, Tensor& lse);
+                             float scale, std::int64_t window, Tensor& out, Tensor& lse, float softcap = 0.0f);
 
-// Gradient of attention_forward_train (same q, k, v, seqs, scale, window and its
+// Gradient of attention_forward_train (same q, k, v, seqs, scale, window, softcap and its
 // out, lse). With P[t, j] = exp(s_j - lse[t]) recomputed from q, k and lse (no
-// [T, T] matrix is kept), delta[t] = dout[t] . out[t]:
-//   dv[j] = sum_t P[t, j] dout[t],  dS[t, j] = P[t, j] (dout[t] . v[j] - delta[t]),
+// [T, T] matrix is kept), delta[t] = dout[t] . out[t], c_j = 1 - (s_j / softcap)^2
+// (1 without soft-capping):
+//   dv[j] = sum_t P[t, j] dout[t],  dS[t, j] = c_j P[t, j] (dout[t] . v[j] - delta[t]),
 //   dq[t] = scale sum_j dS[t, j] k[j],  dk[j] = scale sum_t dS[t, j] q[t]
 // (dk, dv summed over the query heads of each kv group). dq, dk, dv overwritten
 // (rows covered by seqs), shapes as q, k, v. Outputs must not alias inputs.
 // Deterministic: no atomics, each output row is summed by one thread in a fixed order.
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, std::span<const AttentionSeq> seqs, float scale, std::int64_t window,
-                        Tensor& dq, Tensor& dk, Tensor& dv);
+                        Tensor& dq, Tensor& dk, Tensor& dv, float softcap = 0.0f);
 
 // Cross-entropy over the vocabulary. logits [N, V], targets I32 [N]; a target of
 // -100 (kIgnoreIndex, as torch) marks an ignored row. Returns
@@ -191,8 +201,12 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 // (grad_scale is typically 1 / number of non-ignored targets, for a mean loss).
 // dlogits may alias logits (in place, to save the [N, V] buffer). Targets outside
 // [0, V) other than -100 throw InputError before anything is written.
+// With softcap > 0 (Gemma-2's final_logit_softcapping) the loss is that of the capped
+// logits z' = soft_cap(z, softcap), and dlogits its gradient with respect to the raw ones:
+//   grad_scale * (softmax(z')[n, :] - onehot) * (1 - (z' / softcap)^2).
 inline constexpr std::int32_t kIgnoreIndex = -100;
-double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits);
+double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits,
+                     float softcap = 0.0f);
 
 // sum_i t[i]^2 in double (for the global gradient norm). Deterministic: fixed-size
 // chunks summed in a fixed order, whatever the thread count.

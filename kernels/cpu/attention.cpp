@@ -27,7 +27,8 @@ void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const ops::Atten
 }
 
 void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                       std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out) {
+                       std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out,
+                       float softcap) {
   const auto hkv = k_cache.dim(1), tmax = k_cache.dim(2), d = k_cache.dim(3);
   const auto hq = q.dim(1) / d, group = hq / hkv;
   const float* qp = q.data<float>();
@@ -56,7 +57,7 @@ void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
         const float* kv = kbase + j * d;
         float dot = 0;
         for (std::int64_t e = 0; e < d; ++e) dot += qv[e] * kv[e];
-        scores[j] = dot * scale;
+        scores[j] = ops::soft_cap(dot * scale, softcap);
         mx = std::max(mx, scores[j]);
       }
       double sum = 0;

@@ -47,7 +47,7 @@ inline std::int64_t first_key(std::int64_t t, std::int64_t window) {
 }  // namespace
 
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
-                             float scale, std::int64_t window, Tensor& out, Tensor& lse) {
+                             float scale, std::int64_t window, Tensor& out, Tensor& lse, float softcap) {
   const auto hq = lse.dim(1), d = q.dim(1) / hq, hkv = k.dim(1) / d, group = hq / hkv;
   const auto qw = hq * d, kw = hkv * d;
   const float* qp = q.data<float>();
@@ -72,7 +72,7 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
       const float* vbase = vp + s->q_begin * kw + kvh * d;
       float mx = -INFINITY;
       for (std::int64_t j = first; j <= t; ++j) {
-        scores[j] = dot(qv, kbase + j * kw, d) * scale;
+        scores[j] = ops::soft_cap(dot(qv, kbase + j * kw, d) * scale, softcap);
         mx = std::max(mx, scores[j]);
       }
       double sum = 0;
@@ -91,7 +91,7 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window,
-                        Tensor& dq, Tensor& dk, Tensor& dv) {
+                        Tensor& dq, Tensor& dk, Tensor& dv, float softcap) {
   const auto n = q.dim(0), hq = lse.dim(1), d = q.dim(1) / hq, hkv = k.dim(1) / d, group = hq / hkv;
   const auto qw = hq * d, kw = hkv * d;
   const float* qp = q.data<float>();
@@ -122,8 +122,8 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
     float* g = dqp + row * qw + h * d;
     std::fill_n(g, d, 0.0f);
     for (std::int64_t j = first_key(t, window); j <= t; ++j) {
-      const float p = std::exp(dot(qv, kbase + j * kw, d) * scale - l);
-      const float ds = p * (dot(go, vbase + j * kw, d) - dl);
+      const float sc = ops::soft_cap(dot(qv, kbase + j * kw, d) * scale, softcap);
+      const float ds = std::exp(sc - l) * (dot(go, vbase + j * kw, d) - dl) * ops::soft_cap_slope(sc, softcap);
       axpy(ds, kbase + j * kw, g, d);
     }
     for (std::int64_t e = 0; e < d; ++e) g[e] *= scale;
@@ -147,9 +147,10 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       for (std::int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
         const float* qv = qp + row * qw + h * d;
         const float* go = gp + row * qw + h * d;
-        const float p = std::exp(dot(qv, kv, d) * scale - lp[row * hq + h]);
+        const float sc = ops::soft_cap(dot(qv, kv, d) * scale, softcap);
+        const float p = std::exp(sc - lp[row * hq + h]);
         axpy(p, go, gv, d);
-        const float ds = p * (dot(go, vv, d) - delta[row * hq + h]);
+        const float ds = p * (dot(go, vv, d) - delta[row * hq + h]) * ops::soft_cap_slope(sc, softcap);
         axpy(ds, qv, gk, d);
       }
     }

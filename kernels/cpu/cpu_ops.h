@@ -13,7 +13,8 @@ void add_inplace(Tensor& x, const Tensor& y);
 void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs, Tensor& k_cache,
                     Tensor& v_cache);
 void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                       std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out);
+                       std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out,
+                       float softcap = 0.0f);
 }  // namespace sppft::cpu
 
 // Backward and training (kernels/cpu/*_backward.cpp, attention_train.cpp,
@@ -28,11 +29,12 @@ void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, 
 void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, ops::GluActivation act, Tensor& dgate,
                   Tensor& dup);
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
-                             float scale, std::int64_t window, Tensor& out, Tensor& lse);
+                             float scale, std::int64_t window, Tensor& out, Tensor& lse, float softcap = 0.0f);
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window,
-                        Tensor& dq, Tensor& dk, Tensor& dv);
-double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits);
+                        Tensor& dq, Tensor& dk, Tensor& dv, float softcap = 0.0f);
+double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits,
+                     float softcap = 0.0f);
 double sum_squares(const Tensor& t);
 void scale_inplace(Tensor& t, float s);
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const ops::AdamWParams& hp,

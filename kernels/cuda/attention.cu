@@ -10,7 +10,10 @@
 // attention_forward: query row n = q_begin + t of a sequence sits at position p = past_len + t;
 // query head h reads KV head h / G (G = Hq / Hkv). Keys j with j <= p and (window == 0 or
 // p - j < window):
-//   out[n, h] = sum_j softmax_j(scale * q[n, h] . k[slot, h/G, j]) v[slot, h/G, j]
+//   out[n, h] = sum_j softmax_j(cap(scale * q[n, h] . k[slot, h/G, j])) v[slot, h/G, j]
+//   cap(s) = softcap * tanh(s / softcap) (Gemma-2's soft-capping; the identity for
+//   softcap == 0, which keeps the uncapped arithmetic bit for bit), applied to visible keys
+//   only (masked ones stay -inf) before the online softmax.
 //   q, out [N, Hq * D]; caches [S, Hkv, Tmax, D]. Rows not covered by any sequence untouched.
 //   dtypes: q, caches, out all F32 or all BF16; D <= 256 (kernels for D padded to 32, 64,
 //   128 or 256). All math fp32 on CUDA cores (scores, exp, accumulators).
@@ -29,7 +32,8 @@
 //   - Split-K (flash-decoding): when the grid would have fewer blocks than multiprocessors
 //     and contexts are long, grid.z splits each sequence's key range into equal chunks;
 //     each block writes unnormalised (o, m, l) partials to scratch and a combine kernel
-//     merges them: out = sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M), M = max_s m_s.
+//     merges them: out = sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M), M = max_s m_s (the
+//     partials hold capped scores already: the merge is the same with or without a cap).
 //   - Sequences travel as kernel parameters (a __grid_constant__ table of up to 32 per
 //     launch), so the host span needs no copy and no synchronisation.
 // Not yet: tensor cores (mma / wgmma) for BF16, cp.async / TMA double-buffering of the K/V
@@ -107,7 +111,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const T* __restrict
                                                              float* __restrict__ part_o, float* __restrict__ part_ml,
                                                              const __grid_constant__ SeqTable t, int d, int hq, int hkv,
                                                              int tmax, std::int64_t n_rows, float scale, int window,
-                                                             int splits) {
+                                                             int splits, float softcap) {
   constexpr int KS = DMAX + 4;  // padded K row (floats): float4 reads of 8 lanes hit distinct banks
   constexpr int C = DMAX / 32;  // output dims per lane
   extern __shared__ float4 smem4[];
@@ -209,6 +213,11 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const T* __restrict
     float sc[kRowsPerWarp], p[kRowsPerWarp];
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) sc[i] = act[i] && j < ke && j >= first[i] && j <= pos[i] ? acc[i] * scale : -INFINITY;
+    if (softcap > 0.0f) {  // uniform: Gemma-2's cap on the visible scores (a masked key stays -inf)
+#pragma unroll
+      for (int i = 0; i < kRowsPerWarp; ++i)
+        sc[i] = act[i] && j < ke && j >= first[i] && j <= pos[i] ? detail::soft_cap(acc[i] * scale, softcap) : -INFINITY;
+    }
     detail::online_softmax_step(sc, m, l, o, p);
 
     // o += P V: key jj's probability broadcast from lane jj; lane owns dims lane + 32c.
@@ -307,7 +316,8 @@ void check_seqs(std::span<const ops::AttentionSeq> seqs, std::int64_t n_rows, co
 
 template <typename T, int DMAX>
 void launch_attention(const Tensor& q, const Tensor& kc, const Tensor& vc, Tensor& out, const SeqTable& tiles,
-                      const SeqTable& rows, int max_ctx, const CacheDims& c, int hq, float scale, int window) {
+                      const SeqTable& rows, int max_ctx, const CacheDims& c, int hq, float scale, int window,
+                      float softcap) {
   cudaStream_t s = detail::stream();
   const int total_tiles = tiles.start[tiles.count], total_rows = rows.start[rows.count];
   const std::int64_t n_rows = q.dim(0);
@@ -341,7 +351,8 @@ void launch_attention(const Tensor& q, const Tensor& kc, const Tensor& vc, Tenso
     SPPFT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   kernel<<<dim3(total_tiles, hkv, splits), kThreads, smem, s>>>(q.data<T>(), kc.data<T>(), vc.data<T>(), out.data<T>(),
                                                                 part_o, part_ml, tiles, d, hq, hkv,
-                                                                static_cast<int>(c.tmax), n_rows, scale, window, splits);
+                                                                static_cast<int>(c.tmax), n_rows, scale, window, splits,
+                                                                softcap);
   detail::check_launch();
   if (splits > 1) {
     const unsigned gy = static_cast<unsigned>(std::min((hq + kWarps - 1) / kWarps, 65535));
@@ -392,7 +403,8 @@ void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const ops::Atten
 }
 
 void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                       std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out) {
+                       std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out,
+                       float softcap) {
   const char* op = "attention_forward";
   const CacheDims c = check_caches(k_cache, v_cache, op);
   detail::check_cuda_tensor(q, op, "q");
@@ -407,6 +419,7 @@ void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
   detail::check(c.d <= 256, op, "head_dim " + std::to_string(c.d) + " > 256 has no CUDA kernel");
   detail::check(q.dim(0) < INT_MAX && hq < 65536, op, "too many rows or heads for int32 indices");
   check_seqs(seqs, q.dim(0), c, op);
+  detail::check(softcap >= 0.0f, op, "softcap must be >= 0");
 
   const int group = static_cast<int>(hq / c.hkv);
   // window <= 0: none; a window longer than the cache changes nothing.
@@ -425,7 +438,8 @@ void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
       using T = typename decltype(tq)::type;
       const int hqi = static_cast<int>(hq);
       attn::dispatch_dmax(c.d, [&](auto dmax) {
-        launch_attention<T, decltype(dmax)::value>(q, k_cache, v_cache, out, tiles, rows, max_ctx, c, hqi, scale, win);
+        launch_attention<T, decltype(dmax)::value>(q, k_cache, v_cache, out, tiles, rows, max_ctx, c, hqi, scale, win,
+                                                   softcap);
       });
     });
   }

@@ -204,21 +204,22 @@ void dispatch_dp(int d, F&& f) {
   else if constexpr (MaxDP == 256)
     f(std::integral_constant<int, 256>{});
 }
-// Forward over one table of query tiles (kTcRows rows each).
+// Forward over one table of query tiles (kTcRows rows each). softcap > 0: scores soft-capped,
+// softcap * tanh(s / softcap) (0: no cap), as in attention_train.cu.
 void tc_forward(const SeqTable& qtiles, const detail::bf16* q, const detail::bf16* k, const detail::bf16* v, detail::bf16* out, float* lse, int d,
-                int hq, int hkv, float scale, int window);
+                int hq, int hkv, float scale, int window, float softcap);
 // dK/dV over one table of key tiles (kTcKeys keys each) and dQ over the matching table of
 // query tiles; delta = rowsum(dout * out) [N, Hq] must be computed already.
 void tc_backward(const SeqTable& qtiles, const SeqTable& ktiles, const detail::bf16* q, const detail::bf16* k, const detail::bf16* v,
                  const detail::bf16* dout, const float* lse, const float* delta, detail::bf16* dq, detail::bf16* dk, detail::bf16* dv, int d, int hq,
-                 int hkv, float scale, int window);
+                 int hkv, float scale, int window, float softcap);
 // The same forward and backward (same tables, inputs and outputs) with the fragments in
 // registers: mma.sync, ldmatrix and cp.async double buffering (attention_train_mma.cu); where
 // tc_usable holds.
 void mma_forward(const SeqTable& qtiles, const detail::bf16* q, const detail::bf16* k, const detail::bf16* v,
-                 detail::bf16* out, float* lse, int d, int hq, int hkv, float scale, int window);
+                 detail::bf16* out, float* lse, int d, int hq, int hkv, float scale, int window, float softcap);
 void mma_backward(const SeqTable& qtiles, const SeqTable& ktiles, const detail::bf16* q, const detail::bf16* k,
                   const detail::bf16* v, const detail::bf16* dout, const float* lse, const float* delta, detail::bf16* dq,
-                  detail::bf16* dk, detail::bf16* dv, int d, int hq, int hkv, float scale, int window);
+                  detail::bf16* dk, detail::bf16* dv, int d, int hq, int hkv, float scale, int window, float softcap);
 
 }  // namespace sppft::cuda::attn

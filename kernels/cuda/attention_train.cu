@@ -5,11 +5,13 @@
 // Math (kernels/ops.h). Sequence s covers rows [q_begin, q_begin + q_len) of q, k, v (past_len
 // is 0); row t of it (position t) attends to keys j of the same sequence with j <= t and
 // (window == 0 or t - j < window). Query head h reads KV head h / G, G = Hq / Hkv:
-//   s_j = scale * q[t, h] . k[j, h/G]
+//   s_j = cap(scale * q[t, h] . k[j, h/G]),  cap(x) = softcap * tanh(x / softcap)
 //   out[t, h] = sum_j softmax_j(s) v[j, h/G],  lse[t, h] = log sum_j exp(s_j)   (natural log)
+// (cap is Gemma-2's soft-capping, applied to visible keys only; softcap == 0 means no cap and
+// leaves every kernel's arithmetic as it is without one, bit for bit.)
 // Backward, with P[t, j] = exp(s_j - lse[t]) recomputed and delta[t] = dout[t] . out[t]:
 //   dv[j] = sum_{t, h in group} P[t, j] dout[t]
-//   dS[t, j] = P[t, j] (dout[t] . v[j] - delta[t])
+//   dS[t, j] = c_j P[t, j] (dout[t] . v[j] - delta[t]),  c_j = 1 - (s_j / softcap)^2 (1 uncapped)
 //   dq[t] = scale sum_j dS[t, j] k[j],  dk[j] = scale sum_{t, h in group} dS[t, j] q[t]
 // Shapes: q, out, dout, dq [N, Hq * D]; k, v, dk, dv [N, Hkv * D]; lse [N, Hq].
 // dtypes: q, k, v, out (and dout, dq, dk, dv) all F32 or all BF16; lse F32; every
@@ -144,7 +146,7 @@ template <typename T, int DMAX>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
                    float* __restrict__ lse, const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale,
-                   int window) {
+                   int window, float softcap) {
   constexpr int KS = DMAX + 4;  // padded K row: float4 reads of 8 lanes hit distinct banks
   constexpr int C = DMAX / 32;  // output dims per lane
   extern __shared__ float4 smem4[];
@@ -196,6 +198,11 @@ __global__ void __launch_bounds__(kThreads)
     float sc[kRowsPerWarp], p[kRowsPerWarp];
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) sc[i] = act[i] && lane < nk && j >= first[i] && j <= pos[i] ? acc[i] * scale : -INFINITY;
+    if (softcap > 0.0f) {  // uniform: Gemma-2's cap on the visible scores (a masked key stays -inf)
+#pragma unroll
+      for (int i = 0; i < kRowsPerWarp; ++i)
+        sc[i] = act[i] && lane < nk && j >= first[i] && j <= pos[i] ? detail::soft_cap(acc[i] * scale, softcap) : -INFINITY;
+    }
     detail::online_softmax_step(sc, m, l, o, p);
 
     // o += P V: key jj's probability broadcast from lane jj; lane owns dims lane + 32c.
@@ -246,7 +253,7 @@ __global__ void __launch_bounds__(kThreads)
     dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
                 const float* __restrict__ lse, const float* __restrict__ delta, T* __restrict__ dk,
                 T* __restrict__ dv, const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale,
-                int window) {
+                int window, float softcap) {
   constexpr int KS = DMAX + 4;
   constexpr int C = DMAX / 32;
   extern __shared__ float4 smem4[];
@@ -290,9 +297,16 @@ __global__ void __launch_bounds__(kThreads)
       const int r = warp + kWarps * i;
       const int tpos = (fr0 + r) / group;
       const bool ok = r < nrows && lane < nk && j <= tpos && (window == 0 || tpos - j < window);
-      const float p = ok ? expf(s[i] * scale - Ls[r]) : 0.0f;
-      Ps[r * kKeys + lane] = p;
-      dSs[r * kKeys + lane] = ok ? p * (dp[i] - Ds[r]) : 0.0f;
+      if (softcap > 0.0f) {  // uniform: capped score c, dS through the cap's slope 1 - (c / softcap)^2
+        const float c = detail::soft_cap(s[i] * scale, softcap);
+        const float p = ok ? expf(c - Ls[r]) : 0.0f;
+        Ps[r * kKeys + lane] = p;
+        dSs[r * kKeys + lane] = ok ? p * (dp[i] - Ds[r]) * detail::soft_cap_slope(c, softcap) : 0.0f;
+      } else {
+        const float p = ok ? expf(s[i] * scale - Ls[r]) : 0.0f;
+        Ps[r * kKeys + lane] = p;
+        dSs[r * kKeys + lane] = ok ? p * (dp[i] - Ds[r]) : 0.0f;
+      }
     }
     __syncthreads();
 
@@ -342,7 +356,7 @@ template <typename T, int DMAX>
 __global__ void __launch_bounds__(kThreads)
     dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
               const float* __restrict__ lse, const float* __restrict__ delta, T* __restrict__ dq,
-              const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale, int window) {
+              const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale, int window, float softcap) {
   constexpr int KS = DMAX + 4;
   constexpr int C = DMAX / 32;
   extern __shared__ float4 smem4[];
@@ -389,7 +403,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
       const bool ok = act[i] && lane < nk && j >= first[i] && j <= pos[i];
-      ds[i] = ok ? expf(s[i] * scale - lrow[i]) * (dp[i] - drow[i]) : 0.0f;
+      if (softcap > 0.0f) {  // uniform: capped score c, dS through the cap's slope 1 - (c / softcap)^2
+        const float c = detail::soft_cap(s[i] * scale, softcap);
+        ds[i] = ok ? expf(c - lrow[i]) * (dp[i] - drow[i]) * detail::soft_cap_slope(c, softcap) : 0.0f;
+      } else {
+        ds[i] = ok ? expf(s[i] * scale - lrow[i]) * (dp[i] - drow[i]) : 0.0f;
+      }
     }
 
     // acc += dS K: key jj's dS broadcast from lane jj; lane owns dims lane + 32c.
@@ -479,9 +498,10 @@ AttentionKernels training_attention_kernels(std::int64_t head_dim) {
 }
 
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
-                             float scale, std::int64_t window, Tensor& out, Tensor& lse) {
+                             float scale, std::int64_t window, Tensor& out, Tensor& lse, float softcap) {
   const char* op = "attention_forward_train";
   const Dims dm = check_inputs(q, k, v, out, lse, seqs, op);
+  detail::check(softcap >= 0.0f, op, "softcap must be >= 0");
   for (const Tensor* in : {&q, &k, &v}) {
     detail::check(!overlaps(out, *in), op, "out must not alias q, k or v");
     detail::check(!overlaps(lse, *in), op, "lse must not alias q, k or v");
@@ -498,7 +518,7 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
          }))
       (path == AttentionKernels::mma_sync ? attn::mma_forward : attn::tc_forward)(t, q.data<detail::bf16>(), k.data<detail::bf16>(),
                                                              v.data<detail::bf16>(), out.data<detail::bf16>(),
-                                                             lse.data<float>(), d, hq, hkv, scale, win);
+                                                             lse.data<float>(), d, hq, hkv, scale, win, softcap);
     return;
   }
   const auto tables = make_tables(seqs, [&](const ops::AttentionSeq& s) { return (s.q_len * group + kRows - 1) / kRows; });
@@ -513,7 +533,7 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
         auto kernel = forward_kernel<T, DMAX>;
         allow_smem(kernel, smem);
         kernel<<<grid, kThreads, smem, st>>>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<float>(), t,
-                                             d, hq, hkv, scale, win);
+                                             d, hq, hkv, scale, win, softcap);
         detail::check_launch();
       });
     });
@@ -522,9 +542,10 @@ void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, 
 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window,
-                        Tensor& dq, Tensor& dk, Tensor& dv) {
+                        Tensor& dq, Tensor& dk, Tensor& dv, float softcap) {
   const char* op = "attention_backward";
   const Dims dm = check_inputs(q, k, v, out, lse, seqs, op);
+  detail::check(softcap >= 0.0f, op, "softcap must be >= 0");
   detail::check_cuda_tensor(dout, op, "dout");
   detail::check_cuda_tensor(dq, op, "dq");
   detail::check_cuda_tensor(dk, op, "dk");
@@ -571,7 +592,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
         if (tc) {
           (path == AttentionKernels::mma_sync ? attn::mma_backward : attn::tc_backward)(qtiles, ktiles, q.data<T>(), k.data<T>(), v.data<T>(),
                                                            dout.data<T>(), lse.data<float>(), delta, dq.data<T>(),
-                                                           dk.data<T>(), dv.data<T>(), d, hq, hkv, scale, win);
+                                                           dk.data<T>(), dv.data<T>(), d, hq, hkv, scale, win, softcap);
           return;
         }
       }
@@ -583,7 +604,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
         allow_smem(kv_kernel, kv_smem);
         kv_kernel<<<dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv)), kThreads,
                     kv_smem, st>>>(q.data<T>(), k.data<T>(), v.data<T>(), dout.data<T>(), lse.data<float>(), delta,
-                                   dk.data<T>(), dv.data<T>(), ktiles, d, hq, hkv, scale, win);
+                                   dk.data<T>(), dv.data<T>(), ktiles, d, hq, hkv, scale, win, softcap);
         detail::check_launch();
         // 3. dQ: one block per query-row tile.
         constexpr std::size_t q_smem = dq_smem_bytes<DMAX>();
@@ -591,7 +612,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
         allow_smem(q_kernel, q_smem);
         q_kernel<<<dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv)), kThreads,
                    q_smem, st>>>(q.data<T>(), k.data<T>(), v.data<T>(), dout.data<T>(), lse.data<float>(), delta,
-                                 dq.data<T>(), qtiles, d, hq, hkv, scale, win);
+                                 dq.data<T>(), qtiles, d, hq, hkv, scale, win, softcap);
         detail::check_launch();
       });
     });

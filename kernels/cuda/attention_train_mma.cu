@@ -4,12 +4,17 @@
 // row flattening r = t * G + g, sequence tables, inputs and outputs (out, lse; dq, dk, dv) as
 // the WMMA kernels of attention_train_tc.cu; head_dim d a multiple of 8 up to 128, zero-padded
 // to DP = 64, 96 or 128. The backward kernels are described where they are defined.
+// Gemma-2's soft-capping as there: with softcap > 0 each visible score becomes
+// softcap * tanh(scale q.k / softcap) (masked ones stay -inf) and the backward multiplies dS by
+// the cap's slope 1 - (c / softcap)^2. In the log2 units these kernels use (y = s log2 e) that is
+// the same cap with softcap log2 e: y' = softcap_2 tanh(y / softcap_2), slope 1 - (y' / softcap_2)^2,
+// softcap_2 = softcap log2 e. softcap == 0 runs the uncapped arithmetic unchanged (a uniform branch).
 //
 // Forward. Block = 4 warps, a tile of 64 flattened query rows (warp w: rows 16w .. 16w + 15), key tiles
 // of 64. Lane = 4 g + t holds rows g and g + 8 of its warp (warp_mma.cuh's layouts).
 //   Q tile -> shared -> the warp's A fragments, in registers for the whole loop (DP / 16 x 4).
 //   Per key tile j0: S = Q K^T (16 x 64 per warp: 8 accumulators of 16 x 8 keys; B fragments
-//   by ldmatrix from the K tile, whose rows are K's); masked scores in log2 units
+//   by ldmatrix from the K tile, whose rows are K's); masked (and capped) scores in log2 units
 //   (s * scale * log2 e); the rows' running max m (4 lanes share a row: two shuffles) and this
 //   lane's share of the running sum l; O (16 x DP, fp32 in registers) scaled by 2^(m_old -
 //   m_new); P = 2^(s - m) rounded to bf16 straight into A fragments (two S accumulators are one
@@ -76,7 +81,7 @@ template <int DP>
 __global__ void __launch_bounds__(kMmaThreads)
     mma_forward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                        bf16* __restrict__ out, float* __restrict__ lse, const __grid_constant__ SeqTable t, int d,
-                       int hq, int hkv, float scale, int window) {
+                       int hq, int hkv, float scale, int window, float softcap) {
   constexpr int LD = DP + 8, KSTEPS = DP / 16, DTILES = DP / 8;
   extern __shared__ __align__(128) unsigned char mma_smem[];
   bf16* Qs = reinterpret_cast<bf16*>(mma_smem);  // [64][LD]
@@ -103,6 +108,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     first[h] = window > 0 ? max(0, pos[h] - window + 1) : 0;
   }
   const float scale_log2 = scale * 1.4426950408889634f;
+  const float cap2 = softcap * 1.4426950408889634f;  // the cap in log2 units (used when softcap > 0)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's columns only
   float o[DTILES][4];
 #pragma unroll
@@ -139,15 +145,27 @@ __global__ void __launch_bounds__(kMmaThreads)
     // Masks, running max (shared by the row's 4 lanes), rescale, P.
     const int j0 = rt.kb + it * kTcKeys, nk = min(kTcKeys, rt.ke - j0);
     float mx[2] = {-INFINITY, -INFINITY};
+    if (softcap > 0.0f) {  // uniform: the cap on the visible scores (a masked key stays -inf)
 #pragma unroll
-    for (int nt = 0; nt < kKeyTiles8; ++nt)
+      for (int nt = 0; nt < kKeyTiles8; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e / 2, kl = nt * 8 + 2 * tq + (e & 1), j = j0 + kl;
-        const bool seen = kl < nk && j >= first[h] && j <= pos[h];
-        s[nt][e] = seen ? s[nt][e] * scale_log2 : -INFINITY;
-        mx[h] = fmaxf(mx[h], s[nt][e]);
-      }
+        for (int e = 0; e < 4; ++e) {
+          const int h = e / 2, kl = nt * 8 + 2 * tq + (e & 1), j = j0 + kl;
+          const bool seen = kl < nk && j >= first[h] && j <= pos[h];
+          s[nt][e] = seen ? detail::soft_cap(s[nt][e] * scale_log2, cap2) : -INFINITY;
+          mx[h] = fmaxf(mx[h], s[nt][e]);
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kKeyTiles8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int h = e / 2, kl = nt * 8 + 2 * tq + (e & 1), j = j0 + kl;
+          const bool seen = kl < nk && j >= first[h] && j <= pos[h];
+          s[nt][e] = seen ? s[nt][e] * scale_log2 : -INFINITY;
+          mx[h] = fmaxf(mx[h], s[nt][e]);
+        }
+    }
     float alpha[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -306,16 +324,16 @@ constexpr std::size_t mma_dkdv_smem() {
 // see the keys (rows fr_begin .. fr_end, all heads of the group) stream through two buffers of
 // Q, dO, lse and delta, the next one by cp.async while the current one is computed, in two
 // halves of 32 rows: S^T = K_w Q^T and dP^T = V_w dO^T (16 keys x 32 rows), P^T = 2^(S^T scale
-// log2 e - lse log2 e) and dS^T = P^T (dP^T - delta) (0 where masked), rounded to bf16 as A
-// fragments; dV_w += P^T dO, dK_w += dS^T Q (B fragments by ldmatrix.trans). End: dk = scale dK,
-// dv = dV, staged through the warp's own K and V rows.
+// log2 e - lse log2 e) and dS^T = P^T (dP^T - delta) (0 where masked; times the cap's slope when
+// capped), rounded to bf16 as A fragments; dV_w += P^T dO, dK_w += dS^T Q (B fragments by
+// ldmatrix.trans). End: dk = scale dK, dv = dV, staged through the warp's own K and V rows.
 // Shared memory: 2 (64 + 64 + 2 * 64 + 2 * 64) (DP + 8) + 4 * 4 * 64 bytes (103 KiB for DP = 128).
 template <int DP>
 __global__ void __launch_bounds__(kMmaThreads)
     mma_dkdv_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                     const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                     bf16* __restrict__ dk, bf16* __restrict__ dv, const __grid_constant__ SeqTable t, int d, int hq,
-                    int hkv, float scale, int window) {
+                    int hkv, float scale, int window, float softcap) {
   constexpr int LD = DP + 8, DTILES = DP / 8, HALF = kTcRows / 2;
   extern __shared__ __align__(128) unsigned char mma_smem[];
   bf16* Ks = reinterpret_cast<bf16*>(mma_smem);  // [64][LD]
@@ -344,6 +362,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   int key[2];  // keys g and g + 8 of the warp (sequence positions)
   key[0] = k0 + warp * 16 + g, key[1] = key[0] + 8;
   const float scale_log2 = scale * 1.4426950408889634f;
+  const float cap2 = softcap * 1.4426950408889634f;  // the cap in log2 units (used when softcap > 0)
   float dk_acc[DTILES][4], dv_acc[DTILES][4];
 #pragma unroll
   for (int dt = 0; dt < DTILES; ++dt)
@@ -364,16 +383,30 @@ __global__ void __launch_bounds__(kMmaThreads)
       float st[HALF / 8][4], dpt[HALF / 8][4];  // S^T and dP^T, 16 keys x 32 rows each
       scores<HALF / 16, DP>(st, Ks, warp * 16, Qt, hh * HALF, LD, lane);
       scores<HALF / 16, DP>(dpt, Vs, warp * 16, dOt, hh * HALF, LD, lane);
+      if (softcap > 0.0f) {  // uniform: capped score y (log2 units), dS through the cap's slope
 #pragma unroll
-      for (int nt = 0; nt < HALF / 8; ++nt)
+        for (int nt = 0; nt < HALF / 8; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = key[e / 2], rl = hh * HALF + nt * 8 + 2 * tq + (e & 1), tpos = (fr0 + rl) / group;
-          const bool seen = rl < nrows && j < k0 + nk && j <= tpos && (window == 0 || tpos - j < window);
-          const float p = seen ? exp2f(st[nt][e] * scale_log2 - Lt[rl] * 1.4426950408889634f) : 0.0f;
-          st[nt][e] = p;
-          dpt[nt][e] = p * (dpt[nt][e] - Dt[rl]);
-        }
+          for (int e = 0; e < 4; ++e) {
+            const int j = key[e / 2], rl = hh * HALF + nt * 8 + 2 * tq + (e & 1), tpos = (fr0 + rl) / group;
+            const bool seen = rl < nrows && j < k0 + nk && j <= tpos && (window == 0 || tpos - j < window);
+            const float y = detail::soft_cap(st[nt][e] * scale_log2, cap2);
+            const float p = seen ? exp2f(y - Lt[rl] * 1.4426950408889634f) : 0.0f;
+            st[nt][e] = p;
+            dpt[nt][e] = seen ? p * (dpt[nt][e] - Dt[rl]) * detail::soft_cap_slope(y, cap2) : 0.0f;
+          }
+      } else {
+#pragma unroll
+        for (int nt = 0; nt < HALF / 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int j = key[e / 2], rl = hh * HALF + nt * 8 + 2 * tq + (e & 1), tpos = (fr0 + rl) / group;
+            const bool seen = rl < nrows && j < k0 + nk && j <= tpos && (window == 0 || tpos - j < window);
+            const float p = seen ? exp2f(st[nt][e] * scale_log2 - Lt[rl] * 1.4426950408889634f) : 0.0f;
+            st[nt][e] = p;
+            dpt[nt][e] = p * (dpt[nt][e] - Dt[rl]);
+          }
+      }
       acc_c_times_tile<HALF / 16>(dv_acc, st, dOt, LD, hh * HALF, lane);
       acc_c_times_tile<HALF / 16>(dk_acc, dpt, Qt, LD, hh * HALF, lane);
     }
@@ -395,15 +428,16 @@ constexpr std::size_t mma_dq_smem() {
 // dQ of a query tile (block = 64 flattened rows, last tile first as the forward; warp w owns
 // rows 16w .. 16w + 15, dQ in registers; each lane reads its two rows' lse and delta). Q and dO
 // stay in shared; key tiles stream through two K/V buffers (cp.async, as the forward): S = Q_w K^T and dP = dO_w V^T (16 x 64), P = 2^(S scale log2 e -
-// lse log2 e), dS = P (dP - delta) (0 where masked) rounded to bf16 as A fragments; dQ_w +=
-// dS K (B by ldmatrix.trans). End: dq = scale dQ, staged through the warp's own Q rows.
+// lse log2 e), dS = P (dP - delta) (0 where masked; times the cap's slope when capped) rounded
+// to bf16 as A fragments; dQ_w += dS K (B by ldmatrix.trans). End: dq = scale dQ, staged
+// through the warp's own Q rows.
 // Shared memory: 2 (64 + 64 + 2 * 64 + 2 * 64) (DP + 8) bytes (102 KiB for DP = 128).
 template <int DP>
 __global__ void __launch_bounds__(kMmaThreads)
     mma_dq_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                   const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                   bf16* __restrict__ dq, const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale,
-                  int window) {
+                  int window, float softcap) {
   constexpr int LD = DP + 8, DTILES = DP / 8;
   extern __shared__ __align__(128) unsigned char mma_smem[];
   bf16* Qs = reinterpret_cast<bf16*>(mma_smem);  // [64][LD]
@@ -437,6 +471,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     dlt[h] = row_ok[h] ? delta[rt.qrow(r)] : 0.0f;
   }
   const float scale_log2 = scale * 1.4426950408889634f;
+  const float cap2 = softcap * 1.4426950408889634f;  // the cap in log2 units (used when softcap > 0)
   float dq_acc[DTILES][4];
 #pragma unroll
   for (int dt = 0; dt < DTILES; ++dt) dq_acc[dt][0] = dq_acc[dt][1] = dq_acc[dt][2] = dq_acc[dt][3] = 0.0f;
@@ -451,15 +486,28 @@ __global__ void __launch_bounds__(kMmaThreads)
     scores<kKeyTiles8 / 2, DP>(s, Qs, warp * 16, Kt, 0, LD, lane);
     scores<kKeyTiles8 / 2, DP>(dp, dOs, warp * 16, Vt, 0, LD, lane);
     const int j0 = rt.kb + it * kTcKeys, nk = min(kTcKeys, rt.ke - j0);
+    if (softcap > 0.0f) {  // uniform: capped score y (log2 units), dS through the cap's slope
 #pragma unroll
-    for (int nt = 0; nt < kKeyTiles8; ++nt)
+      for (int nt = 0; nt < kKeyTiles8; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e / 2, kl = nt * 8 + 2 * tq + (e & 1), j = j0 + kl;
-        const bool seen = row_ok[h] && kl < nk && j >= first[h] && j <= pos[h];
-        const float p = seen ? exp2f(s[nt][e] * scale_log2 - lse2[h]) : 0.0f;
-        dp[nt][e] = p * (dp[nt][e] - dlt[h]);
-      }
+        for (int e = 0; e < 4; ++e) {
+          const int h = e / 2, kl = nt * 8 + 2 * tq + (e & 1), j = j0 + kl;
+          const bool seen = row_ok[h] && kl < nk && j >= first[h] && j <= pos[h];
+          const float y = detail::soft_cap(s[nt][e] * scale_log2, cap2);
+          const float p = seen ? exp2f(y - lse2[h]) : 0.0f;
+          dp[nt][e] = seen ? p * (dp[nt][e] - dlt[h]) * detail::soft_cap_slope(y, cap2) : 0.0f;
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kKeyTiles8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int h = e / 2, kl = nt * 8 + 2 * tq + (e & 1), j = j0 + kl;
+          const bool seen = row_ok[h] && kl < nk && j >= first[h] && j <= pos[h];
+          const float p = seen ? exp2f(s[nt][e] * scale_log2 - lse2[h]) : 0.0f;
+          dp[nt][e] = p * (dp[nt][e] - dlt[h]);
+        }
+    }
     acc_c_times_tile<kKeyTiles8 / 2>(dq_acc, dp, Kt, LD, 0, lane);
     __syncthreads();  // every warp is done with this buffer before it is refilled
   }
@@ -472,7 +520,7 @@ __global__ void __launch_bounds__(kMmaThreads)
 
 // ---------------------------------------------------------------- host side
 void mma_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int d,
-                 int hq, int hkv, float scale, int window) {
+                 int hq, int hkv, float scale, int window, float softcap) {
   detail::check(d <= kMmaMaxHeadDim, "mma_forward", "head_dim above 128 takes the WMMA kernels");
   const dim3 grid(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv));
   dispatch_dp<kMmaMaxHeadDim>(d, [&](auto dp) {
@@ -480,7 +528,7 @@ void mma_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf1
     constexpr std::size_t smem = mma_forward_smem<DP>();
     auto kernel = mma_forward_kernel<DP>;
     allow_smem(kernel, smem);
-    kernel<<<grid, kMmaThreads, smem, detail::stream()>>>(q, k, v, out, lse, qtiles, d, hq, hkv, scale, window);
+    kernel<<<grid, kMmaThreads, smem, detail::stream()>>>(q, k, v, out, lse, qtiles, d, hq, hkv, scale, window, softcap);
     detail::check_launch();
   });
 }
@@ -488,7 +536,7 @@ void mma_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf1
 
 void mma_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q, const bf16* k, const bf16* v,
                   const bf16* dout, const float* lse, const float* delta, bf16* dq, bf16* dk, bf16* dv, int d, int hq,
-                  int hkv, float scale, int window) {
+                  int hkv, float scale, int window, float softcap) {
   detail::check(d <= kMmaMaxHeadDim, "mma_backward", "head_dim above 128 takes the WMMA kernels");
   dispatch_dp<kMmaMaxHeadDim>(d, [&](auto dp) {
     constexpr int DP = decltype(dp)::value;
@@ -496,13 +544,15 @@ void mma_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q,
     auto kv_kernel = mma_dkdv_kernel<DP>;
     allow_smem(kv_kernel, kv_smem);
     kv_kernel<<<dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv)), kMmaThreads,
-                kv_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window);
+                kv_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window,
+                                             softcap);
     detail::check_launch();
     constexpr std::size_t q_smem = mma_dq_smem<DP>();
     auto q_kernel = mma_dq_kernel<DP>;
     allow_smem(q_kernel, q_smem);
     q_kernel<<<dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv)), kMmaThreads,
-               q_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window);
+               q_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window,
+                                           softcap);
     detail::check_launch();
   });
 }

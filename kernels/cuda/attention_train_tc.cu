@@ -2,6 +2,10 @@
 // math, masks, GQA row flattening r = t * G + g, sequence tables and determinism) with the
 // matrix products of every tile on tensor cores through WMMA (16x16x16, bf16 in, fp32
 // accumulate), for head_dim d a multiple of 8 up to 256, zero-padded to DP = 64, 96, 128 or 256.
+// Gemma-2's soft-capping as there: with softcap > 0 every visible score s = scale q.k becomes
+// c = softcap * tanh(s / softcap) (masked ones stay -inf) before the softmax, and the backward
+// multiplies dS by the cap's slope 1 - (c / softcap)^2; softcap == 0 runs the uncapped
+// arithmetic unchanged (a uniform branch).
 //
 // Blocks of 4 warps (128 threads). Query tiles: 64 flattened rows, warp w owning rows
 // 16w .. 16w + 15; key tiles: 64 keys. Tiles are staged in shared memory as bf16 rows padded
@@ -10,7 +14,7 @@
 // warp's 16, each half of the columns.
 //
 // forward (block = 64 rows of a (sequence, KV head)), per key tile:
-//   S_w = Q_w K^T (16 x 64, fp32) to shared; the lane pair takes its row: masked scores,
+//   S_w = Q_w K^T (16 x 64, fp32) to shared; the lane pair takes its row: masked (and capped) scores,
 //   running max m and sum l (fp32), P = exp(s - m) rounded to bf16 into shared, the row of the
 //   warp's O (fp32 in shared) scaled by exp(m_old - m_new); then O_w += P_w V on tensor cores
 //   (accumulator fragments loaded from shared and stored back, 128 columns at a time). End:
@@ -21,7 +25,7 @@
 //   dK/dV (block = 64 keys; warp w owns keys 16w .. 16w + 15 and keeps dK, dV in fragments)
 //     over the query tiles that can see the keys, in increasing order:
 //     S^T_w = K_w Q^T and dP^T_w = V_w dO^T (16 x 64 each); P^T = exp(scale S^T - lse) and
-//     dS^T = P^T (dP^T - delta) (0 where masked), rounded to bf16; dV_w += P^T_w dO,
+//     dS^T = P^T (dP^T - delta) (0 where masked; times the cap's slope), rounded to bf16; dV_w += P^T_w dO,
 //     dK_w += dS^T_w Q. End: dk = scale dK, dv = dV (staged through shared).
 //     Shared memory: 2 (4 * 64 (DP + 8) + 2 * 64 (64 + 8)) + 4 (2 * 64 (64 + 4) + 2 * 64)
 //     bytes (120.5 KiB for DP = 128, 184.5 KiB for DP = 256).
@@ -147,7 +151,7 @@ template <int DP>
 __global__ void __launch_bounds__(kTcThreads)
     tc_forward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                       bf16* __restrict__ out, float* __restrict__ lse, const __grid_constant__ SeqTable t, int d,
-                      int hq, int hkv, float scale, int window) {
+                      int hq, int hkv, float scale, int window, float softcap) {
   constexpr int LDT = DP + 8, LDO = DP + 4, NB = DP / 16, OC = kOutCols<DP>;
   extern __shared__ __align__(128) unsigned char tc_smem[];
   bf16* Qs = reinterpret_cast<bf16*>(tc_smem);  // [64][LDT]
@@ -185,11 +189,20 @@ __global__ void __launch_bounds__(kTcThreads)
     const float* srow = Sw + row * kLdS + half * 32;
     float sc[32];
     float mx = -INFINITY;
+    if (softcap > 0.0f) {  // uniform: the cap on the visible scores (a masked key stays -inf)
 #pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      const int kl = half * 32 + c, j = j0 + kl;
-      sc[c] = kl < nk && j >= first && j <= pos ? srow[c] * scale : -INFINITY;
-      mx = fmaxf(mx, sc[c]);
+      for (int c = 0; c < 32; ++c) {
+        const int kl = half * 32 + c, j = j0 + kl;
+        sc[c] = kl < nk && j >= first && j <= pos ? detail::soft_cap(srow[c] * scale, softcap) : -INFINITY;
+        mx = fmaxf(mx, sc[c]);
+      }
+    } else {
+#pragma unroll
+      for (int c = 0; c < 32; ++c) {
+        const int kl = half * 32 + c, j = j0 + kl;
+        sc[c] = kl < nk && j >= first && j <= pos ? srow[c] * scale : -INFINITY;
+        mx = fmaxf(mx, sc[c]);
+      }
     }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     const float m_new = fmaxf(m, mx);
@@ -239,7 +252,7 @@ __global__ void __launch_bounds__(kTcThreads)
     tc_dkdv_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                    const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                    bf16* __restrict__ dk, bf16* __restrict__ dv, const __grid_constant__ SeqTable t, int d, int hq,
-                   int hkv, float scale, int window) {
+                   int hkv, float scale, int window, float softcap) {
   constexpr int LDT = DP + 8, NB = DP / 16, OC = kOutCols<DP>, LDO = OC + 4;
   static_assert(kWarpRows * LDO <= 2 * kWarpRows * kLdS, "the output staging reuses a warp's score rows");
   extern __shared__ __align__(128) unsigned char tc_smem[];
@@ -290,8 +303,15 @@ __global__ void __launch_bounds__(kTcThreads)
       const int rl = half * 32 + c;
       const int tpos = (fr0 + rl) / group;
       const bool seen = rl < nrows && j < k0 + nk && j <= tpos && (window == 0 || tpos - j < window);
-      const float p = seen ? __expf(STw[krow * kLdS + rl] * scale - Ls[rl]) : 0.0f;
-      const float ds = p * (dPTw[krow * kLdS + rl] - Ds[rl]);
+      float p, ds;
+      if (softcap > 0.0f) {  // uniform: capped score cs, dS through the cap's slope
+        const float cs = detail::soft_cap(STw[krow * kLdS + rl] * scale, softcap);
+        p = seen ? __expf(cs - Ls[rl]) : 0.0f;
+        ds = seen ? p * (dPTw[krow * kLdS + rl] - Ds[rl]) * detail::soft_cap_slope(cs, softcap) : 0.0f;
+      } else {
+        p = seen ? __expf(STw[krow * kLdS + rl] * scale - Ls[rl]) : 0.0f;
+        ds = p * (dPTw[krow * kLdS + rl] - Ds[rl]);
+      }
       PTw[krow * kLdP + rl] = __float2bfloat16_rn(p);
       dSTw[krow * kLdP + rl] = __float2bfloat16_rn(ds);
     }
@@ -327,7 +347,7 @@ __global__ void __launch_bounds__(kTcThreads)
     tc_dq_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                  const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                  bf16* __restrict__ dq, const __grid_constant__ SeqTable t, int d, int hq, int hkv, float scale,
-                 int window) {
+                 int window, float softcap) {
   constexpr int LDT = DP + 8, NB = DP / 16, OC = kOutCols<DP>, LDO = OC + 4;
   static_assert(kWarpRows * LDO <= 2 * kWarpRows * kLdS, "the output staging reuses a warp's score rows");
   extern __shared__ __align__(128) unsigned char tc_smem[];
@@ -376,8 +396,15 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int c = 0; c < 32; ++c) {
       const int kl = half * 32 + c, j = j0 + kl;
       const bool seen = row_ok && kl < nk && j >= first && j <= pos;
-      const float p = seen ? __expf(Sw[row * kLdS + kl] * scale - lse_r) : 0.0f;
-      dSw[row * kLdP + kl] = __float2bfloat16_rn(p * (dPw[row * kLdS + kl] - delta_r));
+      if (softcap > 0.0f) {  // uniform: capped score cs, dS through the cap's slope
+        const float cs = detail::soft_cap(Sw[row * kLdS + kl] * scale, softcap);
+        const float p = seen ? __expf(cs - lse_r) : 0.0f;
+        dSw[row * kLdP + kl] =
+            __float2bfloat16_rn(seen ? p * (dPw[row * kLdS + kl] - delta_r) * detail::soft_cap_slope(cs, softcap) : 0.0f);
+      } else {
+        const float p = seen ? __expf(Sw[row * kLdS + kl] * scale - lse_r) : 0.0f;
+        dSw[row * kLdP + kl] = __float2bfloat16_rn(p * (dPw[row * kLdS + kl] - delta_r));
+      }
     }
     __syncwarp();
     mma_acc<kKeyBlocks, OC / 16>(dq_acc, dSw, kLdP, Ks + c0, LDT);
@@ -420,34 +447,36 @@ bool tc_usable(int d, std::initializer_list<const void*> ptrs) {
 }
 
 void tc_forward(const SeqTable& qtiles, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int d,
-                int hq, int hkv, float scale, int window) {
+                int hq, int hkv, float scale, int window, float softcap) {
   const dim3 grid(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv));
   dispatch_dp<kTcMaxHeadDim>(d, [&](auto dp) {
     constexpr int DP = decltype(dp)::value;
     constexpr std::size_t smem = forward_smem<DP>();
     auto kernel = tc_forward_kernel<DP>;
     allow_smem(kernel, smem);
-    kernel<<<grid, kTcThreads, smem, detail::stream()>>>(q, k, v, out, lse, qtiles, d, hq, hkv, scale, window);
+    kernel<<<grid, kTcThreads, smem, detail::stream()>>>(q, k, v, out, lse, qtiles, d, hq, hkv, scale, window, softcap);
     detail::check_launch();
   });
 }
 
 void tc_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q, const bf16* k, const bf16* v,
                  const bf16* dout, const float* lse, const float* delta, bf16* dq, bf16* dk, bf16* dv, int d, int hq,
-                 int hkv, float scale, int window) {
+                 int hkv, float scale, int window, float softcap) {
   dispatch_dp<kTcMaxHeadDim>(d, [&](auto dp) {
     constexpr int DP = decltype(dp)::value;
     constexpr std::size_t kv_smem = dkdv_smem<DP>();
     auto kv_kernel = tc_dkdv_kernel<DP>;
     allow_smem(kv_kernel, kv_smem);
     kv_kernel<<<dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv), kColBlocks<DP>),
-                kTcThreads, kv_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window);
+                kTcThreads, kv_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window,
+                                                         softcap);
     detail::check_launch();
     constexpr std::size_t q_smem = dq_smem<DP>();
     auto q_kernel = tc_dq_kernel<DP>;
     allow_smem(q_kernel, q_smem);
     q_kernel<<<dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv), kColBlocks<DP>),
-               kTcThreads, q_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window);
+               kTcThreads, q_smem, detail::stream()>>>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window,
+                                                       softcap);
     detail::check_launch();
   });
 }

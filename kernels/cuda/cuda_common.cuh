@@ -128,6 +128,16 @@ __device__ __forceinline__ void store8(bf16* p, const float (&v)[8]) {
   *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// ---- device: Gemma-2 soft-capping (ops::soft_cap, ops::soft_cap_slope) ----
+// cap(x) = softcap * tanh(x / softcap) and its derivative at the capped value c,
+// 1 - (c / softcap)^2. Only for softcap > 0: callers branch on it, so that the uncapped path
+// keeps its exact arithmetic.
+__device__ __forceinline__ float soft_cap(float x, float softcap) { return softcap * tanhf(x / softcap); }
+__device__ __forceinline__ float soft_cap_slope(float c, float softcap) {
+  const float u = c / softcap;
+  return 1.0f - u * u;
+}
+
 // ---- device: warp reductions (all 32 lanes take part and get the result) ----
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

@@ -97,9 +97,13 @@ void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const ops::Atten
 // (fp32 math on CUDA cores): each block takes 16 (query position, query head) rows of one
 // KV head, so the heads of a GQA group share every K/V tile; when there are too few such
 // blocks to fill the GPU (decode), the key range is split across blocks and a second
-// kernel merges the partial softmaxes (flash-decoding).
+// kernel merges the partial softmaxes (flash-decoding). softcap > 0 (Gemma-2): each visible
+// score s becomes softcap * tanh(s / softcap) before the softmax (the split partials hold
+// capped scores, so the merge is unchanged); softcap == 0: no cap, the uncapped arithmetic
+// bit for bit; softcap < 0 throws InputError.
 void attention_forward(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                       std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out);
+                       std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window, Tensor& out,
+                       float softcap = 0.0f);
 // Testing hook: force the number of key splits of attention_forward (1..64); 0 = automatic.
 void set_attention_splits_for_testing(int splits);
 
@@ -151,18 +155,21 @@ AttentionKernels training_attention_kernels(std::int64_t head_dim);
 // softmax over key tiles; writes lse = m + log l. BF16 with D % 8 == 0, D <= 256 and 16-byte
 // aligned tensors: tensor cores (WMMA, or mma.sync for D <= 128 as set_attention_kernels says;
 // tiles of 64 rows x 64 keys, P rounded to bf16 before P V; D > 128 needs sm_90's shared
-// memory); otherwise fp32 math on CUDA cores (tiles of 32 x 32).
+// memory); otherwise fp32 math on CUDA cores (tiles of 32 x 32). softcap > 0 (Gemma-2): every
+// kernel caps each visible score, s -> softcap * tanh(s / softcap), before the softmax and
+// lse (masked keys stay -inf); softcap == 0: no cap, bitwise the uncapped results; < 0 throws.
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,
-                             float scale, std::int64_t window, Tensor& out, Tensor& lse);
+                             float scale, std::int64_t window, Tensor& out, Tensor& lse, float softcap = 0.0f);
 // q, k, v, out, dout, dq, dk, dv all F32 or all BF16; lse F32; same limits. Flash-attention-2
 // backward without atomics, bitwise reproducible: delta = dout . out into scratch, then
 // one block per key tile accumulates dk, dv over every query row (all heads of the group)
 // that sees it, and one block per row tile accumulates dq over the key tiles, both
 // recomputing P from q, k and lse (tensor cores under the forward's conditions, P and dS
-// rounded to bf16 before their products). Outputs must not alias inputs.
+// rounded to bf16 before their products). Outputs must not alias inputs. softcap as the
+// forward's (the same value): P from the capped scores c and dS times 1 - (c / softcap)^2.
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, std::span<const ops::AttentionSeq> seqs, float scale, std::int64_t window,
-                        Tensor& dq, Tensor& dk, Tensor& dv);
+                        Tensor& dq, Tensor& dk, Tensor& dv, float softcap = 0.0f);
 
 // ---- training: linear backward, loss, optimizer (linear.cu, loss.cu, optimizer.cu) ----
 
@@ -183,7 +190,11 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tenso
 // gradient pass. Targets outside [0, V) other than -100 throw InputError before anything
 // is written (a flag read back: one synchronisation); the per-row losses are summed in
 // double in a fixed order and read back (a second synchronisation). Bitwise reproducible.
-double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits);
+// softcap > 0 (Gemma-2's final logits): the loss of z' = softcap * tanh(z / softcap), and
+// dlogits through the cap, times 1 - (z' / softcap)^2; each pass caps the raw logit it reads,
+// so in place stays safe. softcap == 0: no cap, bitwise the uncapped results; < 0 throws.
+double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits,
+                     float softcap = 0.0f);
 
 // t F32 or BF16. Exact double squares, fixed grid (a function of numel only) and fixed
 // reduction trees: bitwise reproducible. Reads the result back, so it synchronises.

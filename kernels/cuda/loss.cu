@@ -3,6 +3,11 @@
 //   loss = sum over non-ignored n of  lse(logits[n, :]) - logits[n, targets[n]]        (double)
 //   dlogits[n, :] = grad_scale * (softmax(logits[n, :]) - onehot(targets[n]))   (0 for ignored rows)
 //   logits, dlogits [N, V]; targets I32 [N], -100 = ignored (ops::kIgnoreIndex).
+// With softcap > 0 (Gemma-2's final_logit_softcapping) both are those of the capped logits
+// z' = softcap * tanh(z / softcap), and the gradient goes through the cap to the raw logits:
+//   loss = sum lse(z'[n, :]) - z'[n, targets[n]],
+//   dlogits[n, :] = grad_scale * (softmax(z'[n, :]) - onehot(targets[n])) * (1 - (z'[n, :] / softcap)^2)
+// softcap == 0: no cap, and the arithmetic of the uncapped kernel unchanged (a uniform branch).
 //
 // dtypes: logits F32 or BF16; dlogits F32 or BF16 (any pair; when it aliases logits, same
 // storage and offset, it has logits' dtype). All arithmetic fp32; row losses in double.
@@ -15,7 +20,10 @@
 //     warp-shuffle and cross-warp combine: deterministic for a given V, which fixes the block
 //     size); the target logit is read before the block's barrier, so an in-place dlogits
 //     (aliasing logits) is only written after every read of the row. Pass 2 writes
-//     dlogits = exp(x - max) * (grad_scale / sum), minus grad_scale at the target.
+//     dlogits = exp(x - max) * (grad_scale / sum), minus grad_scale at the target. Capped,
+//     both passes cap each raw logit as they read it (pass 2 reads the raw logit of the
+//     element it then overwrites, in the same thread: an in-place call is safe) and pass 2
+//     multiplies by the slope 1 - (x' / softcap)^2 of that capped x'.
 //     Each row's loss, lse - target logit in double (0 for ignored rows), goes to scratch.
 //  3. sum_rows_kernel, one block of 1024 threads, adds the N row losses in a fixed order
 //     (thread t sums rows t, t + 1024, ... in order, then a fixed tree), and the host reads
@@ -85,7 +93,8 @@ __device__ __forceinline__ MaxSum block_combine(MaxSum v, MaxSum* sh) {
 // VEC: V % 8 == 0 and both bases 16-byte aligned, so every row is read/written in packs of 8.
 template <typename TL, typename TD, bool VEC>
 __global__ void ce_row_kernel(const TL* logits, const std::int32_t* __restrict__ targets, TD* dlogits,
-                              double* __restrict__ row_loss, std::int64_t n, std::int64_t vocab, float grad_scale) {
+                              double* __restrict__ row_loss, std::int64_t n, std::int64_t vocab, float grad_scale,
+                              float softcap) {
   // logits and dlogits may alias (in place): no __restrict__ on them.
   __shared__ MaxSum sh[32];
   __shared__ float target_logit;
@@ -100,15 +109,26 @@ __global__ void ce_row_kernel(const TL* logits, const std::int32_t* __restrict__
       if (threadIdx.x == 0) row_loss[r] = 0.0;
       continue;
     }
-    if (threadIdx.x == 0) target_logit = detail::to_f32(l[t]);  // read before any write of the row
+    const bool capped = softcap > 0.0f;  // uniform over the grid
+    if (threadIdx.x == 0) {  // read before any write of the row
+      target_logit = detail::to_f32(l[t]);
+      if (capped) target_logit = detail::soft_cap(target_logit, softcap);
+    }
     MaxSum st{-INFINITY, 0.0f};
     if constexpr (VEC) {
       for (std::int64_t j = threadIdx.x * 8; j < vocab; j += blockDim.x * 8) {
         float v[8];
         detail::load8(l + j, v);
+        if (capped) {
 #pragma unroll
-        for (int e = 0; e < 8; ++e) push(st, v[e]);
+          for (int e = 0; e < 8; ++e) push(st, detail::soft_cap(v[e], softcap));
+        } else {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) push(st, v[e]);
+        }
       }
+    } else if (capped) {
+      for (std::int64_t j = threadIdx.x; j < vocab; j += blockDim.x) push(st, detail::soft_cap(detail::to_f32(l[j]), softcap));
     } else {
       for (std::int64_t j = threadIdx.x; j < vocab; j += blockDim.x) push(st, detail::to_f32(l[j]));
     }
@@ -120,12 +140,29 @@ __global__ void ce_row_kernel(const TL* logits, const std::int32_t* __restrict__
         for (std::int64_t j = threadIdx.x * 8; j < vocab; j += blockDim.x * 8) {
           float v[8];
           detail::load8(l + j, v);
+          if (capped) {
 #pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            v[e] = expf(v[e] - st.mx) * k;
-            if (j + e == t) v[e] -= grad_scale;
+            for (int e = 0; e < 8; ++e) {
+              const float c = detail::soft_cap(v[e], softcap);
+              v[e] = expf(c - st.mx) * k;
+              if (j + e == t) v[e] -= grad_scale;
+              v[e] *= detail::soft_cap_slope(c, softcap);
+            }
+          } else {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+              v[e] = expf(v[e] - st.mx) * k;
+              if (j + e == t) v[e] -= grad_scale;
+            }
           }
           detail::store8(g + j, v);
+        }
+      } else if (capped) {
+        for (std::int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
+          const float c = detail::soft_cap(detail::to_f32(l[j]), softcap);
+          float v = expf(c - st.mx) * k;
+          if (j == t) v -= grad_scale;
+          g[j] = detail::from_f32<TD>(v * detail::soft_cap_slope(c, softcap));
         }
       } else {
         for (std::int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
@@ -159,9 +196,10 @@ __global__ void sum_rows_kernel(const double* __restrict__ x, std::int64_t n, do
 
 }  // namespace
 
-double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits) {
+double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_scale, Tensor* dlogits, float softcap) {
   const char* op = "cross_entropy";
   using detail::check;
+  check(softcap >= 0.0f, op, "softcap must be >= 0");
   detail::check_cuda_tensor(logits, op, "logits");
   detail::check_cuda_tensor(targets, op, "targets");
   check(logits.rank() == 2, op, "logits must be [N, V]");
@@ -206,10 +244,10 @@ double cross_entropy(const Tensor& logits, const Tensor& targets, float grad_sca
       TD* g = dlogits ? dlogits->data<TD>() : nullptr;
       if (vec)
         ce_row_kernel<TL, TD, true><<<blocks, threads, 0, s>>>(logits.data<TL>(), targets.data<std::int32_t>(), g,
-                                                               row_loss, n, vocab, grad_scale);
+                                                               row_loss, n, vocab, grad_scale, softcap);
       else
         ce_row_kernel<TL, TD, false><<<blocks, threads, 0, s>>>(logits.data<TL>(), targets.data<std::int32_t>(), g,
-                                                                row_loss, n, vocab, grad_scale);
+                                                                row_loss, n, vocab, grad_scale, softcap);
       detail::check_launch();
     });
   });

@@ -21,6 +21,11 @@
 // split partials included (emu_harness.h).
 // kv-only cases: every (k/v dtype, cache dtype) pair, the 16-byte path and the scalar one
 // (unaligned k or odd D), F32 inputs rounded to a BF16 cache.
+// Gemma-2's soft-capping (softcap > 0: each visible score s -> softcap * tanh(s / softcap)):
+// capped cases (scores of a few units against caps of 1.5 to 5; prefill, chunked prefill and
+// decode, split-K partials and their combine, windows, GQA) against the capped CPU reference,
+// and their out at least kBent (relative) away from the uncapped reference's, so that they
+// cannot pass with the cap ignored.
 // Usage: attention_emu [--no-variant] [--only SUBSTRING]
 #include "attention_emu.h"  // from emu_gen/ (or a mutant dir), via -I
 // (the extracted header first: it brings emu_cuda.h, which the harness header uses)
@@ -75,7 +80,7 @@ static bool emu_kv_cache_write(Dev& k, Dev& v, std::span<const Seq> seqs, Dev& k
 template <typename T, int DMAX>
 static bool emu_launch_attention(const T* q, const T* kc, const T* vc, T* out, const SeqTable& tiles, const SeqTable& rows,
                                  int max_ctx, int64_t n_rows, int d, int hkv, int tmax, int hq, float scale, int window,
-                                 int forced, int* splits_used, Snapshot* snap, const std::string& tag) {
+                                 float softcap, int forced, int* splits_used, Snapshot* snap, const std::string& tag) {
   const int total_tiles = tiles.start[tiles.count], total_rows = rows.start[rows.count];
   const int64_t blocks = static_cast<int64_t>(total_tiles) * hkv;
   int splits = forced;
@@ -103,7 +108,8 @@ static bool emu_launch_attention(const T* q, const T* kc, const T* vc, T* out, c
   }
   constexpr std::size_t smem = cu::attention_smem_bytes<DMAX>();
   bool ok = emu::launch("attention_kernel", dim3(total_tiles, hkv, splits), cu::kThreads, smem, [=] {
-    cu::attention_kernel<T, DMAX>(q, kc, vc, out, part_o, part_ml, tiles, d, hq, hkv, tmax, n_rows, scale, window, splits);
+    cu::attention_kernel<T, DMAX>(q, kc, vc, out, part_o, part_ml, tiles, d, hq, hkv, tmax, n_rows, scale, window, splits,
+                                  softcap);
   });
   if (splits > 1) {
     const unsigned gy = static_cast<unsigned>(std::min((hq + cu::kWarps - 1) / cu::kWarps, 65535));
@@ -118,7 +124,7 @@ static bool emu_launch_attention(const T* q, const T* kc, const T* vc, T* out, c
 
 // As cuda::attention_forward (after its checks): one launch_attention per table.
 static bool emu_attention_forward(Dev& q, Dev& kc, Dev& vc, std::span<const Seq> seqs, float scale, int64_t window,
-                                  Dev& out, int64_t n_rows, int hq, int hkv, int tmax, int d, int forced,
+                                  float softcap, Dev& out, int64_t n_rows, int hq, int hkv, int tmax, int d, int forced,
                                   std::vector<int>* splits_used, Snapshot* snap) {
   const int group = hq / hkv;
   const int win = window <= 0 ? 0 : static_cast<int>(std::min<int64_t>(window, tmax + 1));
@@ -144,7 +150,7 @@ static bool emu_attention_forward(Dev& q, Dev& kc, Dev& vc, std::span<const Seq>
       T* op = out.as<T>();
       attn::dispatch_dmax(d, [&](auto dmax) {
         ok = emu_launch_attention<T, decltype(dmax)::value>(qp, kp, vp, op, tiles, rows, max_ctx, n_rows, d, hkv, tmax, hq,
-                                                            scale, win, forced, &sp, snap, tag) && ok;
+                                                            scale, win, softcap, forced, &sp, snap, tag) && ok;
       });
     });
     splits_used->push_back(sp);
@@ -155,6 +161,10 @@ static bool emu_attention_forward(Dev& q, Dev& kc, Dev& vc, std::span<const Seq>
 // ---------------------------------------------------------------- report
 // Worst error per (output, dtype) over the whole run, for the summary.
 static double g_worst[2] = {0, 0};  // out: F32, BF16
+// Capped cases: out must be at least this far (rel_error) from the uncapped reference - 10x
+// the BF16 tolerance - or the cap could be ignored unnoticed.
+constexpr double kBent = 0.1;
+static double g_least_bent = INFINITY;  // the smallest such distance seen
 
 // ---------------------------------------------------------------- attention cases
 struct AttnCase {
@@ -164,6 +174,7 @@ struct AttnCase {
   std::vector<int> windows;
   std::vector<int> splits;  // forced split counts; 0 = the host's automatic choice
   float sharpness = 1.0f;   // scale = sharpness / sqrt(d)
+  float softcap = 0.0f;     // Gemma-2's score cap (0: none)
 };
 
 static std::string seqs_str(const AttnCase& c) {
@@ -220,12 +231,20 @@ static void attention_case(const Args& args, const AttnCase& c, DType dt, unsign
 
   for (int window : c.windows) {
     sppft::Tensor tout = host_tensor(std::vector<float>(n * qw, NAN), {n, qw});
-    sppft::ops::attention_forward(host_tensor(q, {n, qw}), tkc, tvc, seqs, scale, window, tout);
+    sppft::ops::attention_forward(host_tensor(q, {n, qw}), tkc, tvc, seqs, scale, window, tout, c.softcap);
     const std::vector<float> out_ref = to_vec(tout);
+    std::vector<float> out_plain;  // capped cases: the uncapped reference
+    if (c.softcap > 0) {
+      sppft::Tensor tplain = host_tensor(std::vector<float>(n * qw, NAN), {n, qw});
+      sppft::ops::attention_forward(host_tensor(q, {n, qw}), tkc, tvc, seqs, scale, window, tplain);
+      out_plain = to_vec(tplain);
+    }
     for (int forced : c.splits) {
       char nm[160];
-      std::snprintf(nm, sizeof nm, "attn (%d,%d,%d) %s%s %s win=%d splits=%s", hq, hkv, d, seqs_str(c).c_str(),
-                    c.gaps ? " gaps" : "", dt == DType::BF16 ? "BF16" : "F32", window,
+      char cap[48] = "";
+      if (c.softcap > 0) std::snprintf(cap, sizeof cap, " cap=%g s*%g", c.softcap, c.sharpness);
+      std::snprintf(nm, sizeof nm, "attn (%d,%d,%d) %s%s%s %s win=%d splits=%s", hq, hkv, d, seqs_str(c).c_str(),
+                    c.gaps ? " gaps" : "", cap, dt == DType::BF16 ? "BF16" : "F32", window,
                     forced ? std::to_string(forced).c_str() : "auto");
       if (args.skip(nm)) continue;
       std::vector<int> used;
@@ -235,7 +254,8 @@ static void attention_case(const Args& args, const AttnCase& c, DType dt, unsign
         Dev dq(dt, n * qw), dk(dt, n * kw), dv(dt, n * kw), dkc(dt, cache_n), dvc(dt, cache_n), dout(dt, n * qw);
         dq.upload(q), dk.upload(k), dv.upload(v), dkc.upload(kc0), dvc.upload(vc0), dout.fill_nan();
         s.launched(emu_kv_cache_write(dk, dv, seqs, dkc, dvc, hkv, d, tmax, &vec));
-        s.launched(emu_attention_forward(dq, dkc, dvc, seqs, scale, window, dout, n, hq, hkv, tmax, d, forced, &used, &s));
+        s.launched(emu_attention_forward(dq, dkc, dvc, seqs, scale, window, c.softcap, dout, n, hq, hkv, tmax, d, forced,
+                                         &used, &s));
         s.add("out", dout), s.add("k_cache", dkc), s.add("v_cache", dvc), s.add("q", dq), s.add("k", dk), s.add("v", dv);
         for (auto [nm2, dev] : {std::pair<const char*, Dev*>{"q", &dq}, {"k", &dk}, {"v", &dv}, {"k_cache", &dkc},
                                 {"v_cache", &dvc}, {"out", &dout}})
@@ -248,15 +268,17 @@ static void attention_case(const Args& args, const AttnCase& c, DType dt, unsign
       // out: covered rows against the reference, uncovered rows still poison.
       const auto& ob = a.get("out");
       const std::vector<float> got = floats_of(ob, dt);
-      std::vector<float> g, w;
+      std::vector<float> g, w, pl;
       long touched = 0;
       for (int64_t r = 0; r < n; ++r)
         for (int64_t e = 0; e < qw; ++e) {
           const std::size_t i = static_cast<std::size_t>(r * qw + e);
-          if (covered[r])
+          if (covered[r]) {
             g.push_back(got[i]), w.push_back(out_ref[i]);
-          else
+            if (c.softcap > 0) pl.push_back(out_plain[i]);
+          } else {
             touched += !is_poison(ob, i, dt);
+          }
         }
       const double tol = tolerance({dt});
       const double err = rel_error(g, w);
@@ -266,13 +288,21 @@ static void attention_case(const Args& args, const AttnCase& c, DType dt, unsign
       if (a.get("k_cache") != kc_bytes) ok = false, why += " k_cache!=ref";
       if (a.get("v_cache") != vc_bytes) ok = false, why += " v_cache!=ref";
       if (a.get("q") != q_bytes || a.get("k") != k_bytes || a.get("v") != v_bytes) ok = false, why += " input-modified";
-      char errs[96];
+      double bent = INFINITY;
+      if (c.softcap > 0) {
+        bent = rel_error(g, pl);
+        g_least_bent = std::min(g_least_bent, bent);
+        if (!(bent >= kBent)) ok = false, why += " too-close-to-uncapped";
+      }
+      char errs[128];
       std::string sp;
       for (std::size_t i = 0; i < used.size(); ++i) {
         if (i) sp += ',';
         sp += std::to_string(used[i]);
       }
-      std::snprintf(errs, sizeof errs, "out %8.2e/%.0e [splits %s, kv %s]", err, tol, sp.c_str(), vec ? "vec" : "scalar");
+      const int len =
+          std::snprintf(errs, sizeof errs, "out %8.2e/%.0e [splits %s, kv %s]", err, tol, sp.c_str(), vec ? "vec" : "scalar");
+      if (c.softcap > 0) std::snprintf(errs + len, sizeof errs - len, " vs uncapped %.2f", bent);
       report_case(nm, errs, ok, why);
     }
   }
@@ -360,11 +390,24 @@ int main(int argc, char** argv) {
   AttnCase many{4, 2, 32, 40, 64, {}, false, {0, 3}, {1, 3, 0}};  // 40 decode sequences: two launch tables
   for (int s = 0; s < 40; ++s) many.seqs.push_back({1, s, (s * 7) % 60});
   cases.push_back(many);
+  // Gemma-2 soft-capping: scores of a few units (scale 2 to 3 / sqrt(d)) against caps of 1.5 to 5.
+  const std::vector<AttnCase> capped = {
+      // prefill, chunked prefill and decode packed; GQA 4, D = 64; split-K and its combine
+      {8, 2, 64, 3, 300, {{40, 0, 0}, {37, 2, 50}, {1, 1, 250}}, true, {0, 3}, {1, 3, 0}, 3.0f, 3.0f},
+      // MQA decode (GQA 6), D = 80 padded to 128, long contexts split
+      {6, 1, 80, 3, 256, {{1, 0, 0}, {1, 1, 17}, {1, 2, 199}}, false, {0, 5}, {1, 7, 0}, 2.5f, 2.0f},
+      // D = 256, GQA 2: prefill and a long decode
+      {2, 1, 256, 2, 200, {{20, 0, 0}, {1, 1, 150}}, true, {0, 3}, {1, 5, 0}, 3.0f, 5.0f},
+      // odd D = 5, MHA, chunked prefill, a sharp cap
+      {3, 3, 5, 2, 40, {{9, 1, 3}, {4, 0, 0}}, false, {0, 3}, {1, 2}, 2.0f, 1.5f},
+  };
+  cases.insert(cases.end(), capped.begin(), capped.end());
   for (const AttnCase& c : cases)
     for (DType dt : {DType::F32, DType::BF16}) attention_case(args, c, dt, seed++);
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("worst out error: F32 %.2e (tol 1e-5), BF16 %.2e (tol 1e-2); caches bitwise\n", g_worst[0], g_worst[1]);
+  std::printf("capped cases: least distance of out from the uncapped reference %.2f (>= %.2f)\n", g_least_bent, kBent);
   std::printf("%d cases, %d failed, emulator reports: %zu, %.1f s\n", g_cases, g_failures, emu::g_errors.size(), secs);
   std::printf("%s\n", g_failures ? "SOME CASES FAILED" : "ALL CASES PASSED");
   return g_failures ? 1 : 0;

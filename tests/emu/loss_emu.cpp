@@ -9,6 +9,12 @@
 // unchanged; bad targets: the flag, its value, nothing written. Each case runs as A, B (A again:
 // bitwise determinism of loss and dlogits) and a variant (random fiber order, zeroed shared
 // memory, buffers after a guard page) that must equal A bit for bit (emu_harness.h).
+// Gemma-2's final-logit soft-capping (softcap > 0: the loss of z' = softcap * tanh(z / softcap),
+// dlogits times 1 - (z' / softcap)^2): capped cases (logits spread 4, cap 2; every path - scalar
+// and packs of 8, F32 and BF16, in place, -inf-masked logits, the grid-stride loop) against the
+// capped CPU reference, and loss and dlogits far from the uncapped reference's (loss more than
+// kBent relative, dlogits more than kBent of max |dlogits|), so that they cannot pass with the
+// cap ignored.
 // Usage: loss_emu [--no-variant] [--only SUBSTRING]
 #include "loss_emu.h"  // from emu_gen/ (or a mutant dir), via -I
 // (the extracted header first: it brings emu_cuda.h, which the harness header uses)
@@ -31,7 +37,7 @@ struct CeResult {
 // grid_override > 0: ce_row_kernel on that many blocks instead of min(n, 2^20) (a probe of its
 // grid-stride loop over rows, which the host's grid reaches only for n > 2^20).
 static CeResult emu_cross_entropy(Dev& logits, Dev& targets, float grad_scale, Dev* dlogits, int64_t n, int64_t vocab,
-                                  unsigned grid_override = 0) {
+                                  unsigned grid_override = 0, float softcap = 0.0f) {
   CeResult r;
   if (n == 0) return r;
   Dev flag(DType::I32, 2);  // detail::error_flag(), then cudaMemsetAsync(flag, 0, 8)
@@ -64,11 +70,11 @@ static CeResult emu_cross_entropy(Dev& logits, Dev& targets, float grad_scale, D
       TD* g = dlogits ? dlogits->as<TD>() : nullptr;
       if (vec)
         r.ok = emu::launch("ce_row_kernel<VEC>", blocks, threads, 0, [=] {
-                 cu::ce_row_kernel<TL, TD, true>(lp, tp, g, row_loss, n, vocab, grad_scale);
+                 cu::ce_row_kernel<TL, TD, true>(lp, tp, g, row_loss, n, vocab, grad_scale, softcap);
                }) && r.ok;
       else
         r.ok = emu::launch("ce_row_kernel", blocks, threads, 0, [=] {
-                 cu::ce_row_kernel<TL, TD, false>(lp, tp, g, row_loss, n, vocab, grad_scale);
+                 cu::ce_row_kernel<TL, TD, false>(lp, tp, g, row_loss, n, vocab, grad_scale, softcap);
                }) && r.ok;
     });
   });
@@ -93,20 +99,27 @@ static std::vector<std::int32_t> make_targets(std::mt19937& rng, int64_t n, int6
   return t;
 }
 
+// Capped cases: loss and dlogits must be at least this far from the uncapped reference's
+// (loss: relative; dlogits: rel_error) - 10x the BF16 tolerance - or the cap could be ignored.
+constexpr double kBent = 0.1;
+static double g_least_bent = INFINITY;  // the smallest such distance seen
+
 // masked: every 5th logit of each row (never the target) is -inf, as a vocabulary mask would.
+// softcap > 0: Gemma-2's cap, with logits of spread 4 (3 otherwise).
 static void ce_case(const Args& args, int64_t n, int64_t v, DType lt, Mode mode, bool all_ignored,
-                    std::size_t offset, unsigned grid_override, unsigned seed, bool masked = false) {
+                    std::size_t offset, unsigned grid_override, unsigned seed, bool masked = false, float softcap = 0.0f) {
   std::mt19937 rng(seed);  // inputs from the case seed: --only reproduces them
-  char nm[128];
-  std::snprintf(nm, sizeof nm, "ce N=%" PRId64 " V=%" PRId64 " logits %s %s%s%s%s%s", n, v,
+  char nm[160], cap[32] = "";
+  if (softcap > 0) std::snprintf(cap, sizeof cap, " cap=%g", softcap);
+  std::snprintf(nm, sizeof nm, "ce N=%" PRId64 " V=%" PRId64 " logits %s %s%s%s%s%s%s", n, v,
                 lt == DType::BF16 ? "BF16" : "F32", mode_name(mode), all_ignored ? " all-ignored" : "",
-                offset ? " unaligned" : "", grid_override ? " grid-stride-probe" : "", masked ? " -inf-masked" : "");
+                offset ? " unaligned" : "", grid_override ? " grid-stride-probe" : "", masked ? " -inf-masked" : "", cap);
   if (args.skip(nm)) return;
   const std::vector<std::int32_t> tg = make_targets(rng, n, v, all_ignored);
   int64_t valid = 0;
   for (auto t : tg) valid += t != sppft::ops::kIgnoreIndex;
   const float scale = valid ? 1.0f / static_cast<float>(valid) : 1.0f;
-  std::vector<float> logits = randn(rng, static_cast<std::size_t>(n * v), lt, 3.0f);
+  std::vector<float> logits = randn(rng, static_cast<std::size_t>(n * v), lt, softcap > 0 ? 4.0f : 3.0f);
   if (masked)
     for (int64_t r = 0; r < n; ++r)
       for (int64_t j = r % 5; j < v; j += 5)
@@ -114,8 +127,15 @@ static void ce_case(const Args& args, int64_t n, int64_t v, DType lt, Mode mode,
   sppft::Tensor htg = sppft::Tensor::empty({n}, DType::I32, sppft::MemCategory::Workspace);
   std::copy(tg.begin(), tg.end(), htg.data<std::int32_t>());
   sppft::Tensor want_g = host_tensor(std::vector<float>(n * v, NAN), {n, v});
-  const double want = sppft::ops::cross_entropy(host_tensor(logits, {n, v}), htg, scale, &want_g);
+  const double want = sppft::ops::cross_entropy(host_tensor(logits, {n, v}), htg, scale, &want_g, softcap);
   const std::vector<float> g_ref = to_vec(want_g);
+  double plain = 0;  // capped: the uncapped reference's loss and dlogits
+  std::vector<float> g_plain;
+  if (softcap > 0) {
+    sppft::Tensor plain_g = host_tensor(std::vector<float>(n * v, NAN), {n, v});
+    plain = sppft::ops::cross_entropy(host_tensor(logits, {n, v}), htg, scale, &plain_g);
+    g_plain = to_vec(plain_g);
+  }
   const DType gt = mode == kGradF32 ? DType::F32 : mode == kGradBf16 ? DType::BF16 : lt;
   const std::size_t nv = static_cast<std::size_t>(n * v);
 
@@ -128,7 +148,7 @@ static void ce_case(const Args& args, int64_t n, int64_t v, DType lt, Mode mode,
     std::unique_ptr<Dev> dg;
     if (mode == kGradF32 || mode == kGradBf16) dg = std::make_unique<Dev>(gt, nv, offset), dg->fill_nan();
     Dev* out = mode == kNoGrad ? nullptr : mode == kInPlace ? &dl : dg.get();
-    res = emu_cross_entropy(dl, dt, scale, out, n, v, grid_override);
+    res = emu_cross_entropy(dl, dt, scale, out, n, v, grid_override, softcap);
     if (!res.ok) s.ok = false, s.why += " deadlock-or-scratch-canary";
     if (res.threw) s.ok = false, s.why += " target-check-flagged";
     s.add_bytes("loss", &res.loss, sizeof res.loss);
@@ -141,8 +161,9 @@ static void ce_case(const Args& args, int64_t n, int64_t v, DType lt, Mode mode,
   const double e_loss = scalar_error(res.loss, want);
   bool ok = a.ok && e_loss <= 1e-5;
   std::string why = a.why;
-  char errs[128];
+  char errs[160];
   int len = std::snprintf(errs, sizeof errs, "loss %8.2e/1e-05", e_loss);
+  double bent = softcap > 0 ? scalar_error(res.loss, plain) : INFINITY;  // capped: distance from the uncapped result
   Dev l_want(lt, nv);
   l_want.upload(logits);
   if (mode != kInPlace && a.get("logits") != l_want.bytes()) ok = false, why += " logits-modified";
@@ -154,7 +175,8 @@ static void ce_case(const Args& args, int64_t n, int64_t v, DType lt, Mode mode,
     const double tol = tolerance({gt});
     const double e = rel_error(g, g_ref);
     ok = ok && e <= tol;
-    std::snprintf(errs + len, sizeof errs - len, " dlogits %8.2e/%.0e", e, tol);
+    len += std::snprintf(errs + len, sizeof errs - len, " dlogits %8.2e/%.0e", e, tol);
+    if (softcap > 0) bent = std::min(bent, rel_error(g, g_plain));
     for (int64_t r = 0; r < n; ++r)
       if (tg[r] == sppft::ops::kIgnoreIndex)
         for (int64_t j = 0; j < v; ++j)
@@ -163,6 +185,11 @@ static void ce_case(const Args& args, int64_t n, int64_t v, DType lt, Mode mode,
             r = n;
             break;
           }
+  }
+  if (softcap > 0) {
+    g_least_bent = std::min(g_least_bent, bent);
+    if (!(bent >= kBent)) ok = false, why += " too-close-to-uncapped";
+    std::snprintf(errs + len, sizeof errs - len, " vs uncapped %.2f", bent);
   }
   report_case(nm, errs, ok, why);
 }
@@ -228,8 +255,20 @@ int main(int argc, char** argv) {
   ce_case(args, 5, 32000, DType::BF16, kInPlace, false, 0, 0, seed++, true);
   ce_case(args, 3, 32003, DType::BF16, kGradBf16, false, 0, 0, seed++, true);
   for (std::int32_t bad : {11, -1, -101, 1 << 30}) bad_target_case(args, bad, bad == -1, seed++);
+  // Gemma-2's final-logit soft-capping (logits of spread 4, cap 2): the scalar path (V = 7,
+  // 32003, unaligned), packs of 8 (V = 1000, 32000), every output mode, in place, -inf-masked
+  // logits, the grid-stride loop over rows.
+  for (auto [n, v] : {std::pair<int64_t, int64_t>{17, 7}, {33, 1000}, {5, 32000}, {3, 32003}})
+    for (DType lt : {DType::F32, DType::BF16})
+      for (Mode m : {kNoGrad, kGradF32, kGradBf16, kInPlace}) ce_case(args, n, v, lt, m, false, 0, 0, seed++, false, 2.0f);
+  ce_case(args, 9, 1000, DType::BF16, kInPlace, false, 1, 0, seed++, false, 2.0f);
+  ce_case(args, 9, 1000, DType::F32, kInPlace, false, 0, 2, seed++, false, 2.0f);
+  ce_case(args, 33, 1000, DType::F32, kGradF32, false, 0, 0, seed++, true, 2.0f);
+  ce_case(args, 5, 32000, DType::BF16, kInPlace, false, 0, 0, seed++, true, 2.0f);
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("capped cases: least distance of loss / dlogits from the uncapped reference %.2f (>= %.2f)\n", g_least_bent,
+              kBent);
   std::printf("%d cases, %d failed, emulator reports: %zu, %.1f s\n", g_cases, g_failures, emu::g_errors.size(), secs);
   std::printf("%s\n", g_failures ? "SOME CASES FAILED" : "ALL CASES PASSED");
   return g_failures ? 1 : 0;

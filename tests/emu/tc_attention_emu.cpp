@@ -13,12 +13,19 @@
 // default 2 = none, shared memory zeroed, buffer starting after a guard page) that must match A
 // bit for bit: a difference means a race, a read of uninitialised shared memory, or an order
 // dependence.
+// Gemma-2's soft-capping (softcap > 0: each visible score s -> softcap * tanh(s / softcap), dS
+// through the slope 1 - (c / softcap)^2): capped cases (scores of a few units against caps of
+// 1.5 to 3) on every kernel, WMMA and mma.sync, forward and backward, against the capped CPU
+// reference, each output (out, dq, dk, dv of both kernel sets) also at least kBent (relative)
+// away from the uncapped reference's so that a kernel ignoring the cap fails.
 #include "attention_train_tc_emu.h"  // from gen/ (or a mutant dir), via -I
 #include "attention_train_mma_emu.h"
 
 #include <cinttypes>
+#include <cstring>
 #include <span>
 #include <sstream>
+#include <tuple>
 
 using sppft::cuda::attn::SeqTable;
 using sppft::cuda::detail::bf16;
@@ -28,32 +35,32 @@ using Seq = sppft::ops::AttentionSeq;
 // ---------------------------------------------------------------- emulated launchers (as tc_forward / tc_backward)
 template <int DP>
 bool emu_forward(const SeqTable& t, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int d, int hq,
-                 int hkv, float scale, int window) {
+                 int hkv, float scale, int window, float softcap) {
   const dim3 grid(static_cast<unsigned>(t.start[t.count]), static_cast<unsigned>(hkv));
   constexpr std::size_t smem = attn::forward_smem<DP>();
   return emu::launch("tc_forward_kernel", grid, attn::kTcThreads, smem,
-                     [=] { attn::tc_forward_kernel<DP>(q, k, v, out, lse, t, d, hq, hkv, scale, window); });
+                     [=] { attn::tc_forward_kernel<DP>(q, k, v, out, lse, t, d, hq, hkv, scale, window, softcap); });
 }
 
 template <int DP>
 bool emu_mma_forward(const SeqTable& t, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int d, int hq,
-                     int hkv, float scale, int window) {
+                     int hkv, float scale, int window, float softcap) {
   const dim3 grid(static_cast<unsigned>(t.start[t.count]), static_cast<unsigned>(hkv));
   return emu::launch("mma_forward_kernel", grid, attn::kMmaThreads, attn::mma_forward_smem<DP>(),
-                     [=] { attn::mma_forward_kernel<DP>(q, k, v, out, lse, t, d, hq, hkv, scale, window); });
+                     [=] { attn::mma_forward_kernel<DP>(q, k, v, out, lse, t, d, hq, hkv, scale, window, softcap); });
 }
 
 template <int DP>
 bool emu_mma_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q, const bf16* k, const bf16* v,
                       const bf16* dout, const float* lse, const float* delta, bf16* dq, bf16* dk, bf16* dv, int d, int hq,
-                      int hkv, float scale, int window) {
+                      int hkv, float scale, int window, float softcap) {
   bool ok = emu::launch(
       "mma_dkdv_kernel", dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv)),
       attn::kMmaThreads, attn::mma_dkdv_smem<DP>(),
-      [=] { attn::mma_dkdv_kernel<DP>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window); });
+      [=] { attn::mma_dkdv_kernel<DP>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window, softcap); });
   ok = emu::launch("mma_dq_kernel", dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv)),
                    attn::kMmaThreads, attn::mma_dq_smem<DP>(),
-                   [=] { attn::mma_dq_kernel<DP>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window); }) &&
+                   [=] { attn::mma_dq_kernel<DP>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window, softcap); }) &&
        ok;
   return ok;
 }
@@ -61,15 +68,15 @@ bool emu_mma_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16
 template <int DP>
 bool emu_backward(const SeqTable& qtiles, const SeqTable& ktiles, const bf16* q, const bf16* k, const bf16* v,
                   const bf16* dout, const float* lse, const float* delta, bf16* dq, bf16* dk, bf16* dv, int d, int hq,
-                  int hkv, float scale, int window) {
+                  int hkv, float scale, int window, float softcap) {
   bool ok = emu::launch(
       "tc_dkdv_kernel", dim3(static_cast<unsigned>(ktiles.start[ktiles.count]), static_cast<unsigned>(hkv), attn::kColBlocks<DP>),
       attn::kTcThreads, attn::dkdv_smem<DP>(),
-      [=] { attn::tc_dkdv_kernel<DP>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window); });
+      [=] { attn::tc_dkdv_kernel<DP>(q, k, v, dout, lse, delta, dk, dv, ktiles, d, hq, hkv, scale, window, softcap); });
   ok = emu::launch("tc_dq_kernel",
                    dim3(static_cast<unsigned>(qtiles.start[qtiles.count]), static_cast<unsigned>(hkv), attn::kColBlocks<DP>),
                    attn::kTcThreads, attn::dq_smem<DP>(),
-                   [=] { attn::tc_dq_kernel<DP>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window); }) &&
+                   [=] { attn::tc_dq_kernel<DP>(q, k, v, dout, lse, delta, dq, qtiles, d, hq, hkv, scale, window, softcap); }) &&
        ok;
   return ok;
 }
@@ -99,21 +106,21 @@ static sppft::Tensor host_tensor(const std::vector<float>& v, sppft::Shape shape
 }
 static void ref_forward(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
                         const std::vector<Seq>& seqs, int n, int d, int hq, int hkv, float scale, std::int64_t window,
-                        std::vector<float>& out, std::vector<float>& lse) {
+                        float softcap, std::vector<float>& out, std::vector<float>& lse) {
   const sppft::Tensor tq = host_tensor(q, {n, hq * d}), tk = host_tensor(k, {n, hkv * d}), tv = host_tensor(v, {n, hkv * d});
   sppft::Tensor to = host_tensor(out, {n, hq * d}), tl = host_tensor(lse, {n, hq});
-  sppft::ops::attention_forward_train(tq, tk, tv, seqs, scale, window, to, tl);
+  sppft::ops::attention_forward_train(tq, tk, tv, seqs, scale, window, to, tl, softcap);
   std::copy_n(to.data<float>(), out.size(), out.begin());
   std::copy_n(tl.data<float>(), lse.size(), lse.begin());
 }
 static void ref_backward(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
                          const std::vector<float>& out, const std::vector<float>& lse, const std::vector<float>& dout,
                          const std::vector<Seq>& seqs, int n, int d, int hq, int hkv, float scale, std::int64_t window,
-                         std::vector<float>& dq, std::vector<float>& dk, std::vector<float>& dv) {
+                         float softcap, std::vector<float>& dq, std::vector<float>& dk, std::vector<float>& dv) {
   const sppft::Tensor tq = host_tensor(q, {n, hq * d}), tk = host_tensor(k, {n, hkv * d}), tv = host_tensor(v, {n, hkv * d});
   const sppft::Tensor to = host_tensor(out, {n, hq * d}), tl = host_tensor(lse, {n, hq}), tg = host_tensor(dout, {n, hq * d});
   sppft::Tensor gq = host_tensor(dq, {n, hq * d}), gk = host_tensor(dk, {n, hkv * d}), gv = host_tensor(dv, {n, hkv * d});
-  sppft::ops::attention_backward(tq, tk, tv, to, tl, tg, seqs, scale, window, gq, gk, gv);
+  sppft::ops::attention_backward(tq, tk, tv, to, tl, tg, seqs, scale, window, gq, gk, gv, softcap);
   std::copy_n(gq.data<float>(), dq.size(), dq.begin());
   std::copy_n(gk.data<float>(), dk.size(), dk.begin());
   std::copy_n(gv.data<float>(), dv.size(), dv.begin());
@@ -124,7 +131,12 @@ struct Case {
   int hq, hkv, d;
   std::vector<int> lens;
   float scale_mul;
+  float softcap = 0.0f;  // Gemma-2's score cap (0: none)
 };
+
+// Capped cases: every output at least this far (rel_error) from the uncapped reference - 5x
+// the tolerance - or the cap could be ignored unnoticed.
+constexpr double kBent = 0.1;
 
 static const bf16 kPoisonB{0x7fc1};
 static const std::uint32_t kPoisonF = 0x7fc00001u;
@@ -144,6 +156,7 @@ struct Runner {
   std::vector<Seq> seqs;
   std::vector<char> covered;  // per row
   std::vector<float> qf, kf, vf, gf, out_ref, lse_ref, dq_ref, dk_ref, dv_ref, out_rb, delta;
+  std::vector<float> out_plain, dq_plain, dk_plain, dv_plain;  // capped cases: the uncapped reference
   std::vector<bf16> qb, kb, vb, gb, outb;
 
   Runner(const Case& cs, int window, bool gaps, unsigned seed) : c(cs), window_arg(window) {
@@ -172,7 +185,7 @@ struct Runner {
     gen(gf, gb, static_cast<std::size_t>(n) * hq * d);
     out_ref.assign(qf.size(), 0.0f);
     lse_ref.assign(static_cast<std::size_t>(n) * hq, 0.0f);
-    ref_forward(qf, kf, vf, seqs, n, d, hq, hkv, scale, win, out_ref, lse_ref);
+    ref_forward(qf, kf, vf, seqs, n, d, hq, hkv, scale, win, c.softcap, out_ref, lse_ref);
     // backward inputs: the reference out rounded to bf16, its lse
     outb.resize(out_ref.size());
     out_rb.resize(out_ref.size());
@@ -188,7 +201,17 @@ struct Runner {
     dq_ref.assign(qf.size(), 0.0f);
     dk_ref.assign(kf.size(), 0.0f);
     dv_ref.assign(vf.size(), 0.0f);
-    ref_backward(qf, kf, vf, out_rb, lse_ref, gf, seqs, n, d, hq, hkv, scale, win, dq_ref, dk_ref, dv_ref);
+    ref_backward(qf, kf, vf, out_rb, lse_ref, gf, seqs, n, d, hq, hkv, scale, win, c.softcap, dq_ref, dk_ref, dv_ref);
+    if (c.softcap > 0) {  // the same inputs without the cap (its own forward's out and lse)
+      std::vector<float> lse_plain(lse_ref.size(), 0.0f), out_prb(out_ref.size());
+      out_plain.assign(out_ref.size(), 0.0f);
+      ref_forward(qf, kf, vf, seqs, n, d, hq, hkv, scale, win, 0.0f, out_plain, lse_plain);
+      for (std::size_t i = 0; i < out_plain.size(); ++i) out_prb[i] = bf(tobf(out_plain[i]));
+      dq_plain.assign(qf.size(), 0.0f);
+      dk_plain.assign(kf.size(), 0.0f);
+      dv_plain.assign(vf.size(), 0.0f);
+      ref_backward(qf, kf, vf, out_prb, lse_plain, gf, seqs, n, d, hq, hkv, scale, win, 0.0f, dq_plain, dk_plain, dv_plain);
+    }
   }
 
   // The mma.sync kernels take head_dim up to 128 (attention_train.cu sends larger heads to WMMA).
@@ -229,11 +252,11 @@ struct Runner {
            return (s.q_len * group + attn::kTcRows - 1) / attn::kTcRows;
          })) {
       attn::dispatch_dp<attn::kTcMaxHeadDim>(d, [&](auto dp) {
-        r.ok = emu_forward<decltype(dp)::value>(t, q.p(), k.p(), v.p(), o.p(), lse.p(), d, hq, hkv, scale, win) && r.ok;
+        r.ok = emu_forward<decltype(dp)::value>(t, q.p(), k.p(), v.p(), o.p(), lse.p(), d, hq, hkv, scale, win, c.softcap) && r.ok;
       });
       if (has_mma())
         attn::dispatch_dp<attn::kMmaMaxHeadDim>(d, [&](auto dp) {
-          r.ok = emu_mma_forward<decltype(dp)::value>(t, q.p(), k.p(), v.p(), mo.p(), mlse.p(), d, hq, hkv, scale, win) &&
+          r.ok = emu_mma_forward<decltype(dp)::value>(t, q.p(), k.p(), v.p(), mo.p(), mlse.p(), d, hq, hkv, scale, win, c.softcap) &&
                  r.ok;
         });
     }
@@ -243,12 +266,12 @@ struct Runner {
     for (std::size_t ti = 0; ti < row_tables.size(); ++ti) {
       attn::dispatch_dp<attn::kTcMaxHeadDim>(d, [&](auto dp) {
         r.ok = emu_backward<decltype(dp)::value>(qt[ti], kt[ti], q.p(), k.p(), v.p(), g.p(), lin.p(), del.p(), dq.p(),
-                                                 dk.p(), dv.p(), d, hq, hkv, scale, win) && r.ok;
+                                                 dk.p(), dv.p(), d, hq, hkv, scale, win, c.softcap) && r.ok;
       });
       if (has_mma())
         attn::dispatch_dp<attn::kMmaMaxHeadDim>(d, [&](auto dp) {
           r.ok = emu_mma_backward<decltype(dp)::value>(qt[ti], kt[ti], q.p(), k.p(), v.p(), g.p(), lin.p(), del.p(),
-                                                       mdq.p(), mdk.p(), mdv.p(), d, hq, hkv, scale, win) && r.ok;
+                                                       mdq.p(), mdk.p(), mdv.p(), d, hq, hkv, scale, win, c.softcap) && r.ok;
         });
     }
     r.out.assign(o.p(), o.p() + o.n);
@@ -345,6 +368,11 @@ int main(int argc, char** argv) {
       {8, 1, 256, {130, 1}, 1.0f},    {2, 2, 136, {70, 64}, 1.0f},  {3, 1, 200, {33, 5}, 3.0f},
       // head_dim 80: padded to 96 (Phi-3's heads are 96: case 4)
       {4, 2, 80, {33, 64}, 1.0f},
+      // Gemma-2 soft-capping, scores of a few units against caps of 1.5 to 3: GQA 4 over several
+      // key tiles (DP 64), GQA 3 with D = 96, MHA D = 128 (mma.sync and WMMA); WMMA only with
+      // gemma-2's D = 256 (GQA 4 here, two output-column blocks)
+      {4, 1, 64, {70, 0, 33}, 3.0f, 3.0f},  {6, 2, 96, {65, 7}, 2.5f, 2.0f},  {2, 2, 128, {40, 1}, 2.0f, 1.5f},
+      {4, 1, 256, {40, 1}, 3.0f, 3.0f},
   };
   auto smem_line = [](auto dp) {
     constexpr int DP = decltype(dp)::value;
@@ -360,6 +388,7 @@ int main(int argc, char** argv) {
               "gap", "out", "lse_abs", "dq", "dk", "dv", "mma out", "lse", "dq", "dk", "dv", "checks");
   int failures = 0;
   unsigned seed = 1234;
+  double least_bent = INFINITY;  // capped cases: the least distance of an output from the uncapped reference
   for (std::size_t ci = 0; ci < cases.size(); ++ci) {
     if (only >= 0 && static_cast<int>(ci) != only) continue;
     const Case& c = cases[ci];
@@ -414,16 +443,32 @@ int main(int argc, char** argv) {
           return e;
         };
         const double e_lse = lse_err(a.lse), e_mlse = mma ? lse_err(a.mma_lse) : 0.0;
+        double bent = INFINITY;  // capped: the least distance of an output from the uncapped reference
+        if (c.softcap > 0) {
+          long ignored = 0;
+          for (auto [got, plain, w] : {std::tuple<const std::vector<bf16>*, const std::vector<float>*, int>{&a.out, &R.out_plain, R.hq * R.d},
+                                       {&a.dq, &R.dq_plain, R.hq * R.d}, {&a.dk, &R.dk_plain, R.hkv * R.d},
+                                       {&a.dv, &R.dv_plain, R.hkv * R.d}})
+            bent = std::min(bent, R.rel(*got, *plain, w, &ignored));
+          if (mma)
+            for (auto [got, plain, w] : {std::tuple<const std::vector<bf16>*, const std::vector<float>*, int>{&a.mma_out, &R.out_plain, R.hq * R.d},
+                                         {&a.mma_dq, &R.dq_plain, R.hq * R.d}, {&a.mma_dk, &R.dk_plain, R.hkv * R.d},
+                                         {&a.mma_dv, &R.dv_plain, R.hkv * R.d}})
+              bent = std::min(bent, R.rel(*got, *plain, w, &ignored));
+          least_bent = std::min(least_bent, bent);
+        }
         const bool det = same(a, b);
         const bool ok = a.ok && e_out < 2e-2 && e_dq < 2e-2 && e_dk < 2e-2 && e_dv < 2e-2 && e_lse <= 1e-5 * mx_lse &&
                         e_mout < 2e-2 && e_mlse <= 1e-5 * mx_lse && e_mdq < 2e-2 && e_mdk < 2e-2 && e_mdv < 2e-2 &&
                         touched == 0 && det && var_same && emu::g_errors.size() == errs0 &&
-                        emu::g_wmma_violations == viol0;
+                        emu::g_wmma_violations == viol0 && bent >= kBent;
         failures += !ok;
         char name[96];
         const std::string ls = c.lens.size() > 8 ? std::to_string(c.lens.size()) + " seqs" : lens_str(c.lens);
-        std::snprintf(name, sizeof name, "(%d,%d,%d) %s%s", c.hq, c.hkv, c.d, ls.c_str(),
-                      c.scale_mul != 1.0f ? " s*3" : "");
+        char sharp[40] = "";
+        if (c.scale_mul != 1.0f) std::snprintf(sharp, sizeof sharp, " s*%g", c.scale_mul);
+        if (c.softcap > 0) std::snprintf(sharp + std::strlen(sharp), sizeof sharp - std::strlen(sharp), " cap=%g", c.softcap);
+        std::snprintf(name, sizeof name, "(%d,%d,%d) %s%s", c.hq, c.hkv, c.d, ls.c_str(), sharp);
         std::string mma_cols;  // "-" where the mma.sync kernels do not take the head size
         for (double e : {e_mout, e_mlse, e_mdq, e_mdk, e_mdv}) {
           char col[16];
@@ -433,14 +478,18 @@ int main(int argc, char** argv) {
             std::snprintf(col, sizeof col, " %9s", "-");
           mma_cols += col;
         }
-        std::printf("%-3zu %-26s %4d %3d | %9.2e %9.2e %9.2e %9.2e %9.2e |%s | %s%s%s%s%s\n", ci, name, w, gaps, e_out, e_lse,
+        char bent_col[48] = "";
+        if (c.softcap > 0) std::snprintf(bent_col, sizeof bent_col, " (vs uncapped %.2f%s)", bent, bent >= kBent ? "" : " TOO CLOSE");
+        std::printf("%-3zu %-26s %4d %3d | %9.2e %9.2e %9.2e %9.2e %9.2e |%s | %s%s%s%s%s%s\n", ci, name, w, gaps, e_out, e_lse,
                     e_dq, e_dk, e_dv, mma_cols.c_str(), ok ? "PASS" : "FAIL", touched ? " uncovered-rows-written" : "",
                     det ? "" : " NONDETERMINISTIC", var_same ? "" : " VARIANT-DIFFERS(race/uninit/order)",
-                    a.ok ? "" : " DEADLOCK");
+                    a.ok ? "" : " DEADLOCK", bent_col);
         std::fflush(stdout);
         for (std::size_t i = errs0; i < emu::g_errors.size(); ++i) std::printf("    ! %s\n", emu::g_errors[i].c_str());
       }
   }
+  if (least_bent < INFINITY)
+    std::printf("capped cases: least distance of an output from the uncapped reference %.2f (>= %.2f)\n", least_bent, kBent);
   std::printf("WMMA alignment/ldm violations: %ld; emulator reports: %zu; ldmatrix bank-conflict wavefronts: %ld\n",
               emu::g_wmma_violations, emu::g_errors.size(), emu::g_ldmatrix_extra_wavefronts);
   if (emu::g_ldmatrix_extra_wavefronts) {  // the mma.sync kernels' padded rows keep every ldmatrix conflict-free

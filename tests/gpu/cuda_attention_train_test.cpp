@@ -17,6 +17,11 @@
 //   (BF16 runs twice: on the tensor-core kernels - P and dS rounded to bf16 before their
 //   products, still well inside 2e-2 - and forced onto the CUDA-core kernels.)
 // Determinism: two calls with the same inputs give bitwise equal outputs.
+// Gemma-2's soft-capping (softcap > 0: scores softcap * tanh(s / softcap), dS through the slope
+// 1 - (c / softcap)^2): capped cases on every kernel variant, forward and backward, windows and
+// GQA, with the tolerances above, and their out, dq, dk, dv at least 0.1 (relative, 5x the
+// BF16 tolerance) away from the uncapped reference's, so that they cannot pass with the cap
+// ignored; softcap = 0 passed explicitly gives the default's bits, a negative cap throws.
 //
 // Without a GPU (or without CUDA in the build) it prints "skipped: no CUDA device" and passes.
 #include <doctest/doctest.h>
@@ -63,6 +68,7 @@ struct TrainCase {
   std::vector<int> lens;    // sequence lengths, packed in order (0 = an empty sequence)
   bool gaps;                // an uncovered row before the first sequence and after each one
   float sharpness = 1.0f;   // scale = sharpness / sqrt(d): larger = peakier softmax
+  float softcap = 0.0f;     // Gemma-2's score cap (0: none)
 };
 
 // The sequences of a case and the total row count.
@@ -131,6 +137,25 @@ void check_rows(const Tensor& got_dev, const Tensor& want_host, const std::vecto
   if (err >= tol) MESSAGE(what << ": relative error " << err << " >= " << tol);
 }
 
+// Capped cases: got_dev [N, W] at least min_dist (rel_error over the covered rows) away from
+// the uncapped reference plain_host, so that a kernel ignoring the cap cannot pass.
+void check_far(const Tensor& got_dev, const Tensor& plain_host, const std::vector<char>& covered, double min_dist,
+               const char* what) {
+  CAPTURE(what);
+  Tensor got = download(got_dev);
+  const std::int64_t n = got.dim(0), w = got.dim(1);
+  std::vector<float> g, p;
+  for (std::int64_t i = 0; i < n; ++i)
+    if (covered[i])
+      for (std::int64_t e = 0; e < w; ++e) {
+        g.push_back(got.data<float>()[i * w + e]);
+        p.push_back(plain_host.data<float>()[i * w + e]);
+      }
+  const double dist = test::rel_error(g.data(), p.data(), static_cast<std::int64_t>(g.size()));
+  CHECK(dist > min_dist);
+  if (!(dist > min_dist)) MESSAGE(what << ": only " << dist << " from the uncapped result (want > " << min_dist << ")");
+}
+
 // lse: as check_rows, with the error relative to max(1, max |lse|).
 void check_lse(const Tensor& got_dev, const Tensor& want_host, const std::vector<char>& covered) {
   Tensor got = download(got_dev);
@@ -167,52 +192,131 @@ const char* kernels_name(cuda::AttentionKernels k) {
   return k == cuda::AttentionKernels::tensor_cores ? "tensor_cores" : k == cuda::AttentionKernels::mma_sync ? "mma_sync" : "cuda_cores";
 }
 
-}  // namespace
+// One case on every kernel variant and window against the CPU reference (with the case's
+// softcap on both sides); capped cases also far from the uncapped reference (check_far).
+void check_against_cpu(const TrainCase& c) {
+  std::int64_t n = 0;
+  const auto seqs = pack(c, n);
+  const auto covered = covered_rows(seqs, n);
+  const std::int64_t qw = c.hq * c.d, kw = c.hkv * c.d;
+  const float scale = c.sharpness / std::sqrt(static_cast<float>(c.d)), cap = c.softcap;
+  for (const auto& [t, kernels] : kernel_variants()) {
+    cuda::set_attention_kernels(kernels);
+    const Tensor q = host_random(rng, {n, qw}, t), k = host_random(rng, {n, kw}, t), v = host_random(rng, {n, kw}, t);
+    const Tensor dout = host_random(rng, {n, qw}, t);
+    const Tensor dd = upload(dout, t);
+    const Tensor dqin = upload(q, t), dkin = upload(k, t), dvin = upload(v, t);
+    for (std::int64_t window : {std::int64_t{0}, std::int64_t{5}, std::int64_t{40}}) {
+      CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d); CAPTURE(c.lens.size()); CAPTURE(n); CAPTURE(name(t)); CAPTURE(window);
+      CAPTURE(kernels_name(kernels)); CAPTURE(cap);
+      const double tol = t == DType::BF16 ? 2e-2 : 1e-5;
 
-TEST_CASE("cuda attention_forward_train and attention_backward match the CPU reference") {
-  if (!have_gpu()) return;
-  for (const TrainCase& c : train_cases()) {
-    std::int64_t n = 0;
-    const auto seqs = pack(c, n);
-    const auto covered = covered_rows(seqs, n);
-    const std::int64_t qw = c.hq * c.d, kw = c.hkv * c.d;
-    const float scale = c.sharpness / std::sqrt(static_cast<float>(c.d));
-    for (const auto& [t, kernels] : kernel_variants()) {
-      cuda::set_attention_kernels(kernels);
-      const Tensor q = host_random(rng, {n, qw}, t), k = host_random(rng, {n, kw}, t), v = host_random(rng, {n, kw}, t);
-      const Tensor dout = host_random(rng, {n, qw}, t);
-      const Tensor dd = upload(dout, t);
-      const Tensor dqin = upload(q, t), dkin = upload(k, t), dvin = upload(v, t);
-      for (std::int64_t window : {std::int64_t{0}, std::int64_t{5}, std::int64_t{40}}) {
-        CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d); CAPTURE(c.lens.size()); CAPTURE(n); CAPTURE(name(t)); CAPTURE(window);
-        CAPTURE(kernels_name(kernels));
-        const double tol = t == DType::BF16 ? 2e-2 : 1e-5;
+      // Forward.
+      Tensor out = host_nan({n, qw}), lse = host_nan({n, c.hq});
+      ops::attention_forward_train(q, k, v, seqs, scale, window, out, lse, cap);
+      Tensor gout = device_nan({n, qw}, t), glse = device_nan({n, c.hq}, DType::F32);
+      cuda::attention_forward_train(dqin, dkin, dvin, seqs, scale, window, gout, glse, cap);
+      check_rows(gout, out, covered, tol, "out");
+      check_lse(glse, lse, covered);
 
-        // Forward.
-        Tensor out = host_nan({n, qw}), lse = host_nan({n, c.hq});
-        ops::attention_forward_train(q, k, v, seqs, scale, window, out, lse);
-        Tensor gout = device_nan({n, qw}, t), glse = device_nan({n, c.hq}, DType::F32);
-        cuda::attention_forward_train(dqin, dkin, dvin, seqs, scale, window, gout, glse);
-        check_rows(gout, out, covered, tol, "out");
-        check_lse(glse, lse, covered);
-
-        // Backward, from the CPU forward's out (as the GPU stores it) and lse on both sides.
-        Tensor out_in = host_copy(out);
+      // Backward, from the CPU forward's out (as the GPU stores it) and lse on both sides.
+      auto backward_input = [&](const Tensor& o) {
+        Tensor out_in = host_copy(o);
         round_for(out_in, t);
         for (std::int64_t i = 0; i < out_in.numel(); ++i)  // uncovered rows: finite, not NaN
           if (std::isnan(out_in.data<float>()[i])) out_in.data<float>()[i] = 0.0f;
-        Tensor dq = host_nan({n, qw}), dk = host_nan({n, kw}), dv = host_nan({n, kw});
-        ops::attention_backward(q, k, v, out_in, lse, dout, seqs, scale, window, dq, dk, dv);
-        Tensor gdq = device_nan({n, qw}, t), gdk = device_nan({n, kw}, t), gdv = device_nan({n, kw}, t);
-        cuda::attention_backward(dqin, dkin, dvin, upload(out_in, t), upload(lse, DType::F32), dd, seqs, scale, window,
-                                 gdq, gdk, gdv);
-        check_rows(gdq, dq, covered, tol, "dq");
-        check_rows(gdk, dk, covered, tol, "dk");
-        check_rows(gdv, dv, covered, tol, "dv");
+        return out_in;
+      };
+      const Tensor out_in = backward_input(out);
+      Tensor dq = host_nan({n, qw}), dk = host_nan({n, kw}), dv = host_nan({n, kw});
+      ops::attention_backward(q, k, v, out_in, lse, dout, seqs, scale, window, dq, dk, dv, cap);
+      Tensor gdq = device_nan({n, qw}, t), gdk = device_nan({n, kw}, t), gdv = device_nan({n, kw}, t);
+      cuda::attention_backward(dqin, dkin, dvin, upload(out_in, t), upload(lse, DType::F32), dd, seqs, scale, window,
+                               gdq, gdk, gdv, cap);
+      check_rows(gdq, dq, covered, tol, "dq");
+      check_rows(gdk, dk, covered, tol, "dk");
+      check_rows(gdv, dv, covered, tol, "dv");
+
+      if (cap > 0) {  // the uncapped reference of the same inputs: the cap must have moved every output
+        Tensor pout = host_nan({n, qw}), plse = host_nan({n, c.hq});
+        ops::attention_forward_train(q, k, v, seqs, scale, window, pout, plse);
+        Tensor pdq = host_nan({n, qw}), pdk = host_nan({n, kw}), pdv = host_nan({n, kw});
+        ops::attention_backward(q, k, v, backward_input(pout), plse, dout, seqs, scale, window, pdq, pdk, pdv);
+        check_far(gout, pout, covered, 0.1, "out vs uncapped");
+        check_far(gdq, pdq, covered, 0.1, "dq vs uncapped");
+        check_far(gdk, pdk, covered, 0.1, "dk vs uncapped");
+        check_far(gdv, pdv, covered, 0.1, "dv vs uncapped");
       }
     }
   }
   cuda::set_attention_kernels(cuda::AttentionKernels::tensor_cores);
+}
+
+}  // namespace
+
+TEST_CASE("cuda attention_forward_train and attention_backward match the CPU reference") {
+  if (!have_gpu()) return;
+  for (const TrainCase& c : train_cases()) check_against_cpu(c);
+}
+
+TEST_CASE("cuda training attention with Gemma-2 soft-capped scores matches the CPU reference, every kernel") {
+  if (!have_gpu()) return;
+  // Scores of a few units (scale 2 to 3 / sqrt(d)) against caps of 1.5 to 5. Every variant:
+  // F32 and BF16 on CUDA cores, BF16 on WMMA and mma.sync (D = 64, 96; WMMA for gemma-2's
+  // D = 256 8:1 heads; D = 6 falls back to CUDA cores); windows 0, 5, 40; GQA 1 to 8.
+  const std::vector<TrainCase> capped = {
+      {4, 1, 64, {33, 0, 1, 70}, true, 3.0f, 3.0f},  // GQA 4, packed, an empty sequence
+      {6, 2, 96, {65, 7}, false, 2.5f, 2.0f},        // GQA 3, D = 96
+      {8, 1, 256, {70, 1}, false, 3.0f, 5.0f},       // gemma-2's heads: 8:1, D = 256
+      {2, 2, 6, {9, 4}, true, 2.0f, 1.5f},           // MHA, D % 8 != 0
+  };
+  for (const TrainCase& c : capped) check_against_cpu(c);
+}
+
+TEST_CASE("cuda training attention: softcap 0 is the default's bits; a negative cap throws") {
+  if (!have_gpu()) return;
+  const TrainCase c{4, 2, 64, {40, 7}, true};
+  std::int64_t n = 0;
+  const auto seqs = pack(c, n);
+  const std::int64_t qw = c.hq * c.d, kw = c.hkv * c.d;
+  const float scale = 2.0f / std::sqrt(static_cast<float>(c.d));
+  for (const auto& [t, kernels] : kernel_variants()) {
+    cuda::set_attention_kernels(kernels);
+    CAPTURE(name(t)); CAPTURE(kernels_name(kernels));
+    const Tensor q = upload(host_random(rng, {n, qw}, t), t), k = upload(host_random(rng, {n, kw}, t), t);
+    const Tensor v = upload(host_random(rng, {n, kw}, t), t), dout = upload(host_random(rng, {n, qw}, t), t);
+    Tensor out[2] = {device_nan({n, qw}, t), device_nan({n, qw}, t)};
+    Tensor lse[2] = {device_nan({n, c.hq}, DType::F32), device_nan({n, c.hq}, DType::F32)};
+    cuda::attention_forward_train(q, k, v, seqs, scale, 5, out[0], lse[0]);
+    cuda::attention_forward_train(q, k, v, seqs, scale, 5, out[1], lse[1], 0.0f);
+    CHECK(same_bits(out[0], out[1]));
+    CHECK(same_bits(lse[0], lse[1]));
+    Tensor o = download(out[0]);
+    for (std::int64_t i = 0; i < o.numel(); ++i)
+      if (std::isnan(o.data<float>()[i])) o.data<float>()[i] = 0.0f;
+    const Tensor out_in = upload(o, t);
+    Tensor dq[2], dk[2], dv[2];
+    for (int run = 0; run < 2; ++run) {
+      dq[run] = device_nan({n, qw}, t), dk[run] = device_nan({n, kw}, t), dv[run] = device_nan({n, kw}, t);
+      if (run == 0)
+        cuda::attention_backward(q, k, v, out_in, lse[0], dout, seqs, scale, 5, dq[run], dk[run], dv[run]);
+      else
+        cuda::attention_backward(q, k, v, out_in, lse[0], dout, seqs, scale, 5, dq[run], dk[run], dv[run], 0.0f);
+    }
+    CHECK(same_bits(dq[0], dq[1]));
+    CHECK(same_bits(dk[0], dk[1]));
+    CHECK(same_bits(dv[0], dv[1]));
+    // Capped runs are deterministic too, and differ from the uncapped one.
+    Tensor capped[2] = {device_nan({n, qw}, t), device_nan({n, qw}, t)};
+    for (int run = 0; run < 2; ++run) cuda::attention_forward_train(q, k, v, seqs, scale, 5, capped[run], lse[1], 2.0f);
+    CHECK(same_bits(capped[0], capped[1]));
+    CHECK_FALSE(same_bits(capped[0], out[0]));
+    CHECK_THROWS_AS(cuda::attention_forward_train(q, k, v, seqs, scale, 5, out[1], lse[1], -1.0f), InputError);
+    CHECK_THROWS_AS(cuda::attention_backward(q, k, v, out_in, lse[0], dout, seqs, scale, 5, dq[1], dk[1], dv[1], -1.0f),
+                    InputError);
+  }
+  cuda::set_attention_kernels(cuda::AttentionKernels::tensor_cores);
+  cuda::synchronize();
 }
 
 TEST_CASE("cuda training attention is deterministic: two calls give bitwise equal outputs") {

@@ -10,6 +10,9 @@
 //                                         the CPU sees the same values; what remains is the
 //                                         bf16 rounding of the output, <= 2^-9 relative)
 //   F32 linear with TF32 allowed:  1e-2
+// attention_forward with Gemma-2's soft-capping (scores softcap * tanh(s / softcap)): as
+// uncapped, and at least 0.1 (relative) away from the uncapped result, so that a kernel ignoring
+// the cap fails; softcap 0 passed explicitly gives the default's bits, a negative cap throws.
 //
 // Without a GPU (or without CUDA in the build) it prints "skipped: no CUDA device" and passes.
 #include <doctest/doctest.h>
@@ -369,6 +372,72 @@ TEST_CASE("cuda attention_forward: causal GQA over the cache, windows, splits, p
           check_close(gt, wt, tolerance({t}));
         }
       }
+    }
+  }
+}
+
+TEST_CASE("cuda attention_forward with Gemma-2 soft-capped scores: GQA, windows, splits, packed sequences") {
+  if (!have_gpu()) return;
+  // Scores of a few units (scale 3 / sqrt(d)) against caps of 1.5 to 5: the CPU test's case,
+  // prefill + chunked prefill + decode (GQA 4), MQA decode (GQA 6, D 80), D = 256, a long
+  // decode (split-K partials and their combine).
+  const std::vector<AttnCase> all = attention_cases();
+  const std::pair<std::size_t, float> picks[] = {{0, 1.5f}, {1, 3.0f}, {2, 2.0f}, {4, 5.0f}, {6, 3.0f}};
+  for (auto [ci, cap] : picks) {
+    const AttnCase& c = all[ci];
+    const std::int64_t n = rows_of(c), width = c.hq * c.d;
+    const float scale = 3.0f / std::sqrt(static_cast<float>(c.d));
+    std::vector<char> covered(n, 0);
+    for (const auto& s : c.seqs)
+      for (std::int64_t r = s.q_begin; r < s.q_begin + s.q_len; ++r) covered[r] = 1;
+    // The covered rows of a [n, width] host tensor, flat.
+    auto covered_values = [&](const Tensor& x) {
+      std::vector<float> v;
+      for (std::int64_t r = 0; r < n; ++r)
+        if (covered[r]) v.insert(v.end(), x.data<float>() + r * width, x.data<float>() + (r + 1) * width);
+      return v;
+    };
+    for (DType t : kFloatTypes) {
+      Tensor q = host_random(rng, {n, width}, t);
+      Tensor k = host_random(rng, {n, c.hkv * c.d}, t), v = host_random(rng, {n, c.hkv * c.d}, t);
+      Tensor kc0 = host_random(rng, {c.slots, c.hkv, c.tmax, c.d}, t), vc0 = host_random(rng, kc0.shape(), t);
+      Tensor kc = host_copy(kc0), vc = host_copy(vc0);
+      ops::kv_cache_write(k, v, c.seqs, kc, vc);
+      Tensor dkc = upload(kc0, t), dvc = upload(vc0, t);
+      ops::kv_cache_write(upload(k, t), upload(v, t), c.seqs, dkc, dvc);
+      const Tensor dq = upload(q, t);
+      for (std::int64_t window : {std::int64_t{0}, std::int64_t{3}, std::int64_t{64}}) {
+        Tensor want = host_nan({n, width}), plain = host_nan({n, width});
+        ops::attention_forward(q, kc, vc, c.seqs, scale, window, want, cap);
+        ops::attention_forward(q, kc, vc, c.seqs, scale, window, plain);
+        for (int splits : {0, 1, 3, 7}) {
+          CAPTURE(c.hq); CAPTURE(c.hkv); CAPTURE(c.d); CAPTURE(c.seqs.size()); CAPTURE(name(t)); CAPTURE(window);
+          CAPTURE(splits); CAPTURE(cap);
+          Tensor dout = device_nan({n, width}, t);
+          cuda::set_attention_splits_for_testing(splits);
+          ops::attention_forward(dq, dkc, dvc, c.seqs, scale, window, dout, cap);
+          cuda::set_attention_splits_for_testing(0);
+          const Tensor got = download(dout);
+          for (std::int64_t r = 0; r < n; ++r)
+            if (!covered[r])
+              for (std::int64_t e = 0; e < width; ++e) REQUIRE(std::isnan(got.data<float>()[r * width + e]));
+          const std::vector<float> g = covered_values(got), w = covered_values(want), p = covered_values(plain);
+          Tensor gt = Tensor::empty({static_cast<std::int64_t>(g.size())}, DType::F32, kWork);
+          Tensor wt = Tensor::empty({static_cast<std::int64_t>(w.size())}, DType::F32, kWork);
+          std::copy(g.begin(), g.end(), gt.data<float>());
+          std::copy(w.begin(), w.end(), wt.data<float>());
+          check_close(gt, wt, tolerance({t}));
+          const double dist = test::rel_error(g.data(), p.data(), static_cast<std::int64_t>(g.size()));
+          CHECK(dist > 0.1);  // the cap bends these scores: far from the uncapped result
+          if (!(dist > 0.1)) MESSAGE("only " << dist << " from the uncapped result");
+        }
+      }
+      // softcap 0 passed explicitly: the default's bits; a negative cap throws.
+      Tensor a = device_nan({n, width}, t), b = device_nan({n, width}, t);
+      ops::attention_forward(dq, dkc, dvc, c.seqs, scale, 3, a);
+      cuda::attention_forward(dq, dkc, dvc, c.seqs, scale, 3, b, 0.0f);
+      CHECK(device_bytes(a) == device_bytes(b));
+      CHECK_THROWS_AS(cuda::attention_forward(dq, dkc, dvc, c.seqs, scale, 3, b, -1.0f), InputError);
     }
   }
 }

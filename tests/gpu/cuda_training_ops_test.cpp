@@ -22,6 +22,10 @@
 //   multi-tensor AdamW vs adamw_step: bitwise equal
 // Determinism: two runs bitwise equal for sum_squares, cross_entropy (loss and dlogits)
 // and dbias.
+// cross_entropy with Gemma-2's final-logit soft-capping (logits of spread 4, cap 2): loss and
+// dlogits as above against the capped CPU reference, and both at least 0.1 (relative) away
+// from the uncapped result, so that a kernel ignoring the cap fails; softcap 0 passed
+// explicitly gives the default's bits, a negative cap throws.
 //
 // Without a GPU (or without CUDA in the build) it prints "skipped: no CUDA device" and passes.
 #include <doctest/doctest.h>
@@ -232,6 +236,66 @@ TEST_CASE("cuda cross_entropy: loss and dlogits, ignored rows, in place, F32 and
         }
       }
   }
+}
+
+TEST_CASE("cuda cross_entropy with Gemma-2's final logit soft-capping: every path, in place, deterministic") {
+  if (!have_gpu()) return;
+  enum Mode { kNoGrad, kGradF32, kGradBf16, kInPlace };
+  const float cap = 2.0f;
+  // V = 5 (scalar), 1000 and 32000 (packs of 8), 32003 (scalar, 1024 threads).
+  for (auto [n, v] : {std::pair{17, 5}, {33, 1000}, {5, 32000}, {6, 32003}}) {
+    const std::vector<std::int32_t> tg = ce_targets(n, v);
+    std::int64_t valid = 0;
+    for (auto t : tg) valid += t != ops::kIgnoreIndex;
+    const float scale = valid ? 1.0f / static_cast<float>(valid) : 1.0f;
+    Tensor htg = host_i32(tg), dtg = upload_i32(tg);
+    for (DType lt : kFloatTypes)
+      for (Mode mode : {kNoGrad, kGradF32, kGradBf16, kInPlace}) {
+        CAPTURE(n); CAPTURE(v); CAPTURE(name(lt)); CAPTURE(static_cast<int>(mode));
+        Tensor logits = host_random(rng, {n, v}, lt, 4.0f);
+        Tensor want_g = host_nan({n, v}), plain_g = host_nan({n, v});
+        const double want = ops::cross_entropy(logits, htg, scale, &want_g, cap);
+        const double plain = ops::cross_entropy(logits, htg, scale, &plain_g);
+
+        Tensor dl = upload(logits, lt);
+        const DType gt = mode == kGradF32 ? DType::F32 : mode == kGradBf16 ? DType::BF16 : lt;
+        Tensor dg = mode == kInPlace ? dl : device_nan({n, v}, gt);
+        const double got = cuda::cross_entropy(dl, dtg, scale, mode == kNoGrad ? nullptr : &dg, cap);
+        check_close_scalar(got, want, 1e-5);
+        CHECK(std::abs(got - plain) > 0.1 * std::max(1.0, std::abs(plain)));  // the cap matters here
+        if (mode == kNoGrad) {
+          CHECK(std::memcmp(download(dl).raw(), logits.raw(), logits.nbytes()) == 0);  // logits untouched
+          const double again = cuda::cross_entropy(dl, dtg, scale, nullptr, cap);
+          CHECK(std::memcmp(&again, &got, sizeof got) == 0);
+          continue;
+        }
+        Tensor g = download(dg);
+        check_close(g, want_g, tolerance({gt}));
+        const double dist = test::rel_error(g.data<float>(), plain_g.data<float>(), g.numel());
+        CHECK(dist > 0.1);  // far from the uncapped gradient
+        if (!(dist > 0.1)) MESSAGE("dlogits only " << dist << " from the uncapped gradient");
+        for (std::int64_t r = 0; r < n; ++r)
+          if (tg[r] == ops::kIgnoreIndex)
+            for (std::int64_t j = 0; j < v; ++j) REQUIRE(g.data<float>()[r * v + j] == 0.0f);
+        if (mode == kGradF32 || mode == kGradBf16) {  // determinism of loss and dlogits
+          Tensor dg2 = device_nan({n, v}, gt);
+          const double again = cuda::cross_entropy(dl, dtg, scale, &dg2, cap);
+          CHECK(std::memcmp(&again, &got, sizeof got) == 0);
+          CHECK(device_bytes(dg2) == device_bytes(dg));
+        }
+      }
+  }
+  // softcap 0 passed explicitly: the default's bits; a negative cap throws before any write.
+  const std::vector<std::int32_t> tg = ce_targets(9, 1000);
+  const Tensor dtg = upload_i32(tg), dl = upload(host_random(rng, {9, 1000}, DType::F32, 4.0f), DType::F32);
+  Tensor a = device_nan({9, 1000}, DType::F32), b = device_nan({9, 1000}, DType::F32);
+  const double la = cuda::cross_entropy(dl, dtg, 0.5f, &a), lb = cuda::cross_entropy(dl, dtg, 0.5f, &b, 0.0f);
+  CHECK(std::memcmp(&la, &lb, sizeof la) == 0);
+  CHECK(device_bytes(a) == device_bytes(b));
+  Tensor c = device_nan({9, 1000}, DType::F32);
+  CHECK_THROWS_AS(cuda::cross_entropy(dl, dtg, 0.5f, &c, -2.0f), InputError);
+  Tensor gc = download(c);
+  for (std::int64_t i = 0; i < gc.numel(); ++i) REQUIRE(std::isnan(gc.data<float>()[i]));
 }
 
 TEST_CASE("cuda cross_entropy: all rows ignored, out-of-range targets throw before any write") {

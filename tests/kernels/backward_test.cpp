@@ -361,7 +361,7 @@ struct AttnShape {
 
 // fp64 training attention over packed sequences (k/v rows are the query rows).
 void attention64(const Vec& Q, const Vec& K, const Vec& V, std::span<const ops::AttentionSeq> seqs, AttnShape s,
-                 double scale, std::int64_t window, Vec& out, Vec* lse) {
+                 double scale, std::int64_t window, Vec& out, Vec* lse, double softcap = 0) {
   const int qw = s.hq * s.d, kw = s.hkv * s.d, group = s.hq / s.hkv;
   for (const auto& seq : seqs)
     for (int t = 0; t < seq.q_len; ++t) {
@@ -375,7 +375,7 @@ void attention64(const Vec& Q, const Vec& K, const Vec& V, std::span<const ops::
           const int krow = static_cast<int>(seq.q_begin) + j;
           double dd = 0;
           for (int e = 0; e < s.d; ++e) dd += Q[row * qw + h * s.d + e] * K[krow * kw + g * s.d + e];
-          sc[j] = dd * scale;
+          sc[j] = softcap > 0 ? softcap * std::tanh(dd * scale / softcap) : dd * scale;
           mx = std::max(mx, sc[j]);
         }
         double sum = 0;
@@ -394,24 +394,24 @@ void attention64(const Vec& Q, const Vec& K, const Vec& V, std::span<const ops::
 // Forward vs fp64, then dq/dk/dv vs finite differences (on `samples` random
 // coordinates of each, or all of them when samples == 0).
 void check_attention(std::vector<ops::AttentionSeq> seqs, AttnShape s, float scale, std::int64_t window,
-                     std::size_t samples = 0) {
+                     std::size_t samples = 0, float softcap = 0) {
   std::int64_t n = 0;
   for (const auto& q : seqs) n = std::max(n, q.q_begin + q.q_len);
   const int qw = s.hq * s.d, kw = s.hkv * s.d;
   Tensor q = random_tensor({n, qw}), k = random_tensor({n, kw}), v = random_tensor({n, kw}), r = random_tensor({n, qw});
   const Vec Q = vec(q), K = vec(k), V = vec(v), R = vec(r);
   Tensor out = poisoned({n, qw}), lse = poisoned({n, s.hq});
-  ops::attention_forward_train(q, k, v, seqs, scale, window, out, lse);
+  ops::attention_forward_train(q, k, v, seqs, scale, window, out, lse, softcap);
   Vec out64(n * qw), lse64(n * s.hq);
-  attention64(Q, K, V, seqs, s, scale, window, out64, &lse64);
+  attention64(Q, K, V, seqs, s, scale, window, out64, &lse64, softcap);
   check_grad(out, out64, "out", 1e-5);
   check_grad(lse, lse64, "lse", 1e-5);
 
   Tensor dq = poisoned({n, qw}), dk = poisoned({n, kw}), dv = poisoned({n, kw});
-  ops::attention_backward(q, k, v, out, lse, r, seqs, scale, window, dq, dk, dv);
+  ops::attention_backward(q, k, v, out, lse, r, seqs, scale, window, dq, dk, dv, softcap);
   auto loss = [&](const Vec& Q, const Vec& K, const Vec& V) {
     Vec o(n * qw);
-    attention64(Q, K, V, seqs, s, scale, window, o, nullptr);
+    attention64(Q, K, V, seqs, s, scale, window, o, nullptr, softcap);
     return dot(o, R);
   };
   auto pick = [&](std::size_t size) {
@@ -442,6 +442,30 @@ TEST_CASE("attention_forward_train and attention_backward vs fp64 and finite dif
   check_attention({{0, 1, 0, 0}}, {1, 1, 3}, 0.7f, 0);
   // Window 1: each row only sees itself.
   check_attention(seqs, {2, 1, 4}, 0.5f, 1);
+}
+
+TEST_CASE("attention with Gemma-2 soft-capped scores vs fp64 and finite differences") {
+  // Scores of a few units against a cap of 1.5: tanh is far from linear there.
+  const std::vector<ops::AttentionSeq> seqs = {{0, 5, 1, 0}, {5, 3, 0, 0}};
+  for (int hkv : {4, 2})
+    for (std::int64_t window : {0, 3}) {
+      CAPTURE(hkv); CAPTURE(window);
+      check_attention(seqs, {4, hkv, 5}, 1.2f, window, 0, 1.5f);
+    }
+  // The cap changes the result (the test above cannot pass with it ignored).
+  Tensor q = random_tensor({8, 20}), k = random_tensor({8, 10}), v = random_tensor({8, 10});
+  Tensor capped = poisoned({8, 20}), plain = poisoned({8, 20}), lse = poisoned({8, 4});
+  ops::attention_forward_train(q, k, v, seqs, 1.2f, 0, capped, lse, 1.5f);
+  ops::attention_forward_train(q, k, v, seqs, 1.2f, 0, plain, lse);
+  CHECK_FALSE(same_bits(capped, plain));
+  // Over a cache, the same capped scores.
+  Tensor kc = poisoned({2, 2, 8, 5}), vc = poisoned({2, 2, 8, 5}), cached = poisoned({8, 20});
+  ops::kv_cache_write(k, v, seqs, kc, vc);
+  ops::attention_forward(q, kc, vc, seqs, 1.2f, 0, cached, 1.5f);
+  check_grad(cached, vec(capped), "cached vs train, capped", 1e-6);
+  // A negative cap is refused.
+  CHECK_THROWS_WITH_AS(ops::attention_forward_train(q, k, v, seqs, 1.2f, 0, plain, lse, -1.0f),
+                       doctest::Contains("softcap"), InputError);
 }
 
 TEST_CASE("attention backward on longer packed sequences (parallel, sampled finite differences)") {
@@ -483,14 +507,18 @@ TEST_CASE("training attention refuses a cache offset and mismatched shapes") {
 // ---------------------------------------------------------------------------
 namespace {
 // sum over non-ignored rows of -log softmax(logits)[target], in double.
-double xent64(const Vec& L, const std::vector<std::int32_t>& tg, int vocab) {
+// With softcap > 0 the logits are first capped: softcap * tanh(l / softcap).
+double xent64(const Vec& L, const std::vector<std::int32_t>& tg, int vocab, double softcap = 0) {
   double total = 0;
   for (std::size_t i = 0; i < tg.size(); ++i) {
     if (tg[i] == -100) continue;
+    std::vector<double> z(L.begin() + i * vocab, L.begin() + (i + 1) * vocab);
+    if (softcap > 0)
+      for (auto& x : z) x = softcap * std::tanh(x / softcap);
     double mx = -INFINITY, sum = 0;
-    for (int j = 0; j < vocab; ++j) mx = std::max(mx, L[i * vocab + j]);
-    for (int j = 0; j < vocab; ++j) sum += std::exp(L[i * vocab + j] - mx);
-    total += mx + std::log(sum) - L[i * vocab + tg[i]];
+    for (int j = 0; j < vocab; ++j) mx = std::max(mx, z[j]);
+    for (int j = 0; j < vocab; ++j) sum += std::exp(z[j] - mx);
+    total += mx + std::log(sum) - z[tg[i]];
   }
   return total;
 }
@@ -541,6 +569,29 @@ TEST_CASE("cross_entropy: loss and gradient vs finite differences, ignored rows,
                          InputError);
     CHECK(same_bits(inplace, logits));
   }
+}
+
+TEST_CASE("cross_entropy with Gemma-2's final logit soft-capping: loss and gradient vs finite differences") {
+  const int vocab = 11;
+  const std::vector<std::int32_t> tg = {4, -100, 0, 10, 7};
+  const int n = static_cast<int>(tg.size());
+  const float grad_scale = 0.5f, softcap = 2.0f;
+  Tensor logits = random_tensor({n, vocab}, 4.0f), targets = i32_tensor(tg);
+  const Vec L = vec(logits);
+  const double want = xent64(L, tg, vocab, softcap);
+  CHECK(std::abs(want - xent64(L, tg, vocab)) > 0.1);  // the cap matters at this spread
+  Vec g = fd_grad(L, [&](const Vec& x) { return xent64(x, tg, vocab, softcap); });
+  for (auto& x : g) x *= grad_scale;
+  Tensor dl = poisoned({n, vocab});
+  const double loss = ops::cross_entropy(logits, targets, grad_scale, &dl, softcap);
+  CHECK(std::abs(loss - want) < 1e-6 * std::max(1.0, std::abs(want)));
+  check_grad(dl, g, "dlogits (capped)");
+  CHECK(ops::cross_entropy(logits, targets, grad_scale, nullptr, softcap) == loss);
+  Tensor inplace = copy_of(logits);
+  CHECK(ops::cross_entropy(inplace, targets, grad_scale, &inplace, softcap) == loss);
+  CHECK(same_bits(inplace, dl));
+  CHECK_THROWS_WITH_AS(ops::cross_entropy(logits, targets, 1.0f, nullptr, -2.0f), doctest::Contains("softcap"),
+                       InputError);
 }
 
 TEST_CASE("cross_entropy on a large batch (parallel path) vs fp64 softmax") {
