@@ -50,6 +50,7 @@ SPPFT_JSON_INSTANTIATE(std::string)
 SPPFT_JSON_INSTANTIATE(Json)
 SPPFT_JSON_INSTANTIATE(std::vector<std::int64_t>)
 SPPFT_JSON_INSTANTIATE(std::vector<double>)
+SPPFT_JSON_INSTANTIATE(std::vector<std::string>)
 #undef SPPFT_JSON_INSTANTIATE
 
 }  // namespace sppft

@@ -96,9 +96,57 @@ void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
   if (c.rope.factor <= 0) throw InputError(sw + ": factor must be positive");
 }
 
+// A softcapping field: a positive number, or null / absent (`fallback` when absent).
+float softcap_field(const Json& j, const char* key, double fallback, const std::string& where) {
+  if (!j.contains(key)) return static_cast<float>(fallback);
+  if (j[key].is_null()) return 0.0f;
+  const double v = json_get<double>(j, key, where);
+  if (!(v > 0)) throw InputError(where + ": " + key + " must be positive or null, got " + std::to_string(v));
+  return static_cast<float>(v);
+}
+
+// Gemma-2 (defaults as transformers' Gemma2Config): sandwich norms, soft-capping, a scale from
+// query_pre_attn_scalar, and sliding-window attention on the layers layer_types names
+// (by default every even layer).
+void parse_gemma2(const Json& j, ModelConfig& c, const std::string& where) {
+  c.sandwich_norms = true;
+  c.query_pre_attn_scalar = json_get_or<double>(j, "query_pre_attn_scalar", 256.0, where);
+  if (!(c.query_pre_attn_scalar > 0)) throw InputError(where + ": query_pre_attn_scalar must be positive");
+  c.attn_logit_softcap = softcap_field(j, "attn_logit_softcapping", 50.0, where);
+  c.final_logit_softcap = softcap_field(j, "final_logit_softcapping", 30.0, where);
+  if (json_get_or<bool>(j, "use_bidirectional_attention", false, where))
+    throw InputError(where + ": use_bidirectional_attention true is not implemented (expected causal attention)");
+  std::int64_t window = 4096;
+  if (j.contains("sliding_window")) window = j["sliding_window"].is_null() ? 0 : json_get<std::int64_t>(j, "sliding_window", where);
+  if (window < 0) throw InputError(where + ": sliding_window must be positive or null");
+  if (window > 0) c.sliding_window = window;
+  c.sliding_layers.assign(static_cast<std::size_t>(c.num_layers), false);
+  if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+    const auto types = json_get<std::vector<std::string>>(j, "layer_types", where);
+    if (static_cast<std::int64_t>(types.size()) != c.num_layers)
+      throw InputError(where + ": layer_types has " + std::to_string(types.size()) + " entries, expected num_hidden_layers = " +
+                       std::to_string(c.num_layers));
+    for (std::size_t l = 0; l < types.size(); ++l) {
+      if (types[l] != "sliding_attention" && types[l] != "full_attention")
+        throw InputError(where + ": layer_types[" + std::to_string(l) + "] is '" + types[l] +
+                         "', expected sliding_attention or full_attention");
+      c.sliding_layers[l] = types[l] == "sliding_attention";
+    }
+  } else {
+    for (std::size_t l = 0; l < c.sliding_layers.size(); ++l) c.sliding_layers[l] = l % 2 == 0;
+  }
+}
+
 }  // namespace
 
+std::int64_t ModelConfig::attention_window(std::int64_t layer) const {
+  if (!sliding_window) return 0;
+  if (!sliding_layers.empty() && !sliding_layers.at(static_cast<std::size_t>(layer))) return 0;
+  return *sliding_window;
+}
+
 float ModelConfig::attention_scale() const {
+  if (query_pre_attn_scalar > 0) return static_cast<float>(1.0 / std::sqrt(query_pre_attn_scalar));
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (rope.attention_factor == 1.0) return scale;  // bit for bit what every other model has always used
   return static_cast<float>(static_cast<double>(scale) * rope.attention_factor * rope.attention_factor);
@@ -110,7 +158,7 @@ std::int64_t ModelConfig::block_parameters() const {
   if (qkv_bias) attn += q_dim() + 2 * kv_dim();
   if (o_bias) attn += h;
   std::int64_t mlp = 3 * h * f + (mlp_bias ? 2 * f + h : 0);
-  return attn + mlp + 2 * h;
+  return attn + mlp + (sandwich_norms ? 4 : 2) * h;
 }
 
 std::int64_t ModelConfig::total_parameters() const {
@@ -130,7 +178,9 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   else if (t == "qwen2") c.family = Family::Qwen2;
   else if (t == "gemma") c.family = Family::Gemma;
   else if (t == "phi3") c.family = Family::Phi3;
-  else throw InputError(where + ": model_type '" + t + "' is not supported (expected llama, mistral, qwen2, gemma or phi3)");
+  else if (t == "gemma2") c.family = Family::Gemma2;
+  else throw InputError(where + ": model_type '" + t + "' is not supported (expected llama, mistral, qwen2, gemma, gemma2 or phi3)");
+  const bool gemma = c.family == Family::Gemma || c.family == Family::Gemma2;
 
   c.hidden_size = positive(j, "hidden_size", where);
   c.intermediate_size = positive(j, "intermediate_size", where);
@@ -155,16 +205,17 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   double partial = json_get_or<double>(j, "partial_rotary_factor", 1.0, where);
   if (partial != 1.0) throw InputError(where + ": partial_rotary_factor " + std::to_string(partial) + " is not implemented (expected 1.0)");
 
-  bool tie_default = c.family == Family::Gemma;
+  bool tie_default = gemma;
   c.tie_word_embeddings = json_get_or<bool>(j, "tie_word_embeddings", tie_default, where);
   bool attention_bias = json_get_or<bool>(j, "attention_bias", false, where);
   c.qkv_bias = c.family == Family::Qwen2 || attention_bias;
   c.o_bias = c.family != Family::Qwen2 && attention_bias;
   c.mlp_bias = json_get_or<bool>(j, "mlp_bias", false, where);
   c.fused_qkv = c.fused_gate_up = c.family == Family::Phi3;
-  c.norm_unit_offset = c.scale_embeddings = c.family == Family::Gemma;
+  c.norm_unit_offset = c.scale_embeddings = gemma;
 
   std::string act = json_get_or<std::string>(j, "hidden_activation", "", where);
+  if (act.empty() && c.family == Family::Gemma2 && !j.contains("hidden_act")) act = "gelu_pytorch_tanh";
   if (act.empty()) act = json_get_or<std::string>(j, "hidden_act", "silu", where);
   // transformers runs gemma with the tanh approximation even when hidden_act says "gelu".
   if (c.family == Family::Gemma && act == "gelu" && !j.contains("hidden_activation")) act = "gelu_pytorch_tanh";
@@ -179,6 +230,7 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   }
   if (c.family == Family::Qwen2 && json_get_or<bool>(j, "use_sliding_window", false, where))
     throw InputError(where + ": use_sliding_window true is not implemented for qwen2");
+  if (c.family == Family::Gemma2) parse_gemma2(j, c, where);
 
   if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<std::int64_t>();
   if (j.contains("eos_token_id")) c.eos_token_ids = id_list(j["eos_token_id"], where);
@@ -196,7 +248,8 @@ ModelConfig load_model_config(const fs::path& dir) {
 }
 
 Json model_config_to_json(const ModelConfig& c) {
-  static const char* archs[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "GemmaForCausalLM", "Phi3ForCausalLM"};
+  static const char* archs[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                                "GemmaForCausalLM", "Phi3ForCausalLM",    "Gemma2ForCausalLM"};
   Json j;
   j["architectures"] = {archs[static_cast<int>(c.family)]};
   j["model_type"] = c.model_type;
@@ -233,8 +286,18 @@ Json model_config_to_json(const ModelConfig& c) {
     j["mlp_bias"] = c.mlp_bias;
   }
   const char* act = c.activation == Activation::SiLU ? "silu" : c.activation == Activation::GeluTanh ? "gelu_pytorch_tanh" : "gelu";
-  j[c.family == Family::Gemma ? "hidden_activation" : "hidden_act"] = act;
+  j[c.family == Family::Gemma || c.family == Family::Gemma2 ? "hidden_activation" : "hidden_act"] = act;
   if (c.sliding_window) j["sliding_window"] = *c.sliding_window;
+  if (c.family == Family::Gemma2) {
+    if (!c.sliding_window) j["sliding_window"] = nullptr;
+    j["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
+    const auto cap = [](float v) { return v > 0 ? Json(static_cast<double>(v)) : Json(nullptr); };
+    j["attn_logit_softcapping"] = cap(c.attn_logit_softcap);
+    j["final_logit_softcapping"] = cap(c.final_logit_softcap);
+    Json types = Json::array();
+    for (bool s : c.sliding_layers) types.push_back(s ? "sliding_attention" : "full_attention");
+    j["layer_types"] = types;
+  }
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
   if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
   else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;

@@ -1,5 +1,5 @@
 // ModelConfig: what sppft needs of a Hugging Face config.json, for model_type
-// llama (Llama-2, Llama-3/3.1, TinyLlama), mistral, qwen2, gemma and phi3.
+// llama (Llama-2, Llama-3/3.1, TinyLlama), mistral, qwen2, gemma, gemma2 and phi3.
 // Both the Hub form (rope_theta, rope_scaling) and the newer transformers form
 // (rope_parameters) are read.
 #pragma once
@@ -14,7 +14,7 @@
 
 namespace sppft {
 
-enum class Family { Llama, Mistral, Qwen2, Gemma, Phi3 };
+enum class Family { Llama, Mistral, Qwen2, Gemma, Phi3, Gemma2 };
 enum class Activation { SiLU, GeluTanh, GeluErf };
 
 struct RopeConfig {
@@ -56,13 +56,24 @@ struct ModelConfig {
   bool scale_embeddings = false;     // gemma: embeddings * sqrt(hidden)
   Activation activation = Activation::SiLU;
   std::optional<std::int64_t> sliding_window;
+  std::vector<bool> sliding_layers;  // gemma2 layer_types: which layers take sliding_window; empty = all
+  // Gemma-2: the attention scale is 1 / sqrt(query_pre_attn_scalar) (0: head_dim); attention
+  // scores and final logits are soft-capped, cap * tanh(x / cap) (0: not capped); every
+  // block also normalises the outputs of attention and MLP before their residual adds.
+  double query_pre_attn_scalar = 0;
+  float attn_logit_softcap = 0;
+  float final_logit_softcap = 0;
+  bool sandwich_norms = false;
   std::optional<std::int64_t> bos_token_id;
   std::vector<std::int64_t> eos_token_ids;
   std::string torch_dtype = "float32";
   Json source;  // the config.json object it was parsed from (null for built configs)
 
   std::int64_t q_dim() const { return num_heads * head_dim; }
-  // The softmax scale of attention scores: 1 / sqrt(head_dim), times longrope's attention_factor^2.
+  // The sliding window of layer `layer`'s attention (0: it sees every earlier position).
+  std::int64_t attention_window(std::int64_t layer) const;
+  // The softmax scale of attention scores: 1 / sqrt(head_dim) (gemma2: query_pre_attn_scalar),
+  // times longrope's attention_factor^2.
   float attention_scale() const;
   // Whether a sequence whose largest position is `max_position` takes longrope's long factors.
   bool rope_long(std::int64_t max_position) const {

@@ -43,7 +43,12 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, ModelWeights& w) {
     }
     specs.push_back({p + "self_attn.o_proj.weight", &b.o, i, {h, qd}});
     if (c.o_bias) specs.push_back({p + "self_attn.o_proj.bias", &b.o_bias, i, {h}});
-    specs.push_back({p + "post_attention_layernorm.weight", &b.post_attention_norm, i, {h}});
+    if (c.sandwich_norms) {
+      specs.push_back({p + "post_attention_layernorm.weight", &b.attn_out_norm, i, {h}});
+      specs.push_back({p + "pre_feedforward_layernorm.weight", &b.mlp_norm, i, {h}});
+    } else {
+      specs.push_back({p + "post_attention_layernorm.weight", &b.mlp_norm, i, {h}});
+    }
     if (c.fused_gate_up) {
       specs.push_back({p + "mlp.gate_up_proj.weight", &b.gate_up_fused, i, {2 * f, h}});
     } else {
@@ -56,6 +61,7 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, ModelWeights& w) {
       specs.push_back({p + "mlp.up_proj.bias", &b.up_bias, i, {f}});
       specs.push_back({p + "mlp.down_proj.bias", &b.down_bias, i, {h}});
     }
+    if (c.sandwich_norms) specs.push_back({p + "post_feedforward_layernorm.weight", &b.mlp_out_norm, i, {h}});
   }
   specs.push_back({"model.norm.weight", &w.final_norm, -1, {h}});
   if (!c.tie_word_embeddings) specs.push_back({"lm_head.weight", &w.lm_head, -1, {c.vocab_size, h}});
@@ -462,8 +468,14 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
   Tensor q = activation({n, c.q_dim()}), k = activation({n, c.kv_dim()}), v = activation({n, c.kv_dim()});
   Tensor attn = activation({n, c.q_dim()}), proj = activation({n, h});
   Tensor gate = activation({n, f}), up = activation({n, f});
+  Tensor out_normed = c.sandwich_norms ? activation({n, h}) : Tensor();
+  // The residual branch's output as added to x: itself, or normalised first (gemma2).
+  auto branch = [&](const Tensor& out, const Tensor& norm) -> const Tensor& {
+    if (!c.sandwich_norms) return out;
+    ops::rmsnorm_forward(out, norm, eps, c.norm_unit_offset, out_normed);
+    return out_normed;
+  };
   const float scale = c.attention_scale();
-  const std::int64_t window = c.sliding_window.value_or(0);
   const std::vector<RopeRun> rope = rope_runs(seqs);
   for (std::int64_t l = 0; l < L; ++l) {
     const BlockWeights& b = w_.blocks[l];
@@ -473,17 +485,18 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
     ops::linear_forward(normed, b.v, opt(b.v_bias), v);
     apply_rope(rope, q, k, pos, c.head_dim, /*backward=*/false);
     ops::kv_cache_write(k, v, seqs, cache.k(l), cache.v(l));
-    ops::attention_forward(q, cache.k(l), cache.v(l), seqs, scale, window, attn);
+    ops::attention_forward(q, cache.k(l), cache.v(l), seqs, scale, c.attention_window(l), attn, c.attn_logit_softcap);
     ops::linear_forward(attn, b.o, opt(b.o_bias), proj);
-    ops::add_rmsnorm_forward(x, proj, b.post_attention_norm, eps, c.norm_unit_offset, normed);
+    ops::add_rmsnorm_forward(x, branch(proj, b.attn_out_norm), b.mlp_norm, eps, c.norm_unit_offset, normed);
     ops::linear_forward(normed, b.gate, opt(b.gate_bias), gate);
     ops::linear_forward(normed, b.up, opt(b.up_bias), up);
     ops::glu_forward(gate, up, glu_of(c.activation), gate);
     ops::linear_forward(gate, b.down, opt(b.down_bias), proj);
+    const Tensor& delta = branch(proj, b.mlp_out_norm);
     if (l + 1 < L)  // the residual add with the next block's input norm
-      ops::add_rmsnorm_forward(x, proj, w_.blocks[l + 1].input_norm, eps, c.norm_unit_offset, normed);
+      ops::add_rmsnorm_forward(x, delta, w_.blocks[l + 1].input_norm, eps, c.norm_unit_offset, normed);
     else
-      ops::add_inplace(x, proj);
+      ops::add_inplace(x, delta);
     capture_layer(x, l + 1);
   }
   for (std::int64_t s = 0; s < nseq; ++s) cache.set_length(in.slots[s], seqs[s].past_len + seqs[s].q_len);
@@ -508,7 +521,12 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
   // The logits in fp32 (on a GPU, the GEMM writes fp32 from bf16 inputs), returned on the host.
   Tensor logits = Tensor::empty({rows.dim(0), c.vocab_size}, DType::F32, MemCategory::Activations, dev);
   ops::linear_forward(final_rows, w_.lm_head, nullptr, logits);
-  return to_host_f32(logits);
+  Tensor host = to_host_f32(logits);
+  if (c.final_logit_softcap > 0) {  // gemma2, on the fp32 logits that come back
+    float* p = host.data<float>();
+    for (std::int64_t i = 0; i < host.numel(); ++i) p[i] = ops::soft_cap(p[i], c.final_logit_softcap);
+  }
+  return host;
 }
 
 void Model::save(const fs::path& dir, DType dtype, std::size_t max_shard_bytes) {

@@ -22,8 +22,12 @@ namespace sppft {
 
 // One decoder block. Phi-3's fused qkv_proj / gate_up_proj are kept as loaded;
 // q/k/v and gate/up are row views into them.
+// Norms by role: input_norm before attention, mlp_norm before the MLP (Hugging Face's
+// post_attention_layernorm, Gemma-2's pre_feedforward_layernorm); Gemma-2 also normalises
+// the attention and MLP outputs (attn_out_norm = its post_attention_layernorm, mlp_out_norm =
+// post_feedforward_layernorm; undefined elsewhere).
 struct BlockWeights {
-  Tensor input_norm, post_attention_norm;
+  Tensor input_norm, mlp_norm, attn_out_norm, mlp_out_norm;
   Tensor q, k, v, o, gate, up, down;
   Tensor q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias, down_bias;  // undefined when absent
   Tensor qkv_fused, gate_up_fused;                                      // phi3 only

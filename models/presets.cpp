@@ -22,6 +22,13 @@ const char* preset_json(const std::string& name) {
       "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 256000,
       "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_activation": "gelu_pytorch_tanh",
       "bos_token_id": 2, "eos_token_id": 1, "tie_word_embeddings": true, "torch_dtype": "bfloat16"})";
+  if (name == "gemma-2-2b")  // google/gemma-2-2b-it
+    return R"({"model_type": "gemma2", "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+      "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 256000,
+      "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_activation": "gelu_pytorch_tanh",
+      "query_pre_attn_scalar": 256, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+      "sliding_window": 4096, "bos_token_id": 2, "eos_token_id": [1, 107], "tie_word_embeddings": true,
+      "torch_dtype": "bfloat16"})";
   if (name == "phi-3-mini")
     return R"({"model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
       "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096,
@@ -32,11 +39,15 @@ const char* preset_json(const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> preset_names() { return {"llama-3-8b", "llama-2-7b", "gemma-2b", "phi-3-mini"}; }
+std::vector<std::string> preset_names() { return {"llama-3-8b", "llama-2-7b", "gemma-2b", "gemma-2-2b", "phi-3-mini"}; }
 
 ModelConfig preset_config(const std::string& name) {
   const char* j = preset_json(name);
-  if (!j) throw InputError("--preset: unknown preset '" + name + "' (expected llama-3-8b, llama-2-7b, gemma-2b or phi-3-mini)");
+  if (!j) {
+    std::string names;
+    for (const auto& p : preset_names()) names += (names.empty() ? "" : ", ") + p;
+    throw InputError("--preset: unknown preset '" + name + "' (expected one of " + names + ")");
+  }
   return parse_model_config(Json::parse(j), "preset " + name);
 }
 

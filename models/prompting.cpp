@@ -10,7 +10,8 @@ ChatFormat chat_format_for(const Model& model) {
       return model.tokenizer().token_to_id("<|start_header_id|>") ? ChatFormat::Llama3 : ChatFormat::Llama2;
     case Family::Mistral: return ChatFormat::Mistral;
     case Family::Qwen2: return ChatFormat::ChatML;
-    case Family::Gemma: return ChatFormat::Gemma;
+    case Family::Gemma:
+    case Family::Gemma2: return ChatFormat::Gemma;
     case Family::Phi3: return ChatFormat::Phi3;
   }
   return ChatFormat::Llama2;

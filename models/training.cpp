@@ -118,6 +118,10 @@ std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const 
     if (full) s.push_back({p + "normed2", act, {n, h}});
     s.push_back({p + "gate", act, {n, f}});
     s.push_back({p + "up", act, {n, f}});
+    if (c.sandwich_norms) {
+      s.push_back({p + "o_out", act, {n, h}});
+      s.push_back({p + "down_out", act, {n, h}});
+    }
   };
   bool any_recomputed = false, any_full_recomputed = false;  // the shared set fits the largest of them
   for (std::size_t l = 0; l < modes.size(); ++l) {
@@ -145,6 +149,7 @@ std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const 
            {"d_k", {n, kv}, DType::F32}, {"d_v", {n, kv}, DType::F32}, {"d_attn", {n, q}, DType::F32},
            {"d_gate", {n, f}, DType::F32}, {"d_up", {n, f}, DType::F32}, {"act", {n, f}, DType::F32}})
     s.push_back({name, ws, shape, dt});
+  if (c.sandwich_norms) s.push_back({"w_out_normed", ws, {n, h}, DType::F32});
   for (auto& spec : s)  // the log-sum-exp stays fp32: it carries the softmax's scale
     if (spec.dtype == DType::F32 && spec.name.find("lse") == std::string::npos) spec.dtype = activations;
   return s;
@@ -183,11 +188,13 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
       {"final_normed", &final_normed_}, {"logits", &logits_}, {"d_final", &d_final_}, {"w_normed", &w_normed_},
       {"w_q", &w_q_}, {"w_k", &w_k_}, {"w_v", &w_v_}, {"w_attn", &w_attn_}, {"w_lse", &w_lse_}, {"w_gate", &w_gate_},
       {"w_up", &w_up_}, {"w_proj", &w_proj_}, {"dx", &dx_}, {"d_tmp", &d_tmp_}, {"d_q", &d_q_}, {"d_k", &d_k_},
-      {"d_v", &d_v_}, {"d_attn", &d_attn_}, {"d_gate", &d_gate_}, {"d_up", &d_up_}, {"act", &act_}};
+      {"d_v", &d_v_}, {"d_attn", &d_attn_}, {"d_gate", &d_gate_}, {"d_up", &d_up_}, {"act", &act_},
+      {"w_out_normed", &w_out_normed_}};
   const auto saved_slots = [&](const std::string& p, Saved& s) {
     for (auto [name, t] : std::vector<std::pair<const char*, Tensor*>>{
              {"x_in", &s.x_in}, {"normed1", &s.normed1}, {"q", &s.q}, {"k", &s.k}, {"v", &s.v}, {"attn", &s.attn},
-             {"lse", &s.lse}, {"x_mid", &s.x_mid}, {"normed2", &s.normed2}, {"gate", &s.gate}, {"up", &s.up}})
+             {"lse", &s.lse}, {"x_mid", &s.x_mid}, {"normed2", &s.normed2}, {"gate", &s.gate}, {"up", &s.up},
+             {"o_out", &s.o_out}, {"down_out", &s.down_out}})
       slot[p + name] = t;
   };
   for (std::int64_t l = 0; l < c.num_layers; ++l) saved_slots("block." + std::to_string(l) + ".", saved_[l]);
@@ -206,6 +213,7 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
     s.normed2 = full ? shared_.normed2 : Tensor();
     s.q = shared_.q, s.k = shared_.k, s.v = shared_.v, s.attn = shared_.attn, s.lse = shared_.lse;
     s.x_mid = shared_.x_mid, s.gate = shared_.gate, s.up = shared_.up;
+    s.o_out = shared_.o_out, s.down_out = shared_.down_out;
   }
   if (device != Device::CPU) ops::reserve_scratch(device, device_scratch_bytes(c, modes_, max_tokens_, loss_chunk_));
   for (auto [dev, host] : {std::pair{&ids_, &ids_host_}, std::pair{&pos_, &pos_host_}, std::pair{&targets_, &targets_host_}})
@@ -235,12 +243,20 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n, bool recomputi
   ops::linear_forward(normed1, b.v, opt(b.v_bias), v);
   Tensor pos = first(pos_, n);
   apply_rope(rope_, q, k, pos, c.head_dim, /*backward=*/false);
-  ops::attention_forward_train(q, k, v, seqs_, c.attention_scale(),
-                               c.sliding_window.value_or(0), attn, lse);
-  Tensor proj = first(w_proj_, n);
+  ops::attention_forward_train(q, k, v, seqs_, c.attention_scale(), c.attention_window(l), attn, lse,
+                               c.attn_logit_softcap);
+  // A branch's output before its residual add: itself, or (gemma2) normalised, its input kept.
+  const bool sandwich = c.sandwich_norms;
+  const auto branch = [&](const Tensor& out, const Tensor& norm) {
+    if (!sandwich) return out;
+    Tensor normed = first(w_out_normed_, n);
+    ops::rmsnorm_forward(out, norm, eps, c.norm_unit_offset, normed);
+    return normed;
+  };
+  Tensor proj = first(keep && sandwich ? s.o_out : w_proj_, n);
   ops::linear_forward(attn, b.o, opt(b.o_bias), proj);
   Tensor normed2 = first(s.normed2.defined() ? s.normed2 : w_normed_, n);
-  ops::add_rmsnorm_forward(x, proj, b.post_attention_norm, eps, c.norm_unit_offset, normed2);  // x = x_mid
+  ops::add_rmsnorm_forward(x, branch(proj, b.attn_out_norm), b.mlp_norm, eps, c.norm_unit_offset, normed2);  // x = x_mid
   if (keep) {
     Tensor x_mid = first(s.x_mid, n);
     ops::copy(x, x_mid);
@@ -248,11 +264,14 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n, bool recomputi
   Tensor gate = first(keep ? s.gate : w_gate_, n), up = first(keep ? s.up : w_up_, n);
   ops::linear_forward(normed2, b.gate, opt(b.gate_bias), gate);
   ops::linear_forward(normed2, b.up, opt(b.up_bias), up);
-  if (recomputing) return;  // backward needs no block output (it recomputes glu(gate, up) itself)
-  Tensor act = first(act_, n);
+  // Backward needs no block output (it recomputes glu(gate, up) itself), except gemma2's
+  // down projection, the input of its output norm.
+  if (recomputing && !sandwich) return;
+  Tensor act = first(act_, n), down = first(keep && sandwich ? s.down_out : w_proj_, n);
   ops::glu_forward(gate, up, glu_act(c.activation), act);
-  ops::linear_forward(act, b.down, opt(b.down_bias), proj);
-  ops::add_inplace(x, proj);
+  ops::linear_forward(act, b.down, opt(b.down_bias), down);
+  if (recomputing) return;
+  ops::add_inplace(x, branch(down, b.mlp_out_norm));
 }
 
 void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights& g) {
@@ -270,12 +289,20 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
   // MLP: out = x_mid + down(glu(gate(n2), up(n2))), n2 = norm(x_mid).
   Tensor act = first(act_, n), dgate = first(d_gate_, n), dup = first(d_up_, n);
   Tensor gate = first(s.gate, n), up = first(s.up, n);
-  ops::linear_backward_input(dx, b.down, act, /*accumulate=*/false);  // act now holds d(act)
+  // Gemma-2 normalises each branch's output: the gradient reaching the branch goes back
+  // through that norm first (into d_tmp, free until the branch's own dX overwrites it).
+  const auto through_out_norm = [&](const Tensor& saved, const Tensor& norm, Tensor& norm_grad) {
+    if (!c.sandwich_norms) return dx;
+    ops::rmsnorm_backward(first(saved, n), norm, dx, eps, c.norm_unit_offset, dtmp, opt_mut(norm_grad));
+    return dtmp;
+  };
+  const Tensor dmlp = through_out_norm(s.down_out, b.mlp_out_norm, g.mlp_out_norm);  // dL/d(down output)
+  ops::linear_backward_input(dmlp, b.down, act, /*accumulate=*/false);  // act now holds d(act)
   if (full) {
     dW();
     Tensor a = first(d_up_, n);  // recompute glu(gate, up) for dW_down, using d_up as scratch
     ops::glu_forward(gate, up, glu_act(c.activation), a);
-    ops::linear_backward_weight(dx, a, g.down, opt_mut(g.down_bias));
+    ops::linear_backward_weight(dmlp, a, g.down, opt_mut(g.down_bias));
     dX();
   }
   ops::glu_backward(gate, up, act, glu_act(c.activation), dgate, dup);
@@ -288,19 +315,20 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
     ops::linear_backward_weight(dup, n2, g.up, opt_mut(g.up_bias));
     dX();
   }
-  ops::rmsnorm_backward(first(s.x_mid, n), b.post_attention_norm, dtmp, eps, c.norm_unit_offset, dx,
-                        opt_mut(g.post_attention_norm), /*accumulate_dx=*/true);  // dx = dL/d(x_mid)
+  ops::rmsnorm_backward(first(s.x_mid, n), b.mlp_norm, dtmp, eps, c.norm_unit_offset, dx,
+                        opt_mut(g.mlp_norm), /*accumulate_dx=*/true);  // dx = dL/d(x_mid)
   // Attention: x_mid = x_in + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = norm(x_in).
   Tensor dattn = first(d_attn_, n);
-  ops::linear_backward_input(dx, b.o, dattn, false);
+  const Tensor dproj = through_out_norm(s.o_out, b.attn_out_norm, g.attn_out_norm);  // dL/d(o output)
+  ops::linear_backward_input(dproj, b.o, dattn, false);
   if (full) {
     dW();
-    ops::linear_backward_weight(dx, first(s.attn, n), g.o, opt_mut(g.o_bias));
+    ops::linear_backward_weight(dproj, first(s.attn, n), g.o, opt_mut(g.o_bias));
     dX();
   }
   Tensor dq = first(d_q_, n), dk = first(d_k_, n), dv = first(d_v_, n);
   ops::attention_backward(first(s.q, n), first(s.k, n), first(s.v, n), first(s.attn, n), first(s.lse, n), dattn, seqs_,
-                          c.attention_scale(), c.sliding_window.value_or(0), dq, dk, dv);
+                          c.attention_scale(), c.attention_window(l), dq, dk, dv, c.attn_logit_softcap);
   Tensor pos = first(pos_, n);
   apply_rope(rope_, dq, dk, pos, c.head_dim, /*backward=*/true);
   ops::linear_backward_input(dq, b.q, dtmp, false);
@@ -373,7 +401,7 @@ LossSum TrainingGraph::run(const std::vector<TrainSequence>& batch, ModelWeights
     mark(StepPart::LmHead, -1, StepPhase::Forward);
     ops::linear_forward(rows, model_.weights().lm_head, nullptr, logits);
     mark(StepPart::Loss, -1, StepPhase::Forward);
-    loss.sum += ops::cross_entropy(logits, targets, grad_scale, grads ? &logits : nullptr);
+    loss.sum += ops::cross_entropy(logits, targets, grad_scale, grads ? &logits : nullptr, c.final_logit_softcap);
     for (std::int64_t i = r0; i < r1; ++i) loss.tokens += tgt[i] != -100;
     if (!grads) continue;
     Tensor drows = dfinal.rows(r0, r1);

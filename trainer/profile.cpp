@@ -314,8 +314,8 @@ std::int64_t block_linear_params(const ModelConfig& c) {
   return h * (q + 2 * kv) + q * h + 3 * h * f;
 }
 
-double attention_pairs(const ModelConfig& c, const std::vector<std::int64_t>& seq_lens) {
-  const std::int64_t w = c.sliding_window.value_or(0);
+double attention_pairs(const ModelConfig& c, std::int64_t layer, const std::vector<std::int64_t>& seq_lens) {
+  const std::int64_t w = c.attention_window(layer);
   double pairs = 0;
   for (std::int64_t t : seq_lens) {
     const double T = static_cast<double>(t);
@@ -338,13 +338,14 @@ PhaseValues part_flops(const ModelConfig& c, const StepPart& part, BlockMode mod
              dw = static_cast<int>(StepPhase::BackwardDW);
   if (part.kind == StepPart::Block) {
     const double lin = 2 * n * static_cast<double>(block_linear_params(c));
-    const double attn = 4.0 * static_cast<double>(c.num_heads * c.head_dim) * attention_pairs(c, seq_lens);
+    const double attn = 4.0 * static_cast<double>(c.num_heads * c.head_dim) * attention_pairs(c, part.block, seq_lens);
     f[fw] = lin + attn;
     if (mode != BlockMode::NoBackward) f[dx] = lin + 2 * attn;
     if (mode == BlockMode::Full) f[dw] = lin;
-    if (recomputed && mode != BlockMode::NoBackward)  // no down projection: backward needs no block output
-      f[static_cast<int>(StepPhase::Recompute)] =
-          lin - 2 * n * static_cast<double>(c.hidden_size) * static_cast<double>(c.intermediate_size) + attn;
+    // The rerun stops before the down projection: backward needs no block output (gemma2's
+    // output norm needs its input, the down projection's output).
+    const double down = c.sandwich_norms ? 0 : 2 * n * static_cast<double>(c.hidden_size) * static_cast<double>(c.intermediate_size);
+    if (recomputed && mode != BlockMode::NoBackward) f[static_cast<int>(StepPhase::Recompute)] = lin - down + attn;
   } else if (part.kind == StepPart::LmHead) {
     const double g = 2 * n * static_cast<double>(c.vocab_size * c.hidden_size);
     f[fw] = g;

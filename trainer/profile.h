@@ -48,8 +48,8 @@ using PhaseValues = std::array<double, kStepPhases>;  // indexed by StepPhase
 
 // Weight entries of one block's linear layers (biases not counted).
 std::int64_t block_linear_params(const ModelConfig& c);
-// Query-key pairs one query head attends over, summed over the sequences.
-double attention_pairs(const ModelConfig& c, const std::vector<std::int64_t>& seq_lens);
+// Query-key pairs one query head of block `layer` attends over, summed over the sequences.
+double attention_pairs(const ModelConfig& c, std::int64_t layer, const std::vector<std::int64_t>& seq_lens);
 // Closed-form FLOPs of each phase of `part` for one step (optimizer: 0).
 // `mode` matters for blocks; `weight_trains` for the lm_head (its dW); `recomputed`
 // for a block whose forward reruns before its backward.

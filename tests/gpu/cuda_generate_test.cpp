@@ -1,5 +1,5 @@
 // Inference on the GPU against the CPU: the same random models (llama with GQA, gemma,
-// mistral with a sliding window shorter than the prompts, phi3 with fused projections),
+// mistral with a sliding window shorter than the prompts, phi3 with fused projections, gemma2),
 // packed prefill of several prompts, then KV-cache decoding.
 //   F32 weights on the GPU: greedy generations identical to the CPU's (ids), logits of
 //     the prefill within 1e-4 relative, hidden states within 1e-4 (test::rel_error).
@@ -26,6 +26,8 @@ TEST_CASE("greedy generation, logits and hidden states on the GPU equal the CPU'
   if (!have_gpu()) return;
   for (const char* extra : {"{}", R"({"model_type": "gemma", "head_dim": 32})", R"({"model_type": "mistral", "sliding_window": 6})",
                             R"({"model_type": "phi3"})",
+                            R"({"model_type": "gemma2", "head_dim": 32, "attn_logit_softcapping": 2.0,
+    "final_logit_softcapping": 4.0, "sliding_window": 6})",
                             // LongRoPE past 16 positions: the 13-token prompt crosses while generating
                             R"({"model_type": "phi3", "original_max_position_embeddings": 16, "rope_scaling": {"type": "longrope",
     "short_factor": [1, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7], "long_factor": [1, 2, 4, 6, 8, 10, 12, 14]}})"}) {

@@ -146,6 +146,69 @@ TEST_CASE("family specifics: qwen2 biases, gemma, phi3") {
   CHECK(std::any_of(shapes.begin(), shapes.end(), [](auto& s) { return s.name == "model.layers.1.self_attn.qkv_proj.weight"; }));
 }
 
+TEST_CASE("gemma2: defaults as transformers, layer types, soft-capping, sandwich norms, round trip") {
+  Json g = base();
+  g["model_type"] = "gemma2";
+  g["num_hidden_layers"] = 5;
+  g["head_dim"] = 32;
+  auto c = parse_model_config(g, "c");
+  // transformers' Gemma2Config defaults: caps 50 and 30, window 4096 on the even layers, scale 256^-1/2.
+  CHECK(c.family == Family::Gemma2);
+  CHECK((c.tie_word_embeddings && c.norm_unit_offset && c.scale_embeddings && c.sandwich_norms));
+  CHECK(c.activation == Activation::GeluTanh);
+  CHECK(c.attn_logit_softcap == 50.0f);
+  CHECK(c.final_logit_softcap == 30.0f);
+  CHECK(c.attention_scale() == 1.0f / 16.0f);
+  for (std::int64_t l = 0; l < 5; ++l) CHECK(c.attention_window(l) == (l % 2 == 0 ? 4096 : 0));
+  // q, k, v, o (q_dim 128, kv_dim 64), gate, up, down, four norms.
+  CHECK(c.block_parameters() == 64 * 128 * 2 + 2 * 64 * 64 + 3 * 64 * 128 + 4 * 64);
+  auto shapes = parameter_shapes(c);
+  for (const char* n : {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                        "post_feedforward_layernorm"})
+    CHECK(std::any_of(shapes.begin(), shapes.end(),
+                      [&](auto& s) { return s.name == std::string("model.layers.4.") + n + ".weight"; }));
+  // Explicit fields: null caps and window, layer_types, query_pre_attn_scalar.
+  g["attn_logit_softcapping"] = nullptr;
+  g["final_logit_softcapping"] = 12.5;
+  g["query_pre_attn_scalar"] = 144;
+  g["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention", "full_attention", "full_attention"};
+  g["sliding_window"] = 9;
+  auto d = parse_model_config(g, "c");
+  CHECK(d.attn_logit_softcap == 0.0f);
+  CHECK(d.final_logit_softcap == 12.5f);
+  CHECK(d.attention_scale() == static_cast<float>(1.0 / 12.0));
+  CHECK(d.attention_window(0) == 0);
+  CHECK(d.attention_window(1) == 9);
+  CHECK(d.attention_window(2) == 9);
+  CHECK(d.attention_window(4) == 0);
+  auto e = parse_model_config(model_config_to_json(d), "round trip");
+  CHECK(model_config_to_json(e) == model_config_to_json(d));
+  CHECK(e.sliding_layers == d.sliding_layers);
+  g["sliding_window"] = nullptr;
+  CHECK(parse_model_config(g, "c").attention_window(1) == 0);
+  // Other families: the one window on every layer, as before.
+  Json m = base();
+  m["model_type"] = "mistral";
+  m["sliding_window"] = 5;
+  auto cm = parse_model_config(m, "c");
+  CHECK((cm.attention_window(0) == 5 && cm.attention_window(3) == 5 && !cm.sandwich_norms));
+  // Refused: layer_types of the wrong length or kind, non-positive caps, bidirectional attention.
+  Json bad = g;
+  bad["layer_types"] = {"full_attention"};
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("layer_types has 1 entries, expected"), InputError);
+  bad = g;
+  bad["layer_types"][2] = "chunked_attention";
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("layer_types[2] is 'chunked_attention'"),
+                       InputError);
+  bad = g;
+  bad["final_logit_softcapping"] = 0.0;
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("final_logit_softcapping must be positive or null"),
+                       InputError);
+  bad = g;
+  bad["use_bidirectional_attention"] = true;
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("use_bidirectional_attention"), InputError);
+}
+
 TEST_CASE("bad configs are refused with the field named") {
   Json j = base();
   j["model_type"] = "gpt2";

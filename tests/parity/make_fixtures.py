@@ -253,7 +253,8 @@ BASE = dict(
     use_cache=True,
 )
 
-CASES = ["llama2", "llama3", "mistral", "qwen2", "gemma", "phi3", "phi3-longrope", "llama2-bf16", "llama3-sharded"]
+CASES = ["llama2", "llama3", "mistral", "qwen2", "gemma", "gemma2", "phi3", "phi3-longrope", "llama2-bf16",
+         "llama3-sharded"]
 
 
 def random_init(model, seed, family, embed_std=0.5, final_norm_scale=1.0):
@@ -329,6 +330,18 @@ def case_spec(name):
                         hidden_act="gelu_pytorch_tanh", rms_norm_eps=1e-6,
                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
             save_dtype=torch.float32, shard=None, seed=1005, init=dict(embed_std=0.02, final_norm_scale=75.0),
+        )
+    if name == "gemma2":
+        # Gemma-2: sandwich norms, a scale from query_pre_attn_scalar (not head_dim), attention
+        # scores capped at 4 and final logits at 20 (both bend: scores and logits reach several
+        # units), a window of 6 on the even layers only (the prompts are longer).
+        return dict(
+            family="gemma", tok="spm-gemma",
+            config=dict(model_type="gemma2", num_key_value_heads=2, head_dim=32, tie_word_embeddings=True,
+                        hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, query_pre_attn_scalar=24,
+                        attn_logit_softcapping=4.0, final_logit_softcapping=20.0, sliding_window=6,
+                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+            save_dtype=torch.float32, shard=None, seed=1008, init=dict(embed_std=0.02, final_norm_scale=35.0),
         )
     if name == "phi3":
         return dict(
@@ -589,6 +602,7 @@ def make_case(name, outdir):
 
         tensors = {}
         prompts = []
+        raw_max = 0.0  # largest |logit| before the final soft-capping (gemma2)
         last_is_normed = None
         for i, (template, text) in enumerate(PROMPTS):
             full = ALPACA.format(instruction=text) if template == "alpaca" else text
@@ -611,6 +625,10 @@ def make_case(name, outdir):
             # sanity: the logits at the last position are lm_head(final_normed)
             lm = model.get_output_embeddings().weight
             recomputed = normed_last[-1] @ lm.T
+            cap = getattr(model.config, "final_logit_softcapping", None)
+            if cap:
+                raw_max = max(raw_max, float(recomputed.abs().max()))
+                recomputed = torch.tanh(recomputed / cap) * cap
             assert torch.allclose(recomputed, logits[-1], atol=1e-4, rtol=1e-4)
 
             tensors[f"logits.{i}"] = logits.contiguous()
@@ -696,6 +714,27 @@ def make_case(name, outdir):
                 "prompts_match_transformers": [a == p["input_ids"] for a, p in zip(sp_prompts, prompts)],
                 "edge_ids": [spm_encode(proto, s, add_bos, bos_id) for s in EDGE_STRINGS],
             }
+
+        if getattr(model.config, "final_logit_softcapping", None):
+            ref["final_logit_softcapping"] = model.config.final_logit_softcapping
+            ref["max_abs_logit_before_cap"] = raw_max
+            assert raw_max > 0.5 * model.config.final_logit_softcapping, "the final cap does not bend the logits"
+
+        if name == "gemma2":
+            # The attention cap and the window must each change the logits, or the fixture checks neither.
+            longest = max(range(len(prompts)), key=lambda k: len(prompts[k]["input_ids"]))
+            x = torch.tensor([prompts[longest]["input_ids"]])
+            effects = {}
+            for key, value in (("attn_logit_softcapping", None), ("sliding_window", 100000)):
+                other = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager",
+                                                             **{key: value})
+                other.eval()
+                with torch.no_grad():
+                    lo = other(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False).logits[0]
+                effects[key] = float((lo - tensors[f"logits.{longest}"]).abs().max())
+                assert effects[key] > 1e-2, (key, effects[key])
+                del other
+            ref["gemma2_max_abs_logit_diff_without"] = effects
 
         if name == "mistral":
             # Does sliding_window actually change anything? Re-run with an effectively infinite window.

@@ -97,21 +97,25 @@ TEST_CASE("phase FLOPs equal the closed-form counts of the architecture") {
   for (const auto& name : preset_names()) {
     const ModelConfig c = preset_config(name);
     CAPTURE(name);
-    CHECK(block_linear_params(c) == c.block_parameters() - 2 * c.hidden_size);
+    CHECK(block_linear_params(c) == c.block_parameters() - (c.sandwich_norms ? 4 : 2) * c.hidden_size);
     CHECK(static_cast<double>(block_linear_params(c)) == block_matrix_entries(c, 0));
   }
   CHECK(block_linear_params(preset_config("llama-3-8b")) == 218103808);  // 4096*6144 + 4096^2 + 3*4096*14336
 
   // Attention pairs: causal T(T+1)/2, and with a sliding window, against a position-by-position count.
   ModelConfig phi = preset_config("phi-3-mini");  // sliding_window 2047
-  CHECK(attention_pairs(phi, {100}) == 100.0 * 101 / 2);
-  CHECK(attention_pairs(phi, {3000, 17}) == pairs_by_loop(3000, 2047) + pairs_by_loop(17, 2047));
+  CHECK(attention_pairs(phi, 0, {100}) == 100.0 * 101 / 2);
+  CHECK(attention_pairs(phi, 5, {3000, 17}) == pairs_by_loop(3000, 2047) + pairs_by_loop(17, 2047));
+  ModelConfig gemma2 = preset_config("gemma-2-2b");  // window 4096 on the even blocks only
+  CHECK(attention_pairs(gemma2, 0, {5000}) == pairs_by_loop(5000, 4096));
+  CHECK(attention_pairs(gemma2, 1, {5000}) == 5000.0 * 5001 / 2);
   ModelConfig w5 = small_config(R"({"model_type": "mistral", "sliding_window": 5})");
   REQUIRE(w5.sliding_window == 5);
-  CHECK(attention_pairs(w5, {12}) == pairs_by_loop(12, 5));
+  CHECK(attention_pairs(w5, 2, {12}) == pairs_by_loop(12, 5));
 
   // A profiled run reports, per part and phase, exactly the closed form worked out here.
-  for (const std::string extra : {"{}", R"({"model_type": "mistral", "sliding_window": 24})", R"({"attention_bias": true})"}) {
+  for (const std::string extra : {"{}", R"({"model_type": "mistral", "sliding_window": 24})", R"({"attention_bias": true})",
+                                  R"({"model_type": "gemma2", "sliding_window": 24})"}) {
     CAPTURE(extra);
     const ModelConfig c = small_config(extra);
     auto m = Model::random(c, 3);
@@ -119,10 +123,12 @@ TEST_CASE("phase FLOPs equal the closed-form counts of the architecture") {
     plan.embeddings = true;  // block 0 keeps its backward (it trains); nothing below it
     ProfileRun r = profile_training(*m, plan, options(2, 40, 1, 0));
     const double n = 80, hd = static_cast<double>(c.num_heads * c.head_dim);
-    double pairs = 2 * pairs_by_loop(40, c.sliding_window.value_or(0));
-    // 2 flops per multiply-add: QK^T and PV each D multiply-adds per (query, key, head).
-    const double attn_fwd = 2 * 2 * hd * pairs;
     for (int k = 0; k < c.num_layers; ++k) {
+      // gemma2: the window on the even blocks only. 2 flops per multiply-add: QK^T and PV each
+      // D multiply-adds per (query, key, head).
+      const bool windowed = c.sliding_window && (c.family != Family::Gemma2 || k % 2 == 0);
+      const double pairs = 2 * pairs_by_loop(40, windowed ? *c.sliding_window : 0);
+      const double attn_fwd = 2 * 2 * hd * pairs;
       const double lin = 2 * n * block_matrix_entries(c, k);
       const auto& f = r.block(k).flops;
       CAPTURE(k);
@@ -137,7 +143,7 @@ TEST_CASE("phase FLOPs equal the closed-form counts of the architecture") {
     CHECK(lm.name == "lm_head");
     CHECK(lm.flops[FW] == head);
     CHECK(lm.flops[DX] == head);
-    CHECK(lm.flops[DW] == head);
+    CHECK(lm.flops[DW] == (c.tie_word_embeddings ? 0 : head));  // tied: frozen with the embeddings
     for (std::size_t i : {std::size_t{0}, static_cast<std::size_t>(c.num_layers + 1), static_cast<std::size_t>(c.num_layers + 3)})
       for (double f : r.parts[i].flops) CHECK(f == 0);
   }
@@ -152,6 +158,14 @@ TEST_CASE("phase FLOPs equal the closed-form counts of the architecture") {
   CHECK(f[FW] > 0);
   CHECK(f[DX] == 0);
   CHECK(f[DW] == 0);
+
+  // A recomputed block reruns its forward less the down projection; gemma2's rerun includes it
+  // (its output norm's backward reads the projection's output), so it is the whole forward.
+  const ModelConfig g2 = small_config(R"({"model_type": "gemma2"})");
+  const PhaseValues fg = part_flops(g2, {StepPart::Block, 1}, BlockMode::Full, true, {16}, /*recomputed=*/true);
+  CHECK(fg[RC] == fg[FW]);
+  const PhaseValues fl = part_flops(c, {StepPart::Block, 1}, BlockMode::Full, true, {16}, /*recomputed=*/true);
+  CHECK(fl[RC] == fl[FW] - 2.0 * 16 * static_cast<double>(c.hidden_size * c.intermediate_size));
 }
 
 TEST_CASE("the per-part phases add up to the step timed around them (within 5%)") {

@@ -12,6 +12,12 @@
 namespace sppft::cli {
 
 namespace {
+std::string fmt_g(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 const char* kHelp =
     "usage: sppft info DIR [--json]\n\n"
     "Prints the architecture of a Hugging Face checkpoint directory (config.json +\n"
@@ -55,9 +61,22 @@ int cmd_info(int argc, char** argv) {
   std::printf("model_type     %s\n", c.model_type.c_str());
   std::printf("layers         %lld blocks, hidden %lld, intermediate %lld\n", (long long)c.num_layers,
               (long long)c.hidden_size, (long long)c.intermediate_size);
+  std::string window;
+  if (c.sliding_window) {
+    std::int64_t windowed = 0;
+    for (std::int64_t l = 0; l < c.num_layers; ++l) windowed += c.attention_window(l) > 0;
+    window = ", sliding window " + std::to_string(*c.sliding_window);
+    if (windowed < c.num_layers) window += " on " + std::to_string(windowed) + " of " + std::to_string(c.num_layers) + " blocks";
+  }
   std::printf("attention      %lld query heads, %lld kv heads (%s), head_dim %lld%s\n", (long long)c.num_heads,
               (long long)c.num_kv_heads, c.num_kv_heads == c.num_heads ? "MHA" : "GQA", (long long)c.head_dim,
-              c.sliding_window ? (", sliding window " + std::to_string(*c.sliding_window)).c_str() : "");
+              window.c_str());
+  if (c.family == Family::Gemma2) {
+    const auto cap = [](float v) { return v > 0 ? "at " + fmt_g(v) : std::string("none"); };
+    std::printf("gemma2         scale 1/sqrt(%g), score soft-cap %s, final logit soft-cap %s, norms before and after "
+                "attention and MLP\n",
+                c.query_pre_attn_scalar, cap(c.attn_logit_softcap).c_str(), cap(c.final_logit_softcap).c_str());
+  }
   std::printf("rope           theta %g, scaling %s", c.rope.theta, c.rope.type.c_str());
   if (c.rope.type == "longrope")
     std::printf(" (factor %g; long factors past %lld positions; attention factor %g)", c.rope.factor,
