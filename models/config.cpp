@@ -158,7 +158,11 @@ std::int64_t ModelConfig::block_parameters() const {
   if (qkv_bias) attn += q_dim() + 2 * kv_dim();
   if (o_bias) attn += h;
   std::int64_t mlp = 3 * h * f + (mlp_bias ? 2 * f + h : 0);
-  return attn + mlp + (sandwich_norms ? 4 : 2) * h;
+  return attn + mlp + block_norm_parameters();
+}
+
+std::int64_t ModelConfig::block_norm_parameters() const {
+  return (sandwich_norms ? 4 : 2) * hidden_size + (qk_norm ? 2 * head_dim : 0);
 }
 
 std::int64_t ModelConfig::total_parameters() const {
@@ -179,7 +183,8 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   else if (t == "gemma") c.family = Family::Gemma;
   else if (t == "phi3") c.family = Family::Phi3;
   else if (t == "gemma2") c.family = Family::Gemma2;
-  else throw InputError(where + ": model_type '" + t + "' is not supported (expected llama, mistral, qwen2, gemma, gemma2 or phi3)");
+  else if (t == "qwen3") c.family = Family::Qwen3;
+  else throw InputError(where + ": model_type '" + t + "' is not supported (expected llama, mistral, qwen2, qwen3, gemma, gemma2 or phi3)");
   const bool gemma = c.family == Family::Gemma || c.family == Family::Gemma2;
 
   c.hidden_size = positive(j, "hidden_size", where);
@@ -190,7 +195,8 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
     throw InputError(where + ": num_attention_heads (" + std::to_string(c.num_heads) +
                      ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
-  c.head_dim = json_get_or<std::int64_t>(j, "head_dim", 0, where);
+  // transformers' Qwen3Config defaults head_dim to 128, not hidden / heads.
+  c.head_dim = json_get_or<std::int64_t>(j, "head_dim", c.family == Family::Qwen3 ? 128 : 0, where);
   if (c.head_dim == 0) {
     if (c.hidden_size % c.num_heads != 0) throw InputError(where + ": hidden_size is not a multiple of num_attention_heads and head_dim is not given");
     c.head_dim = c.hidden_size / c.num_heads;
@@ -212,6 +218,7 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   c.o_bias = c.family != Family::Qwen2 && attention_bias;
   c.mlp_bias = json_get_or<bool>(j, "mlp_bias", false, where);
   c.fused_qkv = c.fused_gate_up = c.family == Family::Phi3;
+  c.qk_norm = c.family == Family::Qwen3;
   c.norm_unit_offset = c.scale_embeddings = gemma;
 
   std::string act = json_get_or<std::string>(j, "hidden_activation", "", where);
@@ -228,8 +235,8 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
     auto w = json_get_or<std::int64_t>(j, "sliding_window", 0, where);
     if (w > 0) c.sliding_window = w;
   }
-  if (c.family == Family::Qwen2 && json_get_or<bool>(j, "use_sliding_window", false, where))
-    throw InputError(where + ": use_sliding_window true is not implemented for qwen2");
+  if ((c.family == Family::Qwen2 || c.family == Family::Qwen3) && json_get_or<bool>(j, "use_sliding_window", false, where))
+    throw InputError(where + ": use_sliding_window true is not implemented for " + t);
   if (c.family == Family::Gemma2) parse_gemma2(j, c, where);
 
   if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<std::int64_t>();
@@ -249,7 +256,7 @@ ModelConfig load_model_config(const fs::path& dir) {
 
 Json model_config_to_json(const ModelConfig& c) {
   static const char* archs[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                                "GemmaForCausalLM", "Phi3ForCausalLM",    "Gemma2ForCausalLM"};
+                                "GemmaForCausalLM", "Phi3ForCausalLM",    "Gemma2ForCausalLM", "Qwen3ForCausalLM"};
   Json j;
   j["architectures"] = {archs[static_cast<int>(c.family)]};
   j["model_type"] = c.model_type;
@@ -285,6 +292,7 @@ Json model_config_to_json(const ModelConfig& c) {
     j["attention_bias"] = c.qkv_bias;
     j["mlp_bias"] = c.mlp_bias;
   }
+  if (c.family == Family::Qwen3) j["attention_bias"] = c.qkv_bias;
   const char* act = c.activation == Activation::SiLU ? "silu" : c.activation == Activation::GeluTanh ? "gelu_pytorch_tanh" : "gelu";
   j[c.family == Family::Gemma || c.family == Family::Gemma2 ? "hidden_activation" : "hidden_act"] = act;
   if (c.sliding_window) j["sliding_window"] = *c.sliding_window;

@@ -1,5 +1,5 @@
 // ModelConfig: what sppft needs of a Hugging Face config.json, for model_type
-// llama (Llama-2, Llama-3/3.1, TinyLlama), mistral, qwen2, gemma, gemma2 and phi3.
+// llama (Llama-2, Llama-3/3.1, TinyLlama), mistral, qwen2, qwen3, gemma, gemma2 and phi3.
 // Both the Hub form (rope_theta, rope_scaling) and the newer transformers form
 // (rope_parameters) are read.
 #pragma once
@@ -14,7 +14,7 @@
 
 namespace sppft {
 
-enum class Family { Llama, Mistral, Qwen2, Gemma, Phi3, Gemma2 };
+enum class Family { Llama, Mistral, Qwen2, Gemma, Phi3, Gemma2, Qwen3 };
 enum class Activation { SiLU, GeluTanh, GeluErf };
 
 struct RopeConfig {
@@ -52,6 +52,7 @@ struct ModelConfig {
   bool mlp_bias = false;        // llama mlp_bias
   bool fused_qkv = false;       // phi3 qkv_proj
   bool fused_gate_up = false;   // phi3 gate_up_proj
+  bool qk_norm = false;         // qwen3: RMSNorm of each query and key head before RoPE
   bool norm_unit_offset = false;     // gemma: x_hat * (1 + w)
   bool scale_embeddings = false;     // gemma: embeddings * sqrt(hidden)
   Activation activation = Activation::SiLU;
@@ -82,6 +83,8 @@ struct ModelConfig {
   std::int64_t kv_dim() const { return num_kv_heads * head_dim; }
   // Parameters of one decoder block / of the whole model (tied embeddings counted once).
   std::int64_t block_parameters() const;
+  // The norm weights among them (input and MLP norms; gemma2's output norms; qwen3's q/k norms).
+  std::int64_t block_norm_parameters() const;
   std::int64_t total_parameters() const;
   std::string family_name() const;
 };

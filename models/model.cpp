@@ -41,6 +41,10 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, ModelWeights& w) {
       specs.push_back({p + "self_attn.k_proj.bias", &b.k_bias, i, {kd}});
       specs.push_back({p + "self_attn.v_proj.bias", &b.v_bias, i, {kd}});
     }
+    if (c.qk_norm) {
+      specs.push_back({p + "self_attn.q_norm.weight", &b.q_norm, i, {c.head_dim}});
+      specs.push_back({p + "self_attn.k_norm.weight", &b.k_norm, i, {c.head_dim}});
+    }
     specs.push_back({p + "self_attn.o_proj.weight", &b.o, i, {h, qd}});
     if (c.o_bias) specs.push_back({p + "self_attn.o_proj.bias", &b.o_bias, i, {h}});
     if (c.sandwich_norms) {
@@ -469,6 +473,9 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
   Tensor attn = activation({n, c.q_dim()}), proj = activation({n, h});
   Tensor gate = activation({n, f}), up = activation({n, f});
   Tensor out_normed = c.sandwich_norms ? activation({n, h}) : Tensor();
+  // qwen3: the projections land here, then each head is normalised into q and k.
+  Tensor q_raw = c.qk_norm ? activation({n, c.q_dim()}) : q, k_raw = c.qk_norm ? activation({n, c.kv_dim()}) : k;
+  Tensor q_heads = head_rows(q, c.head_dim), k_heads = head_rows(k, c.head_dim);
   // The residual branch's output as added to x: itself, or normalised first (gemma2).
   auto branch = [&](const Tensor& out, const Tensor& norm) -> const Tensor& {
     if (!c.sandwich_norms) return out;
@@ -480,9 +487,13 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
   for (std::int64_t l = 0; l < L; ++l) {
     const BlockWeights& b = w_.blocks[l];
     if (l == 0) ops::rmsnorm_forward(x, b.input_norm, eps, c.norm_unit_offset, normed);  // later: fused below
-    ops::linear_forward(normed, b.q, opt(b.q_bias), q);
-    ops::linear_forward(normed, b.k, opt(b.k_bias), k);
+    ops::linear_forward(normed, b.q, opt(b.q_bias), q_raw);
+    ops::linear_forward(normed, b.k, opt(b.k_bias), k_raw);
     ops::linear_forward(normed, b.v, opt(b.v_bias), v);
+    if (c.qk_norm) {
+      ops::rmsnorm_forward(head_rows(q_raw, c.head_dim), b.q_norm, eps, false, q_heads);
+      ops::rmsnorm_forward(head_rows(k_raw, c.head_dim), b.k_norm, eps, false, k_heads);
+    }
     apply_rope(rope, q, k, pos, c.head_dim, /*backward=*/false);
     ops::kv_cache_write(k, v, seqs, cache.k(l), cache.v(l));
     ops::attention_forward(q, cache.k(l), cache.v(l), seqs, scale, c.attention_window(l), attn, c.attn_logit_softcap);

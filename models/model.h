@@ -25,9 +25,10 @@ namespace sppft {
 // Norms by role: input_norm before attention, mlp_norm before the MLP (Hugging Face's
 // post_attention_layernorm, Gemma-2's pre_feedforward_layernorm); Gemma-2 also normalises
 // the attention and MLP outputs (attn_out_norm = its post_attention_layernorm, mlp_out_norm =
-// post_feedforward_layernorm; undefined elsewhere).
+// post_feedforward_layernorm; undefined elsewhere). Qwen3 normalises each query and key head
+// (q_norm, k_norm: [head_dim]).
 struct BlockWeights {
-  Tensor input_norm, mlp_norm, attn_out_norm, mlp_out_norm;
+  Tensor input_norm, mlp_norm, attn_out_norm, mlp_out_norm, q_norm, k_norm;
   Tensor q, k, v, o, gate, up, down;
   Tensor q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias, down_bias;  // undefined when absent
   Tensor qkv_fused, gate_up_fused;                                      // phi3 only
@@ -219,6 +220,10 @@ std::vector<ParamShape> parameter_shapes(const ModelConfig& c);
 // Checks that a checkpoint holds exactly the tensors `c` implies, with the right
 // shapes and float dtypes; InputError naming the file and tensor otherwise.
 void validate_checkpoint(const ModelConfig& c, const Checkpoint& ckpt, const fs::path& dir);
+
+// The heads of q or k [N, heads * head_dim] as rows [N * heads, head_dim]: what Qwen3's q_norm
+// and k_norm normalise, one RMSNorm per head.
+inline Tensor head_rows(const Tensor& t, std::int64_t head_dim) { return t.reshape({t.numel() / head_dim, head_dim}); }
 
 // RoPE (forward, or its backward) on q and k [N, heads * head_dim], run by run (Model::rope_runs).
 void apply_rope(std::span<const Model::RopeRun> runs, Tensor& q, Tensor& k, const Tensor& pos, std::int64_t head_dim,

@@ -29,6 +29,11 @@ const char* preset_json(const std::string& name) {
       "query_pre_attn_scalar": 256, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
       "sliding_window": 4096, "bos_token_id": 2, "eos_token_id": [1, 107], "tie_word_embeddings": true,
       "torch_dtype": "bfloat16"})";
+  if (name == "qwen3-8b")  // Qwen/Qwen3-8B
+    return R"({"model_type": "qwen3", "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+      "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+      "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "attention_bias": false,
+      "bos_token_id": 151643, "eos_token_id": 151645, "tie_word_embeddings": false, "torch_dtype": "bfloat16"})";
   if (name == "phi-3-mini")
     return R"({"model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
       "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096,
@@ -39,7 +44,7 @@ const char* preset_json(const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> preset_names() { return {"llama-3-8b", "llama-2-7b", "gemma-2b", "gemma-2-2b", "phi-3-mini"}; }
+std::vector<std::string> preset_names() { return {"llama-3-8b", "llama-2-7b", "gemma-2b", "gemma-2-2b", "phi-3-mini", "qwen3-8b"}; }
 
 ModelConfig preset_config(const std::string& name) {
   const char* j = preset_json(name);

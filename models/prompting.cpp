@@ -9,7 +9,8 @@ ChatFormat chat_format_for(const Model& model) {
     case Family::Llama:
       return model.tokenizer().token_to_id("<|start_header_id|>") ? ChatFormat::Llama3 : ChatFormat::Llama2;
     case Family::Mistral: return ChatFormat::Mistral;
-    case Family::Qwen2: return ChatFormat::ChatML;
+    case Family::Qwen2:
+    case Family::Qwen3: return ChatFormat::ChatML;
     case Family::Gemma:
     case Family::Gemma2: return ChatFormat::Gemma;
     case Family::Phi3: return ChatFormat::Phi3;

@@ -122,6 +122,10 @@ std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const 
       s.push_back({p + "o_out", act, {n, h}});
       s.push_back({p + "down_out", act, {n, h}});
     }
+    if (c.qk_norm) {
+      s.push_back({p + "q_raw", act, {n, q}});
+      s.push_back({p + "k_raw", act, {n, kv}});
+    }
   };
   bool any_recomputed = false, any_full_recomputed = false;  // the shared set fits the largest of them
   for (std::size_t l = 0; l < modes.size(); ++l) {
@@ -150,6 +154,10 @@ std::vector<BufferSpec> TrainingGraph::buffer_specs(const ModelConfig& c, const 
            {"d_gate", {n, f}, DType::F32}, {"d_up", {n, f}, DType::F32}, {"act", {n, f}, DType::F32}})
     s.push_back({name, ws, shape, dt});
   if (c.sandwich_norms) s.push_back({"w_out_normed", ws, {n, h}, DType::F32});
+  if (c.qk_norm) {
+    s.push_back({"w_q_raw", ws, {n, q}, DType::F32});
+    s.push_back({"w_k_raw", ws, {n, kv}, DType::F32});
+  }
   for (auto& spec : s)  // the log-sum-exp stays fp32: it carries the softmax's scale
     if (spec.dtype == DType::F32 && spec.name.find("lse") == std::string::npos) spec.dtype = activations;
   return s;
@@ -167,6 +175,7 @@ std::size_t TrainingGraph::device_scratch_bytes(const ModelConfig& c, const std:
     if (c.o_bias) bias_cols = std::max(bias_cols, c.hidden_size);
     if (c.mlp_bias) bias_cols = std::max({bias_cols, c.hidden_size, c.intermediate_size});
     if (bias_cols) need = std::max(need, ds::bias_backward(n, bias_cols));
+    if (c.qk_norm) need = std::max(need, ds::rmsnorm_backward(n * c.num_heads, c.head_dim, true));
   }
   return need;
 }
@@ -189,12 +198,12 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
       {"w_q", &w_q_}, {"w_k", &w_k_}, {"w_v", &w_v_}, {"w_attn", &w_attn_}, {"w_lse", &w_lse_}, {"w_gate", &w_gate_},
       {"w_up", &w_up_}, {"w_proj", &w_proj_}, {"dx", &dx_}, {"d_tmp", &d_tmp_}, {"d_q", &d_q_}, {"d_k", &d_k_},
       {"d_v", &d_v_}, {"d_attn", &d_attn_}, {"d_gate", &d_gate_}, {"d_up", &d_up_}, {"act", &act_},
-      {"w_out_normed", &w_out_normed_}};
+      {"w_out_normed", &w_out_normed_}, {"w_q_raw", &w_q_raw_}, {"w_k_raw", &w_k_raw_}};
   const auto saved_slots = [&](const std::string& p, Saved& s) {
     for (auto [name, t] : std::vector<std::pair<const char*, Tensor*>>{
              {"x_in", &s.x_in}, {"normed1", &s.normed1}, {"q", &s.q}, {"k", &s.k}, {"v", &s.v}, {"attn", &s.attn},
              {"lse", &s.lse}, {"x_mid", &s.x_mid}, {"normed2", &s.normed2}, {"gate", &s.gate}, {"up", &s.up},
-             {"o_out", &s.o_out}, {"down_out", &s.down_out}})
+             {"o_out", &s.o_out}, {"down_out", &s.down_out}, {"q_raw", &s.q_raw}, {"k_raw", &s.k_raw}})
       slot[p + name] = t;
   };
   for (std::int64_t l = 0; l < c.num_layers; ++l) saved_slots("block." + std::to_string(l) + ".", saved_[l]);
@@ -214,6 +223,7 @@ TrainingGraph::TrainingGraph(Model& model, std::vector<BlockMode> modes, std::in
     s.q = shared_.q, s.k = shared_.k, s.v = shared_.v, s.attn = shared_.attn, s.lse = shared_.lse;
     s.x_mid = shared_.x_mid, s.gate = shared_.gate, s.up = shared_.up;
     s.o_out = shared_.o_out, s.down_out = shared_.down_out;
+    s.q_raw = shared_.q_raw, s.k_raw = shared_.k_raw;
   }
   if (device != Device::CPU) ops::reserve_scratch(device, device_scratch_bytes(c, modes_, max_tokens_, loss_chunk_));
   for (auto [dev, host] : {std::pair{&ids_, &ids_host_}, std::pair{&pos_, &pos_host_}, std::pair{&targets_, &targets_host_}})
@@ -238,9 +248,17 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n, bool recomputi
   Tensor q = first(keep ? s.q : w_q_, n), k = first(keep ? s.k : w_k_, n), v = first(keep ? s.v : w_v_, n);
   Tensor attn = first(keep ? s.attn : w_attn_, n), lse = first(keep ? s.lse : w_lse_, n);
   ops::rmsnorm_forward(x, b.input_norm, eps, c.norm_unit_offset, normed1);
-  ops::linear_forward(normed1, b.q, opt(b.q_bias), q);
-  ops::linear_forward(normed1, b.k, opt(b.k_bias), k);
+  // qwen3: the projections are kept, and each head normalised into q and k.
+  Tensor q_raw = c.qk_norm ? first(keep ? s.q_raw : w_q_raw_, n) : q;
+  Tensor k_raw = c.qk_norm ? first(keep ? s.k_raw : w_k_raw_, n) : k;
+  ops::linear_forward(normed1, b.q, opt(b.q_bias), q_raw);
+  ops::linear_forward(normed1, b.k, opt(b.k_bias), k_raw);
   ops::linear_forward(normed1, b.v, opt(b.v_bias), v);
+  if (c.qk_norm) {
+    Tensor q_heads = head_rows(q, c.head_dim), k_heads = head_rows(k, c.head_dim);
+    ops::rmsnorm_forward(head_rows(q_raw, c.head_dim), b.q_norm, eps, false, q_heads);
+    ops::rmsnorm_forward(head_rows(k_raw, c.head_dim), b.k_norm, eps, false, k_heads);
+  }
   Tensor pos = first(pos_, n);
   apply_rope(rope_, q, k, pos, c.head_dim, /*backward=*/false);
   ops::attention_forward_train(q, k, v, seqs_, c.attention_scale(), c.attention_window(l), attn, lse,
@@ -331,6 +349,13 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
                           c.attention_scale(), c.attention_window(l), dq, dk, dv, c.attn_logit_softcap);
   Tensor pos = first(pos_, n);
   apply_rope(rope_, dq, dk, pos, c.head_dim, /*backward=*/true);
+  if (c.qk_norm) {  // back through each head's norm, in place on dq and dk
+    Tensor dq_heads = head_rows(dq, c.head_dim), dk_heads = head_rows(dk, c.head_dim);
+    ops::rmsnorm_backward(head_rows(first(s.q_raw, n), c.head_dim), b.q_norm, dq_heads, eps, false, dq_heads,
+                          opt_mut(g.q_norm));
+    ops::rmsnorm_backward(head_rows(first(s.k_raw, n), c.head_dim), b.k_norm, dk_heads, eps, false, dk_heads,
+                          opt_mut(g.k_norm));
+  }
   ops::linear_backward_input(dq, b.q, dtmp, false);
   ops::linear_backward_input(dk, b.k, dtmp, true);
   ops::linear_backward_input(dv, b.v, dtmp, true);

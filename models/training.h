@@ -156,6 +156,7 @@ class TrainingGraph {
   struct Saved {  // per block; undefined tensors are not kept in this mode
     Tensor x_in, normed1, q, k, v, attn, lse, x_mid, normed2, gate, up;
     Tensor o_out, down_out;  // gemma2: the inputs of the output norms
+    Tensor q_raw, k_raw;     // qwen3: the projections before the q/k norms
   };
   // Under Recompute every block's Saved views these (all but x_in), shared by the blocks.
   Saved shared_;
@@ -190,7 +191,7 @@ class TrainingGraph {
   Tensor ids_host_, pos_host_, targets_host_;
   // Workspace
   Tensor ids_, pos_, targets_, x_, final_x_, final_normed_, logits_, d_final_;
-  Tensor w_normed_, w_q_, w_k_, w_v_, w_attn_, w_lse_, w_gate_, w_up_, w_proj_, w_out_normed_;
+  Tensor w_normed_, w_q_, w_k_, w_v_, w_attn_, w_lse_, w_gate_, w_up_, w_proj_, w_out_normed_, w_q_raw_, w_k_raw_;
   Tensor dx_, d_tmp_, d_q_, d_k_, d_v_, d_attn_, d_gate_, d_up_, act_;
 };
 

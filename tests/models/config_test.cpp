@@ -209,6 +209,30 @@ TEST_CASE("gemma2: defaults as transformers, layer types, soft-capping, sandwich
   CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("use_bidirectional_attention"), InputError);
 }
 
+TEST_CASE("qwen3: per-head q/k norms, head_dim 128 by default, attention_bias on all four projections") {
+  Json q = base();
+  q["model_type"] = "qwen3";
+  auto c = parse_model_config(q, "c");
+  CHECK(c.family == Family::Qwen3);
+  CHECK(c.qk_norm);
+  CHECK(c.head_dim == 128);  // transformers' default, not hidden / heads
+  CHECK((!c.qkv_bias && !c.o_bias && !c.tie_word_embeddings));
+  CHECK(c.block_norm_parameters() == 2 * 64 + 2 * 128);
+  auto shapes = parameter_shapes(c);
+  for (const char* n : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
+    CHECK(std::any_of(shapes.begin(), shapes.end(), [&](auto& s) {
+      return s.name == std::string("model.layers.1.") + n && s.shape == Shape{128};
+    }));
+  q["attention_bias"] = true;
+  q["head_dim"] = 16;
+  auto b = parse_model_config(q, "c");
+  CHECK((b.qkv_bias && b.o_bias));
+  CHECK(model_config_to_json(parse_model_config(model_config_to_json(b), "rt")) == model_config_to_json(b));
+  q["use_sliding_window"] = true;
+  CHECK_THROWS_WITH_AS(parse_model_config(q, "c"), doctest::Contains("use_sliding_window true is not implemented for qwen3"),
+                       InputError);
+}
+
 TEST_CASE("bad configs are refused with the field named") {
   Json j = base();
   j["model_type"] = "gpt2";

@@ -253,7 +253,7 @@ BASE = dict(
     use_cache=True,
 )
 
-CASES = ["llama2", "llama3", "mistral", "qwen2", "gemma", "gemma2", "phi3", "phi3-longrope", "llama2-bf16",
+CASES = ["llama2", "llama3", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "phi3-longrope", "llama2-bf16",
          "llama3-sharded"]
 
 
@@ -322,6 +322,15 @@ def case_spec(name):
                         use_sliding_window=False,
                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
             save_dtype=torch.float32, shard=None, seed=1004, tokenizer_class="Qwen2Tokenizer", init=dict(embed_std=0.15, final_norm_scale=10.0),
+        )
+    if name == "qwen3":
+        # Qwen3: an RMSNorm over each query and key head before RoPE, head_dim 24 (not hidden / heads).
+        return dict(
+            family="qwen3", tok="bpe-qwen2",
+            config=dict(model_type="qwen3", num_key_value_heads=2, head_dim=24, tie_word_embeddings=False,
+                        rms_norm_eps=1e-6, use_sliding_window=False,
+                        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+            save_dtype=torch.float32, shard=None, seed=1009, tokenizer_class="Qwen2Tokenizer",
         )
     if name == "gemma":
         return dict(

@@ -109,8 +109,8 @@ TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits")
   REQUIRE_MESSAGE(fs::exists(py), "the Python test references are missing: scripts/install-deps.sh --python");
   for (const auto& dir : all) {
     const std::string name = dir.filename().string();
-    // fused, tied, GQA+rope scaling, sandwich norms
-    if (name != "phi3" && name != "gemma" && name != "llama3" && name != "gemma2") continue;
+    // fused, tied, GQA+rope scaling, sandwich norms, q/k norms
+    if (name != "phi3" && name != "gemma" && name != "llama3" && name != "gemma2" && name != "qwen3") continue;
     CAPTURE(name);
     auto m = Model::load(dir, false);
     // Perturb the weights so the check is not satisfied by the original files.

@@ -97,7 +97,7 @@ TEST_CASE("phase FLOPs equal the closed-form counts of the architecture") {
   for (const auto& name : preset_names()) {
     const ModelConfig c = preset_config(name);
     CAPTURE(name);
-    CHECK(block_linear_params(c) == c.block_parameters() - (c.sandwich_norms ? 4 : 2) * c.hidden_size);
+    CHECK(block_linear_params(c) == c.block_parameters() - c.block_norm_parameters());
     CHECK(static_cast<double>(block_linear_params(c)) == block_matrix_entries(c, 0));
   }
   CHECK(block_linear_params(preset_config("llama-3-8b")) == 218103808);  // 4096*6144 + 4096^2 + 3*4096*14336

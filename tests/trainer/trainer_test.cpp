@@ -217,41 +217,51 @@ TEST_CASE("SPPFT: frozen weights never change, get no buffers, and memory matche
   CHECK(Model::load(o.out)->tokenizer().vocab_size() == before->config().vocab_size);
 }
 
-TEST_CASE("Gemma-2 SPPFT: sandwich norms and soft-capping train, frozen weights stay, memory to the byte") {
-  const fs::path dir = test::temp_dir("trainer-gemma2") / "model";
-  test::make_tiny_checkpoint(dir, R"({"model_type": "gemma2", "head_dim": 8, "query_pre_attn_scalar": 12,
-    "attn_logit_softcapping": 3.0, "final_logit_softcapping": 6.0, "sliding_window": 5})");
-  auto o = options("gemma2-sppft");
-  o.model_dir = dir;
-  o.out = dir.parent_path() / "sppft";
-  o.freeze = "1-2";
-  TrainResult r = train(o);
-  REQUIRE(r.steps.size() == 4);
-  for (std::size_t i = 0; i < kMemCategories; ++i) CHECK(r.predicted.bytes[i] == r.measured.bytes[i]);
-  CHECK(r.steps.back().loss < r.steps.front().loss);
-  auto before = Model::load(dir, false), after = Model::load(o.out, false);
-  auto pb = before->parameters(), pa = after->parameters();
-  int frozen_same = 0;
-  for (std::size_t i = 0; i < pb.size(); ++i) {
-    const bool same = std::equal(pb[i].tensor->data<float>(), pb[i].tensor->data<float>() + pb[i].tensor->numel(),
-                                 pa[i].tensor->data<float>());
-    const bool in_frozen = (pb[i].block == 1 || pb[i].block == 2) && pb[i].name.find("layernorm") == std::string::npos;
-    CAPTURE(pb[i].name);
-    CHECK(same == in_frozen);  // the four norms of a frozen block train (--freeze-norms freezes them)
-    frozen_same += same;
+TEST_CASE("Gemma-2 and Qwen3 SPPFT: frozen weights stay, memory to the byte, recompute bitwise") {
+  struct Family {
+    const char* name;
+    const char* config;
+    int frozen_per_block;  // tensors a frozen block keeps unchanged (its layernorms train)
+  };
+  for (const Family& fam :
+       {Family{"gemma2", R"({"model_type": "gemma2", "head_dim": 8, "query_pre_attn_scalar": 12,
+           "attn_logit_softcapping": 3.0, "final_logit_softcapping": 6.0, "sliding_window": 5})", 7},
+        Family{"qwen3", R"({"model_type": "qwen3", "head_dim": 12})", 9}}) {  // + q_norm, k_norm (attention)
+    CAPTURE(fam.name);
+    const fs::path dir = test::temp_dir(std::string("trainer-") + fam.name) / "model";
+    test::make_tiny_checkpoint(dir, fam.config);
+    auto o = options(std::string(fam.name) + "-sppft");
+    o.model_dir = dir;
+    o.out = dir.parent_path() / "sppft";
+    o.freeze = "1-2";
+    TrainResult r = train(o);
+    REQUIRE(r.steps.size() == 4);
+    for (std::size_t i = 0; i < kMemCategories; ++i) CHECK(r.predicted.bytes[i] == r.measured.bytes[i]);
+    CHECK(r.steps.back().loss < r.steps.front().loss);
+    auto before = Model::load(dir, false), after = Model::load(o.out, false);
+    auto pb = before->parameters(), pa = after->parameters();
+    int frozen_same = 0;
+    for (std::size_t i = 0; i < pb.size(); ++i) {
+      const bool same = std::equal(pb[i].tensor->data<float>(), pb[i].tensor->data<float>() + pb[i].tensor->numel(),
+                                   pa[i].tensor->data<float>());
+      const bool in_frozen = (pb[i].block == 1 || pb[i].block == 2) && pb[i].name.find("layernorm") == std::string::npos;
+      CAPTURE(pb[i].name);
+      CHECK(same == in_frozen);
+      frozen_same += same;
+    }
+    CHECK(frozen_same == 2 * fam.frozen_per_block);
+    // Recomputing the activations gives the same run bit for bit.
+    auto rc = o;
+    rc.out = dir.parent_path() / "sppft-recompute";
+    rc.activations = ActivationPolicy::recompute();
+    TrainResult rr = train(rc);
+    REQUIRE(rr.steps.size() == r.steps.size());
+    for (std::size_t i = 0; i < r.steps.size(); ++i) {
+      CHECK(rr.steps[i].loss == r.steps[i].loss);
+      CHECK(rr.steps[i].grad_norm == r.steps[i].grad_norm);
+    }
+    for (std::size_t i = 0; i < kMemCategories; ++i) CHECK(rr.predicted.bytes[i] == rr.measured.bytes[i]);
   }
-  CHECK(frozen_same == 2 * 7);
-  // Recomputing the activations gives the same run bit for bit.
-  auto rc = o;
-  rc.out = dir.parent_path() / "sppft-recompute";
-  rc.activations = ActivationPolicy::recompute();
-  TrainResult rr = train(rc);
-  REQUIRE(rr.steps.size() == r.steps.size());
-  for (std::size_t i = 0; i < r.steps.size(); ++i) {
-    CHECK(rr.steps[i].loss == r.steps[i].loss);
-    CHECK(rr.steps[i].grad_norm == r.steps[i].grad_norm);
-  }
-  for (std::size_t i = 0; i < kMemCategories; ++i) CHECK(rr.predicted.bytes[i] == rr.measured.bytes[i]);
 }
 
 TEST_CASE("the same seed gives bitwise identical losses; --freeze-norms freezes the norms too") {

@@ -68,6 +68,7 @@ int cmd_info(int argc, char** argv) {
     window = ", sliding window " + std::to_string(*c.sliding_window);
     if (windowed < c.num_layers) window += " on " + std::to_string(windowed) + " of " + std::to_string(c.num_layers) + " blocks";
   }
+  if (c.qk_norm) window += ", an RMSNorm on each query and key head";
   std::printf("attention      %lld query heads, %lld kv heads (%s), head_dim %lld%s\n", (long long)c.num_heads,
               (long long)c.num_kv_heads, c.num_kv_heads == c.num_heads ? "MHA" : "GQA", (long long)c.head_dim,
               window.c_str());

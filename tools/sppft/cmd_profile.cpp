@@ -33,7 +33,7 @@ const char* kHelp =
     "checked to add up to the step timed around them. See docs/profile.md.\n\n"
     "  DIR                   a Hugging Face checkpoint (config.json + safetensors)\n"
     "  --preset NAME         random weights at a model's shape: llama-3-8b, llama-2-7b,\n"
-    "                        gemma-2b, gemma-2-2b, phi-3-mini\n"
+    "                        gemma-2b, gemma-2-2b, phi-3-mini, qwen3-8b\n"
     "  --layers K            keep only the first K blocks (random weights, also for DIR)\n"
     "  --device D            cpu (fp32, host clock) or cuda (bf16 weights, activations and\n"
     "                        gradients, fp32 masters and moments; CUDA events, NVTX ranges)\n"
