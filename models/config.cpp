@@ -90,8 +90,31 @@ void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
     }
     if (!(c.rope.attention_factor > 0)) throw InputError(sw + ": attention_factor must be positive");
     return;
+  } else if (type == "yarn") {
+    c.rope.type = type;
+    // As transformers: a top-level original_max_position_embeddings wins, then the scaling's,
+    // then max_position_embeddings; factor defaults to max / original.
+    c.rope.original_max_position_embeddings = json_get_or<std::int64_t>(
+        j, "original_max_position_embeddings",
+        json_get_or<std::int64_t>(scaling, "original_max_position_embeddings", c.max_position_embeddings, sw), where);
+    if (c.rope.original_max_position_embeddings <= 0)
+      throw InputError(sw + ": original_max_position_embeddings must be positive");
+    c.rope.factor = json_get_or<double>(scaling, "factor",
+                                        static_cast<double>(c.max_position_embeddings) /
+                                            static_cast<double>(c.rope.original_max_position_embeddings),
+                                        sw);
+    const auto mscale = [&](double m) { return c.rope.factor <= 1 ? 1.0 : 0.1 * m * std::log(c.rope.factor) + 1.0; };
+    const double m = json_get_or<double>(scaling, "mscale", 0.0, sw), m_all = json_get_or<double>(scaling, "mscale_all_dim", 0.0, sw);
+    c.rope.attention_factor = json_get_or<double>(scaling, "attention_factor", m && m_all ? mscale(m) / mscale(m_all) : mscale(1.0), sw);
+    // transformers reads these with `or`: 0 and null take the defaults.
+    const double fast = json_get_or<double>(scaling, "beta_fast", 0.0, sw), slow = json_get_or<double>(scaling, "beta_slow", 0.0, sw);
+    c.rope.beta_fast = fast ? fast : 32.0;
+    c.rope.beta_slow = slow ? slow : 1.0;
+    c.rope.truncate = json_get_or<bool>(scaling, "truncate", true, sw);
+    if (!(c.rope.attention_factor > 0)) throw InputError(sw + ": attention_factor must be positive");
+    if (!(c.rope.beta_fast > 0 && c.rope.beta_slow > 0)) throw InputError(sw + ": beta_fast and beta_slow must be positive");
   } else {
-    throw InputError(sw + ": rope type '" + type + "' is not implemented (supported: default, linear, llama3, longrope)");
+    throw InputError(sw + ": rope type '" + type + "' is not implemented (supported: default, linear, llama3, longrope, yarn)");
   }
   if (c.rope.factor <= 0) throw InputError(sw + ": factor must be positive");
 }
@@ -278,6 +301,13 @@ Json model_config_to_json(const ModelConfig& c) {
       s["low_freq_factor"] = c.rope.low_freq_factor;
       s["high_freq_factor"] = c.rope.high_freq_factor;
       s["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
+    }
+    if (c.rope.type == "yarn") {
+      s["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
+      s["attention_factor"] = c.rope.attention_factor;
+      s["beta_fast"] = c.rope.beta_fast;
+      s["beta_slow"] = c.rope.beta_slow;
+      s["truncate"] = c.rope.truncate;
     }
     if (c.rope.type == "longrope") {
       s["short_factor"] = c.rope.short_factor;

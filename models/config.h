@@ -19,7 +19,7 @@ enum class Activation { SiLU, GeluTanh, GeluErf };
 
 struct RopeConfig {
   double theta = 10000.0;
-  std::string type = "default";  // "default", "linear", "llama3", "longrope"
+  std::string type = "default";  // "default", "linear", "llama3", "longrope", "yarn"
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
@@ -30,7 +30,14 @@ struct RopeConfig {
   // are multiplied by attention_factor, which sppft folds into the attention scale as
   // attention_factor^2.
   std::vector<double> short_factor, long_factor;
-  double attention_factor = 1.0;
+  double attention_factor = 1.0;  // longrope and yarn
+  // yarn (Qwen2.5/Qwen3 long context): frequencies whose wavelength fits original_max_position_
+  // embeddings fewer than beta_slow times are divided by factor, those that fit it more than
+  // beta_fast times are kept, with a linear ramp between (in rotary dimensions, floored/ceiled
+  // unless truncate is false); cos and sin are multiplied by attention_factor (default
+  // 0.1 ln(factor) + 1), folded into the attention scale as for longrope.
+  double beta_fast = 32.0, beta_slow = 1.0;
+  bool truncate = true;
 };
 
 struct ModelConfig {

@@ -208,6 +208,20 @@ const Tensor* opt(const Tensor& t) { return t.defined() ? &t : nullptr; }
 std::vector<float> rope_inv_freq(const ModelConfig& c, bool long_factors) {
   const std::int64_t d = c.head_dim;
   std::vector<float> out(d / 2);
+  // yarn: the rotary dimensions [low, high] between the frequencies kept and those interpolated
+  // (transformers' find_correction_range, in double).
+  double yarn_low = 0, yarn_high = 0;
+  if (c.rope.type == "yarn") {
+    const auto dim_of = [&](double rotations) {
+      return static_cast<double>(d) *
+             std::log(static_cast<double>(c.rope.original_max_position_embeddings) / (rotations * 2 * M_PI)) /
+             (2 * std::log(c.rope.theta));
+    };
+    yarn_low = dim_of(c.rope.beta_fast), yarn_high = dim_of(c.rope.beta_slow);
+    if (c.rope.truncate) yarn_low = std::floor(yarn_low), yarn_high = std::ceil(yarn_high);
+    yarn_low = std::max(yarn_low, 0.0), yarn_high = std::min(yarn_high, static_cast<double>(d - 1));
+    if (yarn_low == yarn_high) yarn_high += 0.001;
+  }
   for (std::int64_t i = 0; i < d / 2; ++i) {
     // transformers: 1 / base^(arange(0, d, 2) / d) in float32.
     float exponent = static_cast<float>(2 * i) / static_cast<float>(d);
@@ -216,6 +230,10 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, bool long_factors) {
     if (c.rope.type == "longrope") {  // transformers: 1 / (ext_factors * base^(...)), the factors in float32
       const auto& ext = long_factors ? c.rope.long_factor : c.rope.short_factor;
       inv /= static_cast<double>(static_cast<float>(ext[static_cast<std::size_t>(i)]));
+    }
+    if (c.rope.type == "yarn") {  // extrapolated below low, interpolated above high, a ramp between
+      const double ramp = std::clamp((static_cast<double>(i) - yarn_low) / (yarn_high - yarn_low), 0.0, 1.0);
+      inv = inv / c.rope.factor * ramp + inv * (1 - ramp);
     }
     if (c.rope.type == "llama3") {
       const double old_len = static_cast<double>(c.rope.original_max_position_embeddings);

@@ -233,6 +233,36 @@ TEST_CASE("qwen3: per-head q/k norms, head_dim 128 by default, attention_bias on
                        InputError);
 }
 
+TEST_CASE("yarn: defaults as transformers, the ramp between kept and interpolated frequencies") {
+  Json j = base();  // head_dim 16, rope_theta 500000
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 64}};
+  auto c = parse_model_config(j, "c");
+  CHECK(c.rope.type == "yarn");
+  CHECK(c.rope.attention_factor == doctest::Approx(0.1 * std::log(4.0) + 1));
+  CHECK(c.attention_scale() == doctest::Approx(0.25 * std::pow(0.1 * std::log(4.0) + 1, 2)));
+  // Correction range: low = floor(16 ln(64 / (32 2pi)) / (2 ln 500000)) -> 0, high = ceil(16 ln(64 / 2pi) / ...) = 2.
+  const auto plain = [&] {
+    Json p = base();
+    return rope_inv_freq(parse_model_config(p, "c"));
+  }();
+  const auto yarn = rope_inv_freq(c);
+  CHECK(yarn[0] == doctest::Approx(plain[0]));             // ramp 0: kept
+  CHECK(yarn[1] == doctest::Approx(plain[1] * (0.5 / 4 + 0.5)));  // halfway
+  for (std::size_t i = 2; i < yarn.size(); ++i) CHECK(yarn[i] == doctest::Approx(plain[i] / 4));  // interpolated
+  // mscale / mscale_all_dim (DeepSeek form) and an explicit attention_factor; round trip.
+  j["rope_scaling"]["mscale"] = 1.0;
+  j["rope_scaling"]["mscale_all_dim"] = 0.5;
+  CHECK(parse_model_config(j, "c").rope.attention_factor ==
+        doctest::Approx((0.1 * std::log(4.0) + 1) / (0.05 * std::log(4.0) + 1)));
+  j["rope_scaling"]["attention_factor"] = 1.25;
+  auto e = parse_model_config(model_config_to_json(parse_model_config(j, "c")), "rt");
+  CHECK(e.rope.attention_factor == 1.25);
+  CHECK(e.rope.original_max_position_embeddings == 64);
+  CHECK(rope_inv_freq(e) == yarn);
+  j["rope_scaling"]["beta_fast"] = -1;
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("beta_fast and beta_slow must be positive"), InputError);
+}
+
 TEST_CASE("bad configs are refused with the field named") {
   Json j = base();
   j["model_type"] = "gpt2";
@@ -241,8 +271,8 @@ TEST_CASE("bad configs are refused with the field named") {
   j["model_type"] = "phi3";
   j["rope_scaling"] = {{"type", "longrope"}, {"long_factor", {1.0}}, {"short_factor", {1.0}}};
   CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("need head_dim / 2 = 8 entries, got 1"), InputError);
-  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
-  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("'yarn' is not implemented"), InputError);
+  j["rope_scaling"] = {{"type", "dynamic"}, {"factor", 4.0}};
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("'dynamic' is not implemented"), InputError);
   j = base();
   j.erase("hidden_size");
   CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("missing field 'hidden_size'"), InputError);

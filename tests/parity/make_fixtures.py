@@ -253,7 +253,7 @@ BASE = dict(
     use_cache=True,
 )
 
-CASES = ["llama2", "llama3", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "phi3-longrope", "llama2-bf16",
+CASES = ["llama2", "llama3", "mistral", "qwen2", "qwen3", "qwen3-yarn", "gemma", "gemma2", "phi3", "phi3-longrope", "llama2-bf16",
          "llama3-sharded"]
 
 
@@ -331,6 +331,18 @@ def case_spec(name):
                         rms_norm_eps=1e-6, use_sliding_window=False,
                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
             save_dtype=torch.float32, shard=None, seed=1009, tokenizer_class="Qwen2Tokenizer",
+        )
+    if name == "qwen3-yarn":
+        # YaRN as Qwen3 documents it for long context (rope_scaling yarn, factor 4), with a pretraining
+        # length of 32: of the 8 rotary frequencies, 0 and 1 sit on the ramp and the rest are interpolated;
+        # attention_factor 0.1 ln 4 + 1 from the default.
+        return dict(
+            family="qwen3", tok="bpe-qwen2",
+            config=dict(model_type="qwen3", num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
+                        rms_norm_eps=1e-6, use_sliding_window=False,
+                        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                         "original_max_position_embeddings": 32}),
+            save_dtype=torch.float32, shard=None, seed=1010, tokenizer_class="Qwen2Tokenizer",
         )
     if name == "gemma":
         return dict(

@@ -45,7 +45,7 @@ Tensor ref_tensor(const Checkpoint& ref, const std::string& name) {
 
 TEST_CASE("transformers parity for every family") {
   auto cases = parity_cases();
-  REQUIRE_MESSAGE(cases.size() >= 11, "fixtures missing: run tests/parity/make_fixtures.py $SPPFT_PARITY_DIR (ctest does)");
+  REQUIRE_MESSAGE(cases.size() >= 12, "fixtures missing: run tests/parity/make_fixtures.py $SPPFT_PARITY_DIR (ctest does)");
   std::map<std::string, CaseReport> reports;
   for (const auto& dir : cases) {
     const std::string name = dir.filename().string();

@@ -82,6 +82,9 @@ int cmd_info(int argc, char** argv) {
   if (c.rope.type == "longrope")
     std::printf(" (factor %g; long factors past %lld positions; attention factor %g)", c.rope.factor,
                 (long long)c.rope.original_max_position_embeddings, c.rope.attention_factor);
+  else if (c.rope.type == "yarn")
+    std::printf(" (factor %g past %lld positions; attention factor %g)", c.rope.factor,
+                (long long)c.rope.original_max_position_embeddings, c.rope.attention_factor);
   else if (c.rope.type != "default")
     std::printf(" (factor %g)", c.rope.factor);
   std::printf("\nvocab          %lld, max positions %lld, rms_norm_eps %g, tied embeddings %s\n",
