@@ -28,6 +28,22 @@ std::int64_t positive(const Json& j, const char* key, const std::string& where) 
   return v;
 }
 
+// longrope and yarn: the pretraining length as transformers reads it (a top-level
+// original_max_position_embeddings wins, as Phi-3 writes it, then the scaling's, then
+// max_position_embeddings) and factor, by default max / original.
+void parse_pretraining_length(const Json& j, const Json& scaling, ModelConfig& c, const std::string& where,
+                              const std::string& sw) {
+  c.rope.original_max_position_embeddings = json_get_or<std::int64_t>(
+      j, "original_max_position_embeddings",
+      json_get_or<std::int64_t>(scaling, "original_max_position_embeddings", c.max_position_embeddings, sw), where);
+  if (c.rope.original_max_position_embeddings <= 0)
+    throw InputError(sw + ": original_max_position_embeddings must be positive");
+  c.rope.factor = json_get_or<double>(scaling, "factor",
+                                      static_cast<double>(c.max_position_embeddings) /
+                                          static_cast<double>(c.rope.original_max_position_embeddings),
+                                      sw);
+}
+
 void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
   // Newer transformers: rope_parameters {rope_type, rope_theta, factor, ...};
   // the Hub form: rope_theta + rope_scaling {type|rope_type, factor, ...}.
@@ -62,16 +78,8 @@ void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
     c.rope.type = "longrope";
     c.rope.short_factor = json_get<std::vector<double>>(scaling, "short_factor", sw);
     c.rope.long_factor = json_get<std::vector<double>>(scaling, "long_factor", sw);
-    c.rope.original_max_position_embeddings = json_get_or<std::int64_t>(
-        scaling, "original_max_position_embeddings",
-        json_get_or<std::int64_t>(j, "original_max_position_embeddings", c.max_position_embeddings, where), sw);
-    if (c.rope.original_max_position_embeddings <= 0)
-      throw InputError(sw + ": original_max_position_embeddings must be positive");
-    // As transformers: factor defaults to max / original; attention_factor to sqrt(1 + ln f / ln original).
-    c.rope.factor = json_get_or<double>(scaling, "factor",
-                                        static_cast<double>(c.max_position_embeddings) /
-                                            static_cast<double>(c.rope.original_max_position_embeddings),
-                                        sw);
+    parse_pretraining_length(j, scaling, c, where, sw);
+    // As transformers: attention_factor defaults to sqrt(1 + ln f / ln original).
     if (scaling.contains("attention_factor") && !scaling["attention_factor"].is_null()) {
       c.rope.attention_factor = json_get<double>(scaling, "attention_factor", sw);
     } else {
@@ -92,17 +100,7 @@ void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
     return;
   } else if (type == "yarn") {
     c.rope.type = type;
-    // As transformers: a top-level original_max_position_embeddings wins, then the scaling's,
-    // then max_position_embeddings; factor defaults to max / original.
-    c.rope.original_max_position_embeddings = json_get_or<std::int64_t>(
-        j, "original_max_position_embeddings",
-        json_get_or<std::int64_t>(scaling, "original_max_position_embeddings", c.max_position_embeddings, sw), where);
-    if (c.rope.original_max_position_embeddings <= 0)
-      throw InputError(sw + ": original_max_position_embeddings must be positive");
-    c.rope.factor = json_get_or<double>(scaling, "factor",
-                                        static_cast<double>(c.max_position_embeddings) /
-                                            static_cast<double>(c.rope.original_max_position_embeddings),
-                                        sw);
+    parse_pretraining_length(j, scaling, c, where, sw);
     const auto mscale = [&](double m) { return c.rope.factor <= 1 ? 1.0 : 0.1 * m * std::log(c.rope.factor) + 1.0; };
     const double m = json_get_or<double>(scaling, "mscale", 0.0, sw), m_all = json_get_or<double>(scaling, "mscale_all_dim", 0.0, sw);
     c.rope.attention_factor = json_get_or<double>(scaling, "attention_factor", m && m_all ? mscale(m) / mscale(m_all) : mscale(1.0), sw);
