@@ -122,6 +122,18 @@ Checkpoint::Checkpoint(const fs::path& dir) {
   }
 }
 
+void Checkpoint::rename(const std::function<std::string(const std::string&)>& name_of, const std::string& where) {
+  std::map<std::string, TensorEntry> renamed;
+  for (auto& [name, e] : entries_) {
+    std::string to = name_of(name);
+    if (to.empty()) continue;
+    if (renamed.count(to))
+      throw InputError(where + ": tensors '" + renamed.at(to).name + "' and '" + name + "' both stand for '" + to + "'");
+    renamed.emplace(to, e);
+  }
+  entries_ = std::move(renamed);
+}
+
 Checkpoint Checkpoint::from_file(const fs::path& file) {
   Checkpoint c;
   c.add_file(file);

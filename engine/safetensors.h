@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,6 +55,9 @@ class Checkpoint {
   const TensorEntry& entry(const std::string& name) const;  // InputError if missing
   const std::map<std::string, TensorEntry>& entries() const { return entries_; }
   std::size_t shard_count() const { return files_.size(); }
+  // Renames every tensor to name_of(name), dropping those it maps to ""; two tensors renamed to
+  // one name are an InputError (`where` names the checkpoint).
+  void rename(const std::function<std::string(const std::string&)>& name_of, const std::string& where);
 
   // The named tensor converted to fp32 on the CPU, after checking its shape.
   Tensor load_f32(const std::string& name, const Shape& expected, MemCategory cat) const;

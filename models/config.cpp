@@ -31,90 +31,115 @@ std::int64_t positive(const Json& j, const char* key, const std::string& where) 
 // longrope and yarn: the pretraining length as transformers reads it (a top-level
 // original_max_position_embeddings wins, as Phi-3 writes it, then the scaling's, then
 // max_position_embeddings) and factor, by default max / original.
-void parse_pretraining_length(const Json& j, const Json& scaling, ModelConfig& c, const std::string& where,
-                              const std::string& sw) {
-  c.rope.original_max_position_embeddings = json_get_or<std::int64_t>(
+void parse_pretraining_length(const Json& j, const Json& scaling, const ModelConfig& c, RopeConfig& r,
+                              const std::string& where, const std::string& sw) {
+  r.original_max_position_embeddings = json_get_or<std::int64_t>(
       j, "original_max_position_embeddings",
       json_get_or<std::int64_t>(scaling, "original_max_position_embeddings", c.max_position_embeddings, sw), where);
-  if (c.rope.original_max_position_embeddings <= 0)
-    throw InputError(sw + ": original_max_position_embeddings must be positive");
-  c.rope.factor = json_get_or<double>(scaling, "factor",
-                                      static_cast<double>(c.max_position_embeddings) /
-                                          static_cast<double>(c.rope.original_max_position_embeddings),
-                                      sw);
+  if (r.original_max_position_embeddings <= 0) throw InputError(sw + ": original_max_position_embeddings must be positive");
+  r.factor = json_get_or<double>(
+      scaling, "factor",
+      static_cast<double>(c.max_position_embeddings) / static_cast<double>(r.original_max_position_embeddings), sw);
 }
 
-void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
-  // Newer transformers: rope_parameters {rope_type, rope_theta, factor, ...};
-  // the Hub form: rope_theta + rope_scaling {type|rope_type, factor, ...}.
-  Json scaling = Json();
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
-    scaling = j["rope_parameters"];
-    c.rope.theta = json_get_or<double>(scaling, "rope_theta", json_get_or<double>(j, "rope_theta", 10000.0, where), where + " rope_parameters");
-  } else {
-    c.rope.theta = json_get_or<double>(j, "rope_theta", 10000.0, where);
-    if (j.contains("rope_scaling")) scaling = j["rope_scaling"];
-  }
-  if (c.rope.theta <= 0) throw InputError(where + ": rope_theta must be positive");
+// One RoPE parameter object (rope_parameters, or the Hub's rope_scaling; null: none) into `r`,
+// whose theta is already read; `sw` names the object in errors.
+void parse_rope_scaling(const Json& j, const Json& scaling, const ModelConfig& c, RopeConfig& r, const std::string& where,
+                        const std::string& sw) {
+  if (!(r.theta > 0)) throw InputError(sw + ": rope_theta must be positive");
   if (scaling.is_null()) return;
-  if (!scaling.is_object()) throw InputError(where + ": rope_scaling must be an object or null");
-  const std::string sw = where + " rope_scaling";
+  if (!scaling.is_object()) throw InputError(sw + ": expected an object or null");
   if (json_get_or<double>(scaling, "partial_rotary_factor", 1.0, sw) != 1.0)
     throw InputError(sw + ": partial_rotary_factor other than 1.0 is not implemented");
   std::string type = json_get_or<std::string>(scaling, "rope_type", json_get_or<std::string>(scaling, "type", "default", sw), sw);
   if (type == "default") return;
   if (type == "linear") {
-    c.rope.type = type;
-    c.rope.factor = json_get<double>(scaling, "factor", sw);
+    r.type = type;
+    r.factor = json_get<double>(scaling, "factor", sw);
   } else if (type == "llama3") {
-    c.rope.type = type;
-    c.rope.factor = json_get<double>(scaling, "factor", sw);
-    c.rope.low_freq_factor = json_get<double>(scaling, "low_freq_factor", sw);
-    c.rope.high_freq_factor = json_get<double>(scaling, "high_freq_factor", sw);
-    c.rope.original_max_position_embeddings = json_get<std::int64_t>(scaling, "original_max_position_embeddings", sw);
-    if (c.rope.high_freq_factor <= c.rope.low_freq_factor)
-      throw InputError(sw + ": high_freq_factor must exceed low_freq_factor");
+    r.type = type;
+    r.factor = json_get<double>(scaling, "factor", sw);
+    r.low_freq_factor = json_get<double>(scaling, "low_freq_factor", sw);
+    r.high_freq_factor = json_get<double>(scaling, "high_freq_factor", sw);
+    r.original_max_position_embeddings = json_get<std::int64_t>(scaling, "original_max_position_embeddings", sw);
+    if (r.high_freq_factor <= r.low_freq_factor) throw InputError(sw + ": high_freq_factor must exceed low_freq_factor");
   } else if (type == "longrope" || type == "su") {  // "su": the name older Phi-3 configs use
-    c.rope.type = "longrope";
-    c.rope.short_factor = json_get<std::vector<double>>(scaling, "short_factor", sw);
-    c.rope.long_factor = json_get<std::vector<double>>(scaling, "long_factor", sw);
-    parse_pretraining_length(j, scaling, c, where, sw);
+    r.type = "longrope";
+    r.short_factor = json_get<std::vector<double>>(scaling, "short_factor", sw);
+    r.long_factor = json_get<std::vector<double>>(scaling, "long_factor", sw);
+    parse_pretraining_length(j, scaling, c, r, where, sw);
     // As transformers: attention_factor defaults to sqrt(1 + ln f / ln original).
     if (scaling.contains("attention_factor") && !scaling["attention_factor"].is_null()) {
-      c.rope.attention_factor = json_get<double>(scaling, "attention_factor", sw);
+      r.attention_factor = json_get<double>(scaling, "attention_factor", sw);
     } else {
-      c.rope.attention_factor =
-          c.rope.factor <= 1.0 ? 1.0
-                               : std::sqrt(1.0 + std::log(c.rope.factor) /
-                                                     std::log(static_cast<double>(c.rope.original_max_position_embeddings)));
+      r.attention_factor =
+          r.factor <= 1.0
+              ? 1.0
+              : std::sqrt(1.0 + std::log(r.factor) / std::log(static_cast<double>(r.original_max_position_embeddings)));
     }
     const auto half = static_cast<std::size_t>(c.head_dim / 2);
-    for (const auto* f : {&c.rope.short_factor, &c.rope.long_factor}) {
+    for (const auto* f : {&r.short_factor, &r.long_factor}) {
       if (f->size() != half)
         throw InputError(sw + ": short_factor and long_factor need head_dim / 2 = " + std::to_string(half) +
                          " entries, got " + std::to_string(f->size()));
       for (double x : *f)
         if (!(x > 0)) throw InputError(sw + ": short_factor and long_factor entries must be positive");
     }
-    if (!(c.rope.attention_factor > 0)) throw InputError(sw + ": attention_factor must be positive");
+    if (!(r.attention_factor > 0)) throw InputError(sw + ": attention_factor must be positive");
     return;
   } else if (type == "yarn") {
-    c.rope.type = type;
-    parse_pretraining_length(j, scaling, c, where, sw);
-    const auto mscale = [&](double m) { return c.rope.factor <= 1 ? 1.0 : 0.1 * m * std::log(c.rope.factor) + 1.0; };
+    r.type = type;
+    parse_pretraining_length(j, scaling, c, r, where, sw);
+    const auto mscale = [&](double m) { return r.factor <= 1 ? 1.0 : 0.1 * m * std::log(r.factor) + 1.0; };
     const double m = json_get_or<double>(scaling, "mscale", 0.0, sw), m_all = json_get_or<double>(scaling, "mscale_all_dim", 0.0, sw);
-    c.rope.attention_factor = json_get_or<double>(scaling, "attention_factor", m && m_all ? mscale(m) / mscale(m_all) : mscale(1.0), sw);
+    r.attention_factor = json_get_or<double>(scaling, "attention_factor", m && m_all ? mscale(m) / mscale(m_all) : mscale(1.0), sw);
     // transformers reads these with `or`: 0 and null take the defaults.
     const double fast = json_get_or<double>(scaling, "beta_fast", 0.0, sw), slow = json_get_or<double>(scaling, "beta_slow", 0.0, sw);
-    c.rope.beta_fast = fast ? fast : 32.0;
-    c.rope.beta_slow = slow ? slow : 1.0;
-    c.rope.truncate = json_get_or<bool>(scaling, "truncate", true, sw);
-    if (!(c.rope.attention_factor > 0)) throw InputError(sw + ": attention_factor must be positive");
-    if (!(c.rope.beta_fast > 0 && c.rope.beta_slow > 0)) throw InputError(sw + ": beta_fast and beta_slow must be positive");
+    r.beta_fast = fast ? fast : 32.0;
+    r.beta_slow = slow ? slow : 1.0;
+    r.truncate = json_get_or<bool>(scaling, "truncate", true, sw);
+    if (!(r.attention_factor > 0)) throw InputError(sw + ": attention_factor must be positive");
+    if (!(r.beta_fast > 0 && r.beta_slow > 0)) throw InputError(sw + ": beta_fast and beta_slow must be positive");
   } else {
     throw InputError(sw + ": rope type '" + type + "' is not implemented (supported: default, linear, llama3, longrope, yarn)");
   }
-  if (c.rope.factor <= 0) throw InputError(sw + ": factor must be positive");
+  if (r.factor <= 0) throw InputError(sw + ": factor must be positive");
+}
+
+void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
+  // Newer transformers: rope_parameters {rope_type, rope_theta, factor, ...};
+  // the Hub form: rope_theta + rope_scaling {type|rope_type, factor, ...}.
+  const double theta_default = c.family == Family::Gemma3 ? 1e6 : 10000.0;
+  const bool parameters = j.contains("rope_parameters") && j["rope_parameters"].is_object();
+  if (c.family == Family::Gemma3) {
+    // Gemma-3: the full-attention layers take rope_theta (1e6) and rope_scaling, the sliding ones
+    // rope_local_base_freq (1e4) without scaling; transformers 5 writes rope_parameters by layer type.
+    RopeConfig local;
+    local.theta = json_get_or<double>(j, "rope_local_base_freq", 10000.0, where);
+    const Json by_type = parameters ? j["rope_parameters"] : Json::object();
+    const std::string pw = where + " rope_parameters";
+    if (parameters && !by_type.contains("full_attention") && !by_type.contains("sliding_attention"))
+      throw InputError(pw + ": expected entries full_attention and sliding_attention (gemma3 takes one RoPE per layer type)");
+    Json full = by_type.contains("full_attention") ? by_type["full_attention"] : Json();
+    if (!parameters && j.contains("rope_scaling")) full = j["rope_scaling"];
+    if (full.is_object()) c.rope.theta = json_get_or<double>(full, "rope_theta", json_get_or<double>(j, "rope_theta", theta_default, where), pw);
+    else c.rope.theta = json_get_or<double>(j, "rope_theta", theta_default, where);
+    parse_rope_scaling(j, full, c, c.rope, where, parameters ? pw + ".full_attention" : where + " rope_scaling");
+    const Json sliding = by_type.contains("sliding_attention") ? by_type["sliding_attention"] : Json();
+    if (sliding.is_object()) local.theta = json_get_or<double>(sliding, "rope_theta", local.theta, pw + ".sliding_attention");
+    parse_rope_scaling(j, sliding, c, local, where, pw + ".sliding_attention");
+    c.local_rope = local;
+    return;
+  }
+  Json scaling = Json();
+  if (parameters) {
+    scaling = j["rope_parameters"];
+    c.rope.theta = json_get_or<double>(scaling, "rope_theta", json_get_or<double>(j, "rope_theta", theta_default, where), where + " rope_parameters");
+  } else {
+    c.rope.theta = json_get_or<double>(j, "rope_theta", theta_default, where);
+    if (j.contains("rope_scaling")) scaling = j["rope_scaling"];
+  }
+  parse_rope_scaling(j, scaling, c, c.rope, where, where + " rope_scaling");
 }
 
 // A softcapping field: a positive number, or null / absent (`fallback` when absent).
@@ -126,15 +151,20 @@ float softcap_field(const Json& j, const char* key, double fallback, const std::
   return static_cast<float>(v);
 }
 
-// Gemma-2 (defaults as transformers' Gemma2Config): sandwich norms, soft-capping, a scale from
-// query_pre_attn_scalar, and sliding-window attention on the layers layer_types names
-// (by default every even layer).
-void parse_gemma2(const Json& j, ModelConfig& c, const std::string& where) {
+// Gemma-2 and Gemma-3 (defaults as transformers' Gemma2Config / Gemma3TextConfig): sandwich norms,
+// a scale from query_pre_attn_scalar, sliding-window attention on the layers layer_types names
+// (by default gemma2's even layers, gemma3's all but every sliding_window_pattern-th), and
+// soft-capping (gemma2 by default; gemma3's final logits when its config asks).
+void parse_gemma_sandwich(const Json& j, ModelConfig& c, const std::string& where) {
+  const bool gemma3 = c.family == Family::Gemma3;
   c.sandwich_norms = true;
   c.query_pre_attn_scalar = json_get_or<double>(j, "query_pre_attn_scalar", 256.0, where);
   if (!(c.query_pre_attn_scalar > 0)) throw InputError(where + ": query_pre_attn_scalar must be positive");
-  c.attn_logit_softcap = softcap_field(j, "attn_logit_softcapping", 50.0, where);
-  c.final_logit_softcap = softcap_field(j, "final_logit_softcapping", 30.0, where);
+  // transformers' Gemma3Attention reads attn_logit_softcapping but never applies it (Gemma-3 has
+  // q/k norms instead); sppft computes what transformers does, so the field is validated only.
+  c.attn_logit_softcap = softcap_field(j, "attn_logit_softcapping", gemma3 ? 0.0 : 50.0, where);
+  if (gemma3) c.attn_logit_softcap = 0;
+  c.final_logit_softcap = softcap_field(j, "final_logit_softcapping", gemma3 ? 0.0 : 30.0, where);
   if (json_get_or<bool>(j, "use_bidirectional_attention", false, where))
     throw InputError(where + ": use_bidirectional_attention true is not implemented (expected causal attention)");
   std::int64_t window = 4096;
@@ -153,9 +183,19 @@ void parse_gemma2(const Json& j, ModelConfig& c, const std::string& where) {
                          "', expected sliding_attention or full_attention");
       c.sliding_layers[l] = types[l] == "sliding_attention";
     }
+  } else if (gemma3) {
+    const auto pattern = json_get_or<std::int64_t>(j, "sliding_window_pattern", 6, where);
+    if (pattern <= 0) throw InputError(where + ": sliding_window_pattern must be positive, got " + std::to_string(pattern));
+    for (std::size_t l = 0; l < c.sliding_layers.size(); ++l) c.sliding_layers[l] = (l + 1) % pattern != 0;
   } else {
     for (std::size_t l = 0; l < c.sliding_layers.size(); ++l) c.sliding_layers[l] = l % 2 == 0;
   }
+  // The scale comes from query_pre_attn_scalar alone: a RoPE attention factor (longrope, yarn)
+  // would scale some layers' scores and not others.
+  for (const RopeConfig* r : {&c.rope, c.local_rope ? &*c.local_rope : nullptr})
+    if (r && (r->type == "longrope" || r->type == "yarn"))
+      throw InputError(where + ": rope type '" + r->type + "' is not implemented for " + c.model_type +
+                       " (supported: default, linear, llama3)");
 }
 
 }  // namespace
@@ -193,8 +233,36 @@ std::int64_t ModelConfig::total_parameters() const {
 
 std::string ModelConfig::family_name() const { return model_type; }
 
+namespace {
+
+// Gemma-3 4B and larger ship as Gemma3ForConditionalGeneration: the text model's config under
+// text_config, mostly left to transformers' Gemma3TextConfig defaults (gemma-3-4b-it's names only
+// hidden_size, intermediate_size, num_hidden_layers, rope_scaling and sliding_window); token ids
+// and dtype at the top level.
+ModelConfig parse_gemma3_multimodal(const Json& j, const std::string& where) {
+  const std::string tw = where + " text_config";
+  Json text = j.contains("text_config") && !j["text_config"].is_null() ? j["text_config"] : Json::object();
+  if (!text.is_object()) throw InputError(tw + ": expected an object");
+  const auto inner = json_get_or<std::string>(text, "model_type", "gemma3_text", tw);
+  if (inner != "gemma3_text") throw InputError(tw + ": model_type '" + inner + "', expected gemma3_text");
+  static const Json defaults = Json::parse(R"({"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
+      "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 131072})");
+  for (auto it = defaults.begin(); it != defaults.end(); ++it)
+    if (!text.contains(it.key())) text[it.key()] = it.value();
+  for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype", "tie_word_embeddings"})
+    if (j.contains(k) && !text.contains(k)) text[k] = j[k];
+  text["model_type"] = "gemma3_text";
+  text["architectures"] = {"Gemma3ForCausalLM"};
+  ModelConfig c = parse_model_config(text, tw);
+  c.multimodal = true;
+  return c;
+}
+
+}  // namespace
+
 ModelConfig parse_model_config(const Json& j, const std::string& where) {
   if (!j.is_object()) throw InputError(where + ": expected a JSON object");
+  if (json_get<std::string>(j, "model_type", where) == "gemma3") return parse_gemma3_multimodal(j, where);
   ModelConfig c;
   c.model_type = json_get<std::string>(j, "model_type", where);
   const std::string& t = c.model_type;
@@ -205,8 +273,9 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   else if (t == "phi3") c.family = Family::Phi3;
   else if (t == "gemma2") c.family = Family::Gemma2;
   else if (t == "qwen3") c.family = Family::Qwen3;
-  else throw InputError(where + ": model_type '" + t + "' is not supported (expected llama, mistral, qwen2, qwen3, gemma, gemma2 or phi3)");
-  const bool gemma = c.family == Family::Gemma || c.family == Family::Gemma2;
+  else if (t == "gemma3_text") c.family = Family::Gemma3;
+  else throw InputError(where + ": model_type '" + t + "' is not supported (expected llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, gemma3_text or phi3)");
+  const bool gemma = c.family == Family::Gemma || c.family == Family::Gemma2 || c.family == Family::Gemma3;
 
   c.hidden_size = positive(j, "hidden_size", where);
   c.intermediate_size = positive(j, "intermediate_size", where);
@@ -216,8 +285,8 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
     throw InputError(where + ": num_attention_heads (" + std::to_string(c.num_heads) +
                      ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
-  // transformers' Qwen3Config defaults head_dim to 128, not hidden / heads.
-  c.head_dim = json_get_or<std::int64_t>(j, "head_dim", c.family == Family::Qwen3 ? 128 : 0, where);
+  // transformers' Qwen3Config and Gemma3TextConfig default head_dim to 128 and 256, not hidden / heads.
+  c.head_dim = json_get_or<std::int64_t>(j, "head_dim", c.family == Family::Qwen3 ? 128 : c.family == Family::Gemma3 ? 256 : 0, where);
   if (c.head_dim == 0) {
     if (c.hidden_size % c.num_heads != 0) throw InputError(where + ": hidden_size is not a multiple of num_attention_heads and head_dim is not given");
     c.head_dim = c.hidden_size / c.num_heads;
@@ -239,11 +308,12 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   c.o_bias = c.family != Family::Qwen2 && attention_bias;
   c.mlp_bias = json_get_or<bool>(j, "mlp_bias", false, where);
   c.fused_qkv = c.fused_gate_up = c.family == Family::Phi3;
-  c.qk_norm = c.family == Family::Qwen3;
+  c.qk_norm = c.family == Family::Qwen3 || c.family == Family::Gemma3;
   c.norm_unit_offset = c.scale_embeddings = gemma;
 
   std::string act = json_get_or<std::string>(j, "hidden_activation", "", where);
-  if (act.empty() && c.family == Family::Gemma2 && !j.contains("hidden_act")) act = "gelu_pytorch_tanh";
+  if (act.empty() && (c.family == Family::Gemma2 || c.family == Family::Gemma3) && !j.contains("hidden_act"))
+    act = "gelu_pytorch_tanh";
   if (act.empty()) act = json_get_or<std::string>(j, "hidden_act", "silu", where);
   // transformers runs gemma with the tanh approximation even when hidden_act says "gelu".
   if (c.family == Family::Gemma && act == "gelu" && !j.contains("hidden_activation")) act = "gelu_pytorch_tanh";
@@ -258,7 +328,7 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   }
   if ((c.family == Family::Qwen2 || c.family == Family::Qwen3) && json_get_or<bool>(j, "use_sliding_window", false, where))
     throw InputError(where + ": use_sliding_window true is not implemented for " + t);
-  if (c.family == Family::Gemma2) parse_gemma2(j, c, where);
+  if (c.family == Family::Gemma2 || c.family == Family::Gemma3) parse_gemma_sandwich(j, c, where);
 
   if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<std::int64_t>();
   if (j.contains("eos_token_id")) c.eos_token_ids = id_list(j["eos_token_id"], where);
@@ -275,9 +345,36 @@ ModelConfig load_model_config(const fs::path& dir) {
   return parse_model_config(read_json_file(p), p.string());
 }
 
+namespace {
+
+// The Hub's rope_scaling object of `r` (null for default RoPE).
+Json rope_scaling_json(const RopeConfig& r) {
+  if (r.type == "default") return Json();
+  Json s = {{"rope_type", r.type}, {"factor", r.factor}};
+  if (r.type == "linear") return s;
+  s["original_max_position_embeddings"] = r.original_max_position_embeddings;  // llama3, yarn, longrope
+  if (r.type == "llama3") {
+    s["low_freq_factor"] = r.low_freq_factor;
+    s["high_freq_factor"] = r.high_freq_factor;
+    return s;
+  }
+  s["attention_factor"] = r.attention_factor;  // yarn, longrope
+  if (r.type == "yarn") {
+    s["beta_fast"] = r.beta_fast;
+    s["beta_slow"] = r.beta_slow;
+    s["truncate"] = r.truncate;
+  } else {
+    s["short_factor"] = r.short_factor;
+    s["long_factor"] = r.long_factor;
+  }
+  return s;
+}
+
+}  // namespace
+
 Json model_config_to_json(const ModelConfig& c) {
-  static const char* archs[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                                "GemmaForCausalLM", "Phi3ForCausalLM",    "Gemma2ForCausalLM", "Qwen3ForCausalLM"};
+  static const char* archs[] = {"LlamaForCausalLM",  "MistralForCausalLM", "Qwen2ForCausalLM", "GemmaForCausalLM",
+                                "Phi3ForCausalLM",   "Gemma2ForCausalLM",  "Qwen3ForCausalLM", "Gemma3ForCausalLM"};
   Json j;
   j["architectures"] = {archs[static_cast<int>(c.family)]};
   j["model_type"] = c.model_type;
@@ -291,40 +388,22 @@ Json model_config_to_json(const ModelConfig& c) {
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope.theta;
-  if (c.rope.type == "default") {
-    j["rope_scaling"] = nullptr;
-  } else {
-    Json s = {{"rope_type", c.rope.type}, {"factor", c.rope.factor}};
-    if (c.rope.type == "llama3") {
-      s["low_freq_factor"] = c.rope.low_freq_factor;
-      s["high_freq_factor"] = c.rope.high_freq_factor;
-      s["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
-    }
-    if (c.rope.type == "yarn") {
-      s["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
-      s["attention_factor"] = c.rope.attention_factor;
-      s["beta_fast"] = c.rope.beta_fast;
-      s["beta_slow"] = c.rope.beta_slow;
-      s["truncate"] = c.rope.truncate;
-    }
-    if (c.rope.type == "longrope") {
-      s["short_factor"] = c.rope.short_factor;
-      s["long_factor"] = c.rope.long_factor;
-      s["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
-      s["attention_factor"] = c.rope.attention_factor;
-    }
-    j["rope_scaling"] = s;
+  j["rope_scaling"] = rope_scaling_json(c.rope);
+  if (c.local_rope) {
+    if (c.local_rope->type != "default")  // parse_rope reads a local scaling from rope_parameters only
+      throw std::logic_error("model_config_to_json: a scaled local RoPE has no Hub form");
+    j["rope_local_base_freq"] = c.local_rope->theta;
   }
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   if (c.family == Family::Llama) {
     j["attention_bias"] = c.qkv_bias;
     j["mlp_bias"] = c.mlp_bias;
   }
-  if (c.family == Family::Qwen3) j["attention_bias"] = c.qkv_bias;
+  if (c.family == Family::Qwen3 || c.family == Family::Gemma3) j["attention_bias"] = c.qkv_bias;
   const char* act = c.activation == Activation::SiLU ? "silu" : c.activation == Activation::GeluTanh ? "gelu_pytorch_tanh" : "gelu";
-  j[c.family == Family::Gemma || c.family == Family::Gemma2 ? "hidden_activation" : "hidden_act"] = act;
+  j[c.norm_unit_offset ? "hidden_activation" : "hidden_act"] = act;  // the gemma families
   if (c.sliding_window) j["sliding_window"] = *c.sliding_window;
-  if (c.family == Family::Gemma2) {
+  if (c.sandwich_norms) {  // gemma2, gemma3
     if (!c.sliding_window) j["sliding_window"] = nullptr;
     j["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
     const auto cap = [](float v) { return v > 0 ? Json(static_cast<double>(v)) : Json(nullptr); };

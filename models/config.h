@@ -1,5 +1,6 @@
 // ModelConfig: what sppft needs of a Hugging Face config.json, for model_type
-// llama (Llama-2, Llama-3/3.1, TinyLlama), mistral, qwen2, qwen3, gemma, gemma2 and phi3.
+// llama (Llama-2, Llama-3/3.1, TinyLlama), mistral, qwen2, qwen3, gemma, gemma2, gemma3_text
+// (Gemma-3 1B, 270M), the text model of gemma3 (Gemma-3 4B, 12B, 27B) and phi3.
 // Both the Hub form (rope_theta, rope_scaling) and the newer transformers form
 // (rope_parameters) are read.
 #pragma once
@@ -14,7 +15,7 @@
 
 namespace sppft {
 
-enum class Family { Llama, Mistral, Qwen2, Gemma, Phi3, Gemma2, Qwen3 };
+enum class Family { Llama, Mistral, Qwen2, Gemma, Phi3, Gemma2, Qwen3, Gemma3 };
 enum class Activation { SiLU, GeluTanh, GeluErf };
 
 struct RopeConfig {
@@ -53,20 +54,23 @@ struct ModelConfig {
   std::int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
+  // gemma3: the sliding-window layers' own RoPE (rope_local_base_freq, or rope_parameters'
+  // sliding_attention entry); `rope` is then that of the full-attention layers.
+  std::optional<RopeConfig> local_rope;
   bool tie_word_embeddings = false;
   bool qkv_bias = false;        // qwen2; llama attention_bias
   bool o_bias = false;          // llama attention_bias
   bool mlp_bias = false;        // llama mlp_bias
   bool fused_qkv = false;       // phi3 qkv_proj
   bool fused_gate_up = false;   // phi3 gate_up_proj
-  bool qk_norm = false;         // qwen3: RMSNorm of each query and key head before RoPE
+  bool qk_norm = false;         // qwen3, gemma3: RMSNorm of each query and key head before RoPE
   bool norm_unit_offset = false;     // gemma: x_hat * (1 + w)
   bool scale_embeddings = false;     // gemma: embeddings * sqrt(hidden)
   Activation activation = Activation::SiLU;
   std::optional<std::int64_t> sliding_window;
-  std::vector<bool> sliding_layers;  // gemma2 layer_types: which layers take sliding_window; empty = all
-  // Gemma-2: the attention scale is 1 / sqrt(query_pre_attn_scalar) (0: head_dim); attention
-  // scores and final logits are soft-capped, cap * tanh(x / cap) (0: not capped); every
+  std::vector<bool> sliding_layers;  // gemma2/3 layer_types: which layers take sliding_window; empty = all
+  // Gemma-2/3: the attention scale is 1 / sqrt(query_pre_attn_scalar) (0: head_dim); attention
+  // scores (gemma2) and final logits are soft-capped, cap * tanh(x / cap) (0: not capped); every
   // block also normalises the outputs of attention and MLP before their residual adds.
   double query_pre_attn_scalar = 0;
   float attn_logit_softcap = 0;
@@ -75,11 +79,20 @@ struct ModelConfig {
   std::optional<std::int64_t> bos_token_id;
   std::vector<std::int64_t> eos_token_ids;
   std::string torch_dtype = "float32";
-  Json source;  // the config.json object it was parsed from (null for built configs)
+  // Read from a multimodal Gemma-3 checkpoint (Gemma3ForConditionalGeneration, model_type gemma3):
+  // the text model's config, its tensors under the text model's names (open_checkpoint); the
+  // vision tower is not loaded, and a save writes the text model (Gemma3ForCausalLM).
+  bool multimodal = false;
+  Json source;  // the config.json object it was parsed from (multimodal: the text model's; null for built configs)
 
   std::int64_t q_dim() const { return num_heads * head_dim; }
   // The sliding window of layer `layer`'s attention (0: it sees every earlier position).
   std::int64_t attention_window(std::int64_t layer) const;
+  // The RoPE layer `layer` takes: local_rope on gemma3's sliding layers, `rope` otherwise.
+  bool uses_local_rope(std::int64_t layer) const {
+    return local_rope && sliding_layers.at(static_cast<std::size_t>(layer));
+  }
+  const RopeConfig& rope_of(std::int64_t layer) const { return uses_local_rope(layer) ? *local_rope : rope; }
   // The softmax scale of attention scores: 1 / sqrt(head_dim) (gemma2: query_pre_attn_scalar),
   // times longrope's attention_factor^2.
   float attention_scale() const;
@@ -90,7 +103,7 @@ struct ModelConfig {
   std::int64_t kv_dim() const { return num_kv_heads * head_dim; }
   // Parameters of one decoder block / of the whole model (tied embeddings counted once).
   std::int64_t block_parameters() const;
-  // The norm weights among them (input and MLP norms; gemma2's output norms; qwen3's q/k norms).
+  // The norm weights among them (input and MLP norms; gemma2/3's output norms; qwen3/gemma3's q/k norms).
   std::int64_t block_norm_parameters() const;
   std::int64_t total_parameters() const;
   std::string family_name() const;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <string_view>
 
 #include "engine/error.h"
 #include "engine/json.h"
@@ -180,6 +181,22 @@ std::vector<PackedPart> allocate_packed(const ModelConfig& c, ModelWeights& w, D
   return parts;
 }
 
+Checkpoint open_checkpoint(const ModelConfig& c, const fs::path& dir) {
+  Checkpoint ckpt(dir);
+  if (!c.multimodal) return ckpt;
+  const auto text_name = [](const std::string& name) -> std::string {
+    const auto starts = [&](std::string_view p) { return name.compare(0, p.size(), p) == 0; };
+    for (std::string_view p : {"language_model.model.", "model.language_model."})
+      if (starts(p)) return "model." + name.substr(p.size());
+    if (name == "language_model.lm_head.weight") return "lm_head.weight";
+    for (std::string_view p : {"vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."})
+      if (starts(p)) return "";
+    return name;  // validate_checkpoint names anything else
+  };
+  ckpt.rename(text_name, dir.string());
+  return ckpt;
+}
+
 void validate_checkpoint(const ModelConfig& c, const Checkpoint& ckpt, const fs::path& dir) {
   auto shapes = parameter_shapes(c);
   std::map<std::string, const ParamShape*> expected;
@@ -205,46 +222,46 @@ const Tensor* opt(const Tensor& t) { return t.defined() ? &t : nullptr; }
 
 }  // namespace
 
-std::vector<float> rope_inv_freq(const ModelConfig& c, bool long_factors) {
-  const std::int64_t d = c.head_dim;
+std::vector<float> rope_inv_freq(const RopeConfig& r, std::int64_t head_dim, bool long_factors) {
+  const std::int64_t d = head_dim;
   std::vector<float> out(d / 2);
   // yarn: the rotary dimensions [low, high] between the frequencies kept and those interpolated
   // (transformers' find_correction_range, in double).
   double yarn_low = 0, yarn_high = 0;
-  if (c.rope.type == "yarn") {
+  if (r.type == "yarn") {
     const auto dim_of = [&](double rotations) {
       return static_cast<double>(d) *
-             std::log(static_cast<double>(c.rope.original_max_position_embeddings) / (rotations * 2 * M_PI)) /
-             (2 * std::log(c.rope.theta));
+             std::log(static_cast<double>(r.original_max_position_embeddings) / (rotations * 2 * M_PI)) /
+             (2 * std::log(r.theta));
     };
-    yarn_low = dim_of(c.rope.beta_fast), yarn_high = dim_of(c.rope.beta_slow);
-    if (c.rope.truncate) yarn_low = std::floor(yarn_low), yarn_high = std::ceil(yarn_high);
+    yarn_low = dim_of(r.beta_fast), yarn_high = dim_of(r.beta_slow);
+    if (r.truncate) yarn_low = std::floor(yarn_low), yarn_high = std::ceil(yarn_high);
     yarn_low = std::max(yarn_low, 0.0), yarn_high = std::min(yarn_high, static_cast<double>(d - 1));
     if (yarn_low == yarn_high) yarn_high += 0.001;
   }
   for (std::int64_t i = 0; i < d / 2; ++i) {
     // transformers: 1 / base^(arange(0, d, 2) / d) in float32.
     float exponent = static_cast<float>(2 * i) / static_cast<float>(d);
-    double inv = 1.0 / std::pow(c.rope.theta, static_cast<double>(exponent));
-    if (c.rope.type == "linear") inv /= c.rope.factor;
-    if (c.rope.type == "longrope") {  // transformers: 1 / (ext_factors * base^(...)), the factors in float32
-      const auto& ext = long_factors ? c.rope.long_factor : c.rope.short_factor;
+    double inv = 1.0 / std::pow(r.theta, static_cast<double>(exponent));
+    if (r.type == "linear") inv /= r.factor;
+    if (r.type == "longrope") {  // transformers: 1 / (ext_factors * base^(...)), the factors in float32
+      const auto& ext = long_factors ? r.long_factor : r.short_factor;
       inv /= static_cast<double>(static_cast<float>(ext[static_cast<std::size_t>(i)]));
     }
-    if (c.rope.type == "yarn") {  // extrapolated below low, interpolated above high, a ramp between
+    if (r.type == "yarn") {  // extrapolated below low, interpolated above high, a ramp between
       const double ramp = std::clamp((static_cast<double>(i) - yarn_low) / (yarn_high - yarn_low), 0.0, 1.0);
-      inv = inv / c.rope.factor * ramp + inv * (1 - ramp);
+      inv = inv / r.factor * ramp + inv * (1 - ramp);
     }
-    if (c.rope.type == "llama3") {
-      const double old_len = static_cast<double>(c.rope.original_max_position_embeddings);
-      const double low_wavelen = old_len / c.rope.low_freq_factor;
-      const double high_wavelen = old_len / c.rope.high_freq_factor;
+    if (r.type == "llama3") {
+      const double old_len = static_cast<double>(r.original_max_position_embeddings);
+      const double low_wavelen = old_len / r.low_freq_factor;
+      const double high_wavelen = old_len / r.high_freq_factor;
       const double wavelen = 2 * M_PI / inv;
       if (wavelen > low_wavelen) {
-        inv /= c.rope.factor;
+        inv /= r.factor;
       } else if (wavelen >= high_wavelen) {
-        const double smooth = (old_len / wavelen - c.rope.low_freq_factor) / (c.rope.high_freq_factor - c.rope.low_freq_factor);
-        inv = (1 - smooth) * inv / c.rope.factor + smooth * inv;
+        const double smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+        inv = (1 - smooth) * inv / r.factor + smooth * inv;
       }
     }
     out[i] = static_cast<float>(inv);
@@ -281,14 +298,15 @@ void read_weights(const Checkpoint& ckpt, const ModelConfig& c, ModelWeights& w)
 void Model::allocate_weights() {
   w_.blocks.assign(config_.num_layers, BlockWeights{});
   packed_ = allocate_packed(config_, w_, DType::F32, MemCategory::Weights, [](const NamedParam&) { return true; });
-  const auto table = [&](bool long_factors) {
-    auto f = rope_inv_freq(config_, long_factors);
+  const auto table = [&](const RopeConfig& r, bool long_factors) {
+    auto f = rope_inv_freq(r, config_.head_dim, long_factors);
     Tensor t = Tensor::empty({static_cast<std::int64_t>(f.size())}, DType::F32, MemCategory::Workspace);
     std::copy(f.begin(), f.end(), t.data<float>());
     return t;
   };
-  inv_freq_ = table(false);
-  if (config_.rope.type == "longrope") inv_freq_long_ = table(true);
+  inv_freq_ = table(config_.rope, false);
+  if (config_.rope.type == "longrope") inv_freq_long_ = table(config_.rope, true);
+  if (config_.local_rope) inv_freq_local_ = table(*config_.local_rope, false);
 }
 
 void Model::to_device(Device device, DType dtype, bool keep_host_f32) {
@@ -305,7 +323,7 @@ void Model::to_device(Device device, DType dtype, bool keep_host_f32) {
     part.flat = moved;  // otherwise the host buffer goes with its last view
   }
   bind_fused_views(config_, w_);
-  for (Tensor* table : {&inv_freq_, &inv_freq_long_}) {
+  for (Tensor* table : {&inv_freq_, &inv_freq_long_, &inv_freq_local_}) {
     if (!table->defined() || table->device() == device) continue;
     Tensor f = Tensor::empty(table->shape(), DType::F32, MemCategory::Workspace, device);
     ops::copy(*table, f);
@@ -313,10 +331,10 @@ void Model::to_device(Device device, DType dtype, bool keep_host_f32) {
   }
 }
 
-std::vector<Model::RopeRun> Model::rope_runs(std::span<const ops::AttentionSeq> seqs) const {
+std::vector<Model::RopeRun> Model::rope_runs(std::span<const ops::AttentionSeq> seqs, bool local) const {
   std::vector<RopeRun> runs;
   for (const auto& s : seqs) {
-    const Tensor* table = &rope_frequencies(s.past_len + s.q_len - 1);
+    const Tensor* table = &rope_frequencies(s.past_len + s.q_len - 1, local);
     if (!runs.empty() && runs.back().table == table && runs.back().end == s.q_begin)
       runs.back().end = s.q_begin + s.q_len;
     else
@@ -350,7 +368,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, bool with_tokenizer) {
   m->dir_ = dir;
   m->config_ = load_model_config(dir);
   m->allocate_weights();
-  Checkpoint ckpt(dir);
+  const Checkpoint ckpt = open_checkpoint(m->config_, dir);
   validate_checkpoint(m->config_, ckpt, dir);
   read_weights(ckpt, m->config_, m->w_);
   if (with_tokenizer) {
@@ -415,7 +433,7 @@ void Model::load_weights_from(const fs::path& dir) {
   if (mine != theirs)
     throw InputError((dir / "config.json").string() + ": checkpoint of another model (config differs from " +
                      (dir_.empty() ? std::string("this model") : (dir_ / "config.json").string()) + ")");
-  Checkpoint ckpt(dir);
+  const Checkpoint ckpt = open_checkpoint(config_, dir);
   validate_checkpoint(config_, ckpt, dir);
   read_weights(ckpt, config_, w_);
 }
@@ -501,7 +519,7 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
     return out_normed;
   };
   const float scale = c.attention_scale();
-  const std::vector<RopeRun> rope = rope_runs(seqs);
+  const std::vector<RopeRun> rope = rope_runs(seqs), rope_local = c.local_rope ? rope_runs(seqs, true) : rope;
   for (std::int64_t l = 0; l < L; ++l) {
     const BlockWeights& b = w_.blocks[l];
     if (l == 0) ops::rmsnorm_forward(x, b.input_norm, eps, c.norm_unit_offset, normed);  // later: fused below
@@ -509,10 +527,10 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
     ops::linear_forward(normed, b.k, opt(b.k_bias), k_raw);
     ops::linear_forward(normed, b.v, opt(b.v_bias), v);
     if (c.qk_norm) {
-      ops::rmsnorm_forward(head_rows(q_raw, c.head_dim), b.q_norm, eps, false, q_heads);
-      ops::rmsnorm_forward(head_rows(k_raw, c.head_dim), b.k_norm, eps, false, k_heads);
+      ops::rmsnorm_forward(head_rows(q_raw, c.head_dim), b.q_norm, eps, c.norm_unit_offset, q_heads);
+      ops::rmsnorm_forward(head_rows(k_raw, c.head_dim), b.k_norm, eps, c.norm_unit_offset, k_heads);
     }
-    apply_rope(rope, q, k, pos, c.head_dim, /*backward=*/false);
+    apply_rope(c.uses_local_rope(l) ? rope_local : rope, q, k, pos, c.head_dim, /*backward=*/false);
     ops::kv_cache_write(k, v, seqs, cache.k(l), cache.v(l));
     ops::attention_forward(q, cache.k(l), cache.v(l), seqs, scale, c.attention_window(l), attn, c.attn_logit_softcap);
     ops::linear_forward(attn, b.o, opt(b.o_bias), proj);

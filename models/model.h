@@ -132,21 +132,25 @@ class Model {
   const std::vector<PackedPart>& packed_weights() const { return packed_; }
   std::int64_t weight_bytes() const;
   // RoPE inverse frequencies after scaling, [head_dim / 2], for a sequence whose largest
-  // position is `max_position` (only longrope's tables depend on it: ModelConfig::rope_long).
-  const Tensor& rope_frequencies(std::int64_t max_position = 0) const {
+  // position is `max_position` (only longrope's tables depend on it: ModelConfig::rope_long),
+  // or with `local` gemma3's sliding layers' own table.
+  const Tensor& rope_frequencies(std::int64_t max_position = 0, bool local = false) const {
+    if (local) return inv_freq_local_;
     return config_.rope_long(max_position) ? inv_freq_long_ : inv_freq_;
   }
-  // The rows of a packed batch cut into runs of consecutive sequences that share a RoPE table:
-  // one run of all rows, except under longrope, where each sequence takes the table of its own
-  // largest position, as it would alone in transformers (a batch never changes a sequence).
+  // The rows of a packed batch cut into runs of consecutive sequences that share a RoPE table
+  // (with `local`, gemma3's sliding layers' table: ModelConfig::uses_local_rope): one run of all
+  // rows, except under longrope, where each sequence takes the table of its own largest position,
+  // as it would alone in transformers (a batch never changes a sequence).
   struct RopeRun {
     std::int64_t begin, end;  // rows
     const Tensor* table;
   };
-  std::vector<RopeRun> rope_runs(std::span<const ops::AttentionSeq> seqs) const;
-  // Bytes of the RoPE tables the model holds (two under longrope).
+  std::vector<RopeRun> rope_runs(std::span<const ops::AttentionSeq> seqs, bool local = false) const;
+  // Bytes of the RoPE tables the model holds (two under longrope, two for gemma3).
   static std::size_t rope_table_bytes(const ModelConfig& c) {
-    return static_cast<std::size_t>(c.head_dim / 2) * 4 * (c.rope.type == "longrope" ? 2 : 1);
+    const std::size_t tables = 1 + (c.rope.type == "longrope" ? 1 : 0) + (c.local_rope ? 1 : 0);
+    return static_cast<std::size_t>(c.head_dim / 2) * 4 * tables;
   }
 
   // Runs the new tokens of every sequence through the decoder, appending their
@@ -192,6 +196,7 @@ class Model {
   std::map<std::string, Tensor> host_f32_;  // part name -> fp32 host values (to_device)
   Tensor inv_freq_;       // [D/2], RoPE frequencies after scaling
   Tensor inv_freq_long_;  // longrope only: with the long factors
+  Tensor inv_freq_local_;  // gemma3 only: the sliding layers' table
   std::unique_ptr<Tokenizer> tokenizer_;
   fs::path dir_;
 };
@@ -217,6 +222,11 @@ struct ParamShape {
 };
 std::vector<ParamShape> parameter_shapes(const ModelConfig& c);
 
+// The checkpoint in `dir` under the names parameter_shapes uses: for a multimodal Gemma-3
+// (ModelConfig::multimodal) the Hub's language_model.model.* and transformers 5's
+// model.language_model.* become model.*, and the vision tower and projector are left out.
+Checkpoint open_checkpoint(const ModelConfig& c, const fs::path& dir);
+
 // Checks that a checkpoint holds exactly the tensors `c` implies, with the right
 // shapes and float dtypes; InputError naming the file and tensor otherwise.
 void validate_checkpoint(const ModelConfig& c, const Checkpoint& ckpt, const fs::path& dir);
@@ -229,8 +239,11 @@ inline Tensor head_rows(const Tensor& t, std::int64_t head_dim) { return t.resha
 void apply_rope(std::span<const Model::RopeRun> runs, Tensor& q, Tensor& k, const Tensor& pos, std::int64_t head_dim,
                 bool backward);
 
-// RoPE inverse frequencies after the config's scaling (default, linear, llama3, longrope with its
-// short factors, or with `long_factors` its long ones).
-std::vector<float> rope_inv_freq(const ModelConfig& c, bool long_factors = false);
+// RoPE inverse frequencies [head_dim / 2] after `r`'s scaling (default, linear, llama3, yarn,
+// longrope with its short factors, or with `long_factors` its long ones).
+std::vector<float> rope_inv_freq(const RopeConfig& r, std::int64_t head_dim, bool long_factors = false);
+inline std::vector<float> rope_inv_freq(const ModelConfig& c, bool long_factors = false) {
+  return rope_inv_freq(c.rope, c.head_dim, long_factors);
+}
 
 }  // namespace sppft

@@ -29,6 +29,18 @@ const char* preset_json(const std::string& name) {
       "query_pre_attn_scalar": 256, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
       "sliding_window": 4096, "bos_token_id": 2, "eos_token_id": [1, 107], "tie_word_embeddings": true,
       "torch_dtype": "bfloat16"})";
+  if (name == "gemma-3-1b")  // google/gemma-3-1b-it
+    return R"({"model_type": "gemma3_text", "hidden_size": 1152, "intermediate_size": 6912, "num_hidden_layers": 26,
+      "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 262144,
+      "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+      "rope_scaling": null, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256,
+      "attn_logit_softcapping": null, "final_logit_softcapping": null, "sliding_window": 512,
+      "sliding_window_pattern": 6, "bos_token_id": 2, "eos_token_id": [1, 106], "tie_word_embeddings": true,
+      "torch_dtype": "bfloat16"})";
+  if (name == "gemma-3-4b")  // google/gemma-3-4b-it (multimodal; its text model), as on the Hub
+    return R"({"model_type": "gemma3", "eos_token_id": [1, 106], "torch_dtype": "bfloat16",
+      "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+        "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024}})";
   if (name == "qwen3-8b")  // Qwen/Qwen3-8B
     return R"({"model_type": "qwen3", "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
       "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
@@ -44,7 +56,7 @@ const char* preset_json(const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> preset_names() { return {"llama-3-8b", "llama-2-7b", "gemma-2b", "gemma-2-2b", "phi-3-mini", "qwen3-8b"}; }
+std::vector<std::string> preset_names() { return {"llama-3-8b", "llama-2-7b", "gemma-2b", "gemma-2-2b", "gemma-3-1b", "gemma-3-4b", "phi-3-mini", "qwen3-8b"}; }
 
 ModelConfig preset_config(const std::string& name) {
   const char* j = preset_json(name);

@@ -12,7 +12,8 @@ ChatFormat chat_format_for(const Model& model) {
     case Family::Qwen2:
     case Family::Qwen3: return ChatFormat::ChatML;
     case Family::Gemma:
-    case Family::Gemma2: return ChatFormat::Gemma;
+    case Family::Gemma2:
+    case Family::Gemma3: return ChatFormat::Gemma;
     case Family::Phi3: return ChatFormat::Phi3;
   }
   return ChatFormat::Llama2;

@@ -180,7 +180,8 @@ class TrainingGraph {
   std::vector<bool> recomputed_, rerun_;  // per block (recomputed_blocks, rerun_blocks)
   std::vector<Saved> saved_;
   std::vector<ops::AttentionSeq> seqs_;
-  std::vector<Model::RopeRun> rope_;  // this step's RoPE tables by rows (Model::rope_runs)
+  // This step's RoPE tables by rows (Model::rope_runs); gemma3's sliding layers take rope_local_.
+  std::vector<Model::RopeRun> rope_, rope_local_;
   std::vector<Tensor> owned_;  // every buffer, allocated from buffer_specs
   PhaseTimer* timer_ = nullptr;
   GradsReadyHook grads_ready_;

@@ -29,6 +29,9 @@ TEST_CASE("greedy generation, logits and hidden states on the GPU equal the CPU'
                             R"({"model_type": "gemma2", "head_dim": 32, "attn_logit_softcapping": 2.0,
     "final_logit_softcapping": 4.0, "sliding_window": 6})",
                             R"({"model_type": "qwen3", "head_dim": 32})",
+                            // q/k norms as (1 + w); the sliding blocks take their own RoPE table
+                            R"({"model_type": "gemma3_text", "head_dim": 32, "sliding_window": 6, "sliding_window_pattern": 2,
+    "rope_local_base_freq": 100.0, "rope_theta": 10000.0})",
                             // LongRoPE past 16 positions: the 13-token prompt crosses while generating
                             R"({"model_type": "phi3", "original_max_position_embeddings": 16, "rope_scaling": {"type": "longrope",
     "short_factor": [1, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7], "long_factor": [1, 2, 4, 6, 8, 10, 12, 14]}})"}) {

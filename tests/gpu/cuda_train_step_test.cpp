@@ -69,6 +69,8 @@ TEST_CASE("one training step on the GPU equals the CPU's: loss and every gradien
                         Case{"gemma2 sppft", R"({"model_type": "gemma2", "head_dim": 32, "query_pre_attn_scalar": 24,
     "attn_logit_softcapping": 2.0, "final_logit_softcapping": 4.0, "sliding_window": 7})", "1-1"},
                         Case{"qwen3 sppft", R"({"model_type": "qwen3", "head_dim": 32})", "1-1"},
+                        Case{"gemma3 sppft", R"({"model_type": "gemma3_text", "head_dim": 32, "sliding_window": 7,
+    "sliding_window_pattern": 2, "rope_local_base_freq": 100.0, "rope_theta": 10000.0})", "1-1"},
                         // LongRoPE past 16 positions: the sequences of 37 and 20 tokens take the long table
                         Case{"phi3 longrope", R"({"model_type": "phi3", "original_max_position_embeddings": 16, "rope_scaling": {"type": "longrope",
     "short_factor": [1, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7], "long_factor": [1, 2, 4, 6, 8, 10, 12, 14]}})", "1-1"}}) {

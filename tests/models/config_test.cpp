@@ -233,6 +233,121 @@ TEST_CASE("qwen3: per-head q/k norms, head_dim 128 by default, attention_bias on
                        InputError);
 }
 
+TEST_CASE("gemma3_text: defaults as transformers, the sliding blocks' own RoPE in both config layouts") {
+  Json g = base();  // hidden 64, 4 heads, 2 kv heads
+  g["model_type"] = "gemma3_text";
+  g["num_hidden_layers"] = 13;
+  g.erase("rope_theta");
+  auto c = parse_model_config(g, "c");
+  // transformers' Gemma3TextConfig: head_dim 256, no caps, window 4096 on all but every 6th block,
+  // full blocks at theta 1e6, sliding blocks at rope_local_base_freq 1e4, q/k norms as (1 + w).
+  CHECK(c.family == Family::Gemma3);
+  CHECK((c.qk_norm && c.sandwich_norms && c.norm_unit_offset && c.scale_embeddings && c.tie_word_embeddings));
+  CHECK(c.head_dim == 256);
+  CHECK(c.activation == Activation::GeluTanh);
+  CHECK((c.attn_logit_softcap == 0.0f && c.final_logit_softcap == 0.0f));
+  CHECK(c.attention_scale() == 1.0f / 16.0f);
+  for (std::int64_t l = 0; l < 13; ++l) {
+    const bool sliding = (l + 1) % 6 != 0;
+    CHECK(c.attention_window(l) == (sliding ? 4096 : 0));
+    CHECK(c.uses_local_rope(l) == sliding);
+    CHECK(c.rope_of(l).theta == (sliding ? 1e4 : 1e6));
+  }
+  CHECK(c.block_norm_parameters() == 4 * 64 + 2 * 256);
+  CHECK(Model::rope_table_bytes(c) == 2 * 128 * 4);
+  // The Hub layout (Gemma-3 1B / 4B text): rope_theta and rope_scaling for the full blocks,
+  // rope_local_base_freq for the sliding ones, sliding_window_pattern.
+  g["head_dim"] = 16;
+  g["rope_theta"] = 2000.0;
+  g["rope_local_base_freq"] = 300.0;
+  g["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  g["sliding_window_pattern"] = 3;
+  g["sliding_window"] = 7;
+  g["attn_logit_softcapping"] = 50.0;  // read by transformers' Gemma3Attention, never applied
+  g["final_logit_softcapping"] = 30.0;
+  auto hub = parse_model_config(g, "hub");
+  CHECK(hub.attn_logit_softcap == 0.0f);
+  CHECK(hub.final_logit_softcap == 30.0f);
+  CHECK((hub.attention_window(1) == 7 && hub.attention_window(2) == 0 && hub.attention_window(5) == 0));
+  CHECK((hub.rope.theta == 2000.0 && hub.rope.type == "linear" && hub.rope.factor == 8.0));
+  CHECK((hub.local_rope->theta == 300.0 && hub.local_rope->type == "default"));
+  const auto global = rope_inv_freq(hub.rope, 16), local = rope_inv_freq(*hub.local_rope, 16);
+  CHECK(global[1] == doctest::Approx(std::pow(2000.0, -2.0 / 16) / 8));
+  CHECK(local[1] == doctest::Approx(std::pow(300.0, -2.0 / 16)));
+  // The transformers-5 layout of the same model parses to the same thing.
+  Json t = g;
+  for (const char* k : {"rope_theta", "rope_local_base_freq", "rope_scaling", "sliding_window_pattern"}) t.erase(k);
+  t["rope_parameters"] = {{"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 2000.0}}},
+                          {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 300.0}}}};
+  t["layer_types"] = Json::array();
+  for (std::int64_t l = 0; l < 13; ++l) t["layer_types"].push_back((l + 1) % 3 ? "sliding_attention" : "full_attention");
+  auto v5 = parse_model_config(t, "v5");
+  CHECK(model_config_to_json(v5) == model_config_to_json(hub));
+  CHECK(rope_inv_freq(v5.rope, 16) == global);
+  CHECK(rope_inv_freq(*v5.local_rope, 16) == local);
+  auto rt = parse_model_config(model_config_to_json(hub), "rt");
+  CHECK(model_config_to_json(rt) == model_config_to_json(hub));
+  CHECK(rt.local_rope->theta == 300.0);
+  // A model holds both tables; rope_runs picks the sliding blocks' one.
+  {
+    auto m = Model::random(hub, 3);
+    CHECK(m->rope_frequencies(0, true).data<float>()[1] == local[1]);
+    CHECK(m->rope_frequencies(0).data<float>()[1] == global[1]);
+    const std::vector<ops::AttentionSeq> seqs = {{0, 4, 0, 0}};
+    CHECK(m->rope_runs(seqs, true)[0].table == &m->rope_frequencies(0, true));
+  }
+  // Refused: a flat rope_parameters, yarn (its attention factor would scale some blocks only),
+  // a bad pattern.
+  Json bad = t;
+  bad["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("expected entries full_attention and sliding_attention"),
+                       InputError);
+  bad = g;
+  bad["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 64}};
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("rope type 'yarn' is not implemented for gemma3_text"),
+                       InputError);
+  bad = g;
+  bad["sliding_window_pattern"] = 0;
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("sliding_window_pattern must be positive"), InputError);
+}
+
+TEST_CASE("gemma3 (multimodal): the text model's config from text_config and transformers' defaults") {
+  // google/gemma-3-4b-it's config.json, less the vision_config: text_config names five fields.
+  const Json j = Json::parse(R"({"architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+    "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02,
+    "mm_tokens_per_image": 256, "model_type": "gemma3",
+    "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+      "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+    "torch_dtype": "bfloat16", "vision_config": {"model_type": "siglip_vision_model"}})");
+  auto c = parse_model_config(j, "config.json");
+  CHECK((c.multimodal && c.family == Family::Gemma3 && c.model_type == "gemma3_text"));
+  CHECK((c.hidden_size == 2560 && c.intermediate_size == 10240 && c.num_layers == 34));
+  CHECK((c.num_heads == 8 && c.num_kv_heads == 4 && c.head_dim == 256 && c.vocab_size == 262208));
+  CHECK(c.max_position_embeddings == 131072);
+  CHECK((c.rope.type == "linear" && c.rope.factor == 8.0 && c.rope.theta == 1e6 && c.local_rope->theta == 1e4));
+  CHECK((c.attention_window(0) == 1024 && c.attention_window(5) == 0 && c.attention_window(33) == 1024));
+  CHECK(c.eos_token_ids == std::vector<std::int64_t>{1, 106});
+  CHECK((c.torch_dtype == "bfloat16" && c.tie_word_embeddings));
+  // What a save writes: the text model's config, every field kept.
+  const Json saved = config_json_for_save(c, "float32");
+  CHECK(saved["model_type"] == "gemma3_text");
+  CHECK(saved["architectures"] == Json::array({"Gemma3ForCausalLM"}));
+  CHECK(saved["torch_dtype"] == "float32");
+  CHECK(saved["eos_token_id"] == Json::array({1, 106}));
+  CHECK(!saved.contains("vision_config"));
+  Json back = model_config_to_json(parse_model_config(saved, "saved")), text = model_config_to_json(c);
+  CHECK(!parse_model_config(saved, "saved").multimodal);
+  back.erase("torch_dtype");
+  text.erase("torch_dtype");
+  CHECK(back == text);
+  Json bad = j;
+  bad["text_config"]["model_type"] = "llama";
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("text_config: model_type 'llama', expected gemma3_text"),
+                       InputError);
+  bad["text_config"] = 5;
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("text_config: expected an object"), InputError);
+}
+
 TEST_CASE("yarn: defaults as transformers, the ramp between kept and interpolated frequencies") {
   Json j = base();  // head_dim 16, rope_theta 500000
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 64}};

@@ -17,9 +17,15 @@ ModelConfig tiny(const std::string& type) {
   Json j = Json::parse(R"({"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3,
     "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50, "max_position_embeddings": 64})");
   j["model_type"] = type;
-  if (type == "gemma" || type == "gemma2") j["head_dim"] = 16;
+  if (type == "gemma" || type == "gemma2" || type == "gemma3_text") j["head_dim"] = 16;
   if (type == "qwen3") j["head_dim"] = 12;  // not hidden / heads
-  if (type == "mistral" || type == "gemma2") j["sliding_window"] = 4;  // gemma2: layers 0 and 2
+  if (type == "mistral" || type == "gemma2" || type == "gemma3_text") j["sliding_window"] = 4;  // gemma2/3: layers 0 and 2
+  if (type == "gemma3_text") {  // the sliding layers 0 and 2 at theta 100, layer 1 at 10000 scaled by 2
+    j["sliding_window_pattern"] = 2;
+    j["rope_local_base_freq"] = 100.0;
+    j["rope_theta"] = 10000.0;
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  }
   if (type == "gemma2") {
     j["attn_logit_softcapping"] = 2.0;
     j["final_logit_softcapping"] = 3.0;
@@ -37,7 +43,7 @@ double diff(const std::vector<float>& a, const std::vector<float>& b) { return t
 }  // namespace
 
 TEST_CASE("packed batches and KV-cache decoding give the logits of one full pass") {
-  for (const char* type : {"llama", "mistral", "qwen2", "gemma", "phi3", "gemma2", "qwen3"}) {
+  for (const char* type : {"llama", "mistral", "qwen2", "gemma", "phi3", "gemma2", "qwen3", "gemma3_text"}) {
     CAPTURE(type);
     auto m = Model::random(tiny(type), 42, 0.1f);
     std::vector<std::int32_t> a = {1, 5, 9, 13, 2, 7, 7, 30}, b = {4, 8, 15, 16, 23, 42};

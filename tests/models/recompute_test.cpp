@@ -100,7 +100,9 @@ TEST_CASE("recomputed activations give the same loss and bitwise the same gradie
         R"({"model_type": "mistral", "sliding_window": 7})", R"({"model_type": "phi3"})",
         R"({"model_type": "gemma2", "head_dim": 32, "query_pre_attn_scalar": 24, "attn_logit_softcapping": 3.0,
             "final_logit_softcapping": 5.0, "sliding_window": 7})",
-        R"({"model_type": "qwen3", "head_dim": 24, "attention_bias": true})"}) {
+        R"({"model_type": "qwen3", "head_dim": 24, "attention_bias": true})",
+        R"({"model_type": "gemma3_text", "head_dim": 24, "query_pre_attn_scalar": 20, "sliding_window": 7,
+            "sliding_window_pattern": 2, "rope_local_base_freq": 100.0, "rope_theta": 10000.0})"}) {
     const ModelConfig c = config(extra);
     auto m = Model::random(c, 21);
     for (const Layout& k : layouts) {

@@ -253,7 +253,8 @@ BASE = dict(
     use_cache=True,
 )
 
-CASES = ["llama2", "llama3", "mistral", "qwen2", "qwen3", "qwen3-yarn", "gemma", "gemma2", "phi3", "phi3-longrope", "llama2-bf16",
+CASES = ["llama2", "llama3", "mistral", "qwen2", "qwen3", "qwen3-yarn", "gemma", "gemma2", "gemma3", "phi3", "phi3-longrope",
+         "llama2-bf16",
          "llama3-sharded"]
 
 
@@ -364,6 +365,22 @@ def case_spec(name):
                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
             save_dtype=torch.float32, shard=None, seed=1008, init=dict(embed_std=0.02, final_norm_scale=35.0),
         )
+    if name == "gemma3":
+        # Gemma-3 (gemma3_text, as Gemma-3 1B ships): Gemma-2's sandwich norms and scale, a (1 + w)
+        # RMSNorm on each query and key head, no soft-capping, a window of 6 on the blocks
+        # sliding_window_pattern 2 leaves sliding (0 and 2), which take their own RoPE (theta 1e4)
+        # while blocks 1 and 3 take theta 1e3 with linear scaling by 2. Saved in the Hub's layout
+        # (rope_theta, rope_local_base_freq, rope_scaling, sliding_window_pattern), as Gemma-3 1B's is.
+        return dict(
+            family="gemma", tok="spm-gemma",
+            config=dict(model_type="gemma3_text", num_key_value_heads=2, head_dim=32, tie_word_embeddings=True,
+                        hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, query_pre_attn_scalar=24,
+                        sliding_window=6, sliding_window_pattern=2,
+                        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                         "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0}}),
+            save_dtype=torch.float32, shard=None, seed=1011, legacy_config=True,
+            init=dict(embed_std=0.02, final_norm_scale=35.0),
+        )
     if name == "phi3":
         return dict(
             family="phi3", tok="spm-phi3",
@@ -435,6 +452,14 @@ def legacy_config(j):
     rope_theta + rope_scaling (null or dict with rope_type) instead of rope_parameters, torch_dtype
     instead of dtype, no head_dim when it is hidden_size / num_attention_heads.  transformers 5 reads it back to the same rope_parameters (asserted)."""
     rp = dict(j.pop("rope_parameters"))
+    if "full_attention" in rp:  # gemma3: one RoPE per layer type, the Hub's layout as Gemma-3 1B's
+        rp, local = dict(rp["full_attention"]), dict(rp["sliding_attention"])
+        assert local.get("rope_type", "default") == "default", local
+        j["rope_local_base_freq"] = local["rope_theta"]
+        types = j.pop("layer_types")
+        pattern = next(p for p in range(1, len(types) + 2)
+                       if types == ["sliding_attention" if (i + 1) % p else "full_attention" for i in range(len(types))])
+        j["sliding_window_pattern"] = pattern
     j["rope_theta"] = rp.pop("rope_theta")
     j["rope_scaling"] = None if rp.get("rope_type", "default") == "default" else rp
     if "dtype" in j:
@@ -741,21 +766,30 @@ def make_case(name, outdir):
             ref["max_abs_logit_before_cap"] = raw_max
             assert raw_max > 0.5 * model.config.final_logit_softcapping, "the final cap does not bend the logits"
 
-        if name == "gemma2":
-            # The attention cap and the window must each change the logits, or the fixture checks neither.
+        if name in ("gemma2", "gemma3"):
+            # Each feature must change the logits, or the fixture checks none of them: the attention cap
+            # and the window (gemma2); the window and the sliding blocks' own RoPE (gemma3).
             longest = max(range(len(prompts)), key=lambda k: len(prompts[k]["input_ids"]))
             x = torch.tensor([prompts[longest]["input_ids"]])
             effects = {}
-            for key, value in (("attn_logit_softcapping", None), ("sliding_window", 100000)):
-                other = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager",
-                                                             **{key: value})
+            assert list(model.config.layer_types) == list(config.layer_types), model.config.layer_types
+            changes = ((("attn_logit_softcapping", None), ("sliding_window", 100000)) if name == "gemma2" else
+                       (("sliding_window", 100000), ("local_rope_theta", 1000.0)))
+            for key, value in changes:
+                changed = AutoConfig.from_pretrained(tmp)
+                if key == "local_rope_theta":
+                    changed.rope_parameters["sliding_attention"]["rope_theta"] = value
+                else:
+                    setattr(changed, key, value)
+                other = AutoModelForCausalLM.from_pretrained(tmp, config=changed, dtype=torch.float32,
+                                                             attn_implementation="eager")
                 other.eval()
                 with torch.no_grad():
                     lo = other(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False).logits[0]
                 effects[key] = float((lo - tensors[f"logits.{longest}"]).abs().max())
                 assert effects[key] > 1e-2, (key, effects[key])
                 del other
-            ref["gemma2_max_abs_logit_diff_without"] = effects
+            ref[f"{name}_max_abs_logit_diff_without"] = effects
 
         if name == "mistral":
             # Does sliding_window actually change anything? Re-run with an effectively infinite window.
@@ -826,6 +860,87 @@ def make_case(name, outdir):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+# transformers 5 writes a Gemma3ForConditionalGeneration in the Hub's tensor names (language_model.model.*,
+# vision_tower.*); its modules are named model.language_model.* etc., which it reads as well.
+MODULE_NAMES = (("language_model.model.", "model.language_model."), ("vision_tower.", "model.vision_tower."),
+                ("multi_modal_projector.", "model.multi_modal_projector."))
+
+
+def make_gemma3_multimodal(outdir):
+    """Gemma-3 4B and larger ship as Gemma3ForConditionalGeneration (model_type gemma3): the gemma3
+    case's text model with a small SigLIP vision tower, saved as the Hub's files are (hub:
+    language_model.model.*, vision_tower.*, text_config in the Hub's layout) and with transformers 5's
+    module names (module-names: model.language_model.*, text_config in transformers 5's layout).
+    transformers' logits on
+    the case's prompts must equal the text model's reference (text-only input never reaches the tower);
+    sppft's C++ test then loads both and compares with the gemma3 case."""
+    t0 = time.time()
+    text_dir = os.path.join(outdir, "gemma3")
+    ref = json.load(open(os.path.join(text_dir, "parity", "reference.json"), encoding="utf-8"))
+    text = AutoModelForCausalLM.from_pretrained(text_dir, dtype=torch.float32, attn_implementation="eager")
+    vision = transformers.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, image_size=28, patch_size=14)
+    cfg = transformers.Gemma3Config(text_config=text.config.to_dict(), vision_config=vision.to_dict(),
+                                    mm_tokens_per_image=4, eos_token_id=text.config.eos_token_id,
+                                    bos_token_id=text.config.bos_token_id, pad_token_id=text.config.pad_token_id)
+    torch.manual_seed(1012)
+    mm = transformers.Gemma3ForConditionalGeneration(cfg).to(torch.float32)
+    missing, unexpected = mm.model.language_model.load_state_dict(text.model.state_dict(), strict=True)
+    assert not missing and not unexpected
+    mm.eval()
+    work = tempfile.mkdtemp(prefix=".gemma3-multimodal.tmp-", dir=outdir)
+    try:
+        logits = {}
+        for variant in ("module-names", "hub"):
+            d = os.path.join(work, variant)
+            mm.save_pretrained(d, safe_serialization=True)
+            for f in os.listdir(text_dir):
+                if f.startswith("tokenizer") or f in ("special_tokens_map.json", "generation_config.json"):
+                    shutil.copy(os.path.join(text_dir, f), d)
+            st = os.path.join(d, "model.safetensors")
+            with safe_open(st, "pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            assert any(k.startswith("language_model.model.layers.") for k in tensors), sorted(tensors)[:3]
+            if variant == "module-names":
+                renamed = {}
+                for k, v in tensors.items():
+                    for a, b in MODULE_NAMES:
+                        if k.startswith(a):
+                            k = b + k[len(a):]
+                    renamed[k] = v
+                save_file(renamed, st, metadata={"format": "pt"})
+            else:
+                edit_json(os.path.join(d, "config.json"), lambda j: legacy_config(j["text_config"]))
+            back = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+            back.eval()
+            assert type(back).__name__ == "Gemma3ForConditionalGeneration", type(back)
+            worst = 0.0
+            ref_logits = safe_open(os.path.join(text_dir, "parity", "reference.safetensors"), "pt")
+            for i, p in enumerate(ref["prompts"]):
+                x = torch.tensor([p["input_ids"]])
+                with torch.no_grad():
+                    lo = back(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False).logits[0].float()
+                worst = max(worst, float((lo - ref_logits.get_tensor(f"logits.{i}")).abs().max()))
+            assert worst < 1e-4, (variant, worst)
+            logits[variant] = worst
+            del back
+        with open(os.path.join(work, "multimodal.json"), "w", encoding="utf-8") as f:
+            json.dump({"text_case": "gemma3", "max_abs_logit_diff_vs_text_reference": logits,
+                       "transformers_version": transformers.__version__}, f, indent=1)
+            f.write("\n")
+        fix_permissions(work)
+        final = os.path.join(outdir, "gemma3-multimodal")
+        if os.path.lexists(final):
+            shutil.rmtree(final)
+        os.rename(work, final)
+        work = None
+        print(f"gemma3-multimodal: module-names, hub; logits vs the text model {logits} ({time.time() - t0:.1f}s)",
+              flush=True)
+    finally:
+        if work is not None and os.path.isdir(work):
+            shutil.rmtree(work)
+
+
 def main(argv):
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
         print(__doc__)
@@ -839,6 +954,8 @@ def main(argv):
     t0 = time.time()
     for n in names:
         make_case(n, outdir)
+        if n == "gemma3":
+            make_gemma3_multimodal(outdir)
     print(f"done: {len(names)} cases in {time.time() - t0:.1f}s -> {outdir}", flush=True)
     return 0
 

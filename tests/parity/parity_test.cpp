@@ -45,7 +45,7 @@ Tensor ref_tensor(const Checkpoint& ref, const std::string& name) {
 
 TEST_CASE("transformers parity for every family") {
   auto cases = parity_cases();
-  REQUIRE_MESSAGE(cases.size() >= 12, "fixtures missing: run tests/parity/make_fixtures.py $SPPFT_PARITY_DIR (ctest does)");
+  REQUIRE_MESSAGE(cases.size() >= 13, "fixtures missing: run tests/parity/make_fixtures.py $SPPFT_PARITY_DIR (ctest does)");
   std::map<std::string, CaseReport> reports;
   for (const auto& dir : cases) {
     const std::string name = dir.filename().string();
@@ -123,4 +123,40 @@ TEST_CASE("transformers parity for every family") {
     std::printf("%-16s %8d %12.2e %12.2e %12.2e %7d/%-2d %8s %8s\n", name.c_str(), r.prompts, r.logits, r.hidden,
                 r.final_normed, r.greedy_equal, r.greedy_total, r.ids_equal ? "yes" : "NO",
                 r.multilingual_equal ? "yes" : "NO");
+}
+
+TEST_CASE("the text model of a multimodal Gemma-3 checkpoint, in both tensor namings, is the gemma3 case's model") {
+  const fs::path root = test::env_path("SPPFT_PARITY_DIR");
+  REQUIRE_MESSAGE(fs::exists(root / "gemma3-multimodal" / "multimodal.json"), "fixtures missing (make_fixtures.py)");
+  auto text = Model::load(root / "gemma3");
+  Json ref = read_json_file(root / "gemma3" / "parity" / "reference.json");
+  for (const char* variant : {"hub", "module-names"}) {
+    CAPTURE(variant);
+    const fs::path dir = root / "gemma3-multimodal" / variant;
+    auto mm = Model::load(dir);
+    const ModelConfig& c = mm->config();
+    CHECK((c.multimodal && c.family == Family::Gemma3 && c.model_type == "gemma3_text"));
+    CHECK(model_config_to_json(c) == model_config_to_json(text->config()));
+    CHECK(mm->weight_bytes() == text->weight_bytes());  // the vision tower is not loaded
+    for (const auto& p : ref["prompts"]) {
+      const auto ids = p["input_ids"].get<std::vector<std::int32_t>>();
+      CHECK(mm->tokenizer().encode(p["text"].get<std::string>()) == ids);
+      KVCache ca(c, 1, static_cast<std::int64_t>(ids.size())), cb(c, 1, static_cast<std::int64_t>(ids.size()));
+      const Tensor a = mm->forward({{ids}, {0}}, ca, true), b = text->forward({{ids}, {0}}, cb, true);
+      REQUIRE(a.shape() == b.shape());
+      CHECK(std::equal(a.data<float>(), a.data<float>() + a.numel(), b.data<float>()));  // the same weights, bit for bit
+    }
+    // A save writes the text model (Gemma3ForCausalLM); it loads back to the same weights, and into
+    // the multimodal model (load_weights_from compares architectures).
+    const fs::path out = test::temp_dir(std::string("mm-saved-") + variant);
+    mm->save(out);
+    const Json saved = read_json_file(out / "config.json");
+    CHECK(saved["model_type"] == "gemma3_text");
+    CHECK(saved["architectures"] == Json::array({"Gemma3ForCausalLM"}));
+    CHECK(!saved.contains("vision_config"));
+    const Checkpoint written(out);
+    for (const auto& [name, e] : written.entries()) CHECK_MESSAGE(name.rfind("model.", 0) == 0, name);
+    mm->load_weights_from(out);
+    fs::remove_all(out);
+  }
 }

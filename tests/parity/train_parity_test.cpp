@@ -107,11 +107,19 @@ TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits")
   REQUIRE(!all.empty());
   const fs::path py = test::build_dir() / "pyenv/bin/python";
   REQUIRE_MESSAGE(fs::exists(py), "the Python test references are missing: scripts/install-deps.sh --python");
+  // fused, tied, GQA+rope scaling, sandwich norms, q/k norms, the Hub's gemma3 layout, and the text
+  // model of a multimodal gemma3 checkpoint (saved as Gemma3ForCausalLM; prompts of the gemma3 case)
+  std::vector<std::pair<std::string, fs::path>> saved;  // name, checkpoint
   for (const auto& dir : all) {
     const std::string name = dir.filename().string();
-    // fused, tied, GQA+rope scaling, sandwich norms, q/k norms
-    if (name != "phi3" && name != "gemma" && name != "llama3" && name != "gemma2" && name != "qwen3") continue;
+    if (name == "phi3" || name == "gemma" || name == "llama3" || name == "gemma2" || name == "qwen3" || name == "gemma3")
+      saved.emplace_back(name, dir);
+    if (name == "gemma3") saved.emplace_back("gemma3-multimodal", dir.parent_path() / "gemma3-multimodal" / "hub");
+  }
+  REQUIRE(saved.size() == 7);
+  for (const auto& [name, dir] : saved) {
     CAPTURE(name);
+    const fs::path ref_dir = name == "gemma3-multimodal" ? dir.parent_path().parent_path() / "gemma3" : dir;
     auto m = Model::load(dir, false);
     // Perturb the weights so the check is not satisfied by the original files.
     for (auto& p : m->parameters()) p.tensor->data<float>()[0] += 0.125f;
@@ -119,7 +127,7 @@ TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits")
     m->save(out, DType::F32, name == "llama3" ? 60000 : std::size_t{5} << 30);  // llama3: sharded
     for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
       if (fs::exists(dir / f)) fs::copy_file(dir / f, out / f);
-    Json ref = read_json_file(dir / "parity" / "reference.json");
+    Json ref = read_json_file(ref_dir / "parity" / "reference.json");
     Json ids = Json::object();
     ids["input_ids"] = Json::array();
     std::vector<Tensor> logits;

@@ -221,7 +221,7 @@ TEST_CASE("SPPFT: frozen weights never change, get no buffers, and memory matche
   CHECK(Model::load(o.out)->tokenizer().vocab_size() == before->config().vocab_size);
 }
 
-TEST_CASE("Gemma-2 and Qwen3 SPPFT: frozen weights stay, memory to the byte, recompute bitwise") {
+TEST_CASE("Gemma-2, Qwen3 and Gemma-3 SPPFT: frozen weights stay, memory to the byte, recompute bitwise") {
   struct Family {
     const char* name;
     const char* config;
@@ -230,7 +230,9 @@ TEST_CASE("Gemma-2 and Qwen3 SPPFT: frozen weights stay, memory to the byte, rec
   for (const Family& fam :
        {Family{"gemma2", R"({"model_type": "gemma2", "head_dim": 8, "query_pre_attn_scalar": 12,
            "attn_logit_softcapping": 3.0, "final_logit_softcapping": 6.0, "sliding_window": 5})", 7},
-        Family{"qwen3", R"({"model_type": "qwen3", "head_dim": 12})", 9}}) {  // + q_norm, k_norm (attention)
+        Family{"qwen3", R"({"model_type": "qwen3", "head_dim": 12})", 9},  // + q_norm, k_norm (attention)
+        Family{"gemma3", R"({"model_type": "gemma3_text", "head_dim": 8, "query_pre_attn_scalar": 12, "sliding_window": 5,
+           "sliding_window_pattern": 2, "rope_local_base_freq": 100.0, "rope_theta": 10000.0})", 9}}) {
     CAPTURE(fam.name);
     const fs::path dir = test::temp_dir(std::string("trainer-") + fam.name) / "model";
     test::make_tiny_checkpoint(dir, fam.config);

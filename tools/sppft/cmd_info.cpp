@@ -36,7 +36,7 @@ int cmd_info(int argc, char** argv) {
   if (args.positional().size() != 1) throw InputError("info: expected one checkpoint directory (see --help)");
   const fs::path dir = args.positional()[0];
   ModelConfig c = load_model_config(dir);
-  Checkpoint ckpt(dir);
+  const Checkpoint ckpt = open_checkpoint(c, dir);
   validate_checkpoint(c, ckpt, dir);
   std::map<std::string, std::int64_t> dtype_params;
   std::int64_t disk_bytes = 0;
@@ -54,11 +54,13 @@ int cmd_info(int argc, char** argv) {
     j["weight_bytes_on_disk"] = disk_bytes;
     j["weight_bytes_fp32"] = total * 4;
     j["shards"] = ckpt.shard_count();
+    j["multimodal"] = c.multimodal;
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   std::printf("checkpoint     %s\n", dir.c_str());
-  std::printf("model_type     %s\n", c.model_type.c_str());
+  std::printf("model_type     %s%s\n", c.model_type.c_str(),
+              c.multimodal ? " (the text model of a multimodal gemma3 checkpoint; its vision tower is not loaded)" : "");
   std::printf("layers         %lld blocks, hidden %lld, intermediate %lld\n", (long long)c.num_layers,
               (long long)c.hidden_size, (long long)c.intermediate_size);
   std::string window;
@@ -72,11 +74,12 @@ int cmd_info(int argc, char** argv) {
   std::printf("attention      %lld query heads, %lld kv heads (%s), head_dim %lld%s\n", (long long)c.num_heads,
               (long long)c.num_kv_heads, c.num_kv_heads == c.num_heads ? "MHA" : "GQA", (long long)c.head_dim,
               window.c_str());
-  if (c.family == Family::Gemma2) {
+  if (c.sandwich_norms) {  // gemma2, gemma3
     const auto cap = [](float v) { return v > 0 ? "at " + fmt_g(v) : std::string("none"); };
-    std::printf("gemma2         scale 1/sqrt(%g), score soft-cap %s, final logit soft-cap %s, norms before and after "
+    std::printf("%-14s scale 1/sqrt(%g), score soft-cap %s, final logit soft-cap %s, norms before and after "
                 "attention and MLP\n",
-                c.query_pre_attn_scalar, cap(c.attn_logit_softcap).c_str(), cap(c.final_logit_softcap).c_str());
+                c.model_type.c_str(), c.query_pre_attn_scalar, cap(c.attn_logit_softcap).c_str(),
+                cap(c.final_logit_softcap).c_str());
   }
   std::printf("rope           theta %g, scaling %s", c.rope.theta, c.rope.type.c_str());
   if (c.rope.type == "longrope")
@@ -87,6 +90,7 @@ int cmd_info(int argc, char** argv) {
                 (long long)c.rope.original_max_position_embeddings, c.rope.attention_factor);
   else if (c.rope.type != "default")
     std::printf(" (factor %g)", c.rope.factor);
+  if (c.local_rope) std::printf("; sliding-window blocks: theta %g, scaling %s", c.local_rope->theta, c.local_rope->type.c_str());
   std::printf("\nvocab          %lld, max positions %lld, rms_norm_eps %g, tied embeddings %s\n",
               (long long)c.vocab_size, (long long)c.max_position_embeddings, c.rms_norm_eps,
               c.tie_word_embeddings ? "yes" : "no");
