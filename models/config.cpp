@@ -255,6 +255,7 @@ ModelConfig parse_gemma3_multimodal(const Json& j, const std::string& where) {
   text["architectures"] = {"Gemma3ForCausalLM"};
   ModelConfig c = parse_model_config(text, tw);
   c.multimodal = true;
+  c.multimodal_source = j;
   return c;
 }
 
@@ -424,10 +425,25 @@ Json model_config_to_json(const ModelConfig& c) {
 
 namespace sppft {
 
-Json config_json_for_save(const ModelConfig& c, const std::string& torch_dtype) {
+Json config_json_for_save(const ModelConfig& c, const std::string& torch_dtype, bool with_vision_tower) {
+  const auto set_dtype = [&](Json& j) {
+    if (j.contains("dtype")) j["dtype"] = torch_dtype;  // the transformers 5 spelling
+    else j["torch_dtype"] = torch_dtype;
+  };
+  if (with_vision_tower) {
+    if (!c.multimodal_source.is_object())
+      throw std::logic_error("config_json_for_save: a vision tower needs the multimodal source config");
+    // Every weight of the save has its dtype: the top level's, and the text and vision configs'
+    // where the file names one.
+    Json j = c.multimodal_source;
+    set_dtype(j);
+    for (const char* sub : {"text_config", "vision_config"})
+      if (j.contains(sub) && j[sub].is_object() && (j[sub].contains("dtype") || j[sub].contains("torch_dtype")))
+        set_dtype(j[sub]);
+    return j;
+  }
   Json j = c.source.is_object() ? c.source : model_config_to_json(c);
-  if (j.contains("dtype")) j["dtype"] = torch_dtype;  // the transformers 5 spelling
-  else j["torch_dtype"] = torch_dtype;
+  set_dtype(j);
   return j;
 }
 

@@ -80,10 +80,11 @@ struct ModelConfig {
   std::vector<std::int64_t> eos_token_ids;
   std::string torch_dtype = "float32";
   // Read from a multimodal Gemma-3 checkpoint (Gemma3ForConditionalGeneration, model_type gemma3):
-  // the text model's config, its tensors under the text model's names (open_checkpoint); the
-  // vision tower is not loaded, and a save writes the text model (Gemma3ForCausalLM).
+  // the text model's config, its tensors under the text model's names (open_checkpoint). The
+  // vision tower is not loaded; Model::save writes it again, unchanged, from the source checkpoint.
   bool multimodal = false;
   Json source;  // the config.json object it was parsed from (multimodal: the text model's; null for built configs)
+  Json multimodal_source;  // multimodal: the whole config.json (text_config, vision_config, ...)
 
   std::int64_t q_dim() const { return num_heads * head_dim; }
   // The sliding window of layer `layer`'s attention (0: it sees every earlier position).
@@ -117,7 +118,8 @@ ModelConfig load_model_config(const fs::path& dir);
 Json model_config_to_json(const ModelConfig& c);
 // What a saved checkpoint gets: the source config.json with every field kept
 // (pad ids, architectures, ...) and only the dtype updated; for built configs,
-// model_config_to_json.
-Json config_json_for_save(const ModelConfig& c, const std::string& torch_dtype);
+// model_config_to_json. `with_vision_tower` (a multimodal config whose tower the save carries):
+// the whole multimodal config.json, its dtypes updated.
+Json config_json_for_save(const ModelConfig& c, const std::string& torch_dtype, bool with_vision_tower = false);
 
 }  // namespace sppft

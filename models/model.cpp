@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <random>
 #include <string_view>
 
@@ -181,16 +183,77 @@ std::vector<PackedPart> allocate_packed(const ModelConfig& c, ModelWeights& w, D
   return parts;
 }
 
+namespace {
+
+// A multimodal Gemma-3 checkpoint names its text model the Hub's way (language_model.model.*,
+// language_model.lm_head.weight) or by transformers 5's modules (model.language_model.*,
+// lm_head.weight); its vision tower and projector sit beside it under either prefix.
+struct MultimodalNaming {
+  std::string_view text_prefix, lm_head;
+};
+constexpr MultimodalNaming kMultimodalNamings[] = {{"language_model.model.", "language_model.lm_head.weight"},
+                                                   {"model.language_model.", "lm_head.weight"}};
+constexpr std::string_view kVisionTowerPrefixes[] = {"vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                                                     "model.multi_modal_projector."};
+
+bool starts_with(const std::string& s, std::string_view prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
+bool is_vision_tower(const std::string& name) {
+  return std::any_of(std::begin(kVisionTowerPrefixes), std::end(kVisionTowerPrefixes),
+                     [&](std::string_view p) { return starts_with(name, p); });
+}
+
+// The text model's tensor `name` (model.*, lm_head.weight) as `naming` writes it.
+std::string multimodal_name(const std::string& name, const MultimodalNaming& naming) {
+  if (name == "lm_head.weight") return std::string(naming.lm_head);
+  return std::string(naming.text_prefix) + name.substr(std::string_view("model.").size());
+}
+
+// What a save of a multimodal model writes beside its text model: the vision tower and projector
+// of the checkpoint it was loaded from, unchanged, in that checkpoint's naming.
+struct CarriedVisionTower {
+  std::optional<Checkpoint> source;
+  const MultimodalNaming* naming = nullptr;
+  std::vector<const TensorEntry*> tensors;
+};
+
+// Empty when the model is not multimodal or was not loaded from a checkpoint (a preset, a random
+// model); a warning and empty when the source no longer holds a tower, so that the fine-tuned
+// text model is still written.
+CarriedVisionTower find_vision_tower(const ModelConfig& c, const fs::path& source_dir) {
+  CarriedVisionTower t;
+  if (!c.multimodal || source_dir.empty()) return t;
+  try {
+    t.source.emplace(source_dir);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sppft: warning: cannot reopen %s for its vision tower (%s); saving the text model only\n",
+                 source_dir.string().c_str(), e.what());
+    return t;
+  }
+  for (const auto& [name, e] : t.source->entries()) {
+    if (is_vision_tower(name)) t.tensors.push_back(&e);
+    for (const auto& n : kMultimodalNamings)
+      if (!t.naming && starts_with(name, n.text_prefix)) t.naming = &n;
+  }
+  if (t.tensors.empty() || !t.naming) {
+    std::fprintf(stderr, "sppft: warning: %s no longer holds a multimodal Gemma-3 checkpoint; saving the text model only\n",
+                 source_dir.string().c_str());
+    return CarriedVisionTower{};
+  }
+  return t;
+}
+
+}  // namespace
+
 Checkpoint open_checkpoint(const ModelConfig& c, const fs::path& dir) {
   Checkpoint ckpt(dir);
   if (!c.multimodal) return ckpt;
   const auto text_name = [](const std::string& name) -> std::string {
-    const auto starts = [&](std::string_view p) { return name.compare(0, p.size(), p) == 0; };
-    for (std::string_view p : {"language_model.model.", "model.language_model."})
-      if (starts(p)) return "model." + name.substr(p.size());
-    if (name == "language_model.lm_head.weight") return "lm_head.weight";
-    for (std::string_view p : {"vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."})
-      if (starts(p)) return "";
+    if (is_vision_tower(name)) return "";
+    for (const auto& n : kMultimodalNamings) {
+      if (starts_with(name, n.text_prefix)) return "model." + name.substr(n.text_prefix.size());
+      if (name == n.lm_head) return "lm_head.weight";
+    }
     return name;  // validate_checkpoint names anything else
   };
   ckpt.rename(text_name, dir.string());
@@ -577,14 +640,30 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
 }
 
 void Model::save(const fs::path& dir, DType dtype, std::size_t max_shard_bytes) {
+  // Opened before anything is written, so that saving over the source directory still reads the
+  // old files (their mappings outlive the renames).
+  const CarriedVisionTower tower = find_vision_tower(config_, dir_);
   ensure_directory(dir);
   const std::string torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
-  auto specs = param_specs(config_, w_);
+  // Every tensor to write: a parameter of this model, or a carried tensor of the source checkpoint.
+  struct Saved {
+    std::string name;
+    Shape shape;
+    const Tensor* param;
+    const TensorEntry* carried;
+  };
+  std::vector<Saved> saved;
+  for (const auto& s : param_specs(config_, w_))
+    saved.push_back({tower.naming ? multimodal_name(s.name, *tower.naming) : s.name, s.shape, s.tensor, nullptr});
+  for (const TensorEntry* e : tower.tensors) {
+    if (e->dtype == DType::I32) throw InputError(e->file + ": vision tower tensor '" + e->name + "' has dtype I32, expected a float");
+    saved.push_back({e->name, e->shape, nullptr, e});
+  }
   // Group tensors into shards in checkpoint order.
-  std::vector<std::vector<const ParamSpec*>> shards(1);
+  std::vector<std::vector<const Saved*>> shards(1);
   std::size_t in_shard = 0, total = 0;
-  for (const auto& s : specs) {
-    const std::size_t bytes = static_cast<std::size_t>(s.tensor->numel()) * dtype_size(dtype);
+  for (const auto& s : saved) {
+    const std::size_t bytes = static_cast<std::size_t>(shape_numel(s.shape)) * dtype_size(dtype);
     if (in_shard > 0 && in_shard + bytes > max_shard_bytes) {
       shards.emplace_back();
       in_shard = 0;
@@ -603,12 +682,20 @@ void Model::save(const fs::path& dir, DType dtype, std::size_t max_shard_bytes) 
     std::vector<std::vector<std::uint8_t>> converted;
     std::vector<TensorToWrite> tensors;
     converted.reserve(shards[i].size());
-    for (const ParamSpec* s : shards[i]) {
-      std::vector<std::uint8_t> bytes(s->tensor->numel() * dtype_size(dtype));
-      const bool host_f32 = s->tensor->device() == Device::CPU && s->tensor->dtype() == DType::F32;
-      const std::vector<float> moved = host_f32 ? std::vector<float>() : host_values_f32(*s->tensor);
-      convert_from_f32(host_f32 ? s->tensor->data<float>() : moved.data(), dtype, bytes.data(),
-                       static_cast<std::size_t>(s->tensor->numel()));
+    for (const Saved* s : shards[i]) {
+      const auto n = static_cast<std::size_t>(shape_numel(s->shape));
+      std::vector<std::uint8_t> bytes(n * dtype_size(dtype));
+      if (s->carried && s->carried->dtype == dtype) {
+        std::memcpy(bytes.data(), s->carried->data, bytes.size());
+      } else if (s->carried) {
+        std::vector<float> values(n);
+        convert_to_f32(s->carried->data, s->carried->dtype, values.data(), n);
+        convert_from_f32(values.data(), dtype, bytes.data(), n);
+      } else {
+        const bool host_f32 = s->param->device() == Device::CPU && s->param->dtype() == DType::F32;
+        const std::vector<float> moved = host_f32 ? std::vector<float>() : host_values_f32(*s->param);
+        convert_from_f32(host_f32 ? s->param->data<float>() : moved.data(), dtype, bytes.data(), n);
+      }
       converted.push_back(std::move(bytes));
       tensors.push_back({s->name, dtype, s->shape, converted.back().data()});
       weight_map[s->name] = shard_name(i);
@@ -624,7 +711,7 @@ void Model::save(const fs::path& dir, DType dtype, std::size_t max_shard_bytes) 
   } else {
     fs::remove(dir / "model.safetensors.index.json", ec);
   }
-  atomic_write_text(dir / "config.json", config_json_for_save(config_, torch_dtype).dump(2) + "\n");
+  atomic_write_text(dir / "config.json", config_json_for_save(config_, torch_dtype, tower.naming != nullptr).dump(2) + "\n");
 }
 
 }  // namespace sppft

@@ -22,10 +22,12 @@ namespace sppft {
 
 namespace {
 
-// Copies the tokenizer and generation files so OUT is a complete checkpoint.
+// Copies the tokenizer, generation and (multimodal Gemma-3) processor files so OUT is a complete
+// checkpoint.
 void copy_side_files(const fs::path& from, const fs::path& to) {
   for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "generation_config.json"}) {
+                        "added_tokens.json", "generation_config.json", "chat_template.json", "chat_template.jinja",
+                        "preprocessor_config.json", "processor_config.json"}) {
     std::error_code ec;
     if (fs::exists(from / f, ec)) atomic_write_text(to / f, read_file(from / f));
   }

@@ -328,7 +328,22 @@ TEST_CASE("gemma3 (multimodal): the text model's config from text_config and tra
   CHECK((c.attention_window(0) == 1024 && c.attention_window(5) == 0 && c.attention_window(33) == 1024));
   CHECK(c.eos_token_ids == std::vector<std::int64_t>{1, 106});
   CHECK((c.torch_dtype == "bfloat16" && c.tie_word_embeddings));
-  // What a save writes: the text model's config, every field kept.
+  // What a save that carries the vision tower writes: the whole config, its dtypes updated.
+  Json with_tower = config_json_for_save(c, "float32", true);
+  CHECK(with_tower["torch_dtype"] == "float32");
+  with_tower["torch_dtype"] = "bfloat16";
+  CHECK(with_tower == j);
+  Json typed = j;
+  typed["text_config"]["dtype"] = "bfloat16";
+  typed["vision_config"]["dtype"] = "bfloat16";
+  const Json typed_saved = config_json_for_save(parse_model_config(typed, "c"), "float16", true);
+  CHECK((typed_saved["torch_dtype"] == "float16" && typed_saved["text_config"]["dtype"] == "float16" &&
+         typed_saved["vision_config"]["dtype"] == "float16"));
+  ModelConfig built = c;
+  built.multimodal_source = Json();
+  CHECK_THROWS_AS(config_json_for_save(built, "float32", true), std::logic_error);
+  // What a save without the tower (a model not loaded from a checkpoint) writes: the text model's
+  // config, every field kept.
   const Json saved = config_json_for_save(c, "float32");
   CHECK(saved["model_type"] == "gemma3_text");
   CHECK(saved["architectures"] == Json::array({"Gemma3ForCausalLM"}));

@@ -8,7 +8,8 @@ DIR                 a checkpoint directory (config.json + model.safetensors or s
                     [+ tokenizer files]), loaded with AutoModelForCausalLM in float32, eager attention.
 IDS.json            {"input_ids": [[...], ...]}: one token-id list per prompt.
 L.safetensors       logits.i [T_i, vocab] (any float dtype, compared in float32) for prompt i, as
-                    computed by sppft's own forward on the same ids.
+                    computed by sppft's own forward on the same ids.  A multimodal checkpoint
+                    (Gemma3ForConditionalGeneration) is run on text only; `model_class` names it.
 
 Prints exactly one JSON line on stdout:
   {"max_rel_logit_err": x, "prompts": n, "transformers_version": "...", ...}
@@ -105,7 +106,7 @@ def main(argv):
         except Exception as e:  # noqa: BLE001
             tok_class = f"load failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
-    vocab = model.config.vocab_size
+    vocab = model.config.get_text_config().vocab_size  # a multimodal model's is its text model's
     per_prompt, max_abs, agree, total = [], 0.0, 0, 0
     for i, (ids, a) in enumerate(zip(ids_list, expected)):
         if tuple(a.shape) != (len(ids), vocab):
@@ -132,6 +133,7 @@ def main(argv):
         "tie_word_embeddings": bool(getattr(model.config, "tie_word_embeddings", False)),
         "tied_effective": model.get_output_embeddings().weight is model.get_input_embeddings().weight,
         "tokenizer_class": tok_class,
+        "model_class": type(model).__name__,
     })
     return 0
 

@@ -107,19 +107,23 @@ TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits")
   REQUIRE(!all.empty());
   const fs::path py = test::build_dir() / "pyenv/bin/python";
   REQUIRE_MESSAGE(fs::exists(py), "the Python test references are missing: scripts/install-deps.sh --python");
-  // fused, tied, GQA+rope scaling, sandwich norms, q/k norms, the Hub's gemma3 layout, and the text
-  // model of a multimodal gemma3 checkpoint (saved as Gemma3ForCausalLM; prompts of the gemma3 case)
+  // fused, tied, GQA+rope scaling, sandwich norms, q/k norms, the Hub's gemma3 layout, and a
+  // multimodal gemma3 checkpoint in both namings (saved with its vision tower as
+  // Gemma3ForConditionalGeneration; prompts of the gemma3 case)
   std::vector<std::pair<std::string, fs::path>> saved;  // name, checkpoint
   for (const auto& dir : all) {
     const std::string name = dir.filename().string();
     if (name == "phi3" || name == "gemma" || name == "llama3" || name == "gemma2" || name == "qwen3" || name == "gemma3")
       saved.emplace_back(name, dir);
-    if (name == "gemma3") saved.emplace_back("gemma3-multimodal", dir.parent_path() / "gemma3-multimodal" / "hub");
+    if (name == "gemma3")
+      for (const char* variant : {"hub", "module-names"})
+        saved.emplace_back(std::string("gemma3-mm-") + variant, dir.parent_path() / "gemma3-multimodal" / variant);
   }
-  REQUIRE(saved.size() == 7);
+  REQUIRE(saved.size() == 8);
   for (const auto& [name, dir] : saved) {
     CAPTURE(name);
-    const fs::path ref_dir = name == "gemma3-multimodal" ? dir.parent_path().parent_path() / "gemma3" : dir;
+    const bool multimodal = name.rfind("gemma3-mm-", 0) == 0;
+    const fs::path ref_dir = multimodal ? dir.parent_path().parent_path() / "gemma3" : dir;
     auto m = Model::load(dir, false);
     // Perturb the weights so the check is not satisfied by the original files.
     for (auto& p : m->parameters()) p.tensor->data<float>()[0] += 0.125f;
@@ -150,6 +154,7 @@ TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits")
     REQUIRE(r.exit_code == 0);
     Json j = Json::parse(r.out.substr(r.out.rfind('{')));
     CHECK(j["max_rel_logit_err"].get<double>() < 1e-4);
+    if (multimodal) CHECK(j["model_class"] == "Gemma3ForConditionalGeneration");  // the tower came along
     std::printf("%-16s saved checkpoint -> transformers: max rel logit error %.2e\n", name.c_str(),
                 j["max_rel_logit_err"].get<double>());
     fs::remove_all(out);

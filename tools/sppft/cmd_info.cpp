@@ -60,7 +60,7 @@ int cmd_info(int argc, char** argv) {
   }
   std::printf("checkpoint     %s\n", dir.c_str());
   std::printf("model_type     %s%s\n", c.model_type.c_str(),
-              c.multimodal ? " (the text model of a multimodal gemma3 checkpoint; its vision tower is not loaded)" : "");
+              c.multimodal ? " (the text model of a multimodal gemma3 checkpoint; its vision tower is not loaded, and saves carry it)" : "");
   std::printf("layers         %lld blocks, hidden %lld, intermediate %lld\n", (long long)c.num_layers,
               (long long)c.hidden_size, (long long)c.intermediate_size);
   std::string window;
