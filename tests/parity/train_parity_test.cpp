@@ -5,10 +5,12 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <map>
 
 #include "engine/json.h"
 #include "engine/safetensors.h"
+#include "models/model.h"
 #include "models/training.h"
 #include "test_util.h"
 #include "trainer/freeze.h"
@@ -159,4 +161,45 @@ TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits")
                 j["max_rel_logit_err"].get<double>());
     fs::remove_all(out);
   }
+}
+
+TEST_CASE("sppft train on a multimodal Gemma-3 checkpoint writes it back whole, frozen block and tower unchanged") {
+  const fs::path root = test::env_path("SPPFT_PARITY_DIR");
+  REQUIRE_MESSAGE(fs::exists(root / "gemma3-multimodal" / "multimodal.json"), "fixtures missing (make_fixtures.py)");
+  const fs::path src = test::temp_dir("mm-train-src"), out = test::temp_dir("mm-train-out");
+  fs::copy(root / "gemma3-multimodal" / "module-names", src, fs::copy_options::recursive);
+  atomic_write_text(src / "preprocessor_config.json", "{\"image_processor_type\": \"Gemma3ImageProcessor\"}\n");
+  auto r = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " train " + src.string() + " --data " +
+                             (test::source_dir() / "data/finetune_normal.json").string() + " --out " + out.string() +
+                             " --freeze 1-2 --max-steps 2 --micro-batch 2 --cutoff 512 --val-size 4 --lr 1e-3 2>&1");
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  CHECK(read_json_file(out / "config.json") == read_json_file(src / "config.json"));  // fp32 on the CPU, as the source
+  CHECK(read_file(out / "preprocessor_config.json") == read_file(src / "preprocessor_config.json"));
+  const Checkpoint source(src);
+  for (const fs::path& dir : {out, out / "checkpoint"}) {  // the final model and the resumable state
+    CAPTURE(dir);
+    const Checkpoint trained(dir);
+    CHECK(trained.entries().size() == source.entries().size());
+    std::size_t same = 0, changed = 0;
+    for (const auto& [name, e] : source.entries()) {
+      CAPTURE(name);
+      REQUIRE(trained.has(name));
+      const TensorEntry& t = trained.entry(name);
+      REQUIRE(t.nbytes == e.nbytes);
+      const bool equal = std::memcmp(t.data, e.data, e.nbytes) == 0;
+      const bool tower = name.find("vision_tower.") != std::string::npos || name.find("multi_modal_projector.") != std::string::npos;
+      const bool in_frozen_block = name.find(".layers.1.") != std::string::npos || name.find(".layers.2.") != std::string::npos;
+      const bool frozen = in_frozen_block && name.find("_proj.") != std::string::npos;  // attention and MLP weights
+      if (tower || frozen) CHECK(equal);
+      same += tower || frozen;
+      changed += name.find(".layers.0.self_attn.q_proj.") != std::string::npos && !equal;
+    }
+    CHECK(same > 0);
+    CHECK(changed == 1);  // a trainable block moved
+  }
+  auto back = Model::load(out);
+  CHECK(back->config().multimodal);
+  fs::remove_all(src);
+  fs::remove_all(out);
 }
