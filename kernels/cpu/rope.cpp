@@ -1,10 +1,15 @@
+// RoPE on the CPU, forward and backward. The rotation is orthogonal, so the backward rotates the
+// gradient back by the same fp32 angle (its transpose), in place.
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
 
 namespace sppft::cpu {
 
-void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+namespace {
+
+// Rotates each pair (i, i + half) of every head of row r by `sign` * positions[r] * inv_freq[i].
+void rotate_half_pairs(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float sign) {
   const auto n = x.dim(0), width = x.dim(1), heads = width / head_dim, half = head_dim / 2;
   const auto* pos = positions.data<std::int32_t>();
   const float* freq = inv_freq.data<float>();
@@ -14,7 +19,7 @@ void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, st
     for (std::int64_t i = 0; i < half; ++i) {
       // fp32 angle, as transformers computes it (inv_freq @ positions in float32).
       const float a = static_cast<float>(pos[r]) * freq[i];
-      const float c = std::cos(a), s = std::sin(a);
+      const float c = std::cos(a), s = sign * std::sin(a);
       for (std::int64_t h = 0; h < heads; ++h) {
         float* v = xp + r * width + h * head_dim;
         const float x1 = v[i], x2 = v[i + half];
@@ -23,6 +28,16 @@ void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, st
       }
     }
   }
+}
+
+}  // namespace
+
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+  rotate_half_pairs(x, positions, inv_freq, head_dim, 1.0f);
+}
+
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+  rotate_half_pairs(dx, positions, inv_freq, head_dim, -1.0f);
 }
 
 }  // namespace sppft::cpu

@@ -56,6 +56,7 @@ using detail::bf16;
 using attn::SeqTable;
 using attn::find_seq;
 using attn::make_tables;
+using attn::row_dots;
 
 constexpr int kWarps = 4;        // warps per attention block
 constexpr int kRowsPerWarp = 4;  // (query position, head) rows per warp
@@ -192,22 +193,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const T* __restrict
     // Scores: lane = key j0 + lane, for each of the warp's rows.
     const int j = j0 + lane;
     float acc[kRowsPerWarp];
-#pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) acc[i] = 0.0f;
-    const float4* krow = reinterpret_cast<const float4*>(Ks + lane * KS);
-    const int d4 = (d + 3) / 4;
-#pragma unroll 4
-    for (int e4 = 0; e4 < d4; ++e4) {
-      const float4 kk = krow[e4];
-#pragma unroll
-      for (int i = 0; i < kRowsPerWarp; ++i) {
-        const float4 qq = reinterpret_cast<const float4*>(Qs + (warp + kWarps * i) * DMAX)[e4];
-        acc[i] = fmaf(qq.x, kk.x, acc[i]);
-        acc[i] = fmaf(qq.y, kk.y, acc[i]);
-        acc[i] = fmaf(qq.z, kk.z, acc[i]);
-        acc[i] = fmaf(qq.w, kk.w, acc[i]);
-      }
-    }
+    row_dots<kRowsPerWarp, DMAX, kWarps>(Qs, warp, Ks + lane * KS, (d + 3) / 4, acc);
 
     // Online softmax (all values warp-uniform except the per-lane score and p).
     float sc[kRowsPerWarp], p[kRowsPerWarp];

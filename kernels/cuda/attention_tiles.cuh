@@ -125,6 +125,28 @@ __device__ __forceinline__ KeyTile key_tile(const SeqTable& t, int d, int hq, in
   return kt;
 }
 
+// acc[i] = a[(row0 + ROW_STEP * i) * DMAX + :] . b[:] over d4 float4s (both zero-padded past d):
+// the scores of a warp's NR query rows (row0, row0 + ROW_STEP, ...) against this lane's key row b.
+// a is broadcast to the warp (same row for every lane).
+template <int NR, int DMAX, int ROW_STEP>
+__device__ __forceinline__ void row_dots(const float* a, int row0, const float* b, int d4, float (&acc)[NR]) {
+#pragma unroll
+  for (int i = 0; i < NR; ++i) acc[i] = 0.0f;
+  const float4* b4 = reinterpret_cast<const float4*>(b);
+#pragma unroll 4
+  for (int e4 = 0; e4 < d4; ++e4) {
+    const float4 bb = b4[e4];
+#pragma unroll
+    for (int i = 0; i < NR; ++i) {
+      const float4 aa = reinterpret_cast<const float4*>(a + (row0 + ROW_STEP * i) * DMAX)[e4];
+      acc[i] = fmaf(aa.x, bb.x, acc[i]);
+      acc[i] = fmaf(aa.y, bb.y, acc[i]);
+      acc[i] = fmaf(aa.z, bb.z, acc[i]);
+      acc[i] = fmaf(aa.w, bb.w, acc[i]);
+    }
+  }
+}
+
 // Splits seqs (those with q_len > 0) into tables of up to kMaxSeqs; `blocks_of(seq)` gives the
 // number of blocks of each sequence for the table's prefix. The chunking depends only on seqs,
 // so tables built with different blocks_of hold the same sequences at the same indices.

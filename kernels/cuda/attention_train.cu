@@ -87,6 +87,7 @@ using attn::make_tables;
 using attn::allow_smem;
 using attn::clamp_window;
 using attn::dispatch_dmax;
+using attn::row_dots;
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
@@ -113,28 +114,6 @@ __device__ __forceinline__ void load_rows(float* tile, int nrows, int d, F&& src
     }
   }
 }
-
-// acc[i] = a[(row0 + kWarps * i) * DMAX + :] . b[:] over d4 float4s (both zero-padded past d).
-// a is broadcast to the warp (same row for every lane), b is this lane's row.
-template <int NR, int DMAX>
-__device__ __forceinline__ void row_dots(const float* a, int row0, const float* b, int d4, float (&acc)[NR]) {
-#pragma unroll
-  for (int i = 0; i < NR; ++i) acc[i] = 0.0f;
-  const float4* b4 = reinterpret_cast<const float4*>(b);
-#pragma unroll 4
-  for (int e4 = 0; e4 < d4; ++e4) {
-    const float4 bb = b4[e4];
-#pragma unroll
-    for (int i = 0; i < NR; ++i) {
-      const float4 aa = reinterpret_cast<const float4*>(a + (row0 + kWarps * i) * DMAX)[e4];
-      acc[i] = fmaf(aa.x, bb.x, acc[i]);
-      acc[i] = fmaf(aa.y, bb.y, acc[i]);
-      acc[i] = fmaf(aa.z, bb.z, acc[i]);
-      acc[i] = fmaf(aa.w, bb.w, acc[i]);
-    }
-  }
-}
-
 
 // ---------------------------------------------------------------- forward
 template <int DMAX>
@@ -192,7 +171,7 @@ __global__ void __launch_bounds__(kThreads)
     // Scores: lane = key j0 + lane, for each of the warp's rows.
     const int j = j0 + lane;
     float acc[kRowsPerWarp];
-    row_dots<kRowsPerWarp, DMAX>(Qs, warp, Ks + lane * KS, d4, acc);
+    row_dots<kRowsPerWarp, DMAX, kWarps>(Qs, warp, Ks + lane * KS, d4, acc);
 
     // Online softmax (all values warp-uniform except the per-lane score and p).
     float sc[kRowsPerWarp], p[kRowsPerWarp];
@@ -290,8 +269,8 @@ __global__ void __launch_bounds__(kThreads)
 
     // P and dS for rows warp + kWarps * i and key j: written to shared memory.
     float s[kRowsPerWarp], dp[kRowsPerWarp];
-    row_dots<kRowsPerWarp, DMAX>(Qs, warp, Ks + lane * KS, d4, s);
-    row_dots<kRowsPerWarp, DMAX>(dOs, warp, Vs + lane * KS, d4, dp);
+    row_dots<kRowsPerWarp, DMAX, kWarps>(Qs, warp, Ks + lane * KS, d4, s);
+    row_dots<kRowsPerWarp, DMAX, kWarps>(dOs, warp, Vs + lane * KS, d4, dp);
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
       const int r = warp + kWarps * i;
@@ -398,8 +377,8 @@ __global__ void __launch_bounds__(kThreads)
 
     const int j = j0 + lane;
     float s[kRowsPerWarp], dp[kRowsPerWarp], ds[kRowsPerWarp];
-    row_dots<kRowsPerWarp, DMAX>(Qs, warp, Ks + lane * KS, d4, s);
-    row_dots<kRowsPerWarp, DMAX>(dOs, warp, Vs + lane * KS, d4, dp);
+    row_dots<kRowsPerWarp, DMAX, kWarps>(Qs, warp, Ks + lane * KS, d4, s);
+    row_dots<kRowsPerWarp, DMAX, kWarps>(dOs, warp, Vs + lane * KS, d4, dp);
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
       const bool ok = act[i] && lane < nk && j >= first[i] && j <= pos[i];
