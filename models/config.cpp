@@ -1,6 +1,7 @@
 #include "models/config.h"
 
 #include <cmath>
+#include <string_view>
 
 #include "engine/error.h"
 
@@ -235,25 +236,67 @@ std::string ModelConfig::family_name() const { return model_type; }
 
 namespace {
 
-// Gemma-3 4B and larger ship as Gemma3ForConditionalGeneration: the text model's config under
-// text_config, mostly left to transformers' Gemma3TextConfig defaults (gemma-3-4b-it's names only
-// hidden_size, intermediate_size, num_hidden_layers, rope_scaling and sliding_window); token ids
-// and dtype at the top level.
-ModelConfig parse_gemma3_multimodal(const Json& j, const std::string& where) {
+std::string_view causal_lm_architecture(Family f) {
+  static constexpr std::string_view archs[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                                               "GemmaForCausalLM", "Phi3ForCausalLM",    "Gemma2ForCausalLM",
+                                               "Qwen3ForCausalLM", "Gemma3ForCausalLM"};
+  return archs[static_cast<int>(f)];
+}
+
+// Vision-language checkpoints whose language model sppft runs: the text model's config under
+// text_config, often left to the defaults of transformers' config class of that model type
+// (gemma-3-4b-it's text_config names five fields, llava-1.5-7b-hf's six); token ids and dtype
+// may sit at the top level only.
+struct MultimodalKind {
+  std::string_view model_type;  // the checkpoint's
+  std::string_view text_type;   // its text_config's model_type when that names none
+  bool any_text_type;           // false: text_type only
+};
+constexpr MultimodalKind kMultimodalKinds[] = {
+    {"gemma3", "gemma3_text", false},  // Gemma3ForConditionalGeneration (Gemma-3 4B, 12B, 27B)
+    {"llava", "llama", true},          // LlavaForConditionalGeneration (LLaVA-1.5: Vicuna, i.e. Llama-2)
+    {"mistral3", "mistral", true},     // Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)
+};
+
+// transformers' defaults for the fields a text_config may leave out, by text model_type.
+const Json& text_config_defaults(const std::string& text_type) {
+  static const Json defaults = Json::parse(R"({
+    "gemma3_text": {"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+                    "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 131072},
+    "llama": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "max_position_embeddings": 2048, "bos_token_id": 1, "eos_token_id": 2},
+    "mistral": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 131072,
+                "sliding_window": 4096, "bos_token_id": 1, "eos_token_id": 2}})");
+  static const Json none = Json::object();
+  return defaults.contains(text_type) ? defaults[text_type] : none;
+}
+
+const MultimodalKind* multimodal_kind(const std::string& model_type) {
+  for (const auto& k : kMultimodalKinds)
+    if (k.model_type == model_type) return &k;
+  return nullptr;
+}
+
+ModelConfig parse_multimodal(const MultimodalKind& kind, const Json& j, const std::string& where) {
   const std::string tw = where + " text_config";
+  // Without a text_config, Mistral3Config takes Mistral Small's shape, not MistralConfig's defaults.
+  if (kind.model_type == "mistral3" && (!j.contains("text_config") || j["text_config"].is_null()))
+    throw InputError(tw + ": missing (expected the text model's config)");
   Json text = j.contains("text_config") && !j["text_config"].is_null() ? j["text_config"] : Json::object();
   if (!text.is_object()) throw InputError(tw + ": expected an object");
-  const auto inner = json_get_or<std::string>(text, "model_type", "gemma3_text", tw);
-  if (inner != "gemma3_text") throw InputError(tw + ": model_type '" + inner + "', expected gemma3_text");
-  static const Json defaults = Json::parse(R"({"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
-      "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 131072})");
-  for (auto it = defaults.begin(); it != defaults.end(); ++it)
-    if (!text.contains(it.key())) text[it.key()] = it.value();
+  const auto text_type = json_get_or<std::string>(text, "model_type", std::string(kind.text_type), tw);
+  if (!kind.any_text_type && text_type != kind.text_type)
+    throw InputError(tw + ": model_type '" + text_type + "', expected " + std::string(kind.text_type));
+  if (multimodal_kind(text_type)) throw InputError(tw + ": model_type '" + text_type + "', expected a text model");
   for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype", "tie_word_embeddings"})
     if (j.contains(k) && !text.contains(k)) text[k] = j[k];
-  text["model_type"] = "gemma3_text";
-  text["architectures"] = {"Gemma3ForCausalLM"};
+  const Json& defaults = text_config_defaults(text_type);
+  for (auto it = defaults.begin(); it != defaults.end(); ++it)
+    if (!text.contains(it.key())) text[it.key()] = it.value();
+  text["model_type"] = text_type;
   ModelConfig c = parse_model_config(text, tw);
+  c.source["architectures"] = Json::array({std::string(causal_lm_architecture(c.family))});
   c.multimodal = true;
   c.multimodal_source = j;
   return c;
@@ -263,7 +306,8 @@ ModelConfig parse_gemma3_multimodal(const Json& j, const std::string& where) {
 
 ModelConfig parse_model_config(const Json& j, const std::string& where) {
   if (!j.is_object()) throw InputError(where + ": expected a JSON object");
-  if (json_get<std::string>(j, "model_type", where) == "gemma3") return parse_gemma3_multimodal(j, where);
+  if (const MultimodalKind* kind = multimodal_kind(json_get<std::string>(j, "model_type", where)))
+    return parse_multimodal(*kind, j, where);
   ModelConfig c;
   c.model_type = json_get<std::string>(j, "model_type", where);
   const std::string& t = c.model_type;
@@ -374,10 +418,8 @@ Json rope_scaling_json(const RopeConfig& r) {
 }  // namespace
 
 Json model_config_to_json(const ModelConfig& c) {
-  static const char* archs[] = {"LlamaForCausalLM",  "MistralForCausalLM", "Qwen2ForCausalLM", "GemmaForCausalLM",
-                                "Phi3ForCausalLM",   "Gemma2ForCausalLM",  "Qwen3ForCausalLM", "Gemma3ForCausalLM"};
   Json j;
-  j["architectures"] = {archs[static_cast<int>(c.family)]};
+  j["architectures"] = {std::string(causal_lm_architecture(c.family))};
   j["model_type"] = c.model_type;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;

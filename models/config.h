@@ -79,7 +79,8 @@ struct ModelConfig {
   std::optional<std::int64_t> bos_token_id;
   std::vector<std::int64_t> eos_token_ids;
   std::string torch_dtype = "float32";
-  // Read from a multimodal Gemma-3 checkpoint (Gemma3ForConditionalGeneration, model_type gemma3):
+  // Read from a vision-language checkpoint (model_type gemma3, llava or mistral3:
+  // Gemma3ForConditionalGeneration, LlavaForConditionalGeneration, Mistral3ForConditionalGeneration):
   // the text model's config, its tensors under the text model's names (open_checkpoint). The
   // vision tower is not loaded; Model::save writes it again, unchanged, from the source checkpoint.
   bool multimodal = false;

@@ -185,7 +185,7 @@ std::vector<PackedPart> allocate_packed(const ModelConfig& c, ModelWeights& w, D
 
 namespace {
 
-// A multimodal Gemma-3 checkpoint names its text model the Hub's way (language_model.model.*,
+// A vision-language checkpoint (gemma3, llava, mistral3) names its text model the Hub's way (language_model.model.*,
 // language_model.lm_head.weight) or by transformers 5's modules (model.language_model.*,
 // lm_head.weight); its vision tower and projector sit beside it under either prefix.
 struct MultimodalNaming {
@@ -236,7 +236,7 @@ CarriedVisionTower find_vision_tower(const ModelConfig& c, const fs::path& sourc
       if (!t.naming && starts_with(name, n.text_prefix)) t.naming = &n;
   }
   if (t.tensors.empty() || !t.naming) {
-    std::fprintf(stderr, "sppft: warning: %s no longer holds a multimodal Gemma-3 checkpoint; saving the text model only\n",
+    std::fprintf(stderr, "sppft: warning: %s no longer holds a vision tower; saving the text model only\n",
                  source_dir.string().c_str());
     return CarriedVisionTower{};
   }

@@ -184,7 +184,7 @@ class Model {
 
   // Saves config.json + model.safetensors (fp32, bf16 or f16) into `dir`, atomically
   // per file; above `max_shard_bytes` as shards model-0000i-of-0000n.safetensors with
-  // model.safetensors.index.json, as transformers writes them. A multimodal Gemma-3 loaded
+  // model.safetensors.index.json, as transformers writes them. A vision-language model loaded
   // from a checkpoint is saved whole: its vision tower and projector, read again from that
   // checkpoint, unchanged, and its multimodal config, in that checkpoint's naming.
   void save(const fs::path& dir, DType dtype = DType::F32, std::size_t max_shard_bytes = std::size_t{5} << 30);
@@ -224,8 +224,8 @@ struct ParamShape {
 };
 std::vector<ParamShape> parameter_shapes(const ModelConfig& c);
 
-// The checkpoint in `dir` under the names parameter_shapes uses: for a multimodal Gemma-3
-// (ModelConfig::multimodal) the Hub's language_model.model.* and transformers 5's
+// The checkpoint in `dir` under the names parameter_shapes uses: for a vision-language model
+// (ModelConfig::multimodal: gemma3, llava, mistral3) the Hub's language_model.model.* and transformers 5's
 // model.language_model.* become model.*, and the vision tower and projector are left out
 // (Model::save writes them again from the checkpoint the model was loaded from).
 Checkpoint open_checkpoint(const ModelConfig& c, const fs::path& dir);

@@ -41,6 +41,16 @@ const char* preset_json(const std::string& name) {
     return R"({"model_type": "gemma3", "eos_token_id": [1, 106], "torch_dtype": "bfloat16",
       "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
         "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024}})";
+  if (name == "llava-1.5-7b")  // llava-hf/llava-1.5-7b-hf (vision-language; its text model, Vicuna-7B), as on the Hub
+    return R"({"model_type": "llava", "pad_token_id": 32001, "tie_word_embeddings": false, "torch_dtype": "float16",
+      "text_config": {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 4096, "model_type": "llama",
+        "rms_norm_eps": 1e-05, "torch_dtype": "float16", "vocab_size": 32064}})";
+  if (name == "mistral-small-3.1-24b")  // mistralai/Mistral-Small-3.1-24B-Instruct-2503 (vision-language; its text model)
+    return R"({"model_type": "mistral3", "torch_dtype": "bfloat16",
+      "text_config": {"head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "intermediate_size": 32768,
+        "max_position_embeddings": 131072, "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 40,
+        "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 1000000000.0, "sliding_window": null,
+        "vocab_size": 131072}})";
   if (name == "qwen3-8b")  // Qwen/Qwen3-8B
     return R"({"model_type": "qwen3", "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
       "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
@@ -56,7 +66,10 @@ const char* preset_json(const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> preset_names() { return {"llama-3-8b", "llama-2-7b", "gemma-2b", "gemma-2-2b", "gemma-3-1b", "gemma-3-4b", "phi-3-mini", "qwen3-8b"}; }
+std::vector<std::string> preset_names() {
+  return {"llama-3-8b", "llama-2-7b", "gemma-2b",   "gemma-2-2b",   "gemma-3-1b",
+          "gemma-3-4b", "phi-3-mini", "qwen3-8b", "llava-1.5-7b", "mistral-small-3.1-24b"};
+}
 
 ModelConfig preset_config(const std::string& name) {
   const char* j = preset_json(name);

@@ -311,6 +311,44 @@ TEST_CASE("gemma3_text: defaults as transformers, the sliding blocks' own RoPE i
   CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("sliding_window_pattern must be positive"), InputError);
 }
 
+TEST_CASE("llava and mistral3: the text model's config, with the defaults of its model type") {
+  // llava-hf/llava-1.5-7b-hf's config.json, less the vision_config: text_config names six fields.
+  const Json llava = Json::parse(R"({"architectures": ["LlavaForConditionalGeneration"], "ignore_index": -100,
+    "image_token_index": 32000, "model_type": "llava", "pad_token_id": 32001, "projector_hidden_act": "gelu",
+    "text_config": {"_name_or_path": "lmsys/vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"],
+      "max_position_embeddings": 4096, "model_type": "llama", "rms_norm_eps": 1e-05, "torch_dtype": "float16",
+      "vocab_size": 32064},
+    "tie_word_embeddings": false, "torch_dtype": "float16", "vision_config": {"model_type": "clip_vision_model"},
+    "vision_feature_layer": -2, "vision_feature_select_strategy": "default", "vocab_size": 32064})");
+  auto c = parse_model_config(llava, "config.json");
+  // As transformers 5.24's LlavaConfig(**j).text_config reads it.
+  CHECK((c.multimodal && c.family == Family::Llama && c.model_type == "llama"));
+  CHECK((c.hidden_size == 4096 && c.intermediate_size == 11008 && c.num_layers == 32 && c.vocab_size == 32064));
+  CHECK((c.num_heads == 32 && c.num_kv_heads == 32 && c.head_dim == 128 && c.max_position_embeddings == 4096));
+  CHECK((c.rms_norm_eps == doctest::Approx(1e-5) && c.rope.theta == 1e4 && !c.tie_word_embeddings));
+  CHECK((c.bos_token_id == 1 && c.eos_token_ids == std::vector<std::int64_t>{2}));
+  CHECK(c.total_parameters() == 6'738'939'904);  // Llama-2-7B's 6,738,415,616 with 64 more rows in each of embed and lm_head
+  const Json saved = config_json_for_save(c, "float32");
+  CHECK((saved["model_type"] == "llama" && saved["architectures"] == Json::array({"LlamaForCausalLM"})));
+  CHECK(config_json_for_save(c, "bfloat16", true)["model_type"] == "llava");
+
+  // A text_config naming only its type takes MistralConfig's defaults (sliding window 4096).
+  Json mistral3 = Json::parse(R"({"model_type": "mistral3", "text_config": {"model_type": "mistral"},
+    "vision_config": {"model_type": "pixtral"}})");
+  auto m = parse_model_config(mistral3, "config.json");
+  CHECK((m.multimodal && m.family == Family::Mistral && m.hidden_size == 4096 && m.intermediate_size == 14336));
+  CHECK((m.num_kv_heads == 8 && m.max_position_embeddings == 131072 && m.attention_window(0) == 4096));
+  CHECK(config_json_for_save(m, "float32")["architectures"] == Json::array({"MistralForCausalLM"}));
+  mistral3.erase("text_config");
+  CHECK_THROWS_WITH_AS(parse_model_config(mistral3, "c"), doctest::Contains("text_config: missing"), InputError);
+  Json nested = llava;
+  nested["text_config"]["model_type"] = "llava";
+  CHECK_THROWS_WITH_AS(parse_model_config(nested, "c"), doctest::Contains("model_type 'llava', expected a text model"),
+                       InputError);
+  nested["text_config"]["model_type"] = "bert";
+  CHECK_THROWS_AS(parse_model_config(nested, "c"), InputError);
+}
+
 TEST_CASE("gemma3 (multimodal): the text model's config from text_config and transformers' defaults") {
   // google/gemma-3-4b-it's config.json, less the vision_config: text_config names five fields.
   const Json j = Json::parse(R"({"architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,

@@ -8,8 +8,10 @@ DIR                 a checkpoint directory (config.json + model.safetensors or s
                     [+ tokenizer files]), loaded with AutoModelForCausalLM in float32, eager attention.
 IDS.json            {"input_ids": [[...], ...]}: one token-id list per prompt.
 L.safetensors       logits.i [T_i, vocab] (any float dtype, compared in float32) for prompt i, as
-                    computed by sppft's own forward on the same ids.  A multimodal checkpoint
-                    (Gemma3ForConditionalGeneration) is run on text only; `model_class` names it.
+                    computed by sppft's own forward on the same ids.  A vision-language checkpoint
+                    (a config.json with vision_config: Gemma3/Llava/Mistral3ForConditionalGeneration)
+                    is loaded with AutoModelForImageTextToText and run on text only;
+                    `model_class` names the class.
 
 Prints exactly one JSON line on stdout:
   {"max_rel_logit_err": x, "prompts": n, "transformers_version": "...", ...}
@@ -43,13 +45,18 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from safetensors import safe_open  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 torch.set_num_threads(2)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+def is_vision_language(d):
+    with open(os.path.join(d, "config.json"), encoding="utf-8") as f:
+        return "vision_config" in json.load(f)
 
 
 def emit(obj):
@@ -88,7 +95,9 @@ def main(argv):
     if not os.path.isfile(os.path.join(args.dir, "config.json")):
         return fail(1, f"cannot load {args.dir}: no config.json")
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
+        # A vision-language checkpoint (llava, mistral3) is no causal LM to the Auto classes.
+        kind = AutoModelForImageTextToText if is_vision_language(args.dir) else AutoModelForCausalLM
+        model, info = kind.from_pretrained(
             args.dir, dtype=torch.float32, attn_implementation="eager", output_loading_info=True,
             ignore_mismatched_sizes=True)  # so that mismatched shapes are reported by name below
     except Exception as e:  # noqa: BLE001

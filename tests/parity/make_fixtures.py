@@ -860,35 +860,65 @@ def make_case(name, outdir):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-# transformers 5 writes a Gemma3ForConditionalGeneration in the Hub's tensor names (language_model.model.*,
+# transformers 5 writes a vision-language model in the Hub's tensor names (language_model.model.*,
 # vision_tower.*); its modules are named model.language_model.* etc., which it reads as well.
 MODULE_NAMES = (("language_model.model.", "model.language_model."), ("vision_tower.", "model.vision_tower."),
-                ("multi_modal_projector.", "model.multi_modal_projector."))
+                ("multi_modal_projector.", "model.multi_modal_projector."), ("language_model.lm_head.", "lm_head."))
 
 
-def make_gemma3_multimodal(outdir):
-    """Gemma-3 4B and larger ship as Gemma3ForConditionalGeneration (model_type gemma3): the gemma3
-    case's text model with a small SigLIP vision tower, saved as the Hub's files are (hub:
-    language_model.model.*, vision_tower.*, text_config in the Hub's layout) and with transformers 5's
-    module names (module-names: model.language_model.*, text_config in transformers 5's layout).
-    transformers' logits on
-    the case's prompts must equal the text model's reference (text-only input never reaches the tower);
-    sppft's C++ test then loads both and compares with the gemma3 case."""
-    t0 = time.time()
-    text_dir = os.path.join(outdir, "gemma3")
-    ref = json.load(open(os.path.join(text_dir, "parity", "reference.json"), encoding="utf-8"))
-    text = AutoModelForCausalLM.from_pretrained(text_dir, dtype=torch.float32, attn_implementation="eager")
+def gemma3_config(text_config):
     vision = transformers.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                              num_attention_heads=2, image_size=28, patch_size=14)
-    cfg = transformers.Gemma3Config(text_config=text.config.to_dict(), vision_config=vision.to_dict(),
-                                    mm_tokens_per_image=4, eos_token_id=text.config.eos_token_id,
-                                    bos_token_id=text.config.bos_token_id, pad_token_id=text.config.pad_token_id)
-    torch.manual_seed(1012)
-    mm = transformers.Gemma3ForConditionalGeneration(cfg).to(torch.float32)
+    return transformers.Gemma3Config(text_config=text_config.to_dict(), vision_config=vision.to_dict(),
+                                     mm_tokens_per_image=4, eos_token_id=text_config.eos_token_id,
+                                     bos_token_id=text_config.bos_token_id, pad_token_id=text_config.pad_token_id)
+
+
+def llava_config(text_config):
+    vision = transformers.CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                           num_attention_heads=2, image_size=28, patch_size=14, projection_dim=16)
+    return transformers.LlavaConfig(text_config=text_config.to_dict(), vision_config=vision.to_dict(),
+                                    image_token_index=text_config.vocab_size - 1,
+                                    tie_word_embeddings=text_config.tie_word_embeddings)
+
+
+def mistral3_config(text_config):
+    vision = transformers.PixtralVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                              num_attention_heads=2, head_dim=8, image_size=28, patch_size=14)
+    return transformers.Mistral3Config(text_config=text_config.to_dict(), vision_config=vision.to_dict(),
+                                       image_token_index=text_config.vocab_size - 1, spatial_merge_size=2,
+                                       tie_word_embeddings=text_config.tie_word_embeddings)
+
+
+# name: (text case, config builder, class, seed). Each wraps the text case's model with a small
+# vision tower, as Gemma-3 4B+ (SigLIP), LLaVA-1.5 (CLIP) and Mistral Small 3.1 (Pixtral) ship.
+MULTIMODAL = {
+    "gemma3-multimodal": ("gemma3", gemma3_config, "Gemma3ForConditionalGeneration", 1012),
+    "llava": ("llama2", llava_config, "LlavaForConditionalGeneration", 1013),
+    "mistral3": ("mistral", mistral3_config, "Mistral3ForConditionalGeneration", 1014),
+}
+
+
+def make_multimodal(outdir, name):
+    """The text case's model inside a vision-language model, saved as the Hub's files are (hub:
+    language_model.model.*, vision_tower.*, text_config in the Hub's layout) and with transformers 5's
+    module names (module-names: model.language_model.*, text_config in transformers 5's layout).
+    transformers' logits on the case's prompts must equal the text model's reference (text-only input
+    never reaches the tower); sppft's C++ tests then load both and compare with the text case."""
+    t0 = time.time()
+    text_case, make_config, cls, seed = MULTIMODAL[name]
+    text_dir = os.path.join(outdir, text_case)
+    ref = json.load(open(os.path.join(text_dir, "parity", "reference.json"), encoding="utf-8"))
+    text = AutoModelForCausalLM.from_pretrained(text_dir, dtype=torch.float32, attn_implementation="eager")
+    cfg = make_config(text.config)
+    torch.manual_seed(seed)
+    mm = getattr(transformers, cls)(cfg).to(torch.float32)
     missing, unexpected = mm.model.language_model.load_state_dict(text.model.state_dict(), strict=True)
     assert not missing and not unexpected
+    if not text.config.tie_word_embeddings:
+        mm.lm_head.weight.data.copy_(text.lm_head.weight.data)
     mm.eval()
-    work = tempfile.mkdtemp(prefix=".gemma3-multimodal.tmp-", dir=outdir)
+    work = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=outdir)
     try:
         logits = {}
         for variant in ("module-names", "hub"):
@@ -901,6 +931,7 @@ def make_gemma3_multimodal(outdir):
             with safe_open(st, "pt") as f:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
             assert any(k.startswith("language_model.model.layers.") for k in tensors), sorted(tensors)[:3]
+            assert any(k.startswith("vision_tower.") for k in tensors), sorted(tensors)[:3]
             if variant == "module-names":
                 renamed = {}
                 for k, v in tensors.items():
@@ -911,9 +942,10 @@ def make_gemma3_multimodal(outdir):
                 save_file(renamed, st, metadata={"format": "pt"})
             else:
                 edit_json(os.path.join(d, "config.json"), lambda j: legacy_config(j["text_config"]))
-            back = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+            back = transformers.AutoModelForImageTextToText.from_pretrained(d, dtype=torch.float32,
+                                                                           attn_implementation="eager")
             back.eval()
-            assert type(back).__name__ == "Gemma3ForConditionalGeneration", type(back)
+            assert type(back).__name__ == cls, type(back)
             worst = 0.0
             ref_logits = safe_open(os.path.join(text_dir, "parity", "reference.safetensors"), "pt")
             for i, p in enumerate(ref["prompts"]):
@@ -921,21 +953,20 @@ def make_gemma3_multimodal(outdir):
                 with torch.no_grad():
                     lo = back(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False).logits[0].float()
                 worst = max(worst, float((lo - ref_logits.get_tensor(f"logits.{i}")).abs().max()))
-            assert worst < 1e-4, (variant, worst)
+            assert worst < 1e-4, (name, variant, worst)
             logits[variant] = worst
             del back
         with open(os.path.join(work, "multimodal.json"), "w", encoding="utf-8") as f:
-            json.dump({"text_case": "gemma3", "max_abs_logit_diff_vs_text_reference": logits,
+            json.dump({"text_case": text_case, "class": cls, "max_abs_logit_diff_vs_text_reference": logits,
                        "transformers_version": transformers.__version__}, f, indent=1)
             f.write("\n")
         fix_permissions(work)
-        final = os.path.join(outdir, "gemma3-multimodal")
+        final = os.path.join(outdir, name)
         if os.path.lexists(final):
             shutil.rmtree(final)
         os.rename(work, final)
         work = None
-        print(f"gemma3-multimodal: module-names, hub; logits vs the text model {logits} ({time.time() - t0:.1f}s)",
-              flush=True)
+        print(f"{name}: module-names, hub; logits vs the text model {logits} ({time.time() - t0:.1f}s)", flush=True)
     finally:
         if work is not None and os.path.isdir(work):
             shutil.rmtree(work)
@@ -954,8 +985,9 @@ def main(argv):
     t0 = time.time()
     for n in names:
         make_case(n, outdir)
-        if n == "gemma3":
-            make_gemma3_multimodal(outdir)
+        for name, (text_case, *_rest) in MULTIMODAL.items():
+            if n == text_case:
+                make_multimodal(outdir, name)
     print(f"done: {len(names)} cases in {time.time() - t0:.1f}s -> {outdir}", flush=True)
     return 0
 

@@ -126,72 +126,77 @@ TEST_CASE("transformers parity for every family") {
                 r.multilingual_equal ? "yes" : "NO");
 }
 
-TEST_CASE("the text model of a multimodal Gemma-3 checkpoint, in both tensor namings, is the gemma3 case's model") {
+TEST_CASE("the text model of a vision-language checkpoint, in both tensor namings, is its text case's model") {
   const fs::path root = test::env_path("SPPFT_PARITY_DIR");
-  REQUIRE_MESSAGE(fs::exists(root / "gemma3-multimodal" / "multimodal.json"), "fixtures missing (make_fixtures.py)");
-  auto text = Model::load(root / "gemma3");
-  Json ref = read_json_file(root / "gemma3" / "parity" / "reference.json");
-  for (const char* variant : {"hub", "module-names"}) {
-    CAPTURE(variant);
-    const fs::path dir = root / "gemma3-multimodal" / variant;
-    auto mm = Model::load(dir);
-    const ModelConfig& c = mm->config();
-    CHECK((c.multimodal && c.family == Family::Gemma3 && c.model_type == "gemma3_text"));
-    CHECK(model_config_to_json(c) == model_config_to_json(text->config()));
-    CHECK(mm->weight_bytes() == text->weight_bytes());  // the vision tower is not loaded
-    for (const auto& p : ref["prompts"]) {
-      const auto ids = p["input_ids"].get<std::vector<std::int32_t>>();
-      CHECK(mm->tokenizer().encode(p["text"].get<std::string>()) == ids);
-      KVCache ca(c, 1, static_cast<std::int64_t>(ids.size())), cb(c, 1, static_cast<std::int64_t>(ids.size()));
-      const Tensor a = mm->forward({{ids}, {0}}, ca, true), b = text->forward({{ids}, {0}}, cb, true);
-      REQUIRE(a.shape() == b.shape());
-      CHECK(std::equal(a.data<float>(), a.data<float>() + a.numel(), b.data<float>()));  // the same weights, bit for bit
+  // gemma3 (SigLIP tower), llava (CLIP tower, untied lm_head), mistral3 (Pixtral tower, sliding window)
+  for (const char* kind : {"gemma3-multimodal", "llava", "mistral3"}) {
+    CAPTURE(kind);
+    REQUIRE_MESSAGE(fs::exists(root / kind / "multimodal.json"), "fixtures missing (make_fixtures.py)");
+    const std::string text_case = read_json_file(root / kind / "multimodal.json")["text_case"];
+    auto text = Model::load(root / text_case);
+    Json ref = read_json_file(root / text_case / "parity" / "reference.json");
+    for (const char* variant : {"hub", "module-names"}) {
+      CAPTURE(variant);
+      const fs::path dir = root / kind / variant;
+      auto mm = Model::load(dir);
+      const ModelConfig& c = mm->config();
+      CHECK((c.multimodal && c.family == text->config().family && c.model_type == text->config().model_type));
+      CHECK(model_config_to_json(c) == model_config_to_json(text->config()));
+      CHECK(mm->weight_bytes() == text->weight_bytes());  // the vision tower is not loaded
+      for (const auto& p : ref["prompts"]) {
+        const auto ids = p["input_ids"].get<std::vector<std::int32_t>>();
+        CHECK(mm->tokenizer().encode(p["text"].get<std::string>()) == ids);
+        KVCache ca(c, 1, static_cast<std::int64_t>(ids.size())), cb(c, 1, static_cast<std::int64_t>(ids.size()));
+        const Tensor a = mm->forward({{ids}, {0}}, ca, true), b = text->forward({{ids}, {0}}, cb, true);
+        REQUIRE(a.shape() == b.shape());
+        CHECK(std::equal(a.data<float>(), a.data<float>() + a.numel(), b.data<float>()));  // the same weights, bit for bit
+      }
+      // A save writes the whole multimodal checkpoint in the source's naming: the text model's
+      // weights, and the vision tower and projector unchanged, byte for byte; it loads back to the
+      // same logits, and into this model (load_weights_from compares architectures).
+      const fs::path out = test::temp_dir(std::string("mm-saved-") + kind + "-" + variant);
+      mm->save(out);
+      CHECK(read_json_file(out / "config.json") == read_json_file(dir / "config.json"));  // float32 as the fixture
+      const Checkpoint source(dir), written(out);
+      CHECK(written.entries().size() == source.entries().size());
+      std::size_t tower = 0;
+      for (const auto& [name, e] : source.entries()) {
+        CAPTURE(name);
+        REQUIRE(written.has(name));
+        const TensorEntry& w = written.entry(name);
+        CHECK((w.dtype == e.dtype && w.shape == e.shape && w.nbytes == e.nbytes));
+        CHECK(std::memcmp(w.data, e.data, e.nbytes) == 0);
+        tower += name.find("vision_tower.") != std::string::npos || name.find("multi_modal_projector.") != std::string::npos;
+      }
+      CHECK(tower > 0);
+      auto back = Model::load(out, false);
+      for (const auto& p : ref["prompts"]) {
+        const auto ids = p["input_ids"].get<std::vector<std::int32_t>>();
+        KVCache ca(c, 1, static_cast<std::int64_t>(ids.size())), cb(c, 1, static_cast<std::int64_t>(ids.size()));
+        const Tensor a = back->forward({{ids}, {0}}, ca, true), b = text->forward({{ids}, {0}}, cb, true);
+        CHECK(std::equal(a.data<float>(), a.data<float>() + a.numel(), b.data<float>()));
+      }
+      mm->load_weights_from(out);
+      // In bf16, sharded: the tower converted like the text model, every dtype in the config updated.
+      const fs::path bf16 = test::temp_dir(std::string("mm-saved-bf16-") + kind + "-" + variant);
+      mm->save(bf16, DType::BF16, 4096);
+      const Json config = read_json_file(bf16 / "config.json");
+      CHECK(config.value("torch_dtype", config.value("dtype", "")) == "bfloat16");
+      const Checkpoint sharded(bf16);
+      CHECK(sharded.shard_count() > 1);
+      CHECK(sharded.entries().size() == source.entries().size());
+      for (const auto& [name, e] : sharded.entries()) {
+        CAPTURE(name);
+        CHECK(e.dtype == DType::BF16);
+        const TensorEntry& s = source.entry(name);
+        std::vector<float> a(shape_numel(e.shape)), b(a.size());
+        convert_to_f32(e.data, e.dtype, a.data(), a.size());
+        convert_to_f32(s.data, s.dtype, b.data(), b.size());
+        for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == bf16_to_f32(f32_to_bf16(b[i])));
+      }
+      fs::remove_all(out);
+      fs::remove_all(bf16);
     }
-    // A save writes the whole multimodal checkpoint in the source's naming: the text model's
-    // weights, and the vision tower and projector unchanged, byte for byte; it loads back to the
-    // same logits, and into this model (load_weights_from compares architectures).
-    const fs::path out = test::temp_dir(std::string("mm-saved-") + variant);
-    mm->save(out);
-    CHECK(read_json_file(out / "config.json") == read_json_file(dir / "config.json"));  // float32 as the fixture
-    const Checkpoint source(dir), written(out);
-    CHECK(written.entries().size() == source.entries().size());
-    std::size_t tower = 0;
-    for (const auto& [name, e] : source.entries()) {
-      CAPTURE(name);
-      REQUIRE(written.has(name));
-      const TensorEntry& w = written.entry(name);
-      CHECK((w.dtype == e.dtype && w.shape == e.shape && w.nbytes == e.nbytes));
-      CHECK(std::memcmp(w.data, e.data, e.nbytes) == 0);
-      tower += name.find("vision_tower.") != std::string::npos || name.find("multi_modal_projector.") != std::string::npos;
-    }
-    CHECK(tower > 0);
-    auto back = Model::load(out, false);
-    for (const auto& p : ref["prompts"]) {
-      const auto ids = p["input_ids"].get<std::vector<std::int32_t>>();
-      KVCache ca(c, 1, static_cast<std::int64_t>(ids.size())), cb(c, 1, static_cast<std::int64_t>(ids.size()));
-      const Tensor a = back->forward({{ids}, {0}}, ca, true), b = text->forward({{ids}, {0}}, cb, true);
-      CHECK(std::equal(a.data<float>(), a.data<float>() + a.numel(), b.data<float>()));
-    }
-    mm->load_weights_from(out);
-    // In bf16, sharded: the tower converted like the text model, every dtype in the config updated.
-    const fs::path bf16 = test::temp_dir(std::string("mm-saved-bf16-") + variant);
-    mm->save(bf16, DType::BF16, 4096);
-    const Json config = read_json_file(bf16 / "config.json");
-    CHECK(config.value("torch_dtype", config.value("dtype", "")) == "bfloat16");
-    const Checkpoint sharded(bf16);
-    CHECK(sharded.shard_count() > 1);
-    CHECK(sharded.entries().size() == source.entries().size());
-    for (const auto& [name, e] : sharded.entries()) {
-      CAPTURE(name);
-      CHECK(e.dtype == DType::BF16);
-      const TensorEntry& s = source.entry(name);
-      std::vector<float> a(shape_numel(e.shape)), b(a.size());
-      convert_to_f32(e.data, e.dtype, a.data(), a.size());
-      convert_to_f32(s.data, s.dtype, b.data(), b.size());
-      for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == bf16_to_f32(f32_to_bf16(b[i])));
-    }
-    fs::remove_all(out);
-    fs::remove_all(bf16);
   }
 }
 

@@ -55,12 +55,14 @@ int cmd_info(int argc, char** argv) {
     j["weight_bytes_fp32"] = total * 4;
     j["shards"] = ckpt.shard_count();
     j["multimodal"] = c.multimodal;
+    if (c.multimodal) j["multimodal_model_type"] = c.multimodal_source.value("model_type", std::string("?"));
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   std::printf("checkpoint     %s\n", dir.c_str());
-  std::printf("model_type     %s%s\n", c.model_type.c_str(),
-              c.multimodal ? " (the text model of a multimodal gemma3 checkpoint; its vision tower is not loaded, and saves carry it)" : "");
+  const std::string outer = c.multimodal ? c.multimodal_source.value("model_type", std::string("?")) : "";
+  std::printf("model_type     %s%s%s%s\n", c.model_type.c_str(), c.multimodal ? " (the text model of a multimodal " : "",
+              outer.c_str(), c.multimodal ? " checkpoint; its vision tower is not loaded, and saves carry it)" : "");
   std::printf("layers         %lld blocks, hidden %lld, intermediate %lld\n", (long long)c.num_layers,
               (long long)c.hidden_size, (long long)c.intermediate_size);
   std::string window;
