@@ -198,11 +198,6 @@ constexpr std::string_view kVisionTowerPrefixes[] = {"vision_tower.", "multi_mod
 
 bool starts_with(const std::string& s, std::string_view prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
-bool is_vision_tower(const std::string& name) {
-  return std::any_of(std::begin(kVisionTowerPrefixes), std::end(kVisionTowerPrefixes),
-                     [&](std::string_view p) { return starts_with(name, p); });
-}
-
 // The text model's tensor `name` (model.*, lm_head.weight) as `naming` writes it.
 std::string multimodal_name(const std::string& name, const MultimodalNaming& naming) {
   if (name == "lm_head.weight") return std::string(naming.lm_head);
@@ -231,7 +226,7 @@ CarriedVisionTower find_vision_tower(const ModelConfig& c, const fs::path& sourc
     return t;
   }
   for (const auto& [name, e] : t.source->entries()) {
-    if (is_vision_tower(name)) t.tensors.push_back(&e);
+    if (is_vision_tower_tensor(name)) t.tensors.push_back(&e);
     for (const auto& n : kMultimodalNamings)
       if (!t.naming && starts_with(name, n.text_prefix)) t.naming = &n;
   }
@@ -245,11 +240,16 @@ CarriedVisionTower find_vision_tower(const ModelConfig& c, const fs::path& sourc
 
 }  // namespace
 
+bool is_vision_tower_tensor(const std::string& name) {
+  return std::any_of(std::begin(kVisionTowerPrefixes), std::end(kVisionTowerPrefixes),
+                     [&](std::string_view p) { return starts_with(name, p); });
+}
+
 Checkpoint open_checkpoint(const ModelConfig& c, const fs::path& dir) {
   Checkpoint ckpt(dir);
   if (!c.multimodal) return ckpt;
   const auto text_name = [](const std::string& name) -> std::string {
-    if (is_vision_tower(name)) return "";
+    if (is_vision_tower_tensor(name)) return "";
     for (const auto& n : kMultimodalNamings) {
       if (starts_with(name, n.text_prefix)) return "model." + name.substr(n.text_prefix.size());
       if (name == n.lm_head) return "lm_head.weight";

@@ -229,6 +229,8 @@ std::vector<ParamShape> parameter_shapes(const ModelConfig& c);
 // model.language_model.* become model.*, and the vision tower and projector are left out
 // (Model::save writes them again from the checkpoint the model was loaded from).
 Checkpoint open_checkpoint(const ModelConfig& c, const fs::path& dir);
+// Whether a vision-language checkpoint's tensor `name` belongs to its vision tower or projector.
+bool is_vision_tower_tensor(const std::string& name);
 
 // Checks that a checkpoint holds exactly the tensors `c` implies, with the right
 // shapes and float dtypes; InputError naming the file and tensor otherwise.

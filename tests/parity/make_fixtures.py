@@ -957,7 +957,10 @@ def make_multimodal(outdir, name):
             logits[variant] = worst
             del back
         with open(os.path.join(work, "multimodal.json"), "w", encoding="utf-8") as f:
+            vision = sum(p.numel() for n, p in mm.named_parameters()
+                         if not n.startswith(("model.language_model.", "lm_head.")))
             json.dump({"text_case": text_case, "class": cls, "max_abs_logit_diff_vs_text_reference": logits,
+                       "vision_parameters": vision,
                        "transformers_version": transformers.__version__}, f, indent=1)
             f.write("\n")
         fix_permissions(work)

@@ -134,6 +134,13 @@ TEST_CASE("the text model of a vision-language checkpoint, in both tensor naming
     REQUIRE_MESSAGE(fs::exists(root / kind / "multimodal.json"), "fixtures missing (make_fixtures.py)");
     const std::string text_case = read_json_file(root / kind / "multimodal.json")["text_case"];
     auto text = Model::load(root / text_case);
+    // sppft info counts the tower as transformers does (the parameters outside its language model).
+    const auto info = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " info --json " +
+                                        (root / kind / "hub").string());
+    REQUIRE(info.exit_code == 0);
+    const Json j = Json::parse(info.out);
+    CHECK(j["vision_tower"]["parameters"] == read_json_file(root / kind / "multimodal.json")["vision_parameters"]);
+    CHECK(j["multimodal_model_type"] == (std::string(kind) == "gemma3-multimodal" ? "gemma3" : kind));
     Json ref = read_json_file(root / text_case / "parity" / "reference.json");
     for (const char* variant : {"hub", "module-names"}) {
       CAPTURE(variant);

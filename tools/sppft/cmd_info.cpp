@@ -46,6 +46,17 @@ int cmd_info(int argc, char** argv) {
     disk_bytes += static_cast<std::int64_t>(e.nbytes);
   }
   const std::int64_t total = c.total_parameters(), block = c.block_parameters();
+  // A vision-language checkpoint's tower: not loaded, carried into saves (Model::save).
+  std::int64_t tower_tensors = 0, tower_params = 0, tower_bytes = 0;
+  if (c.multimodal) {
+    const Checkpoint whole(dir);
+    for (const auto& [name, e] : whole.entries())
+      if (is_vision_tower_tensor(name)) {
+        ++tower_tensors;
+        tower_params += shape_numel(e.shape);
+        tower_bytes += static_cast<std::int64_t>(e.nbytes);
+      }
+  }
   if (args.has("--json")) {
     Json j = model_config_to_json(c);
     j["parameters_per_block"] = block;
@@ -55,7 +66,10 @@ int cmd_info(int argc, char** argv) {
     j["weight_bytes_fp32"] = total * 4;
     j["shards"] = ckpt.shard_count();
     j["multimodal"] = c.multimodal;
-    if (c.multimodal) j["multimodal_model_type"] = c.multimodal_source.value("model_type", std::string("?"));
+    if (c.multimodal) {
+      j["multimodal_model_type"] = c.multimodal_source.value("model_type", std::string("?"));
+      j["vision_tower"] = {{"tensors", tower_tensors}, {"parameters", tower_params}, {"bytes_on_disk", tower_bytes}};
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -63,6 +77,9 @@ int cmd_info(int argc, char** argv) {
   const std::string outer = c.multimodal ? c.multimodal_source.value("model_type", std::string("?")) : "";
   std::printf("model_type     %s%s%s%s\n", c.model_type.c_str(), c.multimodal ? " (the text model of a multimodal " : "",
               outer.c_str(), c.multimodal ? " checkpoint; its vision tower is not loaded, and saves carry it)" : "");
+  if (c.multimodal)
+    std::printf("vision tower   %lld tensors, %lld parameters, %s on disk (vision tower and projector)\n",
+                (long long)tower_tensors, (long long)tower_params, human_bytes(static_cast<double>(tower_bytes)).c_str());
   std::printf("layers         %lld blocks, hidden %lld, intermediate %lld\n", (long long)c.num_layers,
               (long long)c.hidden_size, (long long)c.intermediate_size);
   std::string window;
