@@ -177,11 +177,16 @@ TEST_CASE("sppft train on a multimodal Gemma-3 checkpoint writes it back whole, 
   const fs::path src = test::temp_dir("mm-train-src"), out = test::temp_dir("mm-train-out");
   fs::copy(root / "gemma3-multimodal" / "module-names", src, fs::copy_options::recursive);
   atomic_write_text(src / "preprocessor_config.json", "{\"image_processor_type\": \"Gemma3ImageProcessor\"}\n");
-  auto r = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " train " + src.string() + " --data " +
-                             (test::source_dir() / "data/finetune_normal.json").string() + " --out " + out.string() +
-                             " --freeze 1-2 --max-steps 2 --micro-batch 2 --cutoff 512 --val-size 4 --lr 1e-3 2>&1");
+  const std::string train = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " train " + src.string() + " --data " +
+                            (test::source_dir() / "data/finetune_normal.json").string() + " --out " + out.string() +
+                            " --freeze 1-2 --micro-batch 2 --cutoff 512 --val-size 4 --lr 1e-3";
+  auto r = test::run_command(train + " --max-steps 1 2>&1");
   CAPTURE(r.out);
   REQUIRE(r.exit_code == 0);
+  // Resumed from its checkpoint (a multimodal one: load_weights_from reads either naming).
+  r = test::run_command(train + " --max-steps 2 --resume 2>&1");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("resumed from") != std::string::npos);
   CHECK(read_json_file(out / "config.json") == read_json_file(src / "config.json"));  // fp32 on the CPU, as the source
   CHECK(read_file(out / "preprocessor_config.json") == read_file(src / "preprocessor_config.json"));
   const Checkpoint source(src);
