@@ -155,6 +155,7 @@ std::string chat_format_name(ChatFormat f) {
     case ChatFormat::Gemma: return "gemma";
     case ChatFormat::Phi3: return "phi-3";
     case ChatFormat::ChatML: return "chatml";
+    case ChatFormat::Llava: return "llava";
   }
   return "?";
 }
@@ -182,6 +183,8 @@ std::string chat_prompt(const PromptRecord& r, ChatFormat format) {
     case ChatFormat::ChatML:
       return "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" + content +
              "<|im_end|>\n<|im_start|>assistant\n";
+    // llava-hf's chat template renders "USER: text ASSISTANT:" and its processor adds the BOS.
+    case ChatFormat::Llava: return "<s>USER: " + content + " ASSISTANT:";
   }
   return content;
 }

@@ -30,7 +30,7 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text, const s
 enum class PromptTemplate { None, Alpaca, Chat };
 PromptTemplate parse_template(const std::string& name);  // InputError on unknown names
 
-enum class ChatFormat { Llama2, Llama3, Mistral, Gemma, Phi3, ChatML };
+enum class ChatFormat { Llama2, Llama3, Mistral, Gemma, Phi3, ChatML, Llava };
 std::string chat_format_name(ChatFormat f);
 
 // The Alpaca prompt, with or without the input section.

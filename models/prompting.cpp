@@ -5,7 +5,9 @@
 namespace sppft {
 
 ChatFormat chat_format_for(const Model& model) {
-  switch (model.config().family) {
+  const ModelConfig& c = model.config();
+  if (c.multimodal && c.multimodal_source.value("model_type", std::string()) == "llava") return ChatFormat::Llava;
+  switch (c.family) {
     case Family::Llama:
       return model.tokenizer().token_to_id("<|start_header_id|>") ? ChatFormat::Llama3 : ChatFormat::Llama2;
     case Family::Mistral: return ChatFormat::Mistral;

@@ -42,6 +42,7 @@ std::string system_prefix(ChatFormat f, const std::string& system) {
     case ChatFormat::Llama3: return "<|start_header_id|>system<|end_header_id|>\n\n" + system + "<|eot_id|>";
     case ChatFormat::ChatML: return "<|im_start|>system\n" + system + "<|im_end|>\n";
     case ChatFormat::Phi3: return "<|system|>\n" + system + "<|end|>\n";
+    case ChatFormat::Llava: return system + " ";  // LLaVA's vicuna_v1: "SYSTEM USER: ..."
     default: return system + "\n\n";  // formats without a system role: prepended to the first user turn
   }
 }
@@ -55,6 +56,8 @@ std::string user_turn(ChatFormat f, const std::string& content, bool first) {
     case ChatFormat::Gemma: return "<start_of_turn>user\n" + content + "<end_of_turn>\n<start_of_turn>model\n";
     case ChatFormat::Phi3: return "<|user|>\n" + content + "<|end|>\n<|assistant|>\n";
     case ChatFormat::ChatML: return "<|im_start|>user\n" + content + "<|im_end|>\n<|im_start|>assistant\n";
+    // LLaVA-1.5's vicuna_v1 conversation: "USER: q ASSISTANT: a</s>USER: q2 ASSISTANT:".
+    case ChatFormat::Llava: return "USER: " + content + " ASSISTANT:";
   }
   return content;
 }
@@ -73,6 +76,7 @@ std::string chat_turn_end(ChatFormat f) {
     case ChatFormat::Gemma: return "<end_of_turn>\n";
     case ChatFormat::Phi3: return "<|end|>\n";
     case ChatFormat::ChatML: return "<|im_end|>\n";
+    case ChatFormat::Llava: return "</s>";
   }
   return "";
 }
@@ -133,16 +137,19 @@ SftExample tokenize_example(const Model& model, const SftRecord& r, const DataOp
       } else if (m.role == "user") {
         std::string content = m.content;
         if (first_user && !system.empty()) {
-          if (f == ChatFormat::Llama3 || f == ChatFormat::ChatML || f == ChatFormat::Phi3) text += system_prefix(f, system);
+          if (f == ChatFormat::Llama3 || f == ChatFormat::ChatML || f == ChatFormat::Phi3 || f == ChatFormat::Llava)
+            text += system_prefix(f, system);
           else content = system_prefix(f, system) + content;
         }
         if (first_user && f == ChatFormat::Llama3) text = "<|begin_of_text|>" + text;
         if (first_user && f == ChatFormat::Gemma) text = "<bos>" + text;
+        if (first_user && f == ChatFormat::Llava) text = "<s>" + text;
         text += user_turn(f, content, first_user);
         first_user = false;
       } else {
         const std::size_t begin = text.size();
-        text += (f == ChatFormat::Llama2 || f == ChatFormat::Mistral ? " " : "") + m.content + chat_turn_end(f);
+        text += (f == ChatFormat::Llama2 || f == ChatFormat::Mistral || f == ChatFormat::Llava ? " " : "") + m.content +
+                chat_turn_end(f);
         spans.emplace_back(begin, text.size());
       }
     }

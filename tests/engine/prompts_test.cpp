@@ -68,4 +68,5 @@ TEST_CASE("templates: METHOD.md's exact Alpaca strings and the chat formats") {
   CHECK(chat_prompt({"hi", ""}, ChatFormat::Llama2) == "<s>[INST] hi [/INST]");
   CHECK(chat_prompt({"hi", ""}, ChatFormat::Gemma) == "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n");
   CHECK(chat_prompt({"hi", ""}, ChatFormat::Phi3) == "<|user|>\nhi<|end|>\n<|assistant|>\n");
+  CHECK(chat_prompt({"hi", ""}, ChatFormat::Llava) == "<s>USER: hi ASSISTANT:");
 }

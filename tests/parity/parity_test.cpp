@@ -15,6 +15,7 @@
 #include "models/generate.h"
 #include "models/hidden.h"
 #include "models/model.h"
+#include "models/prompting.h"
 #include "test_util.h"
 
 using namespace sppft;
@@ -150,6 +151,8 @@ TEST_CASE("the text model of a vision-language checkpoint, in both tensor naming
       CHECK((c.multimodal && c.family == text->config().family && c.model_type == text->config().model_type));
       CHECK(model_config_to_json(c) == model_config_to_json(text->config()));
       CHECK(mm->weight_bytes() == text->weight_bytes());  // the vision tower is not loaded
+      // --template chat: llava-hf's USER/ASSISTANT format for llava, the text family's otherwise.
+      CHECK(chat_format_for(*mm) == (std::string(kind) == "llava" ? ChatFormat::Llava : chat_format_for(*text)));
       for (const auto& p : ref["prompts"]) {
         const auto ids = p["input_ids"].get<std::vector<std::int32_t>>();
         CHECK(mm->tokenizer().encode(p["text"].get<std::string>()) == ids);

@@ -11,8 +11,10 @@
 #include "engine/json.h"
 #include "engine/safetensors.h"
 #include "models/model.h"
+#include "models/prompting.h"
 #include "models/training.h"
 #include "test_util.h"
+#include "trainer/dataset.h"
 #include "trainer/freeze.h"
 #include "trainer/memory_plan.h"
 
@@ -215,4 +217,27 @@ TEST_CASE("sppft train on a multimodal Gemma-3 checkpoint writes it back whole, 
   CHECK(back->config().multimodal);
   fs::remove_all(src);
   fs::remove_all(out);
+}
+
+TEST_CASE("llava: chat records render as LLaVA-1.5's vicuna_v1 conversation") {
+  const fs::path root = test::env_path("SPPFT_PARITY_DIR");
+  REQUIRE_MESSAGE(fs::exists(root / "llava" / "multimodal.json"), "fixtures missing (make_fixtures.py)");
+  auto m = Model::load(root / "llava" / "hub");
+  REQUIRE(chat_format_for(*m) == ChatFormat::Llava);
+  SftRecord r;
+  r.messages = {{"system", "Be brief."}, {"user", "Name a color"}, {"assistant", "Blue."}, {"user", "Another"}, {"assistant", "Red."}};
+  DataOptions o;
+  o.tmpl = PromptTemplate::Chat;
+  o.cutoff = 4096;
+  const SftExample ex = tokenize_example(*m, r, o, "t");
+  const auto expected =
+      m->tokenizer().encode("<s>Be brief. USER: Name a color ASSISTANT: Blue.</s>USER: Another ASSISTANT: Red.</s>", false);
+  CHECK(ex.ids == expected);
+  std::vector<std::int32_t> trained;
+  for (std::size_t i = 0; i < ex.ids.size(); ++i)
+    if (ex.labels[i] != kIgnoreLabel) trained.push_back(ex.ids[i]);
+  const std::string text = m->tokenizer().decode(trained);
+  CHECK((text.find("Blue.") != std::string::npos && text.find("Red.") != std::string::npos));
+  CHECK((text.find("USER") == std::string::npos && text.find("brief") == std::string::npos));
+  CHECK(chat_prompt({"hi", ""}, chat_format_for(*m)) == "<s>USER: hi ASSISTANT:");  // one turn, as --template chat
 }
