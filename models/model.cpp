@@ -185,9 +185,10 @@ std::vector<PackedPart> allocate_packed(const ModelConfig& c, ModelWeights& w, D
 
 namespace {
 
-// A vision-language checkpoint (gemma3, llava, mistral3) names its text model the Hub's way (language_model.model.*,
-// language_model.lm_head.weight) or by transformers 5's modules (model.language_model.*,
-// lm_head.weight); its vision tower and projector sit beside it under either prefix.
+// A vision-language checkpoint (gemma3, llava, mistral3) names its text model the Hub's way
+// (language_model.model.*, language_model.lm_head.weight) or by transformers 5's modules
+// (model.language_model.*, lm_head.weight); its vision tower and projector sit beside it under
+// either prefix.
 struct MultimodalNaming {
   std::string_view text_prefix, lm_head;
 };
