@@ -251,11 +251,14 @@ struct MultimodalKind {
   std::string_view model_type;  // the checkpoint's
   std::string_view text_type;   // its text_config's model_type when that names none
   bool any_text_type;           // false: text_type only
+  // Without a text_config, Mistral3Config takes Mistral Small's shape, not MistralConfig's
+  // defaults: such a config is refused rather than read with the wrong ones.
+  bool needs_text_config;
 };
 constexpr MultimodalKind kMultimodalKinds[] = {
-    {"gemma3", "gemma3_text", false},  // Gemma3ForConditionalGeneration (Gemma-3 4B, 12B, 27B)
-    {"llava", "llama", true},          // LlavaForConditionalGeneration (LLaVA-1.5: Vicuna, i.e. Llama-2)
-    {"mistral3", "mistral", true},     // Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)
+    {"gemma3", "gemma3_text", false, false},  // Gemma3ForConditionalGeneration (Gemma-3 4B, 12B, 27B)
+    {"llava", "llama", true, false},          // LlavaForConditionalGeneration (LLaVA-1.5: Vicuna, i.e. Llama-2)
+    {"mistral3", "mistral", true, true},      // Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)
 };
 
 // transformers' defaults for the fields a text_config may leave out, by text model_type.
@@ -280,10 +283,9 @@ const MultimodalKind* multimodal_kind(const std::string& model_type) {
 
 ModelConfig parse_multimodal(const MultimodalKind& kind, const Json& j, const std::string& where) {
   const std::string tw = where + " text_config";
-  // Without a text_config, Mistral3Config takes Mistral Small's shape, not MistralConfig's defaults.
-  if (kind.model_type == "mistral3" && (!j.contains("text_config") || j["text_config"].is_null()))
-    throw InputError(tw + ": missing (expected the text model's config)");
-  Json text = j.contains("text_config") && !j["text_config"].is_null() ? j["text_config"] : Json::object();
+  const bool has_text = j.contains("text_config") && !j["text_config"].is_null();
+  if (kind.needs_text_config && !has_text) throw InputError(tw + ": missing (expected the text model's config)");
+  Json text = has_text ? j["text_config"] : Json::object();
   if (!text.is_object()) throw InputError(tw + ": expected an object");
   const auto text_type = json_get_or<std::string>(text, "model_type", std::string(kind.text_type), tw);
   if (!kind.any_text_type && text_type != kind.text_type)

@@ -86,6 +86,10 @@ struct ModelConfig {
   bool multimodal = false;
   Json source;  // the config.json object it was parsed from (multimodal: the text model's; null for built configs)
   Json multimodal_source;  // multimodal: the whole config.json (text_config, vision_config, ...)
+  // The vision-language checkpoint's own model_type (gemma3, llava, mistral3); "" when not multimodal.
+  std::string multimodal_type() const {
+    return multimodal ? multimodal_source.value("model_type", std::string()) : std::string();
+  }
 
   std::int64_t q_dim() const { return num_heads * head_dim; }
   // The sliding window of layer `layer`'s attention (0: it sees every earlier position).

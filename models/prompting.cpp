@@ -6,7 +6,7 @@ namespace sppft {
 
 ChatFormat chat_format_for(const Model& model) {
   const ModelConfig& c = model.config();
-  if (c.multimodal && c.multimodal_source.value("model_type", std::string()) == "llava") return ChatFormat::Llava;
+  if (c.multimodal_type() == "llava") return ChatFormat::Llava;
   switch (c.family) {
     case Family::Llama:
       return model.tokenizer().token_to_id("<|start_header_id|>") ? ChatFormat::Llama3 : ChatFormat::Llama2;

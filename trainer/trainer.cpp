@@ -22,7 +22,7 @@ namespace sppft {
 
 namespace {
 
-// Copies the tokenizer, generation and (multimodal Gemma-3) processor files so OUT is a complete
+// Copies the tokenizer, generation and (vision-language) processor files so OUT is a complete
 // checkpoint.
 void copy_side_files(const fs::path& from, const fs::path& to) {
   for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

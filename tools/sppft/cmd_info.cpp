@@ -67,16 +67,15 @@ int cmd_info(int argc, char** argv) {
     j["shards"] = ckpt.shard_count();
     j["multimodal"] = c.multimodal;
     if (c.multimodal) {
-      j["multimodal_model_type"] = c.multimodal_source.value("model_type", std::string("?"));
+      j["multimodal_model_type"] = c.multimodal_type();
       j["vision_tower"] = {{"tensors", tower_tensors}, {"parameters", tower_params}, {"bytes_on_disk", tower_bytes}};
     }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   std::printf("checkpoint     %s\n", dir.c_str());
-  const std::string outer = c.multimodal ? c.multimodal_source.value("model_type", std::string("?")) : "";
   std::printf("model_type     %s%s%s%s\n", c.model_type.c_str(), c.multimodal ? " (the text model of a multimodal " : "",
-              outer.c_str(), c.multimodal ? " checkpoint; its vision tower is not loaded, and saves carry it)" : "");
+              c.multimodal_type().c_str(), c.multimodal ? " checkpoint; its vision tower is not loaded, and saves carry it)" : "");
   if (c.multimodal)
     std::printf("vision tower   %lld tensors, %lld parameters, %s on disk (vision tower and projector)\n",
                 (long long)tower_tensors, (long long)tower_params, human_bytes(static_cast<double>(tower_bytes)).c_str());
