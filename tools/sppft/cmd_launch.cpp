@@ -187,14 +187,21 @@ int cmd_launch(int argc, char** argv) {
   };
   auto deadline = std::chrono::steady_clock::time_point::max();
   while (running > 0) {
-    int status = 0;
-    const pid_t p = ::waitpid(-1, &status, WNOHANG);
-    if (p > 0) {
+    // Every rank that has ended since the last look, a rank killed by a signal first: when one rank
+    // dies, its peers fail on the closed connection within the same poll, and the death is the cause.
+    std::vector<std::pair<int, int>> ended;  // (rank, wait status)
+    for (int status = 0;;) {
+      const pid_t p = ::waitpid(-1, &status, WNOHANG);
+      if (p <= 0) break;
       const auto it = std::find(pids.begin(), pids.end(), p);
       if (it == pids.end()) continue;
-      const int r = static_cast<int>(it - pids.begin());
       *it = -1;
-      --running;
+      ended.emplace_back(static_cast<int>(it - pids.begin()), status);
+    }
+    std::stable_sort(ended.begin(), ended.end(),
+                     [](const auto& a, const auto& b) { return WIFSIGNALED(a.second) && !WIFSIGNALED(b.second); });
+    for (const auto& [r, status] : ended) {
+      --running;  // counted in cause order: the dead rank's peers were running when it died
       if (exit_code(status) != 0 && !stopping) {
         std::fprintf(stderr, "launch: rank %d %s; stopping the other %d rank%s\n", r, describe(status).c_str(), running,
                      running == 1 ? "" : "s");
@@ -203,8 +210,8 @@ int cmd_launch(int argc, char** argv) {
         stop_others(SIGTERM);
         deadline = std::chrono::steady_clock::now() + std::chrono::seconds(grace);
       }
-      continue;
     }
+    if (!ended.empty()) continue;
     if (const int sig = g_signal.exchange(0)) {  // Ctrl-C / SIGTERM to the launcher: to every rank
       stop_others(sig);
       if (!stopping) result = 128 + sig;
