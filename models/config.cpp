@@ -1,9 +1,13 @@
 #include "models/config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <string_view>
 
 #include "engine/error.h"
+#include "engine/safetensors.h"
 
 namespace sppft {
 
@@ -246,7 +250,8 @@ std::string_view causal_lm_architecture(Family f) {
 // Vision-language checkpoints whose language model sppft runs: the text model's config under
 // text_config, often left to the defaults of transformers' config class of that model type
 // (gemma-3-4b-it's text_config names five fields, llava-1.5-7b-hf's six); token ids and dtype
-// may sit at the top level only.
+// may sit at the top level only. Qwen2-VL's Hub configs are flat: the text model's fields at the
+// top level beside vision_config.
 struct MultimodalKind {
   std::string_view model_type;  // the checkpoint's
   std::string_view text_type;   // its text_config's model_type when that names none
@@ -254,23 +259,43 @@ struct MultimodalKind {
   // Without a text_config, Mistral3Config takes Mistral Small's shape, not MistralConfig's
   // defaults: such a config is refused rather than read with the wrong ones.
   bool needs_text_config;
+  bool flat_text;               // the text model's fields may sit at the top level instead
+  std::string_view parse_as;    // the text model's family when text_type is a wrapper's own ("": itself)
+  // transformers 5 ties lm_head to the embeddings by the top level's tie_word_embeddings (this
+  // default when absent), or-ed with text_config's where the kind says so.
+  bool top_tie_default;
+  bool tie_or_text;
 };
 constexpr MultimodalKind kMultimodalKinds[] = {
-    {"gemma3", "gemma3_text", false, false},  // Gemma3ForConditionalGeneration (Gemma-3 4B, 12B, 27B)
-    {"llava", "llama", true, false},          // LlavaForConditionalGeneration (LLaVA-1.5: Vicuna, i.e. Llama-2)
-    {"mistral3", "mistral", true, true},      // Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)
+    // Gemma3ForConditionalGeneration (Gemma-3 4B, 12B, 27B)
+    {"gemma3", "gemma3_text", false, false, false, "", true, false},
+    // LlavaForConditionalGeneration (LLaVA-1.5: Vicuna, i.e. Llama-2)
+    {"llava", "llama", true, false, false, "", false, true},
+    // Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)
+    {"mistral3", "mistral", true, true, false, "", true, false},
+    // Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration: a Qwen2 text model
+    // whose multimodal RoPE is plain RoPE on text (all three position components equal)
+    {"qwen2_vl", "qwen2_vl_text", false, false, true, "qwen2", false, true},
+    {"qwen2_5_vl", "qwen2_5_vl_text", false, false, true, "qwen2", false, true},
 };
 
 // transformers' defaults for the fields a text_config may leave out, by text model_type.
 const Json& text_config_defaults(const std::string& text_type) {
-  static const Json defaults = Json::parse(R"({
+  static const Json defaults = [] {
+    Json d = Json::parse(R"({
     "gemma3_text": {"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
                     "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 131072},
     "llama": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
               "num_attention_heads": 32, "max_position_embeddings": 2048, "bos_token_id": 1, "eos_token_id": 2},
     "mistral": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
                 "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 131072,
-                "sliding_window": 4096, "bos_token_id": 1, "eos_token_id": 2}})");
+                "sliding_window": 4096, "bos_token_id": 1, "eos_token_id": 2},
+    "qwen2_vl_text": {"vocab_size": 152064, "hidden_size": 8192, "intermediate_size": 29568, "num_hidden_layers": 80,
+                      "num_attention_heads": 64, "num_key_value_heads": 8, "max_position_embeddings": 32768,
+                      "rms_norm_eps": 1e-5, "rope_theta": 1e6, "bos_token_id": 151643, "eos_token_id": 151645}})");
+    d["qwen2_5_vl_text"] = d["qwen2_vl_text"];  // the same class defaults
+    return d;
+  }();
   static const Json none = Json::object();
   return defaults.contains(text_type) ? defaults[text_type] : none;
 }
@@ -281,23 +306,59 @@ const MultimodalKind* multimodal_kind(const std::string& model_type) {
   return nullptr;
 }
 
+// Qwen2-VL's multimodal RoPE: rope_scaling {type: mrope, mrope_section} on the Hub,
+// rope_parameters {rope_type: default, mrope_section} from transformers 5. On text the three
+// sections see the same position, so it is default RoPE; the sections must still split head_dim / 2.
+std::vector<std::int64_t> strip_mrope(Json& text, const std::string& where) {
+  std::vector<std::int64_t> sections;
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (!text.contains(key) || !text[key].is_object()) continue;
+    Json& r = text[key];
+    const std::string rw = where + " " + key;
+    const auto type = json_get_or<std::string>(r, "rope_type", json_get_or<std::string>(r, "type", "default", rw), rw);
+    if (type != "mrope" && type != "default") throw InputError(rw + ": rope type '" + type + "', expected mrope or default");
+    if (type == "mrope" && !r.contains("mrope_section")) throw InputError(rw + ": mrope without mrope_section");
+    if (r.contains("mrope_section")) sections = json_get<std::vector<std::int64_t>>(r, "mrope_section", rw);
+    r.erase("type");
+    r["rope_type"] = "default";
+  }
+  return sections;
+}
+
 ModelConfig parse_multimodal(const MultimodalKind& kind, const Json& j, const std::string& where) {
   const std::string tw = where + " text_config";
   const bool has_text = j.contains("text_config") && !j["text_config"].is_null();
   if (kind.needs_text_config && !has_text) throw InputError(tw + ": missing (expected the text model's config)");
   Json text = has_text ? j["text_config"] : Json::object();
+  if (!has_text && kind.flat_text) {
+    text = j;
+    for (const char* k : {"model_type", "architectures", "vision_config", "text_config"}) text.erase(k);
+  }
   if (!text.is_object()) throw InputError(tw + ": expected an object");
   const auto text_type = json_get_or<std::string>(text, "model_type", std::string(kind.text_type), tw);
   if (!kind.any_text_type && text_type != kind.text_type)
     throw InputError(tw + ": model_type '" + text_type + "', expected " + std::string(kind.text_type));
   if (multimodal_kind(text_type)) throw InputError(tw + ": model_type '" + text_type + "', expected a text model");
-  for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype", "tie_word_embeddings"})
+  for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype"})
     if (j.contains(k) && !text.contains(k)) text[k] = j[k];
+  text["tie_word_embeddings"] = json_get_or<bool>(j, "tie_word_embeddings", kind.top_tie_default, where) ||
+                                (kind.tie_or_text && json_get_or<bool>(text, "tie_word_embeddings", false, tw));
   const Json& defaults = text_config_defaults(text_type);
   for (auto it = defaults.begin(); it != defaults.end(); ++it)
     if (!text.contains(it.key())) text[it.key()] = it.value();
-  text["model_type"] = text_type;
+  const bool qwen_vl = kind.parse_as == "qwen2";
+  const std::vector<std::int64_t> mrope = qwen_vl ? strip_mrope(text, tw) : std::vector<std::int64_t>();
+  text["model_type"] = kind.parse_as.empty() ? text_type : std::string(kind.parse_as);
   ModelConfig c = parse_model_config(text, tw);
+  if (!mrope.empty()) {
+    std::int64_t sum = 0;
+    for (auto s : mrope) {
+      if (s <= 0) throw InputError(tw + ": mrope_section entries must be positive");
+      sum += s;
+    }
+    if (sum != c.head_dim / 2)
+      throw InputError(tw + ": mrope_section sums to " + std::to_string(sum) + ", expected head_dim / 2 = " + std::to_string(c.head_dim / 2));
+  }
   c.source["architectures"] = Json::array({std::string(causal_lm_architecture(c.family))});
   c.multimodal = true;
   c.multimodal_source = j;
@@ -386,10 +447,63 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   return c;
 }
 
+std::span<const TextModelNaming> multimodal_namings() {
+  static constexpr TextModelNaming namings[] = {{"language_model.model.", "language_model.lm_head.weight"},
+                                                {"model.language_model.", "lm_head.weight"},
+                                                {"model.", "lm_head.weight"}};
+  return namings;
+}
+
+namespace {
+
+bool same_values(const TensorEntry& a, const TensorEntry& b) {
+  if (a.shape != b.shape) return false;
+  if (a.dtype == b.dtype) return std::memcmp(a.data, b.data, a.nbytes) == 0;
+  const auto n = static_cast<std::size_t>(shape_numel(a.shape));
+  std::vector<float> x(std::min<std::size_t>(n, 1 << 16)), y(x.size());
+  for (std::size_t i = 0; i < n; i += x.size()) {
+    const std::size_t k = std::min(x.size(), n - i);
+    convert_to_f32(static_cast<const std::uint8_t*>(a.data) + i * dtype_size(a.dtype), a.dtype, x.data(), k);
+    convert_to_f32(static_cast<const std::uint8_t*>(b.data) + i * dtype_size(b.dtype), b.dtype, y.data(), k);
+    if (!std::equal(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(k), y.begin())) return false;
+  }
+  return true;
+}
+
+// A fine-tune saved untied under a tied config, or Mistral Small 3.1 (Mistral3Config ties by
+// default, its checkpoint has its own lm_head): transformers 5 keeps both, so does sppft.
+void untie_if_checkpoint_differs(ModelConfig& c, const fs::path& dir) {
+  if (!fs::exists(dir / "model.safetensors") && !fs::exists(dir / "model.safetensors.index.json")) return;  // config only
+  const Checkpoint ckpt(dir);
+  static constexpr TextModelNaming text_model[] = {{"model.", "lm_head.weight"}};
+  for (const TextModelNaming& n : c.multimodal ? multimodal_namings() : std::span<const TextModelNaming>(text_model)) {
+    const std::string lm_head(n.lm_head), embed = std::string(n.text_prefix) + "embed_tokens.weight";
+    if (!ckpt.has(lm_head) || !ckpt.has(embed)) continue;
+    if (same_values(ckpt.entry(lm_head), ckpt.entry(embed))) return;
+    std::fprintf(stderr,
+                 "sppft: note: %s ties lm_head to the embeddings, but the checkpoint's %s differs from them; "
+                 "running it untied, as transformers does\n",
+                 (dir / "config.json").string().c_str(), lm_head.c_str());
+    c.tie_word_embeddings = false;
+    c.source["tie_word_embeddings"] = false;
+    if (c.multimodal) {  // transformers 5 reads the top level's flag (llava, qwen: or-ed with text_config's)
+      c.multimodal_source["tie_word_embeddings"] = false;
+      if (auto text = c.multimodal_source.find("text_config");
+          text != c.multimodal_source.end() && text->is_object() && text->contains("tie_word_embeddings"))
+        (*text)["tie_word_embeddings"] = false;
+    }
+    return;
+  }
+}
+
+}  // namespace
+
 ModelConfig load_model_config(const fs::path& dir) {
   require_directory(dir, "model");
   fs::path p = dir / "config.json";
-  return parse_model_config(read_json_file(p), p.string());
+  ModelConfig c = parse_model_config(read_json_file(p), p.string());
+  if (c.tie_word_embeddings) untie_if_checkpoint_differs(c, dir);
+  return c;
 }
 
 namespace {

@@ -7,7 +7,9 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/fs.h"
@@ -79,14 +81,14 @@ struct ModelConfig {
   std::optional<std::int64_t> bos_token_id;
   std::vector<std::int64_t> eos_token_ids;
   std::string torch_dtype = "float32";
-  // Read from a vision-language checkpoint (model_type gemma3, llava or mistral3:
-  // Gemma3ForConditionalGeneration, LlavaForConditionalGeneration, Mistral3ForConditionalGeneration):
+  // Read from a vision-language checkpoint (model_type gemma3, llava, mistral3, qwen2_vl or
+  // qwen2_5_vl: Gemma3/Llava/Mistral3/Qwen2VL/Qwen2_5_VLForConditionalGeneration):
   // the text model's config, its tensors under the text model's names (open_checkpoint). The
   // vision tower is not loaded; Model::save writes it again, unchanged, from the source checkpoint.
   bool multimodal = false;
   Json source;  // the config.json object it was parsed from (multimodal: the text model's; null for built configs)
   Json multimodal_source;  // multimodal: the whole config.json (text_config, vision_config, ...)
-  // The vision-language checkpoint's own model_type (gemma3, llava, mistral3); "" when not multimodal.
+  // The vision-language checkpoint's own model_type (gemma3, llava, ...); "" when not multimodal.
   std::string multimodal_type() const {
     return multimodal ? multimodal_source.value("model_type", std::string()) : std::string();
   }
@@ -115,8 +117,20 @@ struct ModelConfig {
   std::string family_name() const;
 };
 
+// How a checkpoint names its text model's tensors (model.* and lm_head.weight in a text model's).
+struct TextModelNaming {
+  std::string_view text_prefix, lm_head;
+};
+// A vision-language checkpoint's, to be matched in this order: the Hub's (language_model.model.*,
+// language_model.lm_head.weight), transformers 5's modules (model.language_model.*,
+// lm_head.weight), and a text model's (Qwen2-VL on the Hub).
+std::span<const TextModelNaming> multimodal_namings();
+
 // Parses and validates a config.json object; `where` names the file in errors.
 ModelConfig parse_model_config(const Json& j, const std::string& where);
+// dir/config.json, as transformers would run the checkpoint beside it: a config that ties
+// lm_head to the embeddings is untied (with a note on stderr) when the checkpoint holds both
+// with different values, as transformers 5 does.
 ModelConfig load_model_config(const fs::path& dir);
 // The fields sppft reads, as a config.json object (round-trips through
 // parse_model_config; used to compare architectures).

@@ -185,22 +185,16 @@ std::vector<PackedPart> allocate_packed(const ModelConfig& c, ModelWeights& w, D
 
 namespace {
 
-// A vision-language checkpoint (gemma3, llava, mistral3) names its text model the Hub's way
-// (language_model.model.*, language_model.lm_head.weight) or by transformers 5's modules
-// (model.language_model.*, lm_head.weight); its vision tower and projector sit beside it under
-// either prefix.
-struct MultimodalNaming {
-  std::string_view text_prefix, lm_head;
-};
-constexpr MultimodalNaming kMultimodalNamings[] = {{"language_model.model.", "language_model.lm_head.weight"},
-                                                   {"model.language_model.", "lm_head.weight"}};
-constexpr std::string_view kVisionTowerPrefixes[] = {"vision_tower.", "multi_modal_projector.", "model.vision_tower.",
-                                                     "model.multi_modal_projector."};
+// Beside the text model of a vision-language checkpoint (multimodal_namings), its vision tower
+// and projector.
+constexpr std::string_view kVisionTowerPrefixes[] = {"vision_tower.",       "multi_modal_projector.", "visual.",
+                                                     "model.vision_tower.", "model.multi_modal_projector.",
+                                                     "model.visual."};
 
 bool starts_with(const std::string& s, std::string_view prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 // The text model's tensor `name` (model.*, lm_head.weight) as `naming` writes it.
-std::string multimodal_name(const std::string& name, const MultimodalNaming& naming) {
+std::string multimodal_name(const std::string& name, const TextModelNaming& naming) {
   if (name == "lm_head.weight") return std::string(naming.lm_head);
   return std::string(naming.text_prefix) + name.substr(std::string_view("model.").size());
 }
@@ -209,7 +203,7 @@ std::string multimodal_name(const std::string& name, const MultimodalNaming& nam
 // of the checkpoint it was loaded from, unchanged, in that checkpoint's naming.
 struct CarriedVisionTower {
   std::optional<Checkpoint> source;
-  const MultimodalNaming* naming = nullptr;
+  const TextModelNaming* naming = nullptr;
   std::vector<const TensorEntry*> tensors;
 };
 
@@ -227,8 +221,11 @@ CarriedVisionTower find_vision_tower(const ModelConfig& c, const fs::path& sourc
     return t;
   }
   for (const auto& [name, e] : t.source->entries()) {
-    if (is_vision_tower_tensor(name)) t.tensors.push_back(&e);
-    for (const auto& n : kMultimodalNamings)
+    if (is_vision_tower_tensor(name)) {
+      t.tensors.push_back(&e);
+      continue;
+    }
+    for (const auto& n : multimodal_namings())
       if (!t.naming && starts_with(name, n.text_prefix)) t.naming = &n;
   }
   if (t.tensors.empty() || !t.naming) {
@@ -251,7 +248,7 @@ Checkpoint open_checkpoint(const ModelConfig& c, const fs::path& dir) {
   if (!c.multimodal) return ckpt;
   const auto text_name = [](const std::string& name) -> std::string {
     if (is_vision_tower_tensor(name)) return "";
-    for (const auto& n : kMultimodalNamings) {
+    for (const auto& n : multimodal_namings()) {
       if (starts_with(name, n.text_prefix)) return "model." + name.substr(n.text_prefix.size());
       if (name == n.lm_head) return "lm_head.weight";
     }

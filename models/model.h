@@ -225,8 +225,8 @@ struct ParamShape {
 std::vector<ParamShape> parameter_shapes(const ModelConfig& c);
 
 // The checkpoint in `dir` under the names parameter_shapes uses: for a vision-language model
-// (ModelConfig::multimodal: gemma3, llava, mistral3) the Hub's language_model.model.* and
-// transformers 5's model.language_model.* become model.*, and the vision tower and projector are
+// (ModelConfig::multimodal) the Hub's language_model.model.* and transformers 5's
+// model.language_model.* become model.* (multimodal_namings), and the vision tower and projector are
 // left out (Model::save writes them again from the checkpoint the model was loaded from).
 Checkpoint open_checkpoint(const ModelConfig& c, const fs::path& dir);
 // Whether a vision-language checkpoint's tensor `name` belongs to its vision tower or projector.

@@ -45,12 +45,20 @@ const char* preset_json(const std::string& name) {
     return R"({"model_type": "llava", "pad_token_id": 32001, "tie_word_embeddings": false, "torch_dtype": "float16",
       "text_config": {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 4096, "model_type": "llama",
         "rms_norm_eps": 1e-05, "torch_dtype": "float16", "vocab_size": 32064}})";
-  if (name == "mistral-small-3.1-24b")  // mistralai/Mistral-Small-3.1-24B-Instruct-2503 (vision-language; its text model)
-    return R"({"model_type": "mistral3", "torch_dtype": "bfloat16",
+  // mistralai/Mistral-Small-3.1-24B-Instruct-2503 (vision-language; its text model). Its lm_head is
+  // its own: Mistral3Config ties by default, transformers unties on seeing the checkpoint.
+  if (name == "mistral-small-3.1-24b")
+    return R"({"model_type": "mistral3", "torch_dtype": "bfloat16", "tie_word_embeddings": false,
       "text_config": {"head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "intermediate_size": 32768,
         "max_position_embeddings": 131072, "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 40,
         "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 1000000000.0, "sliding_window": null,
         "vocab_size": 131072}})";
+  if (name == "qwen2.5-vl-7b")  // Qwen/Qwen2.5-VL-7B-Instruct (vision-language; its text model), flat as on the Hub
+    return R"({"model_type": "qwen2_5_vl", "hidden_act": "silu", "hidden_size": 3584, "intermediate_size": 18944,
+      "max_position_embeddings": 128000, "max_window_layers": 28, "num_attention_heads": 28, "num_hidden_layers": 28,
+      "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768,
+      "tie_word_embeddings": false, "torch_dtype": "bfloat16", "use_sliding_window": false, "vocab_size": 152064,
+      "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "bos_token_id": 151643, "eos_token_id": 151645})";
   if (name == "qwen3-8b")  // Qwen/Qwen3-8B
     return R"({"model_type": "qwen3", "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
       "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
@@ -68,7 +76,7 @@ const char* preset_json(const std::string& name) {
 
 std::vector<std::string> preset_names() {
   return {"llama-3-8b", "llama-2-7b", "gemma-2b",   "gemma-2-2b",   "gemma-3-1b",
-          "gemma-3-4b", "phi-3-mini", "qwen3-8b", "llava-1.5-7b", "mistral-small-3.1-24b"};
+          "gemma-3-4b", "phi-3-mini", "qwen3-8b", "llava-1.5-7b", "mistral-small-3.1-24b", "qwen2.5-vl-7b"};
 }
 
 ModelConfig preset_config(const std::string& name) {

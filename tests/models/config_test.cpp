@@ -1,11 +1,15 @@
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
+#include <map>
+#include <optional>
 
 #include "engine/allocator.h"
 #include "engine/error.h"
 #include "models/config.h"
 #include "models/model.h"
+#include "models/presets.h"
 
 using namespace sppft;
 
@@ -347,6 +351,93 @@ TEST_CASE("llava and mistral3: the text model's config, with the defaults of its
                        InputError);
   nested["text_config"]["model_type"] = "bert";
   CHECK_THROWS_AS(parse_model_config(nested, "c"), InputError);
+}
+
+TEST_CASE("qwen2_vl and qwen2_5_vl: a Qwen2 text model, flat on the Hub or under text_config; mrope is RoPE on text") {
+  // Qwen/Qwen2.5-VL-7B-Instruct's config.json, less most of the vision_config: the text model's
+  // fields at the top level. Expected values as transformers 5.24's Qwen2_5_VLConfig reads them.
+  const Json flat = Json::parse(R"({"architectures": ["Qwen2_5_VLForConditionalGeneration"], "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652, "image_token_id": 151655,
+    "hidden_act": "silu", "hidden_size": 3584, "intermediate_size": 18944, "max_position_embeddings": 128000,
+    "max_window_layers": 28, "model_type": "qwen2_5_vl", "num_attention_heads": 28, "num_hidden_layers": 28,
+    "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16", "use_cache": true, "use_sliding_window": false,
+    "vision_config": {"depth": 32, "hidden_size": 1280, "out_hidden_size": 3584},
+    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "vocab_size": 152064})");
+  auto c = parse_model_config(flat, "config.json");
+  CHECK((c.multimodal && c.family == Family::Qwen2 && c.model_type == "qwen2" && c.multimodal_type() == "qwen2_5_vl"));
+  CHECK((c.hidden_size == 3584 && c.intermediate_size == 18944 && c.num_layers == 28 && c.vocab_size == 152064));
+  CHECK((c.num_heads == 28 && c.num_kv_heads == 4 && c.head_dim == 128 && c.max_position_embeddings == 128000));
+  CHECK((c.rms_norm_eps == doctest::Approx(1e-6) && c.rope.type == "default" && c.rope.theta == 1e6));
+  CHECK((c.qkv_bias && !c.tie_word_embeddings && !c.sliding_window && c.torch_dtype == "bfloat16"));
+  CHECK((c.bos_token_id == 151643 && c.eos_token_ids == std::vector<std::int64_t>{151645}));
+  CHECK(config_json_for_save(c, "bfloat16", true) == flat);
+  CHECK(config_json_for_save(c, "float32")["architectures"] == Json::array({"Qwen2ForCausalLM"}));
+
+  // As transformers 5 writes it: under text_config, mrope_section in rope_parameters; the fields
+  // it leaves out take Qwen2VLTextConfig's defaults (Qwen2-VL-72B's shape, rms_norm_eps 1e-5).
+  const Json nested = Json::parse(R"({"model_type": "qwen2_vl", "tie_word_embeddings": false,
+    "text_config": {"model_type": "qwen2_vl_text", "hidden_size": 1536, "num_attention_heads": 12,
+      "num_key_value_heads": 2, "tie_word_embeddings": true,
+      "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 500000.0}},
+    "vision_config": {"model_type": "qwen2_vl"}})");
+  auto n = parse_model_config(nested, "config.json");
+  CHECK((n.multimodal && n.family == Family::Qwen2 && n.multimodal_type() == "qwen2_vl"));
+  CHECK((n.hidden_size == 1536 && n.intermediate_size == 29568 && n.num_layers == 80 && n.head_dim == 128));
+  CHECK((n.vocab_size == 152064 && n.max_position_embeddings == 32768 && n.rms_norm_eps == doctest::Approx(1e-5)));
+  CHECK((n.rope.theta == 500000.0 && n.eos_token_ids == std::vector<std::int64_t>{151645}));
+  CHECK(n.tie_word_embeddings);  // the text config's flag counts too (Qwen2-VL-2B)
+
+  Json bad = flat;
+  bad["rope_scaling"]["mrope_section"] = Json::array({16, 24, 16});
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("mrope_section sums to 56, expected head_dim / 2 = 64"),
+                       InputError);
+  bad["rope_scaling"] = {{"type", "mrope"}};
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("mrope without mrope_section"), InputError);
+  bad["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("rope type 'yarn', expected mrope or default"),
+                       InputError);
+  bad = flat;
+  bad["use_sliding_window"] = true;
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("use_sliding_window true is not implemented"),
+                       InputError);
+  bad = nested;
+  bad["text_config"]["model_type"] = "qwen2";
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("model_type 'qwen2', expected qwen2_vl_text"),
+                       InputError);
+}
+
+TEST_CASE("the vision-language presets: their text models' parameters as transformers counts them") {
+  // transformers 5.24 on the meta device: the parameters under model.language_model and lm_head.
+  CHECK(preset_config("llava-1.5-7b").total_parameters() == 6'738'939'904);
+  CHECK(preset_config("mistral-small-3.1-24b").total_parameters() == 23'572'403'200);  // lm_head its own
+  CHECK(preset_config("qwen2.5-vl-7b").total_parameters() == 7'615'616'512);
+  CHECK(preset_config("qwen2.5-vl-7b").multimodal_type() == "qwen2_5_vl");
+}
+
+TEST_CASE("vision-language kinds tie lm_head to the embeddings as transformers 5 does") {
+  // transformers 5.24, config.tie_word_embeddings of each kind for every (top level, text_config)
+  // pair of absent / false / true: gemma3 and mistral3 read the top level only (default true),
+  // llava and the Qwen VLs or it with text_config's (default false).
+  const std::map<std::string, std::pair<std::string, std::string>> kinds = {
+      {"gemma3", {"gemma3_text", "TTT FFF TTT"}}, {"llava", {"llama", "FFT FFT TTT"}},
+      {"mistral3", {"mistral", "TTT FFF TTT"}},   {"qwen2_5_vl", {"qwen2_5_vl_text", "FFT FFT TTT"}}};
+  const std::array<std::optional<bool>, 3> flags = {std::nullopt, false, true};
+  for (const auto& [kind, spec] : kinds) {
+    for (int top = 0; top < 3; ++top)
+      for (int text = 0; text < 3; ++text) {
+        CAPTURE(kind);
+        CAPTURE(top);
+        CAPTURE(text);
+        Json j = {{"model_type", kind},
+                  {"text_config", {{"model_type", spec.first}, {"hidden_size", 64}, {"num_attention_heads", 4},
+                                   {"num_key_value_heads", 4}, {"intermediate_size", 128}, {"num_hidden_layers", 1},
+                                   {"vocab_size", 100}, {"head_dim", 16}}}};
+        if (flags[top]) j["tie_word_embeddings"] = *flags[top];
+        if (flags[text]) j["text_config"]["tie_word_embeddings"] = *flags[text];
+        CHECK(parse_model_config(j, "c").tie_word_embeddings == (spec.second[4 * top + text] == 'T'));
+      }
+  }
 }
 
 TEST_CASE("gemma3 (multimodal): the text model's config from text_config and transformers' defaults") {

@@ -9,7 +9,7 @@ DIR                 a checkpoint directory (config.json + model.safetensors or s
 IDS.json            {"input_ids": [[...], ...]}: one token-id list per prompt.
 L.safetensors       logits.i [T_i, vocab] (any float dtype, compared in float32) for prompt i, as
                     computed by sppft's own forward on the same ids.  A vision-language checkpoint
-                    (a config.json with vision_config: Gemma3/Llava/Mistral3ForConditionalGeneration)
+                    (a config.json with vision_config: Gemma3/Llava/Mistral3/Qwen2_5_VLForConditionalGeneration)
                     is loaded with AutoModelForImageTextToText and run on text only;
                     `model_class` names the class.
 

@@ -861,9 +861,11 @@ def make_case(name, outdir):
 
 
 # transformers 5 writes a vision-language model in the Hub's tensor names (language_model.model.*,
-# vision_tower.*); its modules are named model.language_model.* etc., which it reads as well.
+# vision_tower.*; Qwen2-VL: model.*, visual.*); its modules are named model.language_model.* etc.,
+# which it reads as well.
 MODULE_NAMES = (("language_model.model.", "model.language_model."), ("vision_tower.", "model.vision_tower."),
                 ("multi_modal_projector.", "model.multi_modal_projector."), ("language_model.lm_head.", "lm_head."))
+QWEN_VL_MODULE_NAMES = (("model.", "model.language_model."), ("visual.", "model.visual."), ("lm_head.", "lm_head."))
 
 
 def gemma3_config(text_config):
@@ -890,12 +892,51 @@ def mistral3_config(text_config):
                                        tie_word_embeddings=text_config.tie_word_embeddings)
 
 
-# name: (text case, config builder, class, seed). Each wraps the text case's model with a small
-# vision tower, as Gemma-3 4B+ (SigLIP), LLaVA-1.5 (CLIP) and Mistral Small 3.1 (Pixtral) ship.
+def qwen_vl_config(config_cls, vision):
+    def build(text_config):
+        text = dict(text_config.to_dict(), model_type=config_cls.model_type + "_text")
+        half = text["hidden_size"] // text["num_attention_heads"] // 2  # mrope splits head_dim / 2 as 16:24:24
+        sections = [half // 4, half * 3 // 8, half - half // 4 - half * 3 // 8]
+        text["rope_parameters"] = dict(text["rope_parameters"], mrope_section=sections)
+        v = text["vocab_size"]
+        return config_cls(text_config=text, vision_config=vision, tie_word_embeddings=text_config.tie_word_embeddings,
+                          image_token_id=v - 1, video_token_id=v - 2, vision_start_token_id=v - 3,
+                          vision_end_token_id=v - 4)
+    return build
+
+
+def qwen_vl_flat(j):
+    """Qwen2-VL's Hub config.json: the text model's fields at the top level beside vision_config,
+    its RoPE as rope_theta + rope_scaling {type: mrope, mrope_section}."""
+    text = j.pop("text_config")
+    sections = text["rope_parameters"].pop("mrope_section")
+    legacy_config(text)
+    assert text["rope_scaling"] is None, text["rope_scaling"]
+    text["rope_scaling"] = {"type": "mrope", "mrope_section": sections}
+    for k in ("model_type", "architectures", "_name_or_path"):
+        text.pop(k, None)
+    j.update(text)
+    j["torch_dtype"] = j.pop("dtype", j.get("torch_dtype"))
+
+
+# name: (text case, config builder, class, seed, Hub config rewrite, Hub-to-module renames). Each wraps
+# the text case's model with a small vision tower, as Gemma-3 4B+ (SigLIP), LLaVA-1.5 (CLIP),
+# Mistral Small 3.1 (Pixtral) and Qwen2-VL / Qwen2.5-VL ship.
+def nested_hub_config(j):
+    legacy_config(j["text_config"])
+
+
 MULTIMODAL = {
-    "gemma3-multimodal": ("gemma3", gemma3_config, "Gemma3ForConditionalGeneration", 1012),
-    "llava": ("llama2", llava_config, "LlavaForConditionalGeneration", 1013),
-    "mistral3": ("mistral", mistral3_config, "Mistral3ForConditionalGeneration", 1014),
+    "gemma3-multimodal": ("gemma3", gemma3_config, "Gemma3ForConditionalGeneration", 1012, nested_hub_config, MODULE_NAMES),
+    "llava": ("llama2", llava_config, "LlavaForConditionalGeneration", 1013, nested_hub_config, MODULE_NAMES),
+    "mistral3": ("mistral", mistral3_config, "Mistral3ForConditionalGeneration", 1014, nested_hub_config, MODULE_NAMES),
+    "qwen2-vl": ("qwen2", qwen_vl_config(transformers.Qwen2VLConfig,
+                                         dict(depth=1, embed_dim=16, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=14)),
+                 "Qwen2VLForConditionalGeneration", 1015, qwen_vl_flat, QWEN_VL_MODULE_NAMES),
+    "qwen2.5-vl": ("qwen2", qwen_vl_config(transformers.Qwen2_5_VLConfig,
+                                           dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=64,
+                                                patch_size=14, window_size=28, fullatt_block_indexes=[1])),
+                   "Qwen2_5_VLForConditionalGeneration", 1016, qwen_vl_flat, QWEN_VL_MODULE_NAMES),
 }
 
 
@@ -906,7 +947,7 @@ def make_multimodal(outdir, name):
     transformers' logits on the case's prompts must equal the text model's reference (text-only input
     never reaches the tower); sppft's C++ tests then load both and compare with the text case."""
     t0 = time.time()
-    text_case, make_config, cls, seed = MULTIMODAL[name]
+    text_case, make_config, cls, seed, hub_config, module_names = MULTIMODAL[name]
     text_dir = os.path.join(outdir, text_case)
     ref = json.load(open(os.path.join(text_dir, "parity", "reference.json"), encoding="utf-8"))
     text = AutoModelForCausalLM.from_pretrained(text_dir, dtype=torch.float32, attn_implementation="eager")
@@ -930,18 +971,20 @@ def make_multimodal(outdir, name):
             st = os.path.join(d, "model.safetensors")
             with safe_open(st, "pt") as f:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
-            assert any(k.startswith("language_model.model.layers.") for k in tensors), sorted(tensors)[:3]
-            assert any(k.startswith("vision_tower.") for k in tensors), sorted(tensors)[:3]
+            hub_prefixes = tuple(a for a, _b in module_names)
+            assert all(k.startswith(hub_prefixes) for k in tensors), sorted(tensors)[:3]
+            assert any(k.startswith(hub_prefixes[1]) for k in tensors), sorted(tensors)[:3]  # the tower
             if variant == "module-names":
                 renamed = {}
                 for k, v in tensors.items():
-                    for a, b in MODULE_NAMES:
+                    for a, b in module_names:
                         if k.startswith(a):
                             k = b + k[len(a):]
+                            break
                     renamed[k] = v
                 save_file(renamed, st, metadata={"format": "pt"})
             else:
-                edit_json(os.path.join(d, "config.json"), lambda j: legacy_config(j["text_config"]))
+                edit_json(os.path.join(d, "config.json"), hub_config)
             back = transformers.AutoModelForImageTextToText.from_pretrained(d, dtype=torch.float32,
                                                                            attn_implementation="eager")
             back.eval()
@@ -959,7 +1002,7 @@ def make_multimodal(outdir, name):
         with open(os.path.join(work, "multimodal.json"), "w", encoding="utf-8") as f:
             vision = sum(p.numel() for n, p in mm.named_parameters()
                          if not n.startswith(("model.language_model.", "lm_head.")))
-            json.dump({"text_case": text_case, "class": cls, "max_abs_logit_diff_vs_text_reference": logits,
+            json.dump({"text_case": text_case, "class": cls, "model_type": cfg.model_type, "max_abs_logit_diff_vs_text_reference": logits,
                        "vision_parameters": vision,
                        "transformers_version": transformers.__version__}, f, indent=1)
             f.write("\n")

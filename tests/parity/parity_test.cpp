@@ -129,19 +129,21 @@ TEST_CASE("transformers parity for every family") {
 
 TEST_CASE("the text model of a vision-language checkpoint, in both tensor namings, is its text case's model") {
   const fs::path root = test::env_path("SPPFT_PARITY_DIR");
-  // gemma3 (SigLIP tower), llava (CLIP tower, untied lm_head), mistral3 (Pixtral tower, sliding window)
-  for (const char* kind : {"gemma3-multimodal", "llava", "mistral3"}) {
+  // gemma3 (SigLIP tower), llava (CLIP tower, untied lm_head), mistral3 (Pixtral tower, sliding window),
+  // qwen2-vl and qwen2.5-vl (their own towers; the Hub config flat, with multimodal RoPE)
+  for (const char* kind : {"gemma3-multimodal", "llava", "mistral3", "qwen2-vl", "qwen2.5-vl"}) {
     CAPTURE(kind);
     REQUIRE_MESSAGE(fs::exists(root / kind / "multimodal.json"), "fixtures missing (make_fixtures.py)");
-    const std::string text_case = read_json_file(root / kind / "multimodal.json")["text_case"];
+    const Json fixture = read_json_file(root / kind / "multimodal.json");
+    const std::string text_case = fixture["text_case"];
     auto text = Model::load(root / text_case);
     // sppft info counts the tower as transformers does (the parameters outside its language model).
     const auto info = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " info --json " +
                                         (root / kind / "hub").string());
     REQUIRE(info.exit_code == 0);
     const Json j = Json::parse(info.out);
-    CHECK(j["vision_tower"]["parameters"] == read_json_file(root / kind / "multimodal.json")["vision_parameters"]);
-    CHECK(j["multimodal_model_type"] == (std::string(kind) == "gemma3-multimodal" ? "gemma3" : kind));
+    CHECK(j["vision_tower"]["parameters"] == fixture["vision_parameters"]);
+    CHECK(j["multimodal_model_type"] == fixture["model_type"]);
     Json ref = read_json_file(root / text_case / "parity" / "reference.json");
     for (const char* variant : {"hub", "module-names"}) {
       CAPTURE(variant);
@@ -176,7 +178,7 @@ TEST_CASE("the text model of a vision-language checkpoint, in both tensor naming
         const TensorEntry& w = written.entry(name);
         CHECK((w.dtype == e.dtype && w.shape == e.shape && w.nbytes == e.nbytes));
         CHECK(std::memcmp(w.data, e.data, e.nbytes) == 0);
-        tower += name.find("vision_tower.") != std::string::npos || name.find("multi_modal_projector.") != std::string::npos;
+        tower += is_vision_tower_tensor(name);
       }
       CHECK(tower > 0);
       auto back = Model::load(out, false);

@@ -64,6 +64,38 @@ GradRun run_grads(Model& m, const Json& train, const FreezePlan& plan) {
   return r;
 }
 
+// Loads `dir` in transformers (check_saved.py) and compares its logits with m's on the reference
+// prompts; check_saved.py's JSON line.
+Json transformers_check(Model& m, const fs::path& dir, const Json& ref) {
+  const fs::path py = test::build_dir() / "pyenv/bin/python";
+  REQUIRE_MESSAGE(fs::exists(py), "the Python test references are missing: scripts/install-deps.sh --python");
+  Json ids = Json::object();
+  ids["input_ids"] = Json::array();
+  std::vector<Tensor> logits;
+  std::vector<TensorToWrite> tensors;
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < ref["prompts"].size(); ++i) {
+    auto p = ref["prompts"][i]["input_ids"].get<std::vector<std::int32_t>>();
+    ids["input_ids"].push_back(p);
+    KVCache cache(m.config(), 1, static_cast<std::int64_t>(p.size()));
+    logits.push_back(m.forward({{p}, {0}}, cache, true));
+    names.push_back("logits." + std::to_string(i));
+  }
+  for (std::size_t i = 0; i < logits.size(); ++i) tensors.push_back({names[i], DType::F32, logits[i].shape(), logits[i].raw()});
+  const fs::path logits_file = dir.parent_path() / (dir.filename().string() + ".logits.safetensors"),
+                 ids_file = dir.parent_path() / (dir.filename().string() + ".ids.json");
+  write_safetensors(logits_file, tensors);
+  atomic_write_text(ids_file, ids.dump());
+  auto r = test::run_command(py.string() + " " + (test::source_dir() / "tests/parity/check_saved.py").string() + " " +
+                             dir.string() + " --ids-json " + ids_file.string() + " --logits-safetensors " +
+                             logits_file.string() + " 2>/dev/null");
+  fs::remove(logits_file);
+  fs::remove(ids_file);
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  return Json::parse(r.out.substr(r.out.rfind('{')));
+}
+
 }  // namespace
 
 TEST_CASE("every gradient matches PyTorch autograd; frozen blocks change nothing else") {
@@ -109,13 +141,11 @@ TEST_CASE("every gradient matches PyTorch autograd; frozen blocks change nothing
 TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits") {
   auto all = cases();
   REQUIRE(!all.empty());
-  const fs::path py = test::build_dir() / "pyenv/bin/python";
-  REQUIRE_MESSAGE(fs::exists(py), "the Python test references are missing: scripts/install-deps.sh --python");
   // fused, tied, GQA+rope scaling, sandwich norms, q/k norms, the Hub's gemma3 layout, and the
   // vision-language checkpoints in both namings (saved with their vision towers as
-  // Gemma3/Llava/Mistral3ForConditionalGeneration; prompts of their text cases)
-  const std::map<std::string, std::string> multimodal_of = {{"gemma3", "gemma3-multimodal"}, {"llama2", "llava"},
-                                                            {"mistral", "mistral3"}};
+  // Gemma3/Llava/Mistral3/Qwen2_5_VLForConditionalGeneration; prompts of their text cases)
+  const std::map<std::string, std::string> multimodal_of = {
+      {"gemma3", "gemma3-multimodal"}, {"llama2", "llava"}, {"mistral", "mistral3"}, {"qwen2", "qwen2.5-vl"}};
   std::vector<std::pair<std::string, fs::path>> saved;  // name, checkpoint
   std::map<std::string, fs::path> ref_dirs;              // name -> the case whose reference applies
   for (const auto& dir : all) {
@@ -130,7 +160,7 @@ TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits")
         ref_dirs[mm] = dir;
       }
   }
-  REQUIRE(saved.size() == 12);
+  REQUIRE(saved.size() == 14);
   for (const auto& [name, dir] : saved) {
     CAPTURE(name);
     const bool multimodal = ref_dirs.at(name) != dir;
@@ -142,34 +172,58 @@ TEST_CASE("a checkpoint sppft saves loads in transformers with the same logits")
     m->save(out, DType::F32, name == "llama3" ? 60000 : std::size_t{5} << 30);  // llama3: sharded
     for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
       if (fs::exists(dir / f)) fs::copy_file(dir / f, out / f);
-    Json ref = read_json_file(ref_dir / "parity" / "reference.json");
-    Json ids = Json::object();
-    ids["input_ids"] = Json::array();
-    std::vector<Tensor> logits;
-    std::vector<TensorToWrite> tensors;
-    std::vector<std::string> names;
-    for (std::size_t i = 0; i < ref["prompts"].size(); ++i) {
-      auto p = ref["prompts"][i]["input_ids"].get<std::vector<std::int32_t>>();
-      ids["input_ids"].push_back(p);
-      KVCache cache(m->config(), 1, static_cast<std::int64_t>(p.size()));
-      logits.push_back(m->forward({{p}, {0}}, cache, true));
-      names.push_back("logits." + std::to_string(i));
-    }
-    for (std::size_t i = 0; i < logits.size(); ++i) tensors.push_back({names[i], DType::F32, logits[i].shape(), logits[i].raw()});
-    write_safetensors(out / "sppft_logits.safetensors", tensors);
-    atomic_write_text(out / "ids.json", ids.dump());
-    auto r = test::run_command(py.string() + " " + (test::source_dir() / "tests/parity/check_saved.py").string() + " " +
-                               out.string() + " --ids-json " + (out / "ids.json").string() + " --logits-safetensors " +
-                               (out / "sppft_logits.safetensors").string() + " 2>/dev/null");
-    CAPTURE(r.out);
-    REQUIRE(r.exit_code == 0);
-    Json j = Json::parse(r.out.substr(r.out.rfind('{')));
+    const Json j = transformers_check(*m, out, read_json_file(ref_dir / "parity" / "reference.json"));
     CHECK(j["max_rel_logit_err"].get<double>() < 1e-4);
     if (multimodal)  // the tower came along
       CHECK(j["model_class"].get<std::string>().find("ForConditionalGeneration") != std::string::npos);
     std::printf("%-16s saved checkpoint -> transformers: max rel logit error %.2e\n", name.c_str(),
                 j["max_rel_logit_err"].get<double>());
     fs::remove_all(out);
+  }
+}
+
+TEST_CASE("a tied config over a checkpoint with its own lm_head runs untied, as transformers does") {
+  // gemma's config ties; a checkpoint beside it that holds an lm_head of other values is run with
+  // it (transformers 5 warns and keeps both), one whose lm_head equals the embeddings stays tied.
+  const fs::path root = test::env_path("SPPFT_PARITY_DIR");
+  REQUIRE_MESSAGE(fs::exists(root / "gemma" / "parity" / "reference.json"), "fixtures missing (make_fixtures.py)");
+  const Json ref = read_json_file(root / "gemma" / "parity" / "reference.json");
+  for (const bool differs : {true, false}) {
+    CAPTURE(differs);
+    const fs::path dir = test::temp_dir(differs ? "untied" : "tied-copy");
+    fs::copy(root / "gemma", dir, fs::copy_options::recursive);
+    fs::remove_all(dir / "parity");
+    std::vector<float> lm_head;
+    {
+      const Checkpoint ckpt(dir);
+      REQUIRE(!ckpt.has("lm_head.weight"));
+      const Tensor embed = ckpt.load_f32("model.embed_tokens.weight", ckpt.entry("model.embed_tokens.weight").shape,
+                                         MemCategory::Weights);
+      lm_head.assign(embed.data<float>(), embed.data<float>() + embed.numel());
+      if (differs)
+        for (std::size_t i = 0; i < lm_head.size(); ++i) lm_head[i] = lm_head[i] * 0.5f + 0.01f * static_cast<float>(i % 7);
+      std::vector<TensorToWrite> tensors;
+      for (const auto& [name, e] : ckpt.entries()) tensors.push_back({name, e.dtype, e.shape, e.data});
+      tensors.push_back({"lm_head.weight", DType::F32, embed.shape(), lm_head.data()});
+      write_safetensors(dir / "model.safetensors.new", tensors);
+    }
+    fs::rename(dir / "model.safetensors.new", dir / "model.safetensors");
+    CHECK(load_model_config(dir).tie_word_embeddings == !differs);  // what the planner and `sppft memory DIR` see
+    auto m = Model::load(dir, false);
+    CHECK(m->config().tie_word_embeddings == !differs);
+    const Json j = transformers_check(*m, dir, ref);
+    CHECK(j["tied_effective"] == !differs);
+    CHECK(j["max_rel_logit_err"].get<double>() < 1e-4);
+    std::printf("gemma + its own lm_head (%s): sppft runs it %s, max rel logit error vs transformers %.2e\n",
+                differs ? "other values" : "the embeddings' values", differs ? "untied" : "tied",
+                j["max_rel_logit_err"].get<double>());
+    // A save writes what it ran: untied, with its lm_head, and says so in config.json.
+    const fs::path out = test::temp_dir(differs ? "untied-saved" : "tied-saved");
+    m->save(out);
+    CHECK(read_json_file(out / "config.json")["tie_word_embeddings"] == !differs);
+    CHECK(Checkpoint(out).has("lm_head.weight") == differs);
+    fs::remove_all(out);
+    fs::remove_all(dir);
   }
 }
 

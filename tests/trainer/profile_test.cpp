@@ -93,11 +93,14 @@ struct CountingObserver : ops::OpObserver {
 }  // namespace
 
 TEST_CASE("phase FLOPs equal the closed-form counts of the architecture") {
-  // Linear parameters: the paper's models, against the per-block parameter count less the two norms.
+  // Linear parameters: the presets, against the per-block parameter count less the norms and the
+  // biases (qwen2.5-vl-7b's q/k/v).
   for (const auto& name : preset_names()) {
     const ModelConfig c = preset_config(name);
     CAPTURE(name);
-    CHECK(block_linear_params(c) == c.block_parameters() - c.block_norm_parameters());
+    const std::int64_t biases = (c.qkv_bias ? c.q_dim() + 2 * c.kv_dim() : 0) + (c.o_bias ? c.hidden_size : 0) +
+                                (c.mlp_bias ? 2 * c.intermediate_size + c.hidden_size : 0);
+    CHECK(block_linear_params(c) == c.block_parameters() - c.block_norm_parameters() - biases);
     CHECK(static_cast<double>(block_linear_params(c)) == block_matrix_entries(c, 0));
   }
   CHECK(block_linear_params(preset_config("llama-3-8b")) == 218103808);  // 4096*6144 + 4096^2 + 3*4096*14336
