@@ -40,6 +40,17 @@ bool on_cpu(const Tensor& t, const char* op) {
   if (t.device() == Device::CPU) return true;
   throw RuntimeFailure(std::string(op) + ": no CUDA kernel in this build yet (tensors on cuda)");
 }
+// rope_forward / rope_backward: x [N, heads * D], positions [N], inv_freq [R/2], 1 <= R/2 <= D/2.
+void expect_rope(const Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, const char* op,
+                 const char* name) {
+  expect(x.rank() == 2 && head_dim > 0 && head_dim % 2 == 0 && x.dim(1) % head_dim == 0, op,
+         std::string(name) + " must be [N, heads * head_dim] with an even head_dim");
+  expect(positions.dtype() == DType::I32 && positions.rank() == 1 && positions.dim(0) == x.dim(0), op,
+         "positions must be a 1-d I32 tensor with one entry per row");
+  expect(inv_freq.dtype() == DType::F32 && inv_freq.rank() == 1 && inv_freq.dim(0) >= 1 && inv_freq.dim(0) <= head_dim / 2,
+         op, "inv_freq has shape " + shape_str(inv_freq.shape()) + ", expected F32 [R/2] with 1 <= R/2 <= head_dim / 2 = " +
+                 std::to_string(head_dim / 2));
+}
 }  // namespace
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
@@ -63,12 +74,13 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offs
 #endif
   if (on_cpu(x, "rmsnorm_forward")) cpu::rmsnorm_forward(x, w, eps, unit_offset, y);
 }
-void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale) {
   const OpScope scope("rope_forward");
+  expect_rope(x, positions, inv_freq, head_dim, "rope_forward", "x");
 #ifdef SPPFT_HAVE_CUDA
-  if (x.device() == Device::CUDA) return cuda::rope_forward(x, positions, inv_freq, head_dim);
+  if (x.device() == Device::CUDA) return cuda::rope_forward(x, positions, inv_freq, head_dim, scale);
 #endif
-  if (on_cpu(x, "rope_forward")) cpu::rope_forward(x, positions, inv_freq, head_dim);
+  if (on_cpu(x, "rope_forward")) cpu::rope_forward(x, positions, inv_freq, head_dim, scale);
 }
 void glu_forward(const Tensor& gate, const Tensor& up, GluActivation act, Tensor& out) {
   const OpScope scope("glu_forward");
@@ -237,18 +249,14 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
 #endif
   if (on_cpu(x, op)) cpu::rmsnorm_backward(x, w, dy, eps, unit_offset, dx, dw, accumulate_dx);
 }
-void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale) {
   const OpScope scope("rope_backward");
   const char* op = "rope_backward";
-  expect(dx.rank() == 2 && head_dim > 0 && head_dim % 2 == 0 && dx.dim(1) % head_dim == 0, op,
-         "dx must be [N, heads * head_dim] with an even head_dim");
-  expect_i32(positions, op, "positions");
-  expect(positions.dim(0) == dx.dim(0), op, "positions must have one entry per row");
-  expect_shape(inv_freq, {head_dim / 2}, op, "inv_freq");
+  expect_rope(dx, positions, inv_freq, head_dim, op, "dx");
 #ifdef SPPFT_HAVE_CUDA
-  if (dx.device() == Device::CUDA) return cuda::rope_backward(dx, positions, inv_freq, head_dim);
+  if (dx.device() == Device::CUDA) return cuda::rope_backward(dx, positions, inv_freq, head_dim, scale);
 #endif
-  if (on_cpu(dx, op)) cpu::rope_backward(dx, positions, inv_freq, head_dim);
+  if (on_cpu(dx, op)) cpu::rope_backward(dx, positions, inv_freq, head_dim, scale);
 }
 void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, GluActivation act, Tensor& dgate,
                   Tensor& dup) {

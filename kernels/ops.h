@@ -54,11 +54,15 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offs
 // on the GPU). y must not alias x or delta.
 void add_rmsnorm_forward(Tensor& x, const Tensor& delta, const Tensor& w, float eps, bool unit_offset, Tensor& y);
 
-// Rotary embedding, in place, Hugging Face half-split layout: for each head h of x
-// and i < D/2, with a = positions[n] * inv_freq[i]:
-//   x1' = x1 cos a - x2 sin a,  x2' = x2 cos a + x1 sin a   (x1 = x[h, i], x2 = x[h, i + D/2])
-// x [N, heads * D], positions I32 [N], inv_freq F32 [D/2].
-void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim);
+// Rotary embedding, in place, Hugging Face half-split layout over the first R dimensions of
+// each head (R = 2 * len(inv_freq): D, or fewer under a partial_rotary_factor, Phi-4-mini's
+// 0.75); dimensions R..D-1 pass unchanged. For each head h of x and i < R/2, with
+// a = positions[n] * inv_freq[i]:
+//   x1' = x1 cos a - x2 sin a,  x2' = x2 cos a + x1 sin a   (x1 = x[h, i], x2 = x[h, i + R/2])
+// x [N, heads * D], positions I32 [N], inv_freq F32 [R/2] with 1 <= R/2 <= D/2.
+// `scale` multiplies cos a and sin a (transformers' attention_scaling: LongRoPE's attention
+// factor, which sppft folds into the attention scale unless only part of each head rotates).
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale = 1.0f);
 
 enum class GluActivation { SiLU, GeluTanh, GeluErf };
 // out = act(gate) * up. gate, up, out [N, F].
@@ -152,9 +156,10 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
                       Tensor* dw, bool accumulate_dx = false);
 
 // Gradient of rope_forward, in place on the gradient: the inverse rotation
-//   dx1' = dx1 cos a + dx2 sin a,  dx2' = dx2 cos a - dx1 sin a   (same a, halves, layout).
-// dx [N, heads * D], positions I32 [N], inv_freq F32 [D/2].
-void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim);
+//   dx1' = dx1 cos a + dx2 sin a,  dx2' = dx2 cos a - dx1 sin a   (same a, halves, layout, R).
+// dx [N, heads * D], positions I32 [N], inv_freq F32 [R/2]; cos a and sin a times `scale` as forward.
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim,
+                   float scale = 1.0f);
 
 // Gradient of glu_forward (out = act(gate) * up):
 //   dgate = dout * up * act'(gate),  dup = dout * act(gate)        (both overwritten)

@@ -54,8 +54,6 @@ void parse_rope_scaling(const Json& j, const Json& scaling, const ModelConfig& c
   if (!(r.theta > 0)) throw InputError(sw + ": rope_theta must be positive");
   if (scaling.is_null()) return;
   if (!scaling.is_object()) throw InputError(sw + ": expected an object or null");
-  if (json_get_or<double>(scaling, "partial_rotary_factor", 1.0, sw) != 1.0)
-    throw InputError(sw + ": partial_rotary_factor other than 1.0 is not implemented");
   std::string type = json_get_or<std::string>(scaling, "rope_type", json_get_or<std::string>(scaling, "type", "default", sw), sw);
   if (type == "default") return;
   if (type == "linear") {
@@ -82,10 +80,11 @@ void parse_rope_scaling(const Json& j, const Json& scaling, const ModelConfig& c
               ? 1.0
               : std::sqrt(1.0 + std::log(r.factor) / std::log(static_cast<double>(r.original_max_position_embeddings)));
     }
-    const auto half = static_cast<std::size_t>(c.head_dim / 2);
+    const auto half = static_cast<std::size_t>(c.rope_dim() / 2);
     for (const auto* f : {&r.short_factor, &r.long_factor}) {
       if (f->size() != half)
-        throw InputError(sw + ": short_factor and long_factor need head_dim / 2 = " + std::to_string(half) +
+        throw InputError(sw + ": short_factor and long_factor need " + (c.rope_dim() == c.head_dim ? "head_dim" : "rotary dims") +
+                         " / 2 = " + std::to_string(half) +
                          " entries, got " + std::to_string(f->size()));
       for (double x : *f)
         if (!(x > 0)) throw InputError(sw + ": short_factor and long_factor entries must be positive");
@@ -109,6 +108,26 @@ void parse_rope_scaling(const Json& j, const Json& scaling, const ModelConfig& c
     throw InputError(sw + ": rope type '" + type + "' is not implemented (supported: default, linear, llama3, longrope, yarn)");
   }
   if (r.factor <= 0) throw InputError(sw + ": factor must be positive");
+}
+
+// partial_rotary_factor: in rope_parameters (transformers 5) or rope_scaling, else at the top level
+// (the Hub's Phi-4-mini). Only transformers' Phi-3 rotates part of each head; the other families
+// would fail there, so sppft refuses them.
+std::int64_t parse_rotary_dim(const Json& j, const ModelConfig& c, const std::string& where) {
+  double factor = json_get_or<double>(j, "partial_rotary_factor", 1.0, where);
+  for (const char* key : {"rope_parameters", "rope_scaling"})
+    if (j.contains(key) && j[key].is_object() && j[key].contains("partial_rotary_factor")) {
+      factor = json_get<double>(j[key], "partial_rotary_factor", where + " " + key);
+      break;
+    }
+  if (factor == 1.0) return c.head_dim;
+  if (c.family != Family::Phi3)
+    throw InputError(where + ": partial_rotary_factor " + std::to_string(factor) + " is implemented for phi3 only (expected 1.0)");
+  const auto dim = static_cast<std::int64_t>(std::floor(static_cast<double>(c.head_dim) * factor + 1e-9));
+  if (!(factor > 0 && factor < 1) || dim < 2 || dim % 2 != 0)
+    throw InputError(where + ": partial_rotary_factor " + std::to_string(factor) + " gives " + std::to_string(dim) +
+                     " rotary dimensions of head_dim " + std::to_string(c.head_dim) + ", expected an even number in [2, head_dim]");
+  return dim;
 }
 
 void parse_rope(const Json& j, ModelConfig& c, const std::string& where) {
@@ -211,10 +230,14 @@ std::int64_t ModelConfig::attention_window(std::int64_t layer) const {
   return *sliding_window;
 }
 
+float ModelConfig::rope_output_scale() const {
+  return rope_dim() != head_dim ? static_cast<float>(rope.attention_factor) : 1.0f;
+}
+
 float ModelConfig::attention_scale() const {
   if (query_pre_attn_scalar > 0) return static_cast<float>(1.0 / std::sqrt(query_pre_attn_scalar));
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  if (rope.attention_factor == 1.0) return scale;  // bit for bit what every other model has always used
+  if (rope.attention_factor == 1.0 || rope_dim() != head_dim) return scale;  // bit for bit what every other model has always used
   return static_cast<float>(static_cast<double>(scale) * rope.attention_factor * rope.attention_factor);
 }
 
@@ -405,9 +428,8 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   if (c.max_position_embeddings <= 0) throw InputError(where + ": max_position_embeddings must be positive");
   c.rms_norm_eps = json_get_or<double>(j, "rms_norm_eps", 1e-6, where);
   if (!(c.rms_norm_eps > 0)) throw InputError(where + ": rms_norm_eps must be positive");
+  c.rotary_dim = parse_rotary_dim(j, c, where);
   parse_rope(j, c, where);
-  double partial = json_get_or<double>(j, "partial_rotary_factor", 1.0, where);
-  if (partial != 1.0) throw InputError(where + ": partial_rotary_factor " + std::to_string(partial) + " is not implemented (expected 1.0)");
 
   bool tie_default = gemma;
   c.tie_word_embeddings = json_get_or<bool>(j, "tie_word_embeddings", tie_default, where);
@@ -543,6 +565,7 @@ Json model_config_to_json(const ModelConfig& c) {
   j["num_attention_heads"] = c.num_heads;
   j["num_key_value_heads"] = c.num_kv_heads;
   j["head_dim"] = c.head_dim;
+  if (c.rope_dim() != c.head_dim) j["partial_rotary_factor"] = static_cast<double>(c.rope_dim()) / static_cast<double>(c.head_dim);
   j["vocab_size"] = c.vocab_size;
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rms_norm_eps"] = c.rms_norm_eps;

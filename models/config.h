@@ -52,6 +52,9 @@ struct ModelConfig {
   std::int64_t num_heads = 0;
   std::int64_t num_kv_heads = 0;
   std::int64_t head_dim = 0;
+  // The leading dimensions of each head that RoPE rotates, int(head_dim * partial_rotary_factor)
+  // (Phi-4-mini: 0.75); 0 = head_dim. Read it through rope_dim().
+  std::int64_t rotary_dim = 0;
   std::int64_t vocab_size = 0;
   std::int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
@@ -94,6 +97,7 @@ struct ModelConfig {
   }
 
   std::int64_t q_dim() const { return num_heads * head_dim; }
+  std::int64_t rope_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
   // The sliding window of layer `layer`'s attention (0: it sees every earlier position).
   std::int64_t attention_window(std::int64_t layer) const;
   // The RoPE layer `layer` takes: local_rope on gemma3's sliding layers, `rope` otherwise.
@@ -102,8 +106,11 @@ struct ModelConfig {
   }
   const RopeConfig& rope_of(std::int64_t layer) const { return uses_local_rope(layer) ? *local_rope : rope; }
   // The softmax scale of attention scores: 1 / sqrt(head_dim) (gemma2: query_pre_attn_scalar),
-  // times longrope's attention_factor^2.
+  // times longrope's attention_factor^2 when RoPE rotates whole heads. transformers multiplies
+  // cos and sin by it, so under a partial rotary only the rotated dimensions' products carry it:
+  // then RoPE applies it (rope_output_scale) and the attention scale does not.
   float attention_scale() const;
+  float rope_output_scale() const;
   // Whether a sequence whose largest position is `max_position` takes longrope's long factors.
   bool rope_long(std::int64_t max_position) const {
     return rope.type == "longrope" && max_position + 1 > rope.original_max_position_embeddings;

@@ -283,8 +283,8 @@ const Tensor* opt(const Tensor& t) { return t.defined() ? &t : nullptr; }
 
 }  // namespace
 
-std::vector<float> rope_inv_freq(const RopeConfig& r, std::int64_t head_dim, bool long_factors) {
-  const std::int64_t d = head_dim;
+std::vector<float> rope_inv_freq(const RopeConfig& r, std::int64_t rotary_dim, bool long_factors) {
+  const std::int64_t d = rotary_dim;
   std::vector<float> out(d / 2);
   // yarn: the rotary dimensions [low, high] between the frequencies kept and those interpolated
   // (transformers' find_correction_range, in double).
@@ -360,7 +360,7 @@ void Model::allocate_weights() {
   w_.blocks.assign(config_.num_layers, BlockWeights{});
   packed_ = allocate_packed(config_, w_, DType::F32, MemCategory::Weights, [](const NamedParam&) { return true; });
   const auto table = [&](const RopeConfig& r, bool long_factors) {
-    auto f = rope_inv_freq(r, config_.head_dim, long_factors);
+    auto f = rope_inv_freq(r, config_.rope_dim(), long_factors);
     Tensor t = Tensor::empty({static_cast<std::int64_t>(f.size())}, DType::F32, MemCategory::Workspace);
     std::copy(f.begin(), f.end(), t.data<float>());
     return t;
@@ -404,17 +404,18 @@ std::vector<Model::RopeRun> Model::rope_runs(std::span<const ops::AttentionSeq> 
   return runs;
 }
 
-void apply_rope(std::span<const Model::RopeRun> runs, Tensor& q, Tensor& k, const Tensor& pos, std::int64_t head_dim,
+void apply_rope(std::span<const Model::RopeRun> runs, Tensor& q, Tensor& k, const Tensor& pos, const ModelConfig& c,
                 bool backward) {
+  const float scale = c.rope_output_scale();
   for (const auto& r : runs) {
     Tensor qr = q.rows(r.begin, r.end), kr = k.rows(r.begin, r.end);
     const Tensor pr = pos.rows(r.begin, r.end);
     if (backward) {
-      ops::rope_backward(qr, pr, *r.table, head_dim);
-      ops::rope_backward(kr, pr, *r.table, head_dim);
+      ops::rope_backward(qr, pr, *r.table, c.head_dim, scale);
+      ops::rope_backward(kr, pr, *r.table, c.head_dim, scale);
     } else {
-      ops::rope_forward(qr, pr, *r.table, head_dim);
-      ops::rope_forward(kr, pr, *r.table, head_dim);
+      ops::rope_forward(qr, pr, *r.table, c.head_dim, scale);
+      ops::rope_forward(kr, pr, *r.table, c.head_dim, scale);
     }
   }
 }
@@ -591,7 +592,7 @@ Tensor Model::forward(const StepInput& in, KVCache& cache, bool all_logits, Hidd
       ops::rmsnorm_forward(head_rows(q_raw, c.head_dim), b.q_norm, eps, c.norm_unit_offset, q_heads);
       ops::rmsnorm_forward(head_rows(k_raw, c.head_dim), b.k_norm, eps, c.norm_unit_offset, k_heads);
     }
-    apply_rope(c.uses_local_rope(l) ? rope_local : rope, q, k, pos, c.head_dim, /*backward=*/false);
+    apply_rope(c.uses_local_rope(l) ? rope_local : rope, q, k, pos, c, /*backward=*/false);
     ops::kv_cache_write(k, v, seqs, cache.k(l), cache.v(l));
     ops::attention_forward(q, cache.k(l), cache.v(l), seqs, scale, c.attention_window(l), attn, c.attn_logit_softcap);
     ops::linear_forward(attn, b.o, opt(b.o_bias), proj);

@@ -131,7 +131,7 @@ class Model {
   // The weights' buffers, one per part (allocate_packed).
   const std::vector<PackedPart>& packed_weights() const { return packed_; }
   std::int64_t weight_bytes() const;
-  // RoPE inverse frequencies after scaling, [head_dim / 2], for a sequence whose largest
+  // RoPE inverse frequencies after scaling, [rope_dim / 2], for a sequence whose largest
   // position is `max_position` (only longrope's tables depend on it: ModelConfig::rope_long),
   // or with `local` gemma3's sliding layers' own table.
   const Tensor& rope_frequencies(std::int64_t max_position = 0, bool local = false) const {
@@ -150,7 +150,7 @@ class Model {
   // Bytes of the RoPE tables the model holds (two under longrope, two for gemma3).
   static std::size_t rope_table_bytes(const ModelConfig& c) {
     const std::size_t tables = 1 + (c.rope.type == "longrope" ? 1 : 0) + (c.local_rope ? 1 : 0);
-    return static_cast<std::size_t>(c.head_dim / 2) * 4 * tables;
+    return static_cast<std::size_t>(c.rope_dim() / 2) * 4 * tables;
   }
 
   // Runs the new tokens of every sequence through the decoder, appending their
@@ -196,7 +196,7 @@ class Model {
   ModelWeights w_;
   std::vector<PackedPart> packed_;
   std::map<std::string, Tensor> host_f32_;  // part name -> fp32 host values (to_device)
-  Tensor inv_freq_;       // [D/2], RoPE frequencies after scaling
+  Tensor inv_freq_;       // [rope_dim / 2], RoPE frequencies after scaling
   Tensor inv_freq_long_;  // longrope only: with the long factors
   Tensor inv_freq_local_;  // gemma3 only: the sliding layers' table
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -241,14 +241,16 @@ void validate_checkpoint(const ModelConfig& c, const Checkpoint& ckpt, const fs:
 inline Tensor head_rows(const Tensor& t, std::int64_t head_dim) { return t.reshape({t.numel() / head_dim, head_dim}); }
 
 // RoPE (forward, or its backward) on q and k [N, heads * head_dim], run by run (Model::rope_runs).
-void apply_rope(std::span<const Model::RopeRun> runs, Tensor& q, Tensor& k, const Tensor& pos, std::int64_t head_dim,
+// cos and sin times c.rope_output_scale().
+void apply_rope(std::span<const Model::RopeRun> runs, Tensor& q, Tensor& k, const Tensor& pos, const ModelConfig& c,
                 bool backward);
 
-// RoPE inverse frequencies [head_dim / 2] after `r`'s scaling (default, linear, llama3, yarn,
-// longrope with its short factors, or with `long_factors` its long ones).
-std::vector<float> rope_inv_freq(const RopeConfig& r, std::int64_t head_dim, bool long_factors = false);
+// RoPE inverse frequencies [rotary_dim / 2] after `r`'s scaling (default, linear, llama3, yarn,
+// longrope with its short factors, or with `long_factors` its long ones); rotary_dim is the
+// head_dim of transformers' formulas (ModelConfig::rope_dim).
+std::vector<float> rope_inv_freq(const RopeConfig& r, std::int64_t rotary_dim, bool long_factors = false);
 inline std::vector<float> rope_inv_freq(const ModelConfig& c, bool long_factors = false) {
-  return rope_inv_freq(c.rope, c.head_dim, long_factors);
+  return rope_inv_freq(c.rope, c.rope_dim(), long_factors);
 }
 
 }  // namespace sppft

@@ -260,7 +260,7 @@ void TrainingGraph::block_forward(std::int64_t l, std::int64_t n, bool recomputi
     ops::rmsnorm_forward(head_rows(k_raw, c.head_dim), b.k_norm, eps, c.norm_unit_offset, k_heads);
   }
   Tensor pos = first(pos_, n);
-  apply_rope(c.uses_local_rope(l) ? rope_local_ : rope_, q, k, pos, c.head_dim, /*backward=*/false);
+  apply_rope(c.uses_local_rope(l) ? rope_local_ : rope_, q, k, pos, c, /*backward=*/false);
   ops::attention_forward_train(q, k, v, seqs_, c.attention_scale(), c.attention_window(l), attn, lse,
                                c.attn_logit_softcap);
   // A branch's output before its residual add: itself, or (gemma2) normalised, its input kept.
@@ -348,7 +348,7 @@ void TrainingGraph::block_backward(std::int64_t l, std::int64_t n, BlockWeights&
   ops::attention_backward(first(s.q, n), first(s.k, n), first(s.v, n), first(s.attn, n), first(s.lse, n), dattn, seqs_,
                           c.attention_scale(), c.attention_window(l), dq, dk, dv, c.attn_logit_softcap);
   Tensor pos = first(pos_, n);
-  apply_rope(c.uses_local_rope(l) ? rope_local_ : rope_, dq, dk, pos, c.head_dim, /*backward=*/true);
+  apply_rope(c.uses_local_rope(l) ? rope_local_ : rope_, dq, dk, pos, c, /*backward=*/true);
   if (c.qk_norm) {  // back through each head's norm, in place on dq and dk
     Tensor dq_heads = head_rows(dq, c.head_dim), dk_heads = head_rows(dk, c.head_dim);
     ops::rmsnorm_backward(head_rows(first(s.q_raw, n), c.head_dim), b.q_norm, dq_heads, eps, c.norm_unit_offset, dq_heads,

@@ -7,7 +7,7 @@ namespace sppft::cpu {
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
 void embedding_forward(const Tensor& ids, const Tensor& table, float scale, Tensor& out);
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offset, Tensor& y);
-void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim);
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale);
 void glu_forward(const Tensor& gate, const Tensor& up, ops::GluActivation act, Tensor& out);
 void add_inplace(Tensor& x, const Tensor& y);
 void kv_cache_write(const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs, Tensor& k_cache,
@@ -25,7 +25,7 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tenso
 void embedding_backward(const Tensor& ids, const Tensor& dout, float scale, Tensor& dtable);
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, bool unit_offset, Tensor& dx,
                       Tensor* dw, bool accumulate_dx = false);
-void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim);
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale);
 void glu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, ops::GluActivation act, Tensor& dgate,
                   Tensor& dup);
 void attention_forward_train(const Tensor& q, const Tensor& k, const Tensor& v, std::span<const ops::AttentionSeq> seqs,

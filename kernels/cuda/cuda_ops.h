@@ -78,7 +78,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, bool unit_offs
 void add_rmsnorm_forward(Tensor& x, const Tensor& delta, const Tensor& w, float eps, bool unit_offset, Tensor& y);
 
 // x F32 or BF16 (in place); positions I32; inv_freq F32.
-void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim);
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale);
 
 // gate and up of one dtype (F32 or BF16), out F32 or BF16; out may alias gate or up exactly.
 void glu_forward(const Tensor& gate, const Tensor& up, ops::GluActivation act, Tensor& out);
@@ -119,7 +119,7 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& dy, float 
 
 // dx F32 or BF16 (in place); positions I32; inv_freq F32. The forward's kernel with the
 // inverse rotation: bitwise the same angles and sincosf as rope_forward.
-void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim);
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale);
 
 // gate and up of one dtype, dout, dgate and dup of one dtype (each F32 or BF16). dgate may
 // alias gate or dout and dup may alias up or dout exactly (an alias of gate / up needs

@@ -1,9 +1,11 @@
 // rope_forward and rope_backward on the GPU (Hugging Face half-split layout), in place.
 //
-//   for each row n, head h, i < D/2:  a = float(positions[n]) * inv_freq[i]   (fp32, as transformers)
-//     x1 = x[n, h*D + i], x2 = x[n, h*D + i + D/2]
+//   for each row n, head h, i < R/2:  a = float(positions[n]) * inv_freq[i]   (fp32, as transformers)
+//     x1 = x[n, h*D + i], x2 = x[n, h*D + i + R/2]
 //     x1' = x1 cos a - x2 sin a,   x2' = x2 cos a + x1 sin a
-//   x [N, heads * D], positions I32 [N], inv_freq F32 [D/2].
+//   x [N, heads * D], positions I32 [N], inv_freq F32 [R/2], R <= D the rotated dimensions of
+//   each head (R < D: a partial_rotary_factor; dimensions R..D-1 are not touched).
+//   cos a and sin a are multiplied by `scale` first (1: exact, the plain rotation).
 //
 // dtypes: x F32 or BF16 (rotation in fp32, rounded once on store).
 // One thread per (row, i): it computes sincos(a) once (full-precision sincosf, no fast
@@ -27,14 +29,17 @@ namespace {
 
 template <typename T, bool INVERSE>
 __global__ void rope_kernel(T* __restrict__ x, const std::int32_t* __restrict__ pos, const float* __restrict__ freq,
-                            std::int64_t n, std::int64_t width, std::int64_t heads, std::int64_t head_dim) {
-  const std::int64_t half = head_dim / 2, total = n * half;
+                            std::int64_t n, std::int64_t width, std::int64_t heads, std::int64_t head_dim,
+                            std::int64_t half, float scale) {
+  const std::int64_t total = n * half;
   for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t r = idx / half, i = idx % half;
     const float a = __fmul_rn(static_cast<float>(pos[r]), freq[i]);
     float sn, cs;
     sincosf(a, &sn, &cs);
+    cs = __fmul_rn(cs, scale);
+    sn = __fmul_rn(sn, scale);
     T* base = x + r * width + i;
     for (std::int64_t h = 0; h < heads; ++h) {
       T* v = base + h * head_dim;
@@ -51,8 +56,8 @@ __global__ void rope_kernel(T* __restrict__ x, const std::int32_t* __restrict__ 
 }
 
 // Checks and launch shared by rope_forward (name "x") and rope_backward (name "dx").
-void rope_launch(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, bool inverse,
-                 const char* op, const char* name) {
+void rope_launch(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale,
+                 bool inverse, const char* op, const char* name) {
   using detail::check;
   detail::check_cuda_tensor(x, op, name);
   detail::check_cuda_tensor(positions, op, "positions");
@@ -62,33 +67,33 @@ void rope_launch(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std
   detail::check_float(x, op, name);
   check(positions.dtype() == DType::I32 && positions.rank() == 1 && positions.dim(0) == x.dim(0), op,
         "positions must be a 1-d I32 tensor with one entry per row");
-  check(inv_freq.dtype() == DType::F32, op, "inv_freq must be F32");
-  detail::check_shape(inv_freq, {head_dim / 2}, op, "inv_freq");
-  const std::int64_t n = x.dim(0), width = x.dim(1), heads = width / head_dim;
+  check(inv_freq.dtype() == DType::F32 && inv_freq.rank() == 1 && inv_freq.dim(0) >= 1 && inv_freq.dim(0) <= head_dim / 2,
+        op, "inv_freq must be F32 [R/2] with 1 <= R/2 <= head_dim / 2");
+  const std::int64_t n = x.dim(0), width = x.dim(1), heads = width / head_dim, half = inv_freq.dim(0);
   if (n == 0 || width == 0) return;
-  const std::int64_t total = n * (head_dim / 2);
+  const std::int64_t total = n * half;
   const unsigned blocks = detail::grid_blocks(total, 256);
   cudaStream_t s = detail::stream();
   detail::dispatch_float(x.dtype(), [&](auto tx) {
     using T = typename decltype(tx)::type;
     if (inverse)
       rope_kernel<T, true><<<blocks, 256, 0, s>>>(x.data<T>(), positions.data<std::int32_t>(), inv_freq.data<float>(),
-                                                   n, width, heads, head_dim);
+                                                   n, width, heads, head_dim, half, scale);
     else
       rope_kernel<T, false><<<blocks, 256, 0, s>>>(x.data<T>(), positions.data<std::int32_t>(),
-                                                    inv_freq.data<float>(), n, width, heads, head_dim);
+                                                    inv_freq.data<float>(), n, width, heads, head_dim, half, scale);
     detail::check_launch();
   });
 }
 
 }  // namespace
 
-void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
-  rope_launch(x, positions, inv_freq, head_dim, false, "rope_forward", "x");
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale) {
+  rope_launch(x, positions, inv_freq, head_dim, scale, false, "rope_forward", "x");
 }
 
-void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim) {
-  rope_launch(dx, positions, inv_freq, head_dim, true, "rope_backward", "dx");
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& inv_freq, std::int64_t head_dim, float scale) {
+  rope_launch(dx, positions, inv_freq, head_dim, scale, true, "rope_backward", "dx");
 }
 
 }  // namespace sppft::cuda

@@ -123,10 +123,11 @@ static bool emu_add(Dev& x, Dev& y, int64_t n, unsigned grid_override = 0) {
   return ok;
 }
 
-static bool emu_rope(Dev& x, Dev& pos, Dev& freq, int64_t n, int64_t width, int64_t head_dim, bool inverse) {
+static bool emu_rope(Dev& x, Dev& pos, Dev& freq, int64_t n, int64_t width, int64_t head_dim, int64_t half, float scale,
+                     bool inverse) {
   const int64_t heads = width / head_dim;
   if (n == 0 || width == 0) return true;
-  const unsigned blocks = grid_blocks(n * (head_dim / 2), 256);
+  const unsigned blocks = grid_blocks(n * half, 256);
   const std::int32_t* pp = pos.as<std::int32_t>();
   const float* fp = freq.as<float>();
   bool ok = true;
@@ -135,10 +136,10 @@ static bool emu_rope(Dev& x, Dev& pos, Dev& freq, int64_t n, int64_t width, int6
     T* xp = x.as<T>();
     if (inverse)
       ok = emu::launch("rope_kernel<INVERSE>", blocks, 256, 0,
-                       [=] { cu::rope_kernel<T, true>(xp, pp, fp, n, width, heads, head_dim); });
+                       [=] { cu::rope_kernel<T, true>(xp, pp, fp, n, width, heads, head_dim, half, scale); });
     else
       ok = emu::launch("rope_kernel", blocks, 256, 0,
-                       [=] { cu::rope_kernel<T, false>(xp, pp, fp, n, width, heads, head_dim); });
+                       [=] { cu::rope_kernel<T, false>(xp, pp, fp, n, width, heads, head_dim, half, scale); });
   });
   return ok;
 }
@@ -402,11 +403,14 @@ static void convert_case(const Args& args, DType from, DType to, int64_t n, std:
 }
 
 // ---------------------------------------------------------------- rope
-static void rope_case(const Args& args, int64_t n, int64_t heads, int64_t d, int max_pos, DType t, bool inverse,
+// r: the rotated dimensions of each head (r < d: a partial_rotary_factor, there with cos and sin
+// scaled by 1.25 as LongRoPE's attention factor)
+static void rope_case(const Args& args, int64_t n, int64_t heads, int64_t d, int64_t r, int max_pos, DType t, bool inverse,
                       unsigned seed) {
-  char nm[128];
-  std::snprintf(nm, sizeof nm, "rope %s N=%" PRId64 " heads=%" PRId64 " D=%" PRId64 " pos<=%d %s",
-                inverse ? "backward" : "forward", n, heads, d, max_pos, dt_name(t));
+  const float scale = r < d ? 1.25f : 1.0f;
+  char nm[160];
+  std::snprintf(nm, sizeof nm, "rope %s N=%" PRId64 " heads=%" PRId64 " D=%" PRId64 " R=%" PRId64 " scale=%g pos<=%d %s",
+                inverse ? "backward" : "forward", n, heads, d, r, static_cast<double>(scale), max_pos, dt_name(t));
   if (args.skip(nm)) return;
   std::mt19937 rng(seed);
   const int64_t width = heads * d;
@@ -415,26 +419,26 @@ static void rope_case(const Args& args, int64_t n, int64_t heads, int64_t d, int
   std::uniform_int_distribution<int> pick(0, max_pos);
   for (auto& p : pos) p = pick(rng);
   if (n > 1) pos[0] = max_pos;
-  std::vector<float> freq(d / 2);
-  for (int64_t i = 0; i < d / 2; ++i) freq[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / d));
+  std::vector<float> freq(r / 2);
+  for (int64_t i = 0; i < r / 2; ++i) freq[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / r));
   const std::vector<float> x = randn(rng, nx, t);
   sppft::Tensor hpos = sppft::Tensor::empty({n}, DType::I32, sppft::MemCategory::Workspace);
   std::copy(pos.begin(), pos.end(), hpos.data<std::int32_t>());
   sppft::Tensor want = host_tensor(x, {n, width});
   if (inverse)
-    sppft::ops::rope_backward(want, hpos, host_tensor(freq, {d / 2}), d);
+    sppft::ops::rope_backward(want, hpos, host_tensor(freq, {r / 2}), d, scale);
   else
-    sppft::ops::rope_forward(want, hpos, host_tensor(freq, {d / 2}), d);
+    sppft::ops::rope_forward(want, hpos, host_tensor(freq, {r / 2}), d, scale);
   auto run = [&] {
     Snapshot s;
     Dev dx(t, nx), dp(DType::I32, n), df(DType::F32, freq.size());
     dx.upload(x), df.upload(freq);
     std::copy(pos.begin(), pos.end(), dp.as<std::int32_t>());
-    s.launched(emu_rope(dx, dp, df, n, width, d, inverse));
+    s.launched(emu_rope(dx, dp, df, n, width, d, r / 2, scale, inverse));
     s.add("x", dx), s.add("pos", dp), s.add("freq", df);
     s.check_canaries("x", dx), s.check_canaries("pos", dp), s.check_canaries("freq", df);
     if (t == DType::F32) {  // then the other direction: x back
-      s.launched(emu_rope(dx, dp, df, n, width, d, !inverse));
+      s.launched(emu_rope(dx, dp, df, n, width, d, r / 2, 1.0f / scale, !inverse));
       s.add("round-trip", dx);
     }
     return s;
@@ -598,11 +602,13 @@ int main(int argc, char** argv) {
                           {DType::F32, DType::F32}})
     for (int64_t n : {1, 7, 8, 1000, 4099})
       for (std::size_t off : {0, 1}) convert_case(args, from, to, n, off, seed++);
-  // As the GPU tests' shapes: D = 2 (one pair), 8, 64, 128; positions up to 131072.
-  for (auto [n, heads, d, max_pos] : {std::tuple{5, 3, 8, 10}, {7, 4, 128, 5000}, {3, 2, 2, 3}, {33, 5, 64, 131072},
-                                      {1, 2, 64, 10}, {37, 4, 128, 5000}})
+  // As the GPU tests' shapes: D = 2 (one pair), 8, 64, 128; positions up to 131072; partial rotary
+  // dims (R < D: Phi-4-mini's 96 of 128, and one pair of 8).
+  for (auto [n, heads, d, r, max_pos] : {std::tuple{5, 3, 8, 8, 10}, {7, 4, 128, 128, 5000}, {3, 2, 2, 2, 3},
+                                         {33, 5, 64, 64, 131072}, {1, 2, 64, 64, 10}, {37, 4, 128, 128, 5000},
+                                         {7, 4, 128, 96, 5000}, {5, 3, 8, 2, 10}})
     for (DType t : kT)
-      for (bool inv : {false, true}) rope_case(args, n, heads, d, max_pos, t, inv, seed++);
+      for (bool inv : {false, true}) rope_case(args, n, heads, d, r, max_pos, t, inv, seed++);
 
   // embedding_forward as the GPU test's shapes, plus H = 1024 (256 threads) and 2- or 4-byte
   // offset views (scalar path with H % 8 == 0); bad ids flagged before any write.

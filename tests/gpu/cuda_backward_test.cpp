@@ -144,30 +144,33 @@ TEST_CASE("cuda rmsnorm_backward: dw is bitwise reproducible run to run") {
 
 // ---- rope_backward ----
 
-TEST_CASE("cuda rope_backward: inverse half-split rotation, long positions; forward then backward is the identity") {
+TEST_CASE("cuda rope_backward: inverse half-split rotation, long positions, partial rotary dims; forward then backward is the identity") {
   if (!have_gpu()) return;
-  for (auto [n, heads, d, max_pos] : {std::tuple{1, 2, 64, 10}, {3, 8, 128, 131072}, {37, 4, 128, 5000},
-                                      {33, 5, 64, 131072}, {5, 3, 8, 10}, {3, 2, 2, 3}}) {
+  // r: the rotated dimensions of each head (r < d: a partial_rotary_factor)
+  for (auto [n, heads, d, r, max_pos] : {std::tuple{1, 2, 64, 64, 10}, {3, 8, 128, 128, 131072}, {37, 4, 128, 128, 5000},
+                                         {33, 5, 64, 64, 131072}, {5, 3, 8, 8, 10}, {3, 2, 2, 2, 3},
+                                         {37, 4, 128, 96, 5000}, {5, 3, 8, 2, 10}}) {
     std::vector<std::int32_t> pos(n);
     std::uniform_int_distribution<int> pick(0, max_pos);
     for (auto& p : pos) p = pick(rng);
     Tensor hpos = host_i32(pos), dpos = upload_i32(pos);
-    Tensor freq = Tensor::empty({d / 2}, DType::F32, kWork);
-    for (int i = 0; i < d / 2; ++i)
-      freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / d));
+    Tensor freq = Tensor::empty({r / 2}, DType::F32, kWork);
+    for (int i = 0; i < r / 2; ++i)
+      freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / r));
     Tensor dfreq = upload(freq, DType::F32);
     for (DType t : kFloatTypes) {
-      CAPTURE(n); CAPTURE(heads); CAPTURE(d); CAPTURE(name(t));
+      CAPTURE(n); CAPTURE(heads); CAPTURE(d); CAPTURE(r); CAPTURE(name(t));
       Tensor g = host_random(rng, {n, heads * d}, t);
       Tensor dg = upload(g, t);
       Tensor want = host_copy(g);
-      cpu::rope_backward(want, hpos, freq, d);
-      cuda::rope_backward(dg, dpos, dfreq, d);
+      const float scale = r < d ? 1.25f : 1.0f;  // partial: LongRoPE's attention factor on cos and sin
+      cpu::rope_backward(want, hpos, freq, d, scale);
+      cuda::rope_backward(dg, dpos, dfreq, d, scale);
       check_close(download(dg), want, tolerance({t}));
       if (t == DType::F32) {  // the rotations are orthogonal: forward then backward gives g back
         Tensor dr = upload(g, t);
-        cuda::rope_forward(dr, dpos, dfreq, d);
-        cuda::rope_backward(dr, dpos, dfreq, d);
+        cuda::rope_forward(dr, dpos, dfreq, d, scale);
+        cuda::rope_backward(dr, dpos, dfreq, d, 1.0f / scale);
         check_close(download(dr), g, 1e-5);
       }
     }

@@ -172,22 +172,25 @@ TEST_CASE("cuda add_rmsnorm_forward: the residual add and the norm in one kernel
         }
 }
 
-TEST_CASE("cuda rope_forward: half-split rotation, long positions") {
+TEST_CASE("cuda rope_forward: half-split rotation, long positions, partial rotary dims") {
   if (!have_gpu()) return;
-  for (auto [n, heads, d, max_pos] : {std::tuple{5, 3, 8, 10}, {7, 4, 128, 5000}, {3, 2, 2, 3}, {33, 5, 64, 131072}}) {
+  // r: the rotated dimensions of each head (r < d: a partial_rotary_factor, Phi-4-mini's 96 of 128)
+  for (auto [n, heads, d, r, max_pos] : {std::tuple{5, 3, 8, 8, 10}, {7, 4, 128, 128, 5000}, {3, 2, 2, 2, 3},
+                                         {33, 5, 64, 64, 131072}, {7, 4, 128, 96, 5000}, {5, 3, 8, 6, 10}}) {
     std::vector<std::int32_t> pos(n);
     std::uniform_int_distribution<int> pick(0, max_pos);
     for (auto& p : pos) p = pick(rng);
     Tensor hpos = host_i32(pos);
-    Tensor freq = Tensor::empty({d / 2}, DType::F32, kWork);
-    for (int i = 0; i < d / 2; ++i)
-      freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / d));
+    Tensor freq = Tensor::empty({r / 2}, DType::F32, kWork);
+    for (int i = 0; i < r / 2; ++i)
+      freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / r));
     for (DType x_t : kFloatTypes) {
-      CAPTURE(n); CAPTURE(heads); CAPTURE(d); CAPTURE(name(x_t));
+      CAPTURE(n); CAPTURE(heads); CAPTURE(d); CAPTURE(r); CAPTURE(name(x_t));
       Tensor x = host_random(rng, {n, heads * d}, x_t);
       Tensor dx = upload(x, x_t);
-      ops::rope_forward(x, hpos, freq, d);
-      ops::rope_forward(dx, upload_i32(pos), upload(freq, DType::F32), d);
+      const float scale = r < d ? 1.25f : 1.0f;  // partial: LongRoPE's attention factor on cos and sin
+      ops::rope_forward(x, hpos, freq, d, scale);
+      ops::rope_forward(dx, upload_i32(pos), upload(freq, DType::F32), d, scale);
       check_close(download(dx), x, tolerance({x_t}));
     }
   }

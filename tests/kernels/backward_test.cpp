@@ -274,37 +274,40 @@ TEST_CASE("rmsnorm_backward vs finite differences: llama and gemma (1 + w), froz
 
 // ---------------------------------------------------------------------------
 TEST_CASE("rope_backward is the gradient of rope_forward (finite differences)") {
-  for (auto [n, heads, d] : {std::tuple{5, 3, 8}, {2, 1, 2}, {4, 2, 6}}) {
-    CAPTURE(n); CAPTURE(heads); CAPTURE(d);
-    const int w = heads * d;
+  // rd: the rotated dimensions (rd < d: a partial rotary, the rest passes through); scale on cos and sin.
+  for (auto [n, heads, d, rd, scale] : {std::tuple{5, 3, 8, 8, 1.0f}, {2, 1, 2, 2, 1.0f}, {4, 2, 6, 6, 1.0f},
+                                        {4, 2, 8, 6, 1.25f}, {3, 2, 6, 2, 0.75f}}) {
+    CAPTURE(n); CAPTURE(heads); CAPTURE(d); CAPTURE(rd); CAPTURE(scale);
+    const int w = heads * d, half = rd / 2;
     Tensor x = random_tensor({n, w}), r = random_tensor({n, w});
     Tensor pos = Tensor::empty({n}, DType::I32, MemCategory::Workspace);
     for (int i = 0; i < n; ++i) pos.data<std::int32_t>()[i] = i * 7 + 3;
-    Tensor freq = Tensor::empty({d / 2}, DType::F32, MemCategory::Workspace);
-    for (int i = 0; i < d / 2; ++i) freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / d));
+    Tensor freq = Tensor::empty({half}, DType::F32, MemCategory::Workspace);
+    for (int i = 0; i < half; ++i) freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / rd));
     const Vec R = vec(r);
     auto loss = [&](const Vec& X) {
       double l = 0;
       for (int row = 0; row < n; ++row)
-        for (int i = 0; i < d / 2; ++i) {
-          // The op's angle is fp32 (as transformers); use that same angle here.
-          const double a = static_cast<float>(pos.data<std::int32_t>()[row]) * freq.data<float>()[i];
-          for (int hh = 0; hh < heads; ++hh) {
-            const int o = row * w + hh * d;
-            const double x1 = X[o + i], x2 = X[o + i + d / 2];
-            l += R[o + i] * (x1 * std::cos(a) - x2 * std::sin(a)) + R[o + i + d / 2] * (x2 * std::cos(a) + x1 * std::sin(a));
+        for (int hh = 0; hh < heads; ++hh) {
+          const int o = row * w + hh * d;
+          for (int i = 0; i < half; ++i) {
+            // The op's angle is fp32 (as transformers); use that same angle here.
+            const double a = static_cast<float>(pos.data<std::int32_t>()[row]) * freq.data<float>()[i];
+            const double x1 = X[o + i], x2 = X[o + i + half];
+            l += scale * (R[o + i] * (x1 * std::cos(a) - x2 * std::sin(a)) + R[o + i + half] * (x2 * std::cos(a) + x1 * std::sin(a)));
           }
+          for (int i = rd; i < d; ++i) l += R[o + i] * X[o + i];
         }
       return l;
     };
     const Vec g = fd_grad(vec(x), loss);
     Tensor dx = copy_of(r);
-    ops::rope_backward(dx, pos, freq, d);
+    ops::rope_backward(dx, pos, freq, d, scale);
     check_grad(dx, g, "dx");
-    // Inverse of the forward: rotating back and forth returns the input.
+    // Inverse of the forward: rotating back and forth (by the inverse scale) returns the input.
     Tensor y = copy_of(x);
-    ops::rope_forward(y, pos, freq, d);
-    ops::rope_backward(y, pos, freq, d);
+    ops::rope_forward(y, pos, freq, d, scale);
+    ops::rope_backward(y, pos, freq, d, 1.0f / scale);
     check_grad(y, vec(x), "backward(forward(x)) == x", 1e-6);
   }
 }

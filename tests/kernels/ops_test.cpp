@@ -98,25 +98,35 @@ TEST_CASE("add_rmsnorm_forward is add_inplace then rmsnorm_forward, bit for bit"
   CHECK_THROWS_AS(ops::add_rmsnorm_forward(x, random_tensor({2, 3}), random_tensor({4}), 1e-6f, false, x), InputError);
 }
 
-TEST_CASE("rope_forward rotates the two halves of each head") {
+TEST_CASE("rope_forward rotates the two halves of each head's first R dimensions") {
   const int n = 5, heads = 3, d = 8;
-  Tensor x = random_tensor({n, heads * d});
-  std::vector<float> orig(x.data<float>(), x.data<float>() + x.numel());
-  Tensor pos = Tensor::empty({n}, DType::I32, MemCategory::Workspace);
-  for (int i = 0; i < n; ++i) pos.data<std::int32_t>()[i] = i * 7 + 3;
-  Tensor freq = Tensor::empty({d / 2}, DType::F32, MemCategory::Workspace);
-  for (int i = 0; i < d / 2; ++i) freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / d));
-  ops::rope_forward(x, pos, freq, d);
-  std::vector<double> want(orig.size());
-  for (int r = 0; r < n; ++r)
-    for (int h = 0; h < heads; ++h)
-      for (int i = 0; i < d / 2; ++i) {
-        double a = double(pos.data<std::int32_t>()[r]) * freq.data<float>()[i];
-        double x1 = orig[r * heads * d + h * d + i], x2 = orig[r * heads * d + h * d + i + d / 2];
-        want[r * heads * d + h * d + i] = x1 * std::cos(a) - x2 * std::sin(a);
-        want[r * heads * d + h * d + i + d / 2] = x2 * std::cos(a) + x1 * std::sin(a);
-      }
-  check_close(x, want);
+  for (const int r : {8, 6, 2}) {  // R < D: a partial_rotary_factor; dimensions R..D-1 pass unchanged
+    const float scale = r == 6 ? 1.25f : 1.0f;  // cos and sin times it (LongRoPE's attention factor)
+    CAPTURE(r);
+    Tensor x = random_tensor({n, heads * d});
+    std::vector<float> orig(x.data<float>(), x.data<float>() + x.numel());
+    Tensor pos = Tensor::empty({n}, DType::I32, MemCategory::Workspace);
+    for (int i = 0; i < n; ++i) pos.data<std::int32_t>()[i] = i * 7 + 3;
+    Tensor freq = Tensor::empty({r / 2}, DType::F32, MemCategory::Workspace);
+    for (int i = 0; i < r / 2; ++i) freq.data<float>()[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / r));
+    ops::rope_forward(x, pos, freq, d, scale);
+    std::vector<double> want(orig.begin(), orig.end());
+    for (int row = 0; row < n; ++row)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < r / 2; ++i) {
+          double a = double(pos.data<std::int32_t>()[row]) * freq.data<float>()[i];
+          double x1 = orig[row * heads * d + h * d + i], x2 = orig[row * heads * d + h * d + i + r / 2];
+          want[row * heads * d + h * d + i] = scale * (x1 * std::cos(a) - x2 * std::sin(a));
+          want[row * heads * d + h * d + i + r / 2] = scale * (x2 * std::cos(a) + x1 * std::sin(a));
+        }
+    check_close(x, want);
+  }
+  // inv_freq longer than head_dim / 2, or empty: an error naming the op.
+  Tensor x = random_tensor({2, 8});
+  Tensor pos = Tensor::zeros({2}, DType::I32, MemCategory::Workspace);
+  for (const std::int64_t len : {5, 0})
+    CHECK_THROWS_WITH_AS(ops::rope_forward(x, pos, Tensor::zeros({len}, DType::F32, MemCategory::Workspace), 8),
+                         doctest::Contains("rope_forward: inv_freq has shape"), InputError);
 }
 
 TEST_CASE("glu_forward: SiLU, GELU tanh and GELU erf") {

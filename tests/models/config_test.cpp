@@ -542,6 +542,38 @@ TEST_CASE("bad configs are refused with the field named") {
   j["hidden_size"] = "64";
   CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("wrong type"), InputError);
   j = base();
-  j["partial_rotary_factor"] = 0.5;
-  CHECK_THROWS_AS(parse_model_config(j, "c"), InputError);
+  j["partial_rotary_factor"] = 0.5;  // transformers' Llama would fail on it: only phi3 rotates part of a head
+  CHECK_THROWS_WITH_AS(parse_model_config(j, "c"), doctest::Contains("partial_rotary_factor 0.500000 is implemented for phi3 only"),
+                       InputError);
+}
+
+TEST_CASE("phi3 partial_rotary_factor (Phi-4-mini): RoPE on int(head_dim * factor) dims, LongRoPE factors that long") {
+  // microsoft/Phi-4-mini-instruct's shape: head_dim 128, factor 0.75, LongRoPE with 48 factors each.
+  Json j = {{"model_type", "phi3"}, {"hidden_size", 3072}, {"intermediate_size", 8192}, {"num_hidden_layers", 32},
+            {"num_attention_heads", 24}, {"num_key_value_heads", 8}, {"vocab_size", 200064},
+            {"max_position_embeddings", 131072}, {"original_max_position_embeddings", 4096},
+            {"partial_rotary_factor", 0.75}, {"tie_word_embeddings", true}, {"rope_theta", 10000.0},
+            {"rope_scaling", {{"type", "longrope"}, {"short_factor", std::vector<double>(48, 1.0)},
+                              {"long_factor", std::vector<double>(48, 2.0)}}}};
+  auto c = parse_model_config(j, "c");
+  CHECK((c.head_dim == 128 && c.rope_dim() == 96 && c.rope.type == "longrope" && c.tie_word_embeddings));
+  CHECK(rope_inv_freq(c).size() == 48);
+  CHECK(rope_inv_freq(c)[1] == doctest::Approx(std::pow(10000.0, -2.0 / 96)));  // short factor 1: base^(-2i/R)
+  CHECK(model_config_to_json(c)["partial_rotary_factor"] == 0.75);
+  CHECK(parse_model_config(model_config_to_json(c), "back").rope_dim() == 96);
+  CHECK(Model::rope_table_bytes(c) == 2 * 48 * 4);
+  // transformers 5's form: the factor inside rope_parameters.
+  Json t5 = j;
+  t5.erase("partial_rotary_factor");
+  t5.erase("rope_scaling");
+  t5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}, {"partial_rotary_factor", 0.5}};
+  CHECK(parse_model_config(t5, "c").rope_dim() == 64);
+  Json bad = j;
+  bad["rope_scaling"]["short_factor"] = std::vector<double>(64, 1.0);
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("need rotary dims / 2 = 48 entries, got 64"), InputError);
+  bad = j;
+  bad["partial_rotary_factor"] = 0.01;  // int(1.28) = 1 dimension: no pair
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("expected an even number in [2, head_dim]"), InputError);
+  bad["partial_rotary_factor"] = 1.5;
+  CHECK_THROWS_AS(parse_model_config(bad, "c"), InputError);
 }

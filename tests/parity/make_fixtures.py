@@ -391,17 +391,18 @@ def case_spec(name):
             save_dtype=torch.float32, shard=None, seed=1006,
         )
     if name == "phi3-longrope":
-        # Phi-3-128k / Phi-3.5 style LongRoPE with a pretraining length of 12: the short prompts are
-        # prefilled with the short factors and cross into the long ones while generating (where
-        # transformers' Phi-3 drops its cache and recomputes the sequence); the Alpaca prompts use
-        # the long factors throughout; of the two training sequences (9 and 14 tokens) one takes
-        # each table. attention_factor from the default formula (max 256 / original 12).
-        half = BASE["hidden_size"] // BASE["num_attention_heads"] // 2
+        # Phi-3-128k / Phi-3.5 / Phi-4-mini style LongRoPE with a pretraining length of 12: the short
+        # prompts are prefilled with the short factors and cross into the long ones while generating
+        # (where transformers' Phi-3 drops its cache and recomputes the sequence); the Alpaca prompts
+        # use the long factors throughout; of the two training sequences (9 and 14 tokens) one takes
+        # each table. attention_factor from the default formula (max 256 / original 12). As
+        # Phi-4-mini: RoPE on 0.75 of each head (12 of 16 dimensions), embeddings tied.
+        half = int(BASE["hidden_size"] // BASE["num_attention_heads"] * 0.75) // 2
         return dict(
             family="phi3", tok="spm-phi3",
-            config=dict(model_type="phi3", num_key_value_heads=2, num_hidden_layers=3, tie_word_embeddings=False,
+            config=dict(model_type="phi3", num_key_value_heads=2, num_hidden_layers=3, tie_word_embeddings=True,
                         rms_norm_eps=1e-5, original_max_position_embeddings=12, sliding_window=None,
-                        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 1.0,
+                        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
                                          "original_max_position_embeddings": 12,
                                          "short_factor": [1.0 + 0.25 * i for i in range(half)],
                                          "long_factor": [1.5 + 2.0 * i for i in range(half)]}),
@@ -461,6 +462,9 @@ def legacy_config(j):
                        if types == ["sliding_attention" if (i + 1) % p else "full_attention" for i in range(len(types))])
         j["sliding_window_pattern"] = pattern
     j["rope_theta"] = rp.pop("rope_theta")
+    partial = rp.pop("partial_rotary_factor", 1.0)
+    if partial != 1.0:  # top level, as Phi-4-mini's config.json
+        j["partial_rotary_factor"] = partial
     j["rope_scaling"] = None if rp.get("rope_type", "default") == "default" else rp
     if "dtype" in j:
         j["torch_dtype"] = j.pop("dtype")
