@@ -349,8 +349,8 @@ std::vector<std::int64_t> strip_mrope(Json& text, const std::string& where) {
 }
 
 ModelConfig parse_multimodal(const MultimodalKind& kind, const Json& j, const std::string& where) {
-  const std::string tw = where + " text_config";
   const bool has_text = j.contains("text_config") && !j["text_config"].is_null();
+  const std::string tw = where + (has_text || !kind.flat_text ? " text_config" : "");  // flat: the top level's fields
   if (kind.needs_text_config && !has_text) throw InputError(tw + ": missing (expected the text model's config)");
   Json text = has_text ? j["text_config"] : Json::object();
   if (!has_text && kind.flat_text) {

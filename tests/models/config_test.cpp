@@ -390,8 +390,8 @@ TEST_CASE("qwen2_vl and qwen2_5_vl: a Qwen2 text model, flat on the Hub or under
 
   Json bad = flat;
   bad["rope_scaling"]["mrope_section"] = Json::array({16, 24, 16});
-  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("mrope_section sums to 56, expected head_dim / 2 = 64"),
-                       InputError);
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("c: mrope_section sums to 56, expected head_dim / 2 = 64"),
+                       InputError);  // named where it is: at the top level of a flat config
   bad["rope_scaling"] = {{"type", "mrope"}};
   CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("mrope without mrope_section"), InputError);
   bad["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
@@ -401,6 +401,9 @@ TEST_CASE("qwen2_vl and qwen2_5_vl: a Qwen2 text model, flat on the Hub or under
   bad["use_sliding_window"] = true;
   CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("use_sliding_window true is not implemented"),
                        InputError);
+  bad = nested;
+  bad["text_config"]["rope_parameters"]["mrope_section"] = Json::array({1, 2, 3});
+  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("c text_config: mrope_section sums to 6"), InputError);
   bad = nested;
   bad["text_config"]["model_type"] = "qwen2";
   CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("model_type 'qwen2', expected qwen2_vl_text"),
