@@ -212,6 +212,21 @@ TEST_CASE("the text model of a vision-language checkpoint, in both tensor naming
   }
 }
 
+TEST_CASE("sppft info names a partial rotary (phi3-longrope: Phi-4-mini's 0.75)") {
+  const fs::path dir = test::env_path("SPPFT_PARITY_DIR") / "phi3-longrope";
+  REQUIRE_MESSAGE(fs::exists(dir / "config.json"), "fixtures missing (make_fixtures.py)");
+  const std::string info = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " info " + dir.string();
+  const auto text = test::run_command(info);
+  REQUIRE(text.exit_code == 0);
+  CHECK(text.out.find("on the first 12 of 16 dimensions of each head") != std::string::npos);
+  const auto json = test::run_command(info + " --json");
+  REQUIRE(json.exit_code == 0);
+  CHECK(Json::parse(json.out)["partial_rotary_factor"] == 0.75);
+  const auto full = test::run_command(test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " info " +
+                                      (dir.parent_path() / "phi3").string());
+  CHECK(full.out.find("dimensions of each head") == std::string::npos);
+}
+
 TEST_CASE("a multimodal Gemma-3 whose source checkpoint is gone saves its text model, with a warning") {
   const fs::path root = test::env_path("SPPFT_PARITY_DIR");
   REQUIRE_MESSAGE(fs::exists(root / "gemma3-multimodal" / "multimodal.json"), "fixtures missing (make_fixtures.py)");

@@ -108,6 +108,8 @@ int cmd_info(int argc, char** argv) {
                 (long long)c.rope.original_max_position_embeddings, c.rope.attention_factor);
   else if (c.rope.type != "default")
     std::printf(" (factor %g)", c.rope.factor);
+  if (c.rope_dim() != c.head_dim)
+    std::printf("; on the first %lld of %lld dimensions of each head", (long long)c.rope_dim(), (long long)c.head_dim);
   if (c.local_rope) std::printf("; sliding-window blocks: theta %g, scaling %s", c.local_rope->theta, c.local_rope->type.c_str());
   std::printf("\nvocab          %lld, max positions %lld, rms_norm_eps %g, tied embeddings %s\n",
               (long long)c.vocab_size, (long long)c.max_position_embeddings, c.rms_norm_eps,
