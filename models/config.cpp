@@ -497,8 +497,7 @@ bool same_values(const TensorEntry& a, const TensorEntry& b) {
 void untie_if_checkpoint_differs(ModelConfig& c, const fs::path& dir) {
   if (!fs::exists(dir / "model.safetensors") && !fs::exists(dir / "model.safetensors.index.json")) return;  // config only
   const Checkpoint ckpt(dir);
-  static constexpr TextModelNaming text_model[] = {{"model.", "lm_head.weight"}};
-  for (const TextModelNaming& n : c.multimodal ? multimodal_namings() : std::span<const TextModelNaming>(text_model)) {
+  for (const TextModelNaming& n : multimodal_namings()) {  // the last is a text model's own
     const std::string lm_head(n.lm_head), embed = std::string(n.text_prefix) + "embed_tokens.weight";
     if (!ckpt.has(lm_head) || !ckpt.has(embed)) continue;
     if (same_values(ckpt.entry(lm_head), ckpt.entry(embed))) return;

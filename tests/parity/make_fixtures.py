@@ -923,13 +923,14 @@ def qwen_vl_flat(j):
     j["torch_dtype"] = j.pop("dtype", j.get("torch_dtype"))
 
 
-# name: (text case, config builder, class, seed, Hub config rewrite, Hub-to-module renames). Each wraps
-# the text case's model with a small vision tower, as Gemma-3 4B+ (SigLIP), LLaVA-1.5 (CLIP),
-# Mistral Small 3.1 (Pixtral) and Qwen2-VL / Qwen2.5-VL ship.
 def nested_hub_config(j):
+    """The Hub's config.json of gemma3 / llava / mistral3: text_config in the legacy layout."""
     legacy_config(j["text_config"])
 
 
+# name: (text case, config builder, class, seed, Hub config rewrite, Hub-to-module renames). Each wraps
+# the text case's model with a small vision tower, as Gemma-3 4B+ (SigLIP), LLaVA-1.5 (CLIP),
+# Mistral Small 3.1 (Pixtral) and Qwen2-VL / Qwen2.5-VL ship.
 MULTIMODAL = {
     "gemma3-multimodal": ("gemma3", gemma3_config, "Gemma3ForConditionalGeneration", 1012, nested_hub_config, MODULE_NAMES),
     "llava": ("llama2", llava_config, "LlavaForConditionalGeneration", 1013, nested_hub_config, MODULE_NAMES),
