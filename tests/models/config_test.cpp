@@ -410,8 +410,23 @@ TEST_CASE("qwen2_vl and qwen2_5_vl: a Qwen2 text model, flat on the Hub or under
                        InputError);
 }
 
-TEST_CASE("the vision-language presets: their text models' parameters as transformers counts them") {
-  // transformers 5.24 on the meta device: the parameters under model.language_model and lm_head.
+TEST_CASE("every preset has the parameters transformers counts for its model") {
+  // transformers 5.24 building each preset's config.json on the meta device (ForCausalLM; for the
+  // vision-language ones the parameters under model.language_model and lm_head).
+  const std::map<std::string, std::int64_t> text = {
+      {"llama-3-8b", 8'030'261'248}, {"llama-3.1-8b", 8'030'261'248}, {"llama-2-7b", 6'738'415'616},
+      {"mistral-7b", 7'241'732'096}, {"qwen2.5-7b", 7'615'616'512},   {"qwen3-8b", 8'190'735'360},
+      {"gemma-2b", 2'506'172'416},   {"gemma-2-2b", 2'614'341'888},   {"gemma-3-1b", 999'885'952},
+      {"phi-3-mini", 3'821'079'552}, {"phi-4-mini", 3'836'021'760}};
+  for (const auto& [name, params] : text) {
+    CAPTURE(name);
+    CHECK(preset_config(name).total_parameters() == params);
+  }
+  const ModelConfig phi4 = preset_config("phi-4-mini");
+  CHECK(phi4.rope_dim() == 96);
+  CHECK(phi4.tie_word_embeddings);
+  CHECK(preset_config("llama-3.1-8b").rope.type == "llama3");
+  CHECK(preset_config("gemma-3-4b").total_parameters() == 3'880'263'168);
   CHECK(preset_config("llava-1.5-7b").total_parameters() == 6'738'939'904);
   CHECK(preset_config("mistral-small-3.1-24b").total_parameters() == 23'572'403'200);  // lm_head its own
   CHECK(preset_config("qwen2.5-vl-7b").total_parameters() == 7'615'616'512);

@@ -21,7 +21,7 @@ const char* kHelp =
     "                    [--world N [--zero1] [--rank R]] [--json]\n\n"
     "Predicts, without allocating, the bytes a training run holds per category (weights,\n"
     "grads, master, optimizer, activations, workspace) for any config.json or a preset\n"
-    "(the paper's llama-3-8b, llama-2-7b, gemma-2b, phi-3-mini; gemma-2-2b, qwen3-8b). With --freeze it\n"
+    "(listed below). With --freeze it\n"
     "also prints full fine-tuning for comparison. With --world N: one rank of an N-rank\n"
     "data-parallel run (--zero1 shards the optimizer state; rank 0 holds the largest slice)\n"
     "and the bytes it communicates per optimizer step.\n"
@@ -43,6 +43,7 @@ int cmd_memory(int argc, char** argv) {
             {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--zero1", "--recompute"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
+    std::printf("\npresets: %s\n", preset_list().c_str());
     return 0;
   }
   ModelConfig c;

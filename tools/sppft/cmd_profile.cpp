@@ -32,8 +32,7 @@ const char* kHelp =
     "holds (weights, grads, optimizer moments, saved activations). The phases are\n"
     "checked to add up to the step timed around them. See docs/profile.md.\n\n"
     "  DIR                   a Hugging Face checkpoint (config.json + safetensors)\n"
-    "  --preset NAME         random weights at a model's shape: llama-3-8b, llama-2-7b,\n"
-    "                        gemma-2b, gemma-2-2b, phi-3-mini, qwen3-8b\n"
+    "  --preset NAME         random weights at a model's shape (presets listed below)\n"
     "  --layers K            keep only the first K blocks (random weights, also for DIR)\n"
     "  --device D            cpu (fp32, host clock) or cuda (bf16 weights, activations and\n"
     "                        gradients, fp32 masters and moments; CUDA events, NVTX ranges)\n"
@@ -98,6 +97,7 @@ int cmd_profile(int argc, char** argv) {
             {"--json", "--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--recompute", "--ops"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
+    std::printf("\npresets: %s\n", preset_list().c_str());
     return 0;
   }
   const bool gpu = require_device(args.get_or("--device", "cpu")) == Device::CUDA;
