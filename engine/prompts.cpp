@@ -170,8 +170,10 @@ std::string alpaca_prompt(const PromptRecord& r) {
          r.instruction + "\n\n### Input:\n" + r.input + "\n\n### Response:\n";
 }
 
+std::string chat_content(const PromptRecord& r) { return r.input.empty() ? r.instruction : r.instruction + "\n\n" + r.input; }
+
 std::string chat_prompt(const PromptRecord& r, ChatFormat format) {
-  const std::string content = r.input.empty() ? r.instruction : r.instruction + "\n\n" + r.input;
+  const std::string content = chat_content(r);
   switch (format) {
     case ChatFormat::Llama2: return "<s>[INST] " + content + " [/INST]";
     case ChatFormat::Mistral: return "<s>[INST] " + content + " [/INST]";

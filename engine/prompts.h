@@ -6,7 +6,9 @@
 // optional `input`) or `prompt`.
 //
 // Templates: `none` (the text as is), `alpaca` (METHOD.md's exact strings), and
-// `chat`: the model's own chat format for one user turn, generation prompt open.
+// `chat`: the model's own chat format for one user turn, generation prompt open: the
+// checkpoint's chat template when it has one (models/prompting.h), else the built-in format
+// of its family (chat_prompt below).
 #pragma once
 
 #include <string>
@@ -27,12 +29,20 @@ std::vector<PromptRecord> read_prompt_file(const fs::path& path);
 // RFC 4180 CSV: rows of fields, quotes with "" escapes, newlines inside quotes.
 std::vector<std::vector<std::string>> parse_csv(const std::string& text, const std::string& where);
 
+// One turn of a conversation.
+struct ChatMessage {
+  std::string role;  // system, user, assistant
+  std::string content;
+};
+
 enum class PromptTemplate { None, Alpaca, Chat };
 PromptTemplate parse_template(const std::string& name);  // InputError on unknown names
 
 enum class ChatFormat { Llama2, Llama3, Mistral, Gemma, Phi3, ChatML, Llava };
 std::string chat_format_name(ChatFormat f);
 
+// A record as one chat message: the instruction, then a blank line and the input if any.
+std::string chat_content(const PromptRecord& r);
 // The Alpaca prompt, with or without the input section.
 std::string alpaca_prompt(const PromptRecord& r);
 // One user turn in `format`, ending where the assistant's answer starts. The

@@ -1903,6 +1903,24 @@ std::string nfc(std::string_view s) {
   return to_utf8(b);
 }
 
+// chat_template.jinja first (transformers 5 saves templates there and prefers it), else
+// tokenizer_config.json's chat_template: a string, or a list of {name, template} whose "default"
+// entry is the one apply_chat_template uses.
+std::optional<std::string> read_chat_template(const fs::path& dir, const Json& tcfg, const std::string& where) {
+  std::error_code ec;
+  if (fs::is_regular_file(dir / "chat_template.jinja", ec)) return read_file(dir / "chat_template.jinja");
+  auto it = tcfg.find("chat_template");
+  if (it == tcfg.end() || it->is_null()) return std::nullopt;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_array()) {
+    for (const Json& t : *it)
+      if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
+        return t["template"].get<std::string>();
+    return std::nullopt;
+  }
+  throw InputError(where + ": field 'chat_template' must be a string or a list of {name, template}");
+}
+
 }  // namespace tok
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
@@ -2188,6 +2206,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
       throw InputError(tj_where + ": post_processor token id " + std::to_string(id) +
                        " outside the vocabulary (size " + std::to_string(tokenizer->vocab_size()) + ")");
   tokenizer->set_special_ids(bos, std::move(eos), add_bos);
+  for (const auto& [key, v] : named)
+    if (v) tokenizer->special_tokens_map_[key] = *v;
+  tokenizer->chat_template_ = read_chat_template(dir, tcfg, tcfg_where);
   return tokenizer;
 }
 

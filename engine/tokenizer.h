@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -43,10 +44,19 @@ class Tokenizer {
   bool add_bos() const { return add_bos_; }
   bool is_eos(std::int32_t id) const;
 
+  // The checkpoint's chat template as transformers 5 picks it: chat_template.jinja, else
+  // tokenizer_config.json's chat_template (a string, or the list entry named "default").
+  const std::optional<std::string>& chat_template() const { return chat_template_; }
+  // The named special tokens as strings (bos_token, eos_token, unk_token, ...), as
+  // transformers' special_tokens_map: the variables a chat template sees besides messages.
+  const std::map<std::string, std::string>& special_tokens_map() const { return special_tokens_map_; }
+
  protected:
   std::optional<std::int32_t> bos_id_;
   std::vector<std::int32_t> eos_ids_;
   bool add_bos_ = false;
+  std::optional<std::string> chat_template_;
+  std::map<std::string, std::string> special_tokens_map_;
   friend std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
 };
 

@@ -1,8 +1,53 @@
 #include "models/prompting.h"
 
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "engine/chat_template.h"
 #include "engine/error.h"
 
 namespace sppft {
+
+namespace {
+
+// Parsed templates by source (a run renders thousands of prompts with one); null for a
+// template sppft cannot parse, after its note.
+std::shared_ptr<const ChatTemplate> parsed_template(const std::string& source, const std::string& where) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<const ChatTemplate>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(source);
+  if (it != cache.end()) return it->second;
+  std::shared_ptr<const ChatTemplate> t;
+  try {
+    t = std::make_shared<const ChatTemplate>(source, where);
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "sppft: note: %s; using the built-in chat format of the model family instead\n", e.what());
+  }
+  cache.emplace(source, t);
+  return t;
+}
+
+}  // namespace
+
+std::optional<std::string> apply_chat_template(const Model& model, const std::vector<ChatMessage>& messages,
+                                               bool add_generation_prompt) {
+  const Tokenizer& tok = model.tokenizer();
+  if (!tok.chat_template()) return std::nullopt;
+  auto t = parsed_template(*tok.chat_template(), model.directory().string() + " chat template");
+  if (!t) return std::nullopt;
+  nlohmann::ordered_json vars = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : tok.special_tokens_map()) vars[k] = v;
+  nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
+  for (const ChatMessage& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
+  vars["messages"] = std::move(msgs);
+  vars["tools"] = nullptr;  // defined and None, as apply_chat_template passes them
+  vars["documents"] = nullptr;
+  vars["add_generation_prompt"] = add_generation_prompt;
+  return t->render(vars);
+}
 
 ChatFormat chat_format_for(const Model& model) {
   const ModelConfig& c = model.config();
@@ -25,7 +70,10 @@ std::string render_prompt(const Model& model, const PromptRecord& r, PromptTempl
   switch (t) {
     case PromptTemplate::None: return r.input.empty() ? r.instruction : r.instruction + "\n" + r.input;
     case PromptTemplate::Alpaca: return alpaca_prompt(r);
-    case PromptTemplate::Chat: return chat_prompt(r, chat_format_for(model));
+    case PromptTemplate::Chat: {
+      if (auto text = apply_chat_template(model, {{"user", chat_content(r)}}, true)) return *text;
+      return chat_prompt(r, chat_format_for(model));
+    }
   }
   return r.instruction;
 }

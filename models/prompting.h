@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,14 @@ namespace sppft {
 // The chat format of a model: from model_type, and for llama from its tokenizer
 // (Llama-3 tokenizers have <|start_header_id|>).
 ChatFormat chat_format_for(const Model& model);
+
+// `messages` through the checkpoint's chat template (engine/chat_template.h) as transformers'
+// apply_chat_template renders them (the tokenizer's special tokens as variables); the text is
+// meant to be tokenized without adding special tokens. nullopt when the checkpoint has no chat
+// template, or one sppft cannot parse (then a note on stderr, once per template, and callers
+// use the built-in format of the family). InputError when the template itself raises.
+std::optional<std::string> apply_chat_template(const Model& model, const std::vector<ChatMessage>& messages,
+                                               bool add_generation_prompt);
 
 std::string render_prompt(const Model& model, const PromptRecord& r, PromptTemplate t);
 std::vector<std::int32_t> encode_prompt(const Model& model, const PromptRecord& r, PromptTemplate t);

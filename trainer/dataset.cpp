@@ -1,6 +1,8 @@
 #include "trainer/dataset.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <mutex>
 
 #include "engine/error.h"
 #include "engine/json.h"
@@ -62,6 +64,67 @@ std::string user_turn(ChatFormat f, const std::string& content, bool first) {
   return content;
 }
 
+// The conversation in the family's built-in chat format (engine/prompts.h).
+void render_builtin(const Model& model, const std::vector<ChatMessage>& messages, std::string& text,
+                    std::vector<std::pair<std::size_t, std::size_t>>& spans) {
+  const ChatFormat f = chat_format_for(model);
+  std::string system;
+  bool first_user = true;
+  for (const auto& m : messages) {
+    if (m.role == "system") {
+      system = m.content;
+    } else if (m.role == "user") {
+      std::string content = m.content;
+      if (first_user && !system.empty()) {
+        if (f == ChatFormat::Llama3 || f == ChatFormat::ChatML || f == ChatFormat::Phi3 || f == ChatFormat::Llava)
+          text += system_prefix(f, system);
+        else content = system_prefix(f, system) + content;
+      }
+      if (first_user && f == ChatFormat::Llama3) text = "<|begin_of_text|>" + text;
+      if (first_user && f == ChatFormat::Gemma) text = "<bos>" + text;
+      if (first_user && f == ChatFormat::Llava) text = "<s>" + text;
+      text += user_turn(f, content, first_user);
+      first_user = false;
+    } else {
+      const std::size_t begin = text.size();
+      text += (f == ChatFormat::Llama2 || f == ChatFormat::Mistral || f == ChatFormat::Llava ? " " : "") + m.content +
+              chat_turn_end(f);
+      spans.emplace_back(begin, text.size());
+    }
+  }
+}
+
+// The conversation through the checkpoint's chat template. Each assistant turn's span is what
+// its message adds to the rendering of the turns before it with the generation prompt open
+// (how TRL and transformers' assistant masks see it); false, after a note, when the template
+// does not render the conversation as such a chain of prefixes (e.g. one that drops earlier
+// turns' reasoning), and the caller uses the built-in format.
+bool render_with_template(const Model& model, const std::vector<ChatMessage>& messages, std::string& text,
+                          std::vector<std::pair<std::size_t, std::size_t>>& spans) {
+  const auto full = apply_chat_template(model, messages, false);
+  if (!full) return false;
+  std::vector<std::pair<std::size_t, std::size_t>> found;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role != "assistant") continue;
+    const std::vector<ChatMessage> before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
+    const std::vector<ChatMessage> upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    const std::string prompt = *apply_chat_template(model, before, true), with = *apply_chat_template(model, upto, false);
+    if (!with.starts_with(prompt) || !full->starts_with(with)) {
+      static std::once_flag noted;
+      std::call_once(noted, [&] {
+        std::fprintf(stderr,
+                     "sppft: note: %s's chat template does not render conversations turn by turn (the text up to an "
+                     "assistant turn is not a prefix of the whole); training data uses the built-in %s format\n",
+                     model.directory().string().c_str(), chat_format_name(chat_format_for(model)).c_str());
+      });
+      return false;
+    }
+    found.emplace_back(prompt.size(), with.size());
+  }
+  text = *full;
+  spans = std::move(found);
+  return true;
+}
 }  // namespace
 
 std::int64_t SftExample::trained_tokens() const {
@@ -113,8 +176,7 @@ SftExample tokenize_example(const Model& model, const SftRecord& r, const DataOp
   if (r.messages.empty()) {
     if (opts.tmpl == PromptTemplate::Chat) {
       SftRecord chat;
-      const std::string user = r.prompt.input.empty() ? r.prompt.instruction : r.prompt.instruction + "\n\n" + r.prompt.input;
-      chat.messages = {{"user", user}, {"assistant", r.output}};
+      chat.messages = {{"user", chat_content(r.prompt)}, {"assistant", r.output}};
       return tokenize_example(model, chat, opts, where);
     }
     const std::string prompt = render_prompt(model, r.prompt, opts.tmpl);
@@ -126,33 +188,10 @@ SftExample tokenize_example(const Model& model, const SftRecord& r, const DataOp
     if (!opts.train_on_inputs)
       std::fill(ex.labels.begin(), ex.labels.begin() + std::min<std::int64_t>(prompt_len, ex.labels.size()), kIgnoreLabel);
   } else {
-    // Render turn by turn; each assistant span is located by the token count of its prefix.
-    const ChatFormat f = chat_format_for(model);
-    std::string text, system;
+    // Render the conversation; each assistant span is located by the token count of its prefix.
+    std::string text;
     std::vector<std::pair<std::size_t, std::size_t>> spans;  // character spans of assistant text
-    bool first_user = true;
-    for (const auto& m : r.messages) {
-      if (m.role == "system") {
-        system = m.content;
-      } else if (m.role == "user") {
-        std::string content = m.content;
-        if (first_user && !system.empty()) {
-          if (f == ChatFormat::Llama3 || f == ChatFormat::ChatML || f == ChatFormat::Phi3 || f == ChatFormat::Llava)
-            text += system_prefix(f, system);
-          else content = system_prefix(f, system) + content;
-        }
-        if (first_user && f == ChatFormat::Llama3) text = "<|begin_of_text|>" + text;
-        if (first_user && f == ChatFormat::Gemma) text = "<bos>" + text;
-        if (first_user && f == ChatFormat::Llava) text = "<s>" + text;
-        text += user_turn(f, content, first_user);
-        first_user = false;
-      } else {
-        const std::size_t begin = text.size();
-        text += (f == ChatFormat::Llama2 || f == ChatFormat::Mistral || f == ChatFormat::Llava ? " " : "") + m.content +
-                chat_turn_end(f);
-        spans.emplace_back(begin, text.size());
-      }
-    }
+    if (!render_with_template(model, r.messages, text, spans)) render_builtin(model, r.messages, text, spans);
     ex.ids = tok.encode(text, /*add_special=*/false);
     ex.labels.assign(ex.ids.size(), opts.train_on_inputs ? 0 : kIgnoreLabel);
     if (opts.train_on_inputs) ex.labels = ex.ids;

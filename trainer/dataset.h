@@ -20,11 +20,6 @@ namespace sppft {
 
 constexpr std::int32_t kIgnoreLabel = -100;
 
-struct ChatMessage {
-  std::string role;  // system, user, assistant
-  std::string content;
-};
-
 struct SftRecord {
   PromptRecord prompt;  // Alpaca instruction + input
   std::string output;
