@@ -22,3 +22,10 @@ add_test(NAME engine.make_chat_template_fixtures
 set_tests_properties(engine.make_chat_template_fixtures PROPERTIES FIXTURES_SETUP chat_template_fixtures LABELS parity TIMEOUT 300)
 set_tests_properties(engine.chat_template_test PROPERTIES FIXTURES_REQUIRED chat_template_fixtures
   ENVIRONMENT "${SPPFT_TEST_ENV};SPPFT_CHAT_TEMPLATE_FIXTURES=${CMAKE_BINARY_DIR}/chat-template-fixtures/chat_templates.json")
+
+# The same templates inside checkpoints: prompt ids and chat training labels vs transformers.
+add_test(NAME parity.make_chat_fixtures
+         COMMAND ${SPPFT_VENV_PYTHON} ${CMAKE_SOURCE_DIR}/tests/parity/make_chat_fixtures.py ${CMAKE_BINARY_DIR}/parity)
+set_tests_properties(parity.make_chat_fixtures PROPERTIES FIXTURES_REQUIRED parity_fixtures FIXTURES_SETUP chat_fixtures
+  LABELS parity TIMEOUT 300)
+set_tests_properties(parity.chat_parity_test PROPERTIES FIXTURES_REQUIRED "parity_fixtures;chat_fixtures" TIMEOUT 600)

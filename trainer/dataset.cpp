@@ -94,11 +94,12 @@ void render_builtin(const Model& model, const std::vector<ChatMessage>& messages
   }
 }
 
-// The conversation through the checkpoint's chat template. Each assistant turn's span is what
-// its message adds to the rendering of the turns before it with the generation prompt open
-// (how TRL and transformers' assistant masks see it); false, after a note, when the template
-// does not render the conversation as such a chain of prefixes (e.g. one that drops earlier
-// turns' reasoning), and the caller uses the built-in format.
+// The conversation through the checkpoint's chat template. Each assistant turn's span starts at
+// the end of the rendering of the turns before it with the generation prompt open (a prefix of
+// the whole) and ends where the rendering up to and including it stops agreeing with the whole
+// (an EOS a template appends at the end of a conversation counts on the last turn only). false,
+// after a note, when the template renders no such spans holding each message's content (e.g.
+// one that drops earlier turns' reasoning), and the caller uses the built-in format.
 bool render_with_template(const Model& model, const std::vector<ChatMessage>& messages, std::string& text,
                           std::vector<std::pair<std::size_t, std::size_t>>& spans) {
   const auto full = apply_chat_template(model, messages, false);
@@ -109,17 +110,22 @@ bool render_with_template(const Model& model, const std::vector<ChatMessage>& me
     const std::vector<ChatMessage> before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
     const std::vector<ChatMessage> upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
     const std::string prompt = *apply_chat_template(model, before, true), with = *apply_chat_template(model, upto, false);
-    if (!with.starts_with(prompt) || !full->starts_with(with)) {
+    std::size_t end = 0;
+    while (end < with.size() && end < full->size() && with[end] == (*full)[end]) ++end;
+    const std::size_t c0 = messages[i].content.find_first_not_of(" \t\r\n"), c1 = messages[i].content.find_last_not_of(" \t\r\n");
+    const std::string content = c0 == std::string::npos ? "" : messages[i].content.substr(c0, c1 - c0 + 1);
+    if (!with.starts_with(prompt) || !full->starts_with(prompt) || end < prompt.size() ||
+        full->substr(prompt.size(), end - prompt.size()).find(content) == std::string::npos) {
       static std::once_flag noted;
       std::call_once(noted, [&] {
         std::fprintf(stderr,
-                     "sppft: note: %s's chat template does not render conversations turn by turn (the text up to an "
-                     "assistant turn is not a prefix of the whole); training data uses the built-in %s format\n",
+                     "sppft: note: %s's chat template does not render conversations turn by turn (an assistant "
+                     "turn's text is not where the turns before it end); training data uses the built-in %s format\n",
                      model.directory().string().c_str(), chat_format_name(chat_format_for(model)).c_str());
       });
       return false;
     }
-    found.emplace_back(prompt.size(), with.size());
+    found.emplace_back(prompt.size(), end);
   }
   text = *full;
   spans = std::move(found);

@@ -1,0 +1,61 @@
+// Checkpoints carrying the Hub chat templates of their families (tests/parity/make_chat_fixtures.py
+// over the parity cases): `--template chat` prompts give transformers' apply_chat_template ids, and
+// chat training data gives the same ids with the assistant turns' tokens as labels.
+#include <doctest/doctest.h>
+
+#include "engine/error.h"
+#include "engine/json.h"
+#include "models/model.h"
+#include "models/prompting.h"
+#include "test_util.h"
+#include "trainer/dataset.h"
+
+using namespace sppft;
+
+namespace {
+std::vector<std::int32_t> ids_of(const Json& j) { return j.get<std::vector<std::int32_t>>(); }
+}  // namespace
+
+TEST_CASE("the checkpoint's chat template: prompt ids and training labels as transformers gives them") {
+  const fs::path root = test::env_path("SPPFT_PARITY_DIR") / "chat";
+  REQUIRE_MESSAGE(fs::is_directory(root), "fixtures missing: run tests/parity/make_chat_fixtures.py $SPPFT_PARITY_DIR (ctest does)");
+  int prompts = 0, conversations = 0, fallbacks = 0, errors = 0, cases = 0;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    const fs::path dir = entry.path();
+    const Json expected = read_json_file(dir / "expected.json");
+    CAPTURE(dir.filename().string());
+    auto model = Model::load(dir);
+    ++cases;
+    for (const Json& p : expected["prompts"]) {
+      const PromptRecord r{p["instruction"].get<std::string>(), p["input"].get<std::string>()};
+      CHECK(encode_prompt(*model, r, PromptTemplate::Chat) == ids_of(p["ids"]));
+      ++prompts;
+    }
+    for (const Json& c : expected["conversations"]) {
+      SftRecord rec;
+      for (const Json& m : c["messages"]) rec.messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      DataOptions opts;
+      opts.tmpl = PromptTemplate::Chat;
+      opts.cutoff = 1 << 20;
+      if (c.contains("error")) {
+        CHECK_THROWS_WITH_AS(tokenize_example(*model, rec, opts, "x"), doctest::Contains("the template raised an exception"),
+                             InputError);
+        ++errors;
+        continue;
+      }
+      const SftExample ex = tokenize_example(*model, rec, opts, "x");
+      if (!c["prefix_chain"].get<bool>()) {  // built-in format: trains on something, never throws
+        CHECK(ex.trained_tokens() > 0);
+        ++fallbacks;
+        continue;
+      }
+      CHECK(ex.ids == ids_of(c["ids"]));
+      CHECK(ex.labels == ids_of(c["labels"]));
+      ++conversations;
+    }
+  }
+  MESSAGE(cases << " checkpoints: " << prompts << " prompts and " << conversations << " conversations equal to transformers, "
+                << errors << " raised as the template does, " << fallbacks << " on the built-in format");
+  CHECK(cases >= 9);
+  CHECK(conversations >= 20);
+}

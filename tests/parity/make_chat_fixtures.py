@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Checkpoints with real chat templates, and the token ids transformers gives through them.
+
+Usage:  make_chat_fixtures.py PARITY_DIR     (after make_fixtures.py PARITY_DIR)
+
+For each pair (parity case, Hub chat template of that family) writes PARITY_DIR/chat/NAME/: the
+case's checkpoint (files hard-linked or copied) plus chat_template.jinja, and expected.json:
+
+  {"template": Hub name,
+   "prompts": [{"instruction", "input", "ids"}],      # apply_chat_template([user], add_generation_prompt=True, tokenize=True)
+   "conversations": [{"messages", "error"} |          # the template raises on them
+                     {"messages", "prefix_chain": false} |   # no turn-by-turn spans (see below)
+                     {"messages", "prefix_chain": true, "ids", "labels"}]}
+
+A user message is the record's instruction, then a blank line and its input if any (sppft's
+chat_content). For conversations, ids are the whole conversation rendered without the generation
+prompt and tokenized as apply_chat_template does (add_special_tokens=False); labels are -100 but on
+each assistant turn (what sppft trains on): from the end of the rendering of the turns before it with
+the generation prompt open (a prefix of the whole) to where the rendering up to and including it stops
+agreeing with the whole (so an end-of-conversation EOS, as Phi-3 appends, counts only on the last
+turn); that stretch must hold the message's content, else prefix_chain is false.
+Takes a few seconds. Needs transformers 5 (checked with 5.24).
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import transformers
+from transformers import AutoTokenizer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "engine"))
+import make_chat_template_fixtures as hub  # noqa: E402  (the Hub templates, with their sources)
+
+transformers.logging.set_verbosity_error()
+
+PAIRS = [
+    ("llama2", "llama2", "meta-llama/Llama-2-7b-chat-hf", hub.LLAMA_2_7B_CHAT_HF),
+    ("llama3", "llama3", "meta-llama/Llama-3.1-8B-Instruct", hub.LLAMA_3_1_8B_INSTRUCT),
+    ("mistral", "mistral", "mistralai/Mistral-7B-Instruct-v0.2", hub.MISTRAL_7B_INSTRUCT_V0_2),
+    ("qwen2", "qwen2", "Qwen/Qwen2.5-0.5B-Instruct", hub.QWEN2_5_INSTRUCT),
+    ("qwen3", "qwen3", "Qwen/Qwen3-8B", hub.QWEN3_8B),
+    ("gemma2", "gemma2", "google/gemma-2-2b-it", hub.GEMMA_2_2B_IT),
+    ("gemma3", "gemma3", "google/gemma-3-4b-it", hub.GEMMA_3_IT),
+    ("phi3", "phi3", "microsoft/Phi-3-mini-4k-instruct", hub.PHI_3_MINI_4K_INSTRUCT),
+    ("phi4-mini", "phi3-longrope", "microsoft/Phi-4-mini-instruct", hub.PHI_4_MINI_INSTRUCT),
+]
+
+PROMPTS = [
+    {"instruction": "Write a haiku about the sea.", "input": ""},
+    {"instruction": "Summarize the text.", "input": "Line one.\nLine two, with  spaces. "},
+    {"instruction": "Traduis « bonjour » en 日本語, s'il te plaît.", "input": ""},
+]
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "It is 4."}],
+    [
+        {"role": "system", "content": "You answer briefly."},
+        {"role": "user", "content": "Name a color."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "Another one?"},
+        {"role": "assistant", "content": "Green, and nothing else."},
+    ],
+    [
+        {"role": "user", "content": "First question."},
+        {"role": "assistant", "content": "First answer."},
+        {"role": "user", "content": "Second question."},
+        {"role": "assistant", "content": "Second answer."},
+    ],
+]
+
+
+def ids_of(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def render(tok, messages, generation_prompt):
+    return tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+
+
+def conversation_case(tok, messages):
+    try:
+        full = render(tok, messages, False)
+    except Exception as e:  # the template raises (e.g. no system role)
+        return {"messages": messages, "error": str(e)}
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt = render(tok, messages[:i], True)
+        upto = render(tok, messages[: i + 1], False)
+        end = len(os.path.commonprefix([upto, full]))
+        if not upto.startswith(prompt) or not full.startswith(prompt) or m["content"].strip() not in full[len(prompt):end]:
+            return {"messages": messages, "prefix_chain": False}
+        spans.append((len(ids_of(tok, prompt)), len(ids_of(tok, full[:end]))))
+    ids = ids_of(tok, full)
+    labels = [-100] * len(ids)
+    for b, e in spans:
+        for t in range(b, min(e, len(ids))):
+            labels[t] = ids[t]
+    return {"messages": messages, "prefix_chain": True, "ids": ids, "labels": labels}
+
+
+def link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    parity = sys.argv[1]
+    root = os.path.join(parity, "chat")
+    shutil.rmtree(root, ignore_errors=True)
+    for name, case, hub_name, template in PAIRS:
+        src = os.path.join(parity, case)
+        dst = os.path.join(root, name)
+        os.makedirs(dst)
+        for f in os.listdir(src):
+            if os.path.isfile(os.path.join(src, f)) and f != "chat_template.jinja":
+                link_or_copy(os.path.join(src, f), os.path.join(dst, f))
+        with open(os.path.join(dst, "chat_template.jinja"), "w", encoding="utf-8", newline="") as f:
+            f.write(template)
+        tok = AutoTokenizer.from_pretrained(dst)
+        prompts = []
+        for p in PROMPTS:
+            content = p["instruction"] if not p["input"] else p["instruction"] + "\n\n" + p["input"]
+            ids = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                          tokenize=True, return_dict=False)
+            assert ids == ids_of(tok, render(tok, [{"role": "user", "content": content}], True))
+            prompts.append(dict(p, ids=list(ids)))
+        doc = {"template": hub_name, "case": case, "prompts": prompts,
+               "conversations": [conversation_case(tok, c) for c in CONVERSATIONS]}
+        with open(os.path.join(dst, "expected.json"), "w", encoding="utf-8") as f:
+            json.dump(doc, f, ensure_ascii=False, indent=1)
+        kinds = [("error" if "error" in c else "chain" if c["prefix_chain"] else "no-chain") for c in doc["conversations"]]
+        print(f"{name}: {hub_name} over parity case {case}; conversations: {', '.join(kinds)}")
+
+
+if __name__ == "__main__":
+    main()
