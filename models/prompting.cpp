@@ -40,8 +40,15 @@ std::optional<std::string> apply_chat_template(const Model& model, const std::ve
   if (!t) return std::nullopt;
   nlohmann::ordered_json vars = nlohmann::ordered_json::object();
   for (const auto& [k, v] : tok.special_tokens_map()) vars[k] = v;
+  // Vision-language templates read content as a list of parts (llava-hf's renders nothing of a
+  // plain string), as their processors pass it; text templates read a string.
+  const bool parts = !model.config().multimodal_type().empty();
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
-  for (const ChatMessage& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
+  for (const ChatMessage& m : messages) {
+    nlohmann::ordered_json content = m.content;
+    if (parts) content = nlohmann::ordered_json::array({{{"type", "text"}, {"text", m.content}}});
+    msgs.push_back({{"role", m.role}, {"content", std::move(content)}});
+  }
   vars["messages"] = std::move(msgs);
   vars["tools"] = nullptr;  // defined and None, as apply_chat_template passes them
   vars["documents"] = nullptr;

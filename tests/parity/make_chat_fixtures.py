@@ -46,6 +46,9 @@ PAIRS = [
     ("gemma3", "gemma3", "google/gemma-3-4b-it", hub.GEMMA_3_IT),
     ("phi3", "phi3", "microsoft/Phi-3-mini-4k-instruct", hub.PHI_3_MINI_4K_INSTRUCT),
     ("phi4-mini", "phi3-longrope", "microsoft/Phi-4-mini-instruct", hub.PHI_4_MINI_INSTRUCT),
+    # Vision-language checkpoints: content goes in as text parts, as their processors pass it.
+    ("llava", "llava/hub", "llava-hf/llava-1.5-7b-hf", hub.LLAVA_1_5_7B_HF),
+    ("gemma3-vl", "gemma3-multimodal/hub", "google/gemma-3-4b-it", hub.GEMMA_3_IT),
 ]
 
 PROMPTS = [
@@ -76,8 +79,17 @@ def ids_of(tok, text):
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
+PARTS = False  # set per checkpoint: a vision-language one takes content as [{"type": "text", "text": ...}]
+
+
+def as_sent(messages):
+    if not PARTS:
+        return messages
+    return [dict(m, content=[{"type": "text", "text": m["content"]}]) for m in messages]
+
+
 def render(tok, messages, generation_prompt):
-    return tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+    return tok.apply_chat_template(as_sent(messages), add_generation_prompt=generation_prompt, tokenize=False)
 
 
 def conversation_case(tok, messages):
@@ -92,7 +104,7 @@ def conversation_case(tok, messages):
         prompt = render(tok, messages[:i], True)
         upto = render(tok, messages[: i + 1], False)
         end = len(os.path.commonprefix([upto, full]))
-        if not upto.startswith(prompt) or not full.startswith(prompt) or m["content"].strip() not in full[len(prompt):end]:
+        if not upto.startswith(prompt) or not full.startswith(prompt) or m["content"].strip() not in full[len(prompt) : end]:
             return {"messages": messages, "prefix_chain": False}
         spans.append((len(ids_of(tok, prompt)), len(ids_of(tok, full[:end]))))
     ids = ids_of(tok, full)
@@ -111,6 +123,7 @@ def link_or_copy(src, dst):
 
 
 def main():
+    global PARTS
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     parity = sys.argv[1]
@@ -126,10 +139,12 @@ def main():
         with open(os.path.join(dst, "chat_template.jinja"), "w", encoding="utf-8", newline="") as f:
             f.write(template)
         tok = AutoTokenizer.from_pretrained(dst)
+        with open(os.path.join(dst, "config.json"), encoding="utf-8") as f:
+            PARTS = "vision_config" in json.load(f)
         prompts = []
         for p in PROMPTS:
             content = p["instruction"] if not p["input"] else p["instruction"] + "\n\n" + p["input"]
-            ids = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+            ids = tok.apply_chat_template(as_sent([{"role": "user", "content": content}]), add_generation_prompt=True,
                                           tokenize=True, return_dict=False)
             assert ids == ids_of(tok, render(tok, [{"role": "user", "content": content}], True))
             prompts.append(dict(p, ids=list(ids)))
