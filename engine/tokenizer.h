@@ -67,4 +67,9 @@ class Tokenizer {
 // naming the file when nothing usable is found.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
 
+// The chat template of checkpoint `dir` as transformers 5 picks it (what load_tokenizer keeps):
+// chat_template.jinja, else tokenizer_config.json's chat_template (a string, or the list entry
+// named "default"); nullopt when there is none.
+std::optional<std::string> read_chat_template(const std::filesystem::path& dir);
+
 }  // namespace sppft

@@ -84,6 +84,34 @@ TEST_CASE("info, generate, hidden on a small checkpoint") {
   }
 }
 
+TEST_CASE("chat templates: info says which one --template chat uses; one sppft cannot parse falls back, one that raises is an error") {
+  const fs::path d = broken_copy("chat");
+  const std::string dir = d.string();
+  CHECK(run_cli("info " + dir).out.find("chat template  none: --template chat uses the built-in format") != std::string::npos);
+
+  atomic_write_text(d / "chat_template.jinja", "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}\n"
+                                                 "{% if add_generation_prompt %}<assistant>{% endif %}\n");
+  CHECK(run_cli("info " + dir).out.find("chat template  chat_template.jinja, 3 lines: --template chat renders it") != std::string::npos);
+  Json ij = Json::parse(run_cli("info " + dir + " --json").out);
+  CHECK(ij["chat_template"]["usable"] == true);
+  auto gen = run_cli("generate " + dir + " --prompt hi --template chat --max-new-tokens 2 --json 2>&1");
+  CHECK(gen.exit_code == 0);
+  CHECK(gen.out.find("note") == std::string::npos);
+
+  atomic_write_text(d / "chat_template.jinja", "{% include 'other.jinja' %}");
+  auto info = run_cli("info " + dir);
+  CHECK(info.out.find("not one sppft can run (chat_template.jinja: line 1: unsupported or unexpected tag 'include')") !=
+        std::string::npos);
+  auto fallback = run_cli("generate " + dir + " --prompt hi --template chat --max-new-tokens 2 --json 2>&1");
+  CHECK(fallback.exit_code == 0);
+  CHECK(fallback.out.find("sppft: note: " + dir + " chat template: line 1: unsupported or unexpected tag 'include'; using "
+                          "the built-in chat format") != std::string::npos);
+
+  atomic_write_text(d / "chat_template.jinja", "{{ raise_exception('Conversation roles must alternate') }}");
+  expect_input_error("generate " + dir + " --prompt hi --template chat --max-new-tokens 2",
+                     "chat template: the template raised an exception: Conversation roles must alternate");
+}
+
 TEST_CASE("bad input: one error line, exit code 2") {
   const std::string dir = fixture().string();
   expect_input_error("info /nonexistent/model", "directory not found");

@@ -1,8 +1,11 @@
 // sppft info DIR [--json]: what a checkpoint is, without loading its weights.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
+#include "engine/chat_template.h"
 #include "engine/safetensors.h"
+#include "engine/tokenizer.h"
 #include "models/model.h"
 #include "trainer/memory_plan.h"
 #include "engine/error.h"
@@ -18,12 +21,30 @@ std::string fmt_g(double v) {
   return buf;
 }
 
+// The checkpoint's chat template: where it is, its size, and whether sppft can run it (what
+// `--template chat` will use). Null when there is none.
+Json chat_template_info(const fs::path& dir) {
+  const auto source = read_chat_template(dir);
+  if (!source) return nullptr;
+  std::error_code ec;
+  const std::string file = fs::is_regular_file(dir / "chat_template.jinja", ec) ? "chat_template.jinja" : "tokenizer_config.json";
+  Json j{{"source", file}, {"lines", std::count(source->begin(), source->end(), '\n') + 1}, {"usable", true}};
+  try {
+    ChatTemplate(*source, file);
+  } catch (const InputError& e) {
+    j["usable"] = false;
+    j["error"] = e.what();
+  }
+  return j;
+}
+
 const char* kHelp =
     "usage: sppft info DIR [--json]\n\n"
     "Prints the architecture of a Hugging Face checkpoint directory (config.json +\n"
     "safetensors), its parameters per block and in total, the dtypes stored and the\n"
     "weight bytes on disk and as fp32 in memory. The checkpoint is validated against\n"
-    "the config (every tensor present, none extra, shapes right) without loading it.\n";
+    "the config (every tensor present, none extra, shapes right) without loading it,\n"
+    "and whether its chat template (what --template chat renders) is one sppft can run.\n";
 
 }  // namespace
 
@@ -57,8 +78,10 @@ int cmd_info(int argc, char** argv) {
         tower_bytes += static_cast<std::int64_t>(e.nbytes);
       }
   }
+  const Json chat = chat_template_info(dir);
   if (args.has("--json")) {
     Json j = model_config_to_json(c);
+    j["chat_template"] = chat;
     j["parameters_per_block"] = block;
     j["parameters_total"] = total;
     j["dtypes"] = dtype_params;
@@ -120,6 +143,14 @@ int cmd_info(int argc, char** argv) {
   for (auto& [d, n] : dtype_params) std::printf(" %s: %lld params", d.c_str(), (long long)n);
   std::printf("\nweight bytes   %s on disk (%zu file%s), %s as fp32 in memory\n", human_bytes(disk_bytes).c_str(),
               ckpt.shard_count(), ckpt.shard_count() == 1 ? "" : "s", human_bytes(total * 4.0).c_str());
+  if (chat.is_null())
+    std::printf("chat template  none: --template chat uses the built-in format of the family\n");
+  else if (chat["usable"].get<bool>())
+    std::printf("chat template  %s, %lld line%s: --template chat renders it\n", chat["source"].get<std::string>().c_str(),
+                (long long)chat["lines"].get<std::int64_t>(), chat["lines"].get<std::int64_t>() == 1 ? "" : "s");
+  else
+    std::printf("chat template  %s, not one sppft can run (%s): --template chat uses the built-in format of the family\n",
+                chat["source"].get<std::string>().c_str(), chat["error"].get<std::string>().c_str());
   return 0;
 }
 
