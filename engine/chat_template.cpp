@@ -4,6 +4,7 @@
 #include "engine/chat_template.h"
 
 #include <algorithm>
+#include <climits>
 #include <map>
 #include <optional>
 #include <unordered_map>
@@ -79,6 +80,7 @@ std::string unescape(const std::string& raw) {
       case 'f': out += '\f'; break;
       case 'v': out += '\v'; break;
       case '\n': break;
+      case 'N': throw std::invalid_argument("\\N{...} escapes (Unicode character names) are not supported");
       case 'x':
       case 'u':
       case 'U': {
@@ -294,7 +296,11 @@ class Lexer {
         while (e < src_.size() && src_[e] != c) e += src_[e] == '\\' ? 2 : 1;
         if (e >= src_.size()) throw SyntaxError(line_, "unterminated string");
         t.type = Token::T::Str;
-        t.text = unescape(std::string(src_.substr(pos_ + 1, e - pos_ - 1)));
+        try {
+          t.text = unescape(std::string(src_.substr(pos_ + 1, e - pos_ - 1)));
+        } catch (const std::invalid_argument& err) {
+          throw SyntaxError(line_, err.what());
+        }
         pos_ = e + 1;
       } else {
         static const char* ops[] = {"**", "//", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<", ">",
@@ -351,7 +357,31 @@ struct Node {
   Body body, else_body;                              // For, SetBlock, Macro, FilterBlock, Generation
   std::vector<std::string> params;                   // Macro
   std::vector<ExprP> defaults;                       // Macro: per param, null = none
+  bool varargs = false, kwargs = false;              // Macro: its body reads varargs / kwargs
 };
+
+// Whether `name` is read anywhere in `body` (Jinja lets a macro take extra arguments only when
+// its body reads varargs / kwargs).
+bool reads_name(const Expr& e, const std::string& name) {
+  if (e.type == Expr::T::Name && e.name == name) return true;
+  for (const auto& x : e.args)
+    if (x && reads_name(*x, name)) return true;
+  for (const auto& x : e.kwargs)
+    if (x && reads_name(*x, name)) return true;
+  return false;
+}
+bool reads_name(const Body& body, const std::string& name) {
+  for (const NodeP& n : body) {
+    for (const Expr* e : {n->expr.get(), n->filter.get()})
+      if (e && reads_name(*e, name)) return true;
+    for (const auto& [cond, b] : n->branches)
+      if ((cond && reads_name(*cond, name)) || reads_name(b, name)) return true;
+    for (const auto& d : n->defaults)
+      if (d && reads_name(*d, name)) return true;
+    if (reads_name(n->body, name) || reads_name(n->else_body, name)) return true;
+  }
+  return false;
+}
 
 // ------------------------------------------------------------------ parser
 
@@ -836,6 +866,8 @@ class Parser {
       ep.expect_end();
       n->body = body({"endmacro"}, end);
       close_tag();
+      n->varargs = reads_name(n->body, "varargs");
+      n->kwargs = reads_name(n->body, "kwargs");
     } else if (kw == "filter") {
       n->type = Node::T::FilterBlock;
       n->expr = block_filters(ep);
@@ -885,7 +917,7 @@ class Renderer {
  public:
   explicit Renderer(const Value& globals) {
     scopes_.emplace_back();
-    for (const auto& [k, v] : globals.dict->items) scopes_.back()[k] = v;
+    for (const auto& [k, v] : globals.dict->items) scopes_.back()[k.s] = v;
   }
 
   // Runs `body`, turning errors into InputErrors that name the template and line.
@@ -1053,13 +1085,21 @@ class Renderer {
   // A macro runs over the template's globals as they are when it is called, plus its arguments.
   Value macro(const Node& n) {
     return Value::func([this, &n](Args& a) -> Value {
-      if (a.pos.size() > n.params.size())
+      if (a.pos.size() > n.params.size() && !n.varargs)
         throw EvalError("macro '" + n.text + "' takes not more than " + std::to_string(n.params.size()) + " argument(s)");
+      auto extra_kw = std::make_shared<jinja::Dict>();
       for (const auto& [k, v] : a.kw)
-        if (std::find(n.params.begin(), n.params.end(), k) == n.params.end())
-          throw EvalError("macro '" + n.text + "' takes no keyword argument '" + k + "'");
+        if (std::find(n.params.begin(), n.params.end(), k) == n.params.end()) {
+          if (!n.kwargs) throw EvalError("macro '" + n.text + "' takes no keyword argument '" + k + "'");
+          extra_kw->set(k, v);
+        }
       if (depth_ >= 64) throw EvalError("macro recursion deeper than 64");
       std::unordered_map<std::string, Value> frame;
+      if (n.varargs)
+        frame["varargs"] = Value::make_list(
+            a.pos.size() > n.params.size() ? List(a.pos.begin() + static_cast<std::ptrdiff_t>(n.params.size()), a.pos.end()) : List{},
+            true);
+      if (n.kwargs) frame["kwargs"] = Value::make_dict(extra_kw);
       for (std::size_t k = 0; k < n.params.size(); ++k) {
         if (const Value* given = a.get(k, n.params[k].c_str())) frame[n.params[k]] = *given;
         else if (n.defaults[k]) frame[n.params[k]] = eval(*n.defaults[k]);
@@ -1114,8 +1154,9 @@ class Renderer {
         auto d = std::make_shared<jinja::Dict>();
         for (std::size_t k = 0; k + 1 < e.args.size(); k += 2) {
           const Value key = eval(*e.args[k]);
-          if (key.kind != K::Str) throw EvalError("dict keys must be strings in chat templates");
-          d->set(key.s, eval(*e.args[k + 1]));
+          if (key.kind == K::List || key.kind == K::Dict || key.kind == K::Func || key.is_undefined())
+            throw EvalError(std::string("unhashable type: '") + jinja::type_name(key) + "'");
+          d->set(key, eval(*e.args[k + 1]));
         }
         return Value::make_dict(d);
       }
@@ -1186,7 +1227,9 @@ Value from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
     case VT::boolean: return Value::boolean(j.get<bool>());
     case VT::number_integer:
-    case VT::number_unsigned: return Value::integer(j.get<std::int64_t>());
+    case VT::number_unsigned:
+      if (j.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) throw EvalError("an integer beyond 64 bits");
+      return Value::integer(j.get<std::int64_t>());
     case VT::number_float: return Value::real(j.get<double>());
     case VT::string: return Value::str(j.get<std::string>());
     case VT::array: {
@@ -1196,7 +1239,7 @@ Value from_json(const nlohmann::ordered_json& j) {
     }
     case VT::object: {
       auto d = std::make_shared<jinja::Dict>();
-      for (const auto& [k, v] : j.items()) d->items.emplace_back(k, from_json(v));
+      for (const auto& [k, v] : j.items()) d->items.emplace_back(Value::str(k), from_json(v));
       return Value::make_dict(d);
     }
     default: return Value::none();
@@ -1227,7 +1270,13 @@ const std::string& ChatTemplate::where() const { return impl_->where; }
 
 std::string ChatTemplate::render(const nlohmann::ordered_json& variables) const {
   if (!variables.is_object()) throw InputError(impl_->where + ": render needs an object of variables");
-  Renderer r(from_json(variables));
+  Value globals;
+  try {
+    globals = from_json(variables);
+  } catch (const EvalError& e) {
+    throw InputError(impl_->where + ": variables: " + e.what());
+  }
+  Renderer r(globals);
   return r.render(impl_->body, impl_->where);
 }
 

@@ -24,6 +24,24 @@ std::int64_t int_of(const Value& v) { return v.kind == K::Bool ? (v.b ? 1 : 0) :
   throw EvalError("unsupported operand type(s) for " + op + ": '" + type_name(a) + "' and '" + type_name(b) + "'");
 }
 
+// Python's ints are unbounded; sppft's have 64 bits and say so rather than wrap.
+[[noreturn]] void overflow() { throw EvalError("integer overflow: the result needs more than 64 bits"); }
+std::int64_t add(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) overflow();
+  return r;
+}
+std::int64_t subtract(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  if (__builtin_sub_overflow(a, b, &r)) overflow();
+  return r;
+}
+std::int64_t multiply(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) overflow();
+  return r;
+}
+
 std::int64_t floor_div(std::int64_t a, std::int64_t b) {
   std::int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
@@ -45,48 +63,83 @@ std::string strip(const std::string& s, const Value* chars, bool left, bool righ
   return encode_utf8(u.substr(b, e - b));
 }
 
-bool space_ascii(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-
-std::string ascii_map(std::string s, int (*f)(int)) {
-  for (char& c : s)
-    if (static_cast<unsigned char>(c) < 0x80) c = static_cast<char>(f(c));
-  return s;
-}
-std::string upper(const std::string& s) { return ascii_map(s, ::toupper); }
-std::string lower(const std::string& s) { return ascii_map(s, ::tolower); }
-std::string capitalize(const std::string& s) {
-  std::string out = lower(s);
-  if (!out.empty() && static_cast<unsigned char>(out[0]) < 0x80) out[0] = static_cast<char>(::toupper(out[0]));
-  return out;
-}
-// str.title(): a letter after a non-letter is upper-cased, every other letter lower-cased.
-std::string title(const std::string& s) {
-  std::string out = s;
-  bool prev_letter = false;
-  for (char& c : out) {
-    const bool letter = std::isalpha(static_cast<unsigned char>(c)) && static_cast<unsigned char>(c) < 0x80;
-    if (letter) c = static_cast<char>(prev_letter ? ::tolower(c) : ::toupper(c));
-    prev_letter = letter || static_cast<unsigned char>(c) >= 0x80;
+// Case mapping for ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic (Python maps all of
+// Unicode; chat templates case roles and flags, which these cover).
+char32_t lower_cp(char32_t c) {
+  if ((c >= 'A' && c <= 'Z') || (c >= 0xc0 && c <= 0xde && c != 0xd7) || (c >= 0x391 && c <= 0x3ab && c != 0x3a2) ||
+      (c >= 0x410 && c <= 0x42f))
+    return c + 0x20;
+  if (c >= 0x400 && c <= 0x40f) return c + 0x50;
+  if (c == 0x178) return 0xff;
+  if (c == 0x386) return 0x3ac;
+  if (c >= 0x388 && c <= 0x38a) return c + 0x25;
+  if (c == 0x38c) return 0x3cc;
+  if (c == 0x38e || c == 0x38f) return c + 0x3f;
+  if (c >= 0x100 && c <= 0x17f && c != 0x130 && c != 0x131 && c != 0x138 && c != 0x149 && c != 0x17f) {
+    const bool odd_upper = (c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e);
+    if (odd_upper ? c % 2 == 1 : c % 2 == 0) return c + 1;
   }
-  return out;
+  return c;
 }
+char32_t upper_cp(char32_t c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 0xe0 && c <= 0xfe && c != 0xf7) || (c >= 0x3b1 && c <= 0x3cb && c != 0x3c2) ||
+      (c >= 0x430 && c <= 0x44f))
+    return c - 0x20;
+  if (c == 0x3c2) return 0x3a3;  // final sigma
+  if (c >= 0x450 && c <= 0x45f) return c - 0x50;
+  if (c == 0xff) return 0x178;
+  if (c == 0x3ac) return 0x386;
+  if (c >= 0x3ad && c <= 0x3af) return c - 0x25;
+  if (c == 0x3cc) return 0x38c;
+  if (c == 0x3cd || c == 0x3ce) return c - 0x3f;
+  if (c >= 0x100 && c <= 0x17f && c != 0x130 && c != 0x131 && c != 0x138 && c != 0x149 && c != 0x17f) {
+    const bool odd_upper = (c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e);
+    if (odd_upper ? c % 2 == 0 : c % 2 == 1) return c - 1;
+  }
+  return c;
+}
+bool cased(char32_t c) { return lower_cp(c) != c || upper_cp(c) != c || c == 0xdf; }
+std::u32string upper_u(char32_t c) { return c == 0xdf ? U"SS" : std::u32string(1, upper_cp(c)); }  // ß -> SS
+std::u32string title_u(char32_t c) { return c == 0xdf ? U"Ss" : std::u32string(1, upper_cp(c)); }
 
-// Jinja's title filter: words start after '-', whitespace, '(', '{', '[' or '<' (not after '_' or
-// digits, unlike str.title); each word's first character upper-cased, the rest lower-cased.
-std::string title_filter(const std::string& s) {
-  std::string out;
-  bool word_start = true;
-  for (char c : s) {
-    const bool boundary = c == '-' || space_ascii(c) || c == '(' || c == '{' || c == '[' || c == '<';
-    if (boundary) {
+std::string upper(const std::string& s) {
+  std::u32string out;
+  for (char32_t c : decode_utf8(s)) out += upper_u(c);
+  return encode_utf8(out);
+}
+std::string lower(const std::string& s) {
+  std::u32string u = decode_utf8(s);
+  for (char32_t& c : u) c = lower_cp(c);
+  return encode_utf8(u);
+}
+std::string capitalize(const std::string& s) {
+  const std::u32string u = decode_utf8(s);
+  std::u32string out;
+  for (std::size_t i = 0; i < u.size(); ++i) out += i == 0 ? title_u(u[i]) : std::u32string(1, lower_cp(u[i]));
+  return encode_utf8(out);
+}
+// Title-cases words: a cased character after an uncased one starts a word (str.title() when
+// `boundary` is null), or one after a boundary character does (Jinja's title filter).
+std::string title_words(const std::string& s, bool (*boundary)(char32_t)) {
+  std::u32string out;
+  bool start = true;
+  for (char32_t c : decode_utf8(s)) {
+    if (boundary ? boundary(c) : !cased(c)) {
       out += c;
-      word_start = true;
+      start = true;
     } else {
-      out += static_cast<char>(static_cast<unsigned char>(c) < 0x80 ? (word_start ? ::toupper(c) : ::tolower(c)) : c);
-      word_start = false;
+      out += start ? title_u(c) : std::u32string(1, lower_cp(c));
+      start = false;
     }
   }
-  return out;
+  return encode_utf8(out);
+}
+std::string title(const std::string& s) { return title_words(s, nullptr); }
+
+// Jinja's title filter: words start after '-', whitespace, '(', '{', '[' or '<' (not after '_' or
+// digits, unlike str.title).
+std::string title_filter(const std::string& s) {
+  return title_words(s, [](char32_t c) { return c == '-' || is_py_space(c) || c == '(' || c == '{' || c == '[' || c == '<'; });
 }
 
 std::string replace(const std::string& s, const std::string& from, const std::string& to, std::int64_t count) {
@@ -179,7 +232,11 @@ const std::string& str_arg(const Value& v, const char* fn) {
   return v.s;
 }
 
-bool starts_or_ends(const std::string& s, const Value& what, bool start) {
+bool starts_or_ends(const std::string& whole, const Value& what, bool start, const Args& a) {
+  // s[start:end] as Python slices it, by code point.
+  const Value* b = a.get(1, "start");
+  const Value* e = a.get(2, "end");
+  const std::string s = b || e ? slice(Value::str(whole), b ? *b : Value::none(), e ? *e : Value::none(), Value::none()).s : whole;
   auto one = [&](const Value& p) {
     const std::string& x = str_arg(p, start ? "startswith" : "endswith");
     return start ? s.compare(0, x.size(), x) == 0 && s.size() >= x.size()
@@ -197,7 +254,9 @@ Value string_method(const std::string& s, const std::string& name) {
     });
   if (name == "split") return m([s](Args& a) { return split(s, a.get(0, "sep"), int_arg(a, 1, "maxsplit", -1)); });
   if (name == "startswith" || name == "endswith")
-    return m([s, name](Args& a) { return Value::boolean(starts_or_ends(s, need(a, 0, "prefix", name.c_str()), name == "startswith")); });
+    return m([s, name](Args& a) {
+      return Value::boolean(starts_or_ends(s, need(a, 0, "prefix", name.c_str()), name == "startswith", a));
+    });
   if (name == "upper") return m([s](Args&) { return Value::str(upper(s)); });
   if (name == "lower") return m([s](Args&) { return Value::str(lower(s)); });
   if (name == "title") return m([s](Args&) { return Value::str(title(s)); });
@@ -248,19 +307,19 @@ Value dict_method(const std::shared_ptr<Dict>& d, const std::string& name) {
   if (name == "items")
     return Value::func([d](Args&) {
       List out;
-      for (const auto& [k, v] : d->items) out.push_back(Value::make_list({Value::str(k), v}, true));
+      for (const auto& [k, v] : d->items) out.push_back(Value::make_list({k, v}, true));
       return Value::make_list(std::move(out));
     });
   if (name == "keys" || name == "values")
     return Value::func([d, name](Args&) {
       List out;
-      for (const auto& [k, v] : d->items) out.push_back(name == "keys" ? Value::str(k) : v);
+      for (const auto& [k, v] : d->items) out.push_back(name == "keys" ? k : v);
       return Value::make_list(std::move(out));
     });
   if (name == "get")
     return Value::func([d](Args& a) {
       const Value& key = need(a, 0, "key", "get");
-      const Value* v = key.kind == K::Str ? d->find(key.s) : nullptr;
+      const Value* v = d->find(key);
       if (v) return *v;
       const Value* fallback = a.get(1, "default");
       return fallback ? *fallback : Value::none();
@@ -284,7 +343,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
                         : "undefined value in arithmetic");
   const bool nums = a.is_number() && b.is_number(), ints = intish(a) && intish(b);
   if (op == "+") {
-    if (nums) return ints ? Value::integer(int_of(a) + int_of(b)) : Value::real(num(a) + num(b));
+    if (nums) return ints ? Value::integer(add(int_of(a), int_of(b))) : Value::real(num(a) + num(b));
     if (a.kind == K::Str && b.kind == K::Str) return Value::str(a.s + b.s);
     if (a.kind == K::List && b.kind == K::List && a.tuple == b.tuple) {
       List out = *a.list;
@@ -296,11 +355,11 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     unsupported("+", a, b);
   }
   if (op == "-") {
-    if (nums) return ints ? Value::integer(int_of(a) - int_of(b)) : Value::real(num(a) - num(b));
+    if (nums) return ints ? Value::integer(subtract(int_of(a), int_of(b))) : Value::real(num(a) - num(b));
     unsupported("-", a, b);
   }
   if (op == "*") {
-    if (nums) return ints ? Value::integer(int_of(a) * int_of(b)) : Value::real(num(a) * num(b));
+    if (nums) return ints ? Value::integer(multiply(int_of(a), int_of(b))) : Value::real(num(a) * num(b));
     const Value* seq = a.kind == K::Str || a.kind == K::List ? &a : &b;
     const Value* n = seq == &a ? &b : &a;
     if ((seq->kind == K::Str || seq->kind == K::List) && intish(*n)) {
@@ -333,7 +392,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   if (op == "**") {
     if (ints && int_of(b) >= 0) {
       std::int64_t r = 1;
-      for (std::int64_t i = 0; i < int_of(b); ++i) r *= int_of(a);
+      for (std::int64_t i = 0; i < int_of(b); ++i) r = multiply(r, int_of(a));
       return Value::integer(r);
     }
     return Value::real(std::pow(num(a), num(b)));
@@ -347,8 +406,8 @@ bool contains(const Value& c, const Value& item) {
       if (item.kind != K::Str) throw EvalError(std::string("'in <string>' requires string as left operand, not ") + type_name(item));
       return c.s.find(item.s) != std::string::npos;
     case K::List: return std::any_of(c.list->begin(), c.list->end(), [&](const Value& v) { return equals(v, item); });
-    case K::Dict: return !c.ns && item.kind == K::Str && c.dict->find(item.s);
-    case K::Undefined: throw EvalError(c.s.empty() ? "argument of type 'Undefined' is not iterable" : c.s);
+    case K::Dict: return !c.ns && c.dict->find(item);
+    case K::Undefined: return false;  // an undefined value iterates as empty
     default: throw EvalError(std::string("argument of type '") + type_name(c) + "' is not iterable");
   }
 }
@@ -384,15 +443,15 @@ Value get_item(const Value& obj, const Value& key) {
       }
       break;
     case K::Dict:
+      if (const Value* v = obj.dict->find(key)) return *v;
       if (key.kind == K::Str) {
-        if (const Value* v = obj.dict->find(key.s)) return *v;
         if (!obj.ns) {
           Value method = dict_method(obj.dict, key.s);
           if (!method.is_undefined()) return method;
         }
         return Value::undefined(std::string("'") + type_name(obj) + " object' has no attribute '" + key.s + "'");
       }
-      return Value::undefined(std::string("'dict object' has no attribute ") + repr(key));
+      return Value::undefined(std::string("'dict object' has no element ") + repr(key));
     default: break;
   }
   if (key.kind == K::Str) return get_attr(obj, key.s);
@@ -446,9 +505,9 @@ const std::map<std::string, TestFn>& tests() {
       {"number", [](const Value& v, Args&) { return v.is_number(); }},
       {"string", [](const Value& v, Args&) { return v.kind == K::Str; }},
       {"mapping", [](const Value& v, Args&) { return v.kind == K::Dict && !v.ns; }},
-      {"sequence", [](const Value& v, Args&) { return v.kind == K::Str || v.kind == K::List || (v.kind == K::Dict && !v.ns); }},
+      {"sequence", [](const Value& v, Args&) { return v.kind == K::Str || v.kind == K::List || (v.kind == K::Dict && !v.ns) || v.is_undefined(); }},
       {"iterable", [](const Value& v, Args&) { return v.kind == K::Str || v.kind == K::List || v.kind == K::Dict || v.is_undefined(); }},
-      {"callable", [](const Value& v, Args&) { return v.kind == K::Func; }},
+      {"callable", [](const Value& v, Args&) { return v.kind == K::Func || v.is_undefined(); }},
       {"odd", [](const Value& v, Args&) { return intish(v) && int_of(v) % 2 != 0; }},
       {"even", [](const Value& v, Args&) { return intish(v) && int_of(v) % 2 == 0; }},
       {"divisibleby", [](const Value& v, Args& a) { return int_of(v) % int_arg(a, 0, "num", 1) == 0; }},
@@ -536,6 +595,19 @@ Value sort_key(const Value& v, bool case_sensitive, const std::string& attr) {
   return k;
 }
 
+// min / max (case_sensitive=False, attribute=None): the first extreme item.
+Value extreme(const Value& v, Args& a, bool largest) {
+  const Value* cs = a.get(0, "case_sensitive");
+  const Value* attr = a.get(1, "attribute");
+  const std::string path = attr && attr->kind == K::Str ? attr->s : "";
+  List items = iterate(v);
+  if (items.empty()) return Value::undefined("No aggregated item, sequence was empty.");
+  auto key_less = [&](const Value& x, const Value& y) {
+    return less(sort_key(x, cs && truthy(*cs), path), sort_key(y, cs && truthy(*cs), path));
+  };
+  return largest ? *std::max_element(items.begin(), items.end(), key_less) : *std::min_element(items.begin(), items.end(), key_less);
+}
+
 std::string indent_text(const std::string& s, const Value* width, bool first, bool blank) {
   const std::string pad = width && width->kind == K::Str ? width->s : std::string(width ? static_cast<std::size_t>(int_of(*width)) : 4, ' ');
   List lines = split_lines(s + "\n");
@@ -599,6 +671,7 @@ const std::map<std::string, FilterFn>& filters() {
          return Value::str(out);
        }},
       {"int", [](const Value& v, Args& a) {
+         if (v.is_undefined()) throw EvalError(v.s.empty() ? "undefined value" : v.s);
          const Value* d = a.get(0, "default");
          const Value fallback = d ? *d : Value::integer(0);
          if (intish(v)) return Value::integer(int_of(v));
@@ -617,6 +690,7 @@ const std::map<std::string, FilterFn>& filters() {
          return fallback;
        }},
       {"float", [](const Value& v, Args& a) {
+         if (v.is_undefined()) throw EvalError(v.s.empty() ? "undefined value" : v.s);
          const Value* d = a.get(0, "default");
          if (v.is_number()) return Value::real(num(v));
          if (v.kind == K::Str) {
@@ -724,16 +798,8 @@ const std::map<std::string, FilterFn>& filters() {
          for (const Value& item : iterate(v)) total = binary_op("+", total, attr ? attribute_path(item, to_str(*attr)) : item);
          return total;
        }},
-      {"min", [](const Value& v, Args&) {
-         List items = iterate(v);
-         if (items.empty()) return Value::undefined("No aggregated item, sequence was empty.");
-         return *std::min_element(items.begin(), items.end(), [](const Value& x, const Value& y) { return less(sort_key(x, false, ""), sort_key(y, false, "")); });
-       }},
-      {"max", [](const Value& v, Args&) {
-         List items = iterate(v);
-         if (items.empty()) return Value::undefined("No aggregated item, sequence was empty.");
-         return *std::max_element(items.begin(), items.end(), [](const Value& x, const Value& y) { return less(sort_key(x, false, ""), sort_key(y, false, "")); });
-       }},
+      {"min", [](const Value& v, Args& a) { return extreme(v, a, false); }},
+      {"max", [](const Value& v, Args& a) { return extreme(v, a, true); }},
       {"indent", [](const Value& v, Args& a) {
          const Value* first = a.get(1, "first");
          const Value* blank = a.get(2, "blank");
@@ -751,7 +817,7 @@ const std::map<std::string, FilterFn>& filters() {
          const Value* rev = a.get(2, "reverse");
          const bool by_value = by && to_str(*by) == "value";
          List items;
-         for (const auto& [k, x] : v.dict->items) items.push_back(Value::make_list({Value::str(k), x}, true));
+         for (const auto& [k, x] : v.dict->items) items.push_back(Value::make_list({k, x}, true));
          std::stable_sort(items.begin(), items.end(), [&](const Value& p, const Value& q) {
            return less(sort_key((*p.list)[by_value], cs && truthy(*cs), ""), sort_key((*q.list)[by_value], cs && truthy(*cs), ""));
          });
@@ -805,7 +871,7 @@ Value global(const std::string& name) {
       auto d = std::make_shared<Dict>();
       for (const Value& p : a.pos) {
         if (p.kind != K::Dict) throw EvalError(name + "() takes a mapping as its positional argument");
-        for (const auto& [k, v] : p.dict->items) d->set(k, v);
+        for (const auto& [k, v] : p.dict->items) d->set(k, v);  // (a namespace's keys are strings)
       }
       for (const auto& [k, v] : a.kw) {
         if (name == "namespace" && !k.empty() && k[0] == '_')
@@ -816,7 +882,16 @@ Value global(const std::string& name) {
     });
   if (name == "strftime_now")
     return Value::func([](Args& a) {
-      const std::string& fmt = str_arg(need(a, 0, "format", "strftime_now"), "strftime_now");
+      const std::string& given = str_arg(need(a, 0, "format", "strftime_now"), "strftime_now");
+      std::string fmt;  // datetime.now() is naive: %Z and %z print nothing
+      for (std::size_t i = 0; i < given.size(); ++i) {
+        if (given[i] == '%' && i + 1 < given.size()) {
+          if (given[i + 1] != 'Z' && given[i + 1] != 'z') fmt += given.substr(i, 2);
+          ++i;
+        } else {
+          fmt += given[i];
+        }
+      }
       const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
       std::tm tm{};
       localtime_r(&now, &tm);

@@ -189,16 +189,22 @@ void json_value(std::string& out, const Value& v, int indent, int level, const s
     case K::Dict: {
       if (v.ns) break;
       if (v.dict->items.empty()) { out += "{}"; return; }
-      std::vector<const std::pair<std::string, Value>*> items;
-      for (const auto& kv : v.dict->items) items.push_back(&kv);
-      if (sort_keys) std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
+      // json.dumps writes str, int, float, bool and None keys as strings.
+      std::vector<std::pair<std::string, const Value*>> items;
+      for (const auto& [k, x] : v.dict->items) {
+        if (k.kind == K::Str) items.emplace_back(k.s, &x);
+        else if (k.kind == K::None) items.emplace_back("null", &x);
+        else if (k.kind == K::Bool) items.emplace_back(k.b ? "true" : "false", &x);
+        else items.emplace_back(to_str(k), &x);
+      }
+      if (sort_keys) std::stable_sort(items.begin(), items.end(), [](auto& a, auto& b) { return a.first < b.first; });
       out += '{';
       for (std::size_t i = 0; i < items.size(); ++i) {
         if (i) out += item_sep;
         newline(level + 1);
-        json_string(out, items[i]->first);
+        json_string(out, items[i].first);
         out += key_sep;
-        json_value(out, items[i]->second, indent, level + 1, item_sep, key_sep, sort_keys);
+        json_value(out, *items[i].second, indent, level + 1, item_sep, key_sep, sort_keys);
       }
       newline(level);
       out += '}';
@@ -229,7 +235,7 @@ std::string to_str(const Value& v) {
       std::string out = v.ns ? "<Namespace {" : "{";
       bool first = true;
       for (const auto& [k, x] : v.dict->items) {
-        out += (first ? "" : ", ") + str_repr(k) + ": " + repr(x);
+        out += (first ? "" : ", ") + repr(k) + ": " + repr(x);
         first = false;
       }
       return out + (v.ns ? "}>" : "}");
@@ -267,7 +273,7 @@ bool equals(const Value& a, const Value& b) {
     if (int_like(a) && int_like(b)) return as_int(a) == as_int(b);
     return as_double(a) == as_double(b);
   }
-  if (a.kind != b.kind) return false;
+  if (a.kind != b.kind || a.tuple != b.tuple) return false;  // (1, 2) != [1, 2]
   switch (a.kind) {
     case K::Undefined:
     case K::None: return true;
@@ -313,7 +319,7 @@ List iterate(const Value& v) {
     case K::Dict: {
       if (v.ns) break;
       List keys;
-      for (const auto& kv : v.dict->items) keys.push_back(Value::str(kv.first));
+      for (const auto& kv : v.dict->items) keys.push_back(kv.first);
       return keys;
     }
     case K::Str: {

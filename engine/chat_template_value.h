@@ -56,19 +56,24 @@ struct Value {
   bool is_number() const { return kind == Kind::Int || kind == Kind::Float || kind == Kind::Bool; }
 };
 
-// An insertion-ordered dict with string keys, as Python's.
+bool equals(const Value& a, const Value& b);
+
+// An insertion-ordered dict, as Python's: keys are str, int, float, bool or None (equal keys,
+// such as 1 and 1.0, are one key).
 struct Dict {
-  std::vector<std::pair<std::string, Value>> items;
-  const Value* find(const std::string& key) const {
+  std::vector<std::pair<Value, Value>> items;
+  const Value* find(const Value& key) const {
     for (const auto& [k, v] : items)
-      if (k == key) return &v;
+      if (equals(k, key)) return &v;
     return nullptr;
   }
-  void set(const std::string& key, Value v) {
+  const Value* find(const std::string& key) const { return find(Value::str(key)); }
+  void set(const Value& key, Value v) {
     for (auto& [k, old] : items)
-      if (k == key) { old = std::move(v); return; }
+      if (equals(k, key)) { old = std::move(v); return; }
     items.emplace_back(key, std::move(v));
   }
+  void set(const std::string& key, Value v) { set(Value::str(key), std::move(v)); }
 };
 
 // Call arguments: positional, then keyword.
@@ -90,7 +95,6 @@ const char* type_name(const Value& v);
 std::string to_str(const Value& v);
 std::string repr(const Value& v);
 bool truthy(const Value& v);
-bool equals(const Value& a, const Value& b);
 bool less(const Value& a, const Value& b);  // EvalError for unordered types
 // The items a for loop visits: list items, dict keys, characters; undefined gives none.
 List iterate(const Value& v);

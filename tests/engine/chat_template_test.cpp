@@ -1,9 +1,10 @@
 // The chat-template interpreter against jinja2 as transformers configures it.
 //
 // With SPPFT_CHAT_TEMPLATE_FIXTURES=FILE (made by `tests/engine/make_chat_template_fixtures.py DIR`:
-// the Hub's chat templates of every supported family and synthetic templates for each Jinja
-// feature, rendered by transformers), every case must render to the same text, or fail where
-// jinja2 fails. The cases below run without Python; their expected strings are jinja2 3.1.6's.
+// 58 Hub chat templates - every supported family's and 46 more (tests/engine/chat_templates/) -
+// and synthetic templates for each Jinja feature, rendered by transformers), every case must
+// render to the same text, or fail where jinja2 fails. The cases below run without Python; their
+// expected strings are jinja2 3.1.6's.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -58,6 +59,26 @@ TEST_CASE("errors name the template and line; raise_exception is reported as the
   CHECK_THROWS_WITH_AS(render("{{ x | nosuchfilter }}"), doctest::Contains("no filter named 'nosuchfilter'"), InputError);
   CHECK_THROWS_WITH_AS(render("{% include 'x' %}"), doctest::Contains("unsupported or unexpected tag 'include'"), InputError);
   CHECK_THROWS_WITH_AS(render("{{ 1 / 0 }}"), doctest::Contains("division by zero"), InputError);
+}
+
+TEST_CASE("Python's semantics where templates met them: undefined containers, any hashable dict key, unicode case") {
+  CHECK(render("{{ 'citations' in controls }}|{{ 'x' not in controls }}") == "False|True");  // Granite 3.x
+  CHECK(render("{% set d = {0: 'zero', 512: 'b'} %}{{ d[512] }}|{{ d|dictsort }}|{{ d }}") ==
+        "b|[(0, 'zero'), (512, 'b')]|{0: 'zero', 512: 'b'}");  // Seed-OSS
+  CHECK(render("{{ 'ÄÉ'|lower }}|{{ 'é'|upper }}|{{ 'élan vital'|title }}|{{ 'élan'|capitalize }}|{{ 'straße'.upper() }}") ==
+        "äé|É|Élan Vital|Élan|STRASSE");
+  CHECK(render("{{ 'Hello'.startswith('He', 1) }}|{{ 'Hello'.endswith('l', 0, 3) }}") == "False|True");
+  CHECK(render("{{ (1, 2) == [1, 2] }}") == "False");
+  CHECK(render("[{{ strftime_now('%Z') }}][{{ strftime_now('%z') }}]") == "[][]");
+  CHECK(render("{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, k=3) }}") == "1(2,){'k': 3}");
+  CHECK(render("{{ [{'a': 3}, {'a': 1}]|max(attribute='a') }}") == "{'a': 3}");
+  // Where sppft stops short of Python, it says so instead of printing something else.
+  CHECK_THROWS_WITH_AS(render("{{ nothere|int }}"), doctest::Contains("'nothere' is undefined"), InputError);
+  CHECK_THROWS_WITH_AS(render("{{ 9223372036854775807 + 1 }}"), doctest::Contains("integer overflow"), InputError);
+  CHECK_THROWS_WITH_AS(render("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}"), doctest::Contains("takes not more than 1"),
+                       InputError);
+  CHECK_THROWS_WITH_AS(render("{{ '\\N{BULLET}' }}"), doctest::Contains("escapes (Unicode character names) are not supported"),
+                       InputError);
 }
 
 TEST_CASE("every case of the transformers fixtures renders as transformers renders it") {

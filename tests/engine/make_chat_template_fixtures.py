@@ -1329,6 +1329,8 @@ def build_cases():
 
 
 def main():
+    import chat_template_corpus  # more Hub templates (it imports this module's helpers)
+
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     outdir = sys.argv[1]
@@ -1336,7 +1338,7 @@ def main():
     doc = {
         "transformers_version": transformers.__version__,
         "jinja2_version": jinja2.__version__,
-        "cases": build_cases(),
+        "cases": build_cases() + chat_template_corpus.build(),
     }
     path = os.path.join(outdir, "chat_templates.json")
     with open(path, "w", encoding="utf-8", newline="\n") as f:
