@@ -50,6 +50,15 @@ struct SyntaxError : std::runtime_error {
 
 bool space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
+// lstrip_blocks: the text before a block or comment tag loses the tag's indent when only spaces
+// stand between the last newline (or, `line_starting`, the text's start) and the tag.
+void lstrip_block_indent(std::string& text, bool line_starting) {
+  const std::size_t nl = text.rfind('\n');
+  const std::size_t l_pos = nl == std::string::npos ? 0 : nl + 1;
+  if ((l_pos > 0 || line_starting) && l_pos < text.size() && text.find_first_not_of(" \t\r\f\v", l_pos) == std::string::npos)
+    text.resize(l_pos);
+}
+
 // Decodes a Python string literal's escapes (unknown ones stay as written).
 std::string unescape(const std::string& raw) {
   std::string out;
@@ -140,11 +149,8 @@ class Lexer {
         std::size_t e = text.size();
         while (e > 0 && space(text[e - 1])) --e;
         text.resize(e);
-      } else if (sign != '+' && kind != '{') {  // lstrip_blocks: a tag alone on its line loses its indent
-        const std::size_t l_pos = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
-        if ((l_pos > 0 || line_starting) && l_pos < text.size() &&
-            text.find_first_not_of(" \t\r\f\v", l_pos) == std::string::npos)
-          text.resize(l_pos);
+      } else if (sign != '+' && kind != '{') {
+        lstrip_block_indent(text, line_starting);
       }
       advance_to(open);  // line numbers
       emit_text(out, text);
@@ -208,9 +214,7 @@ class Lexer {
       if (sign == '-') {
         while (!body.empty() && space(body.back())) body.pop_back();
       } else if (sign != '+') {
-        const std::size_t l_pos = body.rfind('\n') == std::string::npos ? 0 : body.rfind('\n') + 1;
-        if (l_pos > 0 && l_pos < body.size() && body.find_first_not_of(" \t\r\f\v", l_pos) == std::string::npos)
-          body.resize(l_pos);
+        lstrip_block_indent(body, false);
       }
       emit_text(out, body);
       advance_to(r);

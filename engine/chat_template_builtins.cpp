@@ -491,6 +491,12 @@ Value slice(const Value& obj, const Value& start, const Value& stop, const Value
 // ------------------------------------------------------------------ tests
 namespace {
 
+// The name a filter or test is registered under (Jinja's aliases: d -> default, == -> eq, ...).
+std::string canonical_name(const std::map<std::string, std::string>& aliases, const std::string& n) {
+  auto it = aliases.find(n);
+  return it == aliases.end() ? n : it->second;
+}
+
 using TestFn = bool (*)(const Value&, Args&);
 const std::map<std::string, TestFn>& tests() {
   static const std::map<std::string, TestFn> t = {
@@ -533,10 +539,7 @@ const std::map<std::string, TestFn>& tests() {
 const std::map<std::string, std::string> kTestAliases = {{"equalto", "eq"}, {"==", "eq"}, {"!=", "ne"}, {"<", "lt"},
                                                          {"<=", "le"},      {">", "gt"},   {">=", "ge"}, {"lessthan", "lt"},
                                                          {"greaterthan", "gt"}};
-std::string test_name(const std::string& n) {
-  auto it = kTestAliases.find(n);
-  return it == kTestAliases.end() ? n : it->second;
-}
+std::string test_name(const std::string& n) { return canonical_name(kTestAliases, n); }
 
 }  // namespace
 
@@ -832,10 +835,7 @@ const std::map<std::string, FilterFn>& filters() {
   return f;
 }
 const std::map<std::string, std::string> kFilterAliases = {{"count", "length"}, {"d", "default"}, {"e", "escape"}};
-std::string filter_name(const std::string& n) {
-  auto it = kFilterAliases.find(n);
-  return it == kFilterAliases.end() ? n : it->second;
-}
+std::string filter_name(const std::string& n) { return canonical_name(kFilterAliases, n); }
 
 }  // namespace
 

@@ -1906,16 +1906,17 @@ std::string nfc(std::string_view s) {
 // chat_template.jinja first (transformers 5 saves templates there and prefers it), else
 // tokenizer_config.json's chat_template: a string, or a list of {name, template} whose "default"
 // entry is the one apply_chat_template uses.
-std::optional<std::string> chat_template_of(const fs::path& dir, const Json& tcfg, const std::string& where) {
+std::optional<ChatTemplateSource> chat_template_of(const fs::path& dir, const Json& tcfg, const std::string& where) {
   std::error_code ec;
-  if (fs::is_regular_file(dir / "chat_template.jinja", ec)) return read_file(dir / "chat_template.jinja");
+  if (fs::is_regular_file(dir / "chat_template.jinja", ec))
+    return ChatTemplateSource{"chat_template.jinja", read_file(dir / "chat_template.jinja")};
   auto it = tcfg.find("chat_template");
   if (it == tcfg.end() || it->is_null()) return std::nullopt;
-  if (it->is_string()) return it->get<std::string>();
+  if (it->is_string()) return ChatTemplateSource{"tokenizer_config.json", it->get<std::string>()};
   if (it->is_array()) {
     for (const Json& t : *it)
       if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
-        return t["template"].get<std::string>();
+        return ChatTemplateSource{"tokenizer_config.json", t["template"].get<std::string>()};
     return std::nullopt;
   }
   throw InputError(where + ": field 'chat_template' must be a string or a list of {name, template}");
@@ -2208,11 +2209,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
   tokenizer->set_special_ids(bos, std::move(eos), add_bos);
   for (const auto& [key, v] : named)
     if (v) tokenizer->special_tokens_map_[key] = *v;
-  tokenizer->chat_template_ = chat_template_of(dir, tcfg, tcfg_where);
+  if (auto source = chat_template_of(dir, tcfg, tcfg_where)) tokenizer->chat_template_ = std::move(source->text);
   return tokenizer;
 }
 
-std::optional<std::string> read_chat_template(const std::filesystem::path& dir) {
+std::optional<ChatTemplateSource> read_chat_template(const std::filesystem::path& dir) {
   const fs::path tcfg_path = dir / "tokenizer_config.json";
   return tok::chat_template_of(dir, tok::optional_json(tcfg_path), tcfg_path.string());
 }

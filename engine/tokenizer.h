@@ -70,6 +70,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
 // The chat template of checkpoint `dir` as transformers 5 picks it (what load_tokenizer keeps):
 // chat_template.jinja, else tokenizer_config.json's chat_template (a string, or the list entry
 // named "default"); nullopt when there is none.
-std::optional<std::string> read_chat_template(const std::filesystem::path& dir);
+struct ChatTemplateSource {
+  std::string file;  // chat_template.jinja or tokenizer_config.json
+  std::string text;
+};
+std::optional<ChatTemplateSource> read_chat_template(const std::filesystem::path& dir);
 
 }  // namespace sppft

@@ -26,11 +26,9 @@ std::string fmt_g(double v) {
 Json chat_template_info(const fs::path& dir) {
   const auto source = read_chat_template(dir);
   if (!source) return nullptr;
-  std::error_code ec;
-  const std::string file = fs::is_regular_file(dir / "chat_template.jinja", ec) ? "chat_template.jinja" : "tokenizer_config.json";
-  Json j{{"source", file}, {"lines", std::count(source->begin(), source->end(), '\n') + 1}, {"usable", true}};
+  Json j{{"source", source->file}, {"lines", std::count(source->text.begin(), source->text.end(), '\n') + 1}, {"usable", true}};
   try {
-    ChatTemplate(*source, file);
+    ChatTemplate(source->text, source->file);
   } catch (const InputError& e) {
     j["usable"] = false;
     j["error"] = e.what();
