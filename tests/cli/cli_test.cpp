@@ -110,6 +110,13 @@ TEST_CASE("chat templates: info says which one --template chat uses; one sppft c
   atomic_write_text(d / "chat_template.jinja", "{{ raise_exception('Conversation roles must alternate') }}");
   expect_input_error("generate " + dir + " --prompt hi --template chat --max-new-tokens 2",
                      "chat template: the template raised an exception: Conversation roles must alternate");
+
+  fs::remove(d / "chat_template.jinja");
+  Json tcfg = read_json_file(d / "tokenizer_config.json");
+  tcfg["chat_template"] = 5;
+  atomic_write_text(d / "tokenizer_config.json", tcfg.dump());
+  expect_input_error("generate " + dir + " --prompt hi --max-new-tokens 2",
+                     "tokenizer_config.json: field 'chat_template' must be a string or a list of {name, template}");
 }
 
 TEST_CASE("bad input: one error line, exit code 2") {
