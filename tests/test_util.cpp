@@ -52,6 +52,13 @@ CommandResult run_command(const std::string& cmd) {
   return r;
 }
 
+void write_turn_rewriting_chat_template(const std::filesystem::path& dir) {
+  atomic_write_text(dir / "chat_template.jinja",
+                    "{% for m in messages %}{% if m.role == 'assistant' and not loop.last %}<a>{{ m.content | length }}</a>"
+                    "{% else %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endif %}{% endfor %}"
+                    "{% if add_generation_prompt %}<assistant>{% endif %}");
+}
+
 void make_tiny_checkpoint(const std::filesystem::path& dir, const std::string& config_json) {
   std::vector<std::string> lines;
   for (auto& r : read_prompt_file(source_dir() / "data/normal.csv")) lines.push_back(r.instruction);

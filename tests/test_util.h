@@ -70,6 +70,12 @@ struct CommandResult {
 // `config_json` overrides config fields.
 void make_tiny_checkpoint(const std::filesystem::path& dir, const std::string& config_json = "{}");
 
+// Writes a chat_template.jinja into checkpoint `dir` that renders an assistant turn as
+// "<assistant>content</assistant>" only as the last message and earlier ones shortened to
+// "<a>length</a>" (as Qwen3's drops earlier turns' reasoning); other turns "<role>content</role>",
+// the generation prompt "<assistant>".
+void write_turn_rewriting_chat_template(const std::filesystem::path& dir);
+
 // Runs a shell command and captures stdout and (unless it redirects 2> itself) stderr.
 CommandResult run_command(const std::string& cmd);
 

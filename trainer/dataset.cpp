@@ -14,21 +14,37 @@ namespace {
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
+// The turns of a chat record: `messages` [{role, content}] with roles system / user / assistant,
+// or ShareGPT's `conversations` [{from, value}] with system / human / gpt (user / assistant too).
+std::vector<ChatMessage> chat_turns(const Json& j, const std::string& where) {
+  const bool sharegpt = !j.contains("messages");
+  const char* field = sharegpt ? "conversations" : "messages";
+  const char* role_key = sharegpt ? "from" : "role";
+  const Json& m = j[field];
+  if (!m.is_array() || m.empty()) throw InputError(where + ": field '" + field + "' must be a non-empty list");
+  std::vector<ChatMessage> turns;
+  for (std::size_t i = 0; i < m.size(); ++i) {
+    const std::string mw = where + ": " + field + "[" + std::to_string(i) + "]";
+    std::string role = json_get<std::string>(m[i], role_key, mw);
+    if (sharegpt && role == "human") role = "user";
+    if (sharegpt && role == "gpt") role = "assistant";
+    if (role != "system" && role != "user" && role != "assistant")
+      throw InputError(mw + ": " + role_key + " '" + role + "' (expected " +
+                       (sharegpt ? "system, human or gpt" : "system, user or assistant") + ")");
+    turns.push_back({role, json_get<std::string>(m[i], sharegpt ? "value" : "content", mw)});
+  }
+  if (std::none_of(turns.begin(), turns.end(), [](auto& x) { return x.role == "assistant"; }))
+    throw InputError(where + ": no assistant message to train on");
+  return turns;
+}
+
 SftRecord record_from_json(const Json& j, const std::string& where) {
   if (!j.is_object()) throw InputError(where + ": expected a JSON object");
   SftRecord r;
-  if (j.contains("messages")) {
-    const Json& m = j["messages"];
-    if (!m.is_array() || m.empty()) throw InputError(where + ": field 'messages' must be a non-empty list");
-    for (std::size_t i = 0; i < m.size(); ++i) {
-      const std::string mw = where + ": messages[" + std::to_string(i) + "]";
-      ChatMessage msg{json_get<std::string>(m[i], "role", mw), json_get<std::string>(m[i], "content", mw)};
-      if (msg.role != "system" && msg.role != "user" && msg.role != "assistant")
-        throw InputError(mw + ": role '" + msg.role + "' (expected system, user or assistant)");
-      r.messages.push_back(std::move(msg));
-    }
-    if (std::none_of(r.messages.begin(), r.messages.end(), [](auto& x) { return x.role == "assistant"; }))
-      throw InputError(where + ": no assistant message to train on");
+  if (j.contains("messages") || j.contains("conversations")) {
+    if (j.contains("messages") && j.contains("conversations"))
+      throw InputError(where + ": both 'messages' and 'conversations' (expected one chat field)");
+    r.messages = chat_turns(j, where);
     return r;
   }
   r.prompt.instruction = json_get<std::string>(j, "instruction", where);
@@ -37,6 +53,17 @@ SftRecord record_from_json(const Json& j, const std::string& where) {
   if (blank(r.prompt.instruction)) throw InputError(where + ": field 'instruction' is empty");
   if (blank(r.output)) throw InputError(where + ": field 'output' is empty");
   return r;
+}
+
+// A rendered conversation and the character spans that carry the loss.
+struct RenderedChat {
+  std::string text;
+  std::vector<std::pair<std::size_t, std::size_t>> spans;
+};
+
+std::string trimmed(const std::string& s) {
+  const std::size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
 }
 
 std::string system_prefix(ChatFormat f, const std::string& system) {
@@ -65,9 +92,10 @@ std::string user_turn(ChatFormat f, const std::string& content, bool first) {
 }
 
 // The conversation in the family's built-in chat format (engine/prompts.h).
-void render_builtin(const Model& model, const std::vector<ChatMessage>& messages, std::string& text,
-                    std::vector<std::pair<std::size_t, std::size_t>>& spans) {
+RenderedChat render_builtin(const Model& model, const std::vector<ChatMessage>& messages) {
   const ChatFormat f = chat_format_for(model);
+  std::string text;
+  std::vector<std::pair<std::size_t, std::size_t>> spans;
   std::string system;
   bool first_user = true;
   for (const auto& m : messages) {
@@ -92,44 +120,76 @@ void render_builtin(const Model& model, const std::vector<ChatMessage>& messages
       spans.emplace_back(begin, text.size());
     }
   }
+  return {text, spans};
 }
 
 // The conversation through the checkpoint's chat template. Each assistant turn's span starts at
 // the end of the rendering of the turns before it with the generation prompt open (a prefix of
 // the whole) and ends where the rendering up to and including it stops agreeing with the whole
-// (an EOS a template appends at the end of a conversation counts on the last turn only). false,
-// after a note, when the template renders no such spans holding each message's content (e.g.
-// one that drops earlier turns' reasoning), and the caller uses the built-in format.
-bool render_with_template(const Model& model, const std::vector<ChatMessage>& messages, std::string& text,
-                          std::vector<std::pair<std::size_t, std::size_t>>& spans) {
+// (an EOS a template appends at the end of a conversation counts on the last turn only): one
+// rendering. A template that renders an earlier assistant turn differently once later turns follow
+// (Qwen3 drops its reasoning) gives one rendering per assistant turn instead: the conversation up
+// to that turn, the loss on it, as the model sees the turn when it generates it. Empty, after a
+// note, when the template does not render even a last turn after its prompt (the caller then uses
+// the built-in format).
+std::vector<RenderedChat> render_with_template(const Model& model, const std::vector<ChatMessage>& messages) {
   const auto full = apply_chat_template(model, messages, false);
-  if (!full) return false;
-  std::vector<std::pair<std::size_t, std::size_t>> found;
+  if (!full) return {};
+  RenderedChat whole{*full, {}};
+  std::vector<RenderedChat> per_turn;
+  bool chained = true;
   for (std::size_t i = 0; i < messages.size(); ++i) {
     if (messages[i].role != "assistant") continue;
     const std::vector<ChatMessage> before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
     const std::vector<ChatMessage> upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
     const std::string prompt = *apply_chat_template(model, before, true), with = *apply_chat_template(model, upto, false);
-    std::size_t end = 0;
-    while (end < with.size() && end < full->size() && with[end] == (*full)[end]) ++end;
-    const std::size_t c0 = messages[i].content.find_first_not_of(" \t\r\n"), c1 = messages[i].content.find_last_not_of(" \t\r\n");
-    const std::string content = c0 == std::string::npos ? "" : messages[i].content.substr(c0, c1 - c0 + 1);
-    if (!with.starts_with(prompt) || !full->starts_with(prompt) || end < prompt.size() ||
-        full->substr(prompt.size(), end - prompt.size()).find(content) == std::string::npos) {
+    const std::string content = trimmed(messages[i].content);
+    if (!with.starts_with(prompt) || with.find(content, prompt.size()) == std::string::npos) {
       static std::once_flag noted;
       std::call_once(noted, [&] {
         std::fprintf(stderr,
-                     "sppft: note: %s's chat template does not render conversations turn by turn (an assistant "
-                     "turn's text is not where the turns before it end); training data uses the built-in %s format\n",
+                     "sppft: note: %s's chat template does not render an assistant turn after its prompt; training "
+                     "data uses the built-in %s format\n",
                      model.directory().string().c_str(), chat_format_name(chat_format_for(model)).c_str());
       });
-      return false;
+      return {};
     }
-    found.emplace_back(prompt.size(), end);
+    per_turn.push_back({with, {{prompt.size(), with.size()}}});
+    if (!chained) continue;
+    std::size_t end = 0;
+    while (end < with.size() && end < full->size() && with[end] == (*full)[end]) ++end;
+    if (!full->starts_with(prompt) || end < prompt.size() ||
+        full->substr(prompt.size(), end - prompt.size()).find(content) == std::string::npos)
+      chained = false;
+    else
+      whole.spans.emplace_back(prompt.size(), end);
   }
-  text = *full;
-  spans = std::move(found);
-  return true;
+  if (chained) return {whole};
+  static std::once_flag noted;
+  std::call_once(noted, [&] {
+    std::fprintf(stderr,
+                 "sppft: note: %s's chat template renders an assistant turn differently once later turns follow; "
+                 "each assistant turn of such a conversation is its own example (the conversation up to it)\n",
+                 model.directory().string().c_str());
+  });
+  return per_turn;
+}
+
+// Ids and labels of a rendered conversation: the spans' tokens are labelled (all with
+// train_on_inputs), each span located by the token count of the text before its ends.
+SftExample tokenize_rendered(const Tokenizer& tok, const RenderedChat& r, const DataOptions& opts) {
+  SftExample ex;
+  ex.ids = tok.encode(r.text, /*add_special=*/false);
+  ex.labels = opts.train_on_inputs ? ex.ids : std::vector<std::int32_t>(ex.ids.size(), kIgnoreLabel);
+  for (auto [b, e] : r.spans) {
+    const auto tb = tok.encode(r.text.substr(0, b), false).size(), te = tok.encode(r.text.substr(0, e), false).size();
+    for (std::size_t i = tb; i < te && i < ex.ids.size(); ++i) ex.labels[i] = ex.ids[i];
+  }
+  if (static_cast<std::int64_t>(ex.ids.size()) > opts.cutoff) {
+    ex.ids.resize(opts.cutoff);
+    ex.labels.resize(opts.cutoff);
+  }
+  return ex;
 }
 }  // namespace
 
@@ -176,15 +236,17 @@ std::vector<SftRecord> read_sft_file(const fs::path& path) {
   return out;
 }
 
-SftExample tokenize_example(const Model& model, const SftRecord& r, const DataOptions& opts, const std::string& where) {
+std::vector<SftExample> tokenize_record(const Model& model, const SftRecord& r, const DataOptions& opts,
+                                        const std::string& where) {
   const Tokenizer& tok = model.tokenizer();
-  SftExample ex;
+  std::vector<SftExample> out;
   if (r.messages.empty()) {
     if (opts.tmpl == PromptTemplate::Chat) {
       SftRecord chat;
       chat.messages = {{"user", chat_content(r.prompt)}, {"assistant", r.output}};
-      return tokenize_example(model, chat, opts, where);
+      return tokenize_record(model, chat, opts, where);
     }
+    SftExample ex;
     const std::string prompt = render_prompt(model, r.prompt, opts.tmpl);
     ex.ids = tok.encode(prompt + r.output, /*add_special=*/true);
     const auto prompt_len = static_cast<std::int64_t>(tok.encode(prompt, true).size());
@@ -193,25 +255,15 @@ SftExample tokenize_example(const Model& model, const SftRecord& r, const DataOp
     ex.labels = ex.ids;
     if (!opts.train_on_inputs)
       std::fill(ex.labels.begin(), ex.labels.begin() + std::min<std::int64_t>(prompt_len, ex.labels.size()), kIgnoreLabel);
+    out.push_back(std::move(ex));
   } else {
-    // Render the conversation; each assistant span is located by the token count of its prefix.
-    std::string text;
-    std::vector<std::pair<std::size_t, std::size_t>> spans;  // character spans of assistant text
-    if (!render_with_template(model, r.messages, text, spans)) render_builtin(model, r.messages, text, spans);
-    ex.ids = tok.encode(text, /*add_special=*/false);
-    ex.labels.assign(ex.ids.size(), opts.train_on_inputs ? 0 : kIgnoreLabel);
-    if (opts.train_on_inputs) ex.labels = ex.ids;
-    for (auto [b, e] : spans) {
-      const auto tb = tok.encode(text.substr(0, b), false).size(), te = tok.encode(text.substr(0, e), false).size();
-      for (std::size_t i = tb; i < te && i < ex.ids.size(); ++i) ex.labels[i] = ex.ids[i];
-    }
-    if (static_cast<std::int64_t>(ex.ids.size()) > opts.cutoff) {
-      ex.ids.resize(opts.cutoff);
-      ex.labels.resize(opts.cutoff);
-    }
+    std::vector<RenderedChat> rendered = render_with_template(model, r.messages);
+    if (rendered.empty()) rendered.push_back(render_builtin(model, r.messages));
+    for (const RenderedChat& rc : rendered) out.push_back(tokenize_rendered(tok, rc, opts));
   }
-  if (ex.ids.size() < 2) throw InputError(where + ": empty after templating (fewer than 2 tokens)");
-  return ex;
+  for (const SftExample& ex : out)
+    if (ex.ids.size() < 2) throw InputError(where + ": empty after templating (fewer than 2 tokens)");
+  return out;
 }
 
 }  // namespace sppft

@@ -1,6 +1,6 @@
 // Supervised fine-tuning data: Alpaca JSON / JSONL ({instruction, input,
-// output}) and chat JSONL ({messages: [{role, content}, ...]}), templated and
-// tokenized, with labels masked (-100) where no loss is taken.
+// output}) and chat records ({messages: [{role, content}, ...]}, or ShareGPT's
+// {conversations: [{from, value}, ...]}), templated and tokenized, with labels masked (-100) where no loss is taken.
 //
 // Alpaca, as alpaca-lora: ids = encode(prompt + output) + EOS (EOS only when it
 // fits under the cutoff), and without --train-on-inputs the first
@@ -42,9 +42,13 @@ struct DataOptions {
 // for missing fields, wrong types and rows empty after templating.
 std::vector<SftRecord> read_sft_file(const fs::path& path);
 
+// A record's examples: one, or, for a chat template that renders an earlier
+// assistant turn differently once later turns follow (Qwen3 drops its
+// reasoning), one per assistant turn (the conversation up to it, loss on it).
 // An example whose response lies wholly past the cutoff has no trained token;
 // the trainer skips and counts those.
-SftExample tokenize_example(const Model& model, const SftRecord& r, const DataOptions& opts, const std::string& where);
+std::vector<SftExample> tokenize_record(const Model& model, const SftRecord& r, const DataOptions& opts,
+                                        const std::string& where);
 
 // The turn-end text of a chat format after an assistant message.
 std::string chat_turn_end(ChatFormat f);

@@ -185,29 +185,38 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   if (gpu) model->to_device(Device::CUDA, DType::BF16, /*keep_host_f32=*/true);  // for the fp32 masters
   const ModelConfig& c = model->config();
 
-  // Data: tokenize everything once; the validation split is a seeded sample.
+  // Data: tokenize everything once; the validation split is a seeded sample of records, so the
+  // examples of one conversation (one per turn for some templates) never straddle it.
   auto records = read_sft_file(o.data);
   DataOptions dopt{o.tmpl, cutoff, o.train_on_inputs};
   std::vector<SftExample> examples;
+  std::vector<std::vector<std::size_t>> record_examples;  // per record with a trained example
   examples.reserve(records.size());
-  std::size_t skipped = 0;
+  std::size_t skipped = 0, tokenized = 0;
   for (std::size_t i = 0; i < records.size(); ++i) {
-    SftExample ex = tokenize_example(*model, records[i], dopt, o.data.string() + ": example " + std::to_string(i + 1));
-    if (ex.trained_tokens() < 2) {  // the response lies past the cutoff: nothing to learn
-      ++skipped;
-      continue;
+    std::vector<std::size_t> mine;
+    for (SftExample& ex : tokenize_record(*model, records[i], dopt, o.data.string() + ": example " + std::to_string(i + 1))) {
+      ++tokenized;
+      if (ex.trained_tokens() < 2) {  // the response lies past the cutoff: nothing to learn
+        ++skipped;
+        continue;
+      }
+      mine.push_back(examples.size());
+      examples.push_back(std::move(ex));
     }
-    examples.push_back(std::move(ex));
+    if (!mine.empty()) record_examples.push_back(std::move(mine));
   }
   if (examples.empty()) throw InputError(o.data.string() + ": no example has a response token within --cutoff " + std::to_string(dopt.cutoff));
   if (skipped && !quiet)
-    std::fprintf(stderr, "train: skipped %zu of %zu examples whose response lies past --cutoff %lld\n", skipped, records.size(),
+    std::fprintf(stderr, "train: skipped %zu of %zu examples whose response lies past --cutoff %lld\n", skipped, tokenized,
                  (long long)dopt.cutoff);
-  std::vector<std::size_t> all = epoch_order(examples.size(), o.seed, -1);
-  if (o.val_size < 0 || o.val_size >= static_cast<std::int64_t>(examples.size()))
-    throw InputError("--val-size " + std::to_string(o.val_size) + ": must leave training examples (data has " +
-                     std::to_string(examples.size()) + ")");
-  std::vector<std::size_t> val(all.begin(), all.begin() + o.val_size), train_idx(all.begin() + o.val_size, all.end());
+  const std::vector<std::size_t> shuffled = epoch_order(record_examples.size(), o.seed, -1);
+  if (o.val_size < 0 || o.val_size >= static_cast<std::int64_t>(record_examples.size()))
+    throw InputError("--val-size " + std::to_string(o.val_size) + ": must leave training records (data has " +
+                     std::to_string(record_examples.size()) + " with a response within --cutoff)");
+  std::vector<std::size_t> val, train_idx;
+  for (std::size_t k = 0; k < shuffled.size(); ++k)
+    for (std::size_t e : record_examples[shuffled[k]]) (static_cast<std::int64_t>(k) < o.val_size ? val : train_idx).push_back(e);
   std::sort(train_idx.begin(), train_idx.end());
 
   // Trainable tensors get a gradient (packed per part, the unit of reduction)
@@ -224,6 +233,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   TrainResult result;
   result.rank = rank;
   result.world = world;
+  result.train_examples = train_idx.size();
+  result.val_examples = val.size();
   result.predicted = predicted;
   result.comm_planned = plan_comm_bytes(trainable_part_numels(c, plan), world, o.zero1, gpu ? 2 : sizeof(float));
   const std::int64_t per_rank = o.micro_batch * o.grad_accum, per_step = per_rank * world;

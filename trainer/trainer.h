@@ -64,6 +64,7 @@ struct TrainResult {
   CommBytes comm_per_step, comm_planned;
   double seconds = 0;
   std::int64_t trained_tokens = 0;
+  std::size_t train_examples = 0, val_examples = 0;  // after the split (a record may give several)
 };
 
 // Optional hook after each optimizer step (e.g. a safety probe); gets the model and the record.

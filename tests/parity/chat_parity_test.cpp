@@ -19,7 +19,7 @@ std::vector<std::int32_t> ids_of(const Json& j) { return j.get<std::vector<std::
 TEST_CASE("the checkpoint's chat template: prompt ids and training labels as transformers gives them") {
   const fs::path root = test::env_path("SPPFT_PARITY_DIR") / "chat";
   REQUIRE_MESSAGE(fs::is_directory(root), "fixtures missing: run tests/parity/make_chat_fixtures.py $SPPFT_PARITY_DIR (ctest does)");
-  int prompts = 0, conversations = 0, fallbacks = 0, errors = 0, cases = 0;
+  int prompts = 0, conversations = 0, per_turn = 0, fallbacks = 0, errors = 0, cases = 0;
   for (const auto& entry : fs::directory_iterator(root)) {
     const fs::path dir = entry.path();
     const Json expected = read_json_file(dir / "expected.json");
@@ -38,24 +38,31 @@ TEST_CASE("the checkpoint's chat template: prompt ids and training labels as tra
       opts.tmpl = PromptTemplate::Chat;
       opts.cutoff = 1 << 20;
       if (c.contains("error")) {
-        CHECK_THROWS_WITH_AS(tokenize_example(*model, rec, opts, "x"), doctest::Contains("the template raised an exception"),
+        CHECK_THROWS_WITH_AS(tokenize_record(*model, rec, opts, "x"), doctest::Contains("the template raised an exception"),
                              InputError);
         ++errors;
         continue;
       }
-      const SftExample ex = tokenize_example(*model, rec, opts, "x");
-      if (!c["prefix_chain"].get<bool>()) {  // built-in format: trains on something, never throws
-        CHECK(ex.trained_tokens() > 0);
+      const std::vector<SftExample> got = tokenize_record(*model, rec, opts, "x");
+      if (c.contains("builtin")) {  // built-in format: trains on something, never throws
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].trained_tokens() > 0);
         ++fallbacks;
         continue;
       }
-      CHECK(ex.ids == ids_of(c["ids"]));
-      CHECK(ex.labels == ids_of(c["labels"]));
-      ++conversations;
+      const std::vector<Json> want = c["prefix_chain"].get<bool>() ? std::vector<Json>{c} : c["per_turn"].get<std::vector<Json>>();
+      REQUIRE(got.size() == want.size());
+      for (std::size_t k = 0; k < got.size(); ++k) {
+        CHECK(got[k].ids == ids_of(want[k]["ids"]));
+        CHECK(got[k].labels == ids_of(want[k]["labels"]));
+      }
+      ++(c["prefix_chain"].get<bool>() ? conversations : per_turn);
     }
   }
-  MESSAGE(cases << " checkpoints: " << prompts << " prompts and " << conversations << " conversations equal to transformers, "
-                << errors << " raised as the template does, " << fallbacks << " on the built-in format");
+  MESSAGE(cases << " checkpoints: " << prompts << " prompts, " << conversations << " conversations and " << per_turn
+                << " split turn by turn equal to transformers, " << errors << " raised as the template does, " << fallbacks
+                << " on the built-in format");
   CHECK(cases >= 11);
   CHECK(conversations >= 28);
+  CHECK(per_turn >= 2);  // Qwen3's multi-turn conversations
 }

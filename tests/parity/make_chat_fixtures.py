@@ -9,8 +9,9 @@ case's checkpoint (files hard-linked or copied) plus chat_template.jinja, and ex
   {"template": Hub name,
    "prompts": [{"instruction", "input", "ids"}],      # apply_chat_template([user], add_generation_prompt=True, tokenize=True)
    "conversations": [{"messages", "error"} |          # the template raises on them
-                     {"messages", "prefix_chain": false} |   # no turn-by-turn spans (see below)
-                     {"messages", "prefix_chain": true, "ids", "labels"}]}
+                     {"messages", "prefix_chain": true, "ids", "labels"} |
+                     {"messages", "prefix_chain": false, "per_turn": [{"ids", "labels"}]} |
+                     {"messages", "prefix_chain": false, "builtin": true}]}
 
 A user message is the record's instruction, then a blank line and its input if any (sppft's
 chat_content). For conversations, ids are the whole conversation rendered without the generation
@@ -18,7 +19,10 @@ prompt and tokenized as apply_chat_template does (add_special_tokens=False); lab
 each assistant turn (what sppft trains on): from the end of the rendering of the turns before it with
 the generation prompt open (a prefix of the whole) to where the rendering up to and including it stops
 agreeing with the whole (so an end-of-conversation EOS, as Phi-3 appends, counts only on the last
-turn); that stretch must hold the message's content, else prefix_chain is false.
+turn); that stretch must hold the message's content, else prefix_chain is false and each assistant
+turn is its own example (per_turn): the conversation up to it, labels from the end of its generation
+prompt on (Qwen3, which drops earlier turns' think blocks). A template that does not even render a
+last turn after its prompt leaves the conversation to sppft's built-in format (builtin).
 Takes a few seconds. Needs transformers 5 (checked with 5.24).
 """
 
@@ -92,26 +96,39 @@ def render(tok, messages, generation_prompt):
     return tok.apply_chat_template(as_sent(messages), add_generation_prompt=generation_prompt, tokenize=False)
 
 
+def labelled(tok, text, spans):
+    """ids of text and labels: -100 but on the tokens of each character span."""
+    ids = ids_of(tok, text)
+    labels = [-100] * len(ids)
+    for b, e in spans:
+        for t in range(len(ids_of(tok, text[:b])), min(len(ids_of(tok, text[:e])), len(ids))):
+            labels[t] = ids[t]
+    return ids, labels
+
+
 def conversation_case(tok, messages):
     try:
         full = render(tok, messages, False)
     except Exception as e:  # the template raises (e.g. no system role)
         return {"messages": messages, "error": str(e)}
-    spans = []
+    spans, per_turn, chained = [], [], True
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
         prompt = render(tok, messages[:i], True)
         upto = render(tok, messages[: i + 1], False)
+        content = m["content"].strip()
+        if not upto.startswith(prompt) or content not in upto[len(prompt) :]:
+            return {"messages": messages, "prefix_chain": False, "builtin": True}
+        ids, labels = labelled(tok, upto, [(len(prompt), len(upto))])
+        per_turn.append({"ids": ids, "labels": labels})
         end = len(os.path.commonprefix([upto, full]))
-        if not upto.startswith(prompt) or not full.startswith(prompt) or m["content"].strip() not in full[len(prompt) : end]:
-            return {"messages": messages, "prefix_chain": False}
-        spans.append((len(ids_of(tok, prompt)), len(ids_of(tok, full[:end]))))
-    ids = ids_of(tok, full)
-    labels = [-100] * len(ids)
-    for b, e in spans:
-        for t in range(b, min(e, len(ids))):
-            labels[t] = ids[t]
+        if not full.startswith(prompt) or content not in full[len(prompt) : end]:
+            chained = False
+        spans.append((len(prompt), end))
+    if not chained:  # one example per assistant turn: the conversation up to it
+        return {"messages": messages, "prefix_chain": False, "per_turn": per_turn}
+    ids, labels = labelled(tok, full, spans)
     return {"messages": messages, "prefix_chain": True, "ids": ids, "labels": labels}
 
 
@@ -152,7 +169,8 @@ def main():
                "conversations": [conversation_case(tok, c) for c in CONVERSATIONS]}
         with open(os.path.join(dst, "expected.json"), "w", encoding="utf-8") as f:
             json.dump(doc, f, ensure_ascii=False, indent=1)
-        kinds = [("error" if "error" in c else "chain" if c["prefix_chain"] else "no-chain") for c in doc["conversations"]]
+        kinds = [("error" if "error" in c else "chain" if c["prefix_chain"] else "per-turn" if "per_turn" in c else "built-in")
+                 for c in doc["conversations"]]
         print(f"{name}: {hub_name} over parity case {case}; conversations: {', '.join(kinds)}")
 
 

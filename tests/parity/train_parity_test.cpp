@@ -283,7 +283,9 @@ TEST_CASE("llava: chat records render as LLaVA-1.5's vicuna_v1 conversation") {
   DataOptions o;
   o.tmpl = PromptTemplate::Chat;
   o.cutoff = 4096;
-  const SftExample ex = tokenize_example(*m, r, o, "t");
+  const std::vector<SftExample> exs = tokenize_record(*m, r, o, "t");
+  REQUIRE(exs.size() == 1);
+  const SftExample& ex = exs[0];
   const auto expected =
       m->tokenizer().encode("<s>Be brief. USER: Name a color ASSISTANT: Blue.</s>USER: Another ASSISTANT: Red.</s>", false);
   CHECK(ex.ids == expected);

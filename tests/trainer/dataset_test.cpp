@@ -19,6 +19,20 @@ std::unique_ptr<Model> tiny() {
   }();
   return Model::load(d);
 }
+
+// The one example a record gives.
+SftExample one(const Model& m, const SftRecord& r, const DataOptions& o) {
+  std::vector<SftExample> all = tokenize_record(m, r, o, "t");
+  REQUIRE(all.size() == 1);
+  return all[0];
+}
+
+std::string trained_text(const Model& m, const SftExample& ex) {
+  std::vector<std::int32_t> trained;
+  for (std::size_t i = 0; i < ex.ids.size(); ++i)
+    if (ex.labels[i] != kIgnoreLabel) trained.push_back(ex.ids[i]);
+  return m.tokenizer().decode(trained);
+}
 }  // namespace
 
 TEST_CASE("Alpaca examples as alpaca-lora builds them") {
@@ -27,7 +41,7 @@ TEST_CASE("Alpaca examples as alpaca-lora builds them") {
   SftRecord r{{"Name a color", ""}, "Blue is a color.", {}};
   DataOptions o;
   o.cutoff = 256;
-  SftExample ex = tokenize_example(*m, r, o, "t");
+  SftExample ex = one(*m, r, o);
   const std::string prompt = alpaca_prompt(r.prompt);
   auto full = tok.encode(prompt + r.output);
   const auto prompt_len = tok.encode(prompt).size();
@@ -37,9 +51,9 @@ TEST_CASE("Alpaca examples as alpaca-lora builds them") {
   for (std::size_t i = 0; i < ex.ids.size(); ++i) CHECK(ex.labels[i] == (i < prompt_len ? kIgnoreLabel : ex.ids[i]));
   CHECK(ex.trained_tokens() == static_cast<std::int64_t>(ex.ids.size() - prompt_len));
   o.train_on_inputs = true;
-  CHECK(tokenize_example(*m, r, o, "t").labels == tokenize_example(*m, r, o, "t").ids);
+  CHECK(one(*m, r, o).labels == one(*m, r, o).ids);
   o.cutoff = static_cast<std::int64_t>(prompt_len) + 2;  // truncated: no EOS, two response tokens
-  SftExample cut = tokenize_example(*m, r, DataOptions{PromptTemplate::Alpaca, o.cutoff, false}, "t");
+  SftExample cut = one(*m, r, DataOptions{PromptTemplate::Alpaca, o.cutoff, false});
   CHECK(cut.ids.size() == prompt_len + 2);
   CHECK(cut.trained_tokens() == 2);
   CHECK(cut.ids.back() != tok.eos_ids()[0]);
@@ -51,11 +65,7 @@ TEST_CASE("chat records: loss on the assistant turns only") {
   r.messages = {{"system", "Be brief."}, {"user", "Name a color"}, {"assistant", "Blue."}, {"user", "Another"}, {"assistant", "Red."}};
   DataOptions o;
   o.tmpl = PromptTemplate::Chat;
-  SftExample ex = tokenize_example(*m, r, o, "t");
-  std::vector<std::int32_t> trained;
-  for (std::size_t i = 0; i < ex.ids.size(); ++i)
-    if (ex.labels[i] != kIgnoreLabel) trained.push_back(ex.ids[i]);
-  const std::string text = m->tokenizer().decode(trained);
+  const std::string text = trained_text(*m, one(*m, r, o));
   CHECK(text.find("Blue") != std::string::npos);
   CHECK(text.find("Red") != std::string::npos);
   CHECK(text.find("color") == std::string::npos);  // user text is not trained on
@@ -74,4 +84,59 @@ TEST_CASE("bad SFT files name the line and field") {
   CHECK_THROWS_WITH_AS(read_sft_file(dir / "d.json"), doctest::Contains("expected a JSON list"), InputError);
   atomic_write_text(dir / "e.json", "[]");
   CHECK_THROWS_WITH_AS(read_sft_file(dir / "e.json"), doctest::Contains("no examples"), InputError);
+}
+
+TEST_CASE("ShareGPT conversations are the same records as messages") {
+  auto m = tiny();
+  auto dir = test::temp_dir("sharegpt");
+  atomic_write_text(dir / "m.jsonl",
+                    R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a color"}, )"
+                    R"({"role": "assistant", "content": "Blue."}]})"
+                    "\n");
+  atomic_write_text(dir / "s.json",
+                    R"([{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Name a color"}, )"
+                    R"({"from": "gpt", "value": "Blue."}]}])");
+  const auto a = read_sft_file(dir / "m.jsonl"), b = read_sft_file(dir / "s.json");
+  REQUIRE(b.size() == 1);
+  REQUIRE(b[0].messages.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(b[0].messages[i].role == a[0].messages[i].role);
+    CHECK(b[0].messages[i].content == a[0].messages[i].content);
+  }
+  DataOptions o;
+  o.tmpl = PromptTemplate::Chat;
+  CHECK(one(*m, b[0], o).labels == one(*m, a[0], o).labels);
+  atomic_write_text(dir / "bad.jsonl", R"({"conversations": [{"from": "bot", "value": "hi"}]})");
+  CHECK_THROWS_WITH_AS(read_sft_file(dir / "bad.jsonl"),
+                       doctest::Contains("line 1: conversations[0]: from 'bot' (expected system, human or gpt)"), InputError);
+  atomic_write_text(dir / "both.jsonl", R"({"conversations": [], "messages": []})");
+  CHECK_THROWS_WITH_AS(read_sft_file(dir / "both.jsonl"), doctest::Contains("both 'messages' and 'conversations'"), InputError);
+  atomic_write_text(dir / "novalue.jsonl", R"({"conversations": [{"from": "gpt"}]})");
+  CHECK_THROWS_WITH_AS(read_sft_file(dir / "novalue.jsonl"), doctest::Contains("conversations[0]: missing field 'value'"), InputError);
+}
+
+TEST_CASE("a template that rewrites earlier assistant turns gives one example per turn") {
+  // Like Qwen3's (which drops earlier turns' think blocks): an assistant turn renders in full only
+  // as the last message, so the whole conversation has no span holding the first answer.
+  const fs::path d = test::temp_dir("dataset_per_turn") / "m";
+  test::make_tiny_checkpoint(d);
+  test::write_turn_rewriting_chat_template(d);
+  auto m = Model::load(d);
+  SftRecord r;
+  r.messages = {{"user", "Name a color"}, {"assistant", "Blue."}, {"user", "Another"}, {"assistant", "Red."}};
+  DataOptions o;
+  o.tmpl = PromptTemplate::Chat;
+  const std::vector<SftExample> all = tokenize_record(*m, r, o, "t");
+  REQUIRE(all.size() == 2);
+  const Tokenizer& tok = m->tokenizer();
+  CHECK(all[0].ids == tok.encode("<user>Name a color</user><assistant>Blue.</assistant>", false));
+  CHECK(all[1].ids == tok.encode("<user>Name a color</user><a>5</a><user>Another</user><assistant>Red.</assistant>", false));
+  CHECK(trained_text(*m, all[0]) == "Blue.</assistant>");
+  CHECK(trained_text(*m, all[1]) == "Red.</assistant>");
+  o.train_on_inputs = true;
+  for (const SftExample& ex : tokenize_record(*m, r, o, "t")) CHECK(ex.labels == ex.ids);
+  // One assistant turn renders in full: a single example, as for any template.
+  r.messages.resize(2);
+  o.train_on_inputs = false;
+  CHECK(trained_text(*m, one(*m, r, o)) == "Blue.</assistant>");
 }

@@ -207,6 +207,8 @@ TEST_CASE("SPPFT: frozen weights never change, get no buffers, and memory matche
   o.freeze = "1-2";
   TrainResult r = train(o);
   CHECK(r.steps.size() == 4);
+  CHECK(r.train_examples == 20);
+  CHECK(r.val_examples == 4);
   for (std::size_t i = 0; i < kMemCategories; ++i) CHECK(r.predicted.bytes[i] == r.measured.bytes[i]);
   auto before = Model::load(model_dir(), false);
   CHECK(unchanged_after_freezing_1_2(*before, o.out) == 2 * 7);
@@ -219,6 +221,34 @@ TEST_CASE("SPPFT: frozen weights never change, get no buffers, and memory matche
   // The output is a complete checkpoint with the tokenizer.
   CHECK(fs::exists(o.out / "tokenizer.model"));
   CHECK(Model::load(o.out)->tokenizer().vocab_size() == before->config().vocab_size);
+}
+
+TEST_CASE("the validation split holds out whole conversations, also when each turn is an example") {
+  const fs::path dir = test::temp_dir("trainer-per-turn") / "model";
+  test::make_tiny_checkpoint(dir);
+  // Earlier assistant turns render shortened (as Qwen3's drop their reasoning): one example per turn.
+  test::write_turn_rewriting_chat_template(dir);
+  std::string text;
+  for (int i = 0; i < 6; ++i)
+    text += Json{{"conversations", {{{"from", "human"}, {"value", "Question " + std::to_string(i)}},
+                                    {{"from", "gpt"}, {"value", "Answer one."}},
+                                    {{"from", "human"}, {"value", "And then?"}},
+                                    {{"from", "gpt"}, {"value", "Answer two."}}}}}
+                .dump() +
+            "\n";
+  atomic_write_text(dir.parent_path() / "chat.jsonl", text);
+  auto o = options("per-turn");
+  o.model_dir = dir;
+  o.data = dir.parent_path() / "chat.jsonl";
+  o.out = dir.parent_path() / "out";
+  o.tmpl = PromptTemplate::Chat;
+  o.val_size = 2;
+  o.max_steps = 1;
+  const TrainResult r = train(o);
+  CHECK(r.val_examples == 4);
+  CHECK(r.train_examples == 8);
+  o.val_size = 6;
+  CHECK_THROWS_WITH_AS(train(o), doctest::Contains("--val-size 6: must leave training records (data has 6"), InputError);
 }
 
 TEST_CASE("Gemma-2, Qwen3 and Gemma-3 SPPFT: frozen weights stay, memory to the byte, recompute bitwise") {
