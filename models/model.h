@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/json.h"
 #include "engine/safetensors.h"
 #include "engine/tensor.h"
 #include "engine/tokenizer.h"
@@ -124,6 +125,10 @@ class Model {
   const Tokenizer& tokenizer() const;
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
   const fs::path& directory() const { return dir_; }
+  // Extra variables of the checkpoint's chat template, as transformers' apply_chat_template
+  // kwargs (e.g. Qwen3's enable_thinking); models/prompting.h renders with them.
+  const nlohmann::ordered_json& chat_template_kwargs() const { return chat_template_kwargs_; }
+  void set_chat_template_kwargs(nlohmann::ordered_json kwargs) { chat_template_kwargs_ = std::move(kwargs); }
   ModelWeights& weights() { return w_; }
   const ModelWeights& weights() const { return w_; }
   // Every parameter under its Hugging Face name (tied lm_head omitted).
@@ -201,6 +206,7 @@ class Model {
   Tensor inv_freq_local_;  // gemma3 only: the sliding layers' table
   std::unique_ptr<Tokenizer> tokenizer_;
   fs::path dir_;
+  nlohmann::ordered_json chat_template_kwargs_ = nlohmann::ordered_json::object();
 };
 
 // Every parameter slot of a weights-shaped struct under its Hugging Face name

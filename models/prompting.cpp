@@ -52,8 +52,23 @@ std::optional<std::string> apply_chat_template(const Model& model, const std::ve
   vars["messages"] = std::move(msgs);
   vars["tools"] = nullptr;  // defined and None, as apply_chat_template passes them
   vars["documents"] = nullptr;
+  // Over the special tokens and tools / documents, as apply_chat_template's kwargs.
+  for (const auto& [k, v] : model.chat_template_kwargs().items()) vars[k] = v;
   vars["add_generation_prompt"] = add_generation_prompt;
   return t->render(vars);
+}
+
+nlohmann::ordered_json parse_chat_template_kwargs(const std::string& text, const std::string& where) {
+  nlohmann::ordered_json j;
+  try {
+    j = nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    throw InputError(where + ": malformed JSON (expected an object such as {\"enable_thinking\": false})");
+  }
+  if (!j.is_object()) throw InputError(where + ": expected a JSON object such as {\"enable_thinking\": false}");
+  for (const char* own : {"messages", "add_generation_prompt"})
+    if (j.contains(own)) throw InputError(where + ": '" + own + "' is set by sppft, not a template variable to pass");
+  return j;
 }
 
 ChatFormat chat_format_for(const Model& model) {

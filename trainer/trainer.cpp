@@ -182,6 +182,7 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   alloc.reset_peaks();
   const MemoryStats before = alloc.stats();
   auto model = Model::load(o.model_dir);
+  model->set_chat_template_kwargs(o.chat_template_kwargs);
   if (gpu) model->to_device(Device::CUDA, DType::BF16, /*keep_host_f32=*/true);  // for the fp32 masters
   const ModelConfig& c = model->config();
 

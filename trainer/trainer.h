@@ -32,6 +32,8 @@ struct TrainOptions {
   std::uint64_t seed = 42;
   std::int64_t val_size = 0, eval_every = 0, save_every = 0;
   PromptTemplate tmpl = PromptTemplate::Alpaca;
+  // Extra chat-template variables (Model::chat_template_kwargs) for chat records and --template chat.
+  nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
   bool train_on_inputs = false;
   // Recompute: each block keeps only its input and reruns its forward before its
   // backward (activation checkpointing; same gradients, about one more forward of time).

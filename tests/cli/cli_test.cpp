@@ -111,6 +111,34 @@ TEST_CASE("chat templates: info says which one --template chat uses; one sppft c
   expect_input_error("generate " + dir + " --prompt hi --template chat --max-new-tokens 2",
                      "chat template: the template raised an exception: Conversation roles must alternate");
 
+  // --chat-template-kwargs reach the template (as apply_chat_template's kwargs), in generate and train.
+  atomic_write_text(d / "chat_template.jinja",
+                    "{% if not ready %}{{ raise_exception('ready is ' ~ ready) }}{% endif %}"
+                    "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}");
+  expect_input_error("generate " + dir + " --prompt hi --template chat --max-new-tokens 2", "the template raised an exception: ready is ");
+  CHECK(run_cli("generate " + dir + " --prompt hi --template chat --max-new-tokens 2 --chat-template-kwargs '{\"ready\": true}'")
+            .exit_code == 0);
+  const fs::path chat_data = d.parent_path() / "chat.jsonl";
+  atomic_write_text(chat_data, R"({"messages": [{"role": "user", "content": "Name a color"}, {"role": "assistant", "content": "Blue."}]})"
+                               "\n" R"({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]})" "\n");
+  const std::string train = "train " + dir + " --data " + chat_data.string() + " --out " + (d.parent_path() / "ft").string() +
+                            " --max-steps 1 --micro-batch 2 --cutoff 64";
+  expect_input_error(train, "the template raised an exception: ready is ");
+  auto trained = run_cli(train + " --chat-template-kwargs '{\"ready\": 1}' 2>&1");
+  CHECK_MESSAGE(trained.exit_code == 0, trained.out);
+  const std::string csv = (test::source_dir() / "data/normal.csv").string(), out = (d.parent_path() / "o").string();
+  for (const std::string& cmd :
+       {"generate " + dir + " --prompt hi", "hidden " + dir + " --prompts " + csv + " --out " + out,
+        "cossim " + dir + " --normal " + csv + " --malicious " + csv + " --out " + out,
+        "locate " + dir + " --over-rejection " + csv + " --out " + out, "eval " + dir + " --harmful " + csv + " --out " + out})
+    expect_input_error(cmd + " --chat-template-kwargs '{}'", "--chat-template-kwargs: only with --template chat");
+  expect_input_error("generate " + dir + " --prompt hi --template chat --chat-template-kwargs '[1]'",
+                     "--chat-template-kwargs: expected a JSON object such as {\"enable_thinking\": false}");
+  expect_input_error("generate " + dir + " --prompt hi --template chat --chat-template-kwargs '{oops'",
+                     "--chat-template-kwargs: malformed JSON");
+  expect_input_error("train " + dir + " --data x.jsonl --out o --chat-template-kwargs '{\"messages\": []}'",
+                     "--chat-template-kwargs: 'messages' is set by sppft");
+
   fs::remove(d / "chat_template.jinja");
   Json tcfg = read_json_file(d / "tokenizer_config.json");
   tcfg["chat_template"] = 5;

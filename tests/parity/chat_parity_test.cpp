@@ -19,19 +19,27 @@ std::vector<std::int32_t> ids_of(const Json& j) { return j.get<std::vector<std::
 TEST_CASE("the checkpoint's chat template: prompt ids and training labels as transformers gives them") {
   const fs::path root = test::env_path("SPPFT_PARITY_DIR") / "chat";
   REQUIRE_MESSAGE(fs::is_directory(root), "fixtures missing: run tests/parity/make_chat_fixtures.py $SPPFT_PARITY_DIR (ctest does)");
-  int prompts = 0, conversations = 0, per_turn = 0, fallbacks = 0, errors = 0, cases = 0;
+  int prompts = 0, conversations = 0, per_turn = 0, fallbacks = 0, errors = 0, cases = 0, kwargs_cases = 0;
   for (const auto& entry : fs::directory_iterator(root)) {
     const fs::path dir = entry.path();
     const Json expected = read_json_file(dir / "expected.json");
     CAPTURE(dir.filename().string());
     auto model = Model::load(dir);
     ++cases;
+    // Extra template variables (--chat-template-kwargs) where the entry carries them.
+    auto use_kwargs = [&](const Json& entry) {
+      model->set_chat_template_kwargs(entry.contains("kwargs") ? nlohmann::ordered_json::parse(entry["kwargs"].dump())
+                                                               : nlohmann::ordered_json::object());
+      kwargs_cases += entry.contains("kwargs");
+    };
     for (const Json& p : expected["prompts"]) {
+      use_kwargs(p);
       const PromptRecord r{p["instruction"].get<std::string>(), p["input"].get<std::string>()};
       CHECK(encode_prompt(*model, r, PromptTemplate::Chat) == ids_of(p["ids"]));
       ++prompts;
     }
     for (const Json& c : expected["conversations"]) {
+      use_kwargs(c);
       SftRecord rec;
       for (const Json& m : c["messages"]) rec.messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
       DataOptions opts;
@@ -61,8 +69,9 @@ TEST_CASE("the checkpoint's chat template: prompt ids and training labels as tra
   }
   MESSAGE(cases << " checkpoints: " << prompts << " prompts, " << conversations << " conversations and " << per_turn
                 << " split turn by turn equal to transformers, " << errors << " raised as the template does, " << fallbacks
-                << " on the built-in format");
+                << " on the built-in format; " << kwargs_cases << " of them with extra template variables");
   CHECK(cases >= 11);
   CHECK(conversations >= 28);
-  CHECK(per_turn >= 2);  // Qwen3's multi-turn conversations
+  CHECK(per_turn >= 4);      // Qwen3's multi-turn conversations, with and without enable_thinking
+  CHECK(kwargs_cases >= 12);  // Qwen3's enable_thinking, Llama-3.1's date_string
 }

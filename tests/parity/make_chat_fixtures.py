@@ -7,7 +7,7 @@ For each pair (parity case, Hub chat template of that family) writes PARITY_DIR/
 case's checkpoint (files hard-linked or copied) plus chat_template.jinja, and expected.json:
 
   {"template": Hub name,
-   "prompts": [{"instruction", "input", "ids"}],      # apply_chat_template([user], add_generation_prompt=True, tokenize=True)
+   "prompts": [{"instruction", "input", "ids", "kwargs"?}],  # apply_chat_template([user], add_generation_prompt=True, tokenize=True, **kwargs)
    "conversations": [{"messages", "error"} |          # the template raises on them
                      {"messages", "prefix_chain": true, "ids", "labels"} |
                      {"messages", "prefix_chain": false, "per_turn": [{"ids", "labels"}]} |
@@ -23,6 +23,7 @@ turn); that stretch must hold the message's content, else prefix_chain is false 
 turn is its own example (per_turn): the conversation up to it, labels from the end of its generation
 prompt on (Qwen3, which drops earlier turns' think blocks). A template that does not even render a
 last turn after its prompt leaves the conversation to sppft's built-in format (builtin).
+Prompts and conversations carry "kwargs" when rendered with extra template variables (KWARGS).
 Takes a few seconds. Needs transformers 5 (checked with 5.24).
 """
 
@@ -79,6 +80,14 @@ CONVERSATIONS = [
 ]
 
 
+# Extra template variables (apply_chat_template's kwargs, sppft's --chat-template-kwargs), each
+# rendering the prompts and conversations once more.
+KWARGS = {
+    "qwen3": [{"enable_thinking": False}],
+    "llama3": [{"date_string": "30 Nov 2026"}],
+}
+
+
 def ids_of(tok, text):
     return tok(text, add_special_tokens=False)["input_ids"]
 
@@ -92,8 +101,8 @@ def as_sent(messages):
     return [dict(m, content=[{"type": "text", "text": m["content"]}]) for m in messages]
 
 
-def render(tok, messages, generation_prompt):
-    return tok.apply_chat_template(as_sent(messages), add_generation_prompt=generation_prompt, tokenize=False)
+def render(tok, messages, generation_prompt, kwargs):
+    return tok.apply_chat_template(as_sent(messages), add_generation_prompt=generation_prompt, tokenize=False, **kwargs)
 
 
 def labelled(tok, text, spans):
@@ -106,17 +115,24 @@ def labelled(tok, text, spans):
     return ids, labels
 
 
-def conversation_case(tok, messages):
+def conversation_case(tok, messages, kwargs):
+    case = conversation_rendering(tok, messages, kwargs)
+    if kwargs:
+        case["kwargs"] = kwargs
+    return case
+
+
+def conversation_rendering(tok, messages, kwargs):
     try:
-        full = render(tok, messages, False)
+        full = render(tok, messages, False, kwargs)
     except Exception as e:  # the template raises (e.g. no system role)
         return {"messages": messages, "error": str(e)}
     spans, per_turn, chained = [], [], True
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prompt = render(tok, messages[:i], True)
-        upto = render(tok, messages[: i + 1], False)
+        prompt = render(tok, messages[:i], True, kwargs)
+        upto = render(tok, messages[: i + 1], False, kwargs)
         content = m["content"].strip()
         if not upto.startswith(prompt) or content not in upto[len(prompt) :]:
             return {"messages": messages, "prefix_chain": False, "builtin": True}
@@ -158,15 +174,18 @@ def main():
         tok = AutoTokenizer.from_pretrained(dst)
         with open(os.path.join(dst, "config.json"), encoding="utf-8") as f:
             PARTS = "vision_config" in json.load(f)
-        prompts = []
-        for p in PROMPTS:
-            content = p["instruction"] if not p["input"] else p["instruction"] + "\n\n" + p["input"]
-            ids = tok.apply_chat_template(as_sent([{"role": "user", "content": content}]), add_generation_prompt=True,
-                                          tokenize=True, return_dict=False)
-            assert ids == ids_of(tok, render(tok, [{"role": "user", "content": content}], True))
-            prompts.append(dict(p, ids=list(ids)))
-        doc = {"template": hub_name, "case": case, "prompts": prompts,
-               "conversations": [conversation_case(tok, c) for c in CONVERSATIONS]}
+        prompts, conversations = [], []
+        for kwargs in [{}] + KWARGS.get(name, []):
+            for p in PROMPTS:
+                content = p["instruction"] if not p["input"] else p["instruction"] + "\n\n" + p["input"]
+                ids = tok.apply_chat_template(as_sent([{"role": "user", "content": content}]), add_generation_prompt=True,
+                                              tokenize=True, return_dict=False, **kwargs)
+                assert ids == ids_of(tok, render(tok, [{"role": "user", "content": content}], True, kwargs))
+                if kwargs:  # the variables change the rendering, so a test that ignored them would fail
+                    assert list(ids) != prompts[PROMPTS.index(p)]["ids"], (name, kwargs)
+                prompts.append(dict(p, ids=list(ids), **({"kwargs": kwargs} if kwargs else {})))
+            conversations += [conversation_case(tok, c, kwargs) for c in CONVERSATIONS]
+        doc = {"template": hub_name, "case": case, "prompts": prompts, "conversations": conversations}
         with open(os.path.join(dst, "expected.json"), "w", encoding="utf-8") as f:
             json.dump(doc, f, ensure_ascii=False, indent=1)
         kinds = [("error" if "error" in c else "chain" if c["prefix_chain"] else "per-turn" if "per_turn" in c else "built-in")

@@ -27,11 +27,11 @@ const std::string kHelp = std::string(
     "  --template T         alpaca (default, as the paper) | chat | none\n"
     "  --authors-final-norm use the final-normed state for the last block, as the\n"
     "                       authors' Hugging Face tuple did (default: raw block output)\n"
-    "  --batch-size B       prompts per forward (default 32)\n") + kDeviceHelp;
+    "  --batch-size B       prompts per forward (default 32)\n") + kChatKwargsHelp + kDeviceHelp;
 }  // namespace
 
 int cmd_cossim(int argc, char** argv) {
-  Args args(argc, argv, {"--device", "--normal", "--malicious", "--out", "--pairs", "--seed", "--threshold", "--template", "--batch-size"},
+  Args args(argc, argv, {"--device", "--normal", "--malicious", "--out", "--pairs", "--seed", "--threshold", "--template", "--chat-template-kwargs", "--batch-size"},
             {"--authors-final-norm"});
   if (args.help()) {
     std::fputs(kHelp.c_str(), stdout);
@@ -49,11 +49,13 @@ int cmd_cossim(int argc, char** argv) {
   if (normal.size() < 2) throw InputError("--normal: " + std::to_string(normal.size()) + " query, need at least 2");
   if (malicious.size() < 2) throw InputError("--malicious: " + std::to_string(malicious.size()) + " query, need at least 2");
   const PromptTemplate tmpl = parse_template(args.get_or("--template", "alpaca"));
+  const auto chat_kwargs = chat_template_kwargs_option(args, tmpl);
   const auto batch = args.get_int("--batch-size", 32, 1, 4096);
   ensure_directory(out);
   const auto t0 = std::chrono::steady_clock::now();
   auto model = Model::load(args.positional()[0]);
   place_model(*model, args);
+  model->set_chat_template_kwargs(chat_kwargs);
   auto states = [&](const std::vector<PromptRecord>& set, const char* label) {
     std::vector<std::vector<std::int32_t>> ids;
     for (const auto& r : set) ids.push_back(encode_prompt(*model, r, tmpl));
@@ -70,6 +72,7 @@ int cmd_cossim(int argc, char** argv) {
   j["normal_queries"] = normal.size();
   j["malicious_queries"] = malicious.size();
   j["template"] = args.get_or("--template", "alpaca");
+  if (!chat_kwargs.empty()) j["chat_template_kwargs"] = Json::parse(chat_kwargs.dump());
   j["seconds"] = secs;
   atomic_write_text(out / "cossim.json", j.dump(2) + "\n");
   atomic_write_text(out / "cossim.csv", r.to_csv());

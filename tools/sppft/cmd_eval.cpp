@@ -20,13 +20,13 @@ const std::string kHelp = std::string(
     "  --judge prefix|keyword|FILE   refusal judge (default prefix, by model family)\n"
     "  --template T              alpaca (default) | chat | none\n"
     "  --limit N                 only the first N rows of each set\n"
-    "  --batch-size B            prompts per prefill chunk (default 32)\n") + kDeviceHelp;
+    "  --batch-size B            prompts per prefill chunk (default 32)\n") + kChatKwargsHelp + kDeviceHelp;
 }  // namespace
 
 int cmd_eval(int argc, char** argv) {
   Args args(argc, argv,
             {"--device", "--harmful", "--over-rejection", "--reference", "--mmlu", "--max-new-tokens", "--judge", "--out", "--template",
-             "--limit", "--batch-size"},
+             "--chat-template-kwargs", "--limit", "--batch-size"},
             {});
   if (args.help()) {
     std::fputs(kHelp.c_str(), stdout);
@@ -44,9 +44,11 @@ int cmd_eval(int argc, char** argv) {
   o.limit = args.get_int("--limit", 0, 0, INT64_MAX);
   o.batch_size = args.get_int("--batch-size", 32, 1, 4096);
   o.tmpl = parse_template(args.get_or("--template", "alpaca"));
+  const auto chat_kwargs = chat_template_kwargs_option(args, o.tmpl);
   const fs::path out = args.require("--out");
   auto model = Model::load(args.positional()[0]);
   place_model(*model, args);
+  model->set_chat_template_kwargs(chat_kwargs);
   const Judge judge = load_judge(args.get_or("--judge", "prefix"), judge_family(*model));
   ensure_directory(out);
   std::string responses;

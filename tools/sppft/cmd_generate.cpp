@@ -29,12 +29,12 @@ const std::string kHelp = std::string(
     "  --top-p P              nucleus sampling mass (1 = off)\n"
     "  --seed S               sampling seed (default 0)\n"
     "  --batch-size B         prompts per prefill chunk (default 16)\n"
-    "  --json                 one JSON object per prompt: prompt, token_ids, text\n") + kDeviceHelp;
+    "  --json                 one JSON object per prompt: prompt, token_ids, text\n") + kChatKwargsHelp + kDeviceHelp;
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
   Args args(argc, argv,
-            {"--device", "--prompt", "--prompts", "--template", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
+            {"--device", "--prompt", "--prompts", "--template", "--chat-template-kwargs", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
              "--batch-size"},
             {"--json"});
   if (args.help()) {
@@ -51,6 +51,7 @@ int cmd_generate(int argc, char** argv) {
     records = read_prompt_file(args.require("--prompts"));
   }
   const PromptTemplate tmpl = parse_template(args.get_or("--template", "alpaca"));
+  const auto chat_kwargs = chat_template_kwargs_option(args, tmpl);
   SamplingOptions opts;
   opts.max_new_tokens = args.get_int("--max-new-tokens", 64, 1, 1 << 20);
   opts.temperature = static_cast<float>(args.get_double("--temperature", 0.0, 0.0, 100.0));
@@ -62,6 +63,7 @@ int cmd_generate(int argc, char** argv) {
 
   auto model = Model::load(args.positional()[0]);
   place_model(*model, args);
+  model->set_chat_template_kwargs(chat_kwargs);
   std::vector<std::vector<std::int32_t>> ids;
   for (const auto& r : records) ids.push_back(encode_prompt(*model, r, tmpl));
 

@@ -18,11 +18,11 @@ const std::string kHelp = std::string(
     "of every block as tensor `hidden_states` [prompts, L+1, hidden] fp32 with Hugging\n"
     "Face indexing (0 = embeddings, k+1 = raw output of block k, no final norm) and the\n"
     "final-normed state as `final_normed` [prompts, hidden].\n\n"
-    "  --template NAME   alpaca (default), chat or none\n") + kDeviceHelp;
+    "  --template NAME   alpaca (default), chat or none\n") + kChatKwargsHelp + kDeviceHelp;
 }  // namespace
 
 int cmd_hidden(int argc, char** argv) {
-  Args args(argc, argv, {"--device", "--prompts", "--out", "--template", "--batch-size"}, {});
+  Args args(argc, argv, {"--device", "--prompts", "--out", "--template", "--chat-template-kwargs", "--batch-size"}, {});
   if (args.help()) {
     std::fputs(kHelp.c_str(), stdout);
     return 0;
@@ -31,9 +31,11 @@ int cmd_hidden(int argc, char** argv) {
   const fs::path out = args.require("--out");
   auto records = read_prompt_file(args.require("--prompts"));
   const PromptTemplate tmpl = parse_template(args.get_or("--template", "alpaca"));
+  const auto chat_kwargs = chat_template_kwargs_option(args, tmpl);
   const auto batch = args.get_int("--batch-size", 16, 1, 4096);
   auto model = Model::load(args.positional()[0]);
   place_model(*model, args);
+  model->set_chat_template_kwargs(chat_kwargs);
   std::vector<std::vector<std::int32_t>> ids;
   for (const auto& r : records) ids.push_back(encode_prompt(*model, r, tmpl));
   Progress bar("hidden", ids.size(), "prompts");

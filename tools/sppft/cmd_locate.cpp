@@ -27,13 +27,13 @@ const std::string kHelp = std::string(
     "  --scale-o-proj          also scale o_proj (the authors' code did not)\n"
     "  --judge prefix|keyword|FILE   refusal judge (default prefix, by model family)\n"
     "  --limit N               only the first N queries (quick looks)\n"
-    "  --batch-size B          prompts per prefill chunk (default 32)\n") + kDeviceHelp;
+    "  --batch-size B          prompts per prefill chunk (default 32)\n") + kChatKwargsHelp + kDeviceHelp;
 }  // namespace
 
 int cmd_locate(int argc, char** argv) {
   Args args(argc, argv,
             {"--device", "--over-rejection", "--out", "--initial", "--cossim", "--alpha", "--window", "--max-new-tokens", "--judge",
-             "--limit", "--batch-size", "--template"},
+             "--limit", "--batch-size", "--template", "--chat-template-kwargs"},
             {"--scale-o-proj"});
   if (args.help()) {
     std::fputs(kHelp.c_str(), stdout);
@@ -44,10 +44,13 @@ int cmd_locate(int argc, char** argv) {
   auto queries = read_prompt_file(args.require("--over-rejection"));
   const auto limit = args.get_int("--limit", 0, 0, INT64_MAX);
   if (limit > 0 && static_cast<std::int64_t>(queries.size()) > limit) queries.resize(limit);
+  LocateOptions o;
+  o.tmpl = parse_template(args.get_or("--template", "alpaca"));
+  const auto chat_kwargs = chat_template_kwargs_option(args, o.tmpl);
   auto model = Model::load(args.positional()[0]);
   place_model(*model, args);
+  model->set_chat_template_kwargs(chat_kwargs);
   const std::int64_t L = model->config().num_layers;
-  LocateOptions o;
   const std::string initial = args.get_or("--initial", "auto");
   if (initial == "auto") {
     const fs::path cs = args.get_or("--cossim", (out / "cossim.json").string());
@@ -67,7 +70,6 @@ int cmd_locate(int argc, char** argv) {
   o.max_new_tokens = args.get_int("--max-new-tokens", 16, 1, 4096);
   o.scale_o_proj = args.has("--scale-o-proj");
   o.batch_size = args.get_int("--batch-size", 32, 1, 4096);
-  o.tmpl = parse_template(args.get_or("--template", "alpaca"));
   const Judge judge = load_judge(args.get_or("--judge", "prefix"), judge_family(*model));
   ensure_directory(out);
   std::string responses;

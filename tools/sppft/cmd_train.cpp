@@ -4,6 +4,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "analysis/safety_probe.h"
+#include "models/prompting.h"
 #include "trainer/comm.h"
 #include "trainer/trainer.h"
 #include "tools/sppft/args.h"
@@ -49,6 +50,8 @@ const char* kHelp =
     "  --eval-every K            validation loss every K steps (and at the end)\n"
     "  --save-every K            resumable checkpoint every K steps\n"
     "  --template T              alpaca (default) | chat | none\n"
+    "  --chat-template-kwargs J  extra chat-template variables (JSON object) for chat records\n"
+    "                            and --template chat, e.g. '{\"enable_thinking\": false}'\n"
     "  --train-on-inputs         loss on prompt and response (default: response only)\n"
     "  --resume                  continue from OUT/checkpoint\n"
     "  --safety-probe N.csv,M.csv  every --probe-every steps, the mean angle gap (N-M minus\n"
@@ -70,7 +73,7 @@ int cmd_train(int argc, char** argv) {
   Args args(argc, argv,
             {"--data", "--out", "--freeze", "--lr", "--epochs", "--max-steps", "--micro-batch", "--grad-accum", "--cutoff",
              "--warmup", "--schedule", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip", "--seed", "--val-size",
-             "--eval-every", "--save-every", "--template", "--safety-probe", "--probe-every", "--probe-layers", "--dist", "--device",
+             "--eval-every", "--save-every", "--template", "--chat-template-kwargs", "--safety-probe", "--probe-every", "--probe-layers", "--dist", "--device",
              "--dist-timeout", "--attention", "--recompute-blocks"},
             {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases", "--train-on-inputs",
              "--resume", "--zero1", "--recompute"});
@@ -107,6 +110,7 @@ int cmd_train(int argc, char** argv) {
   o.eval_every = args.get_int("--eval-every", 0, 0, INT64_MAX);
   o.save_every = args.get_int("--save-every", 0, 0, INT64_MAX);
   o.tmpl = parse_template(args.get_or("--template", "alpaca"));
+  if (auto kw = args.get("--chat-template-kwargs")) o.chat_template_kwargs = parse_chat_template_kwargs(*kw, "--chat-template-kwargs");
   o.train_on_inputs = args.has("--train-on-inputs");
   o.resume = args.has("--resume");
   o.activations = activation_policy_option(args);

@@ -2,6 +2,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "models/prompting.h"
 #ifdef SPPFT_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
 #endif
@@ -10,6 +11,13 @@ namespace sppft::cli {
 
 void place_model(Model& model, const Args& args) {
   if (require_device(args.get_or("--device", "cpu")) == Device::CUDA) model.to_device(Device::CUDA, DType::BF16);
+}
+
+nlohmann::ordered_json chat_template_kwargs_option(const Args& args, PromptTemplate tmpl) {
+  const auto text = args.get("--chat-template-kwargs");
+  if (!text) return nlohmann::ordered_json::object();
+  if (tmpl != PromptTemplate::Chat) throw InputError("--chat-template-kwargs: only with --template chat");
+  return parse_chat_template_kwargs(*text, "--chat-template-kwargs");
 }
 
 std::string apply_attention_option(const Args& args, bool gpu) {

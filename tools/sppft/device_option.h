@@ -3,6 +3,7 @@
 // back to the host as with the CPU.
 #pragma once
 
+#include "engine/prompts.h"
 #include "models/model.h"
 #include "models/training.h"
 #include "tools/sppft/args.h"
@@ -29,6 +30,16 @@ std::string apply_attention_option(const Args& args, bool gpu);
 // ones asked for (empty otherwise).
 std::string attention_kernels_used(bool gpu, std::int64_t head_dim);
 std::string attention_note(const std::string& requested, const std::string& used, std::int64_t head_dim);
+
+inline constexpr const char* kChatKwargsHelp =
+    "  --chat-template-kwargs J  extra chat-template variables, a JSON object, as\n"
+    "                            apply_chat_template's kwargs: '{\"enable_thinking\": false}'\n"
+    "                            (Qwen3); with --template chat\n";
+
+// --chat-template-kwargs as a JSON object (empty when absent), read before any model loads;
+// InputError when it is not an object, sets messages or add_generation_prompt, or comes with a
+// template other than chat.
+nlohmann::ordered_json chat_template_kwargs_option(const Args& args, PromptTemplate tmpl);
 
 // --recompute (every block) or --recompute-blocks N (the N lowest blocks that run backward) as
 // an activation policy (train, profile, memory); InputError when both are given.
