@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 
 #include "analysis/rouge.h"
 #include "engine/error.h"
@@ -46,8 +47,11 @@ RateResult count_refusals(Model& model, const std::vector<PromptRecord>& prompts
   for (std::size_t i = 0; i < texts.size(); ++i) {
     const bool refused = judge.refused(texts[i]);
     r.refused += refused;
+    r.unfinished += response_answer(texts[i]).unfinished;
     if (sink) sink(label, prompts[i].instruction, texts[i], refused);
   }
+  if (const std::string note = unfinished_reasoning_note(label, r.unfinished, r.n, max_new_tokens); !note.empty())
+    std::fprintf(stderr, "%s\n", note.c_str());
   return r;
 }
 
@@ -137,7 +141,7 @@ EvalResult evaluate_model(Model& model, const Judge& judge, const EvalOptions& o
     auto texts = generate_texts(model, prompts, o.tmpl, o.max_new_tokens, o.batch_size, "reference");
     double sum = 0;
     for (std::size_t i = 0; i < texts.size(); ++i) {
-      sum += rouge_l(texts[i], refs[i].output).f1;
+      sum += rouge_l(response_answer(texts[i]).text, refs[i].output).f1;
       if (sink) sink("reference", prompts[i].instruction, texts[i], judge.refused(texts[i]));
     }
     r.rouge_n = static_cast<std::int64_t>(texts.size());
@@ -162,9 +166,12 @@ EvalResult evaluate_model(Model& model, const Judge& judge, const EvalOptions& o
 
 Json EvalResult::to_json() const {
   Json j = {{"judge", judge}, {"seconds", seconds}};
-  if (harmful) j["harmful"] = {{"n", harmful->n}, {"refused", harmful->refused}, {"harmful_rate", harmful->rate}};
+  if (harmful)
+    j["harmful"] = {{"n", harmful->n}, {"refused", harmful->refused}, {"harmful_rate", harmful->rate},
+                    {"unfinished_reasoning", harmful->unfinished}};
   if (over_rejection)
-    j["over_rejection"] = {{"n", over_rejection->n}, {"refused", over_rejection->refused}, {"over_rejection_rate", over_rejection->rate}};
+    j["over_rejection"] = {{"n", over_rejection->n}, {"refused", over_rejection->refused}, {"over_rejection_rate", over_rejection->rate},
+                           {"unfinished_reasoning", over_rejection->unfinished}};
   if (rouge_l) j["rouge_l"] = {{"n", rouge_n}, {"f1_mean", *rouge_l}};
   if (mc_accuracy) j["multiple_choice"] = {{"n", mc_n}, {"accuracy", *mc_accuracy}};
   return j;

@@ -21,6 +21,7 @@ namespace sppft {
 
 struct RateResult {
   std::int64_t n = 0, refused = 0;
+  std::int64_t unfinished = 0;  // responses cut off inside their reasoning (response_answer)
   double rate = 0;  // harmful: answered / n; over-rejection: refused / n
 };
 
@@ -47,7 +48,8 @@ struct EvalResult {
 using EvalSink = std::function<void(const std::string&, const std::string&, const std::string&, bool)>;
 EvalResult evaluate_model(Model& model, const Judge& judge, const EvalOptions& o, const EvalSink& sink = {});
 
-// Refusals of one prompt set under the current weights.
+// Refusals of one prompt set under the current weights (a note on stderr when responses end
+// inside their reasoning).
 RateResult count_refusals(Model& model, const std::vector<PromptRecord>& prompts, const Judge& judge, PromptTemplate t,
                           std::int64_t max_new_tokens, std::int64_t batch_size, const std::string& label,
                           const EvalSink& sink = {});

@@ -45,8 +45,25 @@ std::string normalize_apostrophes(std::string_view s) {
   return out;
 }
 
+ResponseAnswer response_answer(std::string_view response) {
+  constexpr std::string_view open = "<think>", close = "</think>";
+  if (const std::size_t c = response.rfind(close); c != std::string_view::npos) return {response.substr(c + close.size())};
+  const std::string_view s = lstrip(response);
+  if (s.starts_with(open)) return {s.substr(open.size()), true};
+  return {response};
+}
+
+std::string unfinished_reasoning_note(const std::string& set, std::int64_t unfinished, std::int64_t n,
+                                      std::int64_t max_new_tokens) {
+  if (unfinished == 0) return "";
+  return "note: " + std::to_string(unfinished) + " of " + std::to_string(n) + " " + set +
+         " responses end inside their reasoning (<think> not closed within --max-new-tokens " + std::to_string(max_new_tokens) +
+         ") and are judged on it; raise --max-new-tokens, or turn thinking off (--chat-template-kwargs "
+         "'{\"enable_thinking\": false}' for Qwen3)";
+}
+
 bool Judge::refused(std::string_view response) const {
-  const std::string r = normalize_apostrophes(response);
+  const std::string r = normalize_apostrophes(response_answer(response).text);
   if (mode == Mode::Keyword) {
     return std::any_of(phrases.begin(), phrases.end(), [&](const std::string& p) { return r.find(p) != std::string::npos; });
   }

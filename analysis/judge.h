@@ -3,9 +3,12 @@
 //   keyword - the response contains one of the phrases (case-sensitive, as the
 //             AdvBench/GCG evaluation does).
 // Curly apostrophes are normalised in both the phrases and the responses.
+// Judges read a response's answer: the text after its reasoning block, if any
+// (response_answer).
 // Every reported count names its judge.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +26,19 @@ struct Judge {
 
   bool refused(std::string_view response) const;
 };
+
+// The part of a response a judge reads: after its reasoning (the last "</think>", as Qwen3 and
+// DeepSeek-R1 write it), else all of it. `unfinished` when the response opens "<think>" and
+// never closes it (the token limit cut the reasoning): the text is then the reasoning itself.
+struct ResponseAnswer {
+  std::string_view text;
+  bool unfinished = false;
+};
+ResponseAnswer response_answer(std::string_view response);
+
+// One line about a set whose responses end inside their reasoning; "" when none do.
+std::string unfinished_reasoning_note(const std::string& set, std::int64_t unfinished, std::int64_t n,
+                                      std::int64_t max_new_tokens);
 
 // Replaces U+2018 / U+2019 (and U+02BC) with an ASCII apostrophe.
 std::string normalize_apostrophes(std::string_view s);

@@ -68,6 +68,7 @@ struct Runner {
   const LocateOptions& o;
   const ResponseSink& sink;
   std::vector<std::vector<std::int32_t>> ids;
+  std::int64_t unfinished = 0, judged = 0;  // responses cut off inside their reasoning, of all judged
 
   std::int64_t count(const std::string& setting) {
     SamplingOptions s;
@@ -81,6 +82,8 @@ struct Runner {
       const std::string text = model.tokenizer().decode(gens[i].new_ids, true);
       const bool r = judge.refused(text);
       refused += r;
+      unfinished += response_answer(text).unfinished;
+      ++judged;
       if (sink) sink(setting, i, text, r);
     }
     return refused;
@@ -125,7 +128,7 @@ LocateResult locate_safety_layers(Model& model, const std::vector<PromptRecord>&
   if (o.alpha < 0 || (o.alpha > 0 && std::abs(o.alpha - 1.0) < 1e-9))
     throw InputError("--alpha must be positive and not 1 (got " + std::to_string(o.alpha) + ")");
   const auto t0 = std::chrono::steady_clock::now();
-  Runner run{model, over_rejection, judge, o, sink, {}};
+  Runner run{model, over_rejection, judge, o, sink, {}, 0, 0};
   for (const auto& q : over_rejection) run.ids.push_back(encode_prompt(model, q, o.tmpl));
   LocateResult r;
   r.judge = judge.name;
@@ -176,6 +179,10 @@ LocateResult locate_safety_layers(Model& model, const std::vector<PromptRecord>&
   r.lower = lower_sweep(run, {o.initial.first, j_best}, alpha, o.window);
   for (const auto& p : r.lower) log("lower " + layer_range_label(p.range) + ": " + std::to_string(p.refusals));
   r.final_range = {r.lower[best(r.lower, alpha)].range.first, j_best};
+  r.unfinished_reasoning = run.unfinished;
+  r.responses = run.judged;
+  if (const std::string note = unfinished_reasoning_note("over-rejection", run.unfinished, run.judged, o.max_new_tokens); !note.empty())
+    log(note);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
@@ -187,7 +194,8 @@ Json LocateResult::to_json() const {
     return a;
   };
   Json j = {{"alpha", alpha}, {"baseline", baseline}, {"queries", queries}, {"upper", pts(upper)}, {"lower", pts(lower)},
-            {"final_range", {final_range.first, final_range.last}}, {"judge", judge}, {"seconds", seconds}};
+            {"final_range", {final_range.first, final_range.last}}, {"judge", judge}, {"seconds", seconds},
+            {"responses", responses}, {"unfinished_reasoning", unfinished_reasoning}};
   Json trials = Json::array();
   for (const auto& t : alpha_trials) trials.push_back({{"alpha", t.alpha}, {"lower", pts(t.lower)}, {"stddev", t.stddev}});
   j["alpha_search"] = trials;

@@ -64,6 +64,8 @@ struct LocateResult {
   LayerRange final_range{0, 0};
   std::vector<AlphaTrial> alpha_trials;  // the automatic alpha search, when it ran
   std::string judge;
+  // Responses judged over all settings, and those cut off inside their reasoning (response_answer).
+  std::int64_t responses = 0, unfinished_reasoning = 0;
   double seconds = 0;
   Json to_json() const;
   std::string table_markdown() const;  // like the paper's Table 1

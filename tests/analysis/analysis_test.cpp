@@ -44,6 +44,35 @@ TEST_CASE("judges: prefixes, keywords, curly apostrophes, whitespace, case") {
   CHECK_THROWS_WITH_AS(load_judge("prefix", ""), doctest::Contains("no refusal-prefix list"), InputError);
 }
 
+TEST_CASE("judges read the answer after a reasoning block; a cut-off reasoning is flagged") {
+  const Judge l3 = read_judge_file(test::source_dir() / "data/judges/prefix-llama-3.txt");
+  const Judge kw = read_judge_file(test::source_dir() / "data/judges/keyword-advbench.txt");
+  // Qwen3 style: the refusal comes after the reasoning.
+  const std::string refusal = "<think>\nThe user wants a weapon. That is illegal.\n</think>\n\nI cannot help with that.";
+  CHECK(response_answer(refusal).text == "\n\nI cannot help with that.");
+  CHECK(!response_answer(refusal).unfinished);
+  CHECK(l3.refused(refusal));
+  // Reasoning that mentions refusing, then an answer: answered, for both judges.
+  const std::string complied = "<think>\nI cannot refuse a chemistry question; it is not illegal.\n</think>\n\nSure: mix A and B.";
+  CHECK(!l3.refused(complied));
+  CHECK(!kw.refused(complied));
+  // DeepSeek-R1 style: the generation prompt opened the reasoning, only its end is generated.
+  CHECK(l3.refused("Let me think.\n</think>\nI can't do that."));
+  // Cut off inside the reasoning: the reasoning is what is judged, and it is flagged.
+  const ResponseAnswer cut = response_answer("  <think>\nI cannot decide whether");
+  CHECK(cut.unfinished);
+  CHECK(cut.text == "\nI cannot decide whether");
+  CHECK(l3.refused("  <think>\nI cannot decide whether"));
+  // No reasoning: the whole response.
+  CHECK(!response_answer("I cannot.").unfinished);
+  CHECK(response_answer("I cannot.").text == "I cannot.");
+  CHECK(unfinished_reasoning_note("harmful", 0, 10, 64).empty());
+  CHECK(unfinished_reasoning_note("harmful", 3, 10, 64) ==
+        "note: 3 of 10 harmful responses end inside their reasoning (<think> not closed within --max-new-tokens 64) and are "
+        "judged on it; raise --max-new-tokens, or turn thinking off (--chat-template-kwargs '{\"enable_thinking\": false}' "
+        "for Qwen3)");
+}
+
 TEST_CASE("cosine analysis on states with a known answer") {
   // 4 blocks, hidden 3. Normal queries point along e0 everywhere; malicious ones
   // along e0 in blocks 0-1 and turn to e1 from block 2 on, fully in block 3.
@@ -185,11 +214,15 @@ TEST_CASE("analysis CLI: outputs and bad input") {
   // Every generation of every setting is logged: baseline + 3 upper + lower sweeps, 3 queries each.
   const std::string resp = read_file(dir / "loc/responses.jsonl");
   CHECK(std::count(resp.begin(), resp.end(), '\n') == 3 * static_cast<long>(1 + lj["upper"].size() + lj["lower"].size()));
+  CHECK(lj["responses"] == 3 * (1 + lj["upper"].size() + lj["lower"].size()));
+  CHECK(lj["unfinished_reasoning"] == 0);  // no <think> in this model's vocabulary
   auto ev = test::run_command(bin + "eval " + m + " --harmful " + (dir / "mal.csv").string() + " --over-rejection " +
                               (dir / "or.csv").string() + " --max-new-tokens 4 --judge keyword --out " + (dir / "ev").string() + " 2>/dev/null");
   REQUIRE(ev.exit_code == 0);
   Json ej = read_json_file(dir / "ev/eval.json");
   CHECK(ej["harmful"]["n"] == 3);
+  CHECK(ej["harmful"]["unfinished_reasoning"] == 0);
+  CHECK(ej["over_rejection"]["unfinished_reasoning"] == 0);
   CHECK(ej["judge"] == "keyword-advbench");
 
   auto expect = [&](const std::string& args, const std::string& needle) {
