@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 
 #include "engine/error.h"
@@ -121,6 +122,13 @@ std::string judge_family(const Model& model) {
 }
 
 Judge load_judge(const std::string& spec, const std::string& family) {
+  if (spec == "auto") {
+    if (!family.empty()) return load_judge("prefix", family);
+    std::fprintf(stderr,
+                 "sppft: note: no refusal-prefix list for this model's chat format (lists: llama-2, llama-3, gemma, "
+                 "phi-3); judging with the AdvBench keyword list (--judge keyword)\n");
+    return load_judge("keyword", family);
+  }
   if (spec == "prefix") {
     if (family.empty()) throw InputError("--judge prefix: no refusal-prefix list for this model family; use --judge keyword or a judge file");
     fs::path f = bundled_data_dir() / "judges" / ("prefix-" + family + ".txt");
@@ -130,7 +138,7 @@ Judge load_judge(const std::string& spec, const std::string& family) {
   if (spec == "keyword") return read_judge_file(bundled_data_dir() / "judges" / "keyword-advbench.txt");
   std::error_code ec;
   if (!fs::exists(spec, ec))
-    throw InputError("--judge: unknown judge '" + spec + "' (expected prefix, keyword or a judge file)");
+    throw InputError("--judge: unknown judge '" + spec + "' (expected auto, prefix, keyword or a judge file)");
   return read_judge_file(spec);
 }
 

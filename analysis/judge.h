@@ -48,7 +48,8 @@ std::string normalize_apostrophes(std::string_view s);
 Judge read_judge_file(const fs::path& path);
 
 // `spec`: "prefix" (the list of `family`: llama-2, llama-3, gemma, phi-3,
-// sppft-demo), "keyword" (AdvBench substrings) or a path to a judge file.
+// sppft-demo), "keyword" (AdvBench substrings), "auto" (prefix when the family
+// has a list, else keyword, with a note) or a path to a judge file.
 // InputError for an unknown judge.
 Judge load_judge(const std::string& spec, const std::string& family);
 

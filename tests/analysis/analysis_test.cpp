@@ -42,6 +42,9 @@ TEST_CASE("judges: prefixes, keywords, curly apostrophes, whitespace, case") {
   CHECK_THROWS_WITH_AS(read_judge_file(dir / "bad.txt"), doctest::Contains("unknown mode"), InputError);
   CHECK_THROWS_WITH_AS(load_judge("fancy", "llama-3"), doctest::Contains("unknown judge"), InputError);
   CHECK_THROWS_WITH_AS(load_judge("prefix", ""), doctest::Contains("no refusal-prefix list"), InputError);
+  // auto: the family's prefix list, else (Qwen, Mistral: no list) the AdvBench keywords.
+  CHECK(load_judge("auto", "llama-3").name == "prefix-llama-3");
+  CHECK(load_judge("auto", "").name == "keyword-advbench");
 }
 
 TEST_CASE("judges read the answer after a reasoning block; a cut-off reasoning is flagged") {

@@ -17,7 +17,8 @@ const std::string kHelp = std::string(
     "Rouge-L F1 against reference answers (Alpaca JSON), and multiple-choice accuracy by\n"
     "answer log-likelihood (CSV: question, A, B, C, D, answer). Greedy decoding. Writes\n"
     "OUTDIR/eval.json and every response to OUTDIR/responses.jsonl.\n\n"
-    "  --judge prefix|keyword|FILE   refusal judge (default prefix, by model family)\n"
+    "  --judge J                 auto (default: the family's prefix list, else keyword) |\n"
+    "                            prefix | keyword (AdvBench substrings) | FILE\n"
     "  --template T              alpaca (default) | chat | none\n"
     "  --limit N                 only the first N rows of each set\n"
     "  --batch-size B            prompts per prefill chunk (default 32)\n") + kChatKwargsHelp + kDeviceHelp;
@@ -49,7 +50,7 @@ int cmd_eval(int argc, char** argv) {
   auto model = Model::load(args.positional()[0]);
   place_model(*model, args);
   model->set_chat_template_kwargs(chat_kwargs);
-  const Judge judge = load_judge(args.get_or("--judge", "prefix"), judge_family(*model));
+  const Judge judge = load_judge(args.get_or("--judge", "auto"), judge_family(*model));
   ensure_directory(out);
   std::string responses;
   EvalResult r = evaluate_model(*model, judge, o, [&](const std::string& set, const std::string& prompt, const std::string& text, bool refused) {

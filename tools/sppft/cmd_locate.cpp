@@ -25,7 +25,8 @@ const std::string kHelp = std::string(
     "  --window W              candidates per sweep (default 5)\n"
     "  --max-new-tokens N      tokens generated per query (default 16)\n"
     "  --scale-o-proj          also scale o_proj (the authors' code did not)\n"
-    "  --judge prefix|keyword|FILE   refusal judge (default prefix, by model family)\n"
+    "  --judge J               auto (default: the family's prefix list, else keyword) |\n"
+    "                          prefix | keyword (AdvBench substrings) | FILE\n"
     "  --limit N               only the first N queries (quick looks)\n"
     "  --batch-size B          prompts per prefill chunk (default 32)\n") + kChatKwargsHelp + kDeviceHelp;
 }  // namespace
@@ -70,7 +71,7 @@ int cmd_locate(int argc, char** argv) {
   o.max_new_tokens = args.get_int("--max-new-tokens", 16, 1, 4096);
   o.scale_o_proj = args.has("--scale-o-proj");
   o.batch_size = args.get_int("--batch-size", 32, 1, 4096);
-  const Judge judge = load_judge(args.get_or("--judge", "prefix"), judge_family(*model));
+  const Judge judge = load_judge(args.get_or("--judge", "auto"), judge_family(*model));
   ensure_directory(out);
   std::string responses;
   auto sink = [&](const std::string& setting, std::size_t q, const std::string& text, bool refused) {
