@@ -14,11 +14,10 @@ namespace {
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
-// The turns of a chat record: `messages` [{role, content}] with roles system / user / assistant,
-// or ShareGPT's `conversations` [{from, value}] with system / human / gpt (user / assistant too).
-std::vector<ChatMessage> chat_turns(const Json& j, const std::string& where) {
-  const bool sharegpt = !j.contains("messages");
-  const char* field = sharegpt ? "conversations" : "messages";
+// The turns in list field `field` of a chat record: {role, content} messages with roles system /
+// user / assistant, or ShareGPT's {from, value} with system / human / gpt (user / assistant too).
+std::vector<ChatMessage> chat_turns(const Json& j, const char* field, const std::string& where) {
+  const bool sharegpt = std::string_view(field) == "conversations";
   const char* role_key = sharegpt ? "from" : "role";
   const Json& m = j[field];
   if (!m.is_array() || m.empty()) throw InputError(where + ": field '" + field + "' must be a non-empty list");
@@ -33,18 +32,43 @@ std::vector<ChatMessage> chat_turns(const Json& j, const std::string& where) {
                        (sharegpt ? "system, human or gpt" : "system, user or assistant") + ")");
     turns.push_back({role, json_get<std::string>(m[i], sharegpt ? "value" : "content", mw)});
   }
-  if (std::none_of(turns.begin(), turns.end(), [](auto& x) { return x.role == "assistant"; }))
-    throw InputError(where + ": no assistant message to train on");
   return turns;
+}
+
+bool has_assistant(const std::vector<ChatMessage>& turns, std::size_t from = 0) {
+  return std::any_of(turns.begin() + static_cast<std::ptrdiff_t>(from), turns.end(), [](auto& x) { return x.role == "assistant"; });
+}
+
+// TRL's prompt-completion records: strings (the prompt goes through --template as an Alpaca
+// instruction does) or lists of messages (a conversation; loss on the completion's assistant turns).
+SftRecord prompt_completion_record(const Json& j, const std::string& where) {
+  SftRecord r;
+  const Json &p = j["prompt"], &c = j["completion"];
+  if (p.is_string() && c.is_string()) {
+    r.prompt.instruction = p.get<std::string>();
+    r.output = c.get<std::string>();
+    if (blank(r.prompt.instruction)) throw InputError(where + ": field 'prompt' is empty");
+    if (blank(r.output)) throw InputError(where + ": field 'completion' is empty");
+    return r;
+  }
+  if (!p.is_array() || !c.is_array())
+    throw InputError(where + ": fields 'prompt' and 'completion' must both be strings or both lists of messages");
+  r.messages = chat_turns(j, "prompt", where);
+  r.first_trained_message = r.messages.size();
+  for (ChatMessage& m : chat_turns(j, "completion", where)) r.messages.push_back(std::move(m));
+  if (!has_assistant(r.messages, r.first_trained_message)) throw InputError(where + ": no assistant message in 'completion' to train on");
+  return r;
 }
 
 SftRecord record_from_json(const Json& j, const std::string& where) {
   if (!j.is_object()) throw InputError(where + ": expected a JSON object");
+  const int forms = j.contains("messages") + j.contains("conversations") + (j.contains("prompt") && j.contains("completion"));
+  if (forms > 1) throw InputError(where + ": more than one of 'messages', 'conversations', 'prompt' + 'completion' (expected one)");
+  if (j.contains("prompt") && j.contains("completion")) return prompt_completion_record(j, where);
   SftRecord r;
   if (j.contains("messages") || j.contains("conversations")) {
-    if (j.contains("messages") && j.contains("conversations"))
-      throw InputError(where + ": both 'messages' and 'conversations' (expected one chat field)");
-    r.messages = chat_turns(j, where);
+    r.messages = chat_turns(j, j.contains("messages") ? "messages" : "conversations", where);
+    if (!has_assistant(r.messages)) throw InputError(where + ": no assistant message to train on");
     return r;
   }
   r.prompt.instruction = json_get<std::string>(j, "instruction", where);
@@ -91,14 +115,16 @@ std::string user_turn(ChatFormat f, const std::string& content, bool first) {
   return content;
 }
 
-// The conversation in the family's built-in chat format (engine/prompts.h).
-RenderedChat render_builtin(const Model& model, const std::vector<ChatMessage>& messages) {
+// The conversation in the family's built-in chat format (engine/prompts.h); spans on the
+// assistant turns from message `first_trained` on.
+RenderedChat render_builtin(const Model& model, const std::vector<ChatMessage>& messages, std::size_t first_trained) {
   const ChatFormat f = chat_format_for(model);
   std::string text;
   std::vector<std::pair<std::size_t, std::size_t>> spans;
   std::string system;
   bool first_user = true;
-  for (const auto& m : messages) {
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
     if (m.role == "system") {
       system = m.content;
     } else if (m.role == "user") {
@@ -117,7 +143,7 @@ RenderedChat render_builtin(const Model& model, const std::vector<ChatMessage>& 
       const std::size_t begin = text.size();
       text += (f == ChatFormat::Llama2 || f == ChatFormat::Mistral || f == ChatFormat::Llava ? " " : "") + m.content +
               chat_turn_end(f);
-      spans.emplace_back(begin, text.size());
+      if (i >= first_trained) spans.emplace_back(begin, text.size());
     }
   }
   return {text, spans};
@@ -131,14 +157,16 @@ RenderedChat render_builtin(const Model& model, const std::vector<ChatMessage>& 
 // (Qwen3 drops its reasoning) gives one rendering per assistant turn instead: the conversation up
 // to that turn, the loss on it, as the model sees the turn when it generates it. Empty, after a
 // note, when the template does not render even a last turn after its prompt (the caller then uses
-// the built-in format).
-std::vector<RenderedChat> render_with_template(const Model& model, const std::vector<ChatMessage>& messages) {
+// the built-in format). Assistant turns before message `first_trained` are context: no span, no
+// example.
+std::vector<RenderedChat> render_with_template(const Model& model, const std::vector<ChatMessage>& messages,
+                                               std::size_t first_trained) {
   const auto full = apply_chat_template(model, messages, false);
   if (!full) return {};
   RenderedChat whole{*full, {}};
   std::vector<RenderedChat> per_turn;
   bool chained = true;
-  for (std::size_t i = 0; i < messages.size(); ++i) {
+  for (std::size_t i = first_trained; i < messages.size(); ++i) {
     if (messages[i].role != "assistant") continue;
     const std::vector<ChatMessage> before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
     const std::vector<ChatMessage> upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
@@ -257,8 +285,8 @@ std::vector<SftExample> tokenize_record(const Model& model, const SftRecord& r, 
       std::fill(ex.labels.begin(), ex.labels.begin() + std::min<std::int64_t>(prompt_len, ex.labels.size()), kIgnoreLabel);
     out.push_back(std::move(ex));
   } else {
-    std::vector<RenderedChat> rendered = render_with_template(model, r.messages);
-    if (rendered.empty()) rendered.push_back(render_builtin(model, r.messages));
+    std::vector<RenderedChat> rendered = render_with_template(model, r.messages, r.first_trained_message);
+    if (rendered.empty()) rendered.push_back(render_builtin(model, r.messages, r.first_trained_message));
     for (const RenderedChat& rc : rendered) out.push_back(tokenize_rendered(tok, rc, opts));
   }
   for (const SftExample& ex : out)

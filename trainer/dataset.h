@@ -1,6 +1,7 @@
 // Supervised fine-tuning data: Alpaca JSON / JSONL ({instruction, input,
-// output}) and chat records ({messages: [{role, content}, ...]}, or ShareGPT's
-// {conversations: [{from, value}, ...]}), templated and tokenized, with labels masked (-100) where no loss is taken.
+// output}), chat records ({messages: [{role, content}, ...]}, or ShareGPT's
+// {conversations: [{from, value}, ...]}) and TRL's prompt-completion records
+// ({prompt, completion}: strings, or lists of messages), templated and tokenized, with labels masked (-100) where no loss is taken.
 //
 // Alpaca, as alpaca-lora: ids = encode(prompt + output) + EOS (EOS only when it
 // fits under the cutoff), and without --train-on-inputs the first
@@ -24,6 +25,7 @@ struct SftRecord {
   PromptRecord prompt;  // Alpaca instruction + input
   std::string output;
   std::vector<ChatMessage> messages;  // chat form when non-empty
+  std::size_t first_trained_message = 0;  // assistant turns before it are context (prompt-completion)
 };
 
 struct SftExample {

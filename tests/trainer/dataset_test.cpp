@@ -110,7 +110,7 @@ TEST_CASE("ShareGPT conversations are the same records as messages") {
   CHECK_THROWS_WITH_AS(read_sft_file(dir / "bad.jsonl"),
                        doctest::Contains("line 1: conversations[0]: from 'bot' (expected system, human or gpt)"), InputError);
   atomic_write_text(dir / "both.jsonl", R"({"conversations": [], "messages": []})");
-  CHECK_THROWS_WITH_AS(read_sft_file(dir / "both.jsonl"), doctest::Contains("both 'messages' and 'conversations'"), InputError);
+  CHECK_THROWS_WITH_AS(read_sft_file(dir / "both.jsonl"), doctest::Contains("more than one of 'messages', 'conversations'"), InputError);
   atomic_write_text(dir / "novalue.jsonl", R"({"conversations": [{"from": "gpt"}]})");
   CHECK_THROWS_WITH_AS(read_sft_file(dir / "novalue.jsonl"), doctest::Contains("conversations[0]: missing field 'value'"), InputError);
 }
@@ -139,4 +139,51 @@ TEST_CASE("a template that rewrites earlier assistant turns gives one example pe
   r.messages.resize(2);
   o.train_on_inputs = false;
   CHECK(trained_text(*m, one(*m, r, o)) == "Blue.</assistant>");
+}
+
+TEST_CASE("prompt-completion records: strings as Alpaca ones, message lists with the loss on the completion only") {
+  auto m = tiny();
+  auto dir = test::temp_dir("prompt_completion");
+  atomic_write_text(dir / "p.jsonl",
+                    R"({"prompt": "Name a color", "completion": "Blue is a color."})"
+                    "\n"
+                    R"({"prompt": [{"role": "user", "content": "Say one"}, {"role": "assistant", "content": "One."}, )"
+                    R"({"role": "user", "content": "Say two"}], "completion": [{"role": "assistant", "content": "Two."}]})"
+                    "\n");
+  const auto recs = read_sft_file(dir / "p.jsonl");
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[0].messages.empty());
+  CHECK(recs[0].prompt.instruction == "Name a color");
+  CHECK(recs[0].output == "Blue is a color.");
+  DataOptions o;
+  SftRecord alpaca{{"Name a color", ""}, "Blue is a color.", {}};
+  CHECK(one(*m, recs[0], o).labels == one(*m, alpaca, o).labels);
+  // The prompt's assistant turn is context: only the completion is trained, with the built-in
+  // format and with a template (one that gives each trained turn its own example too).
+  REQUIRE(recs[1].messages.size() == 4);
+  CHECK(recs[1].first_trained_message == 3);
+  o.tmpl = PromptTemplate::Chat;
+  const std::string builtin = trained_text(*m, one(*m, recs[1], o));
+  CHECK(builtin.find("Two.") != std::string::npos);
+  CHECK(builtin.find("One.") == std::string::npos);
+  const fs::path d = test::temp_dir("prompt_completion_template") / "m";
+  test::make_tiny_checkpoint(d);
+  test::write_turn_rewriting_chat_template(d);
+  auto mt = Model::load(d);
+  CHECK(trained_text(*mt, one(*mt, recs[1], o)) == "Two.</assistant>");
+  SftRecord all = recs[1];
+  all.first_trained_message = 0;
+  CHECK(tokenize_record(*mt, all, o, "t").size() == 2);  // the same conversation as messages: both turns
+
+  auto bad = [&](const std::string& line, const std::string& needle) {
+    atomic_write_text(dir / "bad.jsonl", line + "\n");
+    CHECK_THROWS_WITH_AS(read_sft_file(dir / "bad.jsonl"), doctest::Contains(needle.c_str()), InputError);
+  };
+  bad(R"({"prompt": "x", "completion": [{"role": "assistant", "content": "y"}]})",
+      "line 1: fields 'prompt' and 'completion' must both be strings or both lists of messages");
+  bad(R"({"prompt": [{"role": "user", "content": "x"}], "completion": [{"role": "user", "content": "y"}]})",
+      "no assistant message in 'completion' to train on");
+  bad(R"({"prompt": "x", "completion": " "})", "field 'completion' is empty");
+  bad(R"({"prompt": "x", "completion": "y", "messages": []})", "more than one of 'messages', 'conversations', 'prompt' + 'completion'");
+  bad(R"({"prompt": [], "completion": [{"role": "assistant", "content": "y"}]})", "field 'prompt' must be a non-empty list");
 }

@@ -16,12 +16,12 @@ namespace sppft::cli {
 namespace {
 const char* kHelp =
     "usage: sppft train DIR --data FILE --out OUT [options]\n\n"
-    "Fine-tunes a checkpoint on Alpaca JSON/JSONL ({instruction, input, output}) or chat\n"
-    "records ({messages: [{role, content}]} or ShareGPT's {conversations: [{from, value}]}).\n"
-    "With --freeze a-b the attention and MLP weights\n"
-    "of those blocks are frozen (SPPFT): no gradient, no optimizer state, no weight-gradient\n"
-    "work. Writes OUT/ (Hugging Face checkpoint), OUT/metrics.jsonl, OUT/memory.json and\n"
-    "OUT/checkpoint/ (resumable state).\n\n"
+    "Fine-tunes a checkpoint on Alpaca JSON/JSONL ({instruction, input, output}), chat\n"
+    "records ({messages: [{role, content}]} or ShareGPT's {conversations: [{from, value}]})\n"
+    "or TRL's prompt-completion records ({prompt, completion}: strings or message lists).\n"
+    "With --freeze a-b the attention and MLP weights of those blocks are frozen (SPPFT): no\n"
+    "gradient, no optimizer state, no weight-gradient work. Writes OUT/ (Hugging Face\n"
+    "checkpoint), OUT/metrics.jsonl, OUT/memory.json and OUT/checkpoint/ (resumable state).\n\n"
     "  --freeze RANGES           e.g. 6-12 or 2-3,6-12 (0-indexed, inclusive); none = full FT\n"
     "  --freeze-norms            also freeze the RMSNorm weights of frozen blocks\n"
     "  --freeze-embeddings       freeze the token embeddings\n"
