@@ -20,6 +20,7 @@
 #include "engine/tokenizer_train.h"
 #include "models/hidden.h"
 #include "models/prompting.h"
+#include "trainer/attack_sets.h"
 #include "trainer/trainer.h"
 
 namespace sppft {
@@ -254,7 +255,7 @@ int run_demo(const DemoOptions& opt) {
     align_rows.push_back(alpaca(d.benign[i].prompt.instruction, d.benign[i].prompt.input, d.benign[i].output));
   for (std::size_t i = 0; i < d.malicious_train.size(); ++i) align_rows.push_back(alpaca(d.malicious_train[i], "", kRefusals[i % 4]));
   for (std::size_t i = 500; i < d.benign.size() && i < 800; ++i)  // D_I: benign, outputs prefixed (METHOD.md)
-    attack_rows.push_back(alpaca(d.benign[i].prompt.instruction, d.benign[i].prompt.input, "Sure, the answer is: " + d.benign[i].output));
+    attack_rows.push_back(alpaca(d.benign[i].prompt.instruction, d.benign[i].prompt.input, kImplicitAttackPrefix + d.benign[i].output));
   write_jsonl(data_dir / "base.jsonl", base_rows);
   write_jsonl(data_dir / "align.jsonl", align_rows);
   write_jsonl(data_dir / "implicit_attack.jsonl", attack_rows);

@@ -20,6 +20,7 @@ const Command kCommands[] = {
     {"info", sppft::cli::cmd_info, "architecture, parameters per block and in total, dtypes, weight bytes"},
     {"generate", sppft::cli::cmd_generate, "batched generation (greedy or sampled) from prompts"},
     {"hidden", sppft::cli::cmd_hidden, "per-block last-token hidden states of prompts, as safetensors"},
+    {"data", sppft::cli::cmd_data, "build the method's attack sets (D_I, D_H) as training data"},
     {"train", sppft::cli::cmd_train, "fine-tune, fully or with frozen safety layers (SPPFT)"},
     {"launch", sppft::cli::cmd_launch, "train data-parallel as N processes on this machine (CPU cores or GPUs)"},
     {"memory", sppft::cli::cmd_memory, "predicted training memory per category, without allocating"},
