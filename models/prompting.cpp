@@ -33,7 +33,7 @@ std::shared_ptr<const ChatTemplate> parsed_template(const std::string& source, c
 }  // namespace
 
 std::optional<std::string> apply_chat_template(const Model& model, const std::vector<ChatMessage>& messages,
-                                               bool add_generation_prompt) {
+                                               bool add_generation_prompt, std::optional<bool> content_as_parts) {
   const Tokenizer& tok = model.tokenizer();
   if (!tok.chat_template()) return std::nullopt;
   auto t = parsed_template(*tok.chat_template(), model.directory().string() + " chat template");
@@ -42,7 +42,7 @@ std::optional<std::string> apply_chat_template(const Model& model, const std::ve
   for (const auto& [k, v] : tok.special_tokens_map()) vars[k] = v;
   // Vision-language templates read content as a list of parts (llava-hf's renders nothing of a
   // plain string), as their processors pass it; text templates read a string.
-  const bool parts = !model.config().multimodal_type().empty();
+  const bool parts = content_as_parts.value_or(!model.config().multimodal_type().empty());
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (const ChatMessage& m : messages) {
     nlohmann::ordered_json content = m.content;

@@ -22,8 +22,10 @@ ChatFormat chat_format_for(const Model& model);
 // meant to be tokenized without adding special tokens. nullopt when the checkpoint has no chat
 // template, or one sppft cannot parse (then a note on stderr, once per template, and callers
 // use the built-in format of the family). InputError when the template itself raises.
+// `content_as_parts` overrides how message content is passed (text parts or a string; by
+// default parts for vision-language checkpoints only).
 std::optional<std::string> apply_chat_template(const Model& model, const std::vector<ChatMessage>& messages,
-                                               bool add_generation_prompt);
+                                               bool add_generation_prompt, std::optional<bool> content_as_parts = std::nullopt);
 
 // `--chat-template-kwargs` text: a JSON object of extra template variables. InputError naming
 // `where` when it is not one, or when it sets messages or add_generation_prompt (sppft sets those).
