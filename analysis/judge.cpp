@@ -47,8 +47,8 @@ std::string normalize_apostrophes(std::string_view s) {
 }
 
 ResponseAnswer response_answer(std::string_view response) {
-  constexpr std::string_view open = "<think>", close = "</think>";
-  if (const std::size_t c = response.rfind(close); c != std::string_view::npos) return {response.substr(c + close.size())};
+  constexpr std::string_view open = "<think>";
+  if (const std::string_view answer = after_reasoning(response); answer.size() != response.size()) return {answer};
   const std::string_view s = lstrip(response);
   if (s.starts_with(open)) return {s.substr(open.size()), true};
   return {response};

@@ -170,6 +170,12 @@ std::string alpaca_prompt(const PromptRecord& r) {
          r.instruction + "\n\n### Input:\n" + r.input + "\n\n### Response:\n";
 }
 
+std::string_view after_reasoning(std::string_view text) {
+  constexpr std::string_view close = "</think>";
+  const std::size_t c = text.rfind(close);
+  return c == std::string_view::npos ? text : text.substr(c + close.size());
+}
+
 std::string chat_content(const PromptRecord& r) { return r.input.empty() ? r.instruction : r.instruction + "\n\n" + r.input; }
 
 std::string chat_prompt(const PromptRecord& r, ChatFormat format) {

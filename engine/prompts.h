@@ -12,6 +12,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/fs.h"
@@ -40,6 +41,10 @@ PromptTemplate parse_template(const std::string& name);  // InputError on unknow
 
 enum class ChatFormat { Llama2, Llama3, Mistral, Gemma, Phi3, ChatML, Llava };
 std::string chat_format_name(ChatFormat f);
+
+// The text after a reasoning block (the last "</think>", as Qwen3 and DeepSeek-R1 write it),
+// else all of `text`.
+std::string_view after_reasoning(std::string_view text);
 
 // A record as one chat message: the instruction, then a blank line and the input if any.
 std::string chat_content(const PromptRecord& r);

@@ -171,7 +171,8 @@ std::vector<RenderedChat> render_with_template(const Model& model, const std::ve
     const std::vector<ChatMessage> before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
     const std::vector<ChatMessage> upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
     const std::string prompt = *apply_chat_template(model, before, true), with = *apply_chat_template(model, upto, false);
-    const std::string content = trimmed(messages[i].content);
+    // Templates may reformat a reasoning block (Qwen3 rebuilds it): the answer after it must show.
+    const std::string content = trimmed(std::string(after_reasoning(messages[i].content)));
     if (!with.starts_with(prompt) || with.find(content, prompt.size()) == std::string::npos) {
       static std::once_flag noted;
       std::call_once(noted, [&] {

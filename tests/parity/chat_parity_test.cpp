@@ -71,7 +71,7 @@ TEST_CASE("the checkpoint's chat template: prompt ids and training labels as tra
                 << " split turn by turn equal to transformers, " << errors << " raised as the template does, " << fallbacks
                 << " on the built-in format; " << kwargs_cases << " of them with extra template variables");
   CHECK(cases >= 11);
-  CHECK(conversations >= 28);
-  CHECK(per_turn >= 4);      // Qwen3's multi-turn conversations, with and without enable_thinking
-  CHECK(kwargs_cases >= 12);  // Qwen3's enable_thinking, Llama-3.1's date_string
+  CHECK(conversations >= 44);
+  CHECK(per_turn >= 5);      // Qwen3's multi-turn conversations, with and without enable_thinking
+  CHECK(kwargs_cases >= 14);  // Qwen3's enable_thinking, Llama-3.1's date_string
 }

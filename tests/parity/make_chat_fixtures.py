@@ -63,6 +63,13 @@ PROMPTS = [
 ]
 
 CONVERSATIONS = [
+    # Reasoning in the assistant turns (Qwen3 rebuilds the block, and drops it from earlier turns).
+    [
+        {"role": "user", "content": "How many legs has a spider?"},
+        {"role": "assistant", "content": "<think>\nCount them in pairs.\n</think>\n\nEight."},
+        {"role": "user", "content": "And an ant?"},
+        {"role": "assistant", "content": "<think>Insects have three pairs.</think>Six."},
+    ],
     [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "It is 4."}],
     [
         {"role": "system", "content": "You answer briefly."},
@@ -133,7 +140,7 @@ def conversation_rendering(tok, messages, kwargs):
             continue
         prompt = render(tok, messages[:i], True, kwargs)
         upto = render(tok, messages[: i + 1], False, kwargs)
-        content = m["content"].strip()
+        content = m["content"].split("</think>")[-1].strip()  # templates may reformat reasoning (Qwen3)
         if not upto.startswith(prompt) or content not in upto[len(prompt) :]:
             return {"messages": messages, "prefix_chain": False, "builtin": True}
         ids, labels = labelled(tok, upto, [(len(prompt), len(upto))])

@@ -15,7 +15,7 @@ namespace {
 const std::string kHelp = std::string(
     "usage: sppft locate DIR --over-rejection FILE --out OUTDIR [options]\n\n"
     "Pins the safety layers by scaling candidate blocks' weights by alpha and counting\n"
-    "over-rejections (greedy, Alpaca template): the baseline R_o, an upper-bound sweep\n"
+    "over-rejections (greedy, --template): the baseline R_o, an upper-bound sweep\n"
     "[i, j+k] and a lower-bound sweep [i-k, j'] (argmax of R_o for alpha > 1, argmin for\n"
     "alpha < 1). Writes OUTDIR/locate.json, locate.md (the paper's Table 1), locate.svg\n"
     "and every response in responses.jsonl.\n\n"
