@@ -58,6 +58,30 @@ TEST_CASE("info, generate, hidden on a small checkpoint") {
   REQUIRE(info_json.exit_code == 0);
   Json ij = Json::parse(info_json.out);
   CHECK(ij["parameters_total"].get<std::int64_t>() == Model::load(dir, false)->config().total_parameters());
+  // The tokenizer as the model loads it.
+  const auto model = Model::load(dir);
+  CHECK(ij["tokenizer"]["usable"] == true);
+  CHECK(ij["tokenizer"]["kind"] == model->tokenizer().kind());
+  CHECK(ij["tokenizer"]["vocab_size"] == model->tokenizer().vocab_size());
+  CHECK(ij["tokenizer"]["bos"]["id"] == *model->tokenizer().bos_id());
+  CHECK(ij["tokenizer"]["eos"][0]["id"] == model->tokenizer().eos_ids()[0]);
+  CHECK(info.out.find("tokenizer      sentencepiece, " + std::to_string(model->tokenizer().vocab_size()) + " ids; BOS <s> (1), prepended; EOS </s> (2)") !=
+        std::string::npos);
+  // A tokenizer with more ids than the embedding has rows, and none at all: said, not fatal.
+  const fs::path extra = broken_copy("extra-token");
+  Json tcfg = read_json_file(extra / "tokenizer_config.json");
+  const std::int32_t v = model->tokenizer().vocab_size();
+  tcfg["added_tokens_decoder"][std::to_string(v)] = {{"content", "<extra>"}, {"special", true}};
+  atomic_write_text(extra / "tokenizer_config.json", tcfg.dump());
+  auto xi = run_cli("info " + extra.string());
+  CHECK(xi.exit_code == 0);
+  CHECK(xi.out.find("tokenizer      not usable: " + std::to_string(v + 1) + " ids, more than the " + std::to_string(v) +
+                    " rows of the embedding") != std::string::npos);
+  const fs::path none = broken_copy("no-tokenizer");
+  fs::remove(none / "tokenizer.model");
+  auto ni = run_cli("info " + none.string());
+  CHECK(ni.exit_code == 0);
+  CHECK(ni.out.find("tokenizer      not usable: ") != std::string::npos);
 
   auto gen = run_cli("generate " + dir + " --prompt 'Give three tips' --max-new-tokens 5 --json 2>/dev/null");
   REQUIRE(gen.exit_code == 0);

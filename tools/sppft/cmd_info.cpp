@@ -36,13 +36,36 @@ Json chat_template_info(const fs::path& dir) {
   return j;
 }
 
+// The checkpoint's tokenizer: kind, ids, BOS / EOS, and why sppft cannot use it (no usable files, or
+// more ids than the embedding has rows), without which generate, train and the analyses stop.
+Json tokenizer_info(const fs::path& dir, const ModelConfig& c) {
+  std::unique_ptr<Tokenizer> tok;
+  try {
+    tok = load_tokenizer(dir);
+  } catch (const InputError& e) {
+    return {{"usable", false}, {"error", e.what()}};
+  }
+  auto token = [&](std::int32_t id) { return Json{{"id", id}, {"token", tok->decode(std::vector<std::int32_t>{id}, false)}}; };
+  Json j{{"usable", true}, {"kind", tok->kind()}, {"vocab_size", tok->vocab_size()}, {"adds_bos", tok->add_bos()}};
+  j["bos"] = tok->bos_id() ? token(*tok->bos_id()) : Json(nullptr);
+  j["eos"] = Json::array();
+  for (std::int32_t id : tok->eos_ids()) j["eos"].push_back(token(id));
+  if (tok->vocab_size() > c.vocab_size) {
+    j["usable"] = false;
+    j["error"] = std::to_string(tok->vocab_size()) + " ids, more than the " + std::to_string(c.vocab_size) +
+                 " rows of the embedding (config.json vocab_size)";
+  }
+  return j;
+}
+
 const char* kHelp =
     "usage: sppft info DIR [--json]\n\n"
     "Prints the architecture of a Hugging Face checkpoint directory (config.json +\n"
     "safetensors), its parameters per block and in total, the dtypes stored and the\n"
     "weight bytes on disk and as fp32 in memory. The checkpoint is validated against\n"
     "the config (every tensor present, none extra, shapes right) without loading it,\n"
-    "and whether its chat template (what --template chat renders) is one sppft can run.\n";
+    "its tokenizer (kind, ids, BOS / EOS) and whether its chat template (what --template\n"
+    "chat renders) is one sppft can run.\n";
 
 }  // namespace
 
@@ -77,9 +100,11 @@ int cmd_info(int argc, char** argv) {
       }
   }
   const Json chat = chat_template_info(dir);
+  const Json tok = tokenizer_info(dir, c);
   if (args.has("--json")) {
     Json j = model_config_to_json(c);
     j["chat_template"] = chat;
+    j["tokenizer"] = tok;
     j["parameters_per_block"] = block;
     j["parameters_total"] = total;
     j["dtypes"] = dtype_params;
@@ -141,6 +166,16 @@ int cmd_info(int argc, char** argv) {
   for (auto& [d, n] : dtype_params) std::printf(" %s: %lld params", d.c_str(), (long long)n);
   std::printf("\nweight bytes   %s on disk (%zu file%s), %s as fp32 in memory\n", human_bytes(disk_bytes).c_str(),
               ckpt.shard_count(), ckpt.shard_count() == 1 ? "" : "s", human_bytes(total * 4.0).c_str());
+  if (tok["usable"].get<bool>()) {
+    auto named = [](const Json& t) { return t["token"].get<std::string>() + " (" + std::to_string(t["id"].get<std::int32_t>()) + ")"; };
+    std::string eos;
+    for (const Json& e : tok["eos"]) eos += (eos.empty() ? "" : ", ") + named(e);
+    std::printf("tokenizer      %s, %d ids; BOS %s%s; EOS %s\n", tok["kind"].get<std::string>().c_str(), tok["vocab_size"].get<int>(),
+                tok["bos"].is_null() ? "none" : named(tok["bos"]).c_str(), tok["adds_bos"].get<bool>() ? ", prepended" : "",
+                eos.empty() ? "none" : eos.c_str());
+  } else {
+    std::printf("tokenizer      not usable: %s\n", tok["error"].get<std::string>().c_str());
+  }
   if (chat.is_null())
     std::printf("chat template  none: --template chat uses the built-in format of the family\n");
   else if (chat["usable"].get<bool>())
