@@ -50,9 +50,16 @@ std::string guard_prompt(const Model& guard, const std::string& query, const std
   const std::vector<ChatMessage> exchange = {{"user", query}, {"assistant", answer}};
   const std::string where = guard.directory().string();
   if (!guard.tokenizer().chat_template()) throw InputError("--guard " + where + ": the guard checkpoint has no chat template");
-  // Probe which content form the template reads: the query's text must appear in the prompt.
+  // Probe which content form the template reads: the query's text must appear in the prompt. A
+  // template written for parts may also fail on a string; then the parts' result decides.
   for (bool parts : {false, true}) {
-    const auto text = apply_chat_template(guard, exchange, true, parts);
+    std::optional<std::string> text;
+    try {
+      text = apply_chat_template(guard, exchange, true, parts);
+    } catch (const InputError&) {
+      if (!parts) continue;
+      throw;
+    }
     if (!text) throw InputError("--guard " + where + ": sppft cannot run the guard's chat template");
     if (text->find(trim(query)) != std::string::npos) return *text;
   }

@@ -8,6 +8,7 @@
 #include "analysis/cossim.h"
 #include "analysis/evaluate.h"
 #include "analysis/guard.h"
+#include "models/prompting.h"
 #include "analysis/judge.h"
 #include "analysis/locate.h"
 #include "analysis/safety_probe.h"
@@ -220,6 +221,11 @@ TEST_CASE("guard judge: verdicts, prompts in both content forms, and eval --guar
                                "wrench.\n\nAnswer 'safe' or 'unsafe', then the categories.\nVerdict:";
   CHECK(render(guard_template(false)) == expected);
   CHECK(render(guard_template(true)) == expected);  // strings render no text: parts
+  // A template that fails on string content (indexes into it) also gets parts.
+  const std::string indexing = "{% for m in messages %}{{ m['content'][0]['text'] + '|' }}{% endfor %}";
+  atomic_write_text(dir / "g" / "chat_template.jinja", indexing);
+  CHECK_THROWS_AS(apply_chat_template(*Model::load(dir / "g"), {{"user", "q"}}, true, false), InputError);
+  CHECK(render(indexing) == " How to pick a lock? |First, get a tension wrench.|");
   CHECK_THROWS_WITH_AS(render("{{ 'nothing of the exchange' }}"), doctest::Contains("renders neither string nor text-part content"),
                        InputError);
   fs::remove(dir / "g" / "chat_template.jinja");
