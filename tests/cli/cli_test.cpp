@@ -171,6 +171,25 @@ TEST_CASE("chat templates: info says which one --template chat uses; one sppft c
                      "tokenizer_config.json: field 'chat_template' must be a string or a list of {name, template}");
 }
 
+TEST_CASE("--freeze takes the located safety layers from a locate result") {
+  const std::string dir = fixture().string();
+  const fs::path an = fixture().parent_path() / "an";
+  fs::create_directories(an);
+  atomic_write_text(an / "locate.json", R"({"alpha": 1.2, "final_range": [1, 1]})");
+  auto typed = run_cli("memory " + dir + " --freeze 1-1 --json");
+  auto located = run_cli("memory " + dir + " --freeze " + an.string() + " --json 2>&1");
+  REQUIRE(typed.exit_code == 0);
+  REQUIRE(located.exit_code == 0);
+  CHECK(located.out.find("sppft: note: --freeze 1-1: the located safety layers of " + (an / "locate.json").string()) == 0);
+  CHECK(Json::parse(located.out.substr(located.out.find('\n') + 1)) == Json::parse(typed.out));
+  CHECK(run_cli("memory " + dir + " --freeze " + (an / "locate.json").string() + " --json 2>/dev/null").out == typed.out);
+  expect_input_error("memory " + dir + " --freeze " + (an / "nope.json").string(),
+                     "nope.json: expected block ranges such as 6-12, or a locate.json (or its directory)");
+  atomic_write_text(an / "bad.json", R"({"final_range": "1-1"})");
+  expect_input_error("train " + dir + " --data x.jsonl --out o --freeze " + (an / "bad.json").string(),
+                     "bad.json: field 'final_range' must be [first, last] block indices");
+}
+
 TEST_CASE("bad input: one error line, exit code 2") {
   const std::string dir = fixture().string();
   expect_input_error("info /nonexistent/model", "directory not found");

@@ -21,8 +21,8 @@ const char* kHelp =
     "                    [--world N [--zero1] [--rank R]] [--json]\n\n"
     "Predicts, without allocating, the bytes a training run holds per category (weights,\n"
     "grads, master, optimizer, activations, workspace) for any config.json or a preset\n"
-    "(listed below). With --freeze it\n"
-    "also prints full fine-tuning for comparison. With --world N: one rank of an N-rank\n"
+    "(listed below). With --freeze (ranges, or a locate.json / its directory: the located\n"
+    "safety layers) it also prints full fine-tuning for comparison. With --world N: one rank of an N-rank\n"
     "data-parallel run (--zero1 shards the optimizer state; rank 0 holds the largest slice)\n"
     "and the bytes it communicates per optimizer step.\n"
     "--device names the run to plan: cpu is fp32 (the default), cuda is bf16-mixed (what\n"
@@ -68,7 +68,7 @@ int cmd_memory(int argc, char** argv) {
     prec = runs;
   }
   FreezePlan plan = FreezePlan::none(c.num_layers);
-  if (auto f = args.get("--freeze")) plan = FreezePlan::from_ranges(parse_layer_ranges(*f, c.num_layers, "--freeze"), c.num_layers);
+  if (args.has("--freeze")) plan = FreezePlan::from_ranges(parse_layer_ranges(freeze_option(args), c.num_layers, "--freeze"), c.num_layers);
   plan.norms = args.has("--freeze-norms");
   plan.embeddings = args.has("--freeze-embeddings");
   plan.lm_head = args.has("--freeze-lm-head") || (c.tie_word_embeddings && plan.embeddings);

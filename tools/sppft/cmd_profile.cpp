@@ -39,7 +39,8 @@ const char* kHelp =
     "  --attention K         with --device cuda: wmma (default) | mma | cuda-cores, the\n"
     "                        training attention kernels (as in sppft train)\n"
     "  --mode M              train (default) | forward (forward and loss only)\n"
-    "  --freeze RANGES       freeze blocks (SPPFT), e.g. 6-12 (0-indexed, inclusive)\n"
+    "  --freeze RANGES       freeze blocks (SPPFT), e.g. 6-12 (0-indexed, inclusive), or a\n"
+    "                        locate.json / its directory (its final_range)\n"
     "  --freeze-norms --freeze-embeddings --freeze-lm-head   as in sppft train\n"
     "  --compare-freeze R    profile full fine-tuning and SPPFT with R frozen in one\n"
     "                        run, and print what the frozen range saved (time, FLOPs,\n"
@@ -148,7 +149,7 @@ int cmd_profile(int argc, char** argv) {
   if (!train && (args.has("--freeze") || args.has("--compare-freeze")))
     throw InputError(std::string(args.has("--freeze") ? "--freeze" : "--compare-freeze") + ": needs --mode train");
   FreezePlan plan = FreezePlan::none(layers), sppft = plan;
-  if (auto f = args.get("--freeze")) plan = FreezePlan::from_ranges(parse_layer_ranges(*f, layers, "--freeze"), layers);
+  if (args.has("--freeze")) plan = FreezePlan::from_ranges(parse_layer_ranges(freeze_option(args), layers, "--freeze"), layers);
   if (auto f = args.get("--compare-freeze"))
     sppft = FreezePlan::from_ranges(parse_layer_ranges(*f, layers, "--compare-freeze"), layers);
   for (FreezePlan* p : {&plan, &sppft}) {

@@ -22,7 +22,8 @@ const char* kHelp =
     "With --freeze a-b the attention and MLP weights of those blocks are frozen (SPPFT): no\n"
     "gradient, no optimizer state, no weight-gradient work. Writes OUT/ (Hugging Face\n"
     "checkpoint), OUT/metrics.jsonl, OUT/memory.json and OUT/checkpoint/ (resumable state).\n\n"
-    "  --freeze RANGES           e.g. 6-12 or 2-3,6-12 (0-indexed, inclusive); none = full FT\n"
+    "  --freeze RANGES           e.g. 6-12 or 2-3,6-12 (0-indexed, inclusive); none = full FT;\n"
+    "                            or a locate.json / its directory: its final_range\n"
     "  --freeze-norms            also freeze the RMSNorm weights of frozen blocks\n"
     "  --freeze-embeddings       freeze the token embeddings\n"
     "  --freeze-lm-head          freeze the output projection\n"
@@ -87,7 +88,7 @@ int cmd_train(int argc, char** argv) {
   o.model_dir = args.positional()[0];
   o.data = args.require("--data");
   o.out = args.require("--out");
-  o.freeze = args.get_or("--freeze", "");
+  o.freeze = freeze_option(args);
   o.freeze_norms = args.has("--freeze-norms");
   o.freeze_embeddings = args.has("--freeze-embeddings");
   o.freeze_lm_head = args.has("--freeze-lm-head");

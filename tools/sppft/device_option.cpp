@@ -1,7 +1,10 @@
 #include "tools/sppft/device_option.h"
 
+#include <cstdio>
+
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/json.h"
 #include "models/prompting.h"
 #ifdef SPPFT_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
@@ -18,6 +21,22 @@ nlohmann::ordered_json chat_template_kwargs_option(const Args& args, PromptTempl
   if (!text) return nlohmann::ordered_json::object();
   if (tmpl != PromptTemplate::Chat) throw InputError("--chat-template-kwargs: only with --template chat");
   return parse_chat_template_kwargs(*text, "--chat-template-kwargs");
+}
+
+std::string freeze_option(const Args& args) {
+  const std::string value = args.get_or("--freeze", "");
+  if (value.empty() || value.find_first_not_of("0123456789-, ") == std::string::npos) return value;
+  fs::path file = value;
+  if (fs::is_directory(file)) file /= "locate.json";
+  if (!fs::is_regular_file(file))
+    throw InputError("--freeze " + value + ": expected block ranges such as 6-12, or a locate.json (or its directory)");
+  const Json j = read_json_file(file);
+  const Json* range = j.contains("final_range") ? &j["final_range"] : nullptr;
+  if (!range || !range->is_array() || range->size() != 2 || !(*range)[0].is_number_integer() || !(*range)[1].is_number_integer())
+    throw InputError(file.string() + ": field 'final_range' must be [first, last] block indices (a sppft locate result)");
+  const std::string ranges = std::to_string((*range)[0].get<std::int64_t>()) + "-" + std::to_string((*range)[1].get<std::int64_t>());
+  std::fprintf(stderr, "sppft: note: --freeze %s: the located safety layers of %s\n", ranges.c_str(), file.c_str());
+  return ranges;
 }
 
 std::string apply_attention_option(const Args& args, bool gpu) {

@@ -41,6 +41,11 @@ inline constexpr const char* kChatKwargsHelp =
 // template other than chat.
 nlohmann::ordered_json chat_template_kwargs_option(const Args& args, PromptTemplate tmpl);
 
+// --freeze as block ranges ("6-12", "2-3,6-12"), or the located safety layers: a locate.json
+// (or the directory holding one) gives its final_range as "a-b", with a note on stderr. "" when
+// absent. InputError for a file without a final_range.
+std::string freeze_option(const Args& args);
+
 // --recompute (every block) or --recompute-blocks N (the N lowest blocks that run backward) as
 // an activation policy (train, profile, memory); InputError when both are given.
 ActivationPolicy activation_policy_option(const Args& args);
