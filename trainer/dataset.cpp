@@ -257,7 +257,13 @@ std::vector<SftRecord> read_sft_file(const fs::path& path) {
       start = end + 1;
     }
   } else {
-    Json j = parse_json(text, where);
+    Json j;
+    try {
+      j = parse_json(text, where);
+    } catch (const InputError& e) {
+      if (path.extension() == ".json") throw;
+      throw InputError(std::string(e.what()) + " (training data is a .json list or .jsonl records)");
+    }
     if (!j.is_array()) throw InputError(where + ": expected a JSON list of examples");
     for (std::size_t i = 0; i < j.size(); ++i) out.push_back(record_from_json(j[i], where + ": item " + std::to_string(i)));
   }

@@ -82,6 +82,8 @@ TEST_CASE("bad SFT files name the line and field") {
   CHECK_THROWS_WITH_AS(read_sft_file(dir / "c.jsonl"), doctest::Contains("role 'robot'"), InputError);
   atomic_write_text(dir / "d.json", "{\"instruction\": \"x\"}");
   CHECK_THROWS_WITH_AS(read_sft_file(dir / "d.json"), doctest::Contains("expected a JSON list"), InputError);
+  atomic_write_text(dir / "f.csv", "instruction,output\nx,y\n");
+  CHECK_THROWS_WITH_AS(read_sft_file(dir / "f.csv"), doctest::Contains("(training data is a .json list or .jsonl records)"), InputError);
   atomic_write_text(dir / "e.json", "[]");
   CHECK_THROWS_WITH_AS(read_sft_file(dir / "e.json"), doctest::Contains("no examples"), InputError);
 }
