@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "analysis/compare.h"
 #include "analysis/cossim.h"
 #include "analysis/evaluate.h"
 #include "analysis/guard.h"
@@ -256,6 +257,48 @@ TEST_CASE("guard judge: verdicts, prompts in both content forms, and eval --guar
   e = test::run_command(eval + " --guard " + (dir / "nope").string());
   CHECK(e.exit_code == 2);
   CHECK(e.out.find("nope: not a checkpoint directory (no config.json)") != std::string::npos);
+}
+
+TEST_CASE("compare: evaluations side by side with changes in points, and what makes them incomparable") {
+  auto eval = [](double rh, double orr, const char* judge, int n) {
+    return Json{{"judge", judge},
+                {"max_new_tokens", 128},
+                {"harmful", {{"n", n}, {"refused", 0}, {"harmful_rate", rh}}},
+                {"over_rejection", {{"n", 731}, {"refused", 0}, {"over_rejection_rate", orr}}}};
+  };
+  Json full = eval(0.4442, 0.30, "prefix-llama-3", 520);
+  full["harmful"]["guard"] = {{"model", "Llama-Guard-3-8B"}, {"unsafe_rate", 0.25}};
+  const Comparison c = compare_evaluations(
+      {{"base", eval(0.0577, 0.40, "prefix-llama-3", 520)}, {"full", full}, {"SPPFT", eval(0.0962, 0.38, "prefix-llama-3", 520)}});
+  CHECK(c.markdown.find("| metric | base | full | SPPFT |\n|---|---|---|---|\n") == 0);
+  CHECK(c.markdown.find("| harmful rate R_h | 5.77 | 44.42 (+38.65) | 9.62 (+3.85) |") != std::string::npos);
+  CHECK(c.markdown.find("| guard unsafe rate | - | 25.00 | - |") != std::string::npos);  // no base value: no change
+  CHECK(c.markdown.find("| over-rejection | 40.00 | 30.00 (-10.00) | 38.00 (-2.00) |") != std::string::npos);
+  CHECK(c.markdown.find("Rouge-L") == std::string::npos);  // no run has it
+  CHECK(c.markdown.find("Judge: prefix-llama-3.") != std::string::npos);
+  CHECK(c.warnings.empty());
+  const Comparison w = compare_evaluations({{"a", eval(0.1, 0.1, "prefix-llama-3", 520)}, {"b", eval(0.2, 0.1, "keyword-advbench", 100)}});
+  REQUIRE(w.warnings.size() == 2);
+  CHECK(w.warnings[0] == "the judges differ (a prefix-llama-3, b keyword-advbench): the rates are not comparable");
+  CHECK(w.warnings[1] == "the numbers of harmful queries differ (a 520, b 100): the rates are not comparable");
+  CHECK_THROWS_WITH_AS(compare_evaluations({{"a", eval(0.1, 0.1, "j", 1)}}), doctest::Contains("two or more evaluations"), InputError);
+  CHECK_THROWS_WITH_AS(compare_evaluations({{"a", eval(0.1, 0.1, "j", 1)}, {"x.json", Json{{"alpha", 1}}}}),
+                       "x.json: not an eval.json (no 'judge' field; written by sppft eval)", InputError);
+
+  // The CLI: directories or files, names, --out.
+  auto dir = test::temp_dir("compare");
+  fs::create_directories(dir / "base");
+  atomic_write_text(dir / "base/eval.json", eval(0.05, 0.4, "keyword-advbench", 3).dump());
+  atomic_write_text(dir / "ft.json", eval(0.5, 0.2, "keyword-advbench", 3).dump());
+  const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " ";
+  auto r = test::run_command(bin + "compare " + (dir / "base").string() + " " + (dir / "ft.json").string() +
+                             " --names base,fine-tuned --out " + (dir / "t.md").string());
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("| harmful rate R_h | 5.00 | 50.00 (+45.00) |") != std::string::npos);
+  CHECK(read_file(dir / "t.md") == r.out);
+  r = test::run_command(bin + "compare " + (dir / "base").string() + " " + (dir / "ft.json").string() + " --names one");
+  CHECK(r.exit_code == 2);
+  CHECK(r.out.find("error: --names: 1 names for 2 evaluations") != std::string::npos);
 }
 
 TEST_CASE("analysis CLI: outputs and bad input") {

@@ -15,4 +15,5 @@ int cmd_demo(int argc, char** argv);
 int cmd_profile(int argc, char** argv);
 int cmd_launch(int argc, char** argv);
 int cmd_data(int argc, char** argv);
+int cmd_compare(int argc, char** argv);
 }  // namespace sppft::cli

@@ -27,6 +27,7 @@ const Command kCommands[] = {
     {"cossim", sppft::cli::cmd_cossim, "cosine-similarity analysis of hidden states: the initial safety-layer range"},
     {"locate", sppft::cli::cmd_locate, "parameter scaling + over-rejection search: the precise safety layers"},
     {"eval", sppft::cli::cmd_eval, "harmful rate, over-rejection rate, Rouge-L, multiple-choice accuracy"},
+    {"compare", sppft::cli::cmd_compare, "evaluations side by side (base, full fine-tuning, SPPFT) with changes in points"},
     {"demo", sppft::cli::cmd_demo, "end-to-end run on the embedded default model"},
     {"profile", sppft::cli::cmd_profile, "per-block time, FLOPs and bytes of a training step; what freezing saves"},
 };

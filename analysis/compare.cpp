@@ -1,0 +1,112 @@
+#include "analysis/compare.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <optional>
+
+#include "engine/error.h"
+
+namespace sppft {
+
+namespace {
+
+struct Metric {
+  const char* label;
+  const char* set;    // eval.json object
+  const char* field;  // a fraction in it
+  const char* size;   // what counts its n
+};
+
+// Rates are fractions; the table shows percent (Rouge-L as F1 x 100).
+constexpr Metric kMetrics[] = {
+    {"harmful rate R_h", "harmful", "harmful_rate", "harmful queries"},
+    {"guard unsafe rate", "harmful", "guard", "harmful queries"},
+    {"over-rejection", "over_rejection", "over_rejection_rate", "over-rejection queries"},
+    {"Rouge-L F1 x 100", "rouge_l", "f1_mean", "references"},
+    {"multiple choice", "multiple_choice", "accuracy", "questions"},
+};
+
+std::optional<double> value_of(const Json& eval, const Metric& m) {
+  if (!eval.contains(m.set) || !eval[m.set].is_object()) return std::nullopt;
+  const Json& s = eval[m.set];
+  if (std::string(m.field) == "guard") {
+    if (!s.contains("guard") || !s["guard"].contains("unsafe_rate")) return std::nullopt;
+    return 100 * s["guard"]["unsafe_rate"].get<double>();
+  }
+  if (!s.contains(m.field) || !s[m.field].is_number()) return std::nullopt;
+  return 100 * s[m.field].get<double>();
+}
+
+
+// The value of `key` in every run that has it, if they are not all equal: a warning.
+void check_same(const std::vector<EvalRun>& runs, const std::string& what, const std::function<std::optional<Json>(const Json&)>& get,
+                std::vector<std::string>& warnings) {
+  std::optional<Json> first;
+  std::string listing;
+  bool differ = false;
+  for (const auto& r : runs) {
+    const auto v = get(r.eval);
+    if (!v) continue;
+    listing += (listing.empty() ? "" : ", ") + r.name + " " + (v->is_string() ? v->get<std::string>() : v->dump());
+    if (!first) first = v;
+    else if (*v != *first) differ = true;
+  }
+  if (differ) warnings.push_back(what + " differ (" + listing + "): the rates are not comparable");
+}
+
+}  // namespace
+
+Comparison compare_evaluations(const std::vector<EvalRun>& runs) {
+  if (runs.size() < 2) throw InputError("compare: expected two or more evaluations (eval.json files or their directories)");
+  for (const auto& r : runs)
+    if (!r.eval.is_object() || !r.eval.contains("judge"))
+      throw InputError(r.name + ": not an eval.json (no 'judge' field; written by sppft eval)");
+  Comparison c;
+  std::string& md = c.markdown;
+  md = "| metric |";
+  for (const auto& r : runs) md += " " + r.name + " |";
+  md += "\n|---|";
+  for (std::size_t i = 0; i < runs.size(); ++i) md += "---|";
+  md += "\n";
+  for (const Metric& m : kMetrics) {
+    std::vector<std::optional<double>> v;
+    for (const auto& r : runs) v.push_back(value_of(r.eval, m));
+    if (std::none_of(v.begin(), v.end(), [](auto& x) { return x.has_value(); })) continue;
+    md += std::string("| ") + m.label + " |";
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      char cell[64] = "-";
+      if (v[i] && (i == 0 || !v[0])) std::snprintf(cell, sizeof cell, "%.2f", *v[i]);
+      else if (v[i]) std::snprintf(cell, sizeof cell, "%.2f (%+.2f)", *v[i], *v[i] - *v[0]);
+      md.append(" ").append(cell).append(" |");
+    }
+    md += "\n";
+    check_same(runs, std::string("the numbers of ") + m.size,
+               [&](const Json& e) -> std::optional<Json> {
+                 if (!e.contains(m.set) || !e[m.set].contains("n")) return std::nullopt;
+                 return e[m.set]["n"];
+               },
+               c.warnings);
+  }
+  md += "\nPercent; in parentheses the change from " + runs[0].name + " in points. Judge: " +
+        runs[0].eval["judge"].get<std::string>() + ".\n";
+  check_same(runs, "the judges", [](const Json& e) -> std::optional<Json> { return e["judge"]; }, c.warnings);
+  check_same(runs, "the guard models",
+             [](const Json& e) -> std::optional<Json> {
+               if (!e.contains("harmful") || !e["harmful"].contains("guard")) return std::nullopt;
+               return e["harmful"]["guard"]["model"];
+             },
+             c.warnings);
+  check_same(runs, "the generation limits (max_new_tokens)",
+             [](const Json& e) -> std::optional<Json> {
+               if (!e.contains("max_new_tokens")) return std::nullopt;
+               return e["max_new_tokens"];
+             },
+             c.warnings);
+  // Duplicate warnings (one per metric of the same set) say the same thing once.
+  std::sort(c.warnings.begin(), c.warnings.end());
+  c.warnings.erase(std::unique(c.warnings.begin(), c.warnings.end()), c.warnings.end());
+  return c;
+}
+
+}  // namespace sppft
