@@ -34,6 +34,7 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text, const s
 struct ChatMessage {
   std::string role;  // system, user, assistant
   std::string content;
+  std::string reasoning_content = {};  // an assistant turn's reasoning given apart from its content (Qwen3 datasets)
 };
 
 enum class PromptTemplate { None, Alpaca, Chat };

@@ -48,6 +48,7 @@ std::optional<std::string> apply_chat_template(const Model& model, const std::ve
     nlohmann::ordered_json content = m.content;
     if (parts) content = nlohmann::ordered_json::array({{{"type", "text"}, {"text", m.content}}});
     msgs.push_back({{"role", m.role}, {"content", std::move(content)}});
+    if (!m.reasoning_content.empty()) msgs.back()["reasoning_content"] = m.reasoning_content;
   }
   vars["messages"] = std::move(msgs);
   vars["tools"] = nullptr;  // defined and None, as apply_chat_template passes them

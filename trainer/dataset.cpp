@@ -31,6 +31,7 @@ std::vector<ChatMessage> chat_turns(const Json& j, const char* field, const std:
       throw InputError(mw + ": " + role_key + " '" + role + "' (expected " +
                        (sharegpt ? "system, human or gpt" : "system, user or assistant") + ")");
     turns.push_back({role, json_get<std::string>(m[i], sharegpt ? "value" : "content", mw)});
+    if (!sharegpt) turns.back().reasoning_content = json_get_or<std::string>(m[i], "reasoning_content", "", mw);
   }
   return turns;
 }
@@ -141,8 +142,9 @@ RenderedChat render_builtin(const Model& model, const std::vector<ChatMessage>& 
       first_user = false;
     } else {
       const std::size_t begin = text.size();
-      text += (f == ChatFormat::Llama2 || f == ChatFormat::Mistral || f == ChatFormat::Llava ? " " : "") + m.content +
-              chat_turn_end(f);
+      // Reasoning given apart goes before the answer as a think block, as in content.
+      const std::string body = m.reasoning_content.empty() ? m.content : "<think>\n" + m.reasoning_content + "\n</think>\n\n" + m.content;
+      text += (f == ChatFormat::Llama2 || f == ChatFormat::Mistral || f == ChatFormat::Llava ? " " : "") + body + chat_turn_end(f);
       if (i >= first_trained) spans.emplace_back(begin, text.size());
     }
   }

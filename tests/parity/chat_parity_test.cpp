@@ -41,7 +41,8 @@ TEST_CASE("the checkpoint's chat template: prompt ids and training labels as tra
     for (const Json& c : expected["conversations"]) {
       use_kwargs(c);
       SftRecord rec;
-      for (const Json& m : c["messages"]) rec.messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      for (const Json& m : c["messages"])
+        rec.messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>(), m.value("reasoning_content", "")});
       DataOptions opts;
       opts.tmpl = PromptTemplate::Chat;
       opts.cutoff = 1 << 20;
@@ -71,7 +72,7 @@ TEST_CASE("the checkpoint's chat template: prompt ids and training labels as tra
                 << " split turn by turn equal to transformers, " << errors << " raised as the template does, " << fallbacks
                 << " on the built-in format; " << kwargs_cases << " of them with extra template variables");
   CHECK(cases >= 11);
-  CHECK(conversations >= 44);
+  CHECK(conversations >= 56);
   CHECK(per_turn >= 5);      // Qwen3's multi-turn conversations, with and without enable_thinking
-  CHECK(kwargs_cases >= 14);  // Qwen3's enable_thinking, Llama-3.1's date_string
+  CHECK(kwargs_cases >= 16);  // Qwen3's enable_thinking, Llama-3.1's date_string
 }

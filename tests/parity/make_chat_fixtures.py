@@ -63,6 +63,11 @@ PROMPTS = [
 ]
 
 CONVERSATIONS = [
+    # Reasoning given apart from the content (Qwen3's template reads reasoning_content; others ignore it).
+    [
+        {"role": "user", "content": "What is 7 x 6?"},
+        {"role": "assistant", "content": "42.", "reasoning_content": "Seven sixes are forty-two."},
+    ],
     # Reasoning in the assistant turns (Qwen3 rebuilds the block, and drops it from earlier turns).
     [
         {"role": "user", "content": "How many legs has a spider?"},

@@ -189,3 +189,22 @@ TEST_CASE("prompt-completion records: strings as Alpaca ones, message lists with
   bad(R"({"prompt": "x", "completion": "y", "messages": []})", "more than one of 'messages', 'conversations', 'prompt' + 'completion'");
   bad(R"({"prompt": [], "completion": [{"role": "assistant", "content": "y"}]})", "field 'prompt' must be a non-empty list");
 }
+
+TEST_CASE("reasoning given apart from the content reaches the template, and the built-in format as a think block") {
+  auto m = tiny();
+  auto dir = test::temp_dir("reasoning");
+  atomic_write_text(dir / "r.jsonl",
+                    R"({"messages": [{"role": "user", "content": "Name a color"}, )"
+                    R"({"role": "assistant", "content": "Blue.", "reasoning_content": "Pick a primary one."}]})"
+                    "\n");
+  const auto recs = read_sft_file(dir / "r.jsonl");
+  REQUIRE(recs[0].messages.size() == 2);
+  CHECK(recs[0].messages[1].reasoning_content == "Pick a primary one.");
+  DataOptions o;
+  o.tmpl = PromptTemplate::Chat;
+  const std::string trained = trained_text(*m, one(*m, recs[0], o));  // no template: the built-in format
+  CHECK(trained.find("think>\nPick a primary one.\n</think>\n\nBlue.") != std::string::npos);
+  atomic_write_text(dir / "bad.jsonl",
+                    R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "reasoning_content": 3}]})");
+  CHECK_THROWS_WITH_AS(read_sft_file(dir / "bad.jsonl"), doctest::Contains("messages[1]: field 'reasoning_content'"), InputError);
+}
