@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <optional>
 
 #include "engine/error.h"
@@ -13,40 +12,39 @@ namespace {
 
 struct Metric {
   const char* label;
-  const char* set;    // eval.json object
-  const char* field;  // a fraction in it
-  const char* size;   // what counts its n
+  const char* value;  // JSON pointer to a fraction in eval.json
+  const char* n;      // JSON pointer to its set's size
+  const char* size;   // what the size counts
 };
 
 // Rates are fractions; the table shows percent (Rouge-L as F1 x 100).
 constexpr Metric kMetrics[] = {
-    {"harmful rate R_h", "harmful", "harmful_rate", "harmful queries"},
-    {"guard unsafe rate", "harmful", "guard", "harmful queries"},
-    {"over-rejection", "over_rejection", "over_rejection_rate", "over-rejection queries"},
-    {"Rouge-L F1 x 100", "rouge_l", "f1_mean", "references"},
-    {"multiple choice", "multiple_choice", "accuracy", "questions"},
+    {"harmful rate R_h", "/harmful/harmful_rate", "/harmful/n", "harmful queries"},
+    {"guard unsafe rate", "/harmful/guard/unsafe_rate", "/harmful/n", "harmful queries"},
+    {"over-rejection", "/over_rejection/over_rejection_rate", "/over_rejection/n", "over-rejection queries"},
+    {"Rouge-L F1 x 100", "/rouge_l/f1_mean", "/rouge_l/n", "references"},
+    {"multiple choice", "/multiple_choice/accuracy", "/multiple_choice/n", "questions"},
 };
 
-std::optional<double> value_of(const Json& eval, const Metric& m) {
-  if (!eval.contains(m.set) || !eval[m.set].is_object()) return std::nullopt;
-  const Json& s = eval[m.set];
-  if (std::string(m.field) == "guard") {
-    if (!s.contains("guard") || !s["guard"].contains("unsafe_rate")) return std::nullopt;
-    return 100 * s["guard"]["unsafe_rate"].get<double>();
-  }
-  if (!s.contains(m.field) || !s[m.field].is_number()) return std::nullopt;
-  return 100 * s[m.field].get<double>();
+std::optional<Json> field(const Json& eval, const char* pointer) {
+  const Json::json_pointer p(pointer);
+  if (!eval.contains(p)) return std::nullopt;
+  return eval[p];
 }
 
+std::optional<double> percent(const Json& eval, const Metric& m) {
+  const auto v = field(eval, m.value);
+  if (!v || !v->is_number()) return std::nullopt;
+  return 100 * v->get<double>();
+}
 
-// The value of `key` in every run that has it, if they are not all equal: a warning.
-void check_same(const std::vector<EvalRun>& runs, const std::string& what, const std::function<std::optional<Json>(const Json&)>& get,
-                std::vector<std::string>& warnings) {
+// The field at `pointer` in every run that has it, if they are not all equal: a warning.
+void check_same(const std::vector<EvalRun>& runs, const std::string& what, const char* pointer, std::vector<std::string>& warnings) {
   std::optional<Json> first;
   std::string listing;
   bool differ = false;
   for (const auto& r : runs) {
-    const auto v = get(r.eval);
+    const auto v = field(r.eval, pointer);
     if (!v) continue;
     listing += (listing.empty() ? "" : ", ") + r.name + " " + (v->is_string() ? v->get<std::string>() : v->dump());
     if (!first) first = v;
@@ -71,7 +69,7 @@ Comparison compare_evaluations(const std::vector<EvalRun>& runs) {
   md += "\n";
   for (const Metric& m : kMetrics) {
     std::vector<std::optional<double>> v;
-    for (const auto& r : runs) v.push_back(value_of(r.eval, m));
+    for (const auto& r : runs) v.push_back(percent(r.eval, m));
     if (std::none_of(v.begin(), v.end(), [](auto& x) { return x.has_value(); })) continue;
     md += std::string("| ") + m.label + " |";
     for (std::size_t i = 0; i < v.size(); ++i) {
@@ -81,29 +79,14 @@ Comparison compare_evaluations(const std::vector<EvalRun>& runs) {
       md.append(" ").append(cell).append(" |");
     }
     md += "\n";
-    check_same(runs, std::string("the numbers of ") + m.size,
-               [&](const Json& e) -> std::optional<Json> {
-                 if (!e.contains(m.set) || !e[m.set].contains("n")) return std::nullopt;
-                 return e[m.set]["n"];
-               },
-               c.warnings);
+    check_same(runs, std::string("the numbers of ") + m.size, m.n, c.warnings);
   }
   md += "\nPercent; in parentheses the change from " + runs[0].name + " in points. Judge: " +
         runs[0].eval["judge"].get<std::string>() + ".\n";
-  check_same(runs, "the judges", [](const Json& e) -> std::optional<Json> { return e["judge"]; }, c.warnings);
-  check_same(runs, "the guard models",
-             [](const Json& e) -> std::optional<Json> {
-               if (!e.contains("harmful") || !e["harmful"].contains("guard")) return std::nullopt;
-               return e["harmful"]["guard"]["model"];
-             },
-             c.warnings);
-  check_same(runs, "the generation limits (max_new_tokens)",
-             [](const Json& e) -> std::optional<Json> {
-               if (!e.contains("max_new_tokens")) return std::nullopt;
-               return e["max_new_tokens"];
-             },
-             c.warnings);
-  // Duplicate warnings (one per metric of the same set) say the same thing once.
+  check_same(runs, "the judges", "/judge", c.warnings);
+  check_same(runs, "the guard models", "/harmful/guard/model", c.warnings);
+  check_same(runs, "the generation limits (max_new_tokens)", "/max_new_tokens", c.warnings);
+  // Sorted; metrics of one set (R_h and the guard's rate) warn about its size once.
   std::sort(c.warnings.begin(), c.warnings.end());
   c.warnings.erase(std::unique(c.warnings.begin(), c.warnings.end()), c.warnings.end());
   return c;
