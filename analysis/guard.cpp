@@ -7,19 +7,10 @@
 #include "engine/error.h"
 #include "engine/progress.h"
 #include "models/generate.h"
+#include "engine/text.h"
 #include "models/prompting.h"
 
 namespace sppft {
-
-namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
-}  // namespace
 
 GuardVerdict parse_guard_verdict(std::string_view reply) {
   reply = trim(reply);
@@ -34,13 +25,8 @@ GuardVerdict parse_guard_verdict(std::string_view reply) {
     if (nl != std::string_view::npos) {
       const std::string_view rest = trim(reply.substr(nl + 1));
       const std::string_view line = trim(rest.substr(0, rest.find('\n')));
-      std::size_t pos = 0;
-      while (pos <= line.size()) {
-        const std::size_t comma = std::min(line.find(',', pos), line.size());
-        const std::string_view c = trim(line.substr(pos, comma - pos));
-        if (!c.empty()) v.categories.emplace_back(c);
-        pos = comma + 1;
-      }
+      for (std::string_view c : split(line, ','))
+        if (!trim(c).empty()) v.categories.emplace_back(trim(c));
     }
   }
   return v;

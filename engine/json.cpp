@@ -1,9 +1,11 @@
 #include "engine/json.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace sppft {
 
@@ -16,6 +18,20 @@ Json parse_json(std::string_view text, std::string_view where) {
 }
 
 Json read_json_file(const fs::path& path) { return parse_json(read_file(path), path.string()); }
+
+std::vector<JsonLine> parse_json_lines(std::string_view text, std::string_view where) {
+  std::vector<JsonLine> out;
+  std::size_t start = 0, line = 0;
+  while (start < text.size()) {
+    const std::size_t end = std::min(text.find('\n', start), text.size());
+    ++line;
+    const std::string_view l = text.substr(start, end - start);
+    if (!is_blank(l))
+      out.push_back({line, parse_json(l, std::string(where) + ": line " + std::to_string(line))});
+    start = end + 1;
+  }
+  return out;
+}
 
 template <typename T>
 T json_get(const Json& obj, std::string_view key, std::string_view where) {

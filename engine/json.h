@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/fs.h"
 
@@ -16,6 +17,14 @@ using Json = nlohmann::json;
 Json parse_json(std::string_view text, std::string_view where);
 // read_file + parse_json.
 Json read_json_file(const fs::path& path);
+
+// JSON Lines: one value per line, blank lines skipped, each with its 1-based line number;
+// InputError "<where>: line N: malformed JSON ..." on failure.
+struct JsonLine {
+  std::size_t line;
+  Json value;
+};
+std::vector<JsonLine> parse_json_lines(std::string_view text, std::string_view where);
 
 // Typed field access: InputError "<where>: field 'key' ..." when missing or of the wrong type.
 template <typename T>

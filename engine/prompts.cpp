@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "engine/error.h"
+#include "engine/text.h"
 #include "engine/json.h"
 
 namespace sppft {
@@ -13,10 +14,6 @@ namespace {
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
   return s;
-}
-
-bool blank(const std::string& s) {
-  return std::all_of(s.begin(), s.end(), [](unsigned char ch) { return std::isspace(ch); });
 }
 
 PromptRecord record_from_json(const Json& j, const std::string& where) {
@@ -100,7 +97,7 @@ std::vector<PromptRecord> read_prompt_file(const fs::path& path) {
     }
     for (std::size_t i = first; i < rows.size(); ++i) {
       if (rows[i].size() == 1 && rows[i][0].empty() && i + 1 == rows.size()) continue;  // trailing newline
-      if (rows[i].empty() || blank(rows[i][0]))
+      if (rows[i].empty() || is_blank(rows[i][0]))
         throw InputError(where + ": row " + std::to_string(i + 1) + ": empty prompt");
       out.push_back({rows[i][0], ""});
     }
@@ -109,18 +106,8 @@ std::vector<PromptRecord> read_prompt_file(const fs::path& path) {
     if (!j.is_array()) throw InputError(where + ": expected a JSON list of prompts");
     for (std::size_t i = 0; i < j.size(); ++i) out.push_back(record_from_json(j[i], where + ": item " + std::to_string(i)));
   } else if (ext == ".jsonl") {
-    std::size_t start = 0, line = 0;
-    while (start <= text.size()) {
-      std::size_t end = text.find('\n', start);
-      if (end == std::string::npos) end = text.size();
-      ++line;
-      std::string l = text.substr(start, end - start);
-      if (!blank(l)) {
-        const std::string lw = where + ": line " + std::to_string(line);
-        out.push_back(record_from_json(parse_json(l, lw), lw));
-      }
-      start = end + 1;
-    }
+    for (const JsonLine& l : parse_json_lines(text, where))
+      out.push_back(record_from_json(l.value, where + ": line " + std::to_string(l.line)));
   } else {  // .txt and anything else: one prompt per line
     std::size_t start = 0, line = 0;
     while (start < text.size()) {
@@ -129,13 +116,13 @@ std::vector<PromptRecord> read_prompt_file(const fs::path& path) {
       ++line;
       std::string l = text.substr(start, end - start);
       if (!l.empty() && l.back() == '\r') l.pop_back();
-      if (blank(l)) throw InputError(where + ": line " + std::to_string(line) + ": empty prompt");
+      if (is_blank(l)) throw InputError(where + ": line " + std::to_string(line) + ": empty prompt");
       out.push_back({l, ""});
       start = end + 1;
     }
   }
   for (std::size_t i = 0; i < out.size(); ++i)
-    if (blank(out[i].instruction)) throw InputError(where + ": prompt " + std::to_string(i + 1) + " is empty");
+    if (is_blank(out[i].instruction)) throw InputError(where + ": prompt " + std::to_string(i + 1) + " is empty");
   if (out.empty()) throw InputError(where + ": no prompts found");
   return out;
 }

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "engine/error.h"
+#include "engine/text.h"
 #include "engine/json.h"
 
 namespace sppft {
@@ -82,7 +83,7 @@ std::vector<SftRecord> read_goal_target_csv(const fs::path& path) {
     std::string head = row[0];
     std::transform(head.begin(), head.end(), head.begin(), [](unsigned char c) { return std::tolower(c); });
     if (i == 0 && head == "goal") continue;
-    if (row[0].find_first_not_of(" \t\r\n") == std::string::npos || row[1].find_first_not_of(" \t\r\n") == std::string::npos)
+    if (is_blank(row[0]) || is_blank(row[1]))
       throw InputError(where + ": empty goal or target");
     SftRecord r;
     r.prompt.instruction = row[0];

@@ -5,14 +5,13 @@
 #include <mutex>
 
 #include "engine/error.h"
+#include "engine/text.h"
 #include "engine/json.h"
 #include "models/prompting.h"
 
 namespace sppft {
 
 namespace {
-
-bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
 // The turns in list field `field` of a chat record: {role, content} messages with roles system /
 // user / assistant, or ShareGPT's {from, value} with system / human / gpt (user / assistant too).
@@ -48,8 +47,8 @@ SftRecord prompt_completion_record(const Json& j, const std::string& where) {
   if (p.is_string() && c.is_string()) {
     r.prompt.instruction = p.get<std::string>();
     r.output = c.get<std::string>();
-    if (blank(r.prompt.instruction)) throw InputError(where + ": field 'prompt' is empty");
-    if (blank(r.output)) throw InputError(where + ": field 'completion' is empty");
+    if (is_blank(r.prompt.instruction)) throw InputError(where + ": field 'prompt' is empty");
+    if (is_blank(r.output)) throw InputError(where + ": field 'completion' is empty");
     return r;
   }
   if (!p.is_array() || !c.is_array())
@@ -75,8 +74,8 @@ SftRecord record_from_json(const Json& j, const std::string& where) {
   r.prompt.instruction = json_get<std::string>(j, "instruction", where);
   r.prompt.input = json_get_or<std::string>(j, "input", "", where);
   r.output = json_get<std::string>(j, "output", where);
-  if (blank(r.prompt.instruction)) throw InputError(where + ": field 'instruction' is empty");
-  if (blank(r.output)) throw InputError(where + ": field 'output' is empty");
+  if (is_blank(r.prompt.instruction)) throw InputError(where + ": field 'instruction' is empty");
+  if (is_blank(r.output)) throw InputError(where + ": field 'output' is empty");
   return r;
 }
 
@@ -85,11 +84,6 @@ struct RenderedChat {
   std::string text;
   std::vector<std::pair<std::size_t, std::size_t>> spans;
 };
-
-std::string trimmed(const std::string& s) {
-  const std::size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
-  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
-}
 
 std::string system_prefix(ChatFormat f, const std::string& system) {
   switch (f) {
@@ -174,7 +168,7 @@ std::vector<RenderedChat> render_with_template(const Model& model, const std::ve
     const std::vector<ChatMessage> upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
     const std::string prompt = *apply_chat_template(model, before, true), with = *apply_chat_template(model, upto, false);
     // Templates may reformat a reasoning block (Qwen3 rebuilds it): the answer after it must show.
-    const std::string content = trimmed(std::string(after_reasoning(messages[i].content)));
+    const std::string content(trim(after_reasoning(messages[i].content)));
     if (!with.starts_with(prompt) || with.find(content, prompt.size()) == std::string::npos) {
       static std::once_flag noted;
       std::call_once(noted, [&] {
@@ -246,18 +240,8 @@ std::vector<SftRecord> read_sft_file(const fs::path& path) {
   const std::string where = path.string();
   std::vector<SftRecord> out;
   if (path.extension() == ".jsonl") {
-    std::size_t start = 0, line = 0;
-    while (start < text.size()) {
-      std::size_t end = text.find('\n', start);
-      if (end == std::string::npos) end = text.size();
-      ++line;
-      const std::string l = text.substr(start, end - start);
-      if (!blank(l)) {
-        const std::string lw = where + ": line " + std::to_string(line);
-        out.push_back(record_from_json(parse_json(l, lw), lw));
-      }
-      start = end + 1;
-    }
+    for (const JsonLine& l : parse_json_lines(text, where))
+      out.push_back(record_from_json(l.value, where + ": line " + std::to_string(l.line)));
   } else {
     Json j;
     try {

@@ -263,16 +263,8 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   if (o.resume) {
     start_step = load_state(o.out, *model, dp, meta);
     // Keep the metrics of the steps the checkpoint covers; the rest are redone.
-    std::string old = fs::exists(metrics_path) ? read_file(metrics_path) : "";
-    std::size_t pos = 0;
-    while (pos < old.size()) {
-      std::size_t end = old.find('\n', pos);
-      if (end == std::string::npos) end = old.size();
-      std::string line = old.substr(pos, end - pos);
-      Json j = parse_json(line, metrics_path.string());
-      if (j.value("step", std::int64_t{0}) <= start_step) metrics_text += line + "\n";
-      pos = end + 1;
-    }
+    for (const JsonLine& l : parse_json_lines(fs::exists(metrics_path) ? read_file(metrics_path) : "", metrics_path.string()))
+      if (l.value.value("step", std::int64_t{0}) <= start_step) metrics_text += l.value.dump() + "\n";
     if (!quiet) std::fprintf(stderr, "train: resumed from %s at step %lld\n", (o.out / "checkpoint").c_str(), (long long)start_step);
   }
   if (lead) atomic_write_text(metrics_path, metrics_text);

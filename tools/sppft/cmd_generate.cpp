@@ -7,6 +7,7 @@
 #include "models/generate.h"
 #include "models/prompting.h"
 #include "engine/error.h"
+#include "engine/text.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/device_option.h"
 #include "tools/sppft/commands.h"
@@ -45,7 +46,7 @@ int cmd_generate(int argc, char** argv) {
   if (args.has("--prompt") == args.has("--prompts")) throw InputError("generate: give exactly one of --prompt or --prompts");
   std::vector<PromptRecord> records;
   if (auto p = args.get("--prompt")) {
-    if (p->find_first_not_of(" \t\r\n") == std::string::npos) throw InputError("--prompt: empty prompt");
+    if (is_blank(*p)) throw InputError("--prompt: empty prompt");
     records.push_back({*p, ""});
   } else {
     records = read_prompt_file(args.require("--prompts"));

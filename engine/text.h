@@ -1,0 +1,32 @@
+// Whitespace and field helpers shared by the readers of user files and replies. Whitespace is
+// the C locale's: space, \t, \n, \v, \f, \r.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sppft {
+
+inline constexpr std::string_view kWhitespace = " \t\n\v\f\r";
+
+inline bool is_blank(std::string_view s) { return s.find_first_not_of(kWhitespace) == std::string_view::npos; }
+
+inline std::string_view trim(std::string_view s) {
+  const std::size_t b = s.find_first_not_of(kWhitespace);
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(kWhitespace) - b + 1);
+}
+
+// The fields between separators, empty ones included ("a,,b" -> a, "", b; "" -> one empty field).
+inline std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> fields;
+  for (std::size_t pos = 0;;) {
+    const std::size_t end = s.find(sep, pos);
+    fields.push_back(s.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos));
+    if (end == std::string_view::npos) return fields;
+    pos = end + 1;
+  }
+}
+
+}  // namespace sppft
