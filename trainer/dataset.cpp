@@ -154,9 +154,10 @@ RenderedChat render_builtin(const Model& model, const std::vector<ChatMessage>& 
 // to that turn, the loss on it, as the model sees the turn when it generates it. Empty, after a
 // note, when the template does not render even a last turn after its prompt (the caller then uses
 // the built-in format). Assistant turns before message `first_trained` are context: no span, no
-// example.
+// example. With train_on_inputs every token is trained, so no span has to be found: the whole
+// rendering is the one example (as TRL trains such a conversation), each token trained once.
 std::vector<RenderedChat> render_with_template(const Model& model, const std::vector<ChatMessage>& messages,
-                                               std::size_t first_trained) {
+                                               std::size_t first_trained, bool train_on_inputs) {
   const auto full = apply_chat_template(model, messages, false);
   if (!full) return {};
   RenderedChat whole{*full, {}};
@@ -189,7 +190,7 @@ std::vector<RenderedChat> render_with_template(const Model& model, const std::ve
     else
       whole.spans.emplace_back(prompt.size(), end);
   }
-  if (chained) return {whole};
+  if (chained || train_on_inputs) return {whole};
   static std::once_flag noted;
   std::call_once(noted, [&] {
     std::fprintf(stderr,
@@ -278,7 +279,7 @@ std::vector<SftExample> tokenize_record(const Model& model, const SftRecord& r, 
       std::fill(ex.labels.begin(), ex.labels.begin() + std::min<std::int64_t>(prompt_len, ex.labels.size()), kIgnoreLabel);
     out.push_back(std::move(ex));
   } else {
-    std::vector<RenderedChat> rendered = render_with_template(model, r.messages, r.first_trained_message);
+    std::vector<RenderedChat> rendered = render_with_template(model, r.messages, r.first_trained_message, opts.train_on_inputs);
     if (rendered.empty()) rendered.push_back(render_builtin(model, r.messages, r.first_trained_message));
     for (const RenderedChat& rc : rendered) out.push_back(tokenize_rendered(tok, rc, opts));
   }

@@ -135,8 +135,13 @@ TEST_CASE("a template that rewrites earlier assistant turns gives one example pe
   CHECK(all[1].ids == tok.encode("<user>Name a color</user><a>5</a><user>Another</user><assistant>Red.</assistant>", false));
   CHECK(trained_text(*m, all[0]) == "Blue.</assistant>");
   CHECK(trained_text(*m, all[1]) == "Red.</assistant>");
+  // Every token trained: the whole conversation as the template renders it is the one example,
+  // so no token is trained twice (the first question, the earlier answer).
   o.train_on_inputs = true;
-  for (const SftExample& ex : tokenize_record(*m, r, o, "t")) CHECK(ex.labels == ex.ids);
+  const std::vector<SftExample> inputs_too = tokenize_record(*m, r, o, "t");
+  REQUIRE(inputs_too.size() == 1);
+  CHECK(inputs_too[0].ids == tok.encode("<user>Name a color</user><a>5</a><user>Another</user><assistant>Red.</assistant>", false));
+  CHECK(inputs_too[0].labels == inputs_too[0].ids);
   // One assistant turn renders in full: a single example, as for any template.
   r.messages.resize(2);
   o.train_on_inputs = false;
