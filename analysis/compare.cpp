@@ -67,17 +67,24 @@ Comparison compare_evaluations(const std::vector<EvalRun>& runs) {
   md += "\n|---|";
   for (std::size_t i = 0; i < runs.size(); ++i) md += "---|";
   md += "\n";
+  Json names = Json::array(), metrics = Json::array();
+  for (const auto& r : runs) names.push_back(r.name);
   for (const Metric& m : kMetrics) {
     std::vector<std::optional<double>> v;
     for (const auto& r : runs) v.push_back(percent(r.eval, m));
     if (std::none_of(v.begin(), v.end(), [](auto& x) { return x.has_value(); })) continue;
     md += std::string("| ") + m.label + " |";
+    Json values = Json::array(), changes = Json::array();
     for (std::size_t i = 0; i < v.size(); ++i) {
       char cell[64] = "-";
-      if (v[i] && (i == 0 || !v[0])) std::snprintf(cell, sizeof cell, "%.2f", *v[i]);
+      const bool change = v[i] && i > 0 && v[0];
+      if (v[i] && !change) std::snprintf(cell, sizeof cell, "%.2f", *v[i]);
       else if (v[i]) std::snprintf(cell, sizeof cell, "%.2f (%+.2f)", *v[i], *v[i] - *v[0]);
       md.append(" ").append(cell).append(" |");
+      values.push_back(v[i] ? Json(*v[i]) : Json(nullptr));
+      changes.push_back(change ? Json(*v[i] - *v[0]) : Json(nullptr));
     }
+    metrics.push_back({{"metric", m.label}, {"percent", values}, {"change_points", changes}});
     md += "\n";
     check_same(runs, std::string("the numbers of ") + m.size, m.n, c.warnings);
   }
@@ -89,6 +96,7 @@ Comparison compare_evaluations(const std::vector<EvalRun>& runs) {
   // Sorted; metrics of one set (R_h and the guard's rate) warn about its size once.
   std::sort(c.warnings.begin(), c.warnings.end());
   c.warnings.erase(std::unique(c.warnings.begin(), c.warnings.end()), c.warnings.end());
+  c.json = {{"runs", names}, {"metrics", metrics}, {"judge", runs[0].eval["judge"]}, {"warnings", c.warnings}};
   return c;
 }
 

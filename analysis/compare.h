@@ -18,6 +18,9 @@ struct EvalRun {
 struct Comparison {
   std::string markdown;
   std::vector<std::string> warnings;  // what makes runs not comparable (judge, set sizes, limits)
+  // The same table for machines: {"runs": [names], "metrics": [{"metric", "percent": [value or
+  // null per run], "change_points": [...]}], "judge", "warnings"}.
+  Json json;
 };
 
 // InputError when fewer than two runs, or a run is not an eval.json.

@@ -277,6 +277,15 @@ TEST_CASE("compare: evaluations side by side with changes in points, and what ma
   CHECK(c.markdown.find("Rouge-L") == std::string::npos);  // no run has it
   CHECK(c.markdown.find("Judge: prefix-llama-3.") != std::string::npos);
   CHECK(c.warnings.empty());
+  CHECK(c.json["runs"] == Json({"base", "full", "SPPFT"}));
+  REQUIRE(c.json["metrics"].size() == 3);
+  CHECK(c.json["metrics"][0]["metric"] == "harmful rate R_h");
+  CHECK(c.json["metrics"][0]["percent"][1].get<double>() == doctest::Approx(44.42));
+  CHECK(c.json["metrics"][0]["change_points"][0].is_null());
+  CHECK(c.json["metrics"][0]["change_points"][2].get<double>() == doctest::Approx(3.85));
+  CHECK(c.json["metrics"][1]["percent"][0].is_null());        // guard: base has none
+  CHECK(c.json["metrics"][1]["change_points"][1].is_null());  // so no change either
+  CHECK(c.json["judge"] == "prefix-llama-3");
   const Comparison w = compare_evaluations({{"a", eval(0.1, 0.1, "prefix-llama-3", 520)}, {"b", eval(0.2, 0.1, "keyword-advbench", 100)}});
   REQUIRE(w.warnings.size() == 2);
   CHECK(w.warnings[0] == "the judges differ (a prefix-llama-3, b keyword-advbench): the rates are not comparable");
@@ -296,6 +305,10 @@ TEST_CASE("compare: evaluations side by side with changes in points, and what ma
   REQUIRE(r.exit_code == 0);
   CHECK(r.out.find("| harmful rate R_h | 5.00 | 50.00 (+45.00) |") != std::string::npos);
   CHECK(read_file(dir / "t.md") == r.out);
+  r = test::run_command(bin + "compare " + (dir / "base").string() + " " + (dir / "ft.json").string() + " --json");
+  REQUIRE(r.exit_code == 0);
+  const Json cj = Json::parse(r.out);
+  CHECK(cj["metrics"][0]["change_points"][1].get<double>() == doctest::Approx(45.0));
   r = test::run_command(bin + "compare " + (dir / "base").string() + " " + (dir / "ft.json").string() + " --names one");
   CHECK(r.exit_code == 2);
   CHECK(r.out.find("error: --names: 1 names for 2 evaluations") != std::string::npos);

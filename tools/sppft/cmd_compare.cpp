@@ -3,6 +3,7 @@
 
 #include "analysis/compare.h"
 #include "engine/error.h"
+#include "engine/text.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
 
@@ -10,30 +11,27 @@ namespace sppft::cli {
 
 namespace {
 const char* kHelp =
-    "usage: sppft compare EVAL EVAL... [--names NAME,NAME,...] [--out FILE.md]\n\n"
+    "usage: sppft compare EVAL EVAL... [--names NAME,NAME,...] [--out FILE.md] [--json]\n\n"
     "Puts the eval.json of several runs side by side (each EVAL an eval.json or the directory\n"
     "sppft eval wrote it to), as the paper's Table 2: harmful rate R_h, the guard's unsafe\n"
     "rate, over-rejection, Rouge-L and multiple-choice accuracy per run, with the change from\n"
     "the first run in points. Warns when the runs used different judges, guards, set sizes\n"
     "or generation limits. E.g.: sppft compare base/ev full/ev sppft/ev --names base,full,SPPFT\n\n"
     "  --names A,B,...   column names (default: the paths)\n"
-    "  --out FILE.md     write the table there too\n";
+    "  --out FILE.md     write the table there too\n"
+    "  --json            print the table as JSON (runs, percent and change in points per metric,\n"
+    "                    judge, warnings) instead\n";
 }  // namespace
 
 int cmd_compare(int argc, char** argv) {
-  Args args(argc, argv, {"--names", "--out"}, {});
+  Args args(argc, argv, {"--names", "--out"}, {"--json"});
   if (args.help()) {
     std::fputs(kHelp, stdout);
     return 0;
   }
   std::vector<std::string> names;
   if (auto n = args.get("--names")) {
-    std::size_t pos = 0;
-    while (pos <= n->size()) {
-      const std::size_t comma = std::min(n->find(',', pos), n->size());
-      names.push_back(n->substr(pos, comma - pos));
-      pos = comma + 1;
-    }
+    for (std::string_view name : split(*n, ',')) names.emplace_back(name);
     if (names.size() != args.positional().size())
       throw InputError("--names: " + std::to_string(names.size()) + " names for " + std::to_string(args.positional().size()) +
                        " evaluations");
@@ -46,7 +44,7 @@ int cmd_compare(int argc, char** argv) {
   }
   const Comparison c = compare_evaluations(runs);
   for (const auto& w : c.warnings) std::fprintf(stderr, "sppft: warning: %s\n", w.c_str());
-  std::fputs(c.markdown.c_str(), stdout);
+  std::fputs(args.has("--json") ? (c.json.dump(2) + "\n").c_str() : c.markdown.c_str(), stdout);
   if (auto out = args.get("--out")) atomic_write_text(*out, c.markdown);
   return 0;
 }
