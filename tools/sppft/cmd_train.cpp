@@ -70,14 +70,16 @@ const char* kHelp =
     "  --dist-timeout S          a collective stuck this long ends the run (default 300)\n";
 }  // namespace
 
+const std::set<std::string> kTrainValuedFlags = {
+    "--data", "--out", "--freeze", "--lr", "--epochs", "--max-steps", "--micro-batch", "--grad-accum", "--cutoff",
+    "--warmup", "--schedule", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip", "--seed", "--val-size",
+    "--eval-every", "--save-every", "--template", "--chat-template-kwargs", "--safety-probe", "--probe-every", "--probe-layers",
+    "--dist", "--device", "--dist-timeout", "--attention", "--recompute-blocks"};
+const std::set<std::string> kTrainSwitches = {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases",
+                                              "--train-on-inputs", "--resume", "--zero1", "--recompute"};
+
 int cmd_train(int argc, char** argv) {
-  Args args(argc, argv,
-            {"--data", "--out", "--freeze", "--lr", "--epochs", "--max-steps", "--micro-batch", "--grad-accum", "--cutoff",
-             "--warmup", "--schedule", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip", "--seed", "--val-size",
-             "--eval-every", "--save-every", "--template", "--chat-template-kwargs", "--safety-probe", "--probe-every", "--probe-layers", "--dist", "--device",
-             "--dist-timeout", "--attention", "--recompute-blocks"},
-            {"--freeze-norms", "--freeze-embeddings", "--freeze-lm-head", "--decay-norms-and-biases", "--train-on-inputs",
-             "--resume", "--zero1", "--recompute"});
+  Args args(argc, argv, kTrainValuedFlags, kTrainSwitches);
   if (args.help()) {
     std::fputs(kHelp, stdout);
     std::fputs(kAttentionHelp, stdout);

@@ -2,6 +2,9 @@
 // receives the arguments after its name.
 #pragma once
 
+#include <set>
+#include <string>
+
 namespace sppft::cli {
 int cmd_info(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
@@ -16,4 +19,8 @@ int cmd_profile(int argc, char** argv);
 int cmd_launch(int argc, char** argv);
 int cmd_data(int argc, char** argv);
 int cmd_compare(int argc, char** argv);
+int cmd_experiment(int argc, char** argv);
+
+// The flags of `sppft train`; `sppft experiment` passes the fine-tuning ones through.
+extern const std::set<std::string> kTrainValuedFlags, kTrainSwitches;
 }  // namespace sppft::cli

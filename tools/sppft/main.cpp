@@ -28,6 +28,7 @@ const Command kCommands[] = {
     {"locate", sppft::cli::cmd_locate, "parameter scaling + over-rejection search: the precise safety layers"},
     {"eval", sppft::cli::cmd_eval, "harmful rate, over-rejection rate, Rouge-L, multiple-choice accuracy"},
     {"compare", sppft::cli::cmd_compare, "evaluations side by side (base, full fine-tuning, SPPFT) with changes in points"},
+    {"experiment", sppft::cli::cmd_experiment, "the paper's experiment on a checkpoint: locate, fine-tune full and SPPFT, evaluate, report"},
     {"demo", sppft::cli::cmd_demo, "end-to-end run on the embedded default model"},
     {"profile", sppft::cli::cmd_profile, "per-block time, FLOPs and bytes of a training step; what freezing saves"},
 };

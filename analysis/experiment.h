@@ -1,0 +1,47 @@
+// The paper's experiment on one checkpoint, as `sppft experiment` runs it: the safety layers
+// found (cossim + locate, or given), fine-tuning on the same data twice - full and SPPFT with
+// those layers frozen - and the base model and both fine-tuned ones evaluated alike. This
+// gathers what those stages wrote into one report: Table 2 (harmful rate, over-rejection,
+// utility, with changes in points), memory by category and training speed of both arms.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/json.h"
+
+namespace sppft {
+
+// One fine-tuning run: its OUT/memory.json and the rows of OUT/metrics.jsonl.
+struct TrainingArm {
+  std::string name;
+  std::string freeze;  // "" for full fine-tuning
+  Json memory;
+  std::vector<Json> metrics;
+};
+
+struct ExperimentOutputs {
+  std::string model;
+  std::string device;
+  std::optional<Json> cossim, locate;  // absent when the layers were given (--freeze)
+  std::string freeze;                  // the SPPFT arm's frozen blocks
+  TrainingArm full, sppft;
+  Json eval_base, eval_full, eval_sppft;  // eval.json of each
+  std::vector<std::string> commands;      // each stage as its own sppft command line
+};
+
+struct ExperimentReport {
+  std::string markdown;
+  std::string console;  // the short form for the terminal: layers, Table 2, memory and speed
+  Json summary;  // the numbers of the report, for machines
+  std::vector<std::string> warnings;
+};
+
+// InputError when an output lacks what the report needs (a stage's file from something else).
+ExperimentReport experiment_report(const ExperimentOutputs& o);
+
+// The rows of a metrics.jsonl, in order; InputError naming the file and line on bad JSON.
+std::vector<Json> read_metrics_jsonl(const std::string& path);
+
+}  // namespace sppft

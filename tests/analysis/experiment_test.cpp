@@ -1,0 +1,197 @@
+// sppft experiment: the report from the stages' outputs, and the command end to end on a small
+// checkpoint - every stage run once, cached when nothing changed, rerun when its command or an
+// input did, and bad input refused before any stage runs.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include "analysis/experiment.h"
+#include "engine/error.h"
+#include "test_util.h"
+
+using namespace sppft;
+
+namespace {
+
+Json eval_json(double rh, double orr) {
+  return {{"judge", "prefix-llama-3"},
+          {"max_new_tokens", 128},
+          {"harmful", {{"n", 520}, {"refused", 0}, {"harmful_rate", rh}}},
+          {"over_rejection", {{"n", 731}, {"refused", 0}, {"over_rejection_rate", orr}}}};
+}
+
+Json memory_json(double grads, double optimizer, std::int64_t trainable) {
+  Json m = {{"weights", 1000.0}, {"grads", grads}, {"master", 0.0}, {"optimizer", optimizer}, {"activations", 50.0},
+            {"workspace", 10.0}, {"trainable_params", trainable}, {"frozen_params", 0}};
+  m["total_bytes"] = 1060.0 + grads + optimizer;
+  return {{"predicted", m}, {"measured_peak", m}};
+}
+
+std::vector<Json> metrics(std::initializer_list<double> tokens_per_s) {
+  std::vector<Json> rows;
+  int step = 0;
+  for (double t : tokens_per_s) rows.push_back({{"step", ++step}, {"loss", 3.0 - step * 0.5}, {"tokens_per_s", t}});
+  return rows;
+}
+
+ExperimentOutputs outputs() {
+  ExperimentOutputs o;
+  o.model = "Meta-Llama-3-8B-Instruct";
+  o.device = "cuda";
+  o.cossim = Json{{"initial_range", {6, 12}}, {"reasoning", "the gap rises at 6"}};
+  o.locate = Json{{"alpha", 1.2}, {"queries", 731}, {"judge", "prefix-llama-3"}, {"final_range", {6, 12}}, {"initial", {6, 12}}};
+  o.freeze = "6-12";
+  o.full = {"full fine-tuning", "", memory_json(400, 800, 100), metrics({1, 90, 100, 110})};
+  o.sppft = {"SPPFT", "6-12", memory_json(300, 600, 75), metrics({1, 120, 125, 130, 135})};
+  o.eval_base = eval_json(0.0577, 0.40);
+  o.eval_full = eval_json(0.4442, 0.30);
+  o.eval_sppft = eval_json(0.0962, 0.38);
+  o.commands = {"sppft cossim M", "sppft locate M"};
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("experiment report: Table 2, memory saved, speed, summary") {
+  const ExperimentReport r = experiment_report(outputs());
+  CAPTURE(r.markdown);
+  CHECK(r.markdown.find("Initial range (cosine analysis) 6-12: the gap rises at 6") != std::string::npos);
+  CHECK(r.markdown.find("Parameter scaling with alpha 1.2, over-rejection judged by `prefix-llama-3` on 731 queries") != std::string::npos);
+  CHECK(r.markdown.find("| metric | base | full fine-tuning | SPPFT 6-12 |") != std::string::npos);
+  CHECK(r.markdown.find("| harmful rate R_h | 5.77 | 44.42 (+38.65) | 9.62 (+3.85) |") != std::string::npos);
+  // Saved bytes and their share of the full arm's.
+  CHECK(r.markdown.find("| grads (MiB, measured peak) | 0.00 | 0.00 | 0.00 (25.0%) |") != std::string::npos);
+  CHECK(r.markdown.find("| trainable parameters | 100 | 75 | 25 |") != std::string::npos);
+  // The median step rate, the first step (one-time costs) left out: 100 and 127.5.
+  CHECK(r.markdown.find("| tokens/s (median step) | 100.0 | 127.5 | SPPFT +27.5% |") != std::string::npos);
+  CHECK(r.markdown.find("| optimizer steps | 4 | 5 | |") != std::string::npos);
+  CHECK(r.markdown.find("| final training loss | 1.0000 | 0.5000 | |") != std::string::npos);
+  CHECK(r.markdown.find("equals the measured bytes in every category: yes") != std::string::npos);
+  CHECK(r.markdown.find("```\nsppft cossim M\nsppft locate M\n```") != std::string::npos);
+  CHECK(r.console.find("frozen in the SPPFT arm: 6-12 (located)") != std::string::npos);
+  CHECK(r.warnings.empty());
+  CHECK(r.summary["initial_range"] == Json({6, 12}));
+  CHECK(r.summary["training"]["memory_bytes"]["optimizer"]["sppft"].get<double>() == 600);
+  CHECK(r.summary["training"]["sppft"]["median_tokens_per_s"].get<double>() == 127.5);
+  CHECK(r.summary["evaluation"]["metrics"][0]["change_points"][1].get<double>() == doctest::Approx(38.65));
+
+  ExperimentOutputs given = outputs();
+  given.cossim.reset();
+  given.locate.reset();
+  given.eval_sppft["judge"] = "keyword-advbench";
+  given.sppft.memory["measured_peak"]["grads"] = 301.0;  // a measurement off the plan
+  const ExperimentReport g = experiment_report(given);
+  CHECK(g.markdown.find("Given with `--freeze`") != std::string::npos);
+  CHECK(g.console.find("6-12 (given)") != std::string::npos);
+  CHECK(g.markdown.find("every category: no") != std::string::npos);
+  REQUIRE(g.warnings.size() == 1);
+  CHECK(g.markdown.find("**Warning:** the judges differ") != std::string::npos);
+
+  ExperimentOutputs broken = outputs();
+  broken.full.memory.erase("measured_peak");
+  CHECK_THROWS_WITH_AS(experiment_report(broken), doctest::Contains("memory.json: no measured_peak"), InputError);
+  broken = outputs();
+  broken.sppft.metrics.clear();
+  CHECK_THROWS_WITH_AS(experiment_report(broken), "SPPFT: metrics.jsonl has no steps", InputError);
+}
+
+TEST_CASE("sppft experiment end to end: stages cached, rerun when their command or inputs change") {
+  const fs::path dir = test::temp_dir("experiment");
+  const fs::path model = dir / "model";
+  test::make_tiny_checkpoint(model, R"({"num_hidden_layers": 3})");
+  test::write_head(test::source_dir() / "data/normal.csv", dir / "n.csv", 6);
+  test::write_head(test::source_dir() / "data/malicious.csv", dir / "m.csv", 6);
+  test::write_head(test::source_dir() / "data/over_rejection.csv", dir / "o.csv", 4);
+  test::write_head(test::source_dir() / "data/advbench_harmful_behaviors.csv", dir / "h.csv", 5);
+  Json ft = Json::array();
+  for (int i = 0; i < 6; ++i) ft.push_back({{"instruction", "Name a colour number " + std::to_string(i)}, {"input", ""}, {"output", "Blue."}});
+  atomic_write_text(dir / "ft.json", ft.dump());
+  const fs::path out = dir / "exp";
+  const std::string base = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " experiment " + model.string() + " --data " +
+                           (dir / "ft.json").string() + " --out " + out.string() + " --normal " + (dir / "n.csv").string() +
+                           " --malicious " + (dir / "m.csv").string() + " --over-rejection " + (dir / "o.csv").string() +
+                           " --harmful " + (dir / "h.csv").string() +
+                           " --initial 1-1 --window 1 --pairs 8 --locate-max-new-tokens 3 --max-new-tokens 4 --max-steps 2 --micro-batch 2";
+  const auto count = [](const std::string& s, const std::string& what) {
+    std::size_t n = 0;
+    for (auto p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
+    return n;
+  };
+
+  auto r = test::run_command(base);
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.out, "cached in") == 0);
+  for (const char* f : {"cossim/cossim.json", "locate/locate.json", "eval-base/eval.json", "ft-full/memory.json", "eval-full/eval.json",
+                        "ft-sppft/memory.json", "eval-sppft/eval.json", "report.md", "summary.json"})
+    CHECK_MESSAGE(fs::exists(out / f), f);
+  const Json sum = read_json_file(out / "summary.json");
+  const Json located = read_json_file(out / "locate/locate.json")["final_range"];
+  const std::string freeze = std::to_string(located[0].get<int>()) + "-" + std::to_string(located[1].get<int>());
+  CHECK(sum["freeze"] == freeze);
+  CHECK(sum["training"]["prediction_exact"] == true);
+  CHECK(sum["training"]["memory_bytes"]["grads"]["sppft"].get<double>() < sum["training"]["memory_bytes"]["grads"]["full"].get<double>());
+  CHECK(sum["training"]["full"]["steps"] == 2);
+  CHECK(sum["commands"].size() == 7);
+  // The fine-tuned arms really differ where the freeze says: SPPFT's run froze the located block.
+  const Json sppft_cmd = read_json_file(out / "ft-sppft/experiment-stage.json")["fingerprint"]["command"];
+  const auto at = std::find(sppft_cmd.begin(), sppft_cmd.end(), Json("--freeze"));
+  REQUIRE(at != sppft_cmd.end());
+  CHECK(*(at + 1) == freeze);
+  const Json full_cmd = read_json_file(out / "ft-full/experiment-stage.json")["fingerprint"]["command"];
+  CHECK(std::find(full_cmd.begin(), full_cmd.end(), Json("--freeze")) == full_cmd.end());
+  const std::string report = read_file(out / "report.md");
+  CHECK(report.find("| harmful rate R_h |") != std::string::npos);
+  CHECK(report.find("sppft train " + model.string()) != std::string::npos);
+  CHECK(r.out.find("wrote " + out.string() + "/report.md, summary.json") != std::string::npos);
+
+  // Nothing changed: every stage cached.
+  r = test::run_command(base);
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.out, "cached in") == 7);
+  // A fine-tuning option: both arms and their evaluations rerun, the analysis and the base evaluation do not.
+  r = test::run_command(base + " --lr 3e-4");
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.out, "cached in") == 3);
+  CHECK(count(r.out, "its command or inputs changed; rerunning") == 4);
+  // An evaluation option: the three evaluations only.
+  r = test::run_command(base + " --lr 3e-4 --max-new-tokens 5");
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.out, "cached in") == 4);
+  CHECK(read_json_file(out / "eval-full/eval.json")["max_new_tokens"] == 5);
+  // An interrupted fine-tuning with the same command resumes from its checkpoint.
+  Json stamp = read_json_file(out / "ft-sppft/experiment-stage.json");
+  stamp["complete"] = false;
+  atomic_write_text(out / "ft-sppft/experiment-stage.json", stamp.dump());
+  r = test::run_command(base + " --lr 3e-4 --max-new-tokens 5");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("--out " + (out / "ft-sppft").string() + " --resume") != std::string::npos);
+  CHECK(count(r.out, "cached in") == 6);
+
+  // --freeze skips the analysis.
+  r = test::run_command(base + " --freeze 0-0 --out " + (dir / "given").string());
+  REQUIRE(r.exit_code == 0);
+  CHECK(!fs::exists(dir / "given/cossim"));
+  CHECK(read_file(dir / "given/report.md").find("Given with `--freeze`") != std::string::npos);
+
+  // Bad input: one error line, exit 2, no stage run.
+  const auto refused = [&](const std::string& cmd, const std::string& needle) {
+    CAPTURE(cmd);
+    const auto e = test::run_command(cmd);
+    CAPTURE(e.out);
+    CHECK(e.exit_code == 2);
+    CHECK(e.out.rfind("error: ", 0) == 0);
+    CHECK(e.out.find(needle) != std::string::npos);
+    CHECK(e.out.find("[experiment]") == std::string::npos);
+  };
+  const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " experiment ";
+  refused(bin + model.string() + " --out " + (dir / "x").string(), "--data");
+  refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --harmful nope.csv",
+          "--harmful nope.csv: no such file");
+  refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --zero1", "--zero1");
+  refused(bin + (dir / "n.csv").string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string(),
+          "not a checkpoint directory");
+  refused("WORLD_SIZE=2 RANK=0 MASTER_ADDR=localhost MASTER_PORT=1 " + bin + model.string() + " --data " + (dir / "ft.json").string() +
+              " --out " + (dir / "x").string(),
+          "runs in one process");
+}

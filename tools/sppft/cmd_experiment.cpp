@@ -1,0 +1,263 @@
+// sppft experiment DIR --data FILE --out OUT: the paper's whole experiment on one checkpoint,
+// as the ordinary sppft commands it chains (analysis/experiment.h gathers their outputs).
+#include <cstdio>
+#include <functional>
+
+#include "analysis/experiment.h"
+#include "analysis/judge.h"
+#include "engine/error.h"
+#include "trainer/comm.h"
+#include "tools/sppft/args.h"
+#include "tools/sppft/commands.h"
+
+namespace sppft::cli {
+
+namespace {
+const char* kHelp =
+    "usage: sppft experiment DIR --data FILE --out OUT [options]\n\n"
+    "The paper's experiment on one checkpoint, each stage an ordinary sppft command:\n"
+    "  1 cossim      the initial safety-layer range (--normal, --malicious)\n"
+    "  2 locate      the final range by parameter scaling + over-rejection (--over-rejection)\n"
+    "  3 eval-base   the checkpoint before fine-tuning\n"
+    "  4 ft-full     fine-tuning on --data, every block trainable\n"
+    "  5 eval-full\n"
+    "  6 ft-sppft    the same fine-tuning with the located blocks frozen\n"
+    "  7 eval-sppft\n"
+    "then OUT/report.md: the safety layers, the paper's Table 2 (harmful rate, over-rejection,\n"
+    "utility; changes in points), memory by category and tokens/s of both arms, and every\n"
+    "stage's command. OUT/summary.json has the numbers. A stage whose command and inputs\n"
+    "are unchanged is not run again; change an option and only the stages it touches rerun;\n"
+    "an interrupted fine-tuning resumes from its last checkpoint (--save-every K).\n\n"
+    "  --freeze RANGES           the blocks to freeze (e.g. 6-12): skips stages 1 and 2\n"
+    "  --device D                cpu (default, fp32) | cuda (bf16), every stage\n"
+    "  --template T              alpaca (default) | chat | none, every stage\n"
+    "  --chat-template-kwargs J  every stage (see sppft train --help)\n"
+    "  --batch-size N            prompts per batch in stages 1, 2, 3, 5, 7 (default 32)\n"
+    "  --judge J                 refusal judge of locate and eval (default auto)\n\n"
+    "stage 1 (defaults: the bundled data/normal.csv, data/malicious.csv):\n"
+    "  --normal FILE  --malicious FILE  --pairs N\n"
+    "stage 2 (default: the bundled data/over_rejection.csv, also evaluation's over-rejection set):\n"
+    "  --over-rejection FILE  --initial i-j  --alpha A  --window W  --scale-o-proj\n"
+    "  --locate-limit N          the first N over-rejection queries only\n"
+    "  --locate-max-new-tokens N\n"
+    "evaluation (default harmful set: the bundled AdvBench data/advbench_harmful_behaviors.csv):\n"
+    "  --harmful FILE  --reference FILE  --mmlu FILE  --guard DIR  --max-new-tokens N\n"
+    "  --eval-limit N            the first N queries of each set\n"
+    "fine-tuning: every option of sppft train but --out, --freeze, --resume and the\n"
+    "data-parallel ones (the experiment runs in one process), e.g. --lr 1e-4 --epochs 3\n"
+    "  --micro-batch 4 --grad-accum 32 --cutoff 256 --warmup 100 --train-on-inputs\n";
+
+// Flags of sppft train that are the experiment's own or have no place in one process.
+const std::set<std::string> kNotPassedToTrain = {"--data", "--out", "--freeze", "--resume", "--dist", "--dist-timeout", "--zero1"};
+
+struct Flags {
+  std::set<std::string> valued = {"--data", "--out", "--freeze", "--device", "--template", "--chat-template-kwargs",
+                                   "--batch-size", "--judge", "--normal", "--malicious", "--pairs", "--over-rejection",
+                                   "--initial", "--alpha", "--window", "--locate-limit", "--locate-max-new-tokens", "--harmful",
+                                   "--reference", "--mmlu", "--guard", "--max-new-tokens", "--eval-limit"};
+  std::set<std::string> switches = {"--scale-o-proj"};
+  Flags() {
+    for (const auto& f : kTrainValuedFlags)
+      if (!kNotPassedToTrain.count(f)) valued.insert(f);
+    for (const auto& f : kTrainSwitches)
+      if (!kNotPassedToTrain.count(f)) switches.insert(f);
+  }
+};
+
+// A path as every stage sees it, whatever the directory the experiment was started in.
+std::string absolute(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
+
+struct Stage {
+  std::string name;
+  int (*command)(int, char**);
+  std::vector<std::string> argv;  // after "sppft"
+  fs::path dir, done;             // its output directory, and the file it writes last
+  Json fingerprint;               // its command (OUT as "$OUT") and the fingerprints of its inputs
+};
+
+std::string command_line(const std::vector<std::string>& argv) {
+  std::string s = "sppft";
+  for (const auto& a : argv) {
+    const bool plain = !a.empty() && a.find_first_of(" \t\n'\"$\\{}*?;&|<>()") == std::string::npos;
+    if (plain) {
+      s += " " + a;
+      continue;
+    }
+    s += " '";
+    for (char ch : a) s += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    s += "'";
+  }
+  return s;
+}
+
+// Where a stage records the fingerprint it was run with, and whether it finished.
+fs::path stamp_of(const Stage& s) { return s.dir / "experiment-stage.json"; }
+
+// Runs a stage unless it finished with the same fingerprint; a stage that started with the
+// same fingerprint and was interrupted resumes when it can (fine-tuning from its checkpoint).
+void run_stage(Stage& s, int index, int count) {
+  std::optional<Json> stamp;
+  if (fs::exists(stamp_of(s))) stamp = read_json_file(stamp_of(s));
+  const bool same = stamp && stamp->value("fingerprint", Json()) == s.fingerprint;
+  if (same && stamp->value("complete", false) && fs::exists(s.done)) {
+    std::fprintf(stderr, "[experiment] %d/%d %s: cached in %s\n", index, count, s.name.c_str(), s.dir.c_str());
+    return;
+  }
+  if (fs::exists(s.dir) && !same) {
+    if (stamp) std::fprintf(stderr, "[experiment] %d/%d %s: its command or inputs changed; rerunning\n", index, count, s.name.c_str());
+    fs::remove_all(s.dir);
+  }
+  std::vector<std::string> argv = s.argv;
+  if (same && s.command == cmd_train && fs::exists(s.dir / "checkpoint")) argv.push_back("--resume");
+  ensure_directory(s.dir);
+  atomic_write_text(stamp_of(s), Json{{"fingerprint", s.fingerprint}, {"complete", false}}.dump(2) + "\n");
+  std::fflush(stdout);
+  std::fprintf(stderr, "[experiment] %d/%d %s: %s\n", index, count, s.name.c_str(), command_line(argv).c_str());
+  std::vector<char*> ptrs;  // as main() passes them: what follows the command's name
+  for (std::size_t i = 1; i < argv.size(); ++i) ptrs.push_back(argv[i].data());
+  ptrs.push_back(nullptr);
+  const int rc = s.command(static_cast<int>(ptrs.size() - 1), ptrs.data());
+  std::fflush(stdout);  // the stage's own report before the next stage's progress
+  if (rc != 0) throw RuntimeFailure("experiment: stage " + s.name + " exited with " + std::to_string(rc));
+  atomic_write_text(stamp_of(s), Json{{"fingerprint", s.fingerprint}, {"complete", true}}.dump(2) + "\n");
+}
+
+}  // namespace
+
+int cmd_experiment(int argc, char** argv) {
+  const Flags flags;
+  Args args(argc, argv, flags.valued, flags.switches);
+  if (args.help()) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (args.positional().size() != 1) throw InputError("experiment: expected one checkpoint directory (see --help)");
+  if (detect_launch().world > 1)
+    throw InputError("experiment: runs in one process; for data-parallel fine-tuning run its stages yourself (sppft experiment --help)");
+  const std::string model = absolute(args.positional()[0]);
+  if (!fs::is_regular_file(fs::path(model) / "config.json"))
+    throw InputError(args.positional()[0] + ": not a checkpoint directory (no config.json)");
+  const fs::path out = absolute(args.require("--out"));
+  const std::string data = absolute(args.require("--data"));
+  if (!fs::is_regular_file(data)) throw InputError("--data " + args.require("--data") + ": no such file");
+  const auto bundled = [&](const char* flag, const char* file) {
+    const std::string p = args.has(flag) ? args.require(flag) : (bundled_data_dir() / file).string();
+    if (!fs::is_regular_file(p)) throw InputError(std::string(flag) + " " + p + ": no such file");
+    return absolute(p);
+  };
+  const std::string normal = bundled("--normal", "normal.csv"), malicious = bundled("--malicious", "malicious.csv");
+  const std::string over_rejection = bundled("--over-rejection", "over_rejection.csv");
+  const std::string harmful = bundled("--harmful", "advbench_harmful_behaviors.csv");
+
+  // Arguments several stages share, passed on as given.
+  const auto pass = [&](std::vector<std::string>& to, std::initializer_list<const char*> names) {
+    for (const char* f : names)
+      if (flags.switches.count(f) && args.has(f)) to.push_back(f);
+      else if (auto v = args.get(f)) to.insert(to.end(), {f, *v});
+  };
+  const auto renamed = [&](std::vector<std::string>& to, const char* from, const char* as) {
+    if (auto v = args.get(from)) to.insert(to.end(), {as, *v});
+  };
+  std::vector<std::string> common;
+  pass(common, {"--device", "--template", "--chat-template-kwargs"});
+  std::vector<std::string> inference = common;
+  pass(inference, {"--batch-size"});
+
+  const auto stage = [&](const std::string& name, int (*command)(int, char**), const std::string& verb, const char* done,
+                         std::vector<std::string> rest, std::vector<const Stage*> inputs) {
+    Stage s{name, command, {verb, model}, out / name, out / name / done, {}};
+    s.argv.insert(s.argv.end(), rest.begin(), rest.end());
+    s.argv.insert(s.argv.end(), {"--out", s.dir.string()});
+    Json cmd = Json::array();
+    for (const auto& a : s.argv) {
+      std::string v = a;
+      if (v.rfind(out.string(), 0) == 0) v = "$OUT" + v.substr(out.string().size());
+      cmd.push_back(v);
+    }
+    Json after = Json::array();
+    for (const Stage* in : inputs) after.push_back(in->fingerprint);
+    s.fingerprint = {{"command", cmd}, {"after", after}};
+    return s;
+  };
+
+  ensure_directory(out);
+  std::vector<std::string> commands;
+  int index = 0;
+  const bool given = args.has("--freeze");
+  const int count = given ? 5 : 7;
+  std::optional<Stage> cossim, locate;
+  std::string freeze;
+  if (given) {
+    freeze = args.require("--freeze");
+  } else {
+    std::vector<std::string> a = inference;
+    a.insert(a.end(), {"--normal", normal, "--malicious", malicious});
+    pass(a, {"--pairs"});
+    cossim = stage("cossim", cmd_cossim, "cossim", "cossim.json", a, {});
+    run_stage(*cossim, ++index, count);
+    a = inference;
+    a.insert(a.end(), {"--over-rejection", over_rejection, "--cossim", (cossim->dir / "cossim.json").string()});
+    pass(a, {"--initial", "--alpha", "--window", "--judge", "--scale-o-proj"});
+    renamed(a, "--locate-limit", "--limit");
+    renamed(a, "--locate-max-new-tokens", "--max-new-tokens");
+    locate = stage("locate", cmd_locate, "locate", "locate.json", a, {&*cossim});
+    run_stage(*locate, ++index, count);
+    const Json loc = read_json_file(locate->done);
+    const Json& r = loc.at("final_range");
+    freeze = std::to_string(r[0].get<std::int64_t>()) + "-" + std::to_string(r[1].get<std::int64_t>());
+    commands.push_back(command_line(cossim->argv));
+    commands.push_back(command_line(locate->argv));
+  }
+
+  std::vector<std::string> eval_args = inference;
+  eval_args.insert(eval_args.end(), {"--harmful", harmful, "--over-rejection", over_rejection});
+  pass(eval_args, {"--reference", "--mmlu", "--guard", "--max-new-tokens", "--judge"});
+  renamed(eval_args, "--eval-limit", "--limit");
+  std::vector<std::string> train_args = common;
+  train_args.insert(train_args.end(), {"--data", data});
+  for (const auto& f : kTrainValuedFlags)
+    if (!kNotPassedToTrain.count(f) && f != "--device" && f != "--template" && f != "--chat-template-kwargs")
+      if (auto v = args.get(f)) train_args.insert(train_args.end(), {f, *v});
+  for (const auto& f : kTrainSwitches)
+    if (!kNotPassedToTrain.count(f) && args.has(f)) train_args.push_back(f);
+
+  Stage eval_base = stage("eval-base", cmd_eval, "eval", "eval.json", eval_args, {});
+  Stage ft_full = stage("ft-full", cmd_train, "train", "memory.json", train_args, {});
+  std::vector<std::string> sppft_args = train_args;
+  sppft_args.insert(sppft_args.end(), {"--freeze", freeze});
+  Stage ft_sppft = stage("ft-sppft", cmd_train, "train", "memory.json", sppft_args, {});
+  // The fine-tuned models are evaluated as the base one was, from their own directories.
+  const auto eval_of = [&](const std::string& name, const Stage& trained) {
+    Stage s = stage(name, cmd_eval, "eval", "eval.json", eval_args, {&trained});
+    s.argv[1] = trained.dir.string();
+    s.fingerprint["command"][1] = "$OUT/" + trained.name;
+    return s;
+  };
+  Stage eval_full = eval_of("eval-full", ft_full), eval_sppft = eval_of("eval-sppft", ft_sppft);
+  for (Stage* s : {&eval_base, &ft_full, &eval_full, &ft_sppft, &eval_sppft}) {
+    run_stage(*s, ++index, count);
+    commands.push_back(command_line(s->argv));
+  }
+
+  ExperimentOutputs o;
+  o.model = args.positional()[0];
+  o.device = args.get_or("--device", "cpu");
+  if (cossim) o.cossim = read_json_file(cossim->done);
+  if (locate) o.locate = read_json_file(locate->done);
+  o.freeze = freeze;
+  o.full = {"full fine-tuning", "", read_json_file(ft_full.done), read_metrics_jsonl((ft_full.dir / "metrics.jsonl").string())};
+  o.sppft = {"SPPFT", freeze, read_json_file(ft_sppft.done), read_metrics_jsonl((ft_sppft.dir / "metrics.jsonl").string())};
+  o.eval_base = read_json_file(eval_base.done);
+  o.eval_full = read_json_file(eval_full.done);
+  o.eval_sppft = read_json_file(eval_sppft.done);
+  o.commands = commands;
+  const ExperimentReport rep = experiment_report(o);
+  atomic_write_text(out / "report.md", rep.markdown);
+  atomic_write_text(out / "summary.json", rep.summary.dump(2) + "\n");
+  for (const auto& w : rep.warnings) std::fprintf(stderr, "sppft: warning: %s\n", w.c_str());
+  std::printf("%s", rep.console.c_str());
+  std::printf("wrote %s/report.md, summary.json\n", out.c_str());
+  return 0;
+}
+
+}  // namespace sppft::cli
