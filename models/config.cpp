@@ -175,6 +175,37 @@ float softcap_field(const Json& j, const char* key, double fallback, const std::
   return static_cast<float>(v);
 }
 
+// c.sliding_layers from the config's layer_types (all false without it); whether it had them.
+bool parse_layer_types(const Json& j, ModelConfig& c, const std::string& where) {
+  c.sliding_layers.assign(static_cast<std::size_t>(c.num_layers), false);
+  if (!j.contains("layer_types") || j["layer_types"].is_null()) return false;
+  const auto types = json_get<std::vector<std::string>>(j, "layer_types", where);
+  if (static_cast<std::int64_t>(types.size()) != c.num_layers)
+    throw InputError(where + ": layer_types has " + std::to_string(types.size()) + " entries, expected num_hidden_layers = " +
+                     std::to_string(c.num_layers));
+  for (std::size_t l = 0; l < types.size(); ++l) {
+    if (types[l] != "sliding_attention" && types[l] != "full_attention")
+      throw InputError(where + ": layer_types[" + std::to_string(l) + "] is '" + types[l] +
+                       "', expected sliding_attention or full_attention");
+    c.sliding_layers[l] = types[l] == "sliding_attention";
+  }
+  return true;
+}
+
+// Qwen2 and Qwen3 (as transformers' configs): with use_sliding_window, sliding_window on the
+// layers layer_types names, by default those from max_window_layers on; without it no window.
+void parse_qwen_window(const Json& j, ModelConfig& c, const std::string& where) {
+  if (!json_get_or<bool>(j, "use_sliding_window", false, where)) return;
+  const auto window = json_get_or<std::int64_t>(j, "sliding_window", 4096, where);
+  if (window < 0) throw InputError(where + ": sliding_window must be positive or null");
+  if (window == 0 || (j.contains("sliding_window") && j["sliding_window"].is_null())) return;
+  c.sliding_window = window;
+  if (parse_layer_types(j, c, where)) return;
+  const auto first = json_get_or<std::int64_t>(j, "max_window_layers", 28, where);
+  if (first < 0) throw InputError(where + ": max_window_layers must be non-negative, got " + std::to_string(first));
+  for (std::size_t l = 0; l < c.sliding_layers.size(); ++l) c.sliding_layers[l] = static_cast<std::int64_t>(l) >= first;
+}
+
 // Gemma-2 and Gemma-3 (defaults as transformers' Gemma2Config / Gemma3TextConfig): sandwich norms,
 // a scale from query_pre_attn_scalar, sliding-window attention on the layers layer_types names
 // (by default gemma2's even layers, gemma3's all but every sliding_window_pattern-th), and
@@ -195,24 +226,14 @@ void parse_gemma_sandwich(const Json& j, ModelConfig& c, const std::string& wher
   if (j.contains("sliding_window")) window = j["sliding_window"].is_null() ? 0 : json_get<std::int64_t>(j, "sliding_window", where);
   if (window < 0) throw InputError(where + ": sliding_window must be positive or null");
   if (window > 0) c.sliding_window = window;
-  c.sliding_layers.assign(static_cast<std::size_t>(c.num_layers), false);
-  if (j.contains("layer_types") && !j["layer_types"].is_null()) {
-    const auto types = json_get<std::vector<std::string>>(j, "layer_types", where);
-    if (static_cast<std::int64_t>(types.size()) != c.num_layers)
-      throw InputError(where + ": layer_types has " + std::to_string(types.size()) + " entries, expected num_hidden_layers = " +
-                       std::to_string(c.num_layers));
-    for (std::size_t l = 0; l < types.size(); ++l) {
-      if (types[l] != "sliding_attention" && types[l] != "full_attention")
-        throw InputError(where + ": layer_types[" + std::to_string(l) + "] is '" + types[l] +
-                         "', expected sliding_attention or full_attention");
-      c.sliding_layers[l] = types[l] == "sliding_attention";
+  if (!parse_layer_types(j, c, where)) {
+    if (gemma3) {
+      const auto pattern = json_get_or<std::int64_t>(j, "sliding_window_pattern", 6, where);
+      if (pattern <= 0) throw InputError(where + ": sliding_window_pattern must be positive, got " + std::to_string(pattern));
+      for (std::size_t l = 0; l < c.sliding_layers.size(); ++l) c.sliding_layers[l] = (l + 1) % pattern != 0;
+    } else {
+      for (std::size_t l = 0; l < c.sliding_layers.size(); ++l) c.sliding_layers[l] = l % 2 == 0;
     }
-  } else if (gemma3) {
-    const auto pattern = json_get_or<std::int64_t>(j, "sliding_window_pattern", 6, where);
-    if (pattern <= 0) throw InputError(where + ": sliding_window_pattern must be positive, got " + std::to_string(pattern));
-    for (std::size_t l = 0; l < c.sliding_layers.size(); ++l) c.sliding_layers[l] = (l + 1) % pattern != 0;
-  } else {
-    for (std::size_t l = 0; l < c.sliding_layers.size(); ++l) c.sliding_layers[l] = l % 2 == 0;
   }
   // The scale comes from query_pre_attn_scalar alone: a RoPE attention factor (longrope, yarn)
   // would scale some layers' scores and not others.
@@ -315,7 +336,8 @@ const Json& text_config_defaults(const std::string& text_type) {
                 "sliding_window": 4096, "bos_token_id": 1, "eos_token_id": 2},
     "qwen2_vl_text": {"vocab_size": 152064, "hidden_size": 8192, "intermediate_size": 29568, "num_hidden_layers": 80,
                       "num_attention_heads": 64, "num_key_value_heads": 8, "max_position_embeddings": 32768,
-                      "rms_norm_eps": 1e-5, "rope_theta": 1e6, "bos_token_id": 151643, "eos_token_id": 151645}})");
+                      "rms_norm_eps": 1e-5, "rope_theta": 1e6, "max_window_layers": 80, "bos_token_id": 151643,
+                      "eos_token_id": 151645}})");
     d["qwen2_5_vl_text"] = d["qwen2_vl_text"];  // the same class defaults
     return d;
   }();
@@ -456,8 +478,7 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
     auto w = json_get_or<std::int64_t>(j, "sliding_window", 0, where);
     if (w > 0) c.sliding_window = w;
   }
-  if ((c.family == Family::Qwen2 || c.family == Family::Qwen3) && json_get_or<bool>(j, "use_sliding_window", false, where))
-    throw InputError(where + ": use_sliding_window true is not implemented for " + t);
+  if (c.family == Family::Qwen2 || c.family == Family::Qwen3) parse_qwen_window(j, c, where);
   if (c.family == Family::Gemma2 || c.family == Family::Gemma3) parse_gemma_sandwich(j, c, where);
 
   if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<std::int64_t>();
@@ -584,15 +605,22 @@ Json model_config_to_json(const ModelConfig& c) {
   const char* act = c.activation == Activation::SiLU ? "silu" : c.activation == Activation::GeluTanh ? "gelu_pytorch_tanh" : "gelu";
   j[c.norm_unit_offset ? "hidden_activation" : "hidden_act"] = act;  // the gemma families
   if (c.sliding_window) j["sliding_window"] = *c.sliding_window;
+  const auto layer_types = [&] {
+    Json types = Json::array();
+    for (bool s : c.sliding_layers) types.push_back(s ? "sliding_attention" : "full_attention");
+    return types;
+  };
+  if ((c.family == Family::Qwen2 || c.family == Family::Qwen3) && c.sliding_window) {
+    j["use_sliding_window"] = true;
+    j["layer_types"] = layer_types();
+  }
   if (c.sandwich_norms) {  // gemma2, gemma3
     if (!c.sliding_window) j["sliding_window"] = nullptr;
     j["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
     const auto cap = [](float v) { return v > 0 ? Json(static_cast<double>(v)) : Json(nullptr); };
     j["attn_logit_softcapping"] = cap(c.attn_logit_softcap);
     j["final_logit_softcapping"] = cap(c.final_logit_softcap);
-    Json types = Json::array();
-    for (bool s : c.sliding_layers) types.push_back(s ? "sliding_attention" : "full_attention");
-    j["layer_types"] = types;
+    j["layer_types"] = layer_types();
   }
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
   if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];

@@ -73,7 +73,7 @@ struct ModelConfig {
   bool scale_embeddings = false;     // gemma: embeddings * sqrt(hidden)
   Activation activation = Activation::SiLU;
   std::optional<std::int64_t> sliding_window;
-  std::vector<bool> sliding_layers;  // gemma2/3 layer_types: which layers take sliding_window; empty = all
+  std::vector<bool> sliding_layers;  // gemma2/3, qwen2/3 layer_types: which layers take sliding_window; empty = all
   // Gemma-2/3: the attention scale is 1 / sqrt(query_pre_attn_scalar) (0: head_dim); attention
   // scores (gemma2) and final logits are soft-capped, cap * tanh(x / cap) (0: not capped); every
   // block also normalises the outputs of attention and MLP before their residual adds.

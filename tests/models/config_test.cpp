@@ -232,9 +232,33 @@ TEST_CASE("qwen3: per-head q/k norms, head_dim 128 by default, attention_bias on
   auto b = parse_model_config(q, "c");
   CHECK((b.qkv_bias && b.o_bias));
   CHECK(model_config_to_json(parse_model_config(model_config_to_json(b), "rt")) == model_config_to_json(b));
+
+  // Sliding windows as transformers' Qwen2/Qwen3 configs: only with use_sliding_window, on the
+  // layers from max_window_layers (default 28) on, or those layer_types names.
+  q["num_hidden_layers"] = 4;
+  q["sliding_window"] = 8;
+  CHECK(!parse_model_config(q, "c").sliding_window);  // use_sliding_window false: the field is ignored
   q["use_sliding_window"] = true;
-  CHECK_THROWS_WITH_AS(parse_model_config(q, "c"), doctest::Contains("use_sliding_window true is not implemented for qwen3"),
+  q["max_window_layers"] = 2;
+  auto w = parse_model_config(q, "c");
+  CHECK(w.sliding_window == 8);
+  CHECK((w.attention_window(0) == 0 && w.attention_window(1) == 0 && w.attention_window(2) == 8 && w.attention_window(3) == 8));
+  CHECK(model_config_to_json(parse_model_config(model_config_to_json(w), "rt")) == model_config_to_json(w));
+  CHECK(model_config_to_json(w)["layer_types"] == Json({"full_attention", "full_attention", "sliding_attention", "sliding_attention"}));
+  q.erase("max_window_layers");
+  for (std::int64_t l = 0; l < 4; ++l) CHECK(parse_model_config(q, "c").attention_window(l) == 0);  // 28 and on
+  q["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention", "full_attention"};
+  w = parse_model_config(q, "c");
+  CHECK((w.attention_window(0) == 8 && w.attention_window(1) == 0 && w.attention_window(2) == 8));
+  q["sliding_window"] = nullptr;
+  CHECK(!parse_model_config(q, "c").sliding_window);
+  q["sliding_window"] = 8;
+  q["layer_types"] = {"sliding_attention"};
+  CHECK_THROWS_WITH_AS(parse_model_config(q, "c"), doctest::Contains("layer_types has 1 entries, expected num_hidden_layers = 4"),
                        InputError);
+  q.erase("layer_types");
+  q["max_window_layers"] = -1;
+  CHECK_THROWS_WITH_AS(parse_model_config(q, "c"), doctest::Contains("max_window_layers must be non-negative"), InputError);
 }
 
 TEST_CASE("gemma3_text: defaults as transformers, the sliding blocks' own RoPE in both config layouts") {
@@ -397,10 +421,20 @@ TEST_CASE("qwen2_vl and qwen2_5_vl: a Qwen2 text model, flat on the Hub or under
   bad["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
   CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("rope type 'yarn', expected mrope or default"),
                        InputError);
-  bad = flat;
-  bad["use_sliding_window"] = true;
-  CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("use_sliding_window true is not implemented"),
-                       InputError);
+  // Sliding windows from max_window_layers on: the Hub config's 28 leaves all 28 layers full; a
+  // nested text_config without it takes Qwen2VLTextConfig's 80, not Qwen2Config's 28.
+  Json windowed = flat;
+  windowed["use_sliding_window"] = true;
+  auto fw = parse_model_config(windowed, "c");
+  CHECK(fw.sliding_window == 32768);
+  CHECK(fw.attention_window(27) == 0);
+  windowed["max_window_layers"] = 20;
+  CHECK(parse_model_config(windowed, "c").attention_window(20) == 32768);
+  windowed = nested;
+  windowed["text_config"]["use_sliding_window"] = true;
+  windowed["text_config"]["num_hidden_layers"] = 82;
+  auto nw = parse_model_config(windowed, "c");
+  CHECK((nw.attention_window(79) == 0 && nw.attention_window(80) == 4096));
   bad = nested;
   bad["text_config"]["rope_parameters"]["mrope_section"] = Json::array({1, 2, 3});
   CHECK_THROWS_WITH_AS(parse_model_config(bad, "c"), doctest::Contains("c text_config: mrope_section sums to 6"), InputError);

@@ -253,7 +253,7 @@ BASE = dict(
     use_cache=True,
 )
 
-CASES = ["llama2", "llama3", "mistral", "qwen2", "qwen3", "qwen3-yarn", "gemma", "gemma2", "gemma3", "phi3", "phi3-longrope",
+CASES = ["llama2", "llama3", "mistral", "qwen2", "qwen2-sliding", "qwen3", "qwen3-yarn", "gemma", "gemma2", "gemma3", "phi3", "phi3-longrope",
          "llama2-bf16",
          "llama3-sharded"]
 
@@ -323,6 +323,15 @@ def case_spec(name):
                         use_sliding_window=False,
                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
             save_dtype=torch.float32, shard=None, seed=1004, tokenizer_class="Qwen2Tokenizer", init=dict(embed_std=0.15, final_norm_scale=10.0),
+        )
+    if name == "qwen2-sliding":
+        # use_sliding_window: a 6-token window on the layers from max_window_layers (2 of 4) on.
+        return dict(
+            family="qwen2", tok="bpe-qwen2",
+            config=dict(model_type="qwen2", num_key_value_heads=2, tie_word_embeddings=False, rms_norm_eps=1e-6,
+                        use_sliding_window=True, sliding_window=6, max_window_layers=2,
+                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+            save_dtype=torch.float32, shard=None, seed=1011, tokenizer_class="Qwen2Tokenizer",
         )
     if name == "qwen3":
         # Qwen3: an RMSNorm over each query and key head before RoPE, head_dim 24 (not hidden / heads).
@@ -770,14 +779,15 @@ def make_case(name, outdir):
             ref["max_abs_logit_before_cap"] = raw_max
             assert raw_max > 0.5 * model.config.final_logit_softcapping, "the final cap does not bend the logits"
 
-        if name in ("gemma2", "gemma3"):
+        if name in ("gemma2", "gemma3", "qwen2-sliding"):
             # Each feature must change the logits, or the fixture checks none of them: the attention cap
-            # and the window (gemma2); the window and the sliding blocks' own RoPE (gemma3).
+            # and the window (gemma2); the window and the sliding blocks' own RoPE (gemma3); the window (qwen2).
             longest = max(range(len(prompts)), key=lambda k: len(prompts[k]["input_ids"]))
             x = torch.tensor([prompts[longest]["input_ids"]])
             effects = {}
             assert list(model.config.layer_types) == list(config.layer_types), model.config.layer_types
             changes = ((("attn_logit_softcapping", None), ("sliding_window", 100000)) if name == "gemma2" else
+                       (("sliding_window", 100000),) if name == "qwen2-sliding" else
                        (("sliding_window", 100000), ("local_rope_theta", 1000.0)))
             for key, value in changes:
                 changed = AutoConfig.from_pretrained(tmp)
