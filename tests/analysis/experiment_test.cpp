@@ -174,6 +174,18 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   CHECK(!fs::exists(dir / "given/cossim"));
   CHECK(read_file(dir / "given/report.md").find("Given with `--freeze`") != std::string::npos);
 
+  // --nproc: both fine-tunings data-parallel through sppft launch, ZeRO-1 passed through.
+  r = test::run_command(base + " --freeze 0-0 --nproc 2 --zero1 --out " + (dir / "dp").string());
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("ft-sppft: sppft launch --nproc 2 train " + model.string()) != std::string::npos);
+  for (const char* arm : {"dp/ft-full/memory.json", "dp/ft-sppft/memory.json"}) {
+    const Json mem = read_json_file(dir / arm);
+    CHECK(mem["world_size"] == 2);
+    CHECK(mem["zero1"] == true);
+  }
+  CHECK(fs::exists(dir / "dp/report.md"));
+
   // Bad input: one error line, exit 2, no stage run.
   const auto refused = [&](const std::string& cmd, const std::string& needle) {
     CAPTURE(cmd);
@@ -188,10 +200,11 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   refused(bin + model.string() + " --out " + (dir / "x").string(), "--data");
   refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --harmful nope.csv",
           "--harmful nope.csv: no such file");
-  refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --zero1", "--zero1");
+  refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --zero1",
+          "--zero1 shards the optimizer over ranks: give --nproc N too");
   refused(bin + (dir / "n.csv").string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string(),
           "not a checkpoint directory");
   refused("WORLD_SIZE=2 RANK=0 MASTER_ADDR=localhost MASTER_PORT=1 " + bin + model.string() + " --data " + (dir / "ft.json").string() +
               " --out " + (dir / "x").string(),
-          "runs in one process");
+          "for data-parallel fine-tuning give it --nproc N");
 }

@@ -43,18 +43,21 @@ const char* kHelp =
     "evaluation (default harmful set: the bundled AdvBench data/advbench_harmful_behaviors.csv):\n"
     "  --harmful FILE  --reference FILE  --mmlu FILE  --guard DIR  --max-new-tokens N\n"
     "  --eval-limit N            the first N queries of each set\n"
-    "fine-tuning: every option of sppft train but --out, --freeze, --resume and the\n"
-    "data-parallel ones (the experiment runs in one process), e.g. --lr 1e-4 --epochs 3\n"
-    "  --micro-batch 4 --grad-accum 32 --cutoff 256 --warmup 100 --train-on-inputs\n";
+    "fine-tuning: every option of sppft train but --out, --freeze, --resume, --dist and\n"
+    "--dist-timeout, e.g. --lr 1e-4 --epochs 3 --micro-batch 4 --grad-accum 32 --cutoff 256\n"
+    "  --warmup 100 --train-on-inputs\n"
+    "  --nproc N|gpus            fine-tune data-parallel as N ranks on this machine (sppft\n"
+    "                            launch; each rank takes micro-batch x grad-accum examples of\n"
+    "                            every step's global batch); --zero1 then shards the optimizer\n";
 
 // Flags of sppft train that are the experiment's own or have no place in one process.
-const std::set<std::string> kNotPassedToTrain = {"--data", "--out", "--freeze", "--resume", "--dist", "--dist-timeout", "--zero1"};
+const std::set<std::string> kNotPassedToTrain = {"--data", "--out", "--freeze", "--resume", "--dist", "--dist-timeout"};
 
 struct Flags {
   std::set<std::string> valued = {"--data", "--out", "--freeze", "--device", "--template", "--chat-template-kwargs",
                                    "--batch-size", "--judge", "--normal", "--malicious", "--pairs", "--over-rejection",
                                    "--initial", "--alpha", "--window", "--locate-limit", "--locate-max-new-tokens", "--harmful",
-                                   "--reference", "--mmlu", "--guard", "--max-new-tokens", "--eval-limit"};
+                                   "--reference", "--mmlu", "--guard", "--max-new-tokens", "--eval-limit", "--nproc"};
   std::set<std::string> switches = {"--scale-o-proj"};
   Flags() {
     for (const auto& f : kTrainValuedFlags)
@@ -70,7 +73,7 @@ std::string absolute(const std::string& p) { return fs::absolute(p).lexically_no
 struct Stage {
   std::string name;
   int (*command)(int, char**);
-  std::vector<std::string> argv;  // after "sppft"
+  std::vector<std::string> argv;  // after "sppft": the command's name, then its arguments
   fs::path dir, done;             // its output directory, and the file it writes last
   Json fingerprint;               // its command (OUT as "$OUT") and the fingerprints of its inputs
 };
@@ -108,7 +111,7 @@ void run_stage(Stage& s, int index, int count) {
     fs::remove_all(s.dir);
   }
   std::vector<std::string> argv = s.argv;
-  if (same && s.command == cmd_train && fs::exists(s.dir / "checkpoint")) argv.push_back("--resume");
+  if (same && (s.command == cmd_train || s.command == cmd_launch) && fs::exists(s.dir / "checkpoint")) argv.push_back("--resume");
   ensure_directory(s.dir);
   atomic_write_text(stamp_of(s), Json{{"fingerprint", s.fingerprint}, {"complete", false}}.dump(2) + "\n");
   std::fflush(stdout);
@@ -133,7 +136,8 @@ int cmd_experiment(int argc, char** argv) {
   }
   if (args.positional().size() != 1) throw InputError("experiment: expected one checkpoint directory (see --help)");
   if (detect_launch().world > 1)
-    throw InputError("experiment: runs in one process; for data-parallel fine-tuning run its stages yourself (sppft experiment --help)");
+    throw InputError("experiment: runs as one process, not as a rank; for data-parallel fine-tuning give it --nproc N");
+  if (args.has("--zero1") && !args.has("--nproc")) throw InputError("--zero1 shards the optimizer over ranks: give --nproc N too");
   const std::string model = absolute(args.positional()[0]);
   if (!fs::is_regular_file(fs::path(model) / "config.json"))
     throw InputError(args.positional()[0] + ": not a checkpoint directory (no config.json)");
@@ -163,9 +167,9 @@ int cmd_experiment(int argc, char** argv) {
   std::vector<std::string> inference = common;
   pass(inference, {"--batch-size"});
 
-  const auto stage = [&](const std::string& name, int (*command)(int, char**), const std::string& verb, const char* done,
-                         std::vector<std::string> rest, std::vector<const Stage*> inputs) {
-    Stage s{name, command, {verb, model}, out / name, out / name / done, {}};
+  const auto stage = [&](const std::string& name, int (*command)(int, char**), std::vector<std::string> head, const char* done,
+                         const std::vector<std::string>& rest, std::vector<const Stage*> inputs) {
+    Stage s{name, command, std::move(head), out / name, out / name / done, {}};
     s.argv.insert(s.argv.end(), rest.begin(), rest.end());
     s.argv.insert(s.argv.end(), {"--out", s.dir.string()});
     Json cmd = Json::array();
@@ -193,14 +197,14 @@ int cmd_experiment(int argc, char** argv) {
     std::vector<std::string> a = inference;
     a.insert(a.end(), {"--normal", normal, "--malicious", malicious});
     pass(a, {"--pairs"});
-    cossim = stage("cossim", cmd_cossim, "cossim", "cossim.json", a, {});
+    cossim = stage("cossim", cmd_cossim, {"cossim", model}, "cossim.json", a, {});
     run_stage(*cossim, ++index, count);
     a = inference;
     a.insert(a.end(), {"--over-rejection", over_rejection, "--cossim", (cossim->dir / "cossim.json").string()});
     pass(a, {"--initial", "--alpha", "--window", "--judge", "--scale-o-proj"});
     renamed(a, "--locate-limit", "--limit");
     renamed(a, "--locate-max-new-tokens", "--max-new-tokens");
-    locate = stage("locate", cmd_locate, "locate", "locate.json", a, {&*cossim});
+    locate = stage("locate", cmd_locate, {"locate", model}, "locate.json", a, {&*cossim});
     run_stage(*locate, ++index, count);
     const Json loc = read_json_file(locate->done);
     const Json& r = loc.at("final_range");
@@ -221,17 +225,19 @@ int cmd_experiment(int argc, char** argv) {
   for (const auto& f : kTrainSwitches)
     if (!kNotPassedToTrain.count(f) && args.has(f)) train_args.push_back(f);
 
-  Stage eval_base = stage("eval-base", cmd_eval, "eval", "eval.json", eval_args, {});
-  Stage ft_full = stage("ft-full", cmd_train, "train", "memory.json", train_args, {});
+  Stage eval_base = stage("eval-base", cmd_eval, {"eval", model}, "eval.json", eval_args, {});
+  // Data parallel through sppft launch, which starts the ranks as processes of their own.
+  const std::optional<std::string> nproc = args.get("--nproc");
+  const auto trainer = nproc ? cmd_launch : cmd_train;
+  const std::vector<std::string> train_head =
+      nproc ? std::vector<std::string>{"launch", "--nproc", *nproc, "train", model} : std::vector<std::string>{"train", model};
+  Stage ft_full = stage("ft-full", trainer, train_head, "memory.json", train_args, {});
   std::vector<std::string> sppft_args = train_args;
   sppft_args.insert(sppft_args.end(), {"--freeze", freeze});
-  Stage ft_sppft = stage("ft-sppft", cmd_train, "train", "memory.json", sppft_args, {});
+  Stage ft_sppft = stage("ft-sppft", trainer, train_head, "memory.json", sppft_args, {});
   // The fine-tuned models are evaluated as the base one was, from their own directories.
   const auto eval_of = [&](const std::string& name, const Stage& trained) {
-    Stage s = stage(name, cmd_eval, "eval", "eval.json", eval_args, {&trained});
-    s.argv[1] = trained.dir.string();
-    s.fingerprint["command"][1] = "$OUT/" + trained.name;
-    return s;
+    return stage(name, cmd_eval, {"eval", trained.dir.string()}, "eval.json", eval_args, {&trained});
   };
   Stage eval_full = eval_of("eval-full", ft_full), eval_sppft = eval_of("eval-sppft", ft_sppft);
   for (Stage* s : {&eval_base, &ft_full, &eval_full, &ft_sppft, &eval_sppft}) {

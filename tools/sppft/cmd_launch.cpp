@@ -174,10 +174,19 @@ int cmd_launch(int argc, char** argv) {
   std::fprintf(stderr, "launch: %d ranks (pids %d..%d), MASTER_PORT %d, OMP_NUM_THREADS %s\n", nproc, pids.front(), pids.back(),
                port, std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : threads.c_str());
 
-  struct sigaction sa{};
+  // Ctrl-C and SIGTERM go to the ranks while they run; the caller's handling is back afterwards
+  // (sppft experiment runs launch as one of its stages).
+  struct sigaction sa{}, old_int{}, old_term{};
   sa.sa_handler = on_signal;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, &old_int);
+  ::sigaction(SIGTERM, &sa, &old_term);
+  struct RestoreHandlers {
+    const struct sigaction &on_int, &on_term;
+    ~RestoreHandlers() {
+      ::sigaction(SIGINT, &on_int, nullptr);
+      ::sigaction(SIGTERM, &on_term, nullptr);
+    }
+  } restore{old_int, old_term};
 
   int result = 0, running = nproc;
   bool stopping = false;
