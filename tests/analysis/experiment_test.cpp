@@ -159,6 +159,13 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   REQUIRE(r.exit_code == 0);
   CHECK(count(r.out, "cached in") == 4);
   CHECK(read_json_file(out / "eval-full/eval.json")["max_new_tokens"] == 5);
+  // An edited input file: the stages that read it rerun.
+  ft.push_back({{"instruction", "Name a shape"}, {"input", ""}, {"output", "Round."}});
+  atomic_write_text(dir / "ft.json", ft.dump());
+  r = test::run_command(base + " --lr 3e-4 --max-new-tokens 5");
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.out, "cached in") == 3);
+  CHECK(count(r.out, "its command or inputs changed; rerunning") == 4);
   // An interrupted fine-tuning with the same command resumes from its checkpoint.
   Json stamp = read_json_file(out / "ft-sppft/experiment-stage.json");
   stamp["complete"] = false;

@@ -93,6 +93,27 @@ std::string command_line(const std::vector<std::string>& argv) {
   return s;
 }
 
+// Size and modification time of each file a stage reads from outside OUT (a data file, or the
+// files of a checkpoint directory), so that editing an input reruns the stages that read it.
+Json input_file_stamps(const std::vector<std::string>& argv, const fs::path& out) {
+  Json stamps = Json::object();
+  const auto stamp = [&](const fs::path& f) {
+    std::error_code ec;
+    const auto size = fs::file_size(f, ec);
+    const auto mtime = fs::last_write_time(f, ec).time_since_epoch().count();
+    if (!ec) stamps[f.string()] = {size, mtime};
+  };
+  std::error_code ec;
+  for (const auto& a : argv) {
+    if (a.empty() || a[0] == '-' || a.rfind(out.string(), 0) == 0) continue;
+    if (fs::is_regular_file(a, ec)) stamp(a);
+    else if (fs::is_directory(a, ec))
+      for (const auto& e : fs::directory_iterator(a, ec))
+        if (e.is_regular_file(ec)) stamp(e.path());
+  }
+  return stamps;
+}
+
 // Where a stage records the fingerprint it was run with, and whether it finished.
 fs::path stamp_of(const Stage& s) { return s.dir / "experiment-stage.json"; }
 
@@ -180,7 +201,7 @@ int cmd_experiment(int argc, char** argv) {
     }
     Json after = Json::array();
     for (const Stage* in : inputs) after.push_back(in->fingerprint);
-    s.fingerprint = {{"command", cmd}, {"after", after}};
+    s.fingerprint = {{"command", cmd}, {"files", input_file_stamps(s.argv, out)}, {"after", after}};
     return s;
   };
 
