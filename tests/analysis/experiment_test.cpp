@@ -175,11 +175,15 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   CHECK(r.out.find("--out " + (out / "ft-sppft").string() + " --resume") != std::string::npos);
   CHECK(count(r.out, "cached in") == 6);
 
-  // --freeze skips the analysis.
-  r = test::run_command(base + " --freeze 0-0 --out " + (dir / "given").string());
+  // --freeze skips the analysis. A file given by a relative path reaches every stage as an absolute one.
+  atomic_write_text(dir / "judge.txt", "# mode: prefix\nI cannot\n");
+  r = test::run_command("cd " + dir.string() + " && " + base + " --freeze 0-0 --judge judge.txt --out " + (dir / "given").string());
+  CAPTURE(r.out);
   REQUIRE(r.exit_code == 0);
   CHECK(!fs::exists(dir / "given/cossim"));
-  CHECK(read_file(dir / "given/report.md").find("Given with `--freeze`") != std::string::npos);
+  const std::string given_report = read_file(dir / "given/report.md");
+  CHECK(given_report.find("Given with `--freeze`") != std::string::npos);
+  CHECK(given_report.find("--judge " + (dir / "judge.txt").string()) != std::string::npos);
 
   // --nproc: both fine-tunings data-parallel through sppft launch, ZeRO-1 passed through.
   r = test::run_command(base + " --freeze 0-0 --nproc 2 --zero1 --out " + (dir / "dp").string());

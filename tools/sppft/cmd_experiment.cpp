@@ -174,11 +174,19 @@ int cmd_experiment(int argc, char** argv) {
   const std::string over_rejection = bundled("--over-rejection", "over_rejection.csv");
   const std::string harmful = bundled("--harmful", "advbench_harmful_behaviors.csv");
 
-  // Arguments several stages share, passed on as given.
+  // Arguments several stages share, passed on as given; a value naming a file or directory (a
+  // judge file, a guard checkpoint, a reference set) as an absolute path, so that each stage's
+  // command line works from anywhere and its record notices an edit.
+  const auto value_of = [&](const char* f) -> std::optional<std::string> {
+    auto v = args.get(f);
+    std::error_code ec;
+    if (v && fs::exists(*v, ec)) v = absolute(*v);
+    return v;
+  };
   const auto pass = [&](std::vector<std::string>& to, std::initializer_list<const char*> names) {
     for (const char* f : names)
       if (flags.switches.count(f) && args.has(f)) to.push_back(f);
-      else if (auto v = args.get(f)) to.insert(to.end(), {f, *v});
+      else if (auto v = value_of(f)) to.insert(to.end(), {f, *v});
   };
   const auto renamed = [&](std::vector<std::string>& to, const char* from, const char* as) {
     if (auto v = args.get(from)) to.insert(to.end(), {as, *v});
@@ -242,7 +250,7 @@ int cmd_experiment(int argc, char** argv) {
   train_args.insert(train_args.end(), {"--data", data});
   for (const auto& f : kTrainValuedFlags)
     if (!kNotPassedToTrain.count(f) && f != "--device" && f != "--template" && f != "--chat-template-kwargs")
-      if (auto v = args.get(f)) train_args.insert(train_args.end(), {f, *v});
+      if (auto v = value_of(f.c_str())) train_args.insert(train_args.end(), {f, *v});
   for (const auto& f : kTrainSwitches)
     if (!kNotPassedToTrain.count(f) && args.has(f)) train_args.push_back(f);
 
