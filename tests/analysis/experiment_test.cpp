@@ -184,6 +184,10 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   const std::string given_report = read_file(dir / "given/report.md");
   CHECK(given_report.find("Given with `--freeze`") != std::string::npos);
   CHECK(given_report.find("--judge " + (dir / "judge.txt").string()) != std::string::npos);
+  // --freeze with an earlier locate.json: its final range.
+  r = test::run_command(base + " --freeze " + (out / "locate").string() + " --out " + (dir / "from-locate").string());
+  REQUIRE(r.exit_code == 0);
+  CHECK(read_json_file(dir / "from-locate/summary.json")["freeze"] == freeze);
 
   // --nproc: both fine-tunings data-parallel through sppft launch, ZeRO-1 passed through.
   r = test::run_command(base + " --freeze 0-0 --nproc 2 --zero1 --out " + (dir / "dp").string());
@@ -213,6 +217,8 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
           "--harmful nope.csv: no such file");
   refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --zero1",
           "--zero1 shards the optimizer over ranks: give --nproc N too");
+  refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --freeze nope/",
+          "--freeze nope/: expected block ranges such as 6-12, or a locate.json");
   refused(bin + (dir / "n.csv").string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string(),
           "not a checkpoint directory");
   refused("WORLD_SIZE=2 RANK=0 MASTER_ADDR=localhost MASTER_PORT=1 " + bin + model.string() + " --data " + (dir / "ft.json").string() +

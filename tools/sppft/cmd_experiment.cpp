@@ -9,6 +9,7 @@
 #include "trainer/comm.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
+#include "tools/sppft/device_option.h"
 
 namespace sppft::cli {
 
@@ -28,7 +29,8 @@ const char* kHelp =
     "stage's command. OUT/summary.json has the numbers. A stage whose command and inputs\n"
     "are unchanged is not run again; change an option and only the stages it touches rerun;\n"
     "an interrupted fine-tuning resumes from its last checkpoint (--save-every K).\n\n"
-    "  --freeze RANGES           the blocks to freeze (e.g. 6-12): skips stages 1 and 2\n"
+    "  --freeze RANGES           the blocks to freeze (e.g. 6-12, or an earlier locate.json or\n"
+    "                            its directory): skips stages 1 and 2\n"
     "  --device D                cpu (default, fp32) | cuda (bf16), every stage\n"
     "  --template T              alpaca (default) | chat | none, every stage\n"
     "  --chat-template-kwargs J  every stage (see sppft train --help)\n"
@@ -221,7 +223,8 @@ int cmd_experiment(int argc, char** argv) {
   std::optional<Stage> cossim, locate;
   std::string freeze;
   if (given) {
-    freeze = args.require("--freeze");
+    freeze = freeze_option(args);  // ranges, or a locate.json (or its directory): its final_range
+    if (freeze.empty()) throw InputError("--freeze: expected the blocks to freeze (e.g. 6-12) or a locate.json");
   } else {
     std::vector<std::string> a = inference;
     a.insert(a.end(), {"--normal", normal, "--malicious", malicious});
