@@ -87,56 +87,65 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
   }
   md += "Frozen in the SPPFT arm: blocks **" + o.freeze + "** (0-indexed, inclusive).\n\n";
 
-  // Table 2.
-  const Comparison c =
-      compare_evaluations({{"base", o.eval_base}, {"full fine-tuning", o.eval_full}, {"SPPFT " + o.freeze, o.eval_sppft}});
+  // Table 2: the checkpoint, then both arms of every data set.
+  if (o.runs.empty()) throw InputError("experiment: no fine-tuning runs to report");
+  const bool several = o.runs.size() > 1;
+  std::vector<EvalRun> evals = {{"base", o.eval_base}};
+  for (const FineTuning& r : o.runs) {
+    evals.push_back({several ? "full " + r.data : "full fine-tuning", r.eval_full});
+    evals.push_back({"SPPFT " + o.freeze + (several ? " " + r.data : ""), r.eval_sppft});
+  }
+  const Comparison c = compare_evaluations(evals);
   rep.warnings = c.warnings;
   md += "## Safety and utility (the paper's Table 2)\n\n" + c.markdown;
   for (const auto& w : c.warnings) md += "\n**Warning:** " + w + ".\n";
   sum["evaluation"] = c.json;
+  rep.console = "safety layers frozen in the SPPFT arm: " + o.freeze + (o.locate ? " (located)" : " (given)") + "\n\n" + c.markdown + "\n";
 
-  // Training: both arms on the same data and settings; memory as the trainer measured it.
-  const ArmStats full = arm_stats(o.full), sppft = arm_stats(o.sppft);
-  const Json& fm = need(o.full.memory, "/measured_peak", o.full.name + " memory.json");
-  const Json& sm = need(o.sppft.memory, "/measured_peak", o.sppft.name + " memory.json");
-  md += "\n## Fine-tuning: full vs SPPFT (same data, schedule and seed)\n\n| | full fine-tuning | SPPFT " + o.freeze +
-        " | saved |\n|---|---|---|---|\n";
-  Json mem = Json::object();
-  for (const char* cat : kCategories) {
-    const double f = need(fm, (std::string("/") + cat).c_str(), "memory.json").get<double>();
-    const double s = need(sm, (std::string("/") + cat).c_str(), "memory.json").get<double>();
-    const std::string label = cat == std::string("total_bytes") ? "total" : cat;
-    md += "| " + label + " (MiB, measured peak) | " + mib(f) + " | " + mib(s) + " | " + mib(f - s) +
-          (f > 0 ? fmt(" (%.1f%%)", 100 * (f - s) / f) : std::string()) + " |\n";
-    mem[label] = {{"full", f}, {"sppft", s}};
+  // Training: both arms of a data set on the same settings; memory as the trainer measured it.
+  sum["training"] = Json::array();
+  for (const FineTuning& r : o.runs) {
+    const ArmStats full = arm_stats(r.full), sppft = arm_stats(r.sppft);
+    const Json& fm = need(r.full.memory, "/measured_peak", r.full.name + " memory.json");
+    const Json& sm = need(r.sppft.memory, "/measured_peak", r.sppft.name + " memory.json");
+    md += "\n## Fine-tuning on " + r.data + ": full vs SPPFT (same data, schedule and seed)\n\n| | full fine-tuning | SPPFT " +
+          o.freeze + " | saved |\n|---|---|---|---|\n";
+    Json mem = Json::object();
+    for (const char* cat : kCategories) {
+      const double f = need(fm, (std::string("/") + cat).c_str(), "memory.json").get<double>();
+      const double v = need(sm, (std::string("/") + cat).c_str(), "memory.json").get<double>();
+      const std::string label = cat == std::string("total_bytes") ? "total" : cat;
+      md += "| " + label + " (MiB, measured peak) | " + mib(f) + " | " + mib(v) + " | " + mib(f - v) +
+            (f > 0 ? fmt(" (%.1f%%)", 100 * (f - v) / f) : std::string()) + " |\n";
+      mem[label] = {{"full", f}, {"sppft", v}};
+    }
+    const auto trainable = [&](const Json& m) { return need(m, "/trainable_params", "memory.json").get<std::int64_t>(); };
+    md += "| trainable parameters | " + std::to_string(trainable(fm)) + " | " + std::to_string(trainable(sm)) + " | " +
+          std::to_string(trainable(fm) - trainable(sm)) + " |\n";
+    md += "| optimizer steps | " + std::to_string(full.steps) + " | " + std::to_string(sppft.steps) + " | |\n";
+    md += "| tokens/s (median step) | " + fmt("%.1f", full.median_tokens_per_s) + " | " + fmt("%.1f", sppft.median_tokens_per_s) +
+          " | SPPFT " + fmt("%+.1f%%", 100 * (sppft.median_tokens_per_s / std::max(full.median_tokens_per_s, 1e-12) - 1)) + " |\n";
+    md += "| final training loss | " + fmt("%.4f", full.final_loss) + " | " + fmt("%.4f", sppft.final_loss) + " | |\n";
+    if (full.val_loss && sppft.val_loss)
+      md += "| validation loss | " + fmt("%.4f", *full.val_loss) + " | " + fmt("%.4f", *sppft.val_loss) + " | |\n";
+    if (full.probe_gap_deg && sppft.probe_gap_deg)
+      md += "| safety probe gap at the end (deg) | " + fmt("%.2f", *full.probe_gap_deg) + " | " + fmt("%.2f", *sppft.probe_gap_deg) +
+            " | |\n";
+    const bool exact = need(r.full.memory, "/predicted", "memory.json") == fm && need(r.sppft.memory, "/predicted", "memory.json") == sm;
+    md += std::string("\nThe memory planner's prediction equals the measured bytes in every category: ") + (exact ? "yes" : "no") +
+          " (each arm's memory.json; `sppft memory` predicts them without a run).\n";
+    const auto arm_json = [](const ArmStats& a) {
+      Json j = {{"steps", a.steps}, {"median_tokens_per_s", a.median_tokens_per_s}, {"final_loss", a.final_loss}};
+      if (a.val_loss) j["val_loss"] = *a.val_loss;
+      if (a.probe_gap_deg) j["probe_gap_deg"] = *a.probe_gap_deg;
+      return j;
+    };
+    sum["training"].push_back(
+        {{"data", r.data}, {"full", arm_json(full)}, {"sppft", arm_json(sppft)}, {"memory_bytes", mem}, {"prediction_exact", exact}});
+    rep.console += (several ? r.data + ": " : std::string()) + "memory (measured peak): full " + mib(mem["total"]["full"].get<double>()) +
+                   " MiB, SPPFT " + mib(mem["total"]["sppft"].get<double>()) + " MiB; tokens/s: full " +
+                   fmt("%.1f", full.median_tokens_per_s) + ", SPPFT " + fmt("%.1f", sppft.median_tokens_per_s) + "\n";
   }
-  const auto trainable = [&](const Json& m) { return need(m, "/trainable_params", "memory.json").get<std::int64_t>(); };
-  md += "| trainable parameters | " + std::to_string(trainable(fm)) + " | " + std::to_string(trainable(sm)) + " | " +
-        std::to_string(trainable(fm) - trainable(sm)) + " |\n";
-  md += "| optimizer steps | " + std::to_string(full.steps) + " | " + std::to_string(sppft.steps) + " | |\n";
-  md += "| tokens/s (median step) | " + fmt("%.1f", full.median_tokens_per_s) + " | " + fmt("%.1f", sppft.median_tokens_per_s) +
-        " | SPPFT " + fmt("%+.1f%%", 100 * (sppft.median_tokens_per_s / std::max(full.median_tokens_per_s, 1e-12) - 1)) + " |\n";
-  md += "| final training loss | " + fmt("%.4f", full.final_loss) + " | " + fmt("%.4f", sppft.final_loss) + " | |\n";
-  if (full.val_loss && sppft.val_loss)
-    md += "| validation loss | " + fmt("%.4f", *full.val_loss) + " | " + fmt("%.4f", *sppft.val_loss) + " | |\n";
-  if (full.probe_gap_deg && sppft.probe_gap_deg)
-    md += "| safety probe gap at the end (deg) | " + fmt("%.2f", *full.probe_gap_deg) + " | " + fmt("%.2f", *sppft.probe_gap_deg) +
-          " | |\n";
-  const bool exact = need(o.full.memory, "/predicted", "memory.json") == fm && need(o.sppft.memory, "/predicted", "memory.json") == sm;
-  md += std::string("\nThe memory planner's prediction equals the measured bytes in every category: ") + (exact ? "yes" : "no") +
-        " (`ft-full/memory.json`, `ft-sppft/memory.json`; `sppft memory` predicts them without a run).\n";
-  const auto arm_json = [](const ArmStats& s) {
-    Json j = {{"steps", s.steps}, {"median_tokens_per_s", s.median_tokens_per_s}, {"final_loss", s.final_loss}};
-    if (s.val_loss) j["val_loss"] = *s.val_loss;
-    if (s.probe_gap_deg) j["probe_gap_deg"] = *s.probe_gap_deg;
-    return j;
-  };
-  sum["training"] = {{"full", arm_json(full)}, {"sppft", arm_json(sppft)}, {"memory_bytes", mem}, {"prediction_exact", exact}};
-
-  rep.console = "safety layers frozen in the SPPFT arm: " + o.freeze + (o.locate ? " (located)" : " (given)") + "\n\n" + c.markdown +
-                "\nmemory (measured peak): full " + mib(mem["total"]["full"].get<double>()) + " MiB, SPPFT " +
-                mib(mem["total"]["sppft"].get<double>()) + " MiB; tokens/s: full " + fmt("%.1f", full.median_tokens_per_s) +
-                ", SPPFT " + fmt("%.1f", sppft.median_tokens_per_s) + "\n";
 
   md += "\n## The stages as commands\n\n```\n";
   for (const auto& cmd : o.commands) md += cmd + "\n";

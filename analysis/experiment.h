@@ -1,6 +1,6 @@
 // The paper's experiment on one checkpoint, as `sppft experiment` runs it: the safety layers
-// found (cossim + locate, or given), fine-tuning on the same data twice - full and SPPFT with
-// those layers frozen - and the base model and both fine-tuned ones evaluated alike. This
+// found (cossim + locate, or given), fine-tuning on each data set twice - full and SPPFT with
+// those layers frozen - and the base model and every fine-tuned one evaluated alike. This
 // gathers what those stages wrote into one report: Table 2 (harmful rate, over-rejection,
 // utility, with changes in points), memory by category and training speed of both arms.
 #pragma once
@@ -21,14 +21,21 @@ struct TrainingArm {
   std::vector<Json> metrics;
 };
 
+// Fine-tuning on one data set, full and SPPFT, with the eval.json of each.
+struct FineTuning {
+  std::string data;  // the data set's name
+  TrainingArm full, sppft;
+  Json eval_full, eval_sppft;
+};
+
 struct ExperimentOutputs {
   std::string model;
   std::string device;
   std::optional<Json> cossim, locate;  // absent when the layers were given (--freeze)
-  std::string freeze;                  // the SPPFT arm's frozen blocks
-  TrainingArm full, sppft;
-  Json eval_base, eval_full, eval_sppft;  // eval.json of each
-  std::vector<std::string> commands;      // each stage as its own sppft command line
+  std::string freeze;                  // the SPPFT arms' frozen blocks
+  Json eval_base;                      // the checkpoint's eval.json
+  std::vector<FineTuning> runs;        // one per data set
+  std::vector<std::string> commands;   // each stage as its own sppft command line
 };
 
 struct ExperimentReport {

@@ -41,11 +41,10 @@ ExperimentOutputs outputs() {
   o.cossim = Json{{"initial_range", {6, 12}}, {"reasoning", "the gap rises at 6"}};
   o.locate = Json{{"alpha", 1.2}, {"queries", 731}, {"judge", "prefix-llama-3"}, {"final_range", {6, 12}}, {"initial", {6, 12}}};
   o.freeze = "6-12";
-  o.full = {"full fine-tuning", "", memory_json(400, 800, 100), metrics({1, 90, 100, 110})};
-  o.sppft = {"SPPFT", "6-12", memory_json(300, 600, 75), metrics({1, 120, 125, 130, 135})};
   o.eval_base = eval_json(0.0577, 0.40);
-  o.eval_full = eval_json(0.4442, 0.30);
-  o.eval_sppft = eval_json(0.0962, 0.38);
+  o.runs = {{"di", {"full fine-tuning di", "", memory_json(400, 800, 100), metrics({1, 90, 100, 110})},
+             {"SPPFT di", "6-12", memory_json(300, 600, 75), metrics({1, 120, 125, 130, 135})}, eval_json(0.4442, 0.30),
+             eval_json(0.0962, 0.38)}};
   o.commands = {"sppft cossim M", "sppft locate M"};
   return o;
 }
@@ -71,15 +70,18 @@ TEST_CASE("experiment report: Table 2, memory saved, speed, summary") {
   CHECK(r.console.find("frozen in the SPPFT arm: 6-12 (located)") != std::string::npos);
   CHECK(r.warnings.empty());
   CHECK(r.summary["initial_range"] == Json({6, 12}));
-  CHECK(r.summary["training"]["memory_bytes"]["optimizer"]["sppft"].get<double>() == 600);
-  CHECK(r.summary["training"]["sppft"]["median_tokens_per_s"].get<double>() == 127.5);
+  REQUIRE(r.summary["training"].size() == 1);
+  CHECK(r.summary["training"][0]["data"] == "di");
+  CHECK(r.summary["training"][0]["memory_bytes"]["optimizer"]["sppft"].get<double>() == 600);
+  CHECK(r.summary["training"][0]["sppft"]["median_tokens_per_s"].get<double>() == 127.5);
+  CHECK(r.markdown.find("## Fine-tuning on di: full vs SPPFT") != std::string::npos);
   CHECK(r.summary["evaluation"]["metrics"][0]["change_points"][1].get<double>() == doctest::Approx(38.65));
 
   ExperimentOutputs given = outputs();
   given.cossim.reset();
   given.locate.reset();
-  given.eval_sppft["judge"] = "keyword-advbench";
-  given.sppft.memory["measured_peak"]["grads"] = 301.0;  // a measurement off the plan
+  given.runs[0].eval_sppft["judge"] = "keyword-advbench";
+  given.runs[0].sppft.memory["measured_peak"]["grads"] = 301.0;  // a measurement off the plan
   const ExperimentReport g = experiment_report(given);
   CHECK(g.markdown.find("Given with `--freeze`") != std::string::npos);
   CHECK(g.console.find("6-12 (given)") != std::string::npos);
@@ -88,11 +90,24 @@ TEST_CASE("experiment report: Table 2, memory saved, speed, summary") {
   CHECK(g.markdown.find("**Warning:** the judges differ") != std::string::npos);
 
   ExperimentOutputs broken = outputs();
-  broken.full.memory.erase("measured_peak");
+  broken.runs[0].full.memory.erase("measured_peak");
   CHECK_THROWS_WITH_AS(experiment_report(broken), doctest::Contains("memory.json: no measured_peak"), InputError);
   broken = outputs();
-  broken.sppft.metrics.clear();
-  CHECK_THROWS_WITH_AS(experiment_report(broken), "SPPFT: metrics.jsonl has no steps", InputError);
+  broken.runs[0].sppft.metrics.clear();
+  CHECK_THROWS_WITH_AS(experiment_report(broken), "SPPFT di: metrics.jsonl has no steps", InputError);
+
+  // Several data sets: both arms of each in Table 2, named after the data, a training table each.
+  ExperimentOutputs two = outputs();
+  two.runs.push_back(two.runs[0]);
+  two.runs[1].data = "dh";
+  two.runs[1].eval_full = eval_json(0.80, 0.2);
+  const ExperimentReport t = experiment_report(two);
+  CHECK(t.markdown.find("| metric | base | full di | SPPFT 6-12 di | full dh | SPPFT 6-12 dh |") != std::string::npos);
+  CHECK(t.markdown.find("| harmful rate R_h | 5.77 | 44.42 (+38.65) | 9.62 (+3.85) | 80.00 (+74.23) | 9.62 (+3.85) |") !=
+        std::string::npos);
+  CHECK(t.markdown.find("## Fine-tuning on dh: full vs SPPFT") != std::string::npos);
+  CHECK(t.summary["training"].size() == 2);
+  CHECK(t.console.find("dh: memory (measured peak)") != std::string::npos);
 }
 
 TEST_CASE("sppft experiment end to end: stages cached, rerun when their command or inputs change") {
@@ -129,9 +144,10 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   const Json located = read_json_file(out / "locate/locate.json")["final_range"];
   const std::string freeze = std::to_string(located[0].get<int>()) + "-" + std::to_string(located[1].get<int>());
   CHECK(sum["freeze"] == freeze);
-  CHECK(sum["training"]["prediction_exact"] == true);
-  CHECK(sum["training"]["memory_bytes"]["grads"]["sppft"].get<double>() < sum["training"]["memory_bytes"]["grads"]["full"].get<double>());
-  CHECK(sum["training"]["full"]["steps"] == 2);
+  const Json& trained = sum["training"][0];
+  CHECK(trained["prediction_exact"] == true);
+  CHECK(trained["memory_bytes"]["grads"]["sppft"].get<double>() < trained["memory_bytes"]["grads"]["full"].get<double>());
+  CHECK(trained["full"]["steps"] == 2);
   CHECK(sum["commands"].size() == 7);
   // The fine-tuned arms really differ where the freeze says: SPPFT's run froze the located block.
   const Json sppft_cmd = read_json_file(out / "ft-sppft/experiment-stage.json")["fingerprint"]["command"];
@@ -189,6 +205,17 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   REQUIRE(r.exit_code == 0);
   CHECK(read_json_file(dir / "from-locate/summary.json")["freeze"] == freeze);
 
+  // Two data sets: four fine-tunings, each set's stages named after its file.
+  atomic_write_text(dir / "more.json", ft.dump());
+  r = test::run_command(base + " --freeze 0-0 --data " + (dir / "ft.json").string() + "," + (dir / "more.json").string() + " --out " +
+                        (dir / "multi").string());
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  for (const char* f : {"ft-full-ft", "ft-sppft-ft", "eval-full-more", "eval-sppft-more"}) CHECK_MESSAGE(fs::exists(dir / "multi" / f), f);
+  CHECK(count(r.out, "[experiment] 9/9") == 1);
+  CHECK(read_json_file(dir / "multi/summary.json")["training"].size() == 2);
+  CHECK(read_file(dir / "multi/report.md").find("| full ft | SPPFT 0-0 ft | full more | SPPFT 0-0 more |") != std::string::npos);
+
   // --nproc: both fine-tunings data-parallel through sppft launch, ZeRO-1 passed through.
   r = test::run_command(base + " --freeze 0-0 --nproc 2 --zero1 --out " + (dir / "dp").string());
   CAPTURE(r.out);
@@ -219,6 +246,14 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
           "--zero1 shards the optimizer over ranks: give --nproc N too");
   refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --freeze nope/",
           "--freeze nope/: expected block ranges such as 6-12, or a locate.json");
+  refused(bin + model.string() + " --data " + (dir / "ft.json").string() + "," + (dir / "x/ft.json").string() + " --out " +
+              (dir / "x").string(),
+          "x/ft.json: no such file");
+  fs::create_directories(dir / "y");
+  atomic_write_text(dir / "y/ft.json", ft.dump());
+  refused(bin + model.string() + " --data " + (dir / "ft.json").string() + "," + (dir / "y/ft.json").string() + " --out " +
+              (dir / "x").string(),
+          "--data: two data sets named ft");
   refused(bin + (dir / "n.csv").string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string(),
           "not a checkpoint directory");
   refused("WORLD_SIZE=2 RANK=0 MASTER_ADDR=localhost MASTER_PORT=1 " + bin + model.string() + " --data " + (dir / "ft.json").string() +

@@ -1,4 +1,4 @@
-// sppft experiment DIR --data FILE --out OUT: the paper's whole experiment on one checkpoint,
+// sppft experiment DIR --data FILE[,FILE...] --out OUT: the paper's whole experiment on one checkpoint,
 // as the ordinary sppft commands it chains (analysis/experiment.h gathers their outputs).
 #include <cstdio>
 #include <functional>
@@ -6,6 +6,7 @@
 #include "analysis/experiment.h"
 #include "analysis/judge.h"
 #include "engine/error.h"
+#include "engine/text.h"
 #include "trainer/comm.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
@@ -15,7 +16,7 @@ namespace sppft::cli {
 
 namespace {
 const char* kHelp =
-    "usage: sppft experiment DIR --data FILE --out OUT [options]\n\n"
+    "usage: sppft experiment DIR --data FILE[,FILE...] --out OUT [options]\n\n"
     "The paper's experiment on one checkpoint, each stage an ordinary sppft command:\n"
     "  1 cossim      the initial safety-layer range (--normal, --malicious)\n"
     "  2 locate      the final range by parameter scaling + over-rejection (--over-rejection)\n"
@@ -24,6 +25,8 @@ const char* kHelp =
     "  5 eval-full\n"
     "  6 ft-sppft    the same fine-tuning with the located blocks frozen\n"
     "  7 eval-sppft\n"
+    "With several data sets (the paper's D_N, D_I, D_H: --data dn.json,di.json,dh.json; see\n"
+    "sppft data), stages 4-7 run for each, named after its file (ft-full-di, eval-sppft-di, ...).\n"
     "then OUT/report.md: the safety layers, the paper's Table 2 (harmful rate, over-rejection,\n"
     "utility; changes in points), memory by category and tokens/s of both arms, and every\n"
     "stage's command. OUT/summary.json has the numbers. A stage whose command and inputs\n"
@@ -165,8 +168,17 @@ int cmd_experiment(int argc, char** argv) {
   if (!fs::is_regular_file(fs::path(model) / "config.json"))
     throw InputError(args.positional()[0] + ": not a checkpoint directory (no config.json)");
   const fs::path out = absolute(args.require("--out"));
-  const std::string data = absolute(args.require("--data"));
-  if (!fs::is_regular_file(data)) throw InputError("--data " + args.require("--data") + ": no such file");
+  // The fine-tuning data sets, each named after its file.
+  std::vector<std::pair<std::string, std::string>> data_sets;  // (name, absolute path)
+  const std::string data_list = args.require("--data");  // split's fields point into it
+  for (std::string_view d : split(data_list, ',')) {
+    const std::string path(trim(d));
+    if (!fs::is_regular_file(path)) throw InputError("--data " + path + ": no such file");
+    const std::string name = fs::path(path).stem().string();
+    for (const auto& [other, p] : data_sets)
+      if (other == name) throw InputError("--data: two data sets named " + name + " (" + p + ", " + absolute(path) + "); rename one");
+    data_sets.emplace_back(name, absolute(path));
+  }
   const auto bundled = [&](const char* flag, const char* file) {
     const std::string p = args.has(flag) ? args.require(flag) : (bundled_data_dir() / file).string();
     if (!fs::is_regular_file(p)) throw InputError(std::string(flag) + " " + p + ": no such file");
@@ -219,7 +231,7 @@ int cmd_experiment(int argc, char** argv) {
   std::vector<std::string> commands;
   int index = 0;
   const bool given = args.has("--freeze");
-  const int count = given ? 5 : 7;
+  const int count = (given ? 1 : 3) + 4 * static_cast<int>(data_sets.size());
   std::optional<Stage> cossim, locate;
   std::string freeze;
   if (given) {
@@ -250,7 +262,6 @@ int cmd_experiment(int argc, char** argv) {
   pass(eval_args, {"--reference", "--mmlu", "--guard", "--max-new-tokens", "--judge"});
   renamed(eval_args, "--eval-limit", "--limit");
   std::vector<std::string> train_args = common;
-  train_args.insert(train_args.end(), {"--data", data});
   for (const auto& f : kTrainValuedFlags)
     if (!kNotPassedToTrain.count(f) && f != "--device" && f != "--template" && f != "--chat-template-kwargs")
       if (auto v = value_of(f.c_str())) train_args.insert(train_args.end(), {f, *v});
@@ -263,19 +274,8 @@ int cmd_experiment(int argc, char** argv) {
   const auto trainer = nproc ? cmd_launch : cmd_train;
   const std::vector<std::string> train_head =
       nproc ? std::vector<std::string>{"launch", "--nproc", *nproc, "train", model} : std::vector<std::string>{"train", model};
-  Stage ft_full = stage("ft-full", trainer, train_head, "memory.json", train_args, {});
-  std::vector<std::string> sppft_args = train_args;
-  sppft_args.insert(sppft_args.end(), {"--freeze", freeze});
-  Stage ft_sppft = stage("ft-sppft", trainer, train_head, "memory.json", sppft_args, {});
-  // The fine-tuned models are evaluated as the base one was, from their own directories.
-  const auto eval_of = [&](const std::string& name, const Stage& trained) {
-    return stage(name, cmd_eval, {"eval", trained.dir.string()}, "eval.json", eval_args, {&trained});
-  };
-  Stage eval_full = eval_of("eval-full", ft_full), eval_sppft = eval_of("eval-sppft", ft_sppft);
-  for (Stage* s : {&eval_base, &ft_full, &eval_full, &ft_sppft, &eval_sppft}) {
-    run_stage(*s, ++index, count);
-    commands.push_back(command_line(s->argv));
-  }
+  run_stage(eval_base, ++index, count);
+  commands.push_back(command_line(eval_base.argv));
 
   ExperimentOutputs o;
   o.model = args.positional()[0];
@@ -283,11 +283,30 @@ int cmd_experiment(int argc, char** argv) {
   if (cossim) o.cossim = read_json_file(cossim->done);
   if (locate) o.locate = read_json_file(locate->done);
   o.freeze = freeze;
-  o.full = {"full fine-tuning", "", read_json_file(ft_full.done), read_metrics_jsonl((ft_full.dir / "metrics.jsonl").string())};
-  o.sppft = {"SPPFT", freeze, read_json_file(ft_sppft.done), read_metrics_jsonl((ft_sppft.dir / "metrics.jsonl").string())};
   o.eval_base = read_json_file(eval_base.done);
-  o.eval_full = read_json_file(eval_full.done);
-  o.eval_sppft = read_json_file(eval_sppft.done);
+  for (const auto& [name, path] : data_sets) {
+    const std::string suffix = data_sets.size() > 1 ? "-" + name : "";
+    std::vector<std::string> full_args = train_args;
+    full_args.insert(full_args.end(), {"--data", path});
+    std::vector<std::string> sppft_args = full_args;
+    sppft_args.insert(sppft_args.end(), {"--freeze", freeze});
+    Stage ft_full = stage("ft-full" + suffix, trainer, train_head, "memory.json", full_args, {});
+    Stage ft_sppft = stage("ft-sppft" + suffix, trainer, train_head, "memory.json", sppft_args, {});
+    // The fine-tuned models are evaluated as the base one was, from their own directories.
+    const auto eval_of = [&](const std::string& stage_name, const Stage& trained) {
+      return stage(stage_name, cmd_eval, {"eval", trained.dir.string()}, "eval.json", eval_args, {&trained});
+    };
+    Stage eval_full = eval_of("eval-full" + suffix, ft_full), eval_sppft = eval_of("eval-sppft" + suffix, ft_sppft);
+    for (Stage* s : {&ft_full, &eval_full, &ft_sppft, &eval_sppft}) {
+      run_stage(*s, ++index, count);
+      commands.push_back(command_line(s->argv));
+    }
+    const auto arm = [](const std::string& arm_name, const std::string& frozen, const Stage& s) {
+      return TrainingArm{arm_name, frozen, read_json_file(s.done), read_metrics_jsonl((s.dir / "metrics.jsonl").string())};
+    };
+    o.runs.push_back({name, arm("full fine-tuning " + name, "", ft_full), arm("SPPFT " + name, freeze, ft_sppft),
+                      read_json_file(eval_full.done), read_json_file(eval_sppft.done)});
+  }
   o.commands = commands;
   const ExperimentReport rep = experiment_report(o);
   atomic_write_text(out / "report.md", rep.markdown);
