@@ -228,6 +228,15 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   }
   CHECK(fs::exists(dir / "dp/report.md"));
 
+  // A stage that fails: its own error, its exit code, and the stages before it kept.
+  r = test::run_command(base + " --freeze 0-0 --cutoff 4 --out " + (dir / "failing").string());
+  CHECK(r.exit_code == 2);
+  CHECK(r.out.find("error: " + (dir / "ft.json").string() + ": no example has a response token within --cutoff 4") != std::string::npos);
+  CHECK(r.out.find("[experiment] stage ft-full failed (exit 2); the stages before it stay cached in " + (dir / "failing").string()) !=
+        std::string::npos);
+  CHECK(fs::exists(dir / "failing/eval-base/eval.json"));
+  CHECK(!fs::exists(dir / "failing/report.md"));
+
   // Bad input: one error line, exit 2, no stage run.
   const auto refused = [&](const std::string& cmd, const std::string& needle) {
     CAPTURE(cmd);

@@ -54,3 +54,31 @@ TEST_CASE("cossim, locate and eval with --device cuda follow the CPU") {
   CHECK(ec["harmful"] == eg["harmful"]);
   CHECK(ec["over_rejection"] == eg["over_rejection"]);
 }
+
+TEST_CASE("experiment with --device cuda: every stage on the GPU, GPU memory planned to the byte in both arms") {
+  if (!have_gpu()) return;
+  const fs::path base = test::temp_dir("gpu-experiment");
+  test::make_tiny_checkpoint(base / "model", R"({"num_hidden_layers": 3})");
+  const fs::path data = test::source_dir() / "data";
+  test::write_head(data / "over_rejection.csv", base / "o.csv", 4);
+  test::write_head(data / "advbench_harmful_behaviors.csv", base / "h.csv", 5);
+  Json ft = Json::array();
+  for (int i = 0; i < 4; ++i) ft.push_back({{"instruction", "Name a colour number " + std::to_string(i)}, {"input", ""}, {"output", "Blue."}});
+  atomic_write_text(base / "ft.json", ft.dump());
+  const std::string cmd = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " experiment " + (base / "model").string() +
+                          " --device cuda --freeze 1-1 --data " + (base / "ft.json").string() + " --over-rejection " +
+                          (base / "o.csv").string() + " --harmful " + (base / "h.csv").string() +
+                          " --max-new-tokens 4 --max-steps 2 --micro-batch 2 --out " + (base / "exp").string() + " 2>&1";
+  auto r = test::run_command(cmd);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.out);
+  const Json sum = read_json_file(base / "exp/summary.json");
+  CHECK(sum["device"] == "cuda");
+  const Json& trained = sum["training"][0];
+  CHECK(trained["prediction_exact"] == true);
+  CHECK(trained["memory_bytes"]["master"]["full"].get<double>() > 0);  // bf16-mixed: fp32 masters
+  CHECK(trained["memory_bytes"]["master"]["sppft"].get<double>() < trained["memory_bytes"]["master"]["full"].get<double>());
+  for (const char* arm : {"ft-full", "ft-sppft"}) CHECK(read_json_file(base / "exp" / arm / "memory.json")["device"] == "cuda");
+  r = test::run_command(cmd);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("5/5 eval-sppft: cached") != std::string::npos);
+}

@@ -1,7 +1,7 @@
 // sppft experiment DIR --data FILE[,FILE...] --out OUT: the paper's whole experiment on one checkpoint,
 // as the ordinary sppft commands it chains (analysis/experiment.h gathers their outputs).
 #include <cstdio>
-#include <functional>
+#include <optional>
 
 #include "analysis/experiment.h"
 #include "analysis/judge.h"
@@ -11,6 +11,7 @@
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
 #include "tools/sppft/device_option.h"
+#include "tools/sppft/self_exec.h"
 
 namespace sppft::cli {
 
@@ -77,7 +78,6 @@ std::string absolute(const std::string& p) { return fs::absolute(p).lexically_no
 
 struct Stage {
   std::string name;
-  int (*command)(int, char**);
   std::vector<std::string> argv;  // after "sppft": the command's name, then its arguments
   fs::path dir, done;             // its output directory, and the file it writes last
   Json fingerprint;               // its command (OUT as "$OUT") and the fingerprints of its inputs
@@ -119,11 +119,20 @@ Json input_file_stamps(const std::vector<std::string>& argv, const fs::path& out
   return stamps;
 }
 
+// A stage that failed has said why itself; the experiment ends with its exit code.
+struct StageFailed {
+  std::string stage;
+  int exit_code;
+};
+
 // Where a stage records the fingerprint it was run with, and whether it finished.
 fs::path stamp_of(const Stage& s) { return s.dir / "experiment-stage.json"; }
 
 // Runs a stage unless it finished with the same fingerprint; a stage that started with the
 // same fingerprint and was interrupted resumes when it can (fine-tuning from its checkpoint).
+// Each stage is a process of its own, exactly its printed command: in one process a GPU's
+// cuBLASLt workspace, allocated by an earlier stage, would be missing from a fine-tuning's
+// measured memory, and the device would not start clean for it.
 void run_stage(Stage& s, int index, int count) {
   std::optional<Json> stamp;
   if (fs::exists(stamp_of(s))) stamp = read_json_file(stamp_of(s));
@@ -137,17 +146,13 @@ void run_stage(Stage& s, int index, int count) {
     fs::remove_all(s.dir);
   }
   std::vector<std::string> argv = s.argv;
-  if (same && (s.command == cmd_train || s.command == cmd_launch) && fs::exists(s.dir / "checkpoint")) argv.push_back("--resume");
+  if (same && (argv[0] == "train" || argv[0] == "launch") && fs::exists(s.dir / "checkpoint")) argv.push_back("--resume");
   ensure_directory(s.dir);
   atomic_write_text(stamp_of(s), Json{{"fingerprint", s.fingerprint}, {"complete", false}}.dump(2) + "\n");
   std::fflush(stdout);
   std::fprintf(stderr, "[experiment] %d/%d %s: %s\n", index, count, s.name.c_str(), command_line(argv).c_str());
-  std::vector<char*> ptrs;  // as main() passes them: what follows the command's name
-  for (std::size_t i = 1; i < argv.size(); ++i) ptrs.push_back(argv[i].data());
-  ptrs.push_back(nullptr);
-  const int rc = s.command(static_cast<int>(ptrs.size() - 1), ptrs.data());
-  std::fflush(stdout);  // the stage's own report before the next stage's progress
-  if (rc != 0) throw RuntimeFailure("experiment: stage " + s.name + " exited with " + std::to_string(rc));
+  const int rc = run_self(argv);
+  if (rc != 0) throw StageFailed{s.name, rc};
   atomic_write_text(stamp_of(s), Json{{"fingerprint", s.fingerprint}, {"complete", true}}.dump(2) + "\n");
 }
 
@@ -210,9 +215,9 @@ int cmd_experiment(int argc, char** argv) {
   std::vector<std::string> inference = common;
   pass(inference, {"--batch-size"});
 
-  const auto stage = [&](const std::string& name, int (*command)(int, char**), std::vector<std::string> head, const char* done,
+  const auto stage = [&](const std::string& name, std::vector<std::string> head, const char* done,
                          const std::vector<std::string>& rest, std::vector<const Stage*> inputs) {
-    Stage s{name, command, std::move(head), out / name, out / name / done, {}};
+    Stage s{name, std::move(head), out / name, out / name / done, {}};
     s.argv.insert(s.argv.end(), rest.begin(), rest.end());
     s.argv.insert(s.argv.end(), {"--out", s.dir.string()});
     Json cmd = Json::array();
@@ -228,93 +233,98 @@ int cmd_experiment(int argc, char** argv) {
   };
 
   ensure_directory(out);
-  std::vector<std::string> commands;
-  int index = 0;
-  const bool given = args.has("--freeze");
-  const int count = (given ? 1 : 3) + 4 * static_cast<int>(data_sets.size());
-  std::optional<Stage> cossim, locate;
-  std::string freeze;
-  if (given) {
-    freeze = freeze_option(args);  // ranges, or a locate.json (or its directory): its final_range
-    if (freeze.empty()) throw InputError("--freeze: expected the blocks to freeze (e.g. 6-12) or a locate.json");
-  } else {
-    std::vector<std::string> a = inference;
-    a.insert(a.end(), {"--normal", normal, "--malicious", malicious});
-    pass(a, {"--pairs"});
-    cossim = stage("cossim", cmd_cossim, {"cossim", model}, "cossim.json", a, {});
-    run_stage(*cossim, ++index, count);
-    a = inference;
-    a.insert(a.end(), {"--over-rejection", over_rejection, "--cossim", (cossim->dir / "cossim.json").string()});
-    pass(a, {"--initial", "--alpha", "--window", "--judge", "--scale-o-proj"});
-    renamed(a, "--locate-limit", "--limit");
-    renamed(a, "--locate-max-new-tokens", "--max-new-tokens");
-    locate = stage("locate", cmd_locate, {"locate", model}, "locate.json", a, {&*cossim});
-    run_stage(*locate, ++index, count);
-    const Json loc = read_json_file(locate->done);
-    const Json& r = loc.at("final_range");
-    freeze = std::to_string(r[0].get<std::int64_t>()) + "-" + std::to_string(r[1].get<std::int64_t>());
-    commands.push_back(command_line(cossim->argv));
-    commands.push_back(command_line(locate->argv));
-  }
-
-  std::vector<std::string> eval_args = inference;
-  eval_args.insert(eval_args.end(), {"--harmful", harmful, "--over-rejection", over_rejection});
-  pass(eval_args, {"--reference", "--mmlu", "--guard", "--max-new-tokens", "--judge"});
-  renamed(eval_args, "--eval-limit", "--limit");
-  std::vector<std::string> train_args = common;
-  for (const auto& f : kTrainValuedFlags)
-    if (!kNotPassedToTrain.count(f) && f != "--device" && f != "--template" && f != "--chat-template-kwargs")
-      if (auto v = value_of(f.c_str())) train_args.insert(train_args.end(), {f, *v});
-  for (const auto& f : kTrainSwitches)
-    if (!kNotPassedToTrain.count(f) && args.has(f)) train_args.push_back(f);
-
-  Stage eval_base = stage("eval-base", cmd_eval, {"eval", model}, "eval.json", eval_args, {});
-  // Data parallel through sppft launch, which starts the ranks as processes of their own.
-  const std::optional<std::string> nproc = args.get("--nproc");
-  const auto trainer = nproc ? cmd_launch : cmd_train;
-  const std::vector<std::string> train_head =
-      nproc ? std::vector<std::string>{"launch", "--nproc", *nproc, "train", model} : std::vector<std::string>{"train", model};
-  run_stage(eval_base, ++index, count);
-  commands.push_back(command_line(eval_base.argv));
-
-  ExperimentOutputs o;
-  o.model = args.positional()[0];
-  o.device = args.get_or("--device", "cpu");
-  if (cossim) o.cossim = read_json_file(cossim->done);
-  if (locate) o.locate = read_json_file(locate->done);
-  o.freeze = freeze;
-  o.eval_base = read_json_file(eval_base.done);
-  for (const auto& [name, path] : data_sets) {
-    const std::string suffix = data_sets.size() > 1 ? "-" + name : "";
-    std::vector<std::string> full_args = train_args;
-    full_args.insert(full_args.end(), {"--data", path});
-    std::vector<std::string> sppft_args = full_args;
-    sppft_args.insert(sppft_args.end(), {"--freeze", freeze});
-    Stage ft_full = stage("ft-full" + suffix, trainer, train_head, "memory.json", full_args, {});
-    Stage ft_sppft = stage("ft-sppft" + suffix, trainer, train_head, "memory.json", sppft_args, {});
-    // The fine-tuned models are evaluated as the base one was, from their own directories.
-    const auto eval_of = [&](const std::string& stage_name, const Stage& trained) {
-      return stage(stage_name, cmd_eval, {"eval", trained.dir.string()}, "eval.json", eval_args, {&trained});
-    };
-    Stage eval_full = eval_of("eval-full" + suffix, ft_full), eval_sppft = eval_of("eval-sppft" + suffix, ft_sppft);
-    for (Stage* s : {&ft_full, &eval_full, &ft_sppft, &eval_sppft}) {
-      run_stage(*s, ++index, count);
-      commands.push_back(command_line(s->argv));
+  try {
+    std::vector<std::string> commands;
+    int index = 0;
+    const bool given = args.has("--freeze");
+    const int count = (given ? 1 : 3) + 4 * static_cast<int>(data_sets.size());
+    std::optional<Stage> cossim, locate;
+    std::string freeze;
+    if (given) {
+      freeze = freeze_option(args);  // ranges, or a locate.json (or its directory): its final_range
+      if (freeze.empty()) throw InputError("--freeze: expected the blocks to freeze (e.g. 6-12) or a locate.json");
+    } else {
+      std::vector<std::string> a = inference;
+      a.insert(a.end(), {"--normal", normal, "--malicious", malicious});
+      pass(a, {"--pairs"});
+      cossim = stage("cossim", {"cossim", model}, "cossim.json", a, {});
+      run_stage(*cossim, ++index, count);
+      a = inference;
+      a.insert(a.end(), {"--over-rejection", over_rejection, "--cossim", (cossim->dir / "cossim.json").string()});
+      pass(a, {"--initial", "--alpha", "--window", "--judge", "--scale-o-proj"});
+      renamed(a, "--locate-limit", "--limit");
+      renamed(a, "--locate-max-new-tokens", "--max-new-tokens");
+      locate = stage("locate", {"locate", model}, "locate.json", a, {&*cossim});
+      run_stage(*locate, ++index, count);
+      const Json loc = read_json_file(locate->done);
+      const Json& r = loc.at("final_range");
+      freeze = std::to_string(r[0].get<std::int64_t>()) + "-" + std::to_string(r[1].get<std::int64_t>());
+      commands.push_back(command_line(cossim->argv));
+      commands.push_back(command_line(locate->argv));
     }
-    const auto arm = [](const std::string& arm_name, const std::string& frozen, const Stage& s) {
-      return TrainingArm{arm_name, frozen, read_json_file(s.done), read_metrics_jsonl((s.dir / "metrics.jsonl").string())};
-    };
-    o.runs.push_back({name, arm("full fine-tuning " + name, "", ft_full), arm("SPPFT " + name, freeze, ft_sppft),
-                      read_json_file(eval_full.done), read_json_file(eval_sppft.done)});
+
+    std::vector<std::string> eval_args = inference;
+    eval_args.insert(eval_args.end(), {"--harmful", harmful, "--over-rejection", over_rejection});
+    pass(eval_args, {"--reference", "--mmlu", "--guard", "--max-new-tokens", "--judge"});
+    renamed(eval_args, "--eval-limit", "--limit");
+    std::vector<std::string> train_args = common;
+    for (const auto& f : kTrainValuedFlags)
+      if (!kNotPassedToTrain.count(f) && f != "--device" && f != "--template" && f != "--chat-template-kwargs")
+        if (auto v = value_of(f.c_str())) train_args.insert(train_args.end(), {f, *v});
+    for (const auto& f : kTrainSwitches)
+      if (!kNotPassedToTrain.count(f) && args.has(f)) train_args.push_back(f);
+
+    Stage eval_base = stage("eval-base", {"eval", model}, "eval.json", eval_args, {});
+    // Data parallel through sppft launch, which starts the ranks as processes of their own.
+    const std::optional<std::string> nproc = args.get("--nproc");
+    const std::vector<std::string> train_head =
+        nproc ? std::vector<std::string>{"launch", "--nproc", *nproc, "train", model} : std::vector<std::string>{"train", model};
+    run_stage(eval_base, ++index, count);
+    commands.push_back(command_line(eval_base.argv));
+
+    ExperimentOutputs o;
+    o.model = args.positional()[0];
+    o.device = args.get_or("--device", "cpu");
+    if (cossim) o.cossim = read_json_file(cossim->done);
+    if (locate) o.locate = read_json_file(locate->done);
+    o.freeze = freeze;
+    o.eval_base = read_json_file(eval_base.done);
+    for (const auto& [name, path] : data_sets) {
+      const std::string suffix = data_sets.size() > 1 ? "-" + name : "";
+      std::vector<std::string> full_args = train_args;
+      full_args.insert(full_args.end(), {"--data", path});
+      std::vector<std::string> sppft_args = full_args;
+      sppft_args.insert(sppft_args.end(), {"--freeze", freeze});
+      Stage ft_full = stage("ft-full" + suffix, train_head, "memory.json", full_args, {});
+      Stage ft_sppft = stage("ft-sppft" + suffix, train_head, "memory.json", sppft_args, {});
+      // The fine-tuned models are evaluated as the base one was, from their own directories.
+      const auto eval_of = [&](const std::string& stage_name, const Stage& trained) {
+        return stage(stage_name, {"eval", trained.dir.string()}, "eval.json", eval_args, {&trained});
+      };
+      Stage eval_full = eval_of("eval-full" + suffix, ft_full), eval_sppft = eval_of("eval-sppft" + suffix, ft_sppft);
+      for (Stage* s : {&ft_full, &eval_full, &ft_sppft, &eval_sppft}) {
+        run_stage(*s, ++index, count);
+        commands.push_back(command_line(s->argv));
+      }
+      const auto arm = [](const std::string& arm_name, const std::string& frozen, const Stage& s) {
+        return TrainingArm{arm_name, frozen, read_json_file(s.done), read_metrics_jsonl((s.dir / "metrics.jsonl").string())};
+      };
+      o.runs.push_back({name, arm("full fine-tuning " + name, "", ft_full), arm("SPPFT " + name, freeze, ft_sppft),
+                        read_json_file(eval_full.done), read_json_file(eval_sppft.done)});
+    }
+    o.commands = commands;
+    const ExperimentReport rep = experiment_report(o);
+    atomic_write_text(out / "report.md", rep.markdown);
+    atomic_write_text(out / "summary.json", rep.summary.dump(2) + "\n");
+    for (const auto& w : rep.warnings) std::fprintf(stderr, "sppft: warning: %s\n", w.c_str());
+    std::printf("%s", rep.console.c_str());
+    std::printf("wrote %s/report.md, summary.json\n", out.c_str());
+    return 0;
+  } catch (const StageFailed& f) {  // the stage has printed why
+    std::fprintf(stderr, "[experiment] stage %s failed (exit %d); the stages before it stay cached in %s\n", f.stage.c_str(),
+                 f.exit_code, out.c_str());
+    return f.exit_code;
   }
-  o.commands = commands;
-  const ExperimentReport rep = experiment_report(o);
-  atomic_write_text(out / "report.md", rep.markdown);
-  atomic_write_text(out / "summary.json", rep.summary.dump(2) + "\n");
-  for (const auto& w : rep.warnings) std::fprintf(stderr, "sppft: warning: %s\n", w.c_str());
-  std::printf("%s", rep.console.c_str());
-  std::printf("wrote %s/report.md, summary.json\n", out.c_str());
-  return 0;
 }
 
 }  // namespace sppft::cli

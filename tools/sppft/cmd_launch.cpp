@@ -25,6 +25,7 @@
 #include "engine/error.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
+#include "tools/sppft/self_exec.h"
 
 extern char** environ;
 
@@ -117,11 +118,8 @@ int cmd_launch(int argc, char** argv) {
     if (std::getenv(v)) throw InputError(std::string("launch: ") + v + " is already set: this process is a rank of another launch");
   if (port == 0) port = free_port();
 
-  char self[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) throw RuntimeFailure("launch: cannot find this executable (/proc/self/exe)");
-  self[n] = '\0';
-  std::vector<char*> child_argv{self};
+  std::string self = self_executable();
+  std::vector<char*> child_argv{self.data()};
   for (int k = i; k < argc; ++k) child_argv.push_back(argv[k]);
   child_argv.push_back(nullptr);
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
@@ -158,7 +156,7 @@ int cmd_launch(int argc, char** argv) {
         ::dup2(out[1], 1);
         ::dup2(out[1], 2);
       }
-      ::execve(self, child_argv.data(), envps[r].data());
+      ::execve(self.c_str(), child_argv.data(), envps[r].data());
       static const char msg[] = "launch: could not execute this binary again\n";
       [[maybe_unused]] const ssize_t w = ::write(2, msg, sizeof msg - 1);
       ::_exit(127);
