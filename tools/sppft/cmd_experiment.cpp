@@ -256,9 +256,7 @@ int cmd_experiment(int argc, char** argv) {
       renamed(a, "--locate-max-new-tokens", "--max-new-tokens");
       locate = stage("locate", {"locate", model}, "locate.json", a, {&*cossim});
       run_stage(*locate, ++index, count);
-      const Json loc = read_json_file(locate->done);
-      const Json& r = loc.at("final_range");
-      freeze = std::to_string(r[0].get<std::int64_t>()) + "-" + std::to_string(r[1].get<std::int64_t>());
+      freeze = located_range(locate->done);
       commands.push_back(command_line(cossim->argv));
       commands.push_back(command_line(locate->argv));
     }

@@ -23,6 +23,14 @@ nlohmann::ordered_json chat_template_kwargs_option(const Args& args, PromptTempl
   return parse_chat_template_kwargs(*text, "--chat-template-kwargs");
 }
 
+std::string located_range(const fs::path& file) {
+  const Json j = read_json_file(file);
+  const Json* range = j.contains("final_range") ? &j["final_range"] : nullptr;
+  if (!range || !range->is_array() || range->size() != 2 || !(*range)[0].is_number_integer() || !(*range)[1].is_number_integer())
+    throw InputError(file.string() + ": field 'final_range' must be [first, last] block indices (a sppft locate result)");
+  return std::to_string((*range)[0].get<std::int64_t>()) + "-" + std::to_string((*range)[1].get<std::int64_t>());
+}
+
 std::string freeze_option(const Args& args) {
   const std::string value = args.get_or("--freeze", "");
   if (value.empty() || value.find_first_not_of("0123456789-, ") == std::string::npos) return value;
@@ -30,11 +38,7 @@ std::string freeze_option(const Args& args) {
   if (fs::is_directory(file)) file /= "locate.json";
   if (!fs::is_regular_file(file))
     throw InputError("--freeze " + value + ": expected block ranges such as 6-12, or a locate.json (or its directory)");
-  const Json j = read_json_file(file);
-  const Json* range = j.contains("final_range") ? &j["final_range"] : nullptr;
-  if (!range || !range->is_array() || range->size() != 2 || !(*range)[0].is_number_integer() || !(*range)[1].is_number_integer())
-    throw InputError(file.string() + ": field 'final_range' must be [first, last] block indices (a sppft locate result)");
-  const std::string ranges = std::to_string((*range)[0].get<std::int64_t>()) + "-" + std::to_string((*range)[1].get<std::int64_t>());
+  const std::string ranges = located_range(file);
   std::fprintf(stderr, "sppft: note: --freeze %s: the located safety layers of %s\n", ranges.c_str(), file.c_str());
   return ranges;
 }

@@ -44,6 +44,8 @@ nlohmann::ordered_json chat_template_kwargs_option(const Args& args, PromptTempl
 // --freeze as block ranges ("6-12", "2-3,6-12"), or the located safety layers: a locate.json
 // (or the directory holding one) gives its final_range as "a-b", with a note on stderr. "" when
 // absent. InputError for a file without a final_range.
+// A locate.json's final_range as "first-last"; InputError when the file holds none.
+std::string located_range(const fs::path& file);
 std::string freeze_option(const Args& args);
 
 // --recompute (every block) or --recompute-blocks N (the N lowest blocks that run backward) as
