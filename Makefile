@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo bench clean
+.PHONY: all deps configure build test demo bench sanitize clean
 
 all: build
 
@@ -33,6 +33,21 @@ demo: build
 bench: build
 	@bash scripts/install-deps.sh --python
 	bash bench/cpu_bench.sh
+
+# The C++ under AddressSanitizer and UBSan, any finding fatal (build-sanitize/, no CUDA): the
+# malformed-input mutations at 3000 per file kind, then every engine, kernels, models, trainer,
+# analysis and CLI test. Not part of `make test`: it is a second full build.
+SANITIZE_BUILD ?= build-sanitize
+SANITIZE_TESTS = allocator_test chat_template_test malformed_input_test prompts_test safetensors_test tokenizer_test \
+	ops_test backward_test optimizer_test config_test model_test recompute_test dataset_test trainer_test \
+	attack_sets_test profile_test distributed_test analysis_test experiment_test rouge_test svg_test cli_test
+sanitize:
+	@bash scripts/install-deps.sh --python
+	cmake -S . -B $(SANITIZE_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DSPPFT_CUDA=OFF -DSPPFT_SANITIZE=ON \
+		-DSPPFT_VENV_PYTHON=$(CURDIR)/build/pyenv/bin/python
+	cmake --build $(SANITIZE_BUILD) -j $(JOBS) --target sppft $(SANITIZE_TESTS)
+	cd $(SANITIZE_BUILD) && SPPFT_FUZZ_ITERATIONS=3000 OMP_WAIT_POLICY=PASSIVE ctest --output-on-failure -j $(JOBS) \
+		-R '^(engine|kernels|models|trainer|analysis|cli)\.[a-z_]*_test$$'
 
 clean:
 	rm -rf $(BUILD)

@@ -29,7 +29,7 @@ struct MergeValue {
 class BpeModel final : public Model {
  public:
   BpeModel(const Json& model, const std::string& where) {
-    const std::string type = model.value("type", std::string("BPE"));
+    const std::string type = json_get_or<std::string>(model, "type", "BPE", where + ": field 'model'");
     if (type != "BPE")
       throw InputError(where + ": field 'model.type' is '" + type + "', which is not supported (expected 'BPE')");
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {

@@ -3,6 +3,8 @@
 // tests live in chat_template_value.cpp / chat_template_builtins.cpp.
 #include "engine/chat_template.h"
 
+#include <cerrno>
+
 #include <algorithm>
 #include <climits>
 #include <map>
@@ -292,8 +294,13 @@ class Lexer {
         for (char d : src_.substr(pos_, e - pos_))
           if (d != '_') digits += d;
         t.type = is_float ? Token::T::Float : Token::T::Int;
-        if (is_float) t.f = std::stod(digits);
-        else t.i = std::stoll(digits);
+        if (is_float) {
+          t.f = std::strtod(digits.c_str(), nullptr);  // inf past the double range, as Python
+        } else {
+          errno = 0;
+          t.i = std::strtoll(digits.c_str(), nullptr, 10);
+          if (errno == ERANGE) throw SyntaxError(line_, "integer literal " + digits + " needs more than 64 bits");
+        }
         pos_ = e;
       } else if (c == '\'' || c == '"') {
         std::size_t e = pos_ + 1;

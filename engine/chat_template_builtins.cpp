@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <limits>
 #include <map>
 #include <optional>
 
@@ -24,6 +25,10 @@ std::int64_t int_of(const Value& v) { return v.kind == K::Bool ? (v.b ? 1 : 0) :
   throw EvalError("unsupported operand type(s) for " + op + ": '" + type_name(a) + "' and '" + type_name(b) + "'");
 }
 
+// `str * n` and `list * n` stop here: a chat template never needs more, and more would only
+// exhaust memory.
+constexpr std::size_t kMaxRepeated = std::size_t{1} << 26;
+
 // Python's ints are unbounded; sppft's have 64 bits and say so rather than wrap.
 [[noreturn]] void overflow() { throw EvalError("integer overflow: the result needs more than 64 bits"); }
 std::int64_t add(std::int64_t a, std::int64_t b) {
@@ -42,7 +47,16 @@ std::int64_t multiply(std::int64_t a, std::int64_t b) {
   return r;
 }
 
+// Jinja's int filter on a float: truncated; NaN gives the filter's default, as int() raising
+// ValueError does; beyond 64 bits an error (Python's OverflowError) instead of a wrapped value.
+Value float_to_int(double x, const Value& fallback) {
+  if (std::isnan(x)) return fallback;
+  if (!(x >= -0x1p63 && x < 0x1p63)) throw EvalError("cannot convert float " + std::to_string(x) + " to a 64-bit integer");
+  return Value::integer(static_cast<std::int64_t>(x));
+}
+
 std::int64_t floor_div(std::int64_t a, std::int64_t b) {
+  if (a == std::numeric_limits<std::int64_t>::min() && b == -1) overflow();
   std::int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
   return q;
@@ -364,6 +378,9 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     const Value* n = seq == &a ? &b : &a;
     if ((seq->kind == K::Str || seq->kind == K::List) && intish(*n)) {
       const std::int64_t times = std::max<std::int64_t>(0, int_of(*n));
+      const std::size_t unit = seq->kind == K::Str ? seq->s.size() : seq->list->size();
+      if (unit != 0 && times > static_cast<std::int64_t>(kMaxRepeated / unit))
+        throw EvalError("repetition too large (over " + std::to_string(kMaxRepeated) + " characters or items)");
       if (seq->kind == K::Str) {
         std::string out;
         for (std::int64_t i = 0; i < times; ++i) out += seq->s;
@@ -384,15 +401,19 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     if (num(b) == 0) throw EvalError(ints ? "integer division or modulo by zero" : "float divmod()");
     if (ints) {
       const std::int64_t q = floor_div(int_of(a), int_of(b));
-      return Value::integer(op == "//" ? q : int_of(a) - q * int_of(b));
+      return Value::integer(op == "//" ? q : subtract(int_of(a), multiply(q, int_of(b))));
     }
     const double q = std::floor(num(a) / num(b));
     return Value::real(op == "//" ? q : num(a) - q * num(b));
   }
   if (op == "**") {
     if (ints && int_of(b) >= 0) {
-      std::int64_t r = 1;
-      for (std::int64_t i = 0; i < int_of(b); ++i) r = multiply(r, int_of(a));
+      // By squaring: 1 ** 10**18 must not take 10**18 steps.
+      std::int64_t r = 1, base = int_of(a), e = int_of(b);
+      for (; e > 0; e >>= 1) {
+        if (e & 1) r = multiply(r, base);
+        if (e > 1) base = multiply(base, base);
+      }
       return Value::integer(r);
     }
     return Value::real(std::pow(num(a), num(b)));
@@ -557,7 +578,9 @@ Value attribute_path(Value v, const std::string& path) {
     const std::size_t dot = path.find('.', pos);
     const std::string part = path.substr(pos, dot == std::string::npos ? std::string::npos : dot - pos);
     const bool digits = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-    v = v.is_undefined() ? v : get_item(v, digits ? Value::integer(std::stoll(part)) : Value::str(part));
+    // (a number too long for 64 bits cannot index anything: looked up as a key, it is undefined)
+    v = v.is_undefined() ? v
+                         : get_item(v, digits && part.size() <= 18 ? Value::integer(std::stoll(part)) : Value::str(part));
     if (dot == std::string::npos) break;
     pos = dot + 1;
   }
@@ -678,7 +701,7 @@ const std::map<std::string, FilterFn>& filters() {
          const Value* d = a.get(0, "default");
          const Value fallback = d ? *d : Value::integer(0);
          if (intish(v)) return Value::integer(int_of(v));
-         if (v.kind == K::Float) return Value::integer(static_cast<std::int64_t>(v.f));
+         if (v.kind == K::Float) return float_to_int(v.f, fallback);
          if (v.kind == K::Str) {
            const std::string t = strip(v.s, nullptr, true, true);
            try {
@@ -686,7 +709,7 @@ const std::map<std::string, FilterFn>& filters() {
              const long long x = std::stoll(t, &used);
              if (used == t.size()) return Value::integer(x);
              const double y = std::stod(t, &used);
-             if (used == t.size()) return Value::integer(static_cast<std::int64_t>(y));
+             if (used == t.size()) return float_to_int(y, fallback);
            } catch (...) {
            }
          }
@@ -860,9 +883,10 @@ Value global(const std::string& name) {
       } else throw EvalError("range expected at least 1 argument, got 0");
       if (step == 0) throw EvalError("range() arg 3 must not be zero");
       List out;
-      for (std::int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+      for (std::int64_t i = start; step > 0 ? i < stop : i > stop;) {
         out.push_back(Value::integer(i));
         if (out.size() > 100000) throw EvalError("range too big (more than 100000 items)");
+        if (__builtin_add_overflow(i, step, &i)) break;  // past the 64-bit range: past stop too
       }
       return Value::make_list(std::move(out));
     });

@@ -1,6 +1,8 @@
 #include "engine/dtype.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 namespace sppft {
 
@@ -75,19 +77,29 @@ std::uint16_t f32_to_f16(float f) {
   return sign | static_cast<std::uint16_t>(half);
 }
 
+namespace {
+// A safetensors file need not align its tensors (a mapped BF16 tensor may start at an odd byte);
+// memcpy is the defined way to read one, and compiles to a plain load.
+inline std::uint16_t load_u16(const unsigned char* p) {
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+}  // namespace
+
 void convert_to_f32(const void* src, DType from, float* dst, std::size_t n) {
   switch (from) {
     case DType::F32: std::memcpy(dst, src, n * 4); break;
     case DType::BF16: {
-      const auto* s = static_cast<const std::uint16_t*>(src);
+      const auto* s = static_cast<const unsigned char*>(src);
 #pragma omp parallel for if (n > 65536)
-      for (std::size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+      for (std::size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(s + 2 * i));
       break;
     }
     case DType::F16: {
-      const auto* s = static_cast<const std::uint16_t*>(src);
+      const auto* s = static_cast<const unsigned char*>(src);
 #pragma omp parallel for if (n > 65536)
-      for (std::size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+      for (std::size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_u16(s + 2 * i));
       break;
     }
     case DType::I32: break;

@@ -1,7 +1,11 @@
 #include "engine/json.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "engine/error.h"
@@ -14,8 +18,24 @@ Json parse_json(std::string_view text, std::string_view where) {
     return Json::parse(text.begin(), text.end());
   } catch (const Json::parse_error& e) {
     throw InputError(std::string(where) + ": malformed JSON (byte " + std::to_string(e.byte) + ")");
+  } catch (const Json::exception& e) {  // a number too large for a double
+    throw InputError(std::string(where) + ": malformed JSON (" + json_error_text(e) + ")");
   }
 }
+
+std::string json_excerpt(const Json& v) {
+  std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (s.size() > 40) s = s.substr(0, 37) + "...";
+  return s;
+}
+
+std::string json_error_text(const Json::exception& e) {
+  const std::string what = e.what();
+  const std::size_t close = what.find("] ");
+  return what.rfind("[json.exception.", 0) == 0 && close != std::string::npos ? what.substr(close + 2) : what;
+}
+
+
 
 Json read_json_file(const fs::path& path) { return parse_json(read_file(path), path.string()); }
 
@@ -39,11 +59,21 @@ T json_get(const Json& obj, std::string_view key, std::string_view where) {
   auto it = obj.find(std::string(key));
   if (it == obj.end() || it->is_null())
     throw InputError(std::string(where) + ": missing field '" + std::string(key) + "'");
-  try {
-    return it->get<T>();
-  } catch (const Json::exception&) {
-    throw InputError(std::string(where) + ": field '" + std::string(key) + "' has the wrong type (" +
-                     it->type_name() + ")");
+  const auto wrong_type = [&] {
+    return InputError(std::string(where) + ": field '" + std::string(key) + "' has the wrong type (" + it->type_name() + ")");
+  };
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (auto v = json_integer<T>(*it)) return *v;
+    if (!it->is_number()) throw wrong_type();  // (nlohmann would take true as 1)
+    throw InputError(std::string(where) + ": field '" + std::string(key) + "' must be an integer from " +
+                     std::to_string(std::numeric_limits<T>::min()) + " to " +
+                     std::to_string(std::numeric_limits<T>::max()) + ", got " + json_excerpt(*it));
+  } else {
+    try {
+      return it->get<T>();
+    } catch (const Json::exception&) {
+      throw wrong_type();
+    }
   }
 }
 

@@ -2,11 +2,16 @@
 // file and field on failure instead of throwing library exceptions at users.
 #pragma once
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "engine/error.h"
 #include "engine/fs.h"
 
 namespace sppft {
@@ -26,11 +31,56 @@ struct JsonLine {
 };
 std::vector<JsonLine> parse_json_lines(std::string_view text, std::string_view where);
 
+// The value as integer type T: a JSON integer, or a float that is a whole number, inside T's
+// range; nullopt otherwise (nlohmann's get<T> would wrap or truncate silently).
+template <typename T>
+std::optional<T> json_integer(const Json& v) {
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) return std::nullopt;
+    return static_cast<T>(u);
+  }
+  if (v.is_number_integer()) {
+    const auto i = v.get<std::int64_t>();
+    if (i < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
+        i > static_cast<std::int64_t>(std::numeric_limits<T>::max()))
+      return std::nullopt;
+    return static_cast<T>(i);
+  }
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    // Whole and strictly inside the range (the bounds as doubles may round up past it).
+    if (!(d == std::floor(d) && d >= static_cast<double>(std::numeric_limits<T>::min()) &&
+          d < static_cast<double>(std::numeric_limits<T>::max())))
+      return std::nullopt;
+    return static_cast<T>(d);
+  }
+  return std::nullopt;
+}
+
 // Typed field access: InputError "<where>: field 'key' ..." when missing or of the wrong type.
+// Integer types take JSON integers (and floats that are whole numbers) inside their range only.
 template <typename T>
 T json_get(const Json& obj, std::string_view key, std::string_view where);
 // Same, but returns `fallback` when the key is absent or null.
 template <typename T>
 T json_get_or(const Json& obj, std::string_view key, const T& fallback, std::string_view where);
+
+// The value as JSON for an error message, cut to about 40 characters.
+std::string json_excerpt(const Json& v);
+
+// nlohmann's message without its "[json.exception.type_error.302] " prefix.
+std::string json_error_text(const Json::exception& e);
+
+// Runs `read`; a nlohmann::json exception escaping it (a value of an unexpected type somewhere
+// that no field check looked at) becomes InputError "<where>: unexpected JSON value (...)".
+template <typename Read>
+decltype(auto) rethrow_json_errors(std::string_view where, Read&& read) {
+  try {
+    return read();
+  } catch (const Json::exception& e) {
+    throw InputError(std::string(where) + ": unexpected JSON value (" + json_error_text(e) + ")");
+  }
+}
 
 }  // namespace sppft

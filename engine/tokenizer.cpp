@@ -493,7 +493,7 @@ void parse_pre_tokenizer_into(const Json& j, const std::string& where, const std
       p.regex = std::make_shared<Regex>(kGpt2Pattern, where + ": ByteLevel regex");
   } else if (type == "Metaspace") {
     p.kind = PreTokenizer::Kind::Metaspace;
-    p.replacement = j.value("replacement", std::string("\xE2\x96\x81"));
+    p.replacement = json_get_or<std::string>(j, "replacement", "\xE2\x96\x81", where + ": field '" + field + "'");
     p.prepend = parse_prepend(j, where, field);
     p.split = get_bool(j, "split", true, where, field);
     if (p.split) p.regex = std::make_shared<Regex>(regex_escape(p.replacement), where + ": Metaspace split");
@@ -547,11 +547,11 @@ void parse_decoder_into(const Json& j, const std::string& where, const std::stri
   } else if (type == "Strip") {
     d.kind = Decoder::Kind::Strip;
     d.content = get_string(j, "content", where, field);
-    d.start = j.value("start", 0);
-    d.stop = j.value("stop", 0);
+    d.start = json_get_or<int>(j, "start", 0, where + ": field '" + field + "'");
+    d.stop = json_get_or<int>(j, "stop", 0, where + ": field '" + field + "'");
   } else if (type == "Metaspace") {
     d.kind = Decoder::Kind::Metaspace;
-    d.content = j.value("replacement", std::string("\xE2\x96\x81"));
+    d.content = json_get_or<std::string>(j, "replacement", "\xE2\x96\x81", where + ": field '" + field + "'");
     d.prepend = parse_prepend(j, where, field);
   } else {
     throw InputError(where + ": field '" + field + "' has decoder type '" + type +
@@ -1133,9 +1133,9 @@ struct PostIds {
 
 std::int32_t processor_token_id(const Json& pair, const std::string& where, const std::string& field) {
   // ["<s>", 1]
-  if (!pair.is_array() || pair.size() != 2 || !pair[1].is_number_integer())
-    throw InputError(where + ": field '" + field + "' must be [token, id]");
-  return pair[1].get<std::int32_t>();
+  const auto id = pair.is_array() && pair.size() == 2 ? json_integer<std::int32_t>(pair[1]) : std::nullopt;
+  if (!id) throw InputError(where + ": field '" + field + "' must be [token, id]");
+  return *id;
 }
 
 PostIds parse_post_processor(const Json& j, const std::string& where, const std::string& field) {
@@ -1169,9 +1169,9 @@ PostIds parse_post_processor(const Json& j, const std::string& where, const std:
         if (sp == specials.end() || !sp->contains("ids") || !(*sp)["ids"].is_array())
           throw InputError(where + ": field '" + field + ".special_tokens' has no ids for '" + name + "'");
         for (const Json& id : (*sp)["ids"]) {
-          if (!id.is_number_integer())
-            throw InputError(where + ": field '" + field + ".special_tokens." + name + ".ids' must hold integers");
-          (seen_sequence ? out.suffix : out.prefix).push_back(id.get<std::int32_t>());
+          const auto v = json_integer<std::int32_t>(id);
+          if (!v) throw InputError(where + ": field '" + field + ".special_tokens." + name + ".ids' must hold token ids");
+          (seen_sequence ? out.suffix : out.prefix).push_back(*v);
         }
       } else {
         throw InputError(where + ": field '" + f + "' must hold 'Sequence' or 'SpecialToken'");
@@ -1190,16 +1190,19 @@ PostIds parse_post_processor(const Json& j, const std::string& where, const std:
 
 std::vector<std::int32_t> id_list(const Json& v, const std::string& where, const std::string& field) {
   std::vector<std::int32_t> out;
-  if (v.is_number_integer()) {
-    out.push_back(v.get<std::int32_t>());
+  const auto bad = [&] { return InputError(where + ": field '" + field + "' must be a token id or a list of token ids"); };
+  if (v.is_number()) {
+    const auto id = json_integer<std::int32_t>(v);
+    if (!id) throw bad();
+    out.push_back(*id);
   } else if (v.is_array()) {
     for (const Json& x : v) {
-      if (!x.is_number_integer())
-        throw InputError(where + ": field '" + field + "' must be an integer or a list of integers");
-      out.push_back(x.get<std::int32_t>());
+      const auto id = json_integer<std::int32_t>(x);
+      if (!id) throw bad();
+      out.push_back(*id);
     }
   } else if (!v.is_null()) {
-    throw InputError(where + ": field '" + field + "' must be an integer or a list of integers");
+    throw bad();
   }
   return out;
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string_view>
 
 #include "engine/error.h"
@@ -448,6 +449,19 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   c.vocab_size = positive(j, "vocab_size", where);
   c.max_position_embeddings = json_get_or<std::int64_t>(j, "max_position_embeddings", 2048, where);
   if (c.max_position_embeddings <= 0) throw InputError(where + ": max_position_embeddings must be positive");
+  if (c.vocab_size > std::numeric_limits<std::int32_t>::max())
+    throw InputError(where + ": vocab_size " + std::to_string(c.vocab_size) + " does not fit 32-bit token ids");
+  {
+    // Bytes of every planner and buffer stay inside 64 bits: no model near 2^44 parameters exists.
+    const double h = static_cast<double>(c.hidden_size), attention = static_cast<double>(c.head_dim) * h *
+        (2.0 * static_cast<double>(c.num_heads) + 2.0 * static_cast<double>(c.num_kv_heads));
+    const double params = static_cast<double>(c.num_layers) * (attention + 3.0 * h * static_cast<double>(c.intermediate_size)) +
+                          2.0 * static_cast<double>(c.vocab_size) * h;
+    if (params > 0x1p44)
+      throw InputError(where + ": these sizes make a model of about " + std::to_string(static_cast<long long>(params / 1e9)) +
+                       "B parameters (at most 17592B supported): check hidden_size, intermediate_size, head_dim, "
+                       "num_attention_heads, num_hidden_layers and vocab_size");
+  }
   c.rms_norm_eps = json_get_or<double>(j, "rms_norm_eps", 1e-6, where);
   if (!(c.rms_norm_eps > 0)) throw InputError(where + ": rms_norm_eps must be positive");
   c.rotary_dim = parse_rotary_dim(j, c, where);

@@ -1,6 +1,6 @@
 # The transformers parity suite: fixtures made by transformers itself (from the
 # venv that scripts/install-deps.sh --python creates), then compared by C++ tests.
-set(SPPFT_VENV_PYTHON ${CMAKE_BINARY_DIR}/pyenv/bin/python)
+set(SPPFT_VENV_PYTHON ${CMAKE_BINARY_DIR}/pyenv/bin/python CACHE FILEPATH "Python with the test references (scripts/install-deps.sh --python)")
 add_test(NAME parity.make_fixtures
          COMMAND ${SPPFT_VENV_PYTHON} ${CMAKE_SOURCE_DIR}/tests/parity/make_fixtures.py ${CMAKE_BINARY_DIR}/parity)
 set_tests_properties(parity.make_fixtures PROPERTIES FIXTURES_SETUP parity_fixtures LABELS parity TIMEOUT 900)

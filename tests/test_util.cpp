@@ -8,6 +8,7 @@
 
 #include "engine/json.h"
 #include "engine/prompts.h"
+#include "engine/tokenizer_impl.h"
 #include "engine/tokenizer_train.h"
 #include "models/model.h"
 
@@ -72,6 +73,42 @@ void make_tiny_checkpoint(const std::filesystem::path& dir, const std::string& c
   j["vocab_size"] = tok->vocab_size();
   j.update(Json::parse(config_json));
   Model::random(parse_model_config(j, "tiny checkpoint"), 1, 0.1f)->save(dir);
+}
+
+std::string tiny_bpe_tokenizer_json(const std::string& merges_json) {
+  Json vocab = Json::object();
+  int id = 0;
+  for (int b = 0; b < 256; ++b) {
+    std::string s;
+    sppft::tok::append_utf8(s, sppft::tok::byte_to_unicode(static_cast<unsigned char>(b)));
+    vocab[s] = id++;
+  }
+  for (const char* t : {"he", "ll", "hell", "hello", "Ġw", "Ġwo", "or", "Ġwor", "ld", "Ġworld"}) vocab[t] = id++;
+  Json j = {
+      {"version", "1.0"},
+      {"added_tokens",
+       Json::array({{{"id", 266}, {"content", "<|bos|>"}, {"special", true}, {"normalized", false}},
+                    {{"id", 267}, {"content", "<|eot|>"}, {"special", true}, {"normalized", false}},
+                    {{"id", 268}, {"content", "<x>"}, {"special", false}, {"normalized", false}, {"lstrip", true}}})},
+      {"normalizer", nullptr},
+      {"pre_tokenizer",
+       {{"type", "Sequence"},
+        {"pretokenizers",
+         Json::array({{{"type", "Split"},
+                       {"pattern", {{"Regex", R"( ?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)"}}},
+                       {"behavior", "Isolated"},
+                       {"invert", false}},
+                      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}}},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", Json::array({{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}},
+                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+        {"pair", Json::array()},
+        {"special_tokens", {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {266}}, {"tokens", {"<|bos|>"}}}}}}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::parse(merges_json)}}},
+  };
+  return j.dump();
 }
 
 }  // namespace sppft::test

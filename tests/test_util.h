@@ -76,6 +76,13 @@ void make_tiny_checkpoint(const std::filesystem::path& dir, const std::string& c
 // the generation prompt "<assistant>".
 void write_turn_rewriting_chat_template(const std::filesystem::path& dir);
 
+// A hand-written byte-level BPE tokenizer.json (Llama-3 layout, tiny vocabulary: the 256 bytes,
+// "he" "ll" "hell" "hello" "Ġw" "Ġwo" "or" "Ġwor" "ld" "Ġworld", then <|bos|> 266, <|eot|> 267 and
+// <x> 268); `merges_json` is the model's merges list.
+std::string tiny_bpe_tokenizer_json(
+    const std::string& merges_json =
+        R"(["h e", "l l", "he ll", "hell o", ["Ġ", "w"], ["Ġw", "o"], "o r", "Ġwo r", "l d", "Ġwor ld"])");
+
 // Runs a shell command and captures stdout and (unless it redirects 2> itself) stderr.
 CommandResult run_command(const std::string& cmd);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
 
@@ -276,6 +277,8 @@ void DataParallel::load_moments(const Checkpoint& ckpt, const std::string& file)
         const TensorEntry& e = ckpt.entry(name);
         if (e.shape != m.shape || e.dtype != DType::F32)
           throw InputError(file + ": tensor '" + name + "' does not match this model");
+        if (reinterpret_cast<std::uintptr_t>(e.data) % alignof(float) != 0)
+          throw InputError(file + ": tensor '" + name + "' does not start at a multiple of 4 bytes (not written by sppft)");
         Tensor d = dst->view(s.begin - p.own_begin, {s.len});
         assign_from_f32(reinterpret_cast<const float*>(e.data) + (s.begin - m.offset), d);
       }

@@ -68,15 +68,19 @@ std::int64_t load_state(const fs::path& out, Model& model, DataParallel& dp, con
   const fs::path dir = out / "checkpoint";
   if (!fs::exists(dir / "trainer_state.json"))
     throw InputError(dir.string() + ": no checkpoint to resume from (trainer_state.json missing)");
+  const std::string state_where = (dir / "trainer_state.json").string();
   Json state = read_json_file(dir / "trainer_state.json");
+  if (!state.is_object()) throw InputError(state_where + ": expected a JSON object");
   for (const char* key : {"freeze", "seed", "data", "global_batch", "cutoff"})
     if (state.value(key, Json()) != meta.value(key, Json()))
-      throw InputError((dir / "trainer_state.json").string() + ": field '" + key + "' is " + state.value(key, Json()).dump() +
+      throw InputError(state_where + ": field '" + key + "' is " + state.value(key, Json()).dump() +
                        " but this run has " + meta.value(key, Json()).dump() +
                        " (resume with the same settings; global_batch = micro-batch x grad-accum x ranks)");
   model.load_weights_from(dir);
   dp.load_moments(Checkpoint::from_file(dir / "optimizer.safetensors"), (dir / "optimizer.safetensors").string());
-  return json_get<std::int64_t>(state, "step", (dir / "trainer_state.json").string());
+  const auto step = json_get<std::int64_t>(state, "step", state_where);
+  if (step < 0) throw InputError(state_where + ": field 'step' is " + std::to_string(step) + ", expected a step number >= 0");
+  return step;
 }
 
 // The freeze plan of the options, from the config alone.

@@ -20,6 +20,7 @@
 #include "engine/json.h"
 #include "engine/tokenizer.h"
 #include "engine/tokenizer_impl.h"
+#include "test_util.h"
 
 namespace {
 
@@ -220,53 +221,9 @@ TEST_CASE("tokenizers match the parity fixtures of tests/parity/make_fixtures.py
 
 // ---- checks that need no fixtures -------------------------------------------
 
-namespace {
-
-// A hand-written byte-level BPE tokenizer.json (Llama-3 layout, tiny vocabulary).
-std::string tiny_bpe_json(const std::string& merges_json) {
-  Json vocab = Json::object();
-  int id = 0;
-  for (int b = 0; b < 256; ++b) {
-    std::string s;
-    sppft::tok::append_utf8(s, sppft::tok::byte_to_unicode(static_cast<unsigned char>(b)));
-    vocab[s] = id++;
-  }
-  for (const char* t : {"he", "ll", "hell", "hello", "Ġw", "Ġwo", "or", "Ġwor", "ld", "Ġworld"}) vocab[t] = id++;
-  Json j = {
-      {"version", "1.0"},
-      {"added_tokens",
-       Json::array({{{"id", 266}, {"content", "<|bos|>"}, {"special", true}, {"normalized", false}},
-                    {{"id", 267}, {"content", "<|eot|>"}, {"special", true}, {"normalized", false}},
-                    {{"id", 268}, {"content", "<x>"}, {"special", false}, {"normalized", false}, {"lstrip", true}}})},
-      {"normalizer", nullptr},
-      {"pre_tokenizer",
-       {{"type", "Sequence"},
-        {"pretokenizers",
-         Json::array({{{"type", "Split"},
-                       {"pattern", {{"Regex", R"( ?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)"}}},
-                       {"behavior", "Isolated"},
-                       {"invert", false}},
-                      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}}},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single", Json::array({{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}},
-                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-        {"pair", Json::array()},
-        {"special_tokens", {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {266}}, {"tokens", {"<|bos|>"}}}}}}}},
-      {"decoder", {{"type", "ByteLevel"}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::parse(merges_json)}}},
-  };
-  return j.dump();
-}
-
-const char* kTinyMerges =
-    R"(["h e", "l l", "he ll", "hell o", ["Ġ", "w"], ["Ġw", "o"], "o r", "Ġwo r", "l d", "Ġwor ld"])";
-
-}  // namespace
-
 TEST_CASE("hand-written byte-level BPE tokenizer.json") {
   TempDir d;
-  d.write("tokenizer.json", tiny_bpe_json(kTinyMerges));
+  d.write("tokenizer.json", sppft::test::tiny_bpe_tokenizer_json());
   d.write("tokenizer_config.json", R"({"bos_token": "<|bos|>", "eos_token": "<|eot|>"})");
   d.write("generation_config.json", R"({"eos_token_id": [267, 266]})");
   auto tok = sppft::load_tokenizer(d.path);
@@ -308,7 +265,7 @@ TEST_CASE("hand-written byte-level BPE tokenizer.json") {
 
 TEST_CASE("encode is safe to call from several threads") {
   TempDir d;
-  d.write("tokenizer.json", tiny_bpe_json(kTinyMerges));
+  d.write("tokenizer.json", sppft::test::tiny_bpe_tokenizer_json());
   auto tok = sppft::load_tokenizer(d.path);
   std::string text;
   for (int i = 0; i < 2000; ++i) text += "hello world <x> Zoë " + std::to_string(i) + "\n";
@@ -355,31 +312,31 @@ TEST_CASE("bad tokenizer inputs are InputErrors naming the file") {
   d.write("tokenizer.json", "{\"model\": {\"type\": \"BPE\", ");
   throws_with(d.path, "tokenizer.json: malformed JSON");
 
-  Json j = Json::parse(tiny_bpe_json(kTinyMerges));
+  Json j = Json::parse(sppft::test::tiny_bpe_tokenizer_json());
   j["model"].erase("merges");
   d.write("tokenizer.json", j.dump());
   throws_with(d.path, "field 'model.merges' missing");
 
-  j = Json::parse(tiny_bpe_json(R"(["h e", "x yz"])"));
+  j = Json::parse(sppft::test::tiny_bpe_tokenizer_json(R"(["h e", "x yz"])"));
   d.write("tokenizer.json", j.dump());
   throws_with(d.path, "model.merges[1]");
 
-  j = Json::parse(tiny_bpe_json(kTinyMerges));
+  j = Json::parse(sppft::test::tiny_bpe_tokenizer_json());
   j["model"]["type"] = "Unigram";
   d.write("tokenizer.json", j.dump());
   throws_with(d.path, "'model.type' is 'Unigram'");
 
-  j = Json::parse(tiny_bpe_json(kTinyMerges));
+  j = Json::parse(sppft::test::tiny_bpe_tokenizer_json());
   j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
   d.write("tokenizer.json", j.dump());
   throws_with(d.path, "bad regex");
 
-  j = Json::parse(tiny_bpe_json(kTinyMerges));
+  j = Json::parse(sppft::test::tiny_bpe_tokenizer_json());
   j["normalizer"] = {{"type", "Lowercase"}};
   d.write("tokenizer.json", j.dump());
   throws_with(d.path, "normalizer type 'Lowercase'");
 
-  d.write("tokenizer.json", tiny_bpe_json(kTinyMerges));
+  d.write("tokenizer.json", sppft::test::tiny_bpe_tokenizer_json());
   d.write("tokenizer_config.json", "[1, 2");
   throws_with(d.path, "tokenizer_config.json: malformed JSON");
   fs::remove(d.path / "tokenizer_config.json");

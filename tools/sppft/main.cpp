@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: out of memory\n");
       return 1;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "error: %s\n", e.what());
+      std::fprintf(stderr, "error: %s\n", sppft::one_line(e.what()).c_str());
       return 1;
     }
   }

@@ -1,0 +1,435 @@
+// Malformed inputs: every kind of file a user hands the engine - safetensors (single and sharded),
+// config.json, tokenizer.json and tokenizer_config.json, chat templates, fine-tuning data, prompt
+// files - is mutated many ways (seeded, so every failure reproduces) and read. Each read must
+// succeed or throw an InputError whose message is one line naming the file; any other exception
+// fails the test, and a crash or hang fails it too. Under AddressSanitizer / UBSan
+// (`cmake -DSPPFT_SANITIZE=ON`, docs/design.md) the same run also checks that no mutation reads
+// out of bounds or overflows.
+//
+// SPPFT_FUZZ_ITERATIONS=N sets the mutations per target (default 300); SPPFT_FUZZ_SEED=S the seed.
+// A failing input is written to the test's scratch directory, named in the failure.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <typeinfo>
+
+#include "engine/chat_template.h"
+#include "engine/error.h"
+#include "engine/fs.h"
+#include "engine/json.h"
+#include "engine/prompts.h"
+#include "engine/safetensors.h"
+#include "engine/tokenizer.h"
+#include "models/config.h"
+#include "models/presets.h"
+#include "test_util.h"
+#include "trainer/dataset.h"
+#include "trainer/memory_plan.h"
+
+namespace {
+
+using sppft::InputError;
+using sppft::Json;
+namespace fs = std::filesystem;
+namespace test = sppft::test;
+
+int iterations() {
+  const char* v = std::getenv("SPPFT_FUZZ_ITERATIONS");
+  return v && *v ? std::max(1, std::atoi(v)) : 300;
+}
+
+std::uint64_t base_seed() {
+  const char* v = std::getenv("SPPFT_FUZZ_SEED");
+  return v && *v ? std::strtoull(v, nullptr, 10) : 20261130;
+}
+
+const std::vector<std::string> kJsonTokens = {"{", "}", "[", "]", ",", ":", "\"", "\\", "-", "0", "1e999",
+                                              "null", "true", "\\u0000", "\xff", "\xc3"};
+
+// Structural and byte-level mutations of JSON documents and text.
+class Mutator {
+ public:
+  explicit Mutator(std::uint64_t seed) : rng_(seed) {}
+
+  std::size_t below(std::size_t n) { return n == 0 ? 0 : std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+  bool chance(int percent) { return static_cast<int>(below(100)) < percent; }
+
+  // Values that break assumptions: wrong types, zero, negatives, limits of every integer width.
+  Json nasty_value() {
+    static const Json kValues = Json::parse(R"([
+      null, false, true, 0, -1, 1, 2, 3, 7, 65536, 2147483647, 2147483648, 4294967296,
+      9223372036854775807, -9223372036854775808, 18446744073709551615, 1e300, -1e300, 0.5, -0.0, 1e-300,
+      "", "x", "F32", "BF16", "I64", "<s>", "{{", [], [0], [1, 2], [-1], [[]], {}, {"a": 1}, {"type": null}
+    ])");
+    if (chance(3)) return Json(std::string(100000, 'a'));  // a long string
+    return kValues[below(kValues.size())];
+  }
+
+  // One change at a random node of `doc`: replaced by a nasty value or by a copy of another node
+  // (type confusion with realistic shapes), erased, or duplicated inside its array.
+  void mutate_json(Json& doc) {
+    std::vector<Json*> nodes;
+    collect(doc, nodes);
+    Json* node = nodes[below(nodes.size())];
+    const std::size_t op = below(4);
+    if (op == 0 || node == &doc) {
+      *node = nasty_value();
+    } else if (op == 1) {
+      *node = Json(*nodes[below(nodes.size())]);
+    } else if (op == 2 || op == 3) {
+      // Erase an entry, or duplicate one, of the node's parent container.
+      Json* parent = parent_of(doc, node);
+      if (parent && parent->is_object()) {
+        for (auto it = parent->begin(); it != parent->end(); ++it)
+          if (&*it == node) {
+            if (op == 2) {
+              parent->erase(it);
+            } else {
+              (*parent)[it.key() + "_"] = *node;
+            }
+            break;
+          }
+      } else if (parent && parent->is_array()) {
+        for (std::size_t i = 0; i < parent->size(); ++i)
+          if (&(*parent)[i] == node) {
+            if (op == 2) {
+              parent->erase(i);
+            } else {
+              parent->insert(parent->begin() + static_cast<std::ptrdiff_t>(i), Json(*node));
+            }
+            break;
+          }
+      } else {
+        *node = nasty_value();
+      }
+    }
+  }
+
+  // One byte-level change: flip, insert, delete or duplicate a span, insert a structural token,
+  // or truncate.
+  std::string mutate_text(std::string s, const std::vector<std::string>& tokens) {
+    const std::size_t op = below(6);
+    const std::size_t at = below(s.size() + 1);
+    if (op == 0 && !s.empty()) {
+      s[std::min(at, s.size() - 1)] = static_cast<char>(below(256));
+    } else if (op == 1) {
+      s.insert(at, tokens[below(tokens.size())]);
+    } else if (op == 2) {
+      s.erase(at, 1 + below(16));
+    } else if (op == 3) {
+      const std::size_t len = 1 + below(32);
+      s.insert(at, s.substr(below(s.size() + 1), len));
+    } else if (op == 4) {
+      s.resize(at);
+    } else {
+      s.insert(at, std::to_string(static_cast<std::int64_t>(rng_())));
+    }
+    return s;
+  }
+
+  // 1-3 structural changes to `doc` (`structural_percent` of the time), else one byte-level
+  // change to its text, after which `doc` is discarded (the text no longer is that document).
+  std::string mutate_document(Json& doc, int structural_percent) {
+    if (chance(structural_percent)) {
+      for (std::size_t k = 0, n = 1 + below(3); k < n; ++k) mutate_json(doc);
+      return doc.dump();
+    }
+    std::string text = mutate_text(doc.dump(), kJsonTokens);
+    doc = Json(Json::value_t::discarded);
+    return text;
+  }
+
+ private:
+  static void collect(Json& j, std::vector<Json*>& out) {
+    out.push_back(&j);
+    if (j.is_structured())
+      for (auto& child : j) collect(child, out);
+  }
+  static Json* parent_of(Json& j, const Json* node) {
+    if (!j.is_structured()) return nullptr;
+    for (auto& child : j) {
+      if (&child == node) return &j;
+      if (Json* p = parent_of(child, node)) return p;
+    }
+    return nullptr;
+  }
+  std::mt19937_64 rng_;
+};
+
+// What the reads of one target came to.
+struct Tally {
+  int accepted = 0, rejected = 0;
+};
+
+// Runs `read` on one mutated input (in file `input`); an InputError must be one line and mention
+// `needle` (the file's name). Anything else thrown fails. A failing input is kept as
+// `input`.failed-N.
+template <typename Read>
+void expect_input_error_or_success(Tally& tally, const std::string& target, int iteration,
+                                   const fs::path& input, const std::string& needle, Read&& read) {
+  std::string problem;
+  try {
+    read();
+    ++tally.accepted;
+  } catch (const InputError& e) {
+    ++tally.rejected;
+    const std::string what = e.what();
+    if (what.find('\n') != std::string::npos) problem = "error message over several lines: " + what;
+    if (what.find(needle) == std::string::npos) problem = "error does not name '" + needle + "': " + what;
+  } catch (const std::exception& e) {
+    ++tally.rejected;
+    problem = std::string(typeid(e).name()) + " instead of an InputError: " + e.what();
+  }
+  if (problem.empty()) return;
+  const fs::path kept = input.string() + ".failed-" + std::to_string(iteration);
+  fs::copy_file(input, kept, fs::copy_options::overwrite_existing);
+  FAIL_CHECK(target << " #" << iteration << ": " << problem << " (input: " << kept.string() << ")");
+}
+
+std::string bytes_of(const fs::path& p) { return sppft::read_file(p); }
+
+void write_bytes(const fs::path& p, const std::string& bytes) { sppft::atomic_write_text(p, bytes); }
+
+// A safetensors file's pieces: the JSON header and the data after it.
+struct SafetensorsParts {
+  Json header;
+  std::string data;
+};
+
+SafetensorsParts split_safetensors(const std::string& file) {
+  std::uint64_t n = 0;
+  std::memcpy(&n, file.data(), 8);
+  return {Json::parse(file.substr(8, n)), file.substr(8 + n)};
+}
+
+std::string join_safetensors(const std::string& header, const std::string& data) {
+  const std::uint64_t n = header.size();
+  std::string out(8, '\0');
+  std::memcpy(out.data(), &n, 8);
+  return out + header + data;
+}
+
+}  // namespace
+
+TEST_CASE("mutated safetensors files load or fail with an InputError naming the file") {
+  const fs::path dir = test::temp_dir("fuzz-safetensors");
+  const fs::path base = dir / "base.safetensors";
+  const std::vector<float> a = {1, 2, 3, 4, 5, 6};
+  const std::vector<std::uint16_t> b = {0x3f80, 0x4000, 0x4040, 0x4080};
+  const std::vector<std::uint16_t> c = {0x3c00, 0x4000};
+  sppft::write_safetensors(base,
+                           {{"model.a", sppft::DType::F32, {2, 3}, a.data()},
+                            {"model.b", sppft::DType::BF16, {4}, b.data()},
+                            {"model.c", sppft::DType::F16, {1, 1, 2}, c.data()}},
+                           {{"format", "pt"}});
+  const std::string original = bytes_of(base);
+  const SafetensorsParts parts = split_safetensors(original);
+  Mutator m(base_seed());
+  Tally tally;
+  const fs::path file = dir / "model.safetensors";
+  for (int i = 0; i < iterations(); ++i) {
+    std::string bytes;
+    const std::size_t mode = m.below(3);
+    if (mode == 0) {  // a structurally changed header, its length right
+      Json h = parts.header;
+      bytes = join_safetensors(m.mutate_document(h, 100), parts.data);
+    } else if (mode == 1) {  // a byte-level change inside the header, its length right
+      Json h = parts.header;
+      bytes = join_safetensors(m.mutate_document(h, 0), parts.data);
+    } else {  // any byte of the file, the length field included
+      bytes = m.mutate_text(original, kJsonTokens);
+    }
+    write_bytes(file, bytes);
+    expect_input_error_or_success(tally, "safetensors", i, file, "model.safetensors", [&] {
+      const sppft::Checkpoint ckpt = sppft::Checkpoint::from_file(file);
+      for (const auto& [name, e] : ckpt.entries()) {
+        // Whatever loads must lie inside the file and read back in full.
+        const sppft::Tensor t = ckpt.load_f32(name, e.shape, sppft::MemCategory::Weights);
+        CHECK(t.numel() * static_cast<std::int64_t>(sppft::dtype_size(e.dtype)) == static_cast<std::int64_t>(e.nbytes));
+      }
+    });
+  }
+  MESSAGE("safetensors: " << tally.accepted << " loaded, " << tally.rejected << " rejected");
+  CHECK(tally.rejected > iterations() / 2);
+}
+
+TEST_CASE("mutated sharded-checkpoint indexes load or fail with an InputError") {
+  const fs::path dir = test::temp_dir("fuzz-index");
+  const std::vector<float> a = {1, 2, 3, 4};
+  sppft::write_safetensors(dir / "model-00001-of-00002.safetensors", {{"x.weight", sppft::DType::F32, {2, 2}, a.data()}});
+  sppft::write_safetensors(dir / "model-00002-of-00002.safetensors", {{"y.weight", sppft::DType::F32, {4}, a.data()}});
+  const Json index = {{"metadata", {{"total_size", 32}}},
+                      {"weight_map",
+                       {{"x.weight", "model-00001-of-00002.safetensors"}, {"y.weight", "model-00002-of-00002.safetensors"}}}};
+  Mutator m(base_seed() + 1);
+  Tally tally;
+  const fs::path file = dir / "model.safetensors.index.json";
+  for (int i = 0; i < iterations(); ++i) {
+    Json j = index;
+    write_bytes(file, m.mutate_document(j, 70));
+    expect_input_error_or_success(tally, "index", i, file, dir.string(), [&] {
+      const sppft::Checkpoint ckpt(dir);
+      for (const auto& [name, e] : ckpt.entries()) (void)ckpt.load_f32(name, e.shape, sppft::MemCategory::Weights);
+    });
+  }
+  MESSAGE("index: " << tally.accepted << " loaded, " << tally.rejected << " rejected");
+  CHECK(tally.rejected > 0);
+}
+
+TEST_CASE("mutated config.json files of every preset parse, round-trip, or fail with an InputError") {
+  const fs::path dir = test::temp_dir("fuzz-config");
+  Mutator m(base_seed() + 2);
+  Tally tally;
+  const auto names = sppft::preset_names();
+  for (int i = 0; i < iterations(); ++i) {
+    const std::string& preset = names[m.below(names.size())];
+    Json j = sppft::model_config_to_json(sppft::preset_config(preset));
+    const std::string text = m.mutate_document(j, 85);
+    const fs::path saved = dir / ("config-" + std::to_string(i) + ".json");
+    write_bytes(saved, text);
+    expect_input_error_or_success(tally, "config (" + preset + ")", i, saved, "config.json", [&] {
+      const sppft::ModelConfig c = sppft::parse_model_config(sppft::parse_json(text, "config.json"), "config.json");
+      // What is accepted must be what sppft writes back and reads again.
+      const sppft::ModelConfig again = sppft::parse_model_config(sppft::model_config_to_json(c), "config.json (saved)");
+      CHECK(sppft::model_config_to_json(again) == sppft::model_config_to_json(c));
+      // And plans memory without overflowing (UBSan checks every product), frozen middle or not.
+      sppft::FreezePlan plan = sppft::FreezePlan::none(c.num_layers);
+      plan.block_frozen[static_cast<std::size_t>(c.num_layers / 2)] = true;
+      for (const auto precision : {sppft::Precision::FP32, sppft::Precision::BF16Mixed}) {
+        const auto bytes = sppft::plan_training_memory(c, plan, 2, 64, precision);
+        CHECK(bytes.trainable_params > 0);
+        CHECK(bytes.total() < (std::size_t{1} << 62));
+      }
+    });
+  }
+  MESSAGE("config: " << tally.accepted << " parsed, " << tally.rejected << " rejected");
+  CHECK(tally.accepted > 0);
+  CHECK(tally.rejected > 0);
+}
+
+TEST_CASE("mutated tokenizer.json and tokenizer_config.json load or fail with an InputError") {
+  const fs::path dir = test::temp_dir("fuzz-tokenizer");
+  const Json tokenizer = Json::parse(test::tiny_bpe_tokenizer_json());
+  const Json config = {{"bos_token", "<|bos|>"},
+                       {"eos_token", {{"content", "<|eot|>"}, {"special", true}}},
+                       {"add_bos_token", true},
+                       {"added_tokens_decoder", {{"268", {{"content", "<x>"}, {"special", false}}}}},
+                       {"chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}"}};
+  Mutator m(base_seed() + 3);
+  Tally tally;
+  for (int i = 0; i < iterations(); ++i) {
+    Json tj = tokenizer, cj = config;
+    const bool mutate_tokenizer = m.chance(70);
+    Json& target = mutate_tokenizer ? tj : cj;
+    const std::string text = m.mutate_document(target, 80);
+    write_bytes(dir / "tokenizer.json", mutate_tokenizer ? text : tj.dump());
+    write_bytes(dir / "tokenizer_config.json", mutate_tokenizer ? cj.dump() : text);
+    const std::string file = mutate_tokenizer ? "tokenizer.json" : "tokenizer_config.json";
+    expect_input_error_or_success(tally, file, i, dir / file, "tokenizer", [&] {
+      const auto tok = sppft::load_tokenizer(dir);
+      for (const char* s : {"hello world <x>", "Zoë 東京 🍮\t\n", "<|eot|><|bos|>", ""}) {
+        const auto ids = tok->encode(s);
+        for (const std::int32_t id : ids) CHECK(id >= 0);
+        for (const std::int32_t id : ids) CHECK(id < tok->vocab_size());
+        (void)tok->decode(ids);
+        (void)tok->decode(ids, false);
+      }
+      (void)sppft::read_chat_template(dir);
+    });
+  }
+  MESSAGE("tokenizer: " << tally.accepted << " loaded, " << tally.rejected << " rejected");
+  CHECK(tally.accepted > 0);
+  CHECK(tally.rejected > 0);
+}
+
+TEST_CASE("mutated Hub chat templates parse and render or fail with an InputError") {
+  // The templates of tests/engine/chat_templates (real Hub templates), mutated at the character
+  // level with Jinja's own tokens inserted, rendered with a conversation that has a system prompt,
+  // tool calls and a generation prompt.
+  std::vector<std::pair<std::string, std::string>> templates;
+  for (const auto& e : fs::directory_iterator(test::source_dir() / "tests/engine/chat_templates")) {
+    const Json j = sppft::read_json_file(e.path());
+    if (!j.contains("text") || !j["text"].is_string()) continue;  // files of several templates
+    templates.emplace_back(j.value("name", e.path().filename().string()), j["text"].get<std::string>());
+  }
+  REQUIRE(!templates.empty());
+  const std::vector<std::string> tokens = {"{%", "%}", "{{", "}}", "{#", "#}", "-", "(", ")", "[", "]", "|",
+                                           "'", "\"", "~", "*", "**", "/", "//", "%", ".", ",", ":", "loop.",
+                                           " if ", " else ", " for x in ", " endfor ", " endif ", " not ", " in ",
+                                           "messages", "[0]", "[-1]", "[::-1]", "|length", "|tojson", "|trim",
+                                           "raise_exception('x')", "namespace(a=1)", " is defined ", "999999999"};
+  nlohmann::ordered_json vars = nlohmann::ordered_json::parse(R"({
+    "messages": [
+      {"role": "system", "content": "Be brief."},
+      {"role": "user", "content": "What is 2+2?"},
+      {"role": "assistant", "content": "4", "tool_calls": [
+        {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}]},
+      {"role": "tool", "content": "4"},
+      {"role": "user", "content": "Thanks"}
+    ],
+    "tools": [{"type": "function", "function": {"name": "add", "description": "Adds",
+               "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}}],
+    "add_generation_prompt": true, "bos_token": "<s>", "eos_token": "</s>"
+  })");
+  const fs::path dir = test::temp_dir("fuzz-chat-template");
+  Mutator m(base_seed() + 4);
+  Tally tally;
+  for (int i = 0; i < iterations(); ++i) {
+    const auto& [name, original] = templates[m.below(templates.size())];
+    std::string text = original;
+    for (std::size_t k = 0, n = 1 + m.below(3); k < n; ++k) text = m.mutate_text(text, tokens);
+    const fs::path saved = dir / ("template-" + std::to_string(i) + ".jinja");
+    write_bytes(saved, text);
+    expect_input_error_or_success(tally, "chat template " + name, i, saved, "chat_template.jinja", [&] {
+      const sppft::ChatTemplate t(text, "chat_template.jinja");
+      (void)t.render(vars);
+    });
+  }
+  MESSAGE("chat templates: " << tally.accepted << " rendered, " << tally.rejected << " rejected");
+  CHECK(tally.accepted > 0);
+  CHECK(tally.rejected > 0);
+}
+
+TEST_CASE("mutated fine-tuning data and prompt files read or fail with an InputError") {
+  const fs::path dir = test::temp_dir("fuzz-data");
+  const Json alpaca = Json::parse(R"([
+    {"instruction": "Name a color.", "input": "", "output": "Blue."},
+    {"instruction": "Add", "input": "2 and 3", "output": "5"}])");
+  const Json chat = Json::parse(R"([
+    {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]},
+    {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "r"}]},
+    {"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "assistant", "content": "c"}]}])");
+  const std::string csv = "goal,target\n\"Write a, poem\",Sure\nplain line,x\n\"quoted \"\"inner\"\"\",y\n";
+  Mutator m(base_seed() + 5);
+  Tally tally;
+  for (int i = 0; i < iterations(); ++i) {
+    const std::size_t kind = m.below(4);
+    if (kind <= 2) {
+      Json j = kind == 0 ? alpaca : chat;
+      std::string text = m.mutate_document(j, 75);
+      if (kind == 2 && j.is_array()) {  // the same records as JSON lines
+        text.clear();
+        for (const Json& r : j) text += r.dump() + "\n";
+      }
+      const fs::path file = dir / (kind == 2 ? "train.jsonl" : "train.json");
+      write_bytes(file, text);
+      expect_input_error_or_success(tally, file.filename().string(), i, file, file.filename().string(),
+                                    [&] { (void)sppft::read_sft_file(file); });
+      const fs::path prompts = dir / (kind == 2 ? "prompts.jsonl" : "prompts.json");
+      write_bytes(prompts, text);
+      expect_input_error_or_success(tally, prompts.filename().string(), i, prompts, prompts.filename().string(),
+                                    [&] { (void)sppft::read_prompt_file(prompts); });
+    } else {
+      const fs::path file = dir / "prompts.csv";
+      write_bytes(file, m.mutate_text(m.mutate_text(csv, {"\"", ",", "\n", "\r", "\"\""}), {"\"", ","}));
+      expect_input_error_or_success(tally, "prompts.csv", i, file, "prompts.csv",
+                                    [&] { (void)sppft::read_prompt_file(file); });
+    }
+  }
+  MESSAGE("data: " << tally.accepted << " read, " << tally.rejected << " rejected");
+  CHECK(tally.accepted > 0);
+  CHECK(tally.rejected > 0);
+}
