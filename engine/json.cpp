@@ -1,10 +1,8 @@
 #include "engine/json.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <limits>
-#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -12,6 +10,15 @@
 #include "engine/text.h"
 
 namespace sppft {
+
+namespace {
+// nlohmann's message without its "[json.exception.out_of_range.406] " prefix.
+std::string json_error_text(const Json::exception& e) {
+  const std::string what = e.what();
+  const std::size_t close = what.find("] ");
+  return what.rfind("[json.exception.", 0) == 0 && close != std::string::npos ? what.substr(close + 2) : what;
+}
+}  // namespace
 
 Json parse_json(std::string_view text, std::string_view where) {
   try {
@@ -22,20 +29,6 @@ Json parse_json(std::string_view text, std::string_view where) {
     throw InputError(std::string(where) + ": malformed JSON (" + json_error_text(e) + ")");
   }
 }
-
-std::string json_excerpt(const Json& v) {
-  std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
-  if (s.size() > 40) s = s.substr(0, 37) + "...";
-  return s;
-}
-
-std::string json_error_text(const Json::exception& e) {
-  const std::string what = e.what();
-  const std::size_t close = what.find("] ");
-  return what.rfind("[json.exception.", 0) == 0 && close != std::string::npos ? what.substr(close + 2) : what;
-}
-
-
 
 Json read_json_file(const fs::path& path) { return parse_json(read_file(path), path.string()); }
 
@@ -52,6 +45,15 @@ std::vector<JsonLine> parse_json_lines(std::string_view text, std::string_view w
   }
   return out;
 }
+
+namespace {
+// The value as JSON for an error message, cut to about 40 characters.
+std::string json_excerpt(const Json& v) {
+  std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (s.size() > 40) s = s.substr(0, 37) + "...";
+  return s;
+}
+}  // namespace
 
 template <typename T>
 T json_get(const Json& obj, std::string_view key, std::string_view where) {

@@ -11,7 +11,6 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/error.h"
 #include "engine/fs.h"
 
 namespace sppft {
@@ -65,22 +64,5 @@ T json_get(const Json& obj, std::string_view key, std::string_view where);
 // Same, but returns `fallback` when the key is absent or null.
 template <typename T>
 T json_get_or(const Json& obj, std::string_view key, const T& fallback, std::string_view where);
-
-// The value as JSON for an error message, cut to about 40 characters.
-std::string json_excerpt(const Json& v);
-
-// nlohmann's message without its "[json.exception.type_error.302] " prefix.
-std::string json_error_text(const Json::exception& e);
-
-// Runs `read`; a nlohmann::json exception escaping it (a value of an unexpected type somewhere
-// that no field check looked at) becomes InputError "<where>: unexpected JSON value (...)".
-template <typename Read>
-decltype(auto) rethrow_json_errors(std::string_view where, Read&& read) {
-  try {
-    return read();
-  } catch (const Json::exception& e) {
-    throw InputError(std::string(where) + ": unexpected JSON value (" + json_error_text(e) + ")");
-  }
-}
 
 }  // namespace sppft
