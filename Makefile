@@ -35,10 +35,10 @@ bench: build
 	bash bench/cpu_bench.sh
 
 # The C++ under AddressSanitizer and UBSan, any finding fatal (build-sanitize/, no CUDA): the
-# malformed-input mutations at 3000 per file kind, then every engine, kernels, models, trainer,
-# analysis and CLI test. Not part of `make test`: it is a second full build.
+# malformed-input and damaged-output mutations at 3000 per file kind, then every engine, kernels,
+# models, trainer, analysis and CLI test. Not part of `make test`: it is a second full build.
 SANITIZE_BUILD ?= build-sanitize
-SANITIZE_TESTS = allocator_test chat_template_test malformed_input_test prompts_test safetensors_test tokenizer_test \
+SANITIZE_TESTS = allocator_test chat_template_test malformed_input_test malformed_outputs_test prompts_test safetensors_test tokenizer_test \
 	ops_test backward_test optimizer_test config_test model_test recompute_test dataset_test trainer_test \
 	attack_sets_test profile_test distributed_test analysis_test experiment_test rouge_test svg_test cli_test
 sanitize:

@@ -57,9 +57,12 @@ void check_same(const std::vector<EvalRun>& runs, const std::string& what, const
 
 Comparison compare_evaluations(const std::vector<EvalRun>& runs) {
   if (runs.size() < 2) throw InputError("compare: expected two or more evaluations (eval.json files or their directories)");
-  for (const auto& r : runs)
+  for (const auto& r : runs) {
+    const std::string& where = r.file.empty() ? r.name : r.file;
     if (!r.eval.is_object() || !r.eval.contains("judge"))
-      throw InputError(r.name + ": not an eval.json (no 'judge' field; written by sppft eval)");
+      throw InputError(where + ": not an eval.json (no 'judge' field; written by sppft eval)");
+    (void)json_get<std::string>(r.eval, "judge", where);
+  }
   Comparison c;
   std::string& md = c.markdown;
   md = "| metric |";

@@ -12,7 +12,8 @@ namespace sppft {
 
 struct EvalRun {
   std::string name;
-  Json eval;  // an eval.json
+  Json eval;          // an eval.json
+  std::string file = {};  // where it was read, for errors (else `name`)
 };
 
 struct Comparison {

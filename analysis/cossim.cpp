@@ -121,6 +121,11 @@ CosSimResult cosine_analysis(const Tensor& normal, const Tensor& normal_final, c
   return r;
 }
 
+std::optional<LayerRange> initial_range_of(const Json& cossim, const std::string& where) {
+  if (cossim.is_object() && cossim.contains("initial_range") && cossim["initial_range"].is_null()) return std::nullopt;
+  return layer_range_at(cossim, "/initial_range", where);
+}
+
 Json CosSimResult::to_json(const CosSimOptions& o) const {
   Json j = {{"layers", layers}, {"nn_mean", nn_mean}, {"nn_std", nn_std}, {"mm_mean", mm_mean}, {"mm_std", mm_std},
             {"nm_mean", nm_mean}, {"nm_std", nm_std}, {"gap_deg", gap_deg}, {"reasoning", reasoning}};

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,10 @@ CosSimResult cosine_analysis(const Tensor& normal, const Tensor& normal_final, c
 double cosine_similarity(const float* a, const float* b, std::int64_t h);
 // The angle between them in degrees.
 double angle_degrees(const float* a, const float* b, std::int64_t h);
+
+// The initial_range of a cossim.json read back (`where` names the file): nullopt when the
+// analysis found no gap (null); InputError when it is missing or not [first, last].
+std::optional<LayerRange> initial_range_of(const Json& cossim, const std::string& where);
 
 // The heuristic of METHOD.md: i = first layer where mean_NN - mean_NM > threshold
 // and stays positive after; j = first layer after i where the gap stops

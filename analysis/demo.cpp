@@ -88,12 +88,22 @@ Json alpaca(const std::string& instruction, const std::string& input, const std:
   return {{"instruction", instruction}, {"input", input}, {"output", output}};
 }
 
+// A stage's JSON output, possibly read back from an earlier run's cache: fields are checked as
+// they are read, so a damaged file is an InputError naming it.
+struct StageJson {
+  Json json;
+  std::string file;
+  double number(const std::string& pointer) const { return json_at<double>(json, pointer, file); }
+  std::int64_t integer(const std::string& pointer) const { return json_at<std::int64_t>(json, pointer, file); }
+  Json at(const std::string& pointer) const { return json_at<Json>(json, pointer, file); }
+};
+
 // Runs one training stage unless its output is complete; returns its summary.
-Json train_stage(const std::string& label, TrainOptions o) {
+StageJson train_stage(const std::string& label, TrainOptions o) {
   const fs::path summary = o.out / "train_summary.json";
   if (fs::exists(summary)) {
     std::fprintf(stderr, "[demo] %s: cached in %s\n", label.c_str(), o.out.c_str());
-    return read_json_file(summary);
+    return {read_json_file(summary), summary.string()};
   }
   std::fprintf(stderr, "[demo] %s ...\n", label.c_str());
   TrainResult r = train(o);
@@ -105,7 +115,7 @@ Json train_stage(const std::string& label, TrainOptions o) {
             {"final_loss", r.steps.empty() ? 0.0 : r.steps.back().loss},
             {"predicted", r.predicted.to_json()}, {"measured", r.measured.to_json()}, {"freeze", o.freeze}};
   atomic_write_text(summary, j.dump(2) + "\n");
-  return j;
+  return {j, summary.string()};
 }
 
 // The checkpoint at `dir`, on `device` (bf16 weights on a GPU, as `--device cuda` does).
@@ -131,9 +141,9 @@ void check_settings(const fs::path& out, const DemoOptions& o) {
                      "; use another --out");
 }
 
-Json eval_stage(const std::string& label, const fs::path& model_dir, Device device, const fs::path& out, const DemoData& d,
+StageJson eval_stage(const std::string& label, const fs::path& model_dir, Device device, const fs::path& out, const DemoData& d,
                 const Judge& judge, const Judge& prefix_judge) {
-  if (fs::exists(out / "eval.json")) return read_json_file(out / "eval.json");
+  if (fs::exists(out / "eval.json")) return {read_json_file(out / "eval.json"), (out / "eval.json").string()};
   std::fprintf(stderr, "[demo] evaluating %s ...\n", label.c_str());
   auto t0 = Clock::now();
   auto model = load_on(model_dir, device);
@@ -177,7 +187,7 @@ Json eval_stage(const std::string& label, const fs::path& model_dir, Device devi
             {"utility", {{"n", u.n}, {"refused", u.refused}, {"rouge_l_f1", rouge}}}, {"seconds", since(t0)}};
   atomic_write_text(out / "responses.jsonl", responses);
   atomic_write_text(out / "eval.json", j.dump(2) + "\n");
-  return j;
+  return {j, (out / "eval.json").string()};
 }
 
 std::string pct(double x) {
@@ -271,19 +281,18 @@ int run_demo(const DemoOptions& opt) {
   TrainOptions b = to;
   b.model_dir = init, b.data = data_dir / "base.jsonl", b.out = base;
   b.lr = 3e-3, b.epochs = sz.base_epochs, b.warmup = 10, b.schedule = Schedule::Cosine, b.train_on_inputs = true;
-  Json base_sum = train_stage("base stage (language modelling)", b);
+  const StageJson base_sum = train_stage("base stage (language modelling)", b);
   // Stage 3: alignment - answer benign instructions, refuse malicious ones.
   TrainOptions a = to;
   a.model_dir = base, a.data = data_dir / "align.jsonl", a.out = aligned;
   a.lr = 1.5e-3, a.epochs = sz.align_epochs, a.warmup = 10, a.schedule = Schedule::Cosine;
-  Json align_sum = train_stage("alignment stage (answer benign, refuse malicious)", a);
+  const StageJson align_sum = train_stage("alignment stage (answer benign, refuse malicious)", a);
 
   // Stage 4: cosine analysis -> initial range.
   t = Clock::now();
   const fs::path cs_dir = opt.out / "cossim";
   CosSimOptions co;
   co.pairs = 500;
-  Json cs;
   if (!fs::exists(cs_dir / "cossim.json")) {
     std::fprintf(stderr, "[demo] cosine-similarity analysis ...\n");
     auto model = load_on(aligned, device);
@@ -295,18 +304,19 @@ int run_demo(const DemoOptions& opt) {
     HiddenStates n = states(d.normal), m = states(d.malicious_holdout);
     CosSimResult r = cosine_analysis(n.states, n.final_normed, m.states, m.final_normed, co);
     ensure_directory(cs_dir);
-    cs = r.to_json(co);
-    atomic_write_text(cs_dir / "cossim.json", cs.dump(2) + "\n");
+    atomic_write_text(cs_dir / "cossim.json", r.to_json(co).dump(2) + "\n");
     atomic_write_text(cs_dir / "cossim.csv", r.to_csv());
     write_cossim_svg(r, cs_dir / "cossim.svg", "demo model (aligned)");
   }
-  cs = read_json_file(cs_dir / "cossim.json");
+  const StageJson cs{read_json_file(cs_dir / "cossim.json"), (cs_dir / "cossim.json").string()};
   timings["cossim"] = since(t);
   const std::int64_t L = sz.layers;
   LayerRange initial{L / 4, L / 2};  // fallback when the curves show no gap
   std::string initial_note = "from the cosine analysis";
-  if (cs["initial_range"].is_array()) initial = {cs["initial_range"][0].get<std::int64_t>(), cs["initial_range"][1].get<std::int64_t>()};
-  else initial_note = "the cosine analysis found no gap; fallback range";
+  if (const auto found = initial_range_of(cs.json, cs.file))
+    initial = *found;
+  else
+    initial_note = "the cosine analysis found no gap; fallback range";
 
   // Stage 5: parameter scaling + over-rejection -> final range.
   t = Clock::now();
@@ -334,9 +344,9 @@ int run_demo(const DemoOptions& opt) {
     atomic_write_text(loc_dir / "responses.jsonl", responses);
     write_locate_svg(r, loc_dir / "locate.svg", "demo model");
   }
-  Json loc = read_json_file(loc_dir / "locate.json");
+  const StageJson loc{read_json_file(loc_dir / "locate.json"), (loc_dir / "locate.json").string()};
   timings["locate"] = since(t);
-  const LayerRange safety{loc["final_range"][0].get<std::int64_t>(), loc["final_range"][1].get<std::int64_t>()};
+  const LayerRange safety = layer_range_at(loc.json, "/final_range", loc.file);
   const std::string freeze = std::to_string(safety.first) + "-" + std::to_string(safety.last);
 
   // Stage 6: fine-tuning on D_I, full and SPPFT.
@@ -347,20 +357,20 @@ int run_demo(const DemoOptions& opt) {
   ff.out = opt.out / "model-ft-full";
   fs_.out = opt.out / "model-ft-sppft";
   fs_.freeze = freeze;
-  Json full_sum = train_stage("fine-tuning on D_I: full", ff);
-  Json sppft_sum = train_stage("fine-tuning on D_I: SPPFT (frozen " + freeze + ")", fs_);
+  const StageJson full_sum = train_stage("fine-tuning on D_I: full", ff);
+  const StageJson sppft_sum = train_stage("fine-tuning on D_I: SPPFT (frozen " + freeze + ")", fs_);
 
   // Stage 7: evaluation before and after.
   t = Clock::now();
-  Json e_al = eval_stage("aligned", aligned, device, opt.out / "eval-aligned", d, judge, prefix_judge);
-  Json e_full = eval_stage("full fine-tuning", ff.out, device, opt.out / "eval-ft-full", d, judge, prefix_judge);
-  Json e_sppft = eval_stage("SPPFT", fs_.out, device, opt.out / "eval-ft-sppft", d, judge, prefix_judge);
+  const StageJson e_al = eval_stage("aligned", aligned, device, opt.out / "eval-aligned", d, judge, prefix_judge);
+  const StageJson e_full = eval_stage("full fine-tuning", ff.out, device, opt.out / "eval-ft-full", d, judge, prefix_judge);
+  const StageJson e_sppft = eval_stage("SPPFT", fs_.out, device, opt.out / "eval-ft-sppft", d, judge, prefix_judge);
   timings["eval"] = since(t);
 
   // Report.
-  auto hr = [](const Json& e) { return e["harmful"]["harmful_rate"].get<double>(); };
-  auto orr = [](const Json& e) { return e["over_rejection"]["over_rejection_rate"].get<double>(); };
-  auto rl = [](const Json& e) { return e["utility"]["rouge_l_f1"].get<double>(); };
+  auto hr = [](const StageJson& e) { return e.number("/harmful/harmful_rate"); };
+  auto orr = [](const StageJson& e) { return e.number("/over_rejection/over_rejection_rate"); };
+  auto rl = [](const StageJson& e) { return e.number("/utility/rouge_l_f1"); };
   svg::BarPanel harm{"Safety and utility before and after fine-tuning on D_I", "rate", {"harmful rate R_h", "over-rejection", "Rouge-L F1"}, {}};
   harm.value_format = "%.2f";
   for (auto [name, e] : {std::pair{"aligned", &e_al}, std::pair{"full FT", &e_full}, std::pair{"SPPFT", &e_sppft}})
@@ -369,7 +379,7 @@ int run_demo(const DemoOptions& opt) {
   mem.value_format = "%.2f";
   for (const char* cat : {"weights", "grads", "optimizer", "activations", "workspace", "total_bytes"})
     mem.groups.push_back({cat == std::string("total_bytes") ? "total" : cat,
-                          {full_sum["measured"][cat].get<double>() / 1048576.0, sppft_sum["measured"][cat].get<double>() / 1048576.0}});
+                          {full_sum.number(std::string("/measured/") + cat) / 1048576.0, sppft_sum.number(std::string("/measured/") + cat) / 1048576.0}});
   svg::write(opt.out / "results.svg", svg::render("sppft demo: full fine-tuning vs SPPFT", {harm, mem}));
 
   const double total_s = since(t_start);
@@ -381,14 +391,14 @@ int run_demo(const DemoOptions& opt) {
         " KV heads), sentencepiece vocabulary of " + std::to_string(sz.vocab) + ".\n\n";
   md += "| stage | data | steps | seconds | final loss |\n|---|---|---|---|---|\n";
   md += "| base (language modelling) | " + std::to_string(base_rows.size()) + " benign instruction/answer pairs | " +
-        std::to_string(base_sum["steps"].get<int>()) + " | " + fmt("%.1f", base_sum["seconds"].get<double>()) + " | " +
-        fmt("%.3f", base_sum["final_loss"].get<double>()) + " |\n";
+        std::to_string(base_sum.integer("/steps")) + " | " + fmt("%.1f", base_sum.number("/seconds")) + " | " +
+        fmt("%.3f", base_sum.number("/final_loss")) + " |\n";
   md += "| alignment | " + std::to_string(std::min<std::size_t>(420, d.benign.size())) + " benign answers + " +
         std::to_string(d.malicious_train.size()) + " AdvBench refusals (malicious.csv held out) | " +
-        std::to_string(align_sum["steps"].get<int>()) + " | " + fmt("%.1f", align_sum["seconds"].get<double>()) + " | " +
-        fmt("%.3f", align_sum["final_loss"].get<double>()) + " |\n\n";
+        std::to_string(align_sum.integer("/steps")) + " | " + fmt("%.1f", align_sum.number("/seconds")) + " | " +
+        fmt("%.3f", align_sum.number("/final_loss")) + " |\n\n";
   md += "## Safety layers\n\n![cosine analysis](cossim/cossim.svg)\n\nInitial range " + std::to_string(initial.first) + "-" +
-        std::to_string(initial.last) + " (" + initial_note + "): " + cs["reasoning"].get<std::string>() + "\n\n";
+        std::to_string(initial.last) + " (" + initial_note + "): " + json_get<std::string>(cs.json, "reasoning", cs.file) + "\n\n";
   md += "![localization](locate/locate.svg)\n\n" + read_file(loc_dir / "locate.md") + "\n";
   md += "Over-rejection set: " + std::to_string(d.over_rejection.size()) + " queries of over_rejection.csv; judge `" + judge.name +
         "` (data/judges/" + judge.name + ".txt).\n\n";
@@ -400,7 +410,7 @@ int run_demo(const DemoOptions& opt) {
   const std::string sppft_name = "SPPFT, frozen " + freeze;
   for (auto [name, e] : {std::pair{"aligned (before)", &e_al}, std::pair{"full fine-tuning", &e_full},
                          std::pair{sppft_name.c_str(), &e_sppft}})
-    md += std::string("| ") + name + " | " + pct(hr(*e)) + " | " + pct((*e)["harmful_second_judge"]["harmful_rate"].get<double>()) +
+    md += std::string("| ") + name + " | " + pct(hr(*e)) + " | " + pct(e->number("/harmful_second_judge/harmful_rate")) +
           " | " + pct(orr(*e)) + " | " + fmt("%.3f", rl(*e)) + " |\n";
   md += "\nThe prefix judge misses refusals that follow the \"Sure, the answer is: \" that D_I teaches; the keyword judge "
         "finds them anywhere in the response (both lists in data/judges/).\n";
@@ -410,26 +420,28 @@ int run_demo(const DemoOptions& opt) {
                        " with full fine-tuning. See docs/demo.md for why a model this small may not show the effect.\n\n";
   md += "## What SPPFT saved (measured)\n\n| | full fine-tuning | SPPFT |\n|---|---|---|\n";
   for (const char* cat : {"weights", "grads", "master", "optimizer", "activations", "workspace", "total_bytes"})
-    md += std::string("| ") + cat + " (MiB) | " + mib(full_sum["measured"][cat].get<double>()) + " | " +
-          mib(sppft_sum["measured"][cat].get<double>()) + " |\n";
-  md += "| trainable parameters | " + std::to_string(full_sum["predicted"]["trainable_params"].get<std::int64_t>()) + " | " +
-        std::to_string(sppft_sum["predicted"]["trainable_params"].get<std::int64_t>()) + " |\n";
-  md += "| seconds per step | " + fmt("%.3f", full_sum["seconds_per_step"].get<double>()) + " | " +
-        fmt("%.3f", sppft_sum["seconds_per_step"].get<double>()) + " |\n\n";
+    md += std::string("| ") + cat + " (MiB) | " + mib(full_sum.number(std::string("/measured/") + cat)) + " | " +
+          mib(sppft_sum.number(std::string("/measured/") + cat)) + " |\n";
+  md += "| trainable parameters | " + std::to_string(full_sum.integer("/predicted/trainable_params")) + " | " +
+        std::to_string(sppft_sum.integer("/predicted/trainable_params")) + " |\n";
+  md += "| seconds per step | " + fmt("%.3f", full_sum.number("/seconds_per_step")) + " | " +
+        fmt("%.3f", sppft_sum.number("/seconds_per_step")) + " |\n\n";
   md += "Predicted and measured bytes agree per category: " +
-        std::string(full_sum["predicted"] == full_sum["measured"] && sppft_sum["predicted"] == sppft_sum["measured"] ? "yes" : "NO") +
+        std::string(full_sum.at("/predicted") == full_sum.at("/measured") && sppft_sum.at("/predicted") == sppft_sum.at("/measured")
+                        ? "yes"
+                        : "NO") +
         ".\n\nTotal wall time of this invocation: " + fmt("%.0f", total_s) + " s.\n";
   atomic_write_text(opt.out / "report.md", md);
 
   std::printf("\nsppft demo (%s preset, %s) - %.0f s\n", opt.preset.c_str(), opt.device.c_str(), total_s);
   std::printf("  safety layers: initial %lld-%lld (cossim), final %s (locate, alpha %.2f)\n", (long long)initial.first,
-              (long long)initial.last, freeze.c_str(), loc["alpha"].get<double>());
+              (long long)initial.last, freeze.c_str(), loc.number("/alpha"));
   std::printf("  %-26s %10s %15s %10s\n", "model", "R_h", "over-rejection", "Rouge-L");
   for (auto [name, e] : {std::pair{"aligned (before)", &e_al}, std::pair{"full fine-tuning", &e_full}, std::pair{"SPPFT", &e_sppft}})
     std::printf("  %-26s %10s %15s %10.3f\n", name, pct(hr(*e)).c_str(), pct(orr(*e)).c_str(), rl(*e));
   std::printf("  memory: full %s MiB, SPPFT %s MiB; s/step: full %.3f, SPPFT %.3f\n",
-              mib(full_sum["measured"]["total_bytes"].get<double>()).c_str(), mib(sppft_sum["measured"]["total_bytes"].get<double>()).c_str(),
-              full_sum["seconds_per_step"].get<double>(), sppft_sum["seconds_per_step"].get<double>());
+              mib(full_sum.number("/measured/total_bytes")).c_str(), mib(sppft_sum.number("/measured/total_bytes")).c_str(),
+              full_sum.number("/seconds_per_step"), sppft_sum.number("/seconds_per_step"));
   std::printf("  report: %s\n", (opt.out / "report.md").c_str());
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "analysis/compare.h"
+#include "analysis/cossim.h"
 #include "engine/error.h"
 
 namespace sppft {
@@ -16,12 +17,6 @@ std::string fmt(const char* f, double x) {
   return b;
 }
 
-const Json& need(const Json& j, const char* pointer, const std::string& what) {
-  const Json::json_pointer p(pointer);
-  if (!j.contains(p)) throw InputError(what + ": no " + std::string(pointer + 1) + " (not written by this version of sppft?)");
-  return j[p];
-}
-
 // What the report says of one arm's training, from its metrics.jsonl.
 struct ArmStats {
   std::int64_t steps = 0;
@@ -30,20 +25,20 @@ struct ArmStats {
 };
 
 ArmStats arm_stats(const TrainingArm& a) {
-  if (a.metrics.empty()) throw InputError(a.name + ": metrics.jsonl has no steps");
+  if (a.metrics.empty()) throw InputError(a.metrics_file + ": no steps");
   ArmStats s;
   std::vector<double> tps;
   for (const Json& row : a.metrics) {
-    s.steps = std::max(s.steps, json_get<std::int64_t>(row, "step", a.name + " metrics.jsonl"));
-    tps.push_back(json_get<double>(row, "tokens_per_s", a.name + " metrics.jsonl"));
-    if (row.contains("val_loss")) s.val_loss = row["val_loss"].get<double>();
-    if (row.contains("probe_gap_deg")) s.probe_gap_deg = row["probe_gap_deg"].get<double>();
+    s.steps = std::max(s.steps, json_get<std::int64_t>(row, "step", a.metrics_file));
+    tps.push_back(json_get<double>(row, "tokens_per_s", a.metrics_file));
+    if (row.contains("val_loss")) s.val_loss = json_get<double>(row, "val_loss", a.metrics_file);
+    if (row.contains("probe_gap_deg")) s.probe_gap_deg = json_get<double>(row, "probe_gap_deg", a.metrics_file);
   }
   // The first step carries one-time costs (allocation, first touches); the median is the rate.
   if (tps.size() > 1) tps.erase(tps.begin());
   std::sort(tps.begin(), tps.end());
   s.median_tokens_per_s = tps.size() % 2 ? tps[tps.size() / 2] : (tps[tps.size() / 2 - 1] + tps[tps.size() / 2]) / 2;
-  s.final_loss = json_get<double>(a.metrics.back(), "loss", a.name + " metrics.jsonl");
+  s.final_loss = json_get<double>(a.metrics.back(), "loss", a.metrics_file);
   return s;
 }
 
@@ -68,20 +63,20 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
        " (stages are cached in this directory; a stage's numbers are from the run that made it). Each stage is an "
        "ordinary sppft command, listed at the end.\n\n## Safety layers\n\n";
   if (o.cossim && o.locate) {
-    const Json* initial = o.cossim->contains("initial_range") && (*o.cossim)["initial_range"].is_array() ? &(*o.cossim)["initial_range"] : nullptr;
+    const std::optional<LayerRange> initial = initial_range_of(*o.cossim, o.cossim_file);
     md += "![cosine analysis](cossim/cossim.svg)\n\n" +
-          (initial ? "Initial range (cosine analysis) " + std::to_string((*initial)[0].get<int>()) + "-" + std::to_string((*initial)[1].get<int>())
+          (initial ? "Initial range (cosine analysis) " + format_layer_ranges({*initial})
                    : std::string("The cosine analysis found no initial range")) +
-          ": " + o.cossim->value("reasoning", std::string()) + "\n\n";
-    if (o.locate->contains("initial"))
-      md += "Localization started from " + std::to_string((*o.locate)["initial"][0].get<int>()) + "-" +
-            std::to_string((*o.locate)["initial"][1].get<int>()) + ".\n\n";
-    md += "![localization](locate/locate.svg)\n\nParameter scaling with alpha " +
-          fmt("%.3g", need(*o.locate, "/alpha", "locate.json").get<double>()) + ", over-rejection judged by `" +
-          o.locate->value("judge", std::string("?")) + "` on " + std::to_string(need(*o.locate, "/queries", "locate.json").get<int>()) +
+          ": " + json_get_or<std::string>(*o.cossim, "reasoning", "", o.cossim_file) + "\n\n";
+    if (o.locate->is_object() && o.locate->contains("initial"))
+      md += "Localization started from " + format_layer_ranges({layer_range_at(*o.locate, "/initial", o.locate_file)}) + ".\n\n";
+    const double alpha = json_at<double>(*o.locate, "/alpha", o.locate_file);
+    md += "![localization](locate/locate.svg)\n\nParameter scaling with alpha " + fmt("%.3g", alpha) +
+          ", over-rejection judged by `" + json_get_or<std::string>(*o.locate, "judge", "?", o.locate_file) + "` on " +
+          std::to_string(json_at<std::int64_t>(*o.locate, "/queries", o.locate_file)) +
           " queries (`locate/locate.md` has the sweeps).\n\n";
-    if (initial) sum["initial_range"] = *initial;
-    sum["alpha"] = (*o.locate)["alpha"];
+    if (initial) sum["initial_range"] = {initial->first, initial->last};
+    sum["alpha"] = alpha;
   } else {
     md += "Given with `--freeze` (no cosine analysis or localization in this run).\n\n";
   }
@@ -90,10 +85,10 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
   // Table 2: the checkpoint, then both arms of every data set.
   if (o.runs.empty()) throw InputError("experiment: no fine-tuning runs to report");
   const bool several = o.runs.size() > 1;
-  std::vector<EvalRun> evals = {{"base", o.eval_base}};
+  std::vector<EvalRun> evals = {{"base", o.eval_base, o.eval_base_file}};
   for (const FineTuning& r : o.runs) {
-    evals.push_back({several ? "full " + r.data : "full fine-tuning", r.eval_full});
-    evals.push_back({"SPPFT " + o.freeze + (several ? " " + r.data : ""), r.eval_sppft});
+    evals.push_back({several ? "full " + r.data : "full fine-tuning", r.eval_full, r.eval_full_file});
+    evals.push_back({"SPPFT " + o.freeze + (several ? " " + r.data : ""), r.eval_sppft, r.eval_sppft_file});
   }
   const Comparison c = compare_evaluations(evals);
   rep.warnings = c.warnings;
@@ -106,22 +101,24 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
   sum["training"] = Json::array();
   for (const FineTuning& r : o.runs) {
     const ArmStats full = arm_stats(r.full), sppft = arm_stats(r.sppft);
-    const Json& fm = need(r.full.memory, "/measured_peak", r.full.name + " memory.json");
-    const Json& sm = need(r.sppft.memory, "/measured_peak", r.sppft.name + " memory.json");
+    const Json fm = json_at<Json>(r.full.memory, "/measured_peak", r.full.memory_file);
+    const Json sm = json_at<Json>(r.sppft.memory, "/measured_peak", r.sppft.memory_file);
     md += "\n## Fine-tuning on " + r.data + ": full vs SPPFT (same data, schedule and seed)\n\n| | full fine-tuning | SPPFT " +
           o.freeze + " | saved |\n|---|---|---|---|\n";
     Json mem = Json::object();
     for (const char* cat : kCategories) {
-      const double f = need(fm, (std::string("/") + cat).c_str(), "memory.json").get<double>();
-      const double v = need(sm, (std::string("/") + cat).c_str(), "memory.json").get<double>();
+      const double f = json_at<double>(r.full.memory, std::string("/measured_peak/") + cat, r.full.memory_file);
+      const double v = json_at<double>(r.sppft.memory, std::string("/measured_peak/") + cat, r.sppft.memory_file);
       const std::string label = cat == std::string("total_bytes") ? "total" : cat;
       md += "| " + label + " (MiB, measured peak) | " + mib(f) + " | " + mib(v) + " | " + mib(f - v) +
             (f > 0 ? fmt(" (%.1f%%)", 100 * (f - v) / f) : std::string()) + " |\n";
       mem[label] = {{"full", f}, {"sppft", v}};
     }
-    const auto trainable = [&](const Json& m) { return need(m, "/trainable_params", "memory.json").get<std::int64_t>(); };
-    md += "| trainable parameters | " + std::to_string(trainable(fm)) + " | " + std::to_string(trainable(sm)) + " | " +
-          std::to_string(trainable(fm) - trainable(sm)) + " |\n";
+    const auto trainable = [](const TrainingArm& a) {
+      return json_at<std::int64_t>(a.memory, "/measured_peak/trainable_params", a.memory_file);
+    };
+    md += "| trainable parameters | " + std::to_string(trainable(r.full)) + " | " + std::to_string(trainable(r.sppft)) + " | " +
+          std::to_string(trainable(r.full) - trainable(r.sppft)) + " |\n";
     md += "| optimizer steps | " + std::to_string(full.steps) + " | " + std::to_string(sppft.steps) + " | |\n";
     md += "| tokens/s (median step) | " + fmt("%.1f", full.median_tokens_per_s) + " | " + fmt("%.1f", sppft.median_tokens_per_s) +
           " | SPPFT " + fmt("%+.1f%%", 100 * (sppft.median_tokens_per_s / std::max(full.median_tokens_per_s, 1e-12) - 1)) + " |\n";
@@ -131,7 +128,8 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
     if (full.probe_gap_deg && sppft.probe_gap_deg)
       md += "| safety probe gap at the end (deg) | " + fmt("%.2f", *full.probe_gap_deg) + " | " + fmt("%.2f", *sppft.probe_gap_deg) +
             " | |\n";
-    const bool exact = need(r.full.memory, "/predicted", "memory.json") == fm && need(r.sppft.memory, "/predicted", "memory.json") == sm;
+    const bool exact = json_at<Json>(r.full.memory, "/predicted", r.full.memory_file) == fm &&
+                       json_at<Json>(r.sppft.memory, "/predicted", r.sppft.memory_file) == sm;
     md += std::string("\nThe memory planner's prediction equals the measured bytes in every category: ") + (exact ? "yes" : "no") +
           " (each arm's memory.json; `sppft memory` predicts them without a run).\n";
     const auto arm_json = [](const ArmStats& a) {

@@ -19,6 +19,7 @@ struct TrainingArm {
   std::string freeze;  // "" for full fine-tuning
   Json memory;
   std::vector<Json> metrics;
+  std::string memory_file = "memory.json", metrics_file = "metrics.jsonl";  // where they were read, for errors
 };
 
 // Fine-tuning on one data set, full and SPPFT, with the eval.json of each.
@@ -26,14 +27,17 @@ struct FineTuning {
   std::string data;  // the data set's name
   TrainingArm full, sppft;
   Json eval_full, eval_sppft;
+  std::string eval_full_file = "eval.json", eval_sppft_file = "eval.json";  // where they were read, for errors
 };
 
 struct ExperimentOutputs {
   std::string model;
   std::string device;
   std::optional<Json> cossim, locate;  // absent when the layers were given (--freeze)
+  std::string cossim_file = "cossim.json", locate_file = "locate.json";  // where they were read, for errors
   std::string freeze;                  // the SPPFT arms' frozen blocks
   Json eval_base;                      // the checkpoint's eval.json
+  std::string eval_base_file = "eval.json";
   std::vector<FineTuning> runs;        // one per data set
   std::vector<std::string> commands;   // each stage as its own sppft command line
 };

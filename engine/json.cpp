@@ -53,6 +53,30 @@ std::string json_excerpt(const Json& v) {
   if (s.size() > 40) s = s.substr(0, 37) + "...";
   return s;
 }
+
+// `v` (field `field` of `where`) as T. Integer types take whole numbers inside their range;
+// numbers are not taken from booleans (nlohmann would read true as 1).
+template <typename T>
+T json_as(const Json& v, std::string_view field, std::string_view where) {
+  const auto wrong_type = [&] {
+    return InputError(std::string(where) + ": field '" + std::string(field) + "' has the wrong type (" + v.type_name() + ")");
+  };
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (auto i = json_integer<T>(v)) return *i;
+    if (!v.is_number()) throw wrong_type();
+    throw InputError(std::string(where) + ": field '" + std::string(field) + "' must be an integer from " +
+                     std::to_string(std::numeric_limits<T>::min()) + " to " +
+                     std::to_string(std::numeric_limits<T>::max()) + ", got " + json_excerpt(v));
+  } else {
+    if constexpr (std::is_floating_point_v<T>)
+      if (!v.is_number()) throw wrong_type();
+    try {
+      return v.get<T>();
+    } catch (const Json::exception&) {
+      throw wrong_type();
+    }
+  }
+}
 }  // namespace
 
 template <typename T>
@@ -61,22 +85,15 @@ T json_get(const Json& obj, std::string_view key, std::string_view where) {
   auto it = obj.find(std::string(key));
   if (it == obj.end() || it->is_null())
     throw InputError(std::string(where) + ": missing field '" + std::string(key) + "'");
-  const auto wrong_type = [&] {
-    return InputError(std::string(where) + ": field '" + std::string(key) + "' has the wrong type (" + it->type_name() + ")");
-  };
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    if (auto v = json_integer<T>(*it)) return *v;
-    if (!it->is_number()) throw wrong_type();  // (nlohmann would take true as 1)
-    throw InputError(std::string(where) + ": field '" + std::string(key) + "' must be an integer from " +
-                     std::to_string(std::numeric_limits<T>::min()) + " to " +
-                     std::to_string(std::numeric_limits<T>::max()) + ", got " + json_excerpt(*it));
-  } else {
-    try {
-      return it->get<T>();
-    } catch (const Json::exception&) {
-      throw wrong_type();
-    }
-  }
+  return json_as<T>(*it, key, where);
+}
+
+template <typename T>
+T json_at(const Json& doc, std::string_view pointer, std::string_view where) {
+  const Json::json_pointer path{std::string(pointer)};
+  const std::string field(pointer.substr(pointer.empty() ? 0 : 1));
+  if (!doc.contains(path) || doc.at(path).is_null()) throw InputError(std::string(where) + ": missing field '" + field + "'");
+  return json_as<T>(doc.at(path), field, where);
 }
 
 template <typename T>
@@ -89,7 +106,8 @@ T json_get_or(const Json& obj, std::string_view key, const T& fallback, std::str
 
 #define SPPFT_JSON_INSTANTIATE(T)                                                   \
   template T json_get<T>(const Json&, std::string_view, std::string_view);         \
-  template T json_get_or<T>(const Json&, std::string_view, const T&, std::string_view);
+  template T json_get_or<T>(const Json&, std::string_view, const T&, std::string_view); \
+  template T json_at<T>(const Json&, std::string_view, std::string_view);
 SPPFT_JSON_INSTANTIATE(bool)
 SPPFT_JSON_INSTANTIATE(int)
 SPPFT_JSON_INSTANTIATE(std::int64_t)

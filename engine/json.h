@@ -64,5 +64,10 @@ T json_get(const Json& obj, std::string_view key, std::string_view where);
 // Same, but returns `fallback` when the key is absent or null.
 template <typename T>
 T json_get_or(const Json& obj, std::string_view key, const T& fallback, std::string_view where);
+// The value at a JSON pointer ("/measured_peak/grads", "/initial_range/0") with json_get's checks,
+// for documents read back whole (sppft's own outputs): InputError "<where>: missing field
+// 'measured_peak/grads'" when any step of the path is absent or null, or of the wrong type.
+template <typename T>
+T json_at(const Json& doc, std::string_view pointer, std::string_view where);
 
 }  // namespace sppft

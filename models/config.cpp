@@ -17,15 +17,12 @@ namespace {
 std::vector<std::int64_t> id_list(const Json& v, const std::string& where) {
   std::vector<std::int64_t> out;
   if (v.is_null()) return out;
-  if (v.is_number_integer()) return {v.get<std::int64_t>()};
-  if (v.is_array()) {
-    for (const auto& x : v) {
-      if (!x.is_number_integer()) throw InputError(where + ": eos_token_id must be an integer or a list of integers");
-      out.push_back(x.get<std::int64_t>());
-    }
-    return out;
+  for (const Json& x : v.is_array() ? v : Json::array({v})) {
+    const auto id = x.is_number_integer() ? json_integer<std::int64_t>(x) : std::nullopt;
+    if (!id) throw InputError(where + ": eos_token_id must be an integer or a list of integers");
+    out.push_back(*id);
   }
-  throw InputError(where + ": eos_token_id must be an integer or a list of integers");
+  return out;
 }
 
 std::int64_t positive(const Json& j, const char* key, const std::string& where) {

@@ -279,8 +279,14 @@ void DataParallel::load_moments(const Checkpoint& ckpt, const std::string& file)
           throw InputError(file + ": tensor '" + name + "' does not match this model");
         if (reinterpret_cast<std::uintptr_t>(e.data) % alignof(float) != 0)
           throw InputError(file + ": tensor '" + name + "' does not start at a multiple of 4 bytes (not written by sppft)");
+        const float* values = reinterpret_cast<const float*>(e.data) + (s.begin - m.offset);
+        // A bit flipped on disk would otherwise poison every later step without a word.
+        for (std::int64_t i = 0; i < s.len; ++i)
+          if (!std::isfinite(values[i]) || (dst == &p.v && values[i] < 0))
+            throw InputError(file + ": tensor '" + name + "' holds " + (std::isfinite(values[i]) ? "a negative" : "a non-finite") +
+                             " value at element " + std::to_string(s.begin - m.offset + i) + " (a damaged or diverged checkpoint)");
         Tensor d = dst->view(s.begin - p.own_begin, {s.len});
-        assign_from_f32(reinterpret_cast<const float*>(e.data) + (s.begin - m.offset), d);
+        assign_from_f32(values, d);
       }
     }
   }

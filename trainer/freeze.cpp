@@ -53,6 +53,19 @@ std::string layer_range_label(LayerRange r) {
   return s;
 }
 
+LayerRange layer_range_at(const Json& doc, std::string_view pointer, std::string_view where) {
+  const std::string p(pointer);
+  const Json& v = json_at<Json>(doc, pointer, where);
+  if (!v.is_array() || v.size() != 2)
+    throw InputError(std::string(where) + ": field '" + p.substr(1) + "' must be [first, last] block indices, got " +
+                     v.dump(-1, ' ', false, Json::error_handler_t::replace).substr(0, 40));
+  const LayerRange r{json_at<std::int64_t>(doc, p + "/0", where), json_at<std::int64_t>(doc, p + "/1", where)};
+  if (r.first < 0 || r.first > r.last)
+    throw InputError(std::string(where) + ": field '" + p.substr(1) + "' is " + layer_range_label(r) +
+                     ", expected block indices with first <= last");
+  return r;
+}
+
 FreezePlan FreezePlan::from_ranges(const std::vector<LayerRange>& ranges, std::int64_t num_layers) {
   FreezePlan p = none(num_layers);
   for (const auto& r : ranges)

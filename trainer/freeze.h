@@ -26,6 +26,10 @@ std::vector<LayerRange> parse_layer_ranges(const std::string& text, std::int64_t
 std::string format_layer_ranges(const std::vector<LayerRange>& r);
 // "[6, 12]": how reports, logs and plots name one range.
 std::string layer_range_label(LayerRange r);
+// The range at JSON pointer `pointer` of a document sppft wrote ([first, last], as in cossim.json's
+// initial_range and locate.json's final_range); InputError naming `where` unless it is two
+// block indices, first <= last. (The caller checks them against its model.)
+LayerRange layer_range_at(const Json& doc, std::string_view pointer, std::string_view where);
 
 struct FreezePlan {
   std::vector<bool> block_frozen;  // attention + MLP weights of block k frozen

@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <numeric>
 #include <random>
 #include <thread>
@@ -266,9 +267,18 @@ TrainResult train(const TrainOptions& o, const StepHook& hook) {
   std::string metrics_text;
   if (o.resume) {
     start_step = load_state(o.out, *model, dp, meta);
-    // Keep the metrics of the steps the checkpoint covers; the rest are redone.
-    for (const JsonLine& l : parse_json_lines(fs::exists(metrics_path) ? read_file(metrics_path) : "", metrics_path.string()))
-      if (l.value.value("step", std::int64_t{0}) <= start_step) metrics_text += l.value.dump() + "\n";
+    if (start_step > total_steps)
+      throw InputError((o.out / "checkpoint" / "trainer_state.json").string() + ": the checkpoint is at step " +
+                       std::to_string(start_step) + ", past this run's last step " + std::to_string(total_steps) +
+                       " (resume with --max-steps or --epochs that reach it)");
+    // Keep the metrics of the steps the checkpoint covers, one row per step (the last written);
+    // the rest are redone.
+    std::map<std::int64_t, std::string> kept;
+    for (const JsonLine& l : parse_json_lines(fs::exists(metrics_path) ? read_file(metrics_path) : "", metrics_path.string())) {
+      const auto step = json_get<std::int64_t>(l.value, "step", metrics_path.string() + ": line " + std::to_string(l.line));
+      if (step >= 1 && step <= start_step) kept[step] = l.value.dump() + "\n";
+    }
+    for (const auto& [step, row] : kept) metrics_text += row;
     if (!quiet) std::fprintf(stderr, "train: resumed from %s at step %lld\n", (o.out / "checkpoint").c_str(), (long long)start_step);
   }
   if (lead) atomic_write_text(metrics_path, metrics_text);

@@ -135,6 +135,28 @@ TEST_CASE("cosine analysis on states with a known answer") {
   CHECK(g.initial.last == 3);
 }
 
+TEST_CASE("a cossim.json's initial range read back: found, none, or an error naming the file and field") {
+  CHECK(initial_range_of(Json{{"initial_range", {6, 12}}}, "c.json")->first == 6);
+  CHECK(initial_range_of(Json{{"initial_range", {6, 12}}}, "c.json")->last == 12);
+  CHECK(!initial_range_of(Json{{"initial_range", nullptr}}, "c.json"));
+  CHECK_THROWS_WITH_AS(initial_range_of(Json{{"reasoning", "x"}}, "c.json"), "c.json: missing field 'initial_range'", InputError);
+  CHECK_THROWS_WITH_AS(initial_range_of(Json::array(), "c.json"), "c.json: missing field 'initial_range'", InputError);
+  CHECK_THROWS_WITH_AS(initial_range_of(Json{{"initial_range", "6-12"}}, "c.json"),
+                       "c.json: field 'initial_range' must be [first, last] block indices, got \"6-12\"", InputError);
+  CHECK_THROWS_WITH_AS(initial_range_of(Json{{"initial_range", {12, 6}}}, "c.json"),
+                       "c.json: field 'initial_range' is [12, 6], expected block indices with first <= last", InputError);
+  CHECK_THROWS_WITH_AS(initial_range_of(Json{{"initial_range", {-1, 6}}}, "c.json"),
+                       "c.json: field 'initial_range' is [-1, 6], expected block indices with first <= last", InputError);
+  CHECK_THROWS_WITH_AS(initial_range_of(Json{{"initial_range", {6, 12.5}}}, "c.json"),
+                       doctest::Contains("c.json: field 'initial_range/1' must be an integer"), InputError);
+  CHECK_THROWS_WITH_AS(initial_range_of(Json{{"initial_range", {true, 12}}}, "c.json"),
+                       "c.json: field 'initial_range/0' has the wrong type (boolean)", InputError);
+  // Numbers read by pointer are numbers: nlohmann alone would read true as 1.
+  CHECK(json_at<double>(Json{{"a", {{"b", 2.5}}}}, "/a/b", "f") == 2.5);
+  CHECK_THROWS_WITH_AS(json_at<double>(Json{{"a", {{"b", true}}}}, "/a/b", "f"), "f: field 'a/b' has the wrong type (boolean)", InputError);
+  CHECK_THROWS_WITH_AS(json_at<double>(Json{{"a", 1}}, "/a/b", "f"), "f: missing field 'a/b'", InputError);
+}
+
 TEST_CASE("parameter scaling touches only q,k,v,(o),gate,up,down and is undone exactly") {
   auto dir = test::temp_dir("scale");
   for (const char* type : {"llama", "phi3"}) {
@@ -293,6 +315,8 @@ TEST_CASE("compare: evaluations side by side with changes in points, and what ma
   CHECK_THROWS_WITH_AS(compare_evaluations({{"a", eval(0.1, 0.1, "j", 1)}}), doctest::Contains("two or more evaluations"), InputError);
   CHECK_THROWS_WITH_AS(compare_evaluations({{"a", eval(0.1, 0.1, "j", 1)}, {"x.json", Json{{"alpha", 1}}}}),
                        "x.json: not an eval.json (no 'judge' field; written by sppft eval)", InputError);
+  CHECK_THROWS_WITH_AS(compare_evaluations({{"a", eval(0.1, 0.1, "j", 1)}, {"y", Json{{"judge", 3}}, "y/eval.json"}}),
+                       "y/eval.json: field 'judge' has the wrong type (number)", InputError);
 
   // The CLI: directories or files, names, --out.
   auto dir = test::temp_dir("compare");

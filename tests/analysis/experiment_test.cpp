@@ -7,49 +7,11 @@
 
 #include "analysis/experiment.h"
 #include "engine/error.h"
+#include "experiment_fixture.h"
 #include "test_util.h"
 
 using namespace sppft;
-
-namespace {
-
-Json eval_json(double rh, double orr) {
-  return {{"judge", "prefix-llama-3"},
-          {"max_new_tokens", 128},
-          {"harmful", {{"n", 520}, {"refused", 0}, {"harmful_rate", rh}}},
-          {"over_rejection", {{"n", 731}, {"refused", 0}, {"over_rejection_rate", orr}}}};
-}
-
-Json memory_json(double grads, double optimizer, std::int64_t trainable) {
-  Json m = {{"weights", 1000.0}, {"grads", grads}, {"master", 0.0}, {"optimizer", optimizer}, {"activations", 50.0},
-            {"workspace", 10.0}, {"trainable_params", trainable}, {"frozen_params", 0}};
-  m["total_bytes"] = 1060.0 + grads + optimizer;
-  return {{"predicted", m}, {"measured_peak", m}};
-}
-
-std::vector<Json> metrics(std::initializer_list<double> tokens_per_s) {
-  std::vector<Json> rows;
-  int step = 0;
-  for (double t : tokens_per_s) rows.push_back({{"step", ++step}, {"loss", 3.0 - step * 0.5}, {"tokens_per_s", t}});
-  return rows;
-}
-
-ExperimentOutputs outputs() {
-  ExperimentOutputs o;
-  o.model = "Meta-Llama-3-8B-Instruct";
-  o.device = "cuda";
-  o.cossim = Json{{"initial_range", {6, 12}}, {"reasoning", "the gap rises at 6"}};
-  o.locate = Json{{"alpha", 1.2}, {"queries", 731}, {"judge", "prefix-llama-3"}, {"final_range", {6, 12}}, {"initial", {6, 12}}};
-  o.freeze = "6-12";
-  o.eval_base = eval_json(0.0577, 0.40);
-  o.runs = {{"di", {"full fine-tuning di", "", memory_json(400, 800, 100), metrics({1, 90, 100, 110})},
-             {"SPPFT di", "6-12", memory_json(300, 600, 75), metrics({1, 120, 125, 130, 135})}, eval_json(0.4442, 0.30),
-             eval_json(0.0962, 0.38)}};
-  o.commands = {"sppft cossim M", "sppft locate M"};
-  return o;
-}
-
-}  // namespace
+using namespace sppft::test;
 
 TEST_CASE("experiment report: Table 2, memory saved, speed, summary") {
   const ExperimentReport r = experiment_report(outputs());
@@ -91,10 +53,10 @@ TEST_CASE("experiment report: Table 2, memory saved, speed, summary") {
 
   ExperimentOutputs broken = outputs();
   broken.runs[0].full.memory.erase("measured_peak");
-  CHECK_THROWS_WITH_AS(experiment_report(broken), doctest::Contains("memory.json: no measured_peak"), InputError);
+  CHECK_THROWS_WITH_AS(experiment_report(broken), doctest::Contains("memory.json: missing field 'measured_peak'"), InputError);
   broken = outputs();
   broken.runs[0].sppft.metrics.clear();
-  CHECK_THROWS_WITH_AS(experiment_report(broken), "SPPFT di: metrics.jsonl has no steps", InputError);
+  CHECK_THROWS_WITH_AS(experiment_report(broken), "metrics.jsonl: no steps", InputError);
 
   // Several data sets: both arms of each in Table 2, named after the data, a training table each.
   ExperimentOutputs two = outputs();

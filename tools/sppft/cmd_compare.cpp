@@ -40,7 +40,7 @@ int cmd_compare(int argc, char** argv) {
   for (std::size_t i = 0; i < args.positional().size(); ++i) {
     fs::path p = args.positional()[i];
     if (fs::is_directory(p)) p /= "eval.json";
-    runs.push_back({names.empty() ? args.positional()[i] : names[i], read_json_file(p)});
+    runs.push_back({names.empty() ? args.positional()[i] : names[i], read_json_file(p), p.string()});
   }
   const Comparison c = compare_evaluations(runs);
   for (const auto& w : c.warnings) std::fprintf(stderr, "sppft: warning: %s\n", w.c_str());

@@ -135,9 +135,16 @@ fs::path stamp_of(const Stage& s) { return s.dir / "experiment-stage.json"; }
 // measured memory, and the device would not start clean for it.
 void run_stage(Stage& s, int index, int count) {
   std::optional<Json> stamp;
-  if (fs::exists(stamp_of(s))) stamp = read_json_file(stamp_of(s));
-  const bool same = stamp && stamp->value("fingerprint", Json()) == s.fingerprint;
-  if (same && stamp->value("complete", false) && fs::exists(s.done)) {
+  bool complete = false;
+  if (fs::exists(stamp_of(s))) {
+    // A damaged record stops the run: rerunning would delete the stage's outputs.
+    const std::string where = stamp_of(s).string() + " (delete " + s.dir.string() + " to rerun the stage)";
+    stamp = parse_json(read_file(stamp_of(s)), where);
+    if (!stamp->is_object() || !stamp->contains("fingerprint")) throw InputError(where + ": not a stage record");
+    complete = json_get_or<bool>(*stamp, "complete", false, where);
+  }
+  const bool same = stamp && (*stamp)["fingerprint"] == s.fingerprint;
+  if (same && complete && fs::exists(s.done)) {
     std::fprintf(stderr, "[experiment] %d/%d %s: cached in %s\n", index, count, s.name.c_str(), s.dir.c_str());
     return;
   }
@@ -283,10 +290,10 @@ int cmd_experiment(int argc, char** argv) {
     ExperimentOutputs o;
     o.model = args.positional()[0];
     o.device = args.get_or("--device", "cpu");
-    if (cossim) o.cossim = read_json_file(cossim->done);
-    if (locate) o.locate = read_json_file(locate->done);
+    if (cossim) o.cossim = read_json_file(cossim->done), o.cossim_file = cossim->done.string();
+    if (locate) o.locate = read_json_file(locate->done), o.locate_file = locate->done.string();
     o.freeze = freeze;
-    o.eval_base = read_json_file(eval_base.done);
+    o.eval_base = read_json_file(eval_base.done), o.eval_base_file = eval_base.done.string();
     for (const auto& [name, path] : data_sets) {
       const std::string suffix = data_sets.size() > 1 ? "-" + name : "";
       std::vector<std::string> full_args = train_args;
@@ -305,10 +312,12 @@ int cmd_experiment(int argc, char** argv) {
         commands.push_back(command_line(s->argv));
       }
       const auto arm = [](const std::string& arm_name, const std::string& frozen, const Stage& s) {
-        return TrainingArm{arm_name, frozen, read_json_file(s.done), read_metrics_jsonl((s.dir / "metrics.jsonl").string())};
+        const std::string metrics = (s.dir / "metrics.jsonl").string();
+        return TrainingArm{arm_name, frozen, read_json_file(s.done), read_metrics_jsonl(metrics), s.done.string(), metrics};
       };
       o.runs.push_back({name, arm("full fine-tuning " + name, "", ft_full), arm("SPPFT " + name, freeze, ft_sppft),
-                        read_json_file(eval_full.done), read_json_file(eval_sppft.done)});
+                        read_json_file(eval_full.done), read_json_file(eval_sppft.done), eval_full.done.string(),
+                        eval_sppft.done.string()});
     }
     o.commands = commands;
     const ExperimentReport rep = experiment_report(o);

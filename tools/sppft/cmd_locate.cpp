@@ -1,6 +1,7 @@
 // sppft locate DIR --over-rejection FILE --out OUTDIR: step 2 of the method.
 #include <cstdio>
 
+#include "analysis/cossim.h"
 #include "analysis/judge.h"
 #include "analysis/locate.h"
 #include "analysis/plots.h"
@@ -56,10 +57,9 @@ int cmd_locate(int argc, char** argv) {
   if (initial == "auto") {
     const fs::path cs = args.get_or("--cossim", (out / "cossim.json").string());
     if (!fs::exists(cs)) throw InputError("--initial auto: " + cs.string() + " not found (run sppft cossim first, or give --initial i-j)");
-    Json j = read_json_file(cs);
-    if (!j.contains("initial_range") || !j["initial_range"].is_array())
-      throw InputError(cs.string() + ": no initial_range (the cosine analysis found no gap); give --initial i-j");
-    o.initial = {j["initial_range"][0].get<std::int64_t>(), j["initial_range"][1].get<std::int64_t>()};
+    const auto range = initial_range_of(read_json_file(cs), cs.string());
+    if (!range) throw InputError(cs.string() + ": no initial_range (the cosine analysis found no gap); give --initial i-j");
+    o.initial = *range;
   } else {
     auto r = parse_layer_ranges(initial, L, "--initial");
     if (r.size() != 1) throw InputError("--initial: expected one range i-j");

@@ -6,6 +6,7 @@
 #include "engine/error.h"
 #include "engine/json.h"
 #include "models/prompting.h"
+#include "trainer/freeze.h"
 #ifdef SPPFT_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
 #endif
@@ -24,11 +25,8 @@ nlohmann::ordered_json chat_template_kwargs_option(const Args& args, PromptTempl
 }
 
 std::string located_range(const fs::path& file) {
-  const Json j = read_json_file(file);
-  const Json* range = j.contains("final_range") ? &j["final_range"] : nullptr;
-  if (!range || !range->is_array() || range->size() != 2 || !(*range)[0].is_number_integer() || !(*range)[1].is_number_integer())
-    throw InputError(file.string() + ": field 'final_range' must be [first, last] block indices (a sppft locate result)");
-  return std::to_string((*range)[0].get<std::int64_t>()) + "-" + std::to_string((*range)[1].get<std::int64_t>());
+  const LayerRange r = layer_range_at(read_json_file(file), "/final_range", file.string());
+  return std::to_string(r.first) + "-" + std::to_string(r.last);
 }
 
 std::string freeze_option(const Args& args) {
