@@ -136,8 +136,9 @@ void check_settings(const fs::path& out, const DemoOptions& o) {
   }
   const Json have = read_json_file(stamp);
   if (have != want)
-    throw InputError("--out " + out.string() + ": holds a demo run with preset " + have.value("preset", std::string("?")) +
-                     " on " + have.value("device", std::string("?")) + ", this one is preset " + o.preset + " on " + o.device +
+    throw InputError("--out " + out.string() + ": holds a demo run with preset " +
+                     json_get_or<std::string>(have, "preset", "?", stamp.string()) + " on " +
+                     json_get_or<std::string>(have, "device", "?", stamp.string()) + ", this one is preset " + o.preset + " on " + o.device +
                      "; use another --out");
 }
 

@@ -1918,7 +1918,7 @@ std::optional<ChatTemplateSource> chat_template_of(const fs::path& dir, const Js
   if (it->is_string()) return ChatTemplateSource{"tokenizer_config.json", it->get<std::string>()};
   if (it->is_array()) {
     for (const Json& t : *it)
-      if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
+      if (t.is_object() && t.contains("name") && t["name"] == "default" && t.contains("template") && t["template"].is_string())
         return ChatTemplateSource{"tokenizer_config.json", t["template"].get<std::string>()};
     return std::nullopt;
   }

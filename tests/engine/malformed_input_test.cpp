@@ -130,25 +130,26 @@ TEST_CASE("mutated config.json files of every preset parse, round-trip, or fail 
   CHECK(tally.rejected > 0);
 }
 
-TEST_CASE("mutated tokenizer.json and tokenizer_config.json load or fail with an InputError") {
-  const fs::path dir = test::temp_dir("fuzz-tokenizer");
+TEST_CASE("mutated tokenizer.json, tokenizer_config.json and generation_config.json load or fail with an InputError") {
+  const fs::path dir = test::temp_dir("fuzz-tok");
   const Json tokenizer = Json::parse(test::tiny_bpe_tokenizer_json());
   const Json config = {{"bos_token", "<|bos|>"},
                        {"eos_token", {{"content", "<|eot|>"}, {"special", true}}},
                        {"add_bos_token", true},
                        {"added_tokens_decoder", {{"268", {{"content", "<x>"}, {"special", false}}}}},
                        {"chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}"}};
+  Json listed = config;  // the older form: named templates
+  listed["chat_template"] = {{{"name", "tool_use"}, {"template", "{{ tools }}"}},
+                             {{"name", "default"}, {"template", "{% for m in messages %}{{ m.content }}{% endfor %}"}}};
+  const Json generation = {{"bos_token_id", 1}, {"eos_token_id", {2, 3}}};
+  const char* kFiles[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json"};
   Mutator m(base_seed() + 3);
   Tally tally;
   for (int i = 0; i < iterations(); ++i) {
-    Json tj = tokenizer, cj = config;
-    const bool mutate_tokenizer = m.chance(70);
-    Json& target = mutate_tokenizer ? tj : cj;
-    const std::string text = m.mutate_document(target, 80);
-    write_bytes(dir / "tokenizer.json", mutate_tokenizer ? text : tj.dump());
-    write_bytes(dir / "tokenizer_config.json", mutate_tokenizer ? cj.dump() : text);
-    const std::string file = mutate_tokenizer ? "tokenizer.json" : "tokenizer_config.json";
-    expect_input_error_or_success(tally, file, i, dir / file, "tokenizer", [&] {
+    Json docs[] = {tokenizer, m.chance(50) ? config : listed, generation};
+    const std::size_t k = m.chance(60) ? 0 : 1 + m.below(2);
+    for (std::size_t f = 0; f < 3; ++f) write_bytes(dir / kFiles[f], f == k ? m.mutate_document(docs[f], 80) : docs[f].dump());
+    expect_input_error_or_success(tally, kFiles[k], i, dir / kFiles[k], kFiles[k], [&] {
       const auto tok = sppft::load_tokenizer(dir);
       for (const char* s : {"hello world <x>", "Zoë 東京 🍮\t\n", "<|eot|><|bos|>", ""}) {
         const auto ids = tok->encode(s);
