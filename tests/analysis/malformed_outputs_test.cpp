@@ -36,6 +36,27 @@ std::string mutated_jsonl(Mutator& m, const std::vector<Json>& rows) {
   return all.is_array() ? jsonl(all.get<std::vector<Json>>()) : all.dump() + "\n";
 }
 
+// A tiny checkpoint fine-tuned `steps` steps under `root` (blocks `freeze` frozen): the
+// options it ran with, its checkpoint in OUT/checkpoint.
+TrainOptions trained_tiny_run(const fs::path& root, std::int64_t steps, const std::string& freeze = "") {
+  make_tiny_checkpoint(root / "model");
+  std::string data;
+  for (int i = 0; i < 12; ++i)
+    data += Json{{"instruction", "Question " + std::to_string(i)}, {"input", ""}, {"output", "Answer number " + std::to_string(i)}}.dump() + "\n";
+  atomic_write_text(root / "data.jsonl", data);
+  TrainOptions o;
+  o.model_dir = root / "model";
+  o.data = root / "data.jsonl";
+  o.out = root / "trained";
+  o.micro_batch = 2;
+  o.cutoff = 160;
+  o.max_steps = steps;
+  o.freeze = freeze;
+  o.quiet = true;
+  (void)train(o);
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("damaged stage outputs make the experiment report or fail with an InputError naming the file") {
@@ -71,31 +92,16 @@ TEST_CASE("damaged stage outputs make the experiment report or fail with an Inpu
 }
 
 TEST_CASE("a damaged checkpoint resumes correctly or fails with an InputError naming the file") {
-  const fs::path root = temp_dir("fuzz-resume");
-  const fs::path model = root / "model";
-  make_tiny_checkpoint(model);
-  std::string data;
-  for (int i = 0; i < 12; ++i)
-    data += Json{{"instruction", "Question " + std::to_string(i)}, {"input", ""}, {"output", "Answer number " + std::to_string(i)}}.dump() + "\n";
-  atomic_write_text(root / "data.jsonl", data);
-  TrainOptions o;
-  o.model_dir = model;
-  o.data = root / "data.jsonl";
-  o.out = root / "trained";
-  o.micro_batch = 2;
-  o.cutoff = 160;
-  o.max_steps = 2;
-  o.freeze = "1-1";  // moments exist for some blocks only
-  o.quiet = true;
-  (void)train(o);
+  const TrainOptions o = trained_tiny_run(temp_dir("fuzz-resume"), 2, "1-1");  // moments for some blocks only
   const std::string state = read_file(o.out / "checkpoint" / "trainer_state.json");
   const std::string moments = read_file(o.out / "checkpoint" / "optimizer.safetensors");
-  const std::string metrics = read_file(o.out / "metrics.jsonl");
+  std::vector<Json> metrics;
+  for (const JsonLine& l : parse_json_lines(read_file(o.out / "metrics.jsonl"), "metrics.jsonl")) metrics.push_back(l.value);
   const SafetensorsParts parts = split_safetensors(moments);
   const std::size_t header_end = moments.size() - parts.data.size();
 
   TrainOptions resume = o;
-  resume.out = root / "resumed";
+  resume.out = o.out.parent_path() / "resumed";
   resume.resume = true;
   resume.max_steps = 3;  // one step after the checkpoint's two
   Mutator m(base_seed() + 11);
@@ -121,11 +127,7 @@ TEST_CASE("a damaged checkpoint resumes correctly or fails with an InputError na
         write_bytes(file, head + parts.data);
       }
     } else {
-      write_bytes(file, mutated_jsonl(m, [&] {
-                    std::vector<Json> rows;
-                    for (const JsonLine& l : parse_json_lines(metrics, "metrics.jsonl")) rows.push_back(l.value);
-                    return rows;
-                  }()));
+      write_bytes(file, mutated_jsonl(m, metrics));
     }
     expect_input_error_or_success(tally, name, i, file, name, [&] {
       const TrainResult r = train(resume);
@@ -151,20 +153,7 @@ TEST_CASE("a damaged checkpoint resumes correctly or fails with an InputError na
 }
 
 TEST_CASE("optimizer moments that are not finite, or a negative second moment, are refused on resume") {
-  const fs::path root = temp_dir("damaged-moments");
-  make_tiny_checkpoint(root / "model");
-  std::string data;
-  for (int i = 0; i < 8; ++i) data += Json{{"instruction", "Q" + std::to_string(i)}, {"input", ""}, {"output", "A"}}.dump() + "\n";
-  atomic_write_text(root / "data.jsonl", data);
-  TrainOptions o;
-  o.model_dir = root / "model";
-  o.data = root / "data.jsonl";
-  o.out = root / "trained";
-  o.micro_batch = 2;
-  o.cutoff = 160;
-  o.max_steps = 1;
-  o.quiet = true;
-  (void)train(o);
+  const TrainOptions o = trained_tiny_run(temp_dir("damaged-moments"), 1);
   const fs::path file = o.out / "checkpoint" / "optimizer.safetensors";
   const std::string pristine = read_file(file);
   const SafetensorsParts parts = split_safetensors(pristine);
