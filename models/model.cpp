@@ -341,15 +341,33 @@ KVCache::KVCache(const ModelConfig& c, std::int64_t slots, std::int64_t max_len,
 namespace {
 
 // Converts a validated checkpoint's tensors into the allocated weights.
-void read_weights(const Checkpoint& ckpt, const ModelConfig& c, ModelWeights& w) {
+// A NaN or infinity in a weight would turn every output into NaN far from its cause (a damaged
+// file, or a checkpoint saved by a diverged run): refused on load, naming the tensor.
+void check_finite(const float* v, std::size_t n, const TensorEntry& e, const fs::path& dir) {
+  std::size_t first = n;
+#pragma omp parallel for reduction(min : first) schedule(static)
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, v + i, sizeof bits);
+    if ((bits & 0x7f800000u) == 0x7f800000u && i < first) first = i;
+  }
+  if (first < n)
+    throw InputError((dir / e.file).string() + ": tensor '" + e.name + "' holds a non-finite value (" + std::to_string(v[first]) + ") at element " +
+                     std::to_string(first) + " (a damaged or diverged checkpoint)");
+}
+
+void read_weights(const Checkpoint& ckpt, const fs::path& dir, const ModelConfig& c, ModelWeights& w) {
   for (auto& s : param_specs(c, w)) {
     const TensorEntry& e = ckpt.entry(s.name);
+    const auto n = static_cast<std::size_t>(s.tensor->numel());
     if (s.tensor->device() == Device::CPU && s.tensor->dtype() == DType::F32) {
-      convert_to_f32(e.data, e.dtype, s.tensor->data<float>(), static_cast<std::size_t>(s.tensor->numel()));
+      convert_to_f32(e.data, e.dtype, s.tensor->data<float>(), n);
+      check_finite(s.tensor->data<float>(), n, e, dir);
       continue;
     }
-    std::vector<float> v(static_cast<std::size_t>(s.tensor->numel()));  // a model moved to a GPU / to bf16
+    std::vector<float> v(n);  // a model moved to a GPU / to bf16
     convert_to_f32(e.data, e.dtype, v.data(), v.size());
+    check_finite(v.data(), n, e, dir);
     assign_from_f32(v.data(), *s.tensor);
   }
 }
@@ -432,7 +450,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, bool with_tokenizer) {
   m->allocate_weights();
   const Checkpoint ckpt = open_checkpoint(m->config_, dir);
   validate_checkpoint(m->config_, ckpt, dir);
-  read_weights(ckpt, m->config_, m->w_);
+  read_weights(ckpt, dir, m->config_, m->w_);
   if (with_tokenizer) {
     m->tokenizer_ = load_tokenizer(dir);
     if (m->tokenizer_->vocab_size() > m->config_.vocab_size)
@@ -497,7 +515,7 @@ void Model::load_weights_from(const fs::path& dir) {
                      (dir_.empty() ? std::string("this model") : (dir_ / "config.json").string()) + ")");
   const Checkpoint ckpt = open_checkpoint(config_, dir);
   validate_checkpoint(config_, ckpt, dir);
-  read_weights(ckpt, config_, w_);
+  read_weights(ckpt, dir, config_, w_);
 }
 
 std::int64_t Model::weight_bytes() const {

@@ -3,6 +3,8 @@
 // are refused.
 #include <doctest/doctest.h>
 
+#include <limits>
+
 #include "engine/error.h"
 #include "engine/json.h"
 #include "models/generate.h"
@@ -119,6 +121,31 @@ TEST_CASE("save then load gives the same model; mismatching checkpoints are refu
   cfg["num_hidden_layers"] = 4;
   atomic_write_text(dir / "config.json", cfg.dump());
   CHECK_THROWS_WITH_AS(Model::load(dir, false), doctest::Contains("'model.layers.3.input_layernorm.weight' missing"), InputError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("weights that are not finite are refused on load, naming file, tensor and element") {
+  auto dir = test::temp_dir("model-nonfinite");
+  auto m = Model::random(tiny("llama"), 3, 0.1f);
+  m->save(dir / "good");
+  m->weights().blocks[1].up.data<float>()[5] = std::numeric_limits<float>::quiet_NaN();
+  m->save(dir / "nan");
+  m->save(dir / "nan-bf16", DType::BF16);
+  m->weights().blocks[1].up.data<float>()[5] = 1.0f;
+  m->weights().final_norm.data<float>()[0] = -std::numeric_limits<float>::infinity();
+  m->save(dir / "inf");
+  Model::load(dir / "good", false);
+  for (const char* d : {"nan", "nan-bf16"})
+    CHECK_THROWS_WITH_AS(Model::load(dir / d, false),
+                         ((dir / d / "model.safetensors").string() +
+                          ": tensor 'model.layers.1.mlp.up_proj.weight' holds a non-finite value (nan) at element 5 (a damaged or diverged checkpoint)")
+                             .c_str(),
+                         InputError);
+  CHECK_THROWS_WITH_AS(Model::load(dir / "inf", false), doctest::Contains("tensor 'model.norm.weight' holds a non-finite value (-inf) at element 0"),
+                       InputError);
+  // The same check when a run's own checkpoint is read back into a model (train --resume).
+  auto back = Model::load(dir / "good", false);
+  CHECK_THROWS_WITH_AS(back->load_weights_from(dir / "inf"), doctest::Contains("'model.norm.weight' holds a non-finite value"), InputError);
   fs::remove_all(dir);
 }
 
