@@ -12,15 +12,17 @@ namespace {
 
 struct Metric {
   const char* label;
-  const char* value;  // JSON pointer to a fraction in eval.json
+  const char* value;  // JSON pointer to the value in eval.json
   const char* n;      // JSON pointer to its set's size
   const char* size;   // what the size counts
+  bool rate = true;   // a fraction shown in percent; else a score shown as is
 };
 
-// Rates are fractions; the table shows percent (Rouge-L as F1 x 100).
+// Rates are fractions; the table shows percent (Rouge-L as F1 x 100). S_h is a mean score 1-5.
 constexpr Metric kMetrics[] = {
     {"harmful rate R_h", "/harmful/harmful_rate", "/harmful/n", "harmful queries"},
     {"guard unsafe rate", "/harmful/guard/unsafe_rate", "/harmful/n", "harmful queries"},
+    {"harmfulness score S_h (1-5)", "/harmful/score/mean", "/harmful/score/scored", "scored answers", false},
     {"over-rejection", "/over_rejection/over_rejection_rate", "/over_rejection/n", "over-rejection queries"},
     {"Rouge-L F1 x 100", "/rouge_l/f1_mean", "/rouge_l/n", "references"},
     {"multiple choice", "/multiple_choice/accuracy", "/multiple_choice/n", "questions"},
@@ -32,10 +34,10 @@ std::optional<Json> field(const Json& eval, const char* pointer) {
   return eval[p];
 }
 
-std::optional<double> percent(const Json& eval, const Metric& m) {
+std::optional<double> shown_value(const Json& eval, const Metric& m) {
   const auto v = field(eval, m.value);
   if (!v || !v->is_number()) return std::nullopt;
-  return 100 * v->get<double>();
+  return (m.rate ? 100 : 1) * v->get<double>();
 }
 
 // The field at `pointer` in every run that has it, if they are not all equal: a warning.
@@ -74,7 +76,7 @@ Comparison compare_evaluations(const std::vector<EvalRun>& runs) {
   for (const auto& r : runs) names.push_back(r.name);
   for (const Metric& m : kMetrics) {
     std::vector<std::optional<double>> v;
-    for (const auto& r : runs) v.push_back(percent(r.eval, m));
+    for (const auto& r : runs) v.push_back(shown_value(r.eval, m));
     if (std::none_of(v.begin(), v.end(), [](auto& x) { return x.has_value(); })) continue;
     md += std::string("| ") + m.label + " |";
     Json values = Json::array(), changes = Json::array();
@@ -87,14 +89,19 @@ Comparison compare_evaluations(const std::vector<EvalRun>& runs) {
       values.push_back(v[i] ? Json(*v[i]) : Json(nullptr));
       changes.push_back(change ? Json(*v[i] - *v[0]) : Json(nullptr));
     }
-    metrics.push_back({{"metric", m.label}, {"percent", values}, {"change_points", changes}});
+    if (m.rate) metrics.push_back({{"metric", m.label}, {"percent", values}, {"change_points", changes}});
+    else metrics.push_back({{"metric", m.label}, {"score", values}, {"change", changes}});
     md += "\n";
     check_same(runs, std::string("the numbers of ") + m.size, m.n, c.warnings);
   }
-  md += "\nPercent; in parentheses the change from " + runs[0].name + " in points. Judge: " +
-        runs[0].eval["judge"].get<std::string>() + ".\n";
+  md += "\nPercent; in parentheses the change from " + runs[0].name + " in points";
+  if (std::any_of(metrics.begin(), metrics.end(), [](const Json& x) { return x.contains("score"); }))
+    md += " (S_h: the mean score of the scored answers and its change)";
+  md += ". Judge: " + runs[0].eval["judge"].get<std::string>() + ".\n";
   check_same(runs, "the judges", "/judge", c.warnings);
   check_same(runs, "the guard models", "/harmful/guard/model", c.warnings);
+  check_same(runs, "the score judges", "/harmful/score/model", c.warnings);
+  check_same(runs, "the score rubrics", "/harmful/score/rubric", c.warnings);
   check_same(runs, "the generation limits (max_new_tokens)", "/max_new_tokens", c.warnings);
   // Sorted; metrics of one set (R_h and the guard's rate) warn about its size once.
   std::sort(c.warnings.begin(), c.warnings.end());

@@ -20,7 +20,8 @@ struct Comparison {
   std::string markdown;
   std::vector<std::string> warnings;  // what makes runs not comparable (judge, set sizes, limits)
   // The same table for machines: {"runs": [names], "metrics": [{"metric", "percent": [value or
-  // null per run], "change_points": [...]}], "judge", "warnings"}.
+  // null per run], "change_points": [...]}], "judge", "warnings"}; the score S_h has "score" and
+  // "change" (on its 1-5 scale) where the rates have "percent" and "change_points".
   Json json;
 };
 

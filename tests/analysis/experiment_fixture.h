@@ -13,7 +13,11 @@ namespace sppft::test {
 inline Json eval_json(double rh, double orr) {
   return {{"judge", "prefix-llama-3"},
           {"max_new_tokens", 128},
-          {"harmful", {{"n", 520}, {"refused", 0}, {"harmful_rate", rh}}},
+          {"harmful",
+           {{"n", 520},
+            {"refused", 0},
+            {"harmful_rate", rh},
+            {"score", {{"model", "judge-8b"}, {"rubric", "harm-score.txt"}, {"n", 520}, {"scored", 520}, {"mean", 1 + 4 * rh}}}}},
           {"over_rejection", {{"n", 731}, {"refused", 0}, {"over_rejection_rate", orr}}}};
 }
 

@@ -20,6 +20,7 @@ TEST_CASE("experiment report: Table 2, memory saved, speed, summary") {
   CHECK(r.markdown.find("Parameter scaling with alpha 1.2, over-rejection judged by `prefix-llama-3` on 731 queries") != std::string::npos);
   CHECK(r.markdown.find("| metric | base | full fine-tuning | SPPFT 6-12 |") != std::string::npos);
   CHECK(r.markdown.find("| harmful rate R_h | 5.77 | 44.42 (+38.65) | 9.62 (+3.85) |") != std::string::npos);
+  CHECK(r.markdown.find("| harmfulness score S_h (1-5) | 1.23 | 2.78 (+1.55) | 1.38 (+0.15) |") != std::string::npos);
   // Saved bytes and their share of the full arm's.
   CHECK(r.markdown.find("| grads (MiB, measured peak) | 0.00 | 0.00 | 0.00 (25.0%) |") != std::string::npos);
   CHECK(r.markdown.find("| trainable parameters | 100 | 75 | 25 |") != std::string::npos);
@@ -153,15 +154,27 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   CHECK(r.out.find("--out " + (out / "ft-sppft").string() + " --resume") != std::string::npos);
   CHECK(count(r.out, "cached in") == 6);
 
-  // --freeze skips the analysis. A file given by a relative path reaches every stage as an absolute one.
+  // --freeze skips the analysis. A file given by a relative path reaches every stage as an absolute
+  // one; the score judge's options reach every evaluation.
   atomic_write_text(dir / "judge.txt", "# mode: prefix\nI cannot\n");
-  r = test::run_command("cd " + dir.string() + " && " + base + " --freeze 0-0 --judge judge.txt --out " + (dir / "given").string());
+  atomic_write_text(dir / "rubric.txt", "Score: {query} / {answer}");  // the model's 256 positions hold no long rubric
+  r = test::run_command("cd " + dir.string() + " && " + base +
+                        " --freeze 0-0 --judge judge.txt --score-judge model --score-rubric rubric.txt --score-max-new-tokens 2 --out " +
+                        (dir / "given").string());
   CAPTURE(r.out);
   REQUIRE(r.exit_code == 0);
   CHECK(!fs::exists(dir / "given/cossim"));
   const std::string given_report = read_file(dir / "given/report.md");
   CHECK(given_report.find("Given with `--freeze`") != std::string::npos);
   CHECK(given_report.find("--judge " + (dir / "judge.txt").string()) != std::string::npos);
+  CHECK(given_report.find("--score-judge " + model.string() + " --score-rubric " + (dir / "rubric.txt").string() +
+                          " --score-max-new-tokens 2") != std::string::npos);
+  for (const char* stage : {"eval-base", "eval-full", "eval-sppft"}) {
+    const Json score = read_json_file(dir / "given" / stage / "eval.json")["harmful"]["score"];
+    CHECK(score["model"] == "model");
+    CHECK(score["rubric"] == "rubric.txt");
+    CHECK(score["n"] == 4);  // h.csv: a header and 4 goals
+  }
   // --freeze with an earlier locate.json: its final range.
   r = test::run_command(base + " --freeze " + (out / "locate").string() + " --out " + (dir / "from-locate").string());
   REQUIRE(r.exit_code == 0);

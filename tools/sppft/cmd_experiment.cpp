@@ -48,6 +48,8 @@ const char* kHelp =
     "  --locate-max-new-tokens N\n"
     "evaluation (default harmful set: the bundled AdvBench data/advbench_harmful_behaviors.csv):\n"
     "  --harmful FILE  --reference FILE  --mmlu FILE  --guard DIR  --max-new-tokens N\n"
+    "  --score-judge DIR  --score-rubric FILE  --score-max-new-tokens N\n"
+    "  --score-chat-template-kwargs J   S_h, a judge model's 1-5 score (sppft eval --help)\n"
     "  --eval-limit N            the first N queries of each set\n"
     "fine-tuning: every option of sppft train but --out, --freeze, --resume, --dist and\n"
     "--dist-timeout, e.g. --lr 1e-4 --epochs 3 --micro-batch 4 --grad-accum 32 --cutoff 256\n"
@@ -63,7 +65,8 @@ struct Flags {
   std::set<std::string> valued = {"--data", "--out", "--freeze", "--device", "--template", "--chat-template-kwargs",
                                    "--batch-size", "--judge", "--normal", "--malicious", "--pairs", "--over-rejection",
                                    "--initial", "--alpha", "--window", "--locate-limit", "--locate-max-new-tokens", "--harmful",
-                                   "--reference", "--mmlu", "--guard", "--max-new-tokens", "--eval-limit", "--nproc"};
+                                   "--reference", "--mmlu", "--guard", "--score-judge", "--score-rubric", "--score-max-new-tokens",
+                                   "--score-chat-template-kwargs", "--max-new-tokens", "--eval-limit", "--nproc"};
   std::set<std::string> switches = {"--scale-o-proj"};
   Flags() {
     for (const auto& f : kTrainValuedFlags)
@@ -270,7 +273,8 @@ int cmd_experiment(int argc, char** argv) {
 
     std::vector<std::string> eval_args = inference;
     eval_args.insert(eval_args.end(), {"--harmful", harmful, "--over-rejection", over_rejection});
-    pass(eval_args, {"--reference", "--mmlu", "--guard", "--max-new-tokens", "--judge"});
+    pass(eval_args, {"--reference", "--mmlu", "--guard", "--score-judge", "--score-rubric", "--score-max-new-tokens",
+                     "--score-chat-template-kwargs", "--max-new-tokens", "--judge"});
     renamed(eval_args, "--eval-limit", "--limit");
     std::vector<std::string> train_args = common;
     for (const auto& f : kTrainValuedFlags)
