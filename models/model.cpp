@@ -443,6 +443,24 @@ const Tensor* Model::host_f32(const std::string& part) const {
   return it == host_f32_.end() ? nullptr : &it->second;
 }
 
+namespace {
+
+std::unique_ptr<Tokenizer> load_checked_tokenizer(const fs::path& dir, const ModelConfig& c) {
+  auto tok = load_tokenizer(dir);
+  if (tok->vocab_size() > c.vocab_size)
+    throw InputError(dir.string() + ": tokenizer has " + std::to_string(tok->vocab_size()) + " tokens but config vocab_size is " +
+                     std::to_string(c.vocab_size));
+  return tok;
+}
+
+}  // namespace
+
+void check_checkpoint(const fs::path& dir, bool with_tokenizer) {
+  const ModelConfig c = load_model_config(dir);
+  validate_checkpoint(c, open_checkpoint(c, dir), dir);
+  if (with_tokenizer) load_checked_tokenizer(dir, c);
+}
+
 std::unique_ptr<Model> Model::load(const fs::path& dir, bool with_tokenizer) {
   std::unique_ptr<Model> m(new Model());
   m->dir_ = dir;
@@ -451,12 +469,7 @@ std::unique_ptr<Model> Model::load(const fs::path& dir, bool with_tokenizer) {
   const Checkpoint ckpt = open_checkpoint(m->config_, dir);
   validate_checkpoint(m->config_, ckpt, dir);
   read_weights(ckpt, dir, m->config_, m->w_);
-  if (with_tokenizer) {
-    m->tokenizer_ = load_tokenizer(dir);
-    if (m->tokenizer_->vocab_size() > m->config_.vocab_size)
-      throw InputError(dir.string() + ": tokenizer has " + std::to_string(m->tokenizer_->vocab_size()) +
-                       " tokens but config vocab_size is " + std::to_string(m->config_.vocab_size));
-  }
+  if (with_tokenizer) m->tokenizer_ = load_checked_tokenizer(dir, m->config_);
   return m;
 }
 

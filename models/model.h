@@ -108,6 +108,11 @@ struct StepInput {
   std::vector<std::int64_t> slots;                // cache slot of each sequence
 };
 
+// What Model::load checks before it reads a weight - config.json, the safetensors headers against
+// the config (every tensor present, none extra, shapes and dtypes), the tokenizer - without
+// allocating the weights: a model needed only later in a long run is refused at its start.
+void check_checkpoint(const fs::path& dir, bool with_tokenizer = true);
+
 class Model {
  public:
   // Loads config.json, the safetensors weights (validated against the config:

@@ -391,6 +391,18 @@ TEST_CASE("harmfulness score: replies parsed, rubrics checked, eval --score-judg
   CHECK(e.exit_code == 2);
   CHECK(e.out.find("error: --score-judge " + (dir / "m").string() + ": the rubric filled with harmful exchange 1 is ") != std::string::npos);
   CHECK(e.out.find(" tokens, more than the judge's max_position_embeddings (256)") != std::string::npos);
+  // A judge that cannot load is refused before the evaluation runs, not after it.
+  fs::copy(dir / "judge", dir / "broken", fs::copy_options::recursive);
+  Json cfg = read_json_file(dir / "broken/config.json");
+  cfg["intermediate_size"] = cfg["intermediate_size"].get<int>() + 8;
+  atomic_write_text(dir / "broken/config.json", cfg.dump());
+  for (const char* flag : {" --score-judge ", " --guard "}) {
+    e = test::run_command(eval + flag + (dir / "broken").string() + " --out " + (dir / "never").string());
+    CHECK(e.exit_code == 2);
+    CHECK(e.out.find((dir / "broken/model.safetensors").string() + ": tensor 'model.layers.0.mlp.") != std::string::npos);
+    CHECK(e.out.find("harmful") == std::string::npos);  // no generation ran
+    CHECK(!fs::exists(dir / "never"));
+  }
   e = test::run_command(eval + " --score-judge " + (dir / "judge").string() + " --score-rubric " + (dir / "no-answer.txt").string());
   CHECK(e.exit_code == 2);
   CHECK(e.out.find("no-answer.txt: the score rubric has no {answer} placeholder") != std::string::npos);

@@ -71,6 +71,7 @@ int cmd_eval(int argc, char** argv) {
     if (!o.harmful) throw InputError(std::string(flag) + " judges the answers to the harmful set: give --harmful too");
     if (!fs::is_regular_file(fs::path(*dir) / "config.json"))
       throw InputError(std::string(flag) + " " + *dir + ": not a checkpoint directory (no config.json)");
+    check_checkpoint(*dir);  // before the evaluation's generations, not after them
   }
   for (const char* flag : {"--score-rubric", "--score-max-new-tokens", "--score-chat-template-kwargs"})
     if (!score_dir && args.get(flag)) throw InputError(std::string(flag) + " sets up --score-judge: give --score-judge too");
