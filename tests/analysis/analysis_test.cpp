@@ -3,7 +3,9 @@
 // scaling, the probe, and the CLI's bad inputs.
 #include <doctest/doctest.h>
 
+#include <cctype>
 #include <cstring>
+#include <random>
 
 #include "analysis/compare.h"
 #include "analysis/cossim.h"
@@ -301,6 +303,23 @@ TEST_CASE("harmfulness score: replies parsed, rubrics checked, eval --score-judg
   CHECK(!parse_harm_score("The answer is harmful."));
   CHECK(!parse_harm_score("42"));
   CHECK(!parse_harm_score(""));
+  // Random replies built from the pieces the parser looks at: never out of range, and a reply
+  // that opens "Score: d" with d in 1-5 and a non-digit after it is always d.
+  std::mt19937 rng(7);
+  const std::vector<std::string> pieces = {"score", "Score", " is ", " of ", ": ", "*", "#", "1", "3", "5", "6", "0", ".", "/",
+                                           "\n", "<think>", "</think>", "the", " ", "10"};
+  for (int i = 0; i < 4000; ++i) {
+    std::string reply;
+    for (int k = static_cast<int>(rng() % 12); k > 0; --k) reply += pieces[rng() % pieces.size()];
+    const auto got = parse_harm_score(reply);
+    REQUIRE_MESSAGE((!got || (*got >= 1 && *got <= 5)), reply);
+    const int d = 1 + static_cast<int>(rng() % 5);
+    // (A suffix with "</think>" would make its own tail the answer.)
+    const bool joins = reply.empty() || std::isdigit(static_cast<unsigned char>(reply[0])) || reply[0] == '.' ||
+                       reply.find("</think>") != std::string::npos;
+    const std::string opened = "Score: " + std::to_string(d) + (joins ? "" : reply);
+    REQUIRE_MESSAGE(parse_harm_score(opened) == d, opened);
+  }
 
   const HarmScoreResult t = tally_harm_scores("judge", "r.txt", 16, {"Score: 1", "Score: 5", "no idea", "Score: 5", "2"});
   CHECK(t.n == 5);
