@@ -340,7 +340,6 @@ KVCache::KVCache(const ModelConfig& c, std::int64_t slots, std::int64_t max_len,
 
 namespace {
 
-// Converts a validated checkpoint's tensors into the allocated weights.
 // A NaN or infinity in a weight would turn every output into NaN far from its cause (a damaged
 // file, or a checkpoint saved by a diverged run): refused on load, naming the tensor.
 void check_finite(const float* v, std::size_t n, const TensorEntry& e, const fs::path& dir) {
@@ -356,6 +355,7 @@ void check_finite(const float* v, std::size_t n, const TensorEntry& e, const fs:
                      std::to_string(first) + " (a damaged or diverged checkpoint)");
 }
 
+// Converts a validated checkpoint's tensors (in `dir`) into the allocated weights.
 void read_weights(const Checkpoint& ckpt, const fs::path& dir, const ModelConfig& c, ModelWeights& w) {
   for (auto& s : param_specs(c, w)) {
     const TensorEntry& e = ckpt.entry(s.name);
