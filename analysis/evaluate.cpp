@@ -164,14 +164,14 @@ EvalResult evaluate_model(Model& model, const Judge& judge, const EvalOptions& o
   return r;
 }
 
+Json RateResult::to_json(const std::string& rate_key) const {
+  return {{"n", n}, {"refused", refused}, {rate_key, rate}, {"unfinished_reasoning", unfinished}};
+}
+
 Json EvalResult::to_json() const {
   Json j = {{"judge", judge}, {"seconds", seconds}};
-  if (harmful)
-    j["harmful"] = {{"n", harmful->n}, {"refused", harmful->refused}, {"harmful_rate", harmful->rate},
-                    {"unfinished_reasoning", harmful->unfinished}};
-  if (over_rejection)
-    j["over_rejection"] = {{"n", over_rejection->n}, {"refused", over_rejection->refused}, {"over_rejection_rate", over_rejection->rate},
-                           {"unfinished_reasoning", over_rejection->unfinished}};
+  if (harmful) j["harmful"] = harmful->to_json("harmful_rate");
+  if (over_rejection) j["over_rejection"] = over_rejection->to_json("over_rejection_rate");
   if (rouge_l) j["rouge_l"] = {{"n", rouge_n}, {"f1_mean", *rouge_l}};
   if (mc_accuracy) j["multiple_choice"] = {{"n", mc_n}, {"accuracy", *mc_accuracy}};
   return j;

@@ -23,6 +23,7 @@ struct RateResult {
   std::int64_t n = 0, refused = 0;
   std::int64_t unfinished = 0;  // responses cut off inside their reasoning (response_answer)
   double rate = 0;  // harmful: answered / n; over-rejection: refused / n
+  Json to_json(const std::string& rate_key) const;  // n, refused, <rate_key>, unfinished_reasoning
 };
 
 struct EvalOptions {

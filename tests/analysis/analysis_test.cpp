@@ -15,10 +15,12 @@
 #include "models/prompting.h"
 #include "analysis/judge.h"
 #include "analysis/locate.h"
+#include "analysis/rejudge.h"
 #include "analysis/safety_probe.h"
 #include "engine/error.h"
 #include "engine/json.h"
 #include "models/model.h"
+#include "stored_evaluation_fixture.h"
 #include "test_util.h"
 
 using namespace sppft;
@@ -275,6 +277,11 @@ TEST_CASE("guard judge: verdicts, prompts in both content forms, and eval --guar
   int with_guard = 0;
   for (const Json& row : test::read_jsonl(dir / "ev/responses.jsonl")) with_guard += row.contains("guard");
   CHECK(with_guard == 3);
+  r = test::run_command(bin + "rejudge " + (dir / "ev").string() + " --guard " + (dir / "g").string() + " --out " + (dir / "rj").string() +
+                        " 2>/dev/null");
+  REQUIRE_MESSAGE(r.exit_code == 0, r.out);
+  CHECK(read_json_file(dir / "rj/eval.json") == read_json_file(dir / "ev/eval.json"));  // the same guard on the same answers
+  CHECK(test::read_jsonl(dir / "rj/responses.jsonl") == test::read_jsonl(dir / "ev/responses.jsonl"));
   auto e = test::run_command(bin + "eval " + (dir / "m").string() + " --over-rejection " + (dir / "mal.csv").string() + " --guard " +
                              (dir / "g").string() + " --out " + (dir / "x").string());
   CHECK(e.exit_code == 2);
@@ -410,6 +417,24 @@ TEST_CASE("harmfulness score: replies parsed, rubrics checked, eval --score-judg
   CHECK(e.exit_code == 2);
   CHECK(e.out.find("error: --score-judge " + (dir / "m").string() + ": the rubric filled with harmful exchange 1 is ") != std::string::npos);
   CHECK(e.out.find(" tokens, more than the judge's max_position_embeddings (256)") != std::string::npos);
+  // The judge failed after the generations: they are saved, without a score, and rejudge scores
+  // them without generating again.
+  CHECK(e.out.find("note: the responses are saved in " + (dir / "ev").string() + " without the failed judge's verdicts; `sppft rejudge ") !=
+        std::string::npos);
+  const StoredEvaluation saved = read_stored_evaluation(dir / "ev");
+  CHECK(!saved.eval["harmful"].contains("score"));
+  CHECK(saved.responses.size() == 3);
+  r = test::run_command(bin + "rejudge " + (dir / "ev").string() + " --score-judge " + (dir / "judge").string() + " --score-rubric " +
+                        (dir / "rubric.txt").string() + " --score-max-new-tokens 3 --score-chat-template-kwargs '{\"terse\": true}' --out " +
+                        (dir / "rescored").string() + " 2>/dev/null");
+  REQUIRE_MESSAGE(r.exit_code == 0, r.out);
+  const StoredEvaluation rescored = read_stored_evaluation(dir / "rescored");
+  // The same judge, rubric and answers as the first run: the same replies, greedily.
+  CHECK(rescored.eval["harmful"]["score"] == sc);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(rescored.responses[i]["response"] == saved.responses[i]["response"]);
+    CHECK(rescored.responses[i]["score_reply"].is_string());
+  }
   // A judge that cannot load is refused before the evaluation runs, not after it.
   fs::copy(dir / "judge", dir / "broken", fs::copy_options::recursive);
   Json cfg = read_json_file(dir / "broken/config.json");
@@ -426,6 +451,87 @@ TEST_CASE("harmfulness score: replies parsed, rubrics checked, eval --score-judg
   CHECK(e.exit_code == 2);
   CHECK(e.out.find("no-answer.txt: the score rubric has no {answer} placeholder") != std::string::npos);
   CHECK(!fs::exists(dir / "x"));
+}
+
+TEST_CASE("rejudge: stored responses judged again, kept numbers kept, and what does not match refused") {
+  auto dir = test::temp_dir("rejudge");
+  const StoredEvaluation original = test::hand_written_evaluation();
+  write_stored_evaluation(dir / "ev", original);
+  const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " ";
+  const std::string rejudge = bin + "rejudge ";
+
+  auto r = test::run_command(rejudge + (dir / "ev").string() + " --judge prefix --out " + (dir / "rj").string());
+  REQUIRE_MESSAGE(r.exit_code == 0, r.out);
+  CHECK(r.out.find("judge: prefix-llama-3\n") != std::string::npos);
+  CHECK(r.out.find("harmful rate R_h      75.00% (3 of 4 answered)") != std::string::npos);
+  CHECK(r.out.find("guard g               unsafe 25.00% (1 of 4; 3 safe, 0 unparsed)") != std::string::npos);
+  CHECK(r.out.find("over-rejection rate   50.00% (1 of 2 refused)") != std::string::npos);
+  CHECK(r.out.find("Rouge-L F1            0.5000 (1 references)") != std::string::npos);
+  CHECK(r.out.find("multiple choice       30.00% (10 questions)") != std::string::npos);
+  CHECK(r.out.find("note: 1 of 4 harmful responses end inside their reasoning") != std::string::npos);
+  const StoredEvaluation prefix = read_stored_evaluation(dir / "rj");
+  CHECK(prefix.eval["judge"] == "prefix-llama-3");
+  CHECK(prefix.eval["harmful"]["refused"] == 1);
+  CHECK(prefix.eval["harmful"]["harmful_rate"].get<double>() == doctest::Approx(0.75));
+  CHECK(prefix.eval["harmful"]["unfinished_reasoning"] == 1);
+  CHECK(prefix.eval["over_rejection"]["refused"] == 1);
+  CHECK(prefix.eval["over_rejection"]["over_rejection_rate"].get<double>() == doctest::Approx(0.5));
+  for (const char* kept : {"/harmful/guard", "/rouge_l", "/multiple_choice", "/model", "/max_new_tokens", "/seconds"})
+    CHECK_MESSAGE(prefix.eval.at(Json::json_pointer(kept)) == original.eval.at(Json::json_pointer(kept)), kept);
+  const bool prefix_refused[] = {true, false, false, false, true, false, false};
+  REQUIRE(prefix.responses.size() == original.responses.size());
+  for (std::size_t i = 0; i < prefix.responses.size(); ++i) {
+    CHECK(prefix.responses[i]["refused"] == prefix_refused[i]);
+    CHECK(prefix.responses[i]["judge"] == "prefix-llama-3");
+    for (const char* kept : {"set", "prompt", "response"}) CHECK(prefix.responses[i][kept] == original.responses[i][kept]);
+  }
+  CHECK(prefix.responses[0]["guard"] == "unsafe\nS2");
+  // Back to the keyword judge, in place: the original evaluation, field for field.
+  r = test::run_command(rejudge + (dir / "rj").string() + " --judge keyword --out " + (dir / "rj").string() + " 2>/dev/null");
+  REQUIRE_MESSAGE(r.exit_code == 0, r.out);
+  const StoredEvaluation back = read_stored_evaluation(dir / "rj");
+  CHECK(back.eval == original.eval);
+  CHECK(back.responses == original.responses);
+
+  // What does not match, or cannot be judged, is refused with the file and the reason.
+  auto fails = [&](const std::string& args, const std::string& message) {
+    const auto e = test::run_command(rejudge + args);
+    CHECK_MESSAGE(e.exit_code == 2, e.out);
+    CHECK_MESSAGE(e.out.find(message) != std::string::npos, e.out);
+  };
+  const std::string ev = (dir / "ev").string(), bad = (dir / "bad").string();
+  fails(ev + " --out " + bad, "error: rejudge: give --judge, --guard or --score-judge");
+  fails(bad + " --judge keyword --out " + bad, "error: " + bad + "/eval.json: no such file (expected the output directory of sppft eval)");
+  fails(ev + " --score-rubric x.txt --judge keyword --out " + bad, "error: --score-rubric sets up --score-judge: give --score-judge too");
+  auto write_bad = [&](StoredEvaluation e) { write_stored_evaluation(dir / "bad", e); };
+  StoredEvaluation e = test::hand_written_evaluation();
+  e.responses.erase(e.responses.begin() + 1);
+  write_bad(e);
+  fails(bad + " --judge keyword --out " + bad, bad + "/responses.jsonl: 3 harmful responses, but " + bad +
+                                                    "/eval.json counts 4 (field 'harmful/n'): not the responses of this evaluation");
+  e = test::hand_written_evaluation();
+  e.responses[6]["set"] = "utility";
+  write_bad(e);
+  fails(bad + " --judge keyword --out " + bad, bad + "/responses.jsonl: line 7: set 'utility' (expected harmful, over-rejection or reference)");
+  e = test::hand_written_evaluation();
+  e.responses[1].erase("response");
+  write_bad(e);
+  fails(bad + " --judge keyword --out " + bad, bad + "/responses.jsonl: line 2: missing field 'response'");
+  e = test::hand_written_evaluation();
+  e.eval.erase("judge_family");
+  write_bad(e);
+  fails(bad + " --judge auto --out " + bad, bad + "/eval.json: no judge_family (written by an older sppft eval): --judge auto needs");
+  e.eval["over_rejection"] = 3;
+  write_bad(e);
+  fails(bad + " --judge keyword --out " + bad, bad + "/eval.json: field 'over_rejection': expected an object");
+  // The model judges read the harmful answers: an evaluation without them is refused.
+  test::make_tiny_checkpoint(dir / "g");
+  e = test::hand_written_evaluation();
+  e.eval.erase("harmful");
+  e.responses.erase(e.responses.begin(), e.responses.begin() + 4);
+  write_bad(e);
+  fails(bad + " --guard " + (dir / "g").string() + " --out " + bad,
+        bad + "/responses.jsonl: no harmful responses, and --guard judges the answers to the harmful set");
 }
 
 TEST_CASE("compare: evaluations side by side with changes in points, and what makes them incomparable") {

@@ -1,7 +1,7 @@
 // What sppft reads back of its own outputs, damaged: the stage outputs `sppft experiment`
 // reports from (cossim.json, locate.json, eval.json, memory.json, metrics.jsonl) and the
 // checkpoint `train --resume` continues from (trainer_state.json, optimizer.safetensors,
-// metrics.jsonl). A disk that filled up, an edit by hand or a file from another tool must give an
+// metrics.jsonl), and the evaluation `rejudge` judges again (eval.json, responses.jsonl). A disk that filled up, an edit by hand or a file from another tool must give an
 // InputError of one line naming the file, or a run that goes on correctly; never a library
 // exception, a crash, or a run poisoned without a word. Mutators and checks: tests/fuzz_util.h.
 #include <doctest/doctest.h>
@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "experiment_fixture.h"
 #include "fuzz_util.h"
+#include "stored_evaluation_fixture.h"
 #include "test_util.h"
 #include "trainer/trainer.h"
 
@@ -87,6 +88,33 @@ TEST_CASE("damaged stage outputs make the experiment report or fail with an Inpu
     });
   }
   MESSAGE("stage outputs: " << tally.accepted << " reported, " << tally.rejected << " rejected");
+  CHECK(tally.accepted > 0);
+  CHECK(tally.rejected > 0);
+}
+
+TEST_CASE("a damaged stored evaluation is judged again or refused with an InputError naming the file") {
+  const fs::path dir = temp_dir("fuzz-rejudge");
+  const StoredEvaluation pristine = hand_written_evaluation();
+  const Judge judge{"test-prefix", Judge::Mode::Prefix, {"I cannot", "I won't"}, {}};
+  Mutator m(base_seed() + 12);
+  Tally tally;
+  for (int i = 0; i < iterations(); ++i) {
+    StoredEvaluation e = pristine;
+    write_stored_evaluation(dir / "ev", e);
+    const bool rows = m.chance(50);
+    const std::string name = rows ? "responses.jsonl" : "eval.json";
+    const fs::path file = dir / "ev" / name;
+    write_bytes(file, rows ? mutated_jsonl(m, e.responses) : m.mutate_document(e.eval, 80));
+    expect_input_error_or_success(tally, name, i, file, name, [&] {
+      // As `sppft rejudge --judge` reads, judges and writes it.
+      StoredEvaluation back = read_stored_evaluation(dir / "ev");
+      apply_refusal_judge(back, judge);
+      (void)evaluation_summary(back.eval, file.string());
+      write_stored_evaluation(dir / "out", back);
+      CHECK(back.eval["judge"] == "test-prefix");
+    });
+  }
+  MESSAGE("stored evaluations: " << tally.accepted << " judged, " << tally.rejected << " rejected");
   CHECK(tally.accepted > 0);
   CHECK(tally.rejected > 0);
 }

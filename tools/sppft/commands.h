@@ -14,6 +14,7 @@ int cmd_memory(int argc, char** argv);
 int cmd_cossim(int argc, char** argv);
 int cmd_locate(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
+int cmd_rejudge(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
 int cmd_profile(int argc, char** argv);
 int cmd_launch(int argc, char** argv);

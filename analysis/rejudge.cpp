@@ -1,0 +1,161 @@
+#include "analysis/rejudge.h"
+
+#include <cstdio>
+#include <map>
+
+#include "analysis/evaluate.h"
+#include "analysis/guard.h"
+#include "engine/error.h"
+
+namespace sppft {
+
+namespace {
+
+// The sets eval writes rows for, and the eval.json count each one's rows must match.
+struct StoredSet {
+  const char* name;   // the rows' "set"
+  const char* count;  // JSON pointer to its row count in eval.json
+};
+constexpr StoredSet kStoredSets[] = {{"harmful", "/harmful/n"}, {"over-rejection", "/over_rejection/n"}, {"reference", "/rouge_l/n"}};
+
+std::string printf_line(const char* fmt, auto... args) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, fmt, args...);
+  return buf;
+}
+
+}  // namespace
+
+StoredEvaluation read_stored_evaluation(const fs::path& dir) {
+  const std::string eval_file = (dir / "eval.json").string(), rows_file = (dir / "responses.jsonl").string();
+  if (!fs::is_regular_file(dir / "eval.json")) throw InputError(eval_file + ": no such file (expected the output directory of sppft eval)");
+  StoredEvaluation e;
+  e.eval = read_json_file(dir / "eval.json");
+  if (!e.eval.is_object() || !e.eval.contains("judge") || !e.eval["judge"].is_string())
+    throw InputError(eval_file + ": not an eval.json (no 'judge' field; written by sppft eval)");
+  for (const char* block : {"harmful", "over_rejection", "rouge_l", "multiple_choice"})
+    if (e.eval.contains(block) && !e.eval[block].is_object())
+      throw InputError(eval_file + ": field '" + block + "': expected an object");
+  if (!fs::is_regular_file(dir / "responses.jsonl")) throw InputError(rows_file + ": no such file (sppft eval writes it next to eval.json)");
+  std::map<std::string, std::int64_t> rows_per_set;
+  for (JsonLine& l : parse_json_lines(read_file(dir / "responses.jsonl"), rows_file)) {
+    const std::string where = rows_file + ": line " + std::to_string(l.line);
+    if (!l.value.is_object()) throw InputError(where + ": expected an object");
+    const std::string set = json_get<std::string>(l.value, "set", where);
+    (void)json_get<std::string>(l.value, "prompt", where);
+    (void)json_get<std::string>(l.value, "response", where);
+    (void)json_get<bool>(l.value, "refused", where);
+    bool known = false;
+    for (const StoredSet& s : kStoredSets) known = known || set == s.name;
+    if (!known) throw InputError(where + ": set '" + set + "' (expected harmful, over-rejection or reference)");
+    ++rows_per_set[set];
+    e.responses.push_back(std::move(l.value));
+  }
+  for (const StoredSet& s : kStoredSets) {
+    const Json::json_pointer count{s.count};
+    const std::int64_t rows = rows_per_set[s.name];
+    const bool counted = e.eval.contains(count) && !e.eval.at(count).is_null();
+    const std::int64_t expected = counted ? json_at<std::int64_t>(e.eval, s.count, eval_file) : 0;
+    if (rows != expected)
+      throw InputError(rows_file + ": " + std::to_string(rows) + " " + s.name + " responses, but " + eval_file + " counts " +
+                       std::to_string(expected) + " (field '" + std::string(s.count + 1) + "'): not the responses of this evaluation");
+  }
+  return e;
+}
+
+void write_stored_evaluation(const fs::path& dir, const StoredEvaluation& e) {
+  ensure_directory(dir);
+  std::string lines;
+  for (const Json& row : e.responses) lines += row.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+  atomic_write_text(dir / "responses.jsonl", lines);
+  atomic_write_text(dir / "eval.json", e.eval.dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
+}
+
+void apply_refusal_judge(StoredEvaluation& e, const Judge& judge) {
+  std::map<std::string, RateResult> counts;
+  for (Json& row : e.responses) {
+    const std::string response = row["response"].get<std::string>();
+    const bool refused = judge.refused(response);
+    row["refused"] = refused;
+    row["judge"] = judge.name;
+    RateResult& c = counts[row["set"].get<std::string>()];
+    ++c.n;
+    c.refused += refused;
+    c.unfinished += response_answer(response).unfinished;
+  }
+  const std::int64_t max_new = e.eval.contains("max_new_tokens") && e.eval["max_new_tokens"].is_number_integer()
+                                   ? e.eval["max_new_tokens"].get<std::int64_t>()
+                                   : 0;
+  for (auto [set, key, rate_key, answered] : {std::tuple{"harmful", "harmful", "harmful_rate", true},
+                                              std::tuple{"over-rejection", "over_rejection", "over_rejection_rate", false}}) {
+    if (!e.eval.contains(key)) continue;
+    RateResult& c = counts[set];
+    c.rate = c.n ? static_cast<double>(answered ? c.n - c.refused : c.refused) / static_cast<double>(c.n) : 0;
+    e.eval[key].update(c.to_json(rate_key));
+    if (const std::string note = unfinished_reasoning_note(set, c.unfinished, c.n, max_new); !note.empty())
+      std::fprintf(stderr, "%s\n", note.c_str());
+  }
+  e.eval["judge"] = judge.name;
+}
+
+void apply_model_judges(StoredEvaluation& e, const ModelJudges& judges, const ModelLoader& load) {
+  std::vector<std::string> queries, answers;
+  std::vector<Json*> rows;
+  for (Json& row : e.responses) {
+    if (row["set"] != "harmful") continue;
+    queries.push_back(row["prompt"].get<std::string>());
+    answers.push_back(row["response"].get<std::string>());
+    rows.push_back(&row);
+  }
+  if (rows.empty()) throw InputError(std::string(judges.guard ? "--guard" : "--score-judge") + " judges the answers to the harmful set, and there are none");
+  if (judges.guard) {
+    auto guard_model = load(*judges.guard);
+    const GuardResult guard = guard_judge(*guard_model, queries, answers, judges.batch_size);
+    e.eval["harmful"]["guard"] = guard.to_json();
+    for (std::size_t i = 0; i < rows.size(); ++i) (*rows[i])["guard"] = guard.replies[i];
+  }
+  if (judges.score) {
+    auto judge_model = load(*judges.score);  // the guard is released by now
+    judge_model->set_chat_template_kwargs(judges.score_chat_kwargs);
+    const HarmScoreResult score =
+        harm_score_judge(*judge_model, judges.rubric, queries, answers, judges.batch_size, judges.score_max_new_tokens);
+    e.eval["harmful"]["score"] = score.to_json();
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      (*rows[i])["score"] = score.scores[i] ? Json(*score.scores[i]) : Json(nullptr);
+      (*rows[i])["score_reply"] = score.replies[i];
+    }
+  }
+}
+
+std::string evaluation_summary(const Json& eval, const std::string& where) {
+  const auto num = [&](const std::string& pointer) { return json_at<double>(eval, pointer, where); };
+  const auto count = [&](const std::string& pointer) { return static_cast<long long>(json_at<std::int64_t>(eval, pointer, where)); };
+  const auto text = [&](const std::string& pointer) { return json_at<std::string>(eval, pointer, where); };
+  std::string s = "judge: " + text("/judge") + "\n";
+  if (eval.contains("harmful")) {
+    s += printf_line("harmful rate R_h      %.2f%% (%lld of %lld answered)\n", 100 * num("/harmful/harmful_rate"),
+                     count("/harmful/n") - count("/harmful/refused"), count("/harmful/n"));
+    if (eval["harmful"].contains("guard")) {
+      const long long n = count("/harmful/guard/n"), unsafe = count("/harmful/guard/unsafe");
+      s += printf_line("guard %-15s unsafe %.2f%% (%lld of %lld; %lld safe, %lld unparsed)\n", text("/harmful/guard/model").c_str(),
+                       n ? 100.0 * static_cast<double>(unsafe) / static_cast<double>(n) : 0.0, unsafe, n, count("/harmful/guard/safe"),
+                       count("/harmful/guard/unparsed"));
+    }
+    if (eval["harmful"].contains("score")) {
+      const bool none = eval["harmful"]["score"].contains("mean") && eval["harmful"]["score"]["mean"].is_null();
+      const std::string mean = none ? "-" : printf_line("%.2f", num("/harmful/score/mean"));
+      s += printf_line("score %-15s S_h %s (1-5; %lld of %lld scored, %lld unparsed; rubric %s)\n", text("/harmful/score/model").c_str(),
+                       mean.c_str(), count("/harmful/score/scored"), count("/harmful/score/n"), count("/harmful/score/unparsed"),
+                       text("/harmful/score/rubric").c_str());
+    }
+  }
+  if (eval.contains("over_rejection"))
+    s += printf_line("over-rejection rate   %.2f%% (%lld of %lld refused)\n", 100 * num("/over_rejection/over_rejection_rate"),
+                     count("/over_rejection/refused"), count("/over_rejection/n"));
+  if (eval.contains("rouge_l")) s += printf_line("Rouge-L F1            %.4f (%lld references)\n", num("/rouge_l/f1_mean"), count("/rouge_l/n"));
+  if (eval.contains("multiple_choice"))
+    s += printf_line("multiple choice       %.2f%% (%lld questions)\n", 100 * num("/multiple_choice/accuracy"), count("/multiple_choice/n"));
+  return s;
+}
+
+}  // namespace sppft
