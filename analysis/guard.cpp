@@ -15,8 +15,7 @@ namespace sppft {
 GuardVerdict parse_guard_verdict(std::string_view reply) {
   reply = trim(reply);
   const std::size_t nl = reply.find('\n');
-  std::string first(trim(reply.substr(0, nl)));
-  std::transform(first.begin(), first.end(), first.begin(), [](unsigned char c) { return std::tolower(c); });
+  const std::string first = lower_ascii(trim(reply.substr(0, nl)));
   GuardVerdict v;
   if (first == "safe") {
     v.kind = GuardVerdict::Kind::Safe;

@@ -64,8 +64,7 @@ std::optional<int> parse_harm_score(std::string_view reply) {
   const ResponseAnswer answer = response_answer(reply);
   if (answer.unfinished) return std::nullopt;
   const std::string_view s = trim(answer.text);
-  std::string lower(s);
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string lower = lower_ascii(s);
   for (std::size_t at = lower.find("score"); at != std::string::npos; at = lower.find("score", at + 1)) {
     std::size_t i = skip_punctuation(lower, at + 5);
     for (std::string_view word : {"is", "of"})

@@ -6,17 +6,12 @@
 #include <cstdlib>
 
 #include "engine/error.h"
+#include "engine/text.h"
 #include "models/prompting.h"
 
 namespace sppft {
 
 namespace {
-
-std::string lower_ascii(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
 
 std::string_view lstrip(std::string_view s) {
   std::size_t i = 0;

@@ -11,11 +11,6 @@ namespace sppft {
 
 namespace {
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
-  return s;
-}
-
 PromptRecord record_from_json(const Json& j, const std::string& where) {
   if (j.is_string()) return {j.get<std::string>(), ""};
   if (!j.is_object()) throw InputError(where + ": expected an object with 'instruction' or 'prompt', or a string");
@@ -85,14 +80,14 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text, const s
 std::vector<PromptRecord> read_prompt_file(const fs::path& path) {
   const std::string text = read_file(path);
   const std::string where = path.string();
-  const std::string ext = lower(path.extension().string());
+  const std::string ext = lower_ascii(path.extension().string());
   std::vector<PromptRecord> out;
   if (ext == ".csv") {
     auto rows = parse_csv(text, where);
     static const char* headers[] = {"goal", "instruction", "prompt", "query", "question", "text", "behavior"};
     std::size_t first = 0;
     if (!rows.empty() && !rows[0].empty()) {
-      std::string h = lower(rows[0][0]);
+      std::string h = lower_ascii(rows[0][0]);
       if (std::find(std::begin(headers), std::end(headers), h) != std::end(headers)) first = 1;
     }
     for (std::size_t i = first; i < rows.size(); ++i) {

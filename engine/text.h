@@ -10,6 +10,14 @@ namespace sppft {
 
 inline constexpr std::string_view kWhitespace = " \t\n\v\f\r";
 
+// ASCII letters lowered, every other byte as it is (UTF-8 stays intact).
+inline std::string lower_ascii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
 inline bool is_blank(std::string_view s) { return s.find_first_not_of(kWhitespace) == std::string_view::npos; }
 
 inline std::string_view trim(std::string_view s) {
