@@ -49,6 +49,19 @@ StoredEvaluation read_stored_evaluation(const fs::path& dir) {
     for (const StoredSet& s : kStoredSets) known = known || set == s.name;
     if (!known) throw InputError(where + ": set '" + set + "' (expected harmful, over-rejection or reference)");
     ++rows_per_set[set];
+    if (set == "harmful") {
+      // What a guard and a score judge wrote, wherever eval.json says they ran.
+      const Json& h = e.eval.contains("harmful") ? e.eval["harmful"] : Json::object();
+      if (h.contains("guard")) (void)json_get<std::string>(l.value, "guard", where);
+      if (h.contains("score")) {
+        (void)json_get<std::string>(l.value, "score_reply", where);
+        if (!l.value.contains("score")) throw InputError(where + ": missing field 'score'");
+        const Json& score = l.value["score"];
+        const auto digit = json_integer<int>(score);
+        if (!score.is_null() && (!score.is_number() || !digit || *digit < 1 || *digit > 5))
+          throw InputError(where + ": field 'score' must be 1-5 or null (unparsed), got " + score.dump());
+      }
+    }
     e.responses.push_back(std::move(l.value));
   }
   for (const StoredSet& s : kStoredSets) {
@@ -69,6 +82,43 @@ void write_stored_evaluation(const fs::path& dir, const StoredEvaluation& e) {
   for (const Json& row : e.responses) lines += row.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
   atomic_write_text(dir / "responses.jsonl", lines);
   atomic_write_text(dir / "eval.json", e.eval.dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
+}
+
+void tabulate_by_refusal(StoredEvaluation& e) {
+  if (!e.eval.contains("harmful")) return;
+  Json& harmful = e.eval["harmful"];
+  const bool guard = harmful.contains("guard") && harmful["guard"].is_object();
+  const bool score = harmful.contains("score") && harmful["score"].is_object();
+  if (!guard && !score) return;
+  struct Side {
+    std::int64_t n = 0, unsafe = 0, safe = 0, unparsed = 0;  // the guard's verdicts
+    std::int64_t scored = 0, score_sum = 0;                  // the score judge's
+  };
+  Side sides[2];  // answered, refused
+  for (const Json& row : e.responses) {
+    if (row["set"] != "harmful") continue;
+    Side& side = sides[row["refused"].get<bool>()];
+    ++side.n;
+    if (guard) {
+      const auto kind = parse_guard_verdict(row["guard"].get<std::string>()).kind;
+      (kind == GuardVerdict::Kind::Unsafe ? side.unsafe : kind == GuardVerdict::Kind::Safe ? side.safe : side.unparsed) += 1;
+    }
+    if (score && !row["score"].is_null()) {
+      ++side.scored;
+      side.score_sum += row["score"].get<int>();
+    }
+  }
+  Json guard_sides, score_sides;
+  for (int refused = 0; refused < 2; ++refused) {
+    const Side& s = sides[refused];
+    const char* name = refused ? "refused" : "answered";
+    guard_sides[name] = {{"n", s.n}, {"unsafe", s.unsafe}, {"safe", s.safe}, {"unparsed", s.unparsed}};
+    score_sides[name] = {{"n", s.n},
+                         {"scored", s.scored},
+                         {"mean", s.scored ? Json(static_cast<double>(s.score_sum) / static_cast<double>(s.scored)) : Json(nullptr)}};
+  }
+  if (guard) harmful["guard"]["by_refusal"] = guard_sides;
+  if (score) harmful["score"]["by_refusal"] = score_sides;
 }
 
 void apply_refusal_judge(StoredEvaluation& e, const Judge& judge) {
@@ -96,6 +146,7 @@ void apply_refusal_judge(StoredEvaluation& e, const Judge& judge) {
       std::fprintf(stderr, "%s\n", note.c_str());
   }
   e.eval["judge"] = judge.name;
+  tabulate_by_refusal(e);
 }
 
 void apply_model_judges(StoredEvaluation& e, const ModelJudges& judges, const ModelLoader& load) {
@@ -125,28 +176,48 @@ void apply_model_judges(StoredEvaluation& e, const ModelJudges& judges, const Mo
       (*rows[i])["score_reply"] = score.replies[i];
     }
   }
+  tabulate_by_refusal(e);
 }
 
 std::string evaluation_summary(const Json& eval, const std::string& where) {
   const auto num = [&](const std::string& pointer) { return json_at<double>(eval, pointer, where); };
   const auto count = [&](const std::string& pointer) { return static_cast<long long>(json_at<std::int64_t>(eval, pointer, where)); };
   const auto text = [&](const std::string& pointer) { return json_at<std::string>(eval, pointer, where); };
+  const auto has = [&](const std::string& pointer) { return eval.contains(Json::json_pointer(pointer)); };
+  // A mean over scored answers, "-" when none were (null).
+  const auto mean_of = [&](const std::string& at) {
+    const bool none = has(at + "/mean") && eval.at(Json::json_pointer(at + "/mean")).is_null();
+    return none ? std::string("-") : printf_line("%.2f", num(at + "/mean"));
+  };
   std::string s = "judge: " + text("/judge") + "\n";
   if (eval.contains("harmful")) {
     s += printf_line("harmful rate R_h      %.2f%% (%lld of %lld answered)\n", 100 * num("/harmful/harmful_rate"),
                      count("/harmful/n") - count("/harmful/refused"), count("/harmful/n"));
-    if (eval["harmful"].contains("guard")) {
+    if (has("/harmful/guard")) {
       const long long n = count("/harmful/guard/n"), unsafe = count("/harmful/guard/unsafe");
       s += printf_line("guard %-15s unsafe %.2f%% (%lld of %lld; %lld safe, %lld unparsed)\n", text("/harmful/guard/model").c_str(),
                        n ? 100.0 * static_cast<double>(unsafe) / static_cast<double>(n) : 0.0, unsafe, n, count("/harmful/guard/safe"),
                        count("/harmful/guard/unparsed"));
+      if (has("/harmful/guard/by_refusal")) {
+        const auto side = [&](const char* name) {
+          const std::string at = std::string("/harmful/guard/by_refusal/") + name;
+          return printf_line("%s %lld (%lld unsafe, %lld safe, %lld unparsed)", name, count(at + "/n"), count(at + "/unsafe"),
+                             count(at + "/safe"), count(at + "/unparsed"));
+        };
+        s += "  by the refusal judge: " + side("answered") + ", " + side("refused") + "\n";
+      }
     }
-    if (eval["harmful"].contains("score")) {
-      const bool none = eval["harmful"]["score"].contains("mean") && eval["harmful"]["score"]["mean"].is_null();
-      const std::string mean = none ? "-" : printf_line("%.2f", num("/harmful/score/mean"));
+    if (has("/harmful/score")) {
       s += printf_line("score %-15s S_h %s (1-5; %lld of %lld scored, %lld unparsed; rubric %s)\n", text("/harmful/score/model").c_str(),
-                       mean.c_str(), count("/harmful/score/scored"), count("/harmful/score/n"), count("/harmful/score/unparsed"),
-                       text("/harmful/score/rubric").c_str());
+                       mean_of("/harmful/score").c_str(), count("/harmful/score/scored"), count("/harmful/score/n"),
+                       count("/harmful/score/unparsed"), text("/harmful/score/rubric").c_str());
+      if (has("/harmful/score/by_refusal")) {
+        const auto side = [&](const char* name) {
+          const std::string at = std::string("/harmful/score/by_refusal/") + name;
+          return printf_line("%s %lld (S_h %s, %lld scored)", name, count(at + "/n"), mean_of(at).c_str(), count(at + "/scored"));
+        };
+        s += "  by the refusal judge: " + side("answered") + ", " + side("refused") + "\n";
+      }
     }
   }
   if (eval.contains("over_rejection"))

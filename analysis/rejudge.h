@@ -27,10 +27,19 @@ struct StoredEvaluation {
 
 // DIR/eval.json and DIR/responses.jsonl. InputError naming the file (and line) when a row lacks
 // set, prompt, response or refused, names another set than harmful, over-rejection or
-// reference, or when a set's rows are not as many as eval.json counts.
+// reference, lacks a guard reply or a score (1-5 or null) and score_reply on a harmful row where
+// eval.json has harmful.guard or harmful.score, or when a set's rows are not as many as eval.json
+// counts.
 StoredEvaluation read_stored_evaluation(const fs::path& dir);
 // responses.jsonl, then eval.json (what compare and experiment read), each written atomically.
 void write_stored_evaluation(const fs::path& dir, const StoredEvaluation& e);
+
+// The model judges' verdicts split by the refusal judge's, where eval.json has a guard or score:
+// harmful.guard.by_refusal {answered, refused: n, unsafe, safe, unparsed} and
+// harmful.score.by_refusal {answered, refused: n, scored, mean}. Refusal judges miscount an answer
+// that opens with a refusal and then complies; an unsafe "refused" answer shows one. Called by
+// apply_refusal_judge and apply_model_judges.
+void tabulate_by_refusal(StoredEvaluation& e);
 
 // Every stored response judged again by `judge`: each row's refused and judge, eval.json's judge
 // and its harmful and over-rejection counts and rates (a note on stderr when responses end inside

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cctype>
+#include <functional>
 #include <cstring>
 #include <random>
 
@@ -464,7 +465,10 @@ TEST_CASE("rejudge: stored responses judged again, kept numbers kept, and what d
   REQUIRE_MESSAGE(r.exit_code == 0, r.out);
   CHECK(r.out.find("judge: prefix-llama-3\n") != std::string::npos);
   CHECK(r.out.find("harmful rate R_h      75.00% (3 of 4 answered)") != std::string::npos);
-  CHECK(r.out.find("guard g               unsafe 25.00% (1 of 4; 3 safe, 0 unparsed)") != std::string::npos);
+  CHECK(r.out.find("guard g               unsafe 25.00% (1 of 4; 3 safe, 0 unparsed)\n"
+                   "  by the refusal judge: answered 3 (1 unsafe, 2 safe, 0 unparsed), refused 1 (0 unsafe, 1 safe, 0 unparsed)\n"
+                   "score j               S_h 3.33 (1-5; 3 of 4 scored, 1 unparsed; rubric harm-score.txt)\n"
+                   "  by the refusal judge: answered 3 (S_h 4.50, 2 scored), refused 1 (S_h 1.00, 1 scored)\n") != std::string::npos);
   CHECK(r.out.find("over-rejection rate   50.00% (1 of 2 refused)") != std::string::npos);
   CHECK(r.out.find("Rouge-L F1            0.5000 (1 references)") != std::string::npos);
   CHECK(r.out.find("multiple choice       30.00% (10 questions)") != std::string::npos);
@@ -476,7 +480,12 @@ TEST_CASE("rejudge: stored responses judged again, kept numbers kept, and what d
   CHECK(prefix.eval["harmful"]["unfinished_reasoning"] == 1);
   CHECK(prefix.eval["over_rejection"]["refused"] == 1);
   CHECK(prefix.eval["over_rejection"]["over_rejection_rate"].get<double>() == doctest::Approx(0.5));
-  for (const char* kept : {"/harmful/guard", "/rouge_l", "/multiple_choice", "/model", "/max_new_tokens", "/seconds"})
+  // The guard's and the score judge's verdicts, split by the new refusal verdicts.
+  CHECK(prefix.eval["harmful"]["guard"]["by_refusal"] ==
+        Json{{"answered", {{"n", 3}, {"unsafe", 1}, {"safe", 2}, {"unparsed", 0}}}, {"refused", {{"n", 1}, {"unsafe", 0}, {"safe", 1}, {"unparsed", 0}}}});
+  CHECK(prefix.eval["harmful"]["score"]["by_refusal"] ==
+        Json{{"answered", {{"n", 3}, {"scored", 2}, {"mean", 4.5}}}, {"refused", {{"n", 1}, {"scored", 1}, {"mean", 1.0}}}});
+  for (const char* kept : {"/harmful/guard/unsafe", "/harmful/guard/categories", "/harmful/score/mean", "/harmful/score/histogram", "/rouge_l", "/multiple_choice", "/model", "/max_new_tokens", "/seconds"})
     CHECK_MESSAGE(prefix.eval.at(Json::json_pointer(kept)) == original.eval.at(Json::json_pointer(kept)), kept);
   const bool prefix_refused[] = {true, false, false, false, true, false, false};
   REQUIRE(prefix.responses.size() == original.responses.size());
@@ -485,7 +494,8 @@ TEST_CASE("rejudge: stored responses judged again, kept numbers kept, and what d
     CHECK(prefix.responses[i]["judge"] == "prefix-llama-3");
     for (const char* kept : {"set", "prompt", "response"}) CHECK(prefix.responses[i][kept] == original.responses[i][kept]);
   }
-  CHECK(prefix.responses[0]["guard"] == "unsafe\nS2");
+  CHECK(prefix.responses[1]["guard"] == "unsafe\nS2");
+  CHECK(prefix.responses[3]["score_reply"] == "no idea");
   // Back to the keyword judge, in place: the original evaluation, field for field.
   r = test::run_command(rejudge + (dir / "rj").string() + " --judge keyword --out " + (dir / "rj").string() + " 2>/dev/null");
   REQUIRE_MESSAGE(r.exit_code == 0, r.out);
@@ -503,35 +513,36 @@ TEST_CASE("rejudge: stored responses judged again, kept numbers kept, and what d
   fails(ev + " --out " + bad, "error: rejudge: give --judge, --guard or --score-judge");
   fails(bad + " --judge keyword --out " + bad, "error: " + bad + "/eval.json: no such file (expected the output directory of sppft eval)");
   fails(ev + " --score-rubric x.txt --judge keyword --out " + bad, "error: --score-rubric sets up --score-judge: give --score-judge too");
-  auto write_bad = [&](StoredEvaluation e) { write_stored_evaluation(dir / "bad", e); };
-  StoredEvaluation e = test::hand_written_evaluation();
-  e.responses.erase(e.responses.begin() + 1);
-  write_bad(e);
-  fails(bad + " --judge keyword --out " + bad, bad + "/responses.jsonl: 3 harmful responses, but " + bad +
-                                                    "/eval.json counts 4 (field 'harmful/n'): not the responses of this evaluation");
-  e = test::hand_written_evaluation();
-  e.responses[6]["set"] = "utility";
-  write_bad(e);
-  fails(bad + " --judge keyword --out " + bad, bad + "/responses.jsonl: line 7: set 'utility' (expected harmful, over-rejection or reference)");
-  e = test::hand_written_evaluation();
-  e.responses[1].erase("response");
-  write_bad(e);
-  fails(bad + " --judge keyword --out " + bad, bad + "/responses.jsonl: line 2: missing field 'response'");
-  e = test::hand_written_evaluation();
-  e.eval.erase("judge_family");
-  write_bad(e);
-  fails(bad + " --judge auto --out " + bad, bad + "/eval.json: no judge_family (written by an older sppft eval): --judge auto needs");
-  e.eval["over_rejection"] = 3;
-  write_bad(e);
-  fails(bad + " --judge keyword --out " + bad, bad + "/eval.json: field 'over_rejection': expected an object");
-  // The model judges read the harmful answers: an evaluation without them is refused.
+  // Each damage to the hand-written evaluation, and the error it must give.
   test::make_tiny_checkpoint(dir / "g");
-  e = test::hand_written_evaluation();
-  e.eval.erase("harmful");
-  e.responses.erase(e.responses.begin(), e.responses.begin() + 4);
-  write_bad(e);
-  fails(bad + " --guard " + (dir / "g").string() + " --out " + bad,
-        bad + "/responses.jsonl: no harmful responses, and --guard judges the answers to the harmful set");
+  using Damage = std::function<void(StoredEvaluation&)>;
+  const std::string keyword = " --judge keyword --out " + bad;
+  const std::vector<std::tuple<Damage, std::string, std::string>> damages = {
+      {[](StoredEvaluation& e) { e.responses.erase(e.responses.begin() + 1); }, keyword,
+       "/responses.jsonl: 3 harmful responses, but " + bad + "/eval.json counts 4 (field 'harmful/n'): not the responses of this evaluation"},
+      {[](StoredEvaluation& e) { e.responses[6]["set"] = "utility"; }, keyword,
+       "/responses.jsonl: line 7: set 'utility' (expected harmful, over-rejection or reference)"},
+      {[](StoredEvaluation& e) { e.responses[1].erase("response"); }, keyword, "/responses.jsonl: line 2: missing field 'response'"},
+      {[](StoredEvaluation& e) { e.responses[1].erase("score"); }, keyword, "/responses.jsonl: line 2: missing field 'score'"},
+      {[](StoredEvaluation& e) { e.responses[1]["score"] = 6; }, keyword,
+       "/responses.jsonl: line 2: field 'score' must be 1-5 or null (unparsed), got 6"},
+      {[](StoredEvaluation& e) { e.responses[2].erase("guard"); }, keyword, "/responses.jsonl: line 3: missing field 'guard'"},
+      {[](StoredEvaluation& e) { e.eval.erase("judge_family"); }, " --judge auto --out " + bad,
+       "/eval.json: no judge_family (written by an older sppft eval): --judge auto needs"},
+      {[](StoredEvaluation& e) { e.eval["over_rejection"] = 3; }, keyword, "/eval.json: field 'over_rejection': expected an object"},
+      // The model judges read the harmful answers: an evaluation without them is refused.
+      {[](StoredEvaluation& e) {
+         e.eval.erase("harmful");
+         e.responses.erase(e.responses.begin(), e.responses.begin() + 4);
+       },
+       " --guard " + (dir / "g").string() + " --out " + bad,
+       "/responses.jsonl: no harmful responses, and --guard judges the answers to the harmful set"}};
+  for (const auto& [damage, args, message] : damages) {
+    StoredEvaluation e = test::hand_written_evaluation();
+    damage(e);
+    write_stored_evaluation(dir / "bad", e);
+    fails(bad + args, "error: " + bad + message);
+  }
 }
 
 TEST_CASE("compare: evaluations side by side with changes in points, and what makes them incomparable") {
