@@ -101,7 +101,7 @@ TEST_CASE("info, generate, hidden on a small checkpoint") {
   auto ck = Checkpoint::from_file(out);
   CHECK(ck.entry("hidden_states").shape == Shape{100, 3, 32});
   CHECK(ck.entry("final_normed").shape == Shape{100, 32});
-  for (const char* cmd : {"info", "generate", "hidden", "demo", "launch"}) {
+  for (const char* cmd : {"info", "generate", "hidden", "demo", "launch", "eval", "rejudge"}) {
     auto h = run_cli(std::string(cmd) + " --help");
     CHECK(h.exit_code == 0);
     CHECK(h.out.find("usage: sppft") == 0);

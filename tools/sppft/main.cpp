@@ -27,7 +27,7 @@ const Command kCommands[] = {
     {"cossim", sppft::cli::cmd_cossim, "cosine-similarity analysis of hidden states: the initial safety-layer range"},
     {"locate", sppft::cli::cmd_locate, "parameter scaling + over-rejection search: the precise safety layers"},
     {"eval", sppft::cli::cmd_eval, "harmful rate, over-rejection rate, Rouge-L, multiple-choice accuracy"},
-    {"rejudge", sppft::cli::cmd_rejudge, "judge an evaluation's stored responses again (another judge, a guard, S_h) without generating"},
+    {"rejudge", sppft::cli::cmd_rejudge, "judge an evaluation's stored responses again (another judge, a guard, S_h), no generation"},
     {"compare", sppft::cli::cmd_compare, "evaluations side by side (base, full fine-tuning, SPPFT) with changes in points"},
     {"experiment", sppft::cli::cmd_experiment, "the paper's experiment on a checkpoint: locate, fine-tune full and SPPFT, evaluate, report"},
     {"demo", sppft::cli::cmd_demo, "end-to-end run on the embedded default model"},
