@@ -19,9 +19,9 @@ struct StoredSet {
 constexpr StoredSet kStoredSets[] = {{"harmful", "/harmful/n"}, {"over-rejection", "/over_rejection/n"}, {"reference", "/rouge_l/n"}};
 
 std::string printf_line(const char* fmt, auto... args) {
-  char buf[512];
-  std::snprintf(buf, sizeof buf, fmt, args...);
-  return buf;
+  std::string line(static_cast<std::size_t>(std::snprintf(nullptr, 0, fmt, args...)), '\0');
+  std::snprintf(line.data(), line.size() + 1, fmt, args...);
+  return line;
 }
 
 }  // namespace
@@ -37,6 +37,9 @@ StoredEvaluation read_stored_evaluation(const fs::path& dir) {
     if (e.eval.contains(block) && !e.eval[block].is_object())
       throw InputError(eval_file + ": field '" + block + "': expected an object");
   if (!fs::is_regular_file(dir / "responses.jsonl")) throw InputError(rows_file + ": no such file (sppft eval writes it next to eval.json)");
+  // What a guard and a score judge wrote on each harmful row, wherever eval.json says they ran.
+  const bool guarded = e.eval.contains("harmful") && e.eval["harmful"].contains("guard");
+  const bool scored = e.eval.contains("harmful") && e.eval["harmful"].contains("score");
   std::map<std::string, std::int64_t> rows_per_set;
   for (JsonLine& l : parse_json_lines(read_file(dir / "responses.jsonl"), rows_file)) {
     const std::string where = rows_file + ": line " + std::to_string(l.line);
@@ -50,10 +53,8 @@ StoredEvaluation read_stored_evaluation(const fs::path& dir) {
     if (!known) throw InputError(where + ": set '" + set + "' (expected harmful, over-rejection or reference)");
     ++rows_per_set[set];
     if (set == "harmful") {
-      // What a guard and a score judge wrote, wherever eval.json says they ran.
-      const Json& h = e.eval.contains("harmful") ? e.eval["harmful"] : Json::object();
-      if (h.contains("guard")) (void)json_get<std::string>(l.value, "guard", where);
-      if (h.contains("score")) {
+      if (guarded) (void)json_get<std::string>(l.value, "guard", where);
+      if (scored) {
         (void)json_get<std::string>(l.value, "score_reply", where);
         if (!l.value.contains("score")) throw InputError(where + ": missing field 'score'");
         const Json& score = l.value["score"];

@@ -414,17 +414,23 @@ TEST_CASE("harmfulness score: replies parsed, rubrics checked, eval --score-judg
   e = test::run_command(eval + " --score-judge " + (dir / "judge").string() + " --score-chat-template-kwargs '[1]'");
   CHECK(e.exit_code == 2);
   CHECK(e.out.find("error: --score-chat-template-kwargs: ") != std::string::npos);
-  e = test::run_command(eval + " --score-judge " + (dir / "m").string());  // 256 positions: the bundled rubric is too long
+  // 256 positions: the bundled rubric is too long for m. The guard (any model with a chat template
+  // serves) runs first and finishes.
+  e = test::run_command(eval + " --guard " + (dir / "judge").string() + " --score-judge " + (dir / "m").string());
   CHECK(e.exit_code == 2);
   CHECK(e.out.find("error: --score-judge " + (dir / "m").string() + ": the rubric filled with harmful exchange 1 is ") != std::string::npos);
   CHECK(e.out.find(" tokens, more than the judge's max_position_embeddings (256)") != std::string::npos);
   // The judge failed after the generations: they are saved, without a score, and rejudge scores
   // them without generating again.
-  CHECK(e.out.find("note: the responses are saved in " + (dir / "ev").string() + " without the failed judge's verdicts; `sppft rejudge ") !=
-        std::string::npos);
+  CHECK(e.out.find("note: the responses, and the verdicts of any judge that finished, are saved in " + (dir / "ev").string() +
+                   "; `sppft rejudge ") != std::string::npos);
   const StoredEvaluation saved = read_stored_evaluation(dir / "ev");
   CHECK(!saved.eval["harmful"].contains("score"));
-  CHECK(saved.responses.size() == 3);
+  CHECK(saved.eval["harmful"]["guard"]["by_refusal"]["answered"]["n"].get<int>() +
+            saved.eval["harmful"]["guard"]["by_refusal"]["refused"]["n"].get<int>() ==
+        3);
+  REQUIRE(saved.responses.size() == 3);
+  for (const Json& row : saved.responses) CHECK(row["guard"].is_string());
   r = test::run_command(bin + "rejudge " + (dir / "ev").string() + " --score-judge " + (dir / "judge").string() + " --score-rubric " +
                         (dir / "rubric.txt").string() + " --score-max-new-tokens 3 --score-chat-template-kwargs '{\"terse\": true}' --out " +
                         (dir / "rescored").string() + " 2>/dev/null");

@@ -94,7 +94,8 @@ TEST_CASE("damaged stage outputs make the experiment report or fail with an Inpu
 
 TEST_CASE("a damaged stored evaluation is judged again or refused with an InputError naming the file") {
   const fs::path dir = temp_dir("fuzz-rejudge");
-  const StoredEvaluation pristine = hand_written_evaluation();
+  StoredEvaluation pristine = hand_written_evaluation();
+  pristine.responses[3]["response"] = "Fine.";  // no note on stderr about reasoning, 300 times over
   const Judge judge{"test-prefix", Judge::Mode::Prefix, {"I cannot", "I won't"}, {}};
   Mutator m(base_seed() + 12);
   Tally tally;

@@ -75,9 +75,12 @@ int cmd_eval(int argc, char** argv) {
     try {
       apply_model_judges(stored, model_judges, judge_loader(args));
     } catch (...) {
+      // A guard that finished before the score judge failed keeps its verdicts.
+      tabulate_by_refusal(stored);
+      write_stored_evaluation(out, stored);
       std::fprintf(stderr,
-                   "note: the responses are saved in %s without the failed judge's verdicts; `sppft rejudge %s --out %s` with the "
-                   "judge's options judges them without generating again\n",
+                   "note: the responses, and the verdicts of any judge that finished, are saved in %s; `sppft rejudge %s --out %s` "
+                   "with the failed judge's options judges them without generating again\n",
                    out.c_str(), out.c_str(), out.c_str());
       throw;
     }
