@@ -53,8 +53,8 @@ std::string unfinished_reasoning_note(const std::string& set, std::int64_t unfin
                                       std::int64_t max_new_tokens) {
   if (unfinished == 0) return "";
   return "note: " + std::to_string(unfinished) + " of " + std::to_string(n) + " " + set +
-         " responses end inside their reasoning (<think> not closed within --max-new-tokens " + std::to_string(max_new_tokens) +
-         ") and are judged on it; raise --max-new-tokens, or turn thinking off (--chat-template-kwargs "
+         " responses end inside their reasoning (<think> not closed within " +
+         (max_new_tokens > 0 ? "--max-new-tokens " + std::to_string(max_new_tokens) : std::string("the generation's token limit")) + ") and are judged on it; raise --max-new-tokens, or turn thinking off (--chat-template-kwargs "
          "'{\"enable_thinking\": false}' for Qwen3)";
 }
 

@@ -30,6 +30,7 @@ StoredEvaluation read_stored_evaluation(const fs::path& dir) {
   const std::string eval_file = (dir / "eval.json").string(), rows_file = (dir / "responses.jsonl").string();
   if (!fs::is_regular_file(dir / "eval.json")) throw InputError(eval_file + ": no such file (expected the output directory of sppft eval)");
   StoredEvaluation e;
+  e.dir = dir;
   e.eval = read_json_file(dir / "eval.json");
   if (!e.eval.is_object() || !e.eval.contains("judge") || !e.eval["judge"].is_string())
     throw InputError(eval_file + ": not an eval.json (no 'judge' field; written by sppft eval)");
@@ -59,7 +60,7 @@ StoredEvaluation read_stored_evaluation(const fs::path& dir) {
         if (!l.value.contains("score")) throw InputError(where + ": missing field 'score'");
         const Json& score = l.value["score"];
         const auto digit = json_integer<int>(score);
-        if (!score.is_null() && (!score.is_number() || !digit || *digit < 1 || *digit > 5))
+        if (!score.is_null() && (!digit || *digit < 1 || *digit > 5))
           throw InputError(where + ": field 'score' must be 1-5 or null (unparsed), got " + score.dump());
       }
     }
@@ -159,7 +160,9 @@ void apply_model_judges(StoredEvaluation& e, const ModelJudges& judges, const Mo
     answers.push_back(row["response"].get<std::string>());
     rows.push_back(&row);
   }
-  if (rows.empty()) throw InputError(std::string(judges.guard ? "--guard" : "--score-judge") + " judges the answers to the harmful set, and there are none");
+  if (rows.empty())
+    throw InputError((e.dir.empty() ? std::string("the evaluation") : (e.dir / "responses.jsonl").string()) + ": no harmful responses, and " +
+                     (judges.guard ? "--guard" : "--score-judge") + " judges the answers to the harmful set");
   if (judges.guard) {
     auto guard_model = load(*judges.guard);
     const GuardResult guard = guard_judge(*guard_model, queries, answers, judges.batch_size);

@@ -23,6 +23,7 @@ namespace sppft {
 struct StoredEvaluation {
   Json eval;                    // eval.json
   std::vector<Json> responses;  // responses.jsonl, in order
+  fs::path dir;                 // where it was read from; empty for one being made
 };
 
 // DIR/eval.json and DIR/responses.jsonl. InputError naming the file (and line) when a row lacks

@@ -83,6 +83,8 @@ TEST_CASE("judges read the answer after a reasoning block; a cut-off reasoning i
         "note: 3 of 10 harmful responses end inside their reasoning (<think> not closed within --max-new-tokens 64) and are "
         "judged on it; raise --max-new-tokens, or turn thinking off (--chat-template-kwargs '{\"enable_thinking\": false}' "
         "for Qwen3)");
+  // An evaluation stored without its token limit (rejudge of an older eval.json) names no number.
+  CHECK(unfinished_reasoning_note("harmful", 1, 2, 0).find("not closed within the generation's token limit) and") != std::string::npos);
 }
 
 TEST_CASE("cosine analysis on states with a known answer") {

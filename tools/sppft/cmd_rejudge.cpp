@@ -33,13 +33,6 @@ int cmd_rejudge(int argc, char** argv) {
   const ModelJudges model_judges = model_judges_option(args, args.get_int("--batch-size", 32, 1, 4096));
   if (!args.get("--judge") && !model_judges.any()) throw InputError("rejudge: give --judge, --guard or --score-judge (see --help)");
   StoredEvaluation stored = read_stored_evaluation(in);
-  if (model_judges.any()) {
-    std::size_t harmful = 0;
-    for (const Json& row : stored.responses) harmful += row["set"] == "harmful";
-    if (harmful == 0)
-      throw InputError((in / "responses.jsonl").string() + ": no harmful responses, and " +
-                       (model_judges.guard ? "--guard" : "--score-judge") + " judges the answers to the harmful set");
-  }
   if (const auto spec = args.get("--judge")) {
     const std::string where = (in / "eval.json").string();
     if ((*spec == "auto" || *spec == "prefix") && !stored.eval.contains("judge_family"))
