@@ -169,12 +169,77 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   CHECK(given_report.find("--judge " + (dir / "judge.txt").string()) != std::string::npos);
   CHECK(given_report.find("--score-judge " + model.string() + " --score-rubric " + (dir / "rubric.txt").string() +
                           " --score-max-new-tokens 2") != std::string::npos);
+  atomic_write_text(dir / "given-judge-file.json", read_file(dir / "given/eval-full/eval.json"));
   for (const char* stage : {"eval-base", "eval-full", "eval-sppft"}) {
     const Json score = read_json_file(dir / "given" / stage / "eval.json")["harmful"]["score"];
     CHECK(score["model"] == "model");
     CHECK(score["rubric"] == "rubric.txt");
     CHECK(score["n"] == 4);  // h.csv: a header and 4 goals
   }
+  // The judges change, the generations do not: each evaluation judges its stored responses again
+  // (sppft rejudge) with the judges whose options changed, and only those.
+  const fs::path given = dir / "given";
+  const auto responses = [&](const char* stage) {
+    std::string texts;
+    for (const auto& l : parse_json_lines(read_file(given / stage / "responses.jsonl"), stage)) texts += l.value["response"].dump();
+    return texts;
+  };
+  const std::string base_responses = responses("eval-base"), full_responses = responses("eval-full");
+  const std::string in_given = "cd " + dir.string() + " && " + base + " --freeze 0-0 --out " + given.string();
+  const std::string score_judge = " --score-judge model --score-rubric rubric.txt";
+  const std::string score_judge_passed = " --score-judge " + model.string() + " --score-rubric " + (dir / "rubric.txt").string();
+  const auto rejudged = [&](const std::string& out_text, const std::string& stage) {
+    const auto at = out_text.find(stage + ": the generations are stored; judging them again: sppft rejudge " + (given / stage).string() +
+                                  " --out " + (given / stage).string());
+    return at == std::string::npos ? std::string() : out_text.substr(at, out_text.find('\n', at) - at);
+  };
+  r = test::run_command(in_given + " --judge judge.txt" + score_judge + " --score-max-new-tokens 3");
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.out, "judging them again") == 3);
+  CHECK(count(r.out, "cached in") == 2);  // the fine-tunings
+  const std::string line = rejudged(r.out, "eval-base");
+  CHECK(line.find(score_judge_passed + " --score-max-new-tokens 3") != std::string::npos);
+  CHECK(line.find("--judge ") == std::string::npos);
+  CHECK(read_json_file(given / "eval-sppft/eval.json")["harmful"]["score"]["max_new_tokens"] == 3);
+  CHECK(responses("eval-base") == base_responses);
+  CHECK(responses("eval-full") == full_responses);
+  r = test::run_command(in_given + " --judge judge.txt" + score_judge + " --score-max-new-tokens 3");
+  CHECK(count(r.out, "cached in") == 5);
+  // A guard added, the refusal judge back to its default: those two, the score kept.
+  test::make_tiny_checkpoint(dir / "guard");
+  atomic_write_text(dir / "guard/chat_template.jinja",
+                    "{% for m in messages %}{{ m['content'] | trim }}{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}Verdict:{% endif %}");
+  r = test::run_command(in_given + " --guard guard" + score_judge + " --score-max-new-tokens 3");
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.out, "judging them again") == 3);
+  CHECK(rejudged(r.out, "eval-full").find(" --judge auto --guard " + (dir / "guard").string()) != std::string::npos);
+  CHECK(rejudged(r.out, "eval-full").find("--score-judge") == std::string::npos);
+  const Json guarded = read_json_file(given / "eval-full/eval.json");
+  CHECK(guarded["harmful"]["guard"]["n"] == 4);
+  CHECK(guarded["harmful"]["score"]["max_new_tokens"] == 3);
+  CHECK(guarded["judge"] != read_json_file(dir / "given-judge-file.json")["judge"]);
+  CHECK(responses("eval-full") == full_responses);
+  // A model judge dropped: its verdicts would stay, so the evaluations run again.
+  r = test::run_command(in_given + score_judge + " --score-max-new-tokens 3");
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.out, "judging them again") == 0);
+  CHECK(count(r.out, "its command or inputs changed; rerunning") == 3);
+  // A score judge that fails (the bundled rubric is longer than the model's 256 positions) after
+  // eval generated: the next run with a rubric that fits judges the stored responses.
+  r = test::run_command(in_given + " --max-new-tokens 5 --score-judge model");
+  CHECK(r.exit_code != 0);
+  CHECK(r.out.find("[experiment] stage eval-base failed") != std::string::npos);
+  CHECK(!read_json_file(given / "eval-base/eval.json")["harmful"].contains("score"));
+  r = test::run_command(in_given + " --max-new-tokens 5" + score_judge);
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  CHECK(rejudged(r.out, "eval-base").find(score_judge_passed) != std::string::npos);
+  CHECK(rejudged(r.out, "eval-base").find("--judge") == std::string::npos);
+  CHECK(read_json_file(given / "eval-base/eval.json")["harmful"]["score"]["rubric"] == "rubric.txt");
+  CHECK(count(r.out, "its command or inputs changed; rerunning") == 2);  // eval-full, eval-sppft: --max-new-tokens
+
   // --freeze with an earlier locate.json: its final range.
   r = test::run_command(base + " --freeze " + (out / "locate").string() + " --out " + (dir / "from-locate").string());
   REQUIRE(r.exit_code == 0);

@@ -1,6 +1,7 @@
 // sppft experiment DIR --data FILE[,FILE...] --out OUT: the paper's whole experiment on one checkpoint,
 // as the ordinary sppft commands it chains (analysis/experiment.h gathers their outputs).
 #include <cstdio>
+#include <map>
 #include <optional>
 
 #include "analysis/experiment.h"
@@ -32,7 +33,9 @@ const char* kHelp =
     "utility; changes in points), memory by category and tokens/s of both arms, and every\n"
     "stage's command. OUT/summary.json has the numbers. A stage whose command and inputs\n"
     "are unchanged is not run again; change an option and only the stages it touches rerun;\n"
-    "an interrupted fine-tuning resumes from its last checkpoint (--save-every K).\n\n"
+    "an interrupted fine-tuning resumes from its last checkpoint (--save-every K); an\n"
+    "evaluation whose judges changed (--judge, --guard, --score-*) or failed judges its stored\n"
+    "responses (sppft rejudge) without generating them again.\n\n"
     "  --freeze RANGES           the blocks to freeze (e.g. 6-12, or an earlier locate.json or\n"
     "                            its directory): skips stages 1 and 2\n"
     "  --device D                cpu (default, fp32) | cuda (bf16), every stage\n"
@@ -84,7 +87,18 @@ struct Stage {
   std::vector<std::string> argv;  // after "sppft": the command's name, then its arguments
   fs::path dir, done;             // its output directory, and the file it writes last
   Json fingerprint;               // its command (OUT as "$OUT") and the fingerprints of its inputs
+  // An evaluation's fingerprint in two parts: what its generations depend on, and each judge's
+  // options with the files they name ("judge": the refusal judge; "guard", "score": null when
+  // not asked for). A change of judges only judges the stored responses again.
+  Json generation, judges;
+  std::map<std::string, std::vector<std::string>> judge_argv;  // each judge's options, as given
 };
+
+// The options of each judge of an evaluation, as `sppft rejudge` takes them.
+const std::pair<const char*, std::vector<const char*>> kJudgeOptions[] = {
+    {"judge", {"--judge"}},
+    {"guard", {"--guard"}},
+    {"score", {"--score-judge", "--score-rubric", "--score-max-new-tokens", "--score-chat-template-kwargs"}}};
 
 std::string command_line(const std::vector<std::string>& argv) {
   std::string s = "sppft";
@@ -131,8 +145,50 @@ struct StageFailed {
 // Where a stage records the fingerprint it was run with, and whether it finished.
 fs::path stamp_of(const Stage& s) { return s.dir / "experiment-stage.json"; }
 
+// The judges whose verdicts an evaluation's eval.json holds after `sppft eval` failed: eval
+// writes it once the refusal judge has run, and again with the verdicts of any model judge that
+// finished. Null when it wrote nothing (the generations are lost with it).
+Json judges_on_disk(const Stage& s) {
+  try {
+    if (!fs::exists(s.dir / "responses.jsonl") || !fs::exists(s.done)) return nullptr;
+    const Json eval = read_json_file(s.done);
+    const Json* harmful = eval.contains("harmful") ? &eval["harmful"] : nullptr;
+    Json judged = {{"judge", s.judges["judge"]}, {"guard", nullptr}, {"score", nullptr}};
+    for (const char* judge : {"guard", "score"})
+      if (harmful && harmful->is_object() && harmful->contains(judge)) judged[judge] = s.judges[judge];
+    return judged;
+  } catch (const std::exception&) {
+    return nullptr;  // damaged: the stage runs again from the start
+  }
+}
+
+// `sppft rejudge` arguments judging an evaluation's stored responses with the judges whose
+// options differ from those its outputs were judged with, or nothing when it cannot: the
+// generations are not there, or a model judge was dropped (its verdicts would stay).
+std::optional<std::vector<std::string>> rejudge_argv(const Stage& s, const Json& judged) {
+  if (!judged.is_object() || !fs::exists(s.dir / "responses.jsonl") || !fs::exists(s.done)) return std::nullopt;
+  std::vector<std::string> argv = {"rejudge", s.dir.string(), "--out", s.dir.string()};
+  // The model judges run where and in the batches the evaluation would run them.
+  for (auto at = s.argv.begin(); at != s.argv.end(); ++at)
+    if ((*at == "--device" || *at == "--batch-size") && at + 1 != s.argv.end()) argv.insert(argv.end(), {*at, *(at + 1)});
+  bool any = false;
+  for (const auto& [judge, options] : kJudgeOptions) {
+    const Json& now = s.judges[judge];
+    const Json before = judged.contains(judge) ? judged[judge] : Json(nullptr);
+    if (now == before) continue;
+    if (now.is_null()) return std::nullopt;
+    any = true;
+    const auto given = s.judge_argv.find(judge);
+    if (given == s.judge_argv.end() || given->second.empty()) argv.insert(argv.end(), {"--judge", "auto"});  // the default
+    else argv.insert(argv.end(), given->second.begin(), given->second.end());
+  }
+  if (!any) argv.resize(0);  // judged as asked: only the record was left to write
+  return argv;
+}
+
 // Runs a stage unless it finished with the same fingerprint; a stage that started with the
-// same fingerprint and was interrupted resumes when it can (fine-tuning from its checkpoint).
+// same fingerprint and was interrupted resumes when it can (fine-tuning from its checkpoint; an
+// evaluation whose generations are stored, through `sppft rejudge`, as one whose judges changed).
 // Each stage is a process of its own, exactly its printed command: in one process a GPU's
 // cuBLASLt workspace, allocated by an earlier stage, would be missing from a fine-tuning's
 // measured memory, and the device would not start clean for it.
@@ -151,6 +207,33 @@ void run_stage(Stage& s, int index, int count) {
     std::fprintf(stderr, "[experiment] %d/%d %s: cached in %s\n", index, count, s.name.c_str(), s.dir.c_str());
     return;
   }
+  const auto record = [&](bool done, const Json& judged) {
+    Json r = {{"fingerprint", s.fingerprint}, {"complete", done}};
+    if (!s.generation.is_null()) r["generation"] = s.generation;
+    if (!judged.is_null()) r["judged"] = judged;
+    atomic_write_text(stamp_of(s), r.dump(2) + "\n");
+  };
+  const bool same_generations = stamp && !s.generation.is_null() && stamp->contains("generation") &&
+                                (*stamp)["generation"] == s.generation;
+  if (same_generations) {
+    // A run of this very command that was killed left no record of its judges: they are read
+    // from what it wrote.
+    const Json judged = stamp->contains("judged") ? (*stamp)["judged"] : same ? judges_on_disk(s) : Json(nullptr);
+    if (const auto rejudge = rejudge_argv(s, judged)) {
+      if (rejudge->empty()) {
+        std::fprintf(stderr, "[experiment] %d/%d %s: cached in %s\n", index, count, s.name.c_str(), s.dir.c_str());
+      } else {
+        record(false, judged);  // until rejudge succeeds, the outputs hold the old verdicts
+        std::fflush(stdout);
+        std::fprintf(stderr, "[experiment] %d/%d %s: the generations are stored; judging them again: %s\n", index, count,
+                     s.name.c_str(), command_line(*rejudge).c_str());
+        const int rc = run_self(*rejudge);
+        if (rc != 0) throw StageFailed{s.name, rc};
+      }
+      record(true, s.judges);
+      return;
+    }
+  }
   if (fs::exists(s.dir) && !same) {
     if (stamp) std::fprintf(stderr, "[experiment] %d/%d %s: its command or inputs changed; rerunning\n", index, count, s.name.c_str());
     fs::remove_all(s.dir);
@@ -158,12 +241,16 @@ void run_stage(Stage& s, int index, int count) {
   std::vector<std::string> argv = s.argv;
   if (same && (argv[0] == "train" || argv[0] == "launch") && fs::exists(s.dir / "checkpoint")) argv.push_back("--resume");
   ensure_directory(s.dir);
-  atomic_write_text(stamp_of(s), Json{{"fingerprint", s.fingerprint}, {"complete", false}}.dump(2) + "\n");
+  record(false, nullptr);
   std::fflush(stdout);
   std::fprintf(stderr, "[experiment] %d/%d %s: %s\n", index, count, s.name.c_str(), command_line(argv).c_str());
   const int rc = run_self(argv);
-  if (rc != 0) throw StageFailed{s.name, rc};
-  atomic_write_text(stamp_of(s), Json{{"fingerprint", s.fingerprint}, {"complete", true}}.dump(2) + "\n");
+  if (rc != 0) {
+    // An evaluation whose judge failed keeps its generations for the next run.
+    if (!s.generation.is_null()) record(false, judges_on_disk(s));
+    throw StageFailed{s.name, rc};
+  }
+  record(true, s.judges);
 }
 
 }  // namespace
@@ -225,20 +312,45 @@ int cmd_experiment(int argc, char** argv) {
   std::vector<std::string> inference = common;
   pass(inference, {"--batch-size"});
 
+  // A command with OUT as "$OUT" (a moved experiment stays valid) and the files it reads.
+  const auto command_fingerprint = [&](const std::vector<std::string>& argv) {
+    Json cmd = Json::array();
+    for (const auto& a : argv) cmd.push_back(a.rfind(out.string(), 0) == 0 ? "$OUT" + a.substr(out.string().size()) : a);
+    return Json{{"command", cmd}, {"files", input_file_stamps(argv, out)}};
+  };
   const auto stage = [&](const std::string& name, std::vector<std::string> head, const char* done,
                          const std::vector<std::string>& rest, std::vector<const Stage*> inputs) {
-    Stage s{name, std::move(head), out / name, out / name / done, {}};
+    Stage s{name, std::move(head), out / name, out / name / done, {}, nullptr, nullptr, {}};
     s.argv.insert(s.argv.end(), rest.begin(), rest.end());
     s.argv.insert(s.argv.end(), {"--out", s.dir.string()});
-    Json cmd = Json::array();
-    for (const auto& a : s.argv) {
-      std::string v = a;
-      if (v.rfind(out.string(), 0) == 0) v = "$OUT" + v.substr(out.string().size());
-      cmd.push_back(v);
-    }
     Json after = Json::array();
     for (const Stage* in : inputs) after.push_back(in->fingerprint);
-    s.fingerprint = {{"command", cmd}, {"files", input_file_stamps(s.argv, out)}, {"after", after}};
+    s.fingerprint = command_fingerprint(s.argv);
+    s.fingerprint["after"] = after;
+    if (s.argv[0] == "eval") {
+      std::vector<std::string> generation_argv;
+      auto& judge_argv = s.judge_argv;
+      for (std::size_t i = 0; i < s.argv.size(); ++i) {
+        const char* judge = nullptr;
+        for (const auto& [name, options] : kJudgeOptions)
+          for (const char* o : options)
+            if (s.argv[i] == o) judge = name;
+        if (judge && i + 1 < s.argv.size()) {
+          judge_argv[judge].insert(judge_argv[judge].end(), {s.argv[i], s.argv[i + 1]});
+          ++i;
+        } else {
+          generation_argv.push_back(s.argv[i]);
+        }
+      }
+      s.generation = command_fingerprint(generation_argv);
+      s.generation["after"] = after;
+      s.judges = {{"judge", nullptr}, {"guard", nullptr}, {"score", nullptr}};
+      for (const auto& [name, options] : kJudgeOptions)
+        if (judge_argv.count(name) || std::string(name) == "judge") {
+          const Json f = command_fingerprint(judge_argv[name]);
+          s.judges[name] = {{"options", f["command"]}, {"files", f["files"]}};
+        }
+    }
     return s;
   };
 
