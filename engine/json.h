@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/error.h"
 #include "engine/fs.h"
 
 namespace sppft {
@@ -55,6 +56,22 @@ std::optional<T> json_integer(const Json& v) {
     return static_cast<T>(d);
   }
   return std::nullopt;
+}
+
+// Token ids as Hugging Face configs write them (eos_token_id, bos_token_id): absent (null) for
+// none, one integer, or a list of integers, each as json_integer<T> takes it. InputError
+// "<where>: field '<field>' must be an integer or a list of integers" otherwise.
+template <typename T>
+std::vector<T> json_integer_list(const Json& v, std::string_view where, std::string_view field) {
+  std::vector<T> out;
+  if (v.is_null()) return out;
+  for (const Json& x : v.is_array() ? v : Json::array({v})) {
+    const auto id = json_integer<T>(x);
+    if (!id)
+      throw InputError(std::string(where) + ": field '" + std::string(field) + "' must be an integer or a list of integers");
+    out.push_back(*id);
+  }
+  return out;
 }
 
 // Typed field access: InputError "<where>: field 'key' ..." when missing or of the wrong type.

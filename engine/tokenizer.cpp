@@ -1188,25 +1188,6 @@ PostIds parse_post_processor(const Json& j, const std::string& where, const std:
   return out;
 }
 
-std::vector<std::int32_t> id_list(const Json& v, const std::string& where, const std::string& field) {
-  std::vector<std::int32_t> out;
-  const auto bad = [&] { return InputError(where + ": field '" + field + "' must be a token id or a list of token ids"); };
-  if (v.is_number()) {
-    const auto id = json_integer<std::int32_t>(v);
-    if (!id) throw bad();
-    out.push_back(*id);
-  } else if (v.is_array()) {
-    for (const Json& x : v) {
-      const auto id = json_integer<std::int32_t>(x);
-      if (!id) throw bad();
-      out.push_back(*id);
-    }
-  } else if (!v.is_null()) {
-    throw bad();
-  }
-  return out;
-}
-
 }  // namespace
 
 }  // namespace tok
@@ -2186,7 +2167,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
   std::optional<std::int32_t> bos = bos_tok;
   if (!bos) {
     for (const auto* src : {&cfg, &gen}) {
-      auto ids = id_list(src->value("bos_token_id", Json()), src == &cfg ? cfg_where : gen_where, "bos_token_id");
+      auto ids = json_integer_list<std::int32_t>(src->value("bos_token_id", Json()), src == &cfg ? cfg_where : gen_where, "bos_token_id");
       if (!ids.empty()) {
         bos = ids[0];
         break;
@@ -2194,8 +2175,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
     }
   }
   if (!bos && has_model && sp.bos_id >= 0 && static_cast<std::size_t>(sp.bos_id) < sp.pieces.size()) bos = sp.bos_id;
-  std::vector<std::int32_t> eos = id_list(gen.value("eos_token_id", Json()), gen_where, "eos_token_id");
-  if (eos.empty()) eos = id_list(cfg.value("eos_token_id", Json()), cfg_where, "eos_token_id");
+  std::vector<std::int32_t> eos = json_integer_list<std::int32_t>(gen.value("eos_token_id", Json()), gen_where, "eos_token_id");
+  if (eos.empty()) eos = json_integer_list<std::int32_t>(cfg.value("eos_token_id", Json()), cfg_where, "eos_token_id");
   if (eos.empty() && eos_tok) eos.push_back(*eos_tok);
   if (eos.empty() && has_model && sp.eos_id >= 0 && static_cast<std::size_t>(sp.eos_id) < sp.pieces.size())
     eos.push_back(sp.eos_id);

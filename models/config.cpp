@@ -14,17 +14,6 @@ namespace sppft {
 
 namespace {
 
-std::vector<std::int64_t> id_list(const Json& v, const std::string& where) {
-  std::vector<std::int64_t> out;
-  if (v.is_null()) return out;
-  for (const Json& x : v.is_array() ? v : Json::array({v})) {
-    const auto id = x.is_number_integer() ? json_integer<std::int64_t>(x) : std::nullopt;
-    if (!id) throw InputError(where + ": eos_token_id must be an integer or a list of integers");
-    out.push_back(*id);
-  }
-  return out;
-}
-
 std::int64_t positive(const Json& j, const char* key, const std::string& where) {
   auto v = json_get<std::int64_t>(j, key, where);
   if (v <= 0) throw InputError(where + ": field '" + key + "' must be positive, got " + std::to_string(v));
@@ -493,7 +482,7 @@ ModelConfig parse_model_config(const Json& j, const std::string& where) {
   if (c.family == Family::Gemma2 || c.family == Family::Gemma3) parse_gemma_sandwich(j, c, where);
 
   if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<std::int64_t>();
-  if (j.contains("eos_token_id")) c.eos_token_ids = id_list(j["eos_token_id"], where);
+  if (j.contains("eos_token_id")) c.eos_token_ids = json_integer_list<std::int64_t>(j["eos_token_id"], where, "eos_token_id");
   std::string dtype = json_get_or<std::string>(j, "torch_dtype", "", where);
   if (dtype.empty()) dtype = json_get_or<std::string>(j, "dtype", "float32", where);
   c.torch_dtype = dtype;

@@ -44,6 +44,19 @@ TEST_CASE("llama config, Hub form and the rope_parameters form") {
   CHECK(e.rope.type == "llama3");
   CHECK(e.rope.factor == 8.0);
   CHECK(e.eos_token_ids == d.eos_token_ids);
+  // eos_token_id: one id, a list, null for none; anything else named.
+  for (const auto& [value, ids] : std::vector<std::pair<Json, std::vector<std::int64_t>>>{
+           {7, {7}}, {Json::array({2, 3.0}), {2, 3}}, {nullptr, {}}, {Json::array(), {}}}) {
+    Json m = base();
+    m["eos_token_id"] = value;
+    CHECK(parse_model_config(m, "config.json").eos_token_ids == ids);
+  }
+  for (const Json& bad : {Json("2"), Json::array({1, 2.5}), Json::array({Json::array({1})}), Json(-1.5)}) {
+    Json m = base();
+    m["eos_token_id"] = bad;
+    CHECK_THROWS_WITH_AS(parse_model_config(m, "config.json"),
+                         "config.json: field 'eos_token_id' must be an integer or a list of integers", InputError);
+  }
 }
 
 TEST_CASE("llama3 RoPE scaling leaves high frequencies, divides low ones, smooths between") {
