@@ -232,6 +232,11 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   CHECK(r.exit_code != 0);
   CHECK(r.out.find("[experiment] stage eval-base failed") != std::string::npos);
   CHECK(!read_json_file(given / "eval-base/eval.json")["harmful"].contains("score"));
+  // The same command again: the score judge is retried on the stored responses (and fails again).
+  r = test::run_command(in_given + " --max-new-tokens 5 --score-judge model");
+  CHECK(r.exit_code != 0);
+  CHECK(rejudged(r.out, "eval-base").find(" --score-judge " + model.string()) != std::string::npos);
+  CHECK(r.out.find("eval-base: sppft eval") == std::string::npos);
   r = test::run_command(in_given + " --max-new-tokens 5" + score_judge);
   CAPTURE(r.out);
   REQUIRE(r.exit_code == 0);
@@ -239,6 +244,16 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   CHECK(rejudged(r.out, "eval-base").find("--judge") == std::string::npos);
   CHECK(read_json_file(given / "eval-base/eval.json")["harmful"]["score"]["rubric"] == "rubric.txt");
   CHECK(count(r.out, "its command or inputs changed; rerunning") == 2);  // eval-full, eval-sppft: --max-new-tokens
+  // A record whose judges are not what sppft wrote: the evaluation runs again from the start.
+  Json record = read_json_file(given / "eval-base/experiment-stage.json");
+  record["complete"] = false;
+  record["judged"] = "damaged";
+  atomic_write_text(given / "eval-base/experiment-stage.json", record.dump());
+  r = test::run_command(in_given + " --max-new-tokens 5" + score_judge);
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("[experiment] 1/5 eval-base: sppft eval " + model.string()) != std::string::npos);
+  CHECK(count(r.out, "cached in") == 4);
 
   // --freeze with an earlier locate.json: its final range.
   r = test::run_command(base + " --freeze " + (out / "locate").string() + " --out " + (dir / "from-locate").string());
