@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 
 #include "analysis/compare.h"
 #include "analysis/cossim.h"
@@ -81,6 +82,13 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
     md += "Given with `--freeze` (no cosine analysis or localization in this run).\n\n";
   }
   md += "Frozen in the SPPFT arm: blocks **" + o.freeze + "** (0-indexed, inclusive).\n\n";
+  const std::string control_name = "frozen " + o.control + " (control)";
+  if (!o.control.empty()) {
+    md += "Frozen in the control arm: blocks **" + o.control +
+          "**, the same fine-tuning with other blocks frozen: if SPPFT keeps the base model's safety and the "
+          "control does not, it is the safety layers that hold it, not freezing as such (the paper's Table 8).\n\n";
+    sum["control"] = o.control;
+  }
 
   // Table 2: the checkpoint, then both arms of every data set.
   if (o.runs.empty()) throw InputError("experiment: no fine-tuning runs to report");
@@ -89,47 +97,64 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
   for (const FineTuning& r : o.runs) {
     evals.push_back({several ? "full " + r.data : "full fine-tuning", r.eval_full, r.eval_full_file});
     evals.push_back({"SPPFT " + o.freeze + (several ? " " + r.data : ""), r.eval_sppft, r.eval_sppft_file});
+    if (r.control) evals.push_back({control_name + (several ? " " + r.data : ""), r.eval_control, r.eval_control_file});
   }
   const Comparison c = compare_evaluations(evals);
   rep.warnings = c.warnings;
   md += "## Safety and utility (the paper's Table 2)\n\n" + c.markdown;
   for (const auto& w : c.warnings) md += "\n**Warning:** " + w + ".\n";
   sum["evaluation"] = c.json;
-  rep.console = "safety layers frozen in the SPPFT arm: " + o.freeze + (o.locate ? " (located)" : " (given)") + "\n\n" + c.markdown + "\n";
+  rep.console = "safety layers frozen in the SPPFT arm: " + o.freeze + (o.locate ? " (located)" : " (given)") +
+                (o.control.empty() ? std::string() : "; in the control arm: " + o.control) + "\n\n" + c.markdown + "\n";
 
-  // Training: both arms of a data set on the same settings; memory as the trainer measured it.
+  // Training: the arms of a data set on the same settings; memory as the trainer measured it.
   sum["training"] = Json::array();
   for (const FineTuning& r : o.runs) {
-    const ArmStats full = arm_stats(r.full), sppft = arm_stats(r.sppft);
-    const Json fm = json_at<Json>(r.full.memory, "/measured_peak", r.full.memory_file);
-    const Json sm = json_at<Json>(r.sppft.memory, "/measured_peak", r.sppft.memory_file);
-    md += "\n## Fine-tuning on " + r.data + ": full vs SPPFT (same data, schedule and seed)\n\n| | full fine-tuning | SPPFT " +
-          o.freeze + " | saved |\n|---|---|---|---|\n";
+    std::vector<const TrainingArm*> arms = {&r.full, &r.sppft};
+    std::vector<std::string> keys = {"full", "sppft"}, headers = {"full fine-tuning", "SPPFT " + o.freeze};
+    if (r.control) arms.push_back(&*r.control), keys.push_back("control"), headers.push_back(control_name);
+    std::vector<ArmStats> stats;
+    for (const TrainingArm* a : arms) {
+      (void)json_at<Json>(a->memory, "/measured_peak", a->memory_file);  // the whole block named when it is missing
+      stats.push_back(arm_stats(*a));
+    }
+    const ArmStats &full = stats[0], &sppft = stats[1];
+    const auto row = [&](const std::string& label, const std::function<std::string(std::size_t)>& cell, const std::string& last) {
+      md += "| " + label + " |";
+      for (std::size_t i = 0; i < arms.size(); ++i) md.append(" ").append(cell(i)).append(" |");
+      md.append(last.empty() ? " |\n" : " " + last + " |\n");
+    };
+    std::string header = "| ", rule = "|---|";
+    for (const auto& h : headers) header += "| " + h + " ", rule += "---|";
+    md += "\n## Fine-tuning on " + r.data + ": full vs SPPFT" + (r.control ? std::string(" vs control") : "") +
+          " (same data, schedule and seed)\n\n" + header + "| saved by SPPFT |\n" + rule + "---|\n";
     Json mem = Json::object();
     for (const char* cat : kCategories) {
-      const double f = json_at<double>(r.full.memory, std::string("/measured_peak/") + cat, r.full.memory_file);
-      const double v = json_at<double>(r.sppft.memory, std::string("/measured_peak/") + cat, r.sppft.memory_file);
       const std::string label = cat == std::string("total_bytes") ? "total" : cat;
-      md += "| " + label + " (MiB, measured peak) | " + mib(f) + " | " + mib(v) + " | " + mib(f - v) +
-            (f > 0 ? fmt(" (%.1f%%)", 100 * (f - v) / f) : std::string()) + " |\n";
-      mem[label] = {{"full", f}, {"sppft", v}};
+      std::vector<double> bytes;
+      for (const TrainingArm* a : arms) bytes.push_back(json_at<double>(a->memory, std::string("/measured_peak/") + cat, a->memory_file));
+      const double f = bytes[0], v = bytes[1];
+      row(label + " (MiB, measured peak)", [&](std::size_t i) { return mib(bytes[i]); },
+          mib(f - v) + (f > 0 ? fmt(" (%.1f%%)", 100 * (f - v) / f) : std::string()));
+      for (std::size_t i = 0; i < arms.size(); ++i) mem[label][keys[i]] = bytes[i];
     }
     const auto trainable = [](const TrainingArm& a) {
       return json_at<std::int64_t>(a.memory, "/measured_peak/trainable_params", a.memory_file);
     };
-    md += "| trainable parameters | " + std::to_string(trainable(r.full)) + " | " + std::to_string(trainable(r.sppft)) + " | " +
-          std::to_string(trainable(r.full) - trainable(r.sppft)) + " |\n";
-    md += "| optimizer steps | " + std::to_string(full.steps) + " | " + std::to_string(sppft.steps) + " | |\n";
-    md += "| tokens/s (median step) | " + fmt("%.1f", full.median_tokens_per_s) + " | " + fmt("%.1f", sppft.median_tokens_per_s) +
-          " | SPPFT " + fmt("%+.1f%%", 100 * (sppft.median_tokens_per_s / std::max(full.median_tokens_per_s, 1e-12) - 1)) + " |\n";
-    md += "| final training loss | " + fmt("%.4f", full.final_loss) + " | " + fmt("%.4f", sppft.final_loss) + " | |\n";
-    if (full.val_loss && sppft.val_loss)
-      md += "| validation loss | " + fmt("%.4f", *full.val_loss) + " | " + fmt("%.4f", *sppft.val_loss) + " | |\n";
-    if (full.probe_gap_deg && sppft.probe_gap_deg)
-      md += "| safety probe gap at the end (deg) | " + fmt("%.2f", *full.probe_gap_deg) + " | " + fmt("%.2f", *sppft.probe_gap_deg) +
-            " | |\n";
-    const bool exact = json_at<Json>(r.full.memory, "/predicted", r.full.memory_file) == fm &&
-                       json_at<Json>(r.sppft.memory, "/predicted", r.sppft.memory_file) == sm;
+    row("trainable parameters", [&](std::size_t i) { return std::to_string(trainable(*arms[i])); },
+        std::to_string(trainable(r.full) - trainable(r.sppft)));
+    row("optimizer steps", [&](std::size_t i) { return std::to_string(stats[i].steps); }, "");
+    row("tokens/s (median step)", [&](std::size_t i) { return fmt("%.1f", stats[i].median_tokens_per_s); },
+        "SPPFT " + fmt("%+.1f%%", 100 * (sppft.median_tokens_per_s / std::max(full.median_tokens_per_s, 1e-12) - 1)));
+    row("final training loss", [&](std::size_t i) { return fmt("%.4f", stats[i].final_loss); }, "");
+    const auto all = [&](auto has) { return std::all_of(stats.begin(), stats.end(), has); };
+    if (all([](const ArmStats& a) { return a.val_loss.has_value(); }))
+      row("validation loss", [&](std::size_t i) { return fmt("%.4f", *stats[i].val_loss); }, "");
+    if (all([](const ArmStats& a) { return a.probe_gap_deg.has_value(); }))
+      row("safety probe gap at the end (deg)", [&](std::size_t i) { return fmt("%.2f", *stats[i].probe_gap_deg); }, "");
+    bool exact = true;
+    for (const TrainingArm* a : arms)
+      exact = exact && json_at<Json>(a->memory, "/predicted", a->memory_file) == json_at<Json>(a->memory, "/measured_peak", a->memory_file);
     md += std::string("\nThe memory planner's prediction equals the measured bytes in every category: ") + (exact ? "yes" : "no") +
           " (each arm's memory.json; `sppft memory` predicts them without a run).\n";
     const auto arm_json = [](const ArmStats& a) {
@@ -138,8 +163,9 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
       if (a.probe_gap_deg) j["probe_gap_deg"] = *a.probe_gap_deg;
       return j;
     };
-    sum["training"].push_back(
-        {{"data", r.data}, {"full", arm_json(full)}, {"sppft", arm_json(sppft)}, {"memory_bytes", mem}, {"prediction_exact", exact}});
+    Json t = {{"data", r.data}, {"memory_bytes", mem}, {"prediction_exact", exact}};
+    for (std::size_t i = 0; i < arms.size(); ++i) t[keys[i]] = arm_json(stats[i]);
+    sum["training"].push_back(t);
     rep.console += (several ? r.data + ": " : std::string()) + "memory (measured peak): full " + mib(mem["total"]["full"].get<double>()) +
                    " MiB, SPPFT " + mib(mem["total"]["sppft"].get<double>()) + " MiB; tokens/s: full " +
                    fmt("%.1f", full.median_tokens_per_s) + ", SPPFT " + fmt("%.1f", sppft.median_tokens_per_s) + "\n";

@@ -2,7 +2,8 @@
 // found (cossim + locate, or given), fine-tuning on each data set twice - full and SPPFT with
 // those layers frozen - and the base model and every fine-tuned one evaluated alike. This
 // gathers what those stages wrote into one report: Table 2 (harmful rate, over-rejection,
-// utility, with changes in points), memory by category and training speed of both arms.
+// utility, with changes in points), memory by category and training speed of both arms (and of
+// a control arm with other blocks frozen, when asked).
 #pragma once
 
 #include <optional>
@@ -22,12 +23,17 @@ struct TrainingArm {
   std::string memory_file = "memory.json", metrics_file = "metrics.jsonl";  // where they were read, for errors
 };
 
-// Fine-tuning on one data set, full and SPPFT, with the eval.json of each.
+// Fine-tuning on one data set, full and SPPFT, with the eval.json of each; and, when asked, a
+// control arm with other blocks frozen (the paper's Table 8: blocks of the same size elsewhere
+// protect much less).
 struct FineTuning {
   std::string data;  // the data set's name
   TrainingArm full, sppft;
   Json eval_full, eval_sppft;
   std::string eval_full_file = "eval.json", eval_sppft_file = "eval.json";  // where they were read, for errors
+  std::optional<TrainingArm> control{};
+  Json eval_control{};
+  std::string eval_control_file = "eval.json";
 };
 
 struct ExperimentOutputs {
@@ -36,6 +42,7 @@ struct ExperimentOutputs {
   std::optional<Json> cossim, locate;  // absent when the layers were given (--freeze)
   std::string cossim_file = "cossim.json", locate_file = "locate.json";  // where they were read, for errors
   std::string freeze;                  // the SPPFT arms' frozen blocks
+  std::string control;                 // the control arms' frozen blocks ("" without control arms)
   Json eval_base;                      // the checkpoint's eval.json
   std::string eval_base_file = "eval.json";
   std::vector<FineTuning> runs;        // one per data set

@@ -59,6 +59,29 @@ TEST_CASE("experiment report: Table 2, memory saved, speed, summary") {
   broken.runs[0].sppft.metrics.clear();
   CHECK_THROWS_WITH_AS(experiment_report(broken), "metrics.jsonl: no steps", InputError);
 
+  // A control arm: other blocks frozen, a column of its own in Table 2 and in the training table.
+  ExperimentOutputs ctl = outputs();
+  ctl.control = "20-26";
+  ctl.runs[0].control = TrainingArm{"control di", "20-26", memory_json(300, 600, 75), metrics({1, 110, 115, 120})};
+  ctl.runs[0].eval_control = eval_json(0.40, 0.33);
+  const ExperimentReport k = experiment_report(ctl);
+  CAPTURE(k.markdown);
+  CHECK(k.markdown.find("Frozen in the control arm: blocks **20-26**") != std::string::npos);
+  CHECK(k.markdown.find("| metric | base | full fine-tuning | SPPFT 6-12 | frozen 20-26 (control) |") != std::string::npos);
+  CHECK(k.markdown.find("| harmful rate R_h | 5.77 | 44.42 (+38.65) | 9.62 (+3.85) | 40.00 (+34.23) |") != std::string::npos);
+  CHECK(k.markdown.find("## Fine-tuning on di: full vs SPPFT vs control") != std::string::npos);
+  CHECK(k.markdown.find("| | full fine-tuning | SPPFT 6-12 | frozen 20-26 (control) | saved by SPPFT |\n|---|---|---|---|---|\n") !=
+        std::string::npos);
+  CHECK(k.markdown.find("| trainable parameters | 100 | 75 | 75 | 25 |") != std::string::npos);
+  CHECK(k.markdown.find("| tokens/s (median step) | 100.0 | 127.5 | 115.0 | SPPFT +27.5% |") != std::string::npos);
+  CHECK(k.console.find("frozen in the SPPFT arm: 6-12 (located); in the control arm: 20-26") != std::string::npos);
+  CHECK(k.summary["control"] == "20-26");
+  CHECK(k.summary["training"][0]["control"]["median_tokens_per_s"].get<double>() == 115.0);
+  CHECK(k.summary["training"][0]["memory_bytes"]["optimizer"]["control"].get<double>() == 600);
+  CHECK(k.summary["evaluation"]["metrics"][0]["change_points"][3].get<double>() == doctest::Approx(34.23));
+  ctl.runs[0].control->metrics.clear();
+  CHECK_THROWS_WITH_AS(experiment_report(ctl), "metrics.jsonl: no steps", InputError);
+
   // Several data sets: both arms of each in Table 2, named after the data, a training table each.
   ExperimentOutputs two = outputs();
   two.runs.push_back(two.runs[0]);
@@ -255,7 +278,27 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   CHECK(r.out.find("[experiment] 1/5 eval-base: sppft eval " + model.string()) != std::string::npos);
   CHECK(count(r.out, "cached in") == 4);
 
-  // --freeze with an earlier locate.json: its final range.
+  // --control: a third arm with other blocks frozen, fine-tuned and evaluated like the others.
+  r = test::run_command(base + " --freeze 0-0 --control 2-2 --out " + (dir / "control").string());
+  CAPTURE(r.out);
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.out, "[experiment] 7/7 eval-control: sppft eval " + (dir / "control/ft-control").string()) == 1);
+  const Json control_cmd = read_json_file(dir / "control/ft-control/experiment-stage.json")["fingerprint"]["command"];
+  const auto control_at = std::find(control_cmd.begin(), control_cmd.end(), Json("--freeze"));
+  REQUIRE(control_at != control_cmd.end());
+  CHECK(*(control_at + 1) == "2-2");
+  const Json control_sum = read_json_file(dir / "control/summary.json");
+  CHECK(control_sum["control"] == "2-2");
+  CHECK(control_sum["training"][0]["control"]["steps"] == 2);
+  CHECK(control_sum["training"][0]["memory_bytes"]["grads"]["control"].get<double>() ==
+        control_sum["training"][0]["memory_bytes"]["grads"]["sppft"].get<double>());  // one block of equal size frozen in each
+  CHECK(read_file(dir / "control/report.md").find("| frozen 2-2 (control) |") != std::string::npos);
+  // Blocks of another count: a warning; the SPPFT arm's own blocks, or blocks the model lacks: refused.
+  r = test::run_command(base + " --freeze 0-0 --control 1-2 --out " + (dir / "control2").string());
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("warning: --control 1-2 freezes 2 blocks, the SPPFT arm (0-0) 1") != std::string::npos);
+
+
   r = test::run_command(base + " --freeze " + (out / "locate").string() + " --out " + (dir / "from-locate").string());
   REQUIRE(r.exit_code == 0);
   CHECK(read_json_file(dir / "from-locate/summary.json")["freeze"] == freeze);
@@ -318,6 +361,10 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   refused(bin + model.string() + " --data " + (dir / "ft.json").string() + "," + (dir / "y/ft.json").string() + " --out " +
               (dir / "x").string(),
           "--data: two data sets named ft");
+  refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --freeze 0-0 --control 0-0",
+          "--control 0-0: the blocks the SPPFT arm freezes; give others");
+  refused(bin + model.string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string() + " --freeze 0-0 --control 3-4",
+          "--control");
   refused(bin + (dir / "n.csv").string() + " --data " + (dir / "ft.json").string() + " --out " + (dir / "x").string(),
           "not a checkpoint directory");
   refused("WORLD_SIZE=2 RANK=0 MASTER_ADDR=localhost MASTER_PORT=1 " + bin + model.string() + " --data " + (dir / "ft.json").string() +

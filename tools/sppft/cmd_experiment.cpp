@@ -8,7 +8,9 @@
 #include "analysis/judge.h"
 #include "engine/error.h"
 #include "engine/text.h"
+#include "models/config.h"
 #include "trainer/comm.h"
+#include "trainer/freeze.h"
 #include "tools/sppft/args.h"
 #include "tools/sppft/commands.h"
 #include "tools/sppft/device_option.h"
@@ -38,6 +40,9 @@ const char* kHelp =
     "responses (sppft rejudge) without generating them again.\n\n"
     "  --freeze RANGES           the blocks to freeze (e.g. 6-12, or an earlier locate.json or\n"
     "                            its directory): skips stages 1 and 2\n"
+    "  --control RANGES          a control arm: the same fine-tuning with these blocks frozen\n"
+    "                            instead (e.g. 20-26, as many blocks elsewhere; the paper's\n"
+    "                            Table 8), and its evaluation (stages ft-control, eval-control)\n"
     "  --device D                cpu (default, fp32) | cuda (bf16), every stage\n"
     "  --template T              alpaca (default) | chat | none, every stage\n"
     "  --chat-template-kwargs J  every stage (see sppft train --help)\n"
@@ -69,7 +74,7 @@ struct Flags {
                                    "--batch-size", "--judge", "--normal", "--malicious", "--pairs", "--over-rejection",
                                    "--initial", "--alpha", "--window", "--locate-limit", "--locate-max-new-tokens", "--harmful",
                                    "--reference", "--mmlu", "--guard", "--score-judge", "--score-rubric", "--score-max-new-tokens",
-                                   "--score-chat-template-kwargs", "--max-new-tokens", "--eval-limit", "--nproc"};
+                                   "--score-chat-template-kwargs", "--max-new-tokens", "--eval-limit", "--nproc", "--control"};
   std::set<std::string> switches = {"--scale-o-proj"};
   Flags() {
     for (const auto& f : kTrainValuedFlags)
@@ -359,7 +364,18 @@ int cmd_experiment(int argc, char** argv) {
     std::vector<std::string> commands;
     int index = 0;
     const bool given = args.has("--freeze");
-    const int count = (given ? 1 : 3) + 4 * static_cast<int>(data_sets.size());
+    // A control arm: other blocks frozen, checked against the model before any stage runs.
+    const std::string control = args.get_or("--control", "");
+    const std::int64_t num_layers = load_model_config(model).num_layers;
+    std::vector<LayerRange> control_blocks;
+    if (args.has("--control")) control_blocks = parse_layer_ranges(control, num_layers, "--control");
+    const auto blocks = [](const std::vector<LayerRange>& ranges) {
+      std::set<std::int64_t> b;
+      for (const LayerRange& r : ranges)
+        for (std::int64_t i = r.first; i <= r.last; ++i) b.insert(i);
+      return b;
+    };
+    const int count = (given ? 1 : 3) + (control.empty() ? 4 : 6) * static_cast<int>(data_sets.size());
     std::optional<Stage> cossim, locate;
     std::string freeze;
     if (given) {
@@ -381,6 +397,14 @@ int cmd_experiment(int argc, char** argv) {
       freeze = located_range(locate->done);
       commands.push_back(command_line(cossim->argv));
       commands.push_back(command_line(locate->argv));
+    }
+
+    if (!control.empty()) {
+      const auto frozen = blocks(parse_layer_ranges(freeze, num_layers, "--freeze")), other = blocks(control_blocks);
+      if (frozen == other) throw InputError("--control " + control + ": the blocks the SPPFT arm freezes; give others");
+      if (frozen.size() != other.size())
+        std::fprintf(stderr, "sppft: warning: --control %s freezes %zu blocks, the SPPFT arm (%s) %zu: the paper's control freezes as many\n",
+                     control.c_str(), other.size(), freeze.c_str(), frozen.size());
     }
 
     std::vector<std::string> eval_args = inference;
@@ -409,6 +433,7 @@ int cmd_experiment(int argc, char** argv) {
     if (cossim) o.cossim = read_json_file(cossim->done), o.cossim_file = cossim->done.string();
     if (locate) o.locate = read_json_file(locate->done), o.locate_file = locate->done.string();
     o.freeze = freeze;
+    o.control = control;
     o.eval_base = read_json_file(eval_base.done), o.eval_base_file = eval_base.done.string();
     for (const auto& [name, path] : data_sets) {
       const std::string suffix = data_sets.size() > 1 ? "-" + name : "";
@@ -423,7 +448,16 @@ int cmd_experiment(int argc, char** argv) {
         return stage(stage_name, {"eval", trained.dir.string()}, "eval.json", eval_args, {&trained});
       };
       Stage eval_full = eval_of("eval-full" + suffix, ft_full), eval_sppft = eval_of("eval-sppft" + suffix, ft_sppft);
-      for (Stage* s : {&ft_full, &eval_full, &ft_sppft, &eval_sppft}) {
+      std::vector<Stage*> stages = {&ft_full, &eval_full, &ft_sppft, &eval_sppft};
+      std::optional<Stage> ft_control, eval_control;
+      if (!control.empty()) {
+        std::vector<std::string> control_args = full_args;
+        control_args.insert(control_args.end(), {"--freeze", control});
+        ft_control = stage("ft-control" + suffix, train_head, "memory.json", control_args, {});
+        eval_control = eval_of("eval-control" + suffix, *ft_control);
+        stages.insert(stages.end(), {&*ft_control, &*eval_control});
+      }
+      for (Stage* s : stages) {
         run_stage(*s, ++index, count);
         commands.push_back(command_line(s->argv));
       }
@@ -431,9 +465,14 @@ int cmd_experiment(int argc, char** argv) {
         const std::string metrics = (s.dir / "metrics.jsonl").string();
         return TrainingArm{arm_name, frozen, read_json_file(s.done), read_metrics_jsonl(metrics), s.done.string(), metrics};
       };
-      o.runs.push_back({name, arm("full fine-tuning " + name, "", ft_full), arm("SPPFT " + name, freeze, ft_sppft),
-                        read_json_file(eval_full.done), read_json_file(eval_sppft.done), eval_full.done.string(),
-                        eval_sppft.done.string()});
+      FineTuning run{name, arm("full fine-tuning " + name, "", ft_full), arm("SPPFT " + name, freeze, ft_sppft),
+                     read_json_file(eval_full.done), read_json_file(eval_sppft.done), eval_full.done.string(),
+                     eval_sppft.done.string(), std::nullopt, nullptr, "eval.json"};
+      if (ft_control) {
+        run.control = arm("control " + name, control, *ft_control);
+        run.eval_control = read_json_file(eval_control->done), run.eval_control_file = eval_control->done.string();
+      }
+      o.runs.push_back(std::move(run));
     }
     o.commands = commands;
     const ExperimentReport rep = experiment_report(o);
