@@ -168,7 +168,11 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
     sum["training"].push_back(t);
     rep.console += (several ? r.data + ": " : std::string()) + "memory (measured peak): full " + mib(mem["total"]["full"].get<double>()) +
                    " MiB, SPPFT " + mib(mem["total"]["sppft"].get<double>()) + " MiB; tokens/s: full " +
-                   fmt("%.1f", full.median_tokens_per_s) + ", SPPFT " + fmt("%.1f", sppft.median_tokens_per_s) + "\n";
+                   fmt("%.1f", full.median_tokens_per_s) + ", SPPFT " + fmt("%.1f", sppft.median_tokens_per_s) +
+                   (r.control ? "; control " + mib(mem["total"]["control"].get<double>()) + " MiB, " +
+                                    fmt("%.1f", stats[2].median_tokens_per_s) + " tokens/s"
+                              : std::string()) +
+                   "\n";
   }
 
   md += "\n## The stages as commands\n\n```\n";

@@ -75,6 +75,7 @@ TEST_CASE("experiment report: Table 2, memory saved, speed, summary") {
   CHECK(k.markdown.find("| trainable parameters | 100 | 75 | 75 | 25 |") != std::string::npos);
   CHECK(k.markdown.find("| tokens/s (median step) | 100.0 | 127.5 | 115.0 | SPPFT +27.5% |") != std::string::npos);
   CHECK(k.console.find("frozen in the SPPFT arm: 6-12 (located); in the control arm: 20-26") != std::string::npos);
+  CHECK(k.console.find("tokens/s: full 100.0, SPPFT 127.5; control 0.00 MiB, 115.0 tokens/s") != std::string::npos);
   CHECK(k.summary["control"] == "20-26");
   CHECK(k.summary["training"][0]["control"]["median_tokens_per_s"].get<double>() == 115.0);
   CHECK(k.summary["training"][0]["memory_bytes"]["optimizer"]["control"].get<double>() == 600);
