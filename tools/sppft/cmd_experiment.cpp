@@ -1,5 +1,6 @@
 // sppft experiment DIR --data FILE[,FILE...] --out OUT: the paper's whole experiment on one checkpoint,
 // as the ordinary sppft commands it chains (analysis/experiment.h gathers their outputs).
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -369,12 +370,6 @@ int cmd_experiment(int argc, char** argv) {
     const std::int64_t num_layers = load_model_config(model).num_layers;
     std::vector<LayerRange> control_blocks;
     if (args.has("--control")) control_blocks = parse_layer_ranges(control, num_layers, "--control");
-    const auto blocks = [](const std::vector<LayerRange>& ranges) {
-      std::set<std::int64_t> b;
-      for (const LayerRange& r : ranges)
-        for (std::int64_t i = r.first; i <= r.last; ++i) b.insert(i);
-      return b;
-    };
     const int count = (given ? 1 : 3) + (control.empty() ? 4 : 6) * static_cast<int>(data_sets.size());
     std::optional<Stage> cossim, locate;
     std::string freeze;
@@ -400,11 +395,13 @@ int cmd_experiment(int argc, char** argv) {
     }
 
     if (!control.empty()) {
-      const auto frozen = blocks(parse_layer_ranges(freeze, num_layers, "--freeze")), other = blocks(control_blocks);
+      const auto frozen = FreezePlan::from_ranges(parse_layer_ranges(freeze, num_layers, "--freeze"), num_layers).block_frozen;
+      const auto other = FreezePlan::from_ranges(control_blocks, num_layers).block_frozen;
       if (frozen == other) throw InputError("--control " + control + ": the blocks the SPPFT arm freezes; give others");
-      if (frozen.size() != other.size())
-        std::fprintf(stderr, "sppft: warning: --control %s freezes %zu blocks, the SPPFT arm (%s) %zu: the paper's control freezes as many\n",
-                     control.c_str(), other.size(), freeze.c_str(), frozen.size());
+      const auto n_frozen = std::count(frozen.begin(), frozen.end(), true), n_other = std::count(other.begin(), other.end(), true);
+      if (n_frozen != n_other)
+        std::fprintf(stderr, "sppft: warning: --control %s freezes %td blocks, the SPPFT arm (%s) %td: the paper's control freezes as many\n",
+                     control.c_str(), n_other, freeze.c_str(), n_frozen);
     }
 
     std::vector<std::string> eval_args = inference;
