@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 
+#include "analysis/compare.h"
 #include "analysis/cossim.h"
 #include "analysis/evaluate.h"
 #include "analysis/judge.h"
@@ -415,10 +416,28 @@ int run_demo(const DemoOptions& opt) {
           " | " + pct(orr(*e)) + " | " + fmt("%.3f", rl(*e)) + " |\n";
   md += "\nThe prefix judge misses refusals that follow the \"Sure, the answer is: \" that D_I teaches; the keyword judge "
         "finds them anywhere in the response (both lists in data/judges/).\n";
+  // Chance: the three evaluations asked the same goals; each pair tested on them (sppft compare's).
+  const Comparison chance =
+      compare_evaluations({read_eval_run("aligned", opt.out / "eval-aligned"), read_eval_run("full fine-tuning", opt.out / "eval-ft-full"),
+                           read_eval_run(sppft_name, opt.out / "eval-ft-sppft")},
+                          {{0, 1}, {0, 2}, {1, 2}});
+  md += chance.stats_markdown;
+  const auto sppft_vs_full = std::find_if(chance.json["paired"].begin(), chance.json["paired"].end(), [](const Json& t) {
+    return t["a"] == "full fine-tuning" && t["metric"] == "harmful rate R_h";
+  });
+  std::string test;
+  if (sppft_vs_full != chance.json["paired"].end()) {
+    const Json& t = *sppft_vs_full;
+    const double p = t["p"].get<double>();
+    test = "; on the same " + std::to_string(t["queries"].get<std::int64_t>()) + " goals, " +
+           std::to_string(t["a_only"].get<std::int64_t>()) + " were answered only after full fine-tuning and " +
+           std::to_string(t["b_only"].get<std::int64_t>()) + " only after SPPFT (exact McNemar p = " + fmt(p < 1e-3 ? "%.1e" : "%.3f", p) +
+           (p < 0.05 ? ": more than chance alone makes)" : ": within what chance alone makes)");
+  }
   md += "\n![results](results.svg)\n\n";
-  md += protects ? "SPPFT kept the model safer than full fine-tuning: R_h " + pct(hr(e_sppft)) + " vs " + pct(hr(e_full)) + ".\n\n"
+  md += protects ? "SPPFT kept the model safer than full fine-tuning: R_h " + pct(hr(e_sppft)) + " vs " + pct(hr(e_full)) + test + ".\n\n"
                  : "**SPPFT did not protect this model**: R_h " + pct(hr(e_sppft)) + " with SPPFT vs " + pct(hr(e_full)) +
-                       " with full fine-tuning. See docs/demo.md for why a model this small may not show the effect.\n\n";
+                       " with full fine-tuning" + test + ". See docs/demo.md for why a model this small may not show the effect.\n\n";
   md += "## What SPPFT saved (measured)\n\n| | full fine-tuning | SPPFT |\n|---|---|---|\n";
   for (const char* cat : {"weights", "grads", "master", "optimizer", "activations", "workspace", "total_bytes"})
     md += std::string("| ") + cat + " (MiB) | " + mib(full_sum.number(std::string("/measured/") + cat)) + " | " +

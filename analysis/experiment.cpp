@@ -93,13 +93,22 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
   // Table 2: the checkpoint, then both arms of every data set.
   if (o.runs.empty()) throw InputError("experiment: no fine-tuning runs to report");
   const bool several = o.runs.size() > 1;
-  std::vector<EvalRun> evals = {{"base", o.eval_base, o.eval_base_file}};
+  const auto stored = [](const std::string& name, const Json& eval, const std::string& file) {
+    return EvalRun{name, eval, file, responses_next_to(file)};
+  };
+  std::vector<EvalRun> evals = {stored("base", o.eval_base, o.eval_base_file)};
+  // Paired tests: every run against the checkpoint; SPPFT against full fine-tuning and the control
+  // against SPPFT on the same data (the paper's Tables 2 and 8).
+  std::vector<RunPair> pairs;
   for (const FineTuning& r : o.runs) {
-    evals.push_back({several ? "full " + r.data : "full fine-tuning", r.eval_full, r.eval_full_file});
-    evals.push_back({"SPPFT " + o.freeze + (several ? " " + r.data : ""), r.eval_sppft, r.eval_sppft_file});
-    if (r.control) evals.push_back({control_name + (several ? " " + r.data : ""), r.eval_control, r.eval_control_file});
+    const std::size_t full = evals.size();
+    evals.push_back(stored(several ? "full " + r.data : "full fine-tuning", r.eval_full, r.eval_full_file));
+    evals.push_back(stored("SPPFT " + o.freeze + (several ? " " + r.data : ""), r.eval_sppft, r.eval_sppft_file));
+    if (r.control) evals.push_back(stored(control_name + (several ? " " + r.data : ""), r.eval_control, r.eval_control_file));
+    for (std::size_t i = full; i < evals.size(); ++i) pairs.push_back({0, i});
+    for (std::size_t i = full + 1; i < evals.size(); ++i) pairs.push_back({i - 1, i});
   }
-  const Comparison c = compare_evaluations(evals);
+  const Comparison c = compare_evaluations(evals, pairs);
   rep.warnings = c.warnings;
   md += "## Safety and utility (the paper's Table 2)\n\n" + c.markdown;
   for (const auto& w : c.warnings) md += "\n**Warning:** " + w + ".\n";

@@ -16,7 +16,9 @@ struct StoredSet {
   const char* name;   // the rows' "set"
   const char* count;  // JSON pointer to its row count in eval.json
 };
-constexpr StoredSet kStoredSets[] = {{"harmful", "/harmful/n"}, {"over-rejection", "/over_rejection/n"}, {"reference", "/rouge_l/n"}};
+// `utility`: the demo's held-out benign answers (sppft demo's evaluations, read by compare).
+constexpr StoredSet kStoredSets[] = {
+    {"harmful", "/harmful/n"}, {"over-rejection", "/over_rejection/n"}, {"reference", "/rouge_l/n"}, {"utility", "/utility/n"}};
 
 std::string printf_line(const char* fmt, auto... args) {
   std::string line(static_cast<std::size_t>(std::snprintf(nullptr, 0, fmt, args...)), '\0');
@@ -51,7 +53,7 @@ StoredEvaluation read_stored_evaluation(const fs::path& dir) {
     (void)json_get<bool>(l.value, "refused", where);
     bool known = false;
     for (const StoredSet& s : kStoredSets) known = known || set == s.name;
-    if (!known) throw InputError(where + ": set '" + set + "' (expected harmful, over-rejection or reference)");
+    if (!known) throw InputError(where + ": set '" + set + "' (expected harmful, over-rejection, reference or utility)");
     ++rows_per_set[set];
     if (set == "harmful") {
       if (guarded) (void)json_get<std::string>(l.value, "guard", where);
@@ -146,6 +148,10 @@ void apply_refusal_judge(StoredEvaluation& e, const Judge& judge) {
     e.eval[key].update(c.to_json(rate_key));
     if (const std::string note = unfinished_reasoning_note(set, c.unfinished, c.n, max_new); !note.empty())
       std::fprintf(stderr, "%s\n", note.c_str());
+  }
+  if (e.eval.contains("utility") && e.eval["utility"].is_object()) {  // the demo's: refusals of benign answers, no rate
+    e.eval["utility"]["n"] = counts["utility"].n;
+    e.eval["utility"]["refused"] = counts["utility"].refused;
   }
   e.eval["judge"] = judge.name;
   tabulate_by_refusal(e);

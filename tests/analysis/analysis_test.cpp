@@ -18,6 +18,7 @@
 #include "analysis/locate.h"
 #include "analysis/rejudge.h"
 #include "analysis/safety_probe.h"
+#include "analysis/stats.h"
 #include "engine/error.h"
 #include "engine/json.h"
 #include "models/model.h"
@@ -528,8 +529,8 @@ TEST_CASE("rejudge: stored responses judged again, kept numbers kept, and what d
   const std::vector<std::tuple<Damage, std::string, std::string>> damages = {
       {[](StoredEvaluation& e) { e.responses.erase(e.responses.begin() + 1); }, keyword,
        "/responses.jsonl: 3 harmful responses, but " + bad + "/eval.json counts 4 (field 'harmful/n'): not the responses of this evaluation"},
-      {[](StoredEvaluation& e) { e.responses[6]["set"] = "utility"; }, keyword,
-       "/responses.jsonl: line 7: set 'utility' (expected harmful, over-rejection or reference)"},
+      {[](StoredEvaluation& e) { e.responses[6]["set"] = "training"; }, keyword,
+       "/responses.jsonl: line 7: set 'training' (expected harmful, over-rejection, reference or utility)"},
       {[](StoredEvaluation& e) { e.responses[1].erase("response"); }, keyword, "/responses.jsonl: line 2: missing field 'response'"},
       {[](StoredEvaluation& e) { e.responses[1].erase("score"); }, keyword, "/responses.jsonl: line 2: missing field 'score'"},
       {[](StoredEvaluation& e) { e.responses[1]["score"] = 6; }, keyword,
@@ -625,6 +626,143 @@ TEST_CASE("compare: evaluations side by side with changes in points, and what ma
   r = test::run_command(bin + "compare " + (dir / "base").string() + " " + (dir / "ft.json").string() + " --names one");
   CHECK(r.exit_code == 2);
   CHECK(r.out.find("error: --names: 1 names for 2 evaluations") != std::string::npos);
+}
+
+TEST_CASE("rejudge reads the demo's evaluations: their utility rows are counted again too") {
+  auto dir = test::temp_dir("rejudge-demo");
+  StoredEvaluation demo;  // as sppft demo writes one: harmful, over-rejection and utility rows
+  const std::pair<const char*, const char*> rows[] = {
+      {"harmful", "I cannot do that."}, {"harmful", "Sure, step one."}, {"over-rejection", "Kill time with a book."},
+      {"utility", "I'm sorry, I do not know."}, {"utility", "Paris."}};
+  for (const auto& [set, response] : rows)
+    demo.responses.push_back({{"set", set}, {"prompt", "q"}, {"response", response}, {"refused", false}, {"judge", "none"}});
+  demo.eval = {{"judge", "none"},
+               {"harmful", {{"n", 2}, {"refused", 0}, {"harmful_rate", 1.0}}},
+               {"over_rejection", {{"n", 1}, {"refused", 0}, {"over_rejection_rate", 0.0}}},
+               {"utility", {{"n", 2}, {"refused", 0}, {"rouge_l_f1", 0.25}}}};
+  write_stored_evaluation(dir / "ev", demo);
+  StoredEvaluation e = read_stored_evaluation(dir / "ev");
+  apply_refusal_judge(e, load_judge("keyword", "llama"));
+  CHECK(e.eval["harmful"]["refused"] == 1);
+  CHECK(e.eval["utility"] == Json{{"n", 2}, {"refused", 1}, {"rouge_l_f1", 0.25}});
+  CHECK(e.responses[3]["refused"] == true);
+  demo.eval["utility"]["n"] = 3;
+  write_stored_evaluation(dir / "ev", demo);
+  CHECK_THROWS_WITH_AS(read_stored_evaluation(dir / "ev"), doctest::Contains("2 utility responses, but"), InputError);
+}
+
+TEST_CASE("stats: Wilson intervals and the exact McNemar test") {
+  // Reference values: the Wilson formula and sum(C(m, i)) / 2^m with Python's exact integers.
+  const auto within = [](double rate, std::int64_t n, double lo, double hi) {
+    const Interval ci = wilson_interval(rate, n);
+    CHECK(100 * ci.lo == doctest::Approx(lo).epsilon(1e-9));
+    CHECK(100 * ci.hi == doctest::Approx(hi).epsilon(1e-9));
+  };
+  within(0.49, 100, 39.421998930441134, 58.65198806597283);
+  within(0.0577, 520, 4.071395961594323, 8.117303070444143);
+  within(0.25, 4, 4.558726080970055, 69.93581574175981);
+  within(1.0, 4, 51.01091635454027, 100.0);
+  const Interval none = wilson_interval(0.0, 100);  // 0 of 100 still leaves up to 3.7%
+  CHECK(none.lo == doctest::Approx(0.0));
+  CHECK(100 * none.hi == doctest::Approx(3.699349820698568).epsilon(1e-9));
+  CHECK_THROWS_WITH_AS(wilson_interval(0.5, 0), "wilson_interval: the number of trials must be positive, got 0", InputError);
+  CHECK_THROWS_AS(wilson_interval(1.5, 10), InputError);
+  CHECK(mcnemar_exact_p(49, 0) == doctest::Approx(3.552713678800501e-15).epsilon(1e-9));
+  CHECK(mcnemar_exact_p(10, 2) == doctest::Approx(0.03857421875).epsilon(1e-12));
+  CHECK(mcnemar_exact_p(2, 10) == mcnemar_exact_p(10, 2));
+  CHECK(mcnemar_exact_p(5, 4) == 1.0);
+  CHECK(mcnemar_exact_p(0, 0) == 1.0);
+  CHECK(mcnemar_exact_p(300, 250) == doctest::Approx(0.036578745549102704).epsilon(1e-9));
+  CHECK(mcnemar_exact_p(1000, 1100) == doctest::Approx(0.030720707864242296).epsilon(1e-9));  // 2100 discordant: log space
+}
+
+TEST_CASE("compare: intervals, and paired tests on the stored responses") {
+  // Twelve harmful and four over-rejection queries; `answered` / `refused` say which the run counts.
+  const auto run = [](const std::string& name, const std::vector<int>& answered, const std::vector<int>& refused) {
+    EvalRun r{name, {}, name + "/eval.json"};
+    std::int64_t harmful_refused = 0, over_refused = 0;
+    for (int i = 0; i < 12; ++i) {
+      const bool ans = std::find(answered.begin(), answered.end(), i) != answered.end();
+      harmful_refused += !ans;
+      r.responses.push_back({{"set", "harmful"}, {"prompt", std::string("h").append(std::to_string(i))}, {"response", "r"}, {"refused", !ans},
+                             {"guard", i < 2 ? "unsafe\nS1" : "safe"}});
+    }
+    for (int i = 0; i < 4; ++i) {
+      const bool ref = std::find(refused.begin(), refused.end(), i) != refused.end();
+      over_refused += ref;
+      r.responses.push_back({{"set", "over-rejection"}, {"prompt", std::string("o").append(std::to_string(i))}, {"response", "r"}, {"refused", ref}});
+      r.responses.push_back({{"set", "reference"}, {"prompt", std::string("q").append(std::to_string(i))}, {"response", "r"}, {"refused", false}});
+    }
+    r.eval = {{"judge", "keyword-advbench"},
+              {"harmful",
+               {{"n", 12}, {"refused", harmful_refused}, {"harmful_rate", (12.0 - harmful_refused) / 12},
+                {"guard", {{"model", "g"}, {"n", 12}, {"unsafe", 2}, {"safe", 10}, {"unparsed", 0}, {"unsafe_rate", 2.0 / 12}}}}},
+              {"over_rejection", {{"n", 4}, {"refused", over_refused}, {"over_rejection_rate", over_refused / 4.0}}},
+              {"rouge_l", {{"n", 4}, {"f1_mean", 0.5}}}};
+    return r;
+  };
+  const EvalRun base = run("base", {0}, {0, 1});
+  const EvalRun full = run("full", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {0});  // 10 answered anew, 1 no longer refused
+  const EvalRun sppft = run("SPPFT", {1, 2}, {0, 1, 3});                        // answers 1, 2, no longer 0
+  const Comparison c = compare_evaluations({base, full, sppft});
+  // Intervals: 1 of 12, 11 of 12 and 2 of 12 answered; Rouge-L (a mean of scores) has none.
+  CHECK(c.markdown.find("| harmful rate R_h | 1.49-35.39 | 64.61-98.51 | 4.70-44.80 |") != std::string::npos);
+  CHECK(c.markdown.find("| guard unsafe rate | 4.70-44.80 | 4.70-44.80 | 4.70-44.80 |") != std::string::npos);
+  CHECK(c.markdown.find("| over-rejection | 15.00-85.00 | 4.56-69.94 | 30.06-95.44 |") != std::string::npos);
+  CHECK(c.markdown.find("| Rouge-L F1 x 100 | 50.00 | 50.00 (+0.00) | 50.00 (+0.00) |") != std::string::npos);
+  CHECK(c.markdown.find("Rouge-L", c.markdown.find("What chance alone allows")) == std::string::npos);
+  // Paired against the first run: base -> full has 10 + 0 discordant harmful queries, p = 2 / 2^10.
+  CHECK(c.markdown.find("| base -> full | harmful rate R_h (answered) | 12 | 10 | 0 | 0.002 |") != std::string::npos);
+  CHECK(c.markdown.find("| base -> SPPFT | harmful rate R_h (answered) | 12 | 2 | 1 | 1.000 |") != std::string::npos);
+  CHECK(c.markdown.find("| base -> full | over-rejection (refused) | 4 | 0 | 1 | 1.000 |") != std::string::npos);
+  CHECK(c.markdown.find("| base -> full | guard unsafe rate (unsafe) | 12 | 0 | 0 | 1.000 |") != std::string::npos);
+  EvalRun unguarded = full;
+  unguarded.eval["harmful"].erase("guard");  // the rows' guard verdicts alone do not make a test
+  CHECK(compare_evaluations({base, unguarded}).markdown.find("guard unsafe rate (unsafe)") == std::string::npos);
+  CHECK(c.markdown.find("full -> SPPFT") == std::string::npos);  // only against the first unless asked
+  CHECK(c.warnings.empty());
+  REQUIRE(c.json["paired"].size() == 6);
+  CHECK(c.json["paired"][0] == Json{{"a", "base"}, {"b", "full"}, {"metric", "harmful rate R_h"}, {"event", "answered"},
+                                    {"queries", 12}, {"b_only", 10}, {"a_only", 0}, {"p", 2.0 / 1024}});
+  CHECK(c.json["metrics"][0]["ci95_percent"][1][0].get<double>() == doctest::Approx(64.61).epsilon(1e-3));
+  CHECK(!c.json["metrics"][3].contains("ci95_percent"));  // Rouge-L
+  // Asked pairs only; a run without responses and a run asked other queries are named.
+  EvalRun other = run("other", {0}, {});
+  other.responses[3]["prompt"] = "another query";
+  EvalRun bare = full;
+  bare.name = "bare";
+  bare.responses.clear();
+  const EvalRun all = run("all", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {0, 1});
+  const Comparison p = compare_evaluations({base, full, sppft, other, bare, all}, {{1, 2}, {0, 3}, {0, 4}, {0, 5}});
+  CHECK(p.markdown.find("| base -> all | harmful rate R_h (answered) | 12 | 11 | 0 | 9.8e-04 |") != std::string::npos);  // 2 / 2^11
+  CHECK(p.markdown.find("| full -> SPPFT | harmful rate R_h (answered) | 12 | 0 | 9 | 0.004 |") != std::string::npos);
+  CHECK(p.markdown.find("| base -> other | over-rejection (refused) | 4 | 0 | 2 | 0.500 |") != std::string::npos);
+  CHECK(p.markdown.find("| base -> other | harmful") == std::string::npos);
+  CHECK(p.markdown.find("No paired test for bare: no responses.jsonl beside an eval.json (sppft eval writes one).") != std::string::npos);
+  REQUIRE(p.warnings.size() == 1);
+  CHECK(p.warnings[0] == "base and other were asked different harmful queries: no paired test");
+
+  // The CLI reads the responses next to each eval.json; a damaged file is refused, naming it.
+  auto dir = test::temp_dir("compare-paired");
+  for (const EvalRun* r : {&base, &full}) {
+    StoredEvaluation stored;
+    stored.eval = r->eval;
+    stored.responses = r->responses;
+    write_stored_evaluation(dir / r->name, stored);
+  }
+  const std::string bin = test::env_path("SPPFT_BIN", "build/bin/sppft").string() + " compare ";
+  auto out = test::run_command(bin + (dir / "base").string() + " " + (dir / "full/eval.json").string() + " --names base,full");
+  REQUIRE_MESSAGE(out.exit_code == 0, out.out);
+  CHECK(out.out.find("| base -> full | harmful rate R_h (answered) | 12 | 10 | 0 | 0.002 |") != std::string::npos);
+  fs::copy_file(dir / "full/eval.json", dir / "full/copy.json");  // not named eval.json: not the responses' own
+  out = test::run_command(bin + (dir / "base").string() + " " + (dir / "full/copy.json").string() + " --names base,copy");
+  REQUIRE_MESSAGE(out.exit_code == 0, out.out);
+  CHECK(out.out.find("No paired test for copy: no responses.jsonl beside an eval.json") != std::string::npos);
+  atomic_write_text(dir / "full/responses.jsonl", "{\"set\": \"harmful\"}\n");
+  out = test::run_command(bin + (dir / "base").string() + " " + (dir / "full").string());
+  CHECK(out.exit_code == 2);
+  CHECK_MESSAGE(out.out.find("error: " + (dir / "full/responses.jsonl").string() + ": line 1: missing field 'prompt'") != std::string::npos,
+                out.out);
 }
 
 TEST_CASE("analysis CLI: outputs and bad input") {

@@ -294,6 +294,36 @@ TEST_CASE("sppft experiment end to end: stages cached, rerun when their command 
   CHECK(control_sum["training"][0]["memory_bytes"]["grads"]["control"].get<double>() ==
         control_sum["training"][0]["memory_bytes"]["grads"]["sppft"].get<double>());  // one block of equal size frozen in each
   CHECK(read_file(dir / "control/report.md").find("| frozen 2-2 (control) |") != std::string::npos);
+  // Paired tests: each arm against the checkpoint, SPPFT against full, the control against SPPFT;
+  // their counts are those of the stored responses.
+  const Json& paired = control_sum["evaluation"]["paired"];
+  std::vector<std::string> pairs;
+  for (const Json& t : paired)
+    if (t["metric"] == "harmful rate R_h") pairs.push_back(t["a"].get<std::string>() + " -> " + t["b"].get<std::string>());
+  CHECK(pairs == std::vector<std::string>{"base -> full fine-tuning", "base -> SPPFT 0-0", "base -> frozen 2-2 (control)",
+                                          "full fine-tuning -> SPPFT 0-0", "SPPFT 0-0 -> frozen 2-2 (control)"});
+  const auto answered = [&](const char* stage) {
+    std::vector<bool> v;
+    for (const auto& l : parse_json_lines(read_file(dir / "control" / stage / "responses.jsonl"), stage))
+      if (l.value["set"] == "harmful") v.push_back(!l.value["refused"].get<bool>());
+    return v;
+  };
+  const auto sppft_answered = answered("eval-sppft"), control_answered = answered("eval-control");
+  REQUIRE(sppft_answered.size() == control_answered.size());
+  std::int64_t control_only = 0, sppft_only = 0;
+  for (std::size_t i = 0; i < sppft_answered.size(); ++i) {
+    control_only += control_answered[i] && !sppft_answered[i];
+    sppft_only += sppft_answered[i] && !control_answered[i];
+  }
+  const auto last = std::find_if(paired.begin(), paired.end(), [](const Json& t) {
+    return t["a"] == "SPPFT 0-0" && t["b"] == "frozen 2-2 (control)" && t["metric"] == "harmful rate R_h";
+  });
+  REQUIRE(last != paired.end());
+  CHECK((*last)["queries"] == static_cast<std::int64_t>(sppft_answered.size()));
+  CHECK((*last)["b_only"] == control_only);
+  CHECK((*last)["a_only"] == sppft_only);
+  CHECK(read_file(dir / "control/report.md").find("| SPPFT 0-0 -> frozen 2-2 (control) | harmful rate R_h (answered) | ") !=
+        std::string::npos);
   // Blocks of another count: a warning; the SPPFT arm's own blocks, or blocks the model lacks: refused.
   r = test::run_command(base + " --freeze 0-0 --control 1-2 --out " + (dir / "control2").string());
   CHECK(r.exit_code == 0);

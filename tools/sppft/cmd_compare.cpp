@@ -15,12 +15,16 @@ const char* kHelp =
     "Puts the eval.json of several runs side by side (each EVAL an eval.json or the directory\n"
     "sppft eval wrote it to), as the paper's Table 2: harmful rate R_h, the guard's unsafe\n"
     "rate, over-rejection, Rouge-L and multiple-choice accuracy per run, with the change from\n"
-    "the first run in points. Warns when the runs used different judges, guards, set sizes\n"
-    "or generation limits. E.g.: sppft compare base/ev full/ev sppft/ev --names base,full,SPPFT\n\n"
+    "the first run in points. Below it, what chance alone allows: each rate's 95% interval\n"
+    "(Wilson score), and each run tested against the first on the queries both were asked\n"
+    "(two-sided exact McNemar test on the queries one run answered, or refused, and the other\n"
+    "did not; from the responses.jsonl next to each eval.json). Warns when the runs used\n"
+    "different judges, guards, set sizes, queries or generation limits.\n"
+    "E.g.: sppft compare base/ev full/ev sppft/ev --names base,full,SPPFT\n\n"
     "  --names A,B,...   column names (default: the paths)\n"
     "  --out FILE.md     write the table there too\n"
-    "  --json            print the table as JSON (runs, percent and change in points per metric,\n"
-    "                    judge, warnings) instead\n";
+    "  --json            print the table as JSON (runs, percent, change in points and interval per\n"
+    "                    metric, paired tests, judge, warnings) instead\n";
 }  // namespace
 
 int cmd_compare(int argc, char** argv) {
@@ -37,11 +41,8 @@ int cmd_compare(int argc, char** argv) {
                        " evaluations");
   }
   std::vector<EvalRun> runs;
-  for (std::size_t i = 0; i < args.positional().size(); ++i) {
-    fs::path p = args.positional()[i];
-    if (fs::is_directory(p)) p /= "eval.json";
-    runs.push_back({names.empty() ? args.positional()[i] : names[i], read_json_file(p), p.string()});
-  }
+  for (std::size_t i = 0; i < args.positional().size(); ++i)
+    runs.push_back(read_eval_run(names.empty() ? args.positional()[i] : names[i], args.positional()[i]));
   const Comparison c = compare_evaluations(runs);
   for (const auto& w : c.warnings) std::fprintf(stderr, "sppft: warning: %s\n", w.c_str());
   std::fputs(args.has("--json") ? (c.json.dump(2) + "\n").c_str() : c.markdown.c_str(), stdout);
