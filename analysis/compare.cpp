@@ -9,6 +9,7 @@
 #include "analysis/rejudge.h"
 #include "analysis/stats.h"
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace sppft {
 
@@ -141,6 +142,31 @@ std::vector<Json> responses_next_to(const fs::path& eval_json) {
   const fs::path dir = eval_json.parent_path();
   if (!fs::exists(dir / "responses.jsonl")) return {};
   return read_stored_evaluation(dir).responses;
+}
+
+std::vector<RunPair> parse_run_pairs(const std::string& spec, const std::vector<std::string>& names) {
+  std::vector<RunPair> pairs;
+  if (spec == "first" || spec == "all") {
+    for (std::size_t b = 1; b < names.size(); ++b)
+      for (std::size_t a = 0; a < (spec == "all" ? b : 1); ++a) pairs.push_back({a, b});
+    return pairs;
+  }
+  std::string listing;
+  for (const auto& n : names) listing += (listing.empty() ? "" : ", ") + n;
+  const auto index = [&](std::string_view name) {
+    const auto at = std::find(names.begin(), names.end(), name);
+    if (at == names.end()) throw InputError("--pairs: no run named '" + std::string(name) + "' (the runs: " + listing + ")");
+    return static_cast<std::size_t>(at - names.begin());
+  };
+  for (std::string_view item : split(spec, ',')) {
+    const auto colon = item.find(':');
+    if (colon == std::string_view::npos || item.find(':', colon + 1) != std::string_view::npos)
+      throw InputError("--pairs: '" + std::string(item) + "' (expected first, all, or NAME:NAME,... with the runs' names)");
+    const RunPair pair{index(item.substr(0, colon)), index(item.substr(colon + 1))};
+    if (pair.a == pair.b) throw InputError("--pairs: '" + std::string(item) + "' pairs a run with itself");
+    pairs.push_back(pair);
+  }
+  return pairs;
 }
 
 EvalRun read_eval_run(const std::string& name, const fs::path& path) {

@@ -45,6 +45,11 @@ struct Comparison {
   Json json;
 };
 
+// `sppft compare --pairs`: "first" (every run against the first), "all" (every two runs, each
+// against the one listed before it) or "A:B,C:D" by run name (B tested against A). InputError
+// naming the option for an unknown name, a run paired with itself or another form.
+std::vector<RunPair> parse_run_pairs(const std::string& spec, const std::vector<std::string>& names);
+
 // InputError when fewer than two runs, or a run is not an eval.json. `pairs`: the runs to test
 // against each other on their shared queries; none given: every run against the first. A pair
 // whose runs lack responses, or asked different queries, gets no test (a note says which).

@@ -742,6 +742,22 @@ TEST_CASE("compare: intervals, and paired tests on the stored responses") {
   REQUIRE(p.warnings.size() == 1);
   CHECK(p.warnings[0] == "base and other were asked different harmful queries: no paired test");
 
+  // --pairs: by name, every two, or the default (each against the first).
+  const std::vector<std::string> names = {"base", "full", "SPPFT"};
+  const auto listed = [&](const std::string& spec) {
+    std::string s;
+    for (const RunPair& q : parse_run_pairs(spec, names)) s += names[q.a] + ">" + names[q.b] + " ";
+    return s;
+  };
+  CHECK(listed("first") == "base>full base>SPPFT ");
+  CHECK(listed("all") == "base>full base>SPPFT full>SPPFT ");
+  CHECK(listed("full:SPPFT,SPPFT:base") == "full>SPPFT SPPFT>base ");
+  CHECK_THROWS_WITH_AS(parse_run_pairs("full:sppft", names), "--pairs: no run named 'sppft' (the runs: base, full, SPPFT)", InputError);
+  CHECK_THROWS_WITH_AS(parse_run_pairs("full", names), "--pairs: 'full' (expected first, all, or NAME:NAME,... with the runs' names)",
+                       InputError);
+  CHECK_THROWS_WITH_AS(parse_run_pairs("a:b:c", names), doctest::Contains("(expected first, all"), InputError);
+  CHECK_THROWS_WITH_AS(parse_run_pairs("full:full", names), "--pairs: 'full:full' pairs a run with itself", InputError);
+
   // The CLI reads the responses next to each eval.json; a damaged file is refused, naming it.
   auto dir = test::temp_dir("compare-paired");
   for (const EvalRun* r : {&base, &full}) {
@@ -754,6 +770,18 @@ TEST_CASE("compare: intervals, and paired tests on the stored responses") {
   auto out = test::run_command(bin + (dir / "base").string() + " " + (dir / "full/eval.json").string() + " --names base,full");
   REQUIRE_MESSAGE(out.exit_code == 0, out.out);
   CHECK(out.out.find("| base -> full | harmful rate R_h (answered) | 12 | 10 | 0 | 0.002 |") != std::string::npos);
+  out = test::run_command(bin + (dir / "base").string() + " " + (dir / "full").string() + " " + (dir / "base").string() +
+                          " --names base,full,again --pairs full:again --json");
+  REQUIRE_MESSAGE(out.exit_code == 0, out.out);
+  const Json again = Json::parse(out.out)["paired"];
+  REQUIRE(again.size() == 3);  // R_h, the guard, over-rejection
+  CHECK(again[0]["a"] == "full");
+  CHECK(again[0]["b"] == "again");
+  CHECK(again[0]["b_only"] == 0);
+  CHECK(again[0]["a_only"] == 10);
+  out = test::run_command(bin + (dir / "base").string() + " " + (dir / "full").string() + " --pairs base:full");
+  CHECK(out.exit_code == 2);  // without --names the runs are named by their paths
+  CHECK(out.out.find("error: --pairs: no run named 'base' (the runs: " + (dir / "base").string() + ", ") != std::string::npos);
   fs::copy_file(dir / "full/eval.json", dir / "full/copy.json");  // not named eval.json: not the responses' own
   out = test::run_command(bin + (dir / "base").string() + " " + (dir / "full/copy.json").string() + " --names base,copy");
   REQUIRE_MESSAGE(out.exit_code == 0, out.out);
