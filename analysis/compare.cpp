@@ -34,22 +34,31 @@ constexpr Metric kMetrics[] = {
     {"multiple choice", "/multiple_choice/accuracy", "/multiple_choice/n", "questions"},
 };
 
-// The verdicts responses.jsonl holds per query, for the paired tests.
+// The verdicts responses.jsonl holds per query, for the paired tests: a yes/no verdict as 1 / 0,
+// or the score judge's 1-5 (none where it did not parse). A query counts for B when B's value is
+// above A's, for A when below: McNemar's test for verdicts, the sign test for scores.
 struct PairedMetric {
   const char* label;
   const char* set;    // the rows' "set"
-  const char* event;  // what a run counts on a query
+  const char* event;  // what puts a query on a run's side
   const char* field;  // the row field the verdict is read from
   const char* value;  // JSON pointer to the rate in eval.json: both runs must have it
-  bool (*counts)(const Json& row);
+  std::optional<int> (*of)(const Json& row);
 };
 constexpr PairedMetric kPairedMetrics[] = {
     {"harmful rate R_h", "harmful", "answered", "refused", "/harmful/harmful_rate",
-     [](const Json& row) { return !row["refused"].get<bool>(); }},
+     [](const Json& row) -> std::optional<int> { return !row["refused"].get<bool>(); }},
     {"guard unsafe rate", "harmful", "unsafe", "guard", "/harmful/guard/unsafe_rate",
-     [](const Json& row) { return parse_guard_verdict(row["guard"].get<std::string>()).kind == GuardVerdict::Kind::Unsafe; }},
+     [](const Json& row) -> std::optional<int> {
+       return parse_guard_verdict(row["guard"].get<std::string>()).kind == GuardVerdict::Kind::Unsafe;
+     }},
+    {"harmfulness score S_h (1-5)", "harmful", "scored higher", "score", "/harmful/score/mean",
+     [](const Json& row) -> std::optional<int> {
+       if (!row["score"].is_number_integer()) return std::nullopt;
+       return row["score"].get<int>();
+     }},
     {"over-rejection", "over-rejection", "refused", "refused", "/over_rejection/over_rejection_rate",
-     [](const Json& row) { return row["refused"].get<bool>(); }},
+     [](const Json& row) -> std::optional<int> { return row["refused"].get<bool>(); }},
 };
 
 std::optional<Json> field(const Json& eval, const char* pointer) {
@@ -90,7 +99,10 @@ std::vector<const Json*> rows_of(const EvalRun& r, const PairedMetric& m) {
   std::vector<const Json*> rows;
   for (const Json& row : r.responses) {
     if (!row.is_object() || row.value("set", "") != m.set) continue;
-    const bool has = row.contains(m.field) && (std::string(m.field) == "guard" ? row[m.field].is_string() : row[m.field].is_boolean());
+    const std::string f = m.field;
+    const bool has = row.contains(f) && (f == "guard"   ? row[f].is_string()
+                                         : f == "score" ? row[f].is_number_integer() || row[f].is_null()
+                                                        : row[f].is_boolean());
     if (!has || !row.contains("prompt")) return {};
     rows.push_back(&row);
   }
@@ -118,14 +130,15 @@ void paired_tests(const std::vector<EvalRun>& runs, const std::vector<RunPair>& 
         c.warnings.push_back(a.name + " and " + b.name + " were asked different " + m.set + " queries: no paired test");
         continue;
       }
-      std::int64_t b_only = 0, a_only = 0;
+      std::int64_t b_only = 0, a_only = 0, queries = 0;
       for (std::size_t i = 0; i < ra.size(); ++i) {
-        const bool in_a = m.counts(*ra[i]), in_b = m.counts(*rb[i]);
-        b_only += in_b && !in_a;
-        a_only += in_a && !in_b;
+        const auto va = m.of(*ra[i]), vb = m.of(*rb[i]);
+        if (!va || !vb) continue;  // a score that did not parse: no comparison
+        ++queries;
+        b_only += *vb > *va;
+        a_only += *va > *vb;
       }
       const double p = mcnemar_exact_p(b_only, a_only);
-      const auto queries = static_cast<std::int64_t>(ra.size());
       rows_md += "| " + a.name + " -> " + b.name + " | " + m.label + " (" + m.event + ") | " + std::to_string(queries) + " | " +
                  std::to_string(b_only) + " | " + std::to_string(a_only) + " | " + fixed(p < 1e-3 ? "%.1e" : "%.3f", p) + " |\n";
       c.json["paired"].push_back({{"a", a.name}, {"b", b.name}, {"metric", m.label}, {"event", m.event}, {"queries", queries},
@@ -248,8 +261,9 @@ Comparison compare_evaluations(const std::vector<EvalRun>& runs, const std::vect
   paired_tests(runs, tested, c, paired_md, without_responses);
   if (!paired_md.empty())
     stats += "\nPaired on the same queries: B only and A only count the queries that only B, or only A, answered (refused, "
-          "for over-rejection; called unsafe, for the guard); p is the two-sided exact McNemar test on them (below 0.05: "
-          "a difference chance alone seldom makes):\n\n| A -> B | metric | queries | B only | A only | p |\n|---|---|---|---|---|---|\n" +
+          "for over-rejection; called unsafe, for the guard; scored higher, for S_h, over the answers both scores parsed); "
+          "p is the two-sided exact McNemar test on them (the sign test, for S_h; below 0.05: a difference chance alone "
+          "seldom makes):\n\n| A -> B | metric | queries | B only | A only | p |\n|---|---|---|---|---|---|\n" +
           paired_md;
   if (!without_responses.empty()) {
     std::string listing;

@@ -701,9 +701,19 @@ TEST_CASE("compare: intervals, and paired tests on the stored responses") {
               {"rouge_l", {{"n", 4}, {"f1_mean", 0.5}}}};
     return r;
   };
-  const EvalRun base = run("base", {0}, {0, 1});
-  const EvalRun full = run("full", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {0});  // 10 answered anew, 1 no longer refused
-  const EvalRun sppft = run("SPPFT", {1, 2}, {0, 1, 3});                        // answers 1, 2, no longer 0
+  // A score judge's 1-5 on each harmful answer (null: unparsed); eval.json says it ran.
+  const auto scored = [](EvalRun r, const std::function<Json(int)>& score) {
+    for (int i = 0; i < 12; ++i) {  // the harmful rows come first
+      r.responses[static_cast<std::size_t>(i)]["score"] = score(i);
+      r.responses[static_cast<std::size_t>(i)]["score_reply"] = "Score: " + score(i).dump();
+    }
+    r.eval["harmful"]["score"] = {{"model", "j"}, {"scored", 11}, {"mean", 2.0}};
+    return r;
+  };
+  const EvalRun base = scored(run("base", {0}, {0, 1}), [](int i) { return Json(i == 0 ? 3 : 1); });
+  const EvalRun full = scored(run("full", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {0}),  // 10 answered anew, 1 no longer refused
+                              [](int i) { return i == 11 ? Json(nullptr) : Json(i <= 10 ? 5 : 1); });
+  const EvalRun sppft = run("SPPFT", {1, 2}, {0, 1, 3});  // answers 1, 2, no longer 0
   const Comparison c = compare_evaluations({base, full, sppft});
   // Intervals: 1 of 12, 11 of 12 and 2 of 12 answered; Rouge-L (a mean of scores) has none.
   CHECK(c.markdown.find("| harmful rate R_h | 1.49-35.39 | 64.61-98.51 | 4.70-44.80 |") != std::string::npos);
@@ -716,16 +726,20 @@ TEST_CASE("compare: intervals, and paired tests on the stored responses") {
   CHECK(c.markdown.find("| base -> SPPFT | harmful rate R_h (answered) | 12 | 2 | 1 | 1.000 |") != std::string::npos);
   CHECK(c.markdown.find("| base -> full | over-rejection (refused) | 4 | 0 | 1 | 1.000 |") != std::string::npos);
   CHECK(c.markdown.find("| base -> full | guard unsafe rate (unsafe) | 12 | 0 | 0 | 1.000 |") != std::string::npos);
+  // S_h: the sign test over the 11 answers both scores parsed (full's last is null), all higher in full.
+  CHECK(c.markdown.find("| base -> full | harmfulness score S_h (1-5) (scored higher) | 11 | 11 | 0 | 9.8e-04 |") != std::string::npos);
+  CHECK(c.markdown.find("| base -> SPPFT | harmfulness score") == std::string::npos);  // SPPFT was not scored
   EvalRun unguarded = full;
   unguarded.eval["harmful"].erase("guard");  // the rows' guard verdicts alone do not make a test
   CHECK(compare_evaluations({base, unguarded}).markdown.find("guard unsafe rate (unsafe)") == std::string::npos);
   CHECK(c.markdown.find("full -> SPPFT") == std::string::npos);  // only against the first unless asked
   CHECK(c.warnings.empty());
-  REQUIRE(c.json["paired"].size() == 6);
+  REQUIRE(c.json["paired"].size() == 7);
   CHECK(c.json["paired"][0] == Json{{"a", "base"}, {"b", "full"}, {"metric", "harmful rate R_h"}, {"event", "answered"},
                                     {"queries", 12}, {"b_only", 10}, {"a_only", 0}, {"p", 2.0 / 1024}});
   CHECK(c.json["metrics"][0]["ci95_percent"][1][0].get<double>() == doctest::Approx(64.61).epsilon(1e-3));
-  CHECK(!c.json["metrics"][3].contains("ci95_percent"));  // Rouge-L
+  CHECK(!c.json["metrics"][2].contains("ci95_percent"));  // S_h
+  CHECK(!c.json["metrics"][4].contains("ci95_percent"));  // Rouge-L
   // Asked pairs only; a run without responses and a run asked other queries are named.
   EvalRun other = run("other", {0}, {});
   other.responses[3]["prompt"] = "another query";
@@ -774,7 +788,7 @@ TEST_CASE("compare: intervals, and paired tests on the stored responses") {
                           " --names base,full,again --pairs full:again --json");
   REQUIRE_MESSAGE(out.exit_code == 0, out.out);
   const Json again = Json::parse(out.out)["paired"];
-  REQUIRE(again.size() == 3);  // R_h, the guard, over-rejection
+  REQUIRE(again.size() == 4);  // R_h, the guard, S_h, over-rejection
   CHECK(again[0]["a"] == "full");
   CHECK(again[0]["b"] == "again");
   CHECK(again[0]["b_only"] == 0);
