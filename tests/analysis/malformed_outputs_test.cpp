@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "analysis/compare.h"
 #include "analysis/experiment.h"
 #include "engine/error.h"
 #include "experiment_fixture.h"
@@ -111,6 +112,8 @@ TEST_CASE("a damaged stored evaluation is judged again or refused with an InputE
       StoredEvaluation back = read_stored_evaluation(dir / "ev");
       apply_refusal_judge(back, judge);
       (void)evaluation_summary(back.eval, file.string());
+      // As `sppft compare` reads it: intervals and paired tests of the damaged evaluation against itself.
+      (void)compare_evaluations({read_eval_run("a", dir / "ev"), read_eval_run("b", dir / "ev")});
       write_stored_evaluation(dir / "out", back);
       CHECK(back.eval["judge"] == "test-prefix");
     });
