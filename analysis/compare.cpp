@@ -1,7 +1,6 @@
 #include "analysis/compare.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <optional>
 
@@ -88,12 +87,6 @@ void check_same(const std::vector<EvalRun>& runs, const std::string& what, const
   if (differ) warnings.push_back(what + " differ (" + listing + "): the rates are not comparable");
 }
 
-std::string fixed(const char* fmt, double v) {
-  char cell[64];
-  std::snprintf(cell, sizeof cell, fmt, v);
-  return cell;
-}
-
 // The rows of one set whose verdict field every row has; none when some row lacks it.
 std::vector<const Json*> rows_of(const EvalRun& r, const PairedMetric& m) {
   std::vector<const Json*> rows;
@@ -109,8 +102,8 @@ std::vector<const Json*> rows_of(const EvalRun& r, const PairedMetric& m) {
   return rows;
 }
 
-// The exact McNemar test of each pair on the queries both runs were asked, for each verdict both
-// stored; markdown rows, JSON and warnings (different queries) appended.
+// The exact test of each pair (McNemar's on verdicts, the sign test on scores) on the queries both
+// runs were asked, for each verdict both stored; markdown rows, JSON and warnings appended.
 void paired_tests(const std::vector<EvalRun>& runs, const std::vector<RunPair>& pairs, Comparison& c, std::string& rows_md,
                   std::vector<std::string>& without_responses) {
   c.json["paired"] = Json::array();
@@ -140,7 +133,7 @@ void paired_tests(const std::vector<EvalRun>& runs, const std::vector<RunPair>& 
       }
       const double p = mcnemar_exact_p(b_only, a_only);
       rows_md += "| " + a.name + " -> " + b.name + " | " + m.label + " (" + m.event + ") | " + std::to_string(queries) + " | " +
-                 std::to_string(b_only) + " | " + std::to_string(a_only) + " | " + fixed(p < 1e-3 ? "%.1e" : "%.3f", p) + " |\n";
+                 std::to_string(b_only) + " | " + std::to_string(a_only) + " | " + printf_string(p < 1e-3 ? "%.1e" : "%.3f", p) + " |\n";
       c.json["paired"].push_back({{"a", a.name}, {"b", b.name}, {"metric", m.label}, {"event", m.event}, {"queries", queries},
                                   {"b_only", b_only}, {"a_only", a_only}, {"p", p}});
     }
@@ -224,7 +217,7 @@ Comparison compare_evaluations(const std::vector<EvalRun>& runs, const std::vect
         continue;
       }
       const Interval ci = wilson_interval(*v[i] / 100, n->get<std::int64_t>());
-      intervals_md += " " + fixed("%.2f", 100 * ci.lo) + "-" + fixed("%.2f", 100 * ci.hi) + " |";
+      intervals_md += " " + printf_string("%.2f", 100 * ci.lo) + "-" + printf_string("%.2f", 100 * ci.hi) + " |";
       intervals.push_back({100 * ci.lo, 100 * ci.hi});
     }
     if (m.proportion) intervals_md += "\n";

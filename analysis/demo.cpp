@@ -18,6 +18,7 @@
 #include "engine/error.h"
 #include "engine/json.h"
 #include "engine/prompts.h"
+#include "engine/text.h"
 #include "engine/tokenizer_train.h"
 #include "models/hidden.h"
 #include "models/prompting.h"
@@ -192,21 +193,8 @@ StageJson eval_stage(const std::string& label, const fs::path& model_dir, Device
   return {j, (out / "eval.json").string()};
 }
 
-std::string pct(double x) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.1f%%", 100 * x);
-  return b;
-}
-std::string mib(double bytes) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.2f", bytes / 1048576.0);
-  return b;
-}
-std::string fmt(const char* f, double x) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, x);
-  return b;
-}
+std::string pct(double x) { return printf_string("%.1f%%", 100 * x); }
+std::string mib(double bytes) { return printf_string("%.2f", bytes / 1048576.0); }
 
 }  // namespace
 
@@ -393,12 +381,12 @@ int run_demo(const DemoOptions& opt) {
         " KV heads), sentencepiece vocabulary of " + std::to_string(sz.vocab) + ".\n\n";
   md += "| stage | data | steps | seconds | final loss |\n|---|---|---|---|---|\n";
   md += "| base (language modelling) | " + std::to_string(base_rows.size()) + " benign instruction/answer pairs | " +
-        std::to_string(base_sum.integer("/steps")) + " | " + fmt("%.1f", base_sum.number("/seconds")) + " | " +
-        fmt("%.3f", base_sum.number("/final_loss")) + " |\n";
+        std::to_string(base_sum.integer("/steps")) + " | " + printf_string("%.1f", base_sum.number("/seconds")) + " | " +
+        printf_string("%.3f", base_sum.number("/final_loss")) + " |\n";
   md += "| alignment | " + std::to_string(std::min<std::size_t>(420, d.benign.size())) + " benign answers + " +
         std::to_string(d.malicious_train.size()) + " AdvBench refusals (malicious.csv held out) | " +
-        std::to_string(align_sum.integer("/steps")) + " | " + fmt("%.1f", align_sum.number("/seconds")) + " | " +
-        fmt("%.3f", align_sum.number("/final_loss")) + " |\n\n";
+        std::to_string(align_sum.integer("/steps")) + " | " + printf_string("%.1f", align_sum.number("/seconds")) + " | " +
+        printf_string("%.3f", align_sum.number("/final_loss")) + " |\n\n";
   md += "## Safety layers\n\n![cosine analysis](cossim/cossim.svg)\n\nInitial range " + std::to_string(initial.first) + "-" +
         std::to_string(initial.last) + " (" + initial_note + "): " + json_get<std::string>(cs.json, "reasoning", cs.file) + "\n\n";
   md += "![localization](locate/locate.svg)\n\n" + read_file(loc_dir / "locate.md") + "\n";
@@ -413,7 +401,7 @@ int run_demo(const DemoOptions& opt) {
   for (auto [name, e] : {std::pair{"aligned (before)", &e_al}, std::pair{"full fine-tuning", &e_full},
                          std::pair{sppft_name.c_str(), &e_sppft}})
     md += std::string("| ") + name + " | " + pct(hr(*e)) + " | " + pct(e->number("/harmful_second_judge/harmful_rate")) +
-          " | " + pct(orr(*e)) + " | " + fmt("%.3f", rl(*e)) + " |\n";
+          " | " + pct(orr(*e)) + " | " + printf_string("%.3f", rl(*e)) + " |\n";
   md += "\nThe prefix judge misses refusals that follow the \"Sure, the answer is: \" that D_I teaches; the keyword judge "
         "finds them anywhere in the response (both lists in data/judges/).\n";
   // Chance: the three evaluations asked the same goals; each pair tested on them (sppft compare's).
@@ -431,7 +419,7 @@ int run_demo(const DemoOptions& opt) {
     const double p = t["p"].get<double>();
     test = "; on the same " + std::to_string(t["queries"].get<std::int64_t>()) + " goals, " +
            std::to_string(t["a_only"].get<std::int64_t>()) + " were answered only after full fine-tuning and " +
-           std::to_string(t["b_only"].get<std::int64_t>()) + " only after SPPFT (exact McNemar p = " + fmt(p < 1e-3 ? "%.1e" : "%.3f", p) +
+           std::to_string(t["b_only"].get<std::int64_t>()) + " only after SPPFT (exact McNemar p = " + printf_string(p < 1e-3 ? "%.1e" : "%.3f", p) +
            (p < 0.05 ? ": more than chance alone makes)" : ": within what chance alone makes)");
   }
   md += "\n![results](results.svg)\n\n";
@@ -444,13 +432,13 @@ int run_demo(const DemoOptions& opt) {
           mib(sppft_sum.number(std::string("/measured/") + cat)) + " |\n";
   md += "| trainable parameters | " + std::to_string(full_sum.integer("/predicted/trainable_params")) + " | " +
         std::to_string(sppft_sum.integer("/predicted/trainable_params")) + " |\n";
-  md += "| seconds per step | " + fmt("%.3f", full_sum.number("/seconds_per_step")) + " | " +
-        fmt("%.3f", sppft_sum.number("/seconds_per_step")) + " |\n\n";
+  md += "| seconds per step | " + printf_string("%.3f", full_sum.number("/seconds_per_step")) + " | " +
+        printf_string("%.3f", sppft_sum.number("/seconds_per_step")) + " |\n\n";
   md += "Predicted and measured bytes agree per category: " +
         std::string(full_sum.at("/predicted") == full_sum.at("/measured") && sppft_sum.at("/predicted") == sppft_sum.at("/measured")
                         ? "yes"
                         : "NO") +
-        ".\n\nTotal wall time of this invocation: " + fmt("%.0f", total_s) + " s.\n";
+        ".\n\nTotal wall time of this invocation: " + printf_string("%.0f", total_s) + " s.\n";
   atomic_write_text(opt.out / "report.md", md);
 
   std::printf("\nsppft demo (%s preset, %s) - %.0f s\n", opt.preset.c_str(), opt.device.c_str(), total_s);

@@ -7,16 +7,11 @@
 #include "analysis/compare.h"
 #include "analysis/cossim.h"
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace sppft {
 
 namespace {
-
-std::string fmt(const char* f, double x) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, x);
-  return b;
-}
 
 // What the report says of one arm's training, from its metrics.jsonl.
 struct ArmStats {
@@ -45,7 +40,7 @@ ArmStats arm_stats(const TrainingArm& a) {
 
 constexpr const char* kCategories[] = {"weights", "grads", "master", "optimizer", "activations", "workspace", "total_bytes"};
 
-std::string mib(double bytes) { return fmt("%.2f", bytes / 1048576.0); }
+std::string mib(double bytes) { return printf_string("%.2f", bytes / 1048576.0); }
 
 }  // namespace
 
@@ -72,7 +67,7 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
     if (o.locate->is_object() && o.locate->contains("initial"))
       md += "Localization started from " + format_layer_ranges({layer_range_at(*o.locate, "/initial", o.locate_file)}) + ".\n\n";
     const double alpha = json_at<double>(*o.locate, "/alpha", o.locate_file);
-    md += "![localization](locate/locate.svg)\n\nParameter scaling with alpha " + fmt("%.3g", alpha) +
+    md += "![localization](locate/locate.svg)\n\nParameter scaling with alpha " + printf_string("%.3g", alpha) +
           ", over-rejection judged by `" + json_get_or<std::string>(*o.locate, "judge", "?", o.locate_file) + "` on " +
           std::to_string(json_at<std::int64_t>(*o.locate, "/queries", o.locate_file)) +
           " queries (`locate/locate.md` has the sweeps).\n\n";
@@ -144,7 +139,7 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
       for (const TrainingArm* a : arms) bytes.push_back(json_at<double>(a->memory, std::string("/measured_peak/") + cat, a->memory_file));
       const double f = bytes[0], v = bytes[1];
       row(label + " (MiB, measured peak)", [&](std::size_t i) { return mib(bytes[i]); },
-          mib(f - v) + (f > 0 ? fmt(" (%.1f%%)", 100 * (f - v) / f) : std::string()));
+          mib(f - v) + (f > 0 ? printf_string(" (%.1f%%)", 100 * (f - v) / f) : std::string()));
       for (std::size_t i = 0; i < arms.size(); ++i) mem[label][keys[i]] = bytes[i];
     }
     const auto trainable = [](const TrainingArm& a) {
@@ -153,14 +148,14 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
     row("trainable parameters", [&](std::size_t i) { return std::to_string(trainable(*arms[i])); },
         std::to_string(trainable(r.full) - trainable(r.sppft)));
     row("optimizer steps", [&](std::size_t i) { return std::to_string(stats[i].steps); }, "");
-    row("tokens/s (median step)", [&](std::size_t i) { return fmt("%.1f", stats[i].median_tokens_per_s); },
-        "SPPFT " + fmt("%+.1f%%", 100 * (sppft.median_tokens_per_s / std::max(full.median_tokens_per_s, 1e-12) - 1)));
-    row("final training loss", [&](std::size_t i) { return fmt("%.4f", stats[i].final_loss); }, "");
+    row("tokens/s (median step)", [&](std::size_t i) { return printf_string("%.1f", stats[i].median_tokens_per_s); },
+        "SPPFT " + printf_string("%+.1f%%", 100 * (sppft.median_tokens_per_s / std::max(full.median_tokens_per_s, 1e-12) - 1)));
+    row("final training loss", [&](std::size_t i) { return printf_string("%.4f", stats[i].final_loss); }, "");
     const auto all = [&](auto has) { return std::all_of(stats.begin(), stats.end(), has); };
     if (all([](const ArmStats& a) { return a.val_loss.has_value(); }))
-      row("validation loss", [&](std::size_t i) { return fmt("%.4f", *stats[i].val_loss); }, "");
+      row("validation loss", [&](std::size_t i) { return printf_string("%.4f", *stats[i].val_loss); }, "");
     if (all([](const ArmStats& a) { return a.probe_gap_deg.has_value(); }))
-      row("safety probe gap at the end (deg)", [&](std::size_t i) { return fmt("%.2f", *stats[i].probe_gap_deg); }, "");
+      row("safety probe gap at the end (deg)", [&](std::size_t i) { return printf_string("%.2f", *stats[i].probe_gap_deg); }, "");
     bool exact = true;
     for (const TrainingArm* a : arms)
       exact = exact && json_at<Json>(a->memory, "/predicted", a->memory_file) == json_at<Json>(a->memory, "/measured_peak", a->memory_file);
@@ -177,9 +172,9 @@ ExperimentReport experiment_report(const ExperimentOutputs& o) {
     sum["training"].push_back(t);
     rep.console += (several ? r.data + ": " : std::string()) + "memory (measured peak): full " + mib(mem["total"]["full"].get<double>()) +
                    " MiB, SPPFT " + mib(mem["total"]["sppft"].get<double>()) + " MiB; tokens/s: full " +
-                   fmt("%.1f", full.median_tokens_per_s) + ", SPPFT " + fmt("%.1f", sppft.median_tokens_per_s) +
+                   printf_string("%.1f", full.median_tokens_per_s) + ", SPPFT " + printf_string("%.1f", sppft.median_tokens_per_s) +
                    (r.control ? "; control " + mib(mem["total"]["control"].get<double>()) + " MiB, " +
-                                    fmt("%.1f", stats[2].median_tokens_per_s) + " tokens/s"
+                                    printf_string("%.1f", stats[2].median_tokens_per_s) + " tokens/s"
                               : std::string()) +
                    "\n";
   }

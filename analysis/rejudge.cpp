@@ -6,6 +6,7 @@
 #include "analysis/evaluate.h"
 #include "analysis/guard.h"
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace sppft {
 
@@ -19,12 +20,6 @@ struct StoredSet {
 // `utility`: the demo's held-out benign answers (sppft demo's evaluations, read by compare).
 constexpr StoredSet kStoredSets[] = {
     {"harmful", "/harmful/n"}, {"over-rejection", "/over_rejection/n"}, {"reference", "/rouge_l/n"}, {"utility", "/utility/n"}};
-
-std::string printf_line(const char* fmt, auto... args) {
-  std::string line(static_cast<std::size_t>(std::snprintf(nullptr, 0, fmt, args...)), '\0');
-  std::snprintf(line.data(), line.size() + 1, fmt, args...);
-  return line;
-}
 
 }  // namespace
 
@@ -197,45 +192,45 @@ std::string evaluation_summary(const Json& eval, const std::string& where) {
   // A mean over scored answers, "-" when none were (null).
   const auto mean_of = [&](const std::string& at) {
     const bool none = has(at + "/mean") && eval.at(Json::json_pointer(at + "/mean")).is_null();
-    return none ? std::string("-") : printf_line("%.2f", num(at + "/mean"));
+    return none ? std::string("-") : printf_string("%.2f", num(at + "/mean"));
   };
   std::string s = "judge: " + text("/judge") + "\n";
   if (eval.contains("harmful")) {
-    s += printf_line("harmful rate R_h      %.2f%% (%lld of %lld answered)\n", 100 * num("/harmful/harmful_rate"),
+    s += printf_string("harmful rate R_h      %.2f%% (%lld of %lld answered)\n", 100 * num("/harmful/harmful_rate"),
                      count("/harmful/n") - count("/harmful/refused"), count("/harmful/n"));
     if (has("/harmful/guard")) {
       const long long n = count("/harmful/guard/n"), unsafe = count("/harmful/guard/unsafe");
-      s += printf_line("guard %-15s unsafe %.2f%% (%lld of %lld; %lld safe, %lld unparsed)\n", text("/harmful/guard/model").c_str(),
+      s += printf_string("guard %-15s unsafe %.2f%% (%lld of %lld; %lld safe, %lld unparsed)\n", text("/harmful/guard/model").c_str(),
                        n ? 100.0 * static_cast<double>(unsafe) / static_cast<double>(n) : 0.0, unsafe, n, count("/harmful/guard/safe"),
                        count("/harmful/guard/unparsed"));
       if (has("/harmful/guard/by_refusal")) {
         const auto side = [&](const char* name) {
           const std::string at = std::string("/harmful/guard/by_refusal/") + name;
-          return printf_line("%s %lld (%lld unsafe, %lld safe, %lld unparsed)", name, count(at + "/n"), count(at + "/unsafe"),
+          return printf_string("%s %lld (%lld unsafe, %lld safe, %lld unparsed)", name, count(at + "/n"), count(at + "/unsafe"),
                              count(at + "/safe"), count(at + "/unparsed"));
         };
         s += "  by the refusal judge: " + side("answered") + ", " + side("refused") + "\n";
       }
     }
     if (has("/harmful/score")) {
-      s += printf_line("score %-15s S_h %s (1-5; %lld of %lld scored, %lld unparsed; rubric %s)\n", text("/harmful/score/model").c_str(),
+      s += printf_string("score %-15s S_h %s (1-5; %lld of %lld scored, %lld unparsed; rubric %s)\n", text("/harmful/score/model").c_str(),
                        mean_of("/harmful/score").c_str(), count("/harmful/score/scored"), count("/harmful/score/n"),
                        count("/harmful/score/unparsed"), text("/harmful/score/rubric").c_str());
       if (has("/harmful/score/by_refusal")) {
         const auto side = [&](const char* name) {
           const std::string at = std::string("/harmful/score/by_refusal/") + name;
-          return printf_line("%s %lld (S_h %s, %lld scored)", name, count(at + "/n"), mean_of(at).c_str(), count(at + "/scored"));
+          return printf_string("%s %lld (S_h %s, %lld scored)", name, count(at + "/n"), mean_of(at).c_str(), count(at + "/scored"));
         };
         s += "  by the refusal judge: " + side("answered") + ", " + side("refused") + "\n";
       }
     }
   }
   if (eval.contains("over_rejection"))
-    s += printf_line("over-rejection rate   %.2f%% (%lld of %lld refused)\n", 100 * num("/over_rejection/over_rejection_rate"),
+    s += printf_string("over-rejection rate   %.2f%% (%lld of %lld refused)\n", 100 * num("/over_rejection/over_rejection_rate"),
                      count("/over_rejection/refused"), count("/over_rejection/n"));
-  if (eval.contains("rouge_l")) s += printf_line("Rouge-L F1            %.4f (%lld references)\n", num("/rouge_l/f1_mean"), count("/rouge_l/n"));
+  if (eval.contains("rouge_l")) s += printf_string("Rouge-L F1            %.4f (%lld references)\n", num("/rouge_l/f1_mean"), count("/rouge_l/n"));
   if (eval.contains("multiple_choice"))
-    s += printf_line("multiple choice       %.2f%% (%lld questions)\n", 100 * num("/multiple_choice/accuracy"), count("/multiple_choice/n"));
+    s += printf_string("multiple choice       %.2f%% (%lld questions)\n", 100 * num("/multiple_choice/accuracy"), count("/multiple_choice/n"));
   return s;
 }
 

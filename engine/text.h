@@ -2,6 +2,7 @@
 // the C locale's: space, \t, \n, \v, \f, \r.
 #pragma once
 
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,15 @@ inline std::vector<std::string_view> split(std::string_view s, char sep) {
     if (end == std::string_view::npos) return fields;
     pos = end + 1;
   }
+}
+
+// printf into a std::string (numbers in the C locale's formats).
+template <typename... Args>
+std::string printf_string(const char* format, Args... args) {
+  const int n = std::snprintf(nullptr, 0, format, args...);
+  std::string s(n > 0 ? static_cast<std::size_t>(n) : 0, '\0');
+  std::snprintf(s.data(), s.size() + 1, format, args...);
+  return s;
 }
 
 }  // namespace sppft
