@@ -5,8 +5,10 @@
 #include <cstdio>
 #include <cstring>
 
+#include "analysis/stats.h"
 #include "engine/error.h"
 #include "engine/progress.h"
+#include "engine/text.h"
 #include "kernels/ops.h"
 #include "models/generate.h"
 #include "models/prompting.h"
@@ -70,6 +72,8 @@ struct Runner {
   std::vector<std::vector<std::int32_t>> ids;
   std::int64_t unfinished = 0, judged = 0;  // responses cut off inside their reasoning, of all judged
 
+  std::vector<bool> last;  // the last pass's verdicts, per query
+
   std::int64_t count(const std::string& setting) {
     SamplingOptions s;
     s.max_new_tokens = o.max_new_tokens;
@@ -78,10 +82,12 @@ struct Runner {
     auto gens = generate(model, ids, s, [&](std::size_t d, std::size_t) { bar.update(d); });
     bar.finish();
     std::int64_t refused = 0;
+    last.assign(gens.size(), false);
     for (std::size_t i = 0; i < gens.size(); ++i) {
       const std::string text = model.tokenizer().decode(gens[i].new_ids, true);
       const bool r = judge.refused(text);
       refused += r;
+      last[i] = r;
       unfinished += response_answer(text).unfinished;
       ++judged;
       if (sink) sink(setting, i, text, r);
@@ -89,20 +95,33 @@ struct Runner {
     return refused;
   }
 
-  std::int64_t scaled_count(LayerRange r, double alpha, const std::string& what) {
+  SweepPoint scaled_point(LayerRange r, double alpha, const std::string& what) {
     ScaledBlocks scaled(model, r, alpha, o.scale_o_proj);
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "%s %s alpha %.2f", what.c_str(), layer_range_label(r).c_str(), alpha);
-    return count(buf);
+    const std::int64_t refusals = count(printf_string("%s %s alpha %.2f", what.c_str(), layer_range_label(r).c_str(), alpha));
+    return {r, refusals, last};
   }
 };
 
-// argmax for alpha > 1, argmin for alpha < 1; ties go to the first candidate.
-std::size_t best(const std::vector<SweepPoint>& pts, double alpha) {
-  std::size_t b = 0;
-  for (std::size_t i = 1; i < pts.size(); ++i)
-    if (alpha > 1 ? pts[i].refusals > pts[b].refusals : pts[i].refusals < pts[b].refusals) b = i;
+// argmax for alpha > 1, argmin for alpha < 1; ties go to the first candidate. `skip`: a point
+// left out (the choice, when looking for the runner-up).
+std::size_t best(const std::vector<SweepPoint>& pts, double alpha, std::size_t skip = SIZE_MAX) {
+  std::size_t b = skip == 0 ? 1 : 0;
+  for (std::size_t i = b + 1; i < pts.size(); ++i)
+    if (i != skip && (alpha > 1 ? pts[i].refusals > pts[b].refusals : pts[i].refusals < pts[b].refusals)) b = i;
   return b;
+}
+
+// The chosen point against the next best, query by query; none when the sweep had one point.
+std::optional<ChoiceTest> test_choice(const std::vector<SweepPoint>& pts, double alpha) {
+  if (pts.size() < 2) return std::nullopt;
+  const std::size_t c = best(pts, alpha), r = best(pts, alpha, c);
+  ChoiceTest t{pts[c].range, pts[r].range};
+  for (std::size_t q = 0; q < pts[c].refused.size(); ++q) {
+    t.chosen_only += pts[c].refused[q] && !pts[r].refused[q];
+    t.runner_up_only += pts[r].refused[q] && !pts[c].refused[q];
+  }
+  t.p = mcnemar_exact_p(t.chosen_only, t.runner_up_only);
+  return t;
 }
 
 std::vector<SweepPoint> lower_sweep(Runner& run, LayerRange base, double alpha, std::int64_t window) {
@@ -111,7 +130,7 @@ std::vector<SweepPoint> lower_sweep(Runner& run, LayerRange base, double alpha, 
   for (std::int64_t i = base.first + half; i >= base.first - half; --i) {
     if (i < 0 || i > base.last) continue;
     LayerRange r{i, base.last};
-    out.push_back({r, run.scaled_count(r, alpha, "lower")});
+    out.push_back(run.scaled_point(r, alpha, "lower"));
   }
   return out;
 }
@@ -128,7 +147,7 @@ LocateResult locate_safety_layers(Model& model, const std::vector<PromptRecord>&
   if (o.alpha < 0 || (o.alpha > 0 && std::abs(o.alpha - 1.0) < 1e-9))
     throw InputError("--alpha must be positive and not 1 (got " + std::to_string(o.alpha) + ")");
   const auto t0 = std::chrono::steady_clock::now();
-  Runner run{model, over_rejection, judge, o, sink, {}, 0, 0};
+  Runner run{model, over_rejection, judge, o, sink, {}, 0, 0, {}};
   for (const auto& q : over_rejection) run.ids.push_back(encode_prompt(model, q, o.tmpl));
   LocateResult r;
   r.judge = judge.name;
@@ -171,7 +190,7 @@ LocateResult locate_safety_layers(Model& model, const std::vector<PromptRecord>&
   for (std::int64_t j = o.initial.last - half; j <= o.initial.last + half; ++j) {
     if (j < o.initial.first || j >= L) continue;
     LayerRange rr{o.initial.first, j};
-    r.upper.push_back({rr, run.scaled_count(rr, alpha, "upper")});
+    r.upper.push_back(run.scaled_point(rr, alpha, "upper"));
     log("upper " + layer_range_label(rr) + ": " + std::to_string(r.upper.back().refusals));
   }
   const std::int64_t j_best = r.upper[best(r.upper, alpha)].range.last;
@@ -179,12 +198,30 @@ LocateResult locate_safety_layers(Model& model, const std::vector<PromptRecord>&
   r.lower = lower_sweep(run, {o.initial.first, j_best}, alpha, o.window);
   for (const auto& p : r.lower) log("lower " + layer_range_label(p.range) + ": " + std::to_string(p.refusals));
   r.final_range = {r.lower[best(r.lower, alpha)].range.first, j_best};
+  r.upper_choice = test_choice(r.upper, alpha);
+  r.lower_choice = test_choice(r.lower, alpha);
+  if (r.upper_choice) log(r.upper_choice->describe("upper bound"));
+  if (r.lower_choice) log(r.lower_choice->describe("lower bound"));
   r.unfinished_reasoning = run.unfinished;
   r.responses = run.judged;
   if (const std::string note = unfinished_reasoning_note("over-rejection", run.unfinished, run.judged, o.max_new_tokens); !note.empty())
     log(note);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+Json ChoiceTest::to_json() const {
+  return {{"chosen", {chosen.first, chosen.last}},         {"runner_up", {runner_up.first, runner_up.last}},
+          {"chosen_only", chosen_only},                   {"runner_up_only", runner_up_only},
+          {"p", p}};
+}
+
+std::string ChoiceTest::describe(const std::string& sweep) const {
+  return sweep + " " + layer_range_label(chosen) + " against the runner-up " + layer_range_label(runner_up) + ": " +
+         std::to_string(chosen_only) + " queries refused only with " + layer_range_label(chosen) + " scaled, " +
+         std::to_string(runner_up_only) + " only with " + layer_range_label(runner_up) + "; exact McNemar p = " +
+         printf_string(p < 1e-3 ? "%.1e" : "%.3f", p) +
+         (p < 0.05 ? " (more than chance alone makes)" : " (within what chance alone makes: another over-rejection set may choose otherwise)");
 }
 
 Json LocateResult::to_json() const {
@@ -199,6 +236,8 @@ Json LocateResult::to_json() const {
   Json trials = Json::array();
   for (const auto& t : alpha_trials) trials.push_back({{"alpha", t.alpha}, {"lower", pts(t.lower)}, {"stddev", t.stddev}});
   j["alpha_search"] = trials;
+  if (upper_choice) j["upper_choice"] = upper_choice->to_json();
+  if (lower_choice) j["lower_choice"] = lower_choice->to_json();
   return j;
 }
 
@@ -222,7 +261,10 @@ std::string LocateResult::table_markdown() const {
   std::snprintf(buf, sizeof buf, "alpha %.2f, baseline R_o %lld of %lld queries, judge %s; * = chosen\n\n", alpha,
                 (long long)baseline, (long long)queries, judge.c_str());
   const LayerRange up_choice{upper.empty() ? 0 : upper[0].range.first, final_range.last};
-  return std::string(buf) + row("upper bound", upper, up_choice) + "\n" + row("lower bound", lower, final_range) +
+  std::string tests;  // appends, not "\n" + ...: GCC 12 warns (-Wrestrict) on that
+  for (const auto& [name, test] : {std::pair{"Upper bound", &upper_choice}, std::pair{"Lower bound", &lower_choice}})
+    if (*test) tests.append("\n").append((*test)->describe(name)).append(".\n");
+  return std::string(buf) + row("upper bound", upper, up_choice) + "\n" + row("lower bound", lower, final_range) + tests +
          "\nfinal safety layers: " + layer_range_label(final_range) + "\n";
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,18 @@ std::vector<Tensor*> scaled_tensors(Model& model, std::int64_t block, bool scale
 struct SweepPoint {
   LayerRange range;
   std::int64_t refusals;
+  std::vector<bool> refused = {};  // per query, in the set's order
+};
+
+// A sweep's choice against its runner-up on the same queries: how many only the chosen setting
+// refused, how many only the runner-up did, and the two-sided exact McNemar p. A large p says the
+// bound rests on a difference chance alone could make (another over-rejection set may move it).
+struct ChoiceTest {
+  LayerRange chosen{0, 0}, runner_up{0, 0};
+  std::int64_t chosen_only = 0, runner_up_only = 0;
+  double p = 1;
+  Json to_json() const;
+  std::string describe(const std::string& sweep) const;  // one sentence, for the log and locate.md
 };
 
 struct LocateOptions {
@@ -63,6 +76,7 @@ struct LocateResult {
   std::vector<SweepPoint> upper, lower;
   LayerRange final_range{0, 0};
   std::vector<AlphaTrial> alpha_trials;  // the automatic alpha search, when it ran
+  std::optional<ChoiceTest> upper_choice, lower_choice;  // where a sweep had two settings or more
   std::string judge;
   // Responses judged over all settings, and those cut off inside their reasoning (response_answer).
   std::int64_t responses = 0, unfinished_reasoning = 0;
