@@ -133,7 +133,7 @@ void paired_tests(const std::vector<EvalRun>& runs, const std::vector<RunPair>& 
       }
       const double p = mcnemar_exact_p(b_only, a_only);
       rows_md += "| " + a.name + " -> " + b.name + " | " + m.label + " (" + m.event + ") | " + std::to_string(queries) + " | " +
-                 std::to_string(b_only) + " | " + std::to_string(a_only) + " | " + printf_string(p < 1e-3 ? "%.1e" : "%.3f", p) + " |\n";
+                 std::to_string(b_only) + " | " + std::to_string(a_only) + " | " + p_value_text(p) + " |\n";
       c.json["paired"].push_back({{"a", a.name}, {"b", b.name}, {"metric", m.label}, {"event", m.event}, {"queries", queries},
                                   {"b_only", b_only}, {"a_only", a_only}, {"p", p}});
     }
@@ -207,8 +207,7 @@ Comparison compare_evaluations(const std::vector<EvalRun>& runs, const std::vect
     md += std::string("| ") + m.label + " |";
     Json values = Json::array(), changes = Json::array(), intervals = Json::array();
     if (m.proportion) intervals_md += std::string("| ") + m.label + " |";
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      if (!m.proportion) continue;
+    for (std::size_t i = 0; m.proportion && i < v.size(); ++i) {
       const auto n = field(runs[i].eval, m.n);
       const bool known = v[i] && n && n->is_number_integer() && n->get<std::int64_t>() > 0 && *v[i] >= 0 && *v[i] <= 100;
       if (!known) {

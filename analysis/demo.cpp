@@ -13,6 +13,7 @@
 #include "analysis/locate.h"
 #include "analysis/plots.h"
 #include "analysis/rouge.h"
+#include "analysis/stats.h"
 #include "analysis/svg.h"
 #include "engine/device.h"
 #include "engine/error.h"
@@ -419,7 +420,7 @@ int run_demo(const DemoOptions& opt) {
     const double p = t["p"].get<double>();
     test = "; on the same " + std::to_string(t["queries"].get<std::int64_t>()) + " goals, " +
            std::to_string(t["a_only"].get<std::int64_t>()) + " were answered only after full fine-tuning and " +
-           std::to_string(t["b_only"].get<std::int64_t>()) + " only after SPPFT (exact McNemar p = " + printf_string(p < 1e-3 ? "%.1e" : "%.3f", p) +
+           std::to_string(t["b_only"].get<std::int64_t>()) + " only after SPPFT (exact McNemar p = " + p_value_text(p) +
            (p < 0.05 ? ": more than chance alone makes)" : ": within what chance alone makes)");
   }
   md += "\n![results](results.svg)\n\n";

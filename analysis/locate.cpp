@@ -220,7 +220,7 @@ std::string ChoiceTest::describe(const std::string& sweep) const {
   return sweep + " " + layer_range_label(chosen) + " against the runner-up " + layer_range_label(runner_up) + ": " +
          std::to_string(chosen_only) + " queries refused only with " + layer_range_label(chosen) + " scaled, " +
          std::to_string(runner_up_only) + " only with " + layer_range_label(runner_up) + "; exact McNemar p = " +
-         printf_string(p < 1e-3 ? "%.1e" : "%.3f", p) +
+         p_value_text(p) +
          (p < 0.05 ? " (more than chance alone makes)" : " (within what chance alone makes: another over-rejection set may choose otherwise)");
 }
 

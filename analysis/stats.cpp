@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace sppft {
 
@@ -27,5 +28,7 @@ double mcnemar_exact_p(std::int64_t b, std::int64_t c) {
     tail += std::exp(lg_m1 - std::lgamma(static_cast<double>(i) + 1) - std::lgamma(static_cast<double>(m - i) + 1) + log_half_m);
   return std::min(1.0, 2 * tail);
 }
+
+std::string p_value_text(double p) { return printf_string(p < 1e-3 ? "%.1e" : "%.3f", p); }
 
 }  // namespace sppft

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace sppft {
 
@@ -21,5 +22,8 @@ Interval wilson_interval(double rate, std::int64_t n, double z = 1.9599639845400
 // each of the b + c discordant queries falls on either side with probability 1/2, so
 // p = min(1, 2 P[X <= min(b, c)]) for X ~ Binomial(b + c, 1/2); 1 when b + c = 0.
 double mcnemar_exact_p(std::int64_t b, std::int64_t c);
+
+// A p-value as the reports print it: three decimals, or two significant digits below 0.001.
+std::string p_value_text(double p);
 
 }  // namespace sppft
